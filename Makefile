@@ -1,0 +1,48 @@
+# One entry point for people and CI. `make demo` and `make test` work from a fresh clone on Debian 12 as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DURATION ?=
+
+.PHONY: venv packages lint typecheck test test-fast bench demo schema clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the local stack runs (mosquitto, influxdb); installed only when missing and root.
+packages: $(STAMP)
+	$(BIN)/ioc stack ensure
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+# The whole suite: lint, types, unit and integration tests against real Mosquitto and InfluxDB.
+test: lint typecheck packages
+	$(BIN)/pytest
+
+# While iterating: everything but the slow suites.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+bench: $(STAMP) packages
+	$(BIN)/python -m benchmarks
+
+demo: $(STAMP) packages
+	$(BIN)/ioc demo $(if $(DURATION),--duration $(DURATION),)
+
+schema: $(STAMP)
+	$(BIN)/python -m wire.jsonschema > docs/protocol-v1.schema.json
+
+clean:
+	rm -rf $(VENV) .ioc .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,122 @@
+"""The driver interface: what every device driver offers, and the registry drivers join by name.
+
+A driver is built from a *profile* (what a hardware model exposes, YAML in ``devices/profiles/``) and an
+*instance* config (where the device is), both checked when it is created. It then runs
+``open -> poll* -> close``; the edge agent owns the schedule. Extra abilities are separate small protocols.
+This package never imports MQTT, HTTP-server or InfluxDB code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from devices.errors import DeviceConfigError
+
+MetricValue = bool | int | float | str
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch: the timestamp of a reading taken now."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Metrics sampled from one device at one instant (``ts_ms`` is when the sample was taken)."""
+
+    ts_ms: int
+    metrics: Mapping[str, MetricValue]
+
+
+class DriverConfig(BaseModel):
+    """Base of every driver's instance config: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Driver(Protocol):
+    """One connection to one device."""
+
+    async def open(self) -> None:
+        """Connect (or check reachability). Raises :class:`devices.errors.DeviceUnavailable`."""
+
+    async def poll(self) -> list[Reading]:
+        """Read the device once. Raises a :class:`devices.errors.DeviceError` subclass on failure."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection. Never raises."""
+
+    def describe_plan(self) -> list[str]:
+        """Human-readable lines: the requests one poll makes (shown by ``ioc edge check``)."""
+        ...
+
+
+@runtime_checkable
+class CommandCapable(Protocol):
+    """A driver that can run commands (restart a camera, write a message on a display...)."""
+
+    def supported_actions(self) -> frozenset[str]: ...
+
+    async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
+        """Run ``action``; return a short detail. Raises :class:`devices.errors.UnsupportedCommand`."""
+        ...
+
+
+class DriverSession:
+    """``async with DriverSession(driver):`` opens and always closes a driver."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    async def __aenter__(self) -> Driver:
+        await self.driver.open()
+        return self.driver
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.driver.close()
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """How to build one driver: its config model and a factory taking (config, profile)."""
+
+    name: str
+    config_model: type[DriverConfig]
+    factory: Callable[[Any, Any], Driver]
+    needs_profile: bool = True
+    description: str = ""
+
+
+@dataclass
+class DriverRegistry:
+    """Drivers by name. Modules register themselves on import (see :mod:`devices.drivers`)."""
+
+    specs: dict[str, DriverSpec] = field(default_factory=dict)
+
+    def register(self, spec: DriverSpec) -> DriverSpec:
+        if spec.name in self.specs:
+            raise DeviceConfigError(f"driver {spec.name!r} registered twice")
+        self.specs[spec.name] = spec
+        return spec
+
+    def get(self, name: str) -> DriverSpec:
+        try:
+            return self.specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.specs)) or "none"
+            raise DeviceConfigError(f"unknown driver {name!r} (known: {known})") from None
+
+    def names(self) -> list[str]:
+        return sorted(self.specs)
+
+
+REGISTRY = DriverRegistry()

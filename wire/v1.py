@@ -1,0 +1,266 @@
+"""The edge <-> hub wire contract, version 1.
+
+This module is the single owner of the MQTT topic layout and of every payload that crosses the broker.
+The edge agent encodes with it, the hub decodes with it, and ``wire/schema/v1.json`` is generated from it
+(``python -m wire.schema``); ``docs/protocol.md`` is the prose description. Changes here must stay backwards
+compatible: the hub keeps accepting every v1 payload ever published.
+
+Topics (``{site}`` and ``{gateway}`` are IDs, see :data:`ID_PATTERN`)::
+
+    ioc/v1/{site}/{gateway}/state     retained birth / death (also the MQTT Last Will)
+    ioc/v1/{site}/{gateway}/data      telemetry batches
+    ioc/v1/{site}/{gateway}/event     device health events
+    ioc/v1/{site}/{gateway}/cmd       commands to the gateway's devices (hub -> edge)
+    ioc/v1/{site}/{gateway}/cmd/ack   command outcomes (edge -> hub)
+
+All messages are JSON objects, published with QoS 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, TypeVar, cast
+
+import msgspec
+
+VERSION: Final = 1
+TOPIC_ROOT: Final = "ioc/v1"
+QOS: Final = 1
+
+#: Site, gateway, device and command IDs: lowercase letters, digits and '-', starting with a letter or digit.
+ID_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,63}$"
+#: Metric names become InfluxDB field keys: snake_case, starting with a letter.
+METRIC_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
+#: Device kinds become InfluxDB measurements: snake_case, starting with a letter.
+KIND_PATTERN: Final = r"^[a-z][a-z0-9_]{0,31}$"
+
+#: Limits that keep one message from exhausting the hub.
+MAX_READINGS_PER_BATCH: Final = 10_000
+MAX_METRICS_PER_READING: Final = 256
+MAX_STRING_VALUE: Final = 1024
+MAX_DEVICES_PER_GATEWAY: Final = 4096
+
+_ID_RE: Final = re.compile(ID_PATTERN)
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="Lowercase a-z, 0-9 and '-'.")]
+Kind = Annotated[str, msgspec.Meta(pattern=KIND_PATTERN, description="Device kind; the measurement name.")]
+MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_PATTERN)]
+#: Milliseconds since the Unix epoch (UTC). 2000-01-01 .. 2100-01-01 rejects seconds and microseconds by mistake.
+TimestampMs = Annotated[int, msgspec.Meta(ge=946_684_800_000, lt=4_102_444_800_000)]
+ShortText = Annotated[str, msgspec.Meta(max_length=MAX_STRING_VALUE)]
+MetricValue = bool | int | float | ShortText
+SessionId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="Opaque, unique per connect.")]
+
+
+class Channel(StrEnum):
+    """The last topic level(s): what kind of message travels on the topic."""
+
+    STATE = "state"
+    DATA = "data"
+    EVENT = "event"
+    CMD = "cmd"
+    CMD_ACK = "cmd/ack"
+
+
+# --------------------------------------------------------------------------------------------- payloads
+
+
+class DeviceInfo(msgspec.Struct, frozen=True):
+    """One device a gateway serves, as announced in its birth message."""
+
+    id: Id
+    kind: Kind
+    profile: Annotated[str, msgspec.Meta(max_length=128)]
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)]
+    driver: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+class State(msgspec.Struct, frozen=True):
+    """Birth (``online: true``) or death (``online: false``) of one agent session. Retained.
+
+    The Last Will carries the same ``session`` as the birth it follows, so a will delivered late (after the
+    gateway has already reconnected with a new session) can be recognised and ignored.
+    """
+
+    online: bool
+    session: SessionId
+    v: Literal[1] = 1
+    ts: TimestampMs | None = None
+    agent: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    devices: Annotated[list[DeviceInfo], msgspec.Meta(max_length=MAX_DEVICES_PER_GATEWAY)] = []
+    reason: Annotated[str, msgspec.Meta(max_length=256)] = ""
+
+
+class Reading(msgspec.Struct, frozen=True):
+    """Metrics of one device sampled at one instant (``ts`` is set by the edge when sampled)."""
+
+    device: Id
+    kind: Kind
+    ts: TimestampMs
+    metrics: Annotated[dict[MetricName, MetricValue], msgspec.Meta(min_length=1, max_length=MAX_METRICS_PER_READING)]
+
+
+class DataBatch(msgspec.Struct, frozen=True):
+    """A batch of readings from one gateway session.
+
+    ``seq`` increases by one per data message within a session, starting at 1, so the hub can count gaps.
+    ``replay`` is true when the batch was held back while the uplink was down and is sent late.
+    """
+
+    session: SessionId
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    readings: Annotated[list[Reading], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_BATCH)]
+    v: Literal[1] = 1
+    replay: bool = False
+
+
+class EventType(StrEnum):
+    DEVICE_DOWN = "device_down"
+    DEVICE_UP = "device_up"
+    DEVICE_DEGRADED = "device_degraded"
+
+
+class Event(msgspec.Struct, frozen=True):
+    """A device health change observed by the agent (a driver going unreachable, coming back...)."""
+
+    session: SessionId
+    device: Id
+    type: EventType
+    ts: TimestampMs
+    v: Literal[1] = 1
+    reason: Annotated[str, msgspec.Meta(max_length=512)] = ""
+
+
+class Command(msgspec.Struct, frozen=True):
+    """A command for one device behind the gateway (hub -> edge). Not retained."""
+
+    id: Id
+    device: Id
+    action: Annotated[str, msgspec.Meta(pattern=METRIC_PATTERN)]
+    ts: TimestampMs
+    v: Literal[1] = 1
+    params: dict[str, MetricValue] = {}
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+
+
+class AckStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    UNSUPPORTED = "unsupported"
+
+
+class CommandAck(msgspec.Struct, frozen=True):
+    """The outcome of a command (edge -> hub)."""
+
+    id: Id
+    device: Id
+    status: AckStatus
+    ts: TimestampMs
+    v: Literal[1] = 1
+    detail: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+
+
+Payload = State | DataBatch | Event | Command | CommandAck
+
+CHANNEL_TYPES: Final[dict[Channel, type[Payload]]] = {
+    Channel.STATE: State,
+    Channel.DATA: DataBatch,
+    Channel.EVENT: Event,
+    Channel.CMD: Command,
+    Channel.CMD_ACK: CommandAck,
+}
+
+# --------------------------------------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed v1 topic."""
+
+    site: str
+    gateway: str
+    channel: Channel
+
+    def __str__(self) -> str:
+        return topic(self.site, self.gateway, self.channel)
+
+
+class ContractError(ValueError):
+    """A topic or payload that does not follow the v1 contract. The message says what is wrong."""
+
+
+def check_id(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid ID, else raise :class:`ContractError` naming ``what``."""
+    if not _ID_RE.match(value):
+        raise ContractError(f"{what} {value!r} is not a valid ID (lowercase a-z, 0-9 and '-', max 64)")
+    return value
+
+
+def topic(site: str, gateway: str, channel: Channel) -> str:
+    """Build the topic of ``channel`` for one gateway, validating both IDs."""
+    check_id(site, "site")
+    check_id(gateway, "gateway")
+    return f"{TOPIC_ROOT}/{site}/{gateway}/{channel.value}"
+
+
+def subscription(channel: Channel, site: str = "+", gateway: str = "+") -> str:
+    """A topic filter for ``channel`` across all sites and gateways (or one of them)."""
+    return f"{TOPIC_ROOT}/{site}/{gateway}/{channel.value}"
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT 5 shared subscription filter, so several hub processes split the load."""
+    check_id(group, "shared subscription group")
+    return f"$share/{group}/{topic_filter}"
+
+
+_CHANNELS_BY_SUFFIX: Final = {c.value: c for c in Channel}
+
+
+def parse_topic(value: str) -> Topic:
+    """Parse a v1 topic, raising :class:`ContractError` with the reason when it is not one."""
+    parts = value.split("/")
+    if len(parts) < 5 or parts[0] != "ioc" or parts[1] != "v1":
+        raise ContractError(f"topic {value!r} is not under {TOPIC_ROOT}/")
+    channel = _CHANNELS_BY_SUFFIX.get("/".join(parts[4:]))
+    if channel is None:
+        raise ContractError(f"topic {value!r} has an unknown channel {'/'.join(parts[4:])!r}")
+    return Topic(check_id(parts[2], "site"), check_id(parts[3], "gateway"), channel)
+
+
+# --------------------------------------------------------------------------------------------- codec
+
+_P = TypeVar("_P", State, DataBatch, Event, Command, CommandAck)
+
+_encoder: Final = msgspec.json.Encoder()
+_decoders: Final[dict[type[Payload], msgspec.json.Decoder[Any]]] = {
+    t: msgspec.json.Decoder(t) for t in CHANNEL_TYPES.values()
+}
+
+
+def encode(message: Payload) -> bytes:
+    """Encode a payload to compact JSON bytes."""
+    return _encoder.encode(message)
+
+
+def decode(payload: bytes | str, kind: type[_P]) -> _P:
+    """Decode and validate one payload; raise :class:`ContractError` saying what is wrong."""
+    try:
+        return cast("_P", _decoders[kind].decode(payload))
+    except msgspec.ValidationError as exc:
+        raise ContractError(f"{kind.__name__}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"{kind.__name__}: not valid JSON ({exc})") from exc
+
+
+def decode_for(channel: Channel, payload: bytes | str) -> Payload:
+    """Decode a payload received on ``channel``."""
+    kind = CHANNEL_TYPES[channel]
+    try:
+        return cast(Payload, _decoders[kind].decode(payload))
+    except msgspec.ValidationError as exc:
+        raise ContractError(f"{kind.__name__}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"{kind.__name__}: not valid JSON ({exc})") from exc
