@@ -9,7 +9,7 @@ DURATION ?=
 .PHONY: venv packages lint typecheck test test-fast bench demo schema clean
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	PYTHON=$(PYTHON) scripts/bootstrap-venv.sh $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)

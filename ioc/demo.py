@@ -1,0 +1,302 @@
+"""``ioc demo``: the whole system on a simulated city, on this machine.
+
+It starts the local stack (Mosquitto with authentication and per-gateway accounts, InfluxDB), then, as child
+processes exactly as they run in production: one Modbus simulator per site (``ioc sim modbus``), one edge
+agent per site (``ioc edge run``, each with its own broker account) and the hub (``ioc hub``). Readings reach
+InfluxDB within seconds. The endpoints are written to ``{state_dir}/demo.json`` and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import yaml
+
+from ioc.stack import LocalStack, StackEndpoints, ensure_packages
+
+log = logging.getLogger("ioc.demo")
+
+#: How long a child has to say it is ready (simulator port, hub API up).
+CHILD_READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class DemoSite:
+    """One simulated site: a gateway box next to a handful of Modbus devices."""
+
+    site: str
+    gateway: str
+    district: str
+    devices: tuple[tuple[str, str, float], ...]  # (device id, profile id, poll interval s)
+
+
+#: A small city: a traffic junction, a riverside station and a substation, in three wards.
+CITY: tuple[DemoSite, ...] = (
+    DemoSite(
+        "ben-thanh",
+        "gw-1",
+        "quan-1",
+        (("aq-01", "pm-sensor-rs485", 2.0), ("th-01", "xy-md02", 2.0)),
+    ),
+    DemoSite(
+        "thu-thiem",
+        "gw-1",
+        "thu-duc",
+        (("wl-01", "water-level-rs485", 2.0), ("aq-02", "pm-sensor-rs485", 5.0), ("th-02", "xy-md02", 5.0)),
+    ),
+    DemoSite(
+        "tan-dinh",
+        "gw-1",
+        "quan-3",
+        (("pm-01", "eastron-sdm630", 2.0),),
+    ),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=None, help="stop by itself after SECONDS")
+    parser.add_argument("--state-dir", type=Path, default=Path(".ioc"), help="where configs, data, logs go")
+
+
+def main(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run_demo(args.state_dir.resolve(), args.duration, stop)
+    except DemoError as exc:
+        print(f"ioc demo: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class DemoError(RuntimeError):
+    """The demo could not start; the message says which part and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Children:
+    """The demo's child processes; stops all of them (SIGTERM, then SIGKILL) whatever happens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log_file = (self.log_dir / f"{name}.log").open("wb")
+        self._logs.append(log_file)
+        proc = subprocess.Popen(  # noqa: S603 - argv is built here from our own executable
+            argv,
+            stdout=subprocess.PIPE if name.startswith("sim-") else log_file,
+            stderr=log_file,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise DemoError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                proc.kill()
+                proc.wait()
+        for f in self._logs:
+            f.close()
+
+
+def ioc_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ioc.cli", *args]
+
+
+def read_sim_port(proc: subprocess.Popen[bytes], name: str) -> dict[str, Any]:
+    """The simulator prints one JSON line with its bound port as soon as it listens."""
+    assert proc.stdout is not None
+    result: list[bytes] = []
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(CHILD_READY_TIMEOUT_S)
+    if not result or not result[0].strip():
+        raise DemoError(f"{name} did not report its port within {CHILD_READY_TIMEOUT_S:.0f} s")
+    info: dict[str, Any] = json.loads(result[0])
+    return info
+
+
+def edge_config(site: DemoSite, ep: StackEndpoints, sim: dict[str, Any]) -> dict[str, Any]:
+    user, password = ep.credentials(f"{site.site}.{site.gateway}")
+    units: dict[str, int] = sim["units"]
+    return {
+        "site": site.site,
+        "gateway": site.gateway,
+        "broker": {"host": ep.mqtt_host, "port": ep.mqtt_port, "username": user, "password": password},
+        "publish": {"max_delay_ms": 500},
+        "devices": [
+            {
+                "id": device,
+                "driver": "modbus_tcp",
+                "profile": profile,
+                "interval_s": interval,
+                "options": {"host": sim["host"], "port": sim["port"], "unit_id": units[device]},
+            }
+            for device, profile, interval in site.devices
+        ],
+    }
+
+
+def wait_for_hub(url: str, children: Children) -> None:
+    deadline = time.monotonic() + CHILD_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        children.check_alive()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/api/v1/health", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise DemoError(f"the hub's API did not answer at {url} within {CHILD_READY_TIMEOUT_S:.0f} s")
+
+
+@dataclass(frozen=True)
+class RunningDemo:
+    doc: dict[str, Any]
+    children: Children
+
+
+@contextlib.contextmanager
+def demo_city(state_dir: Path, city: tuple[DemoSite, ...] = CITY) -> Iterator[RunningDemo]:
+    """Start everything; yield the endpoints document; stop everything on exit."""
+    ensure_packages()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = state_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    gateways = [(s.site, s.gateway) for s in city]
+    with LocalStack(state_dir / "stack", gateways=gateways) as ep:
+        children = Children(log_dir)
+        try:
+            hub_port = free_port()
+            hub_user, hub_password = ep.credentials("hub")
+            children.start(
+                "hub",
+                ioc_argv("hub"),
+                env={
+                    "IOC_HUB_MQTT__HOST": ep.mqtt_host,
+                    "IOC_HUB_MQTT__PORT": str(ep.mqtt_port),
+                    "IOC_HUB_MQTT__USERNAME": hub_user,
+                    "IOC_HUB_MQTT__PASSWORD": hub_password,
+                    "IOC_HUB_MQTT__CLIENT_ID": "ioc-hub-demo",
+                    "IOC_HUB_INFLUX__URL": ep.influx_url,
+                    "IOC_HUB_INFLUX__DATABASE": ep.influx_db,
+                    "IOC_HUB_HTTP__PORT": str(hub_port),
+                },
+            )
+            hub_url = f"http://127.0.0.1:{hub_port}"
+            for site in city:
+                profiles = [p for _, p, _ in site.devices]
+                sim_name = f"sim-{site.site}"
+                sim_argv = ioc_argv("sim", "modbus", "--port", "0", *[a for p in profiles for a in ("--profile", p)])
+                sim = read_sim_port(children.start(sim_name, sim_argv), sim_name)
+                # The simulator serves one unit per --profile, in order, unit ids 1..n.
+                sim_info = {
+                    "host": sim.get("host", "127.0.0.1"),
+                    "port": sim["port"],
+                    "units": {device: i + 1 for i, (device, _, _) in enumerate(site.devices)},
+                }
+                config_path = state_dir / f"edge-{site.site}-{site.gateway}.yaml"
+                config_path.write_text(yaml.safe_dump(edge_config(site, ep, sim_info), sort_keys=False))
+                config_path.chmod(0o600)
+                children.start(f"edge-{site.site}", ioc_argv("edge", "run", str(config_path)))
+            wait_for_hub(hub_url, children)
+            doc = {
+                "hub_url": hub_url,
+                "mqtt": {
+                    "host": ep.mqtt_host,
+                    "port": ep.mqtt_port,
+                    "accounts": {
+                        name: {"username": u, "password": p}
+                        for name in ("hub", "admin")
+                        for (u, p) in [ep.credentials(name)]
+                    },
+                },
+                "influxdb": {"url": ep.influx_url, "database": ep.influx_db},
+                "sites": [
+                    {
+                        "site": s.site,
+                        "gateway": s.gateway,
+                        "district": s.district,
+                        "devices": [d for d, _, _ in s.devices],
+                    }
+                    for s in city
+                ],
+                "logs": str(log_dir),
+            }
+            demo_json = state_dir / "demo.json"
+            demo_json.write_text(json.dumps(doc, indent=2))
+            demo_json.chmod(0o600)
+            yield RunningDemo(doc, children)
+        finally:
+            children.stop_all()
+
+
+def hub_summary(hub_url: str) -> str:
+    """One line of the hub's own counters, for the operator watching the demo's terminal."""
+    try:
+        stats = httpx.get(f"{hub_url}/api/v1/ingest/stats", timeout=2.0).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"hub stats unavailable ({exc})"
+    keys = ("readings", "lines_written", "dead_letters", "seq_gaps")
+    return "hub: " + ", ".join(f"{k}={stats[k]}" for k in keys if k in stats)
+
+
+def run_demo(state_dir: Path, duration: float | None, stop: threading.Event) -> None:
+    with demo_city(state_dir) as running:
+        doc = running.doc
+        print(json.dumps(doc, indent=2))
+        print(
+            f"\nDemo running: {len(CITY)} sites, {sum(len(s.devices) for s in CITY)} simulated Modbus devices.\n"
+            f"  hub API      {doc['hub_url']}/api/v1/health\n"
+            f"  InfluxDB     {doc['influxdb']['url']}  database {doc['influxdb']['database']}\n"
+            f"  endpoints    {state_dir / 'demo.json'}\n"
+            "Stop with Ctrl-C" + (f" (or it stops by itself after {duration:.0f} s)." if duration else "."),
+            flush=True,
+        )
+        deadline = None if duration is None else time.monotonic() + duration
+        next_summary = time.monotonic() + 10
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            stop.wait(0.5)
+            # A child that died is a failure of the demo, not something to hide.
+            running.children.check_alive()
+            if time.monotonic() >= next_summary:
+                print(hub_summary(doc["hub_url"]), flush=True)
+                next_summary += 10
+    print("Demo stopped.", flush=True)
