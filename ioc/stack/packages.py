@@ -1,0 +1,138 @@
+"""The Debian packages the local stack runs: find their binaries, install them when missing and allowed.
+
+Installing needs root; as any other user a missing package is a :class:`StackError` naming the command to run.
+Nothing here starts, stops or configures a system service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ioc.stack.errors import StackError
+
+log = logging.getLogger(__name__)
+
+#: ``apt-get update`` may take a while on a slow mirror.
+APT_UPDATE_TIMEOUT_S = 300.0
+#: ``apt-get install`` of both packages downloads about 15 MB.
+APT_INSTALL_TIMEOUT_S = 900.0
+
+#: Where Debian puts the binaries; searched too because /usr/sbin is not on an ordinary user's PATH.
+_SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
+
+
+@dataclass(frozen=True)
+class Package:
+    """A Debian package and the binaries the stack needs from it."""
+
+    name: str
+    binaries: tuple[str, ...]
+
+
+#: mosquitto 2.0.11 and influxdb 1.6.7 on Debian 12; mosquitto-clients for publishing by hand (docs/protocol.md).
+PACKAGES: tuple[Package, ...] = (
+    Package("mosquitto", ("mosquitto", "mosquitto_passwd")),
+    Package("mosquitto-clients", ("mosquitto_pub", "mosquitto_sub")),
+    Package("influxdb", ("influxd",)),
+)
+
+_apt_updated = False
+
+
+def find_binary(name: str) -> Path | None:
+    """The absolute path of ``name`` on PATH or in the system directories, or None."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    for directory in _SYSTEM_DIRS:
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def binary(name: str) -> Path:
+    """The absolute path of a binary the stack needs; :class:`StackError` naming its package when missing."""
+    path = find_binary(name)
+    if path is None:
+        package = next((p.name for p in PACKAGES if name in p.binaries), name)
+        raise StackError(
+            f"{name} not found (Debian package {package}); run `ioc stack ensure` or: {install_command([package])}"
+        )
+    return path
+
+
+def found_binaries() -> dict[str, Path | None]:
+    """Every binary the stack needs -> its path, or None when missing."""
+    return {b: find_binary(b) for p in PACKAGES for b in p.binaries}
+
+
+def missing_packages() -> list[str]:
+    """Names of the packages with at least one binary missing, in :data:`PACKAGES` order."""
+    return [p.name for p in PACKAGES if any(find_binary(b) is None for b in p.binaries)]
+
+
+def install_command(packages: list[str]) -> str:
+    """The command a person should run to install ``packages``."""
+    return (
+        "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        + " ".join(packages)
+    )
+
+
+def _apt(args: list[str], timeout: float) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    apt_get = find_binary("apt-get")
+    if apt_get is None:
+        raise StackError(f"apt-get not found; install by hand: {' '.join(args)}")
+    argv = [str(apt_get), *args]
+    log.info("running %s", " ".join(argv))
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv, package names from PACKAGES
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(f"{' '.join(argv)} did not finish within {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise StackError(f"could not run {' '.join(argv)}: {exc}") from exc
+    if done.returncode != 0:
+        out = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-20:]
+        raise StackError(f"{' '.join(argv)} failed with status {done.returncode}:\n" + "\n".join(out))
+
+
+def ensure_packages() -> None:
+    """Make sure mosquitto, mosquitto-clients and influxdb are installed.
+
+    When something is missing and we run as root: ``apt-get update`` (once per process) and
+    ``apt-get install -y --no-install-recommends`` the missing packages, non-interactively. Otherwise raise
+    :class:`StackError` naming the packages and the command to run.
+    """
+    global _apt_updated  # noqa: PLW0603 - "once per process" is the point
+    missing = missing_packages()
+    if not missing:
+        log.debug("stack packages present: %s", ", ".join(p.name for p in PACKAGES))
+        return
+    if os.geteuid() != 0:
+        raise StackError(
+            f"missing Debian package(s): {', '.join(missing)}; installing needs root, run: {install_command(missing)}"
+        )
+    log.info("installing missing Debian package(s): %s", ", ".join(missing))
+    if not _apt_updated:
+        _apt(["update"], APT_UPDATE_TIMEOUT_S)
+        _apt_updated = True
+    _apt(["install", "-y", "--no-install-recommends", *missing], APT_INSTALL_TIMEOUT_S)
+    still = missing_packages()
+    if still:
+        raise StackError(
+            f"apt-get install finished but binaries of {', '.join(still)} are still missing: {found_binaries()}"
+        )

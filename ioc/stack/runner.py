@@ -1,0 +1,249 @@
+"""``LocalStack``: Mosquitto and InfluxDB as child processes on free loopback ports, all state in one folder.
+
+::
+
+    with LocalStack(Path(".ioc/stack"), gateways=[("site-a", "gw-1")]) as ep:
+        user, password = ep.credentials("site-a.gw-1")
+
+The runner never touches system services: it starts its own two processes with generated configs and stops
+exactly those. Several stacks can run at once, each in its own state folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ioc.stack import influxdb, mosquitto
+from ioc.stack.errors import StackError
+from ioc.stack.process import DEFAULT_STOP_TIMEOUT_S, ChildProcess
+
+log = logging.getLogger(__name__)
+
+#: How long each service has to become ready (Mosquitto accepts an MQTT login, InfluxDB answers /ping).
+DEFAULT_READY_TIMEOUT_S = 30.0
+#: The stack listens on loopback only.
+HOST = "127.0.0.1"
+#: Attempts with fresh ports when another process took a port between our pick and the child's bind.
+_START_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """Where a running stack listens and the accounts it was started with."""
+
+    mqtt_host: str
+    mqtt_port: int
+    influx_url: str
+    influx_db: str
+    state_dir: Path
+    #: account name -> (username, password); kept out of repr so passwords do not end up in logs.
+    accounts: Mapping[str, tuple[str, str]] = field(repr=False, hash=False)
+
+    def credentials(self, account: str) -> tuple[str, str]:
+        """(username, password) of ``account``: "hub", "admin" or "{site}.{gateway}"."""
+        try:
+            return self.accounts[account]
+        except KeyError:
+            raise KeyError(
+                f"no broker account {account!r} in this stack; it has: {', '.join(sorted(self.accounts))}"
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The endpoints and every account's password, as written to ``credentials.json`` and demo files."""
+        return {
+            "mqtt": {
+                "host": self.mqtt_host,
+                "port": self.mqtt_port,
+                "accounts": {name: {"username": u, "password": p} for name, (u, p) in self.accounts.items()},
+            },
+            "influxdb": {"url": self.influx_url, "database": self.influx_db},
+            "state_dir": str(self.state_dir),
+        }
+
+
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """``count`` distinct ports the kernel considers free on ``host`` right now."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
+def _port_taken(proc: ChildProcess) -> bool:
+    return not proc.running() and "address already in use" in proc.log_tail().lower()
+
+
+class LocalStack:
+    """A sync context manager running Mosquitto and InfluxDB under ``state_dir``; yields :class:`StackEndpoints`.
+
+    ``state_dir`` holds the generated configs, ``credentials.json`` (0600), both services' data and their logs
+    (``mosquitto.log``, ``influxd.log``). Passwords are new on every start. Each service has ``ready_timeout``
+    seconds (default :data:`DEFAULT_READY_TIMEOUT_S`) to become ready; on exit each gets ``stop_timeout`` seconds
+    (default 10) after SIGTERM before SIGKILL. Only one stack at a time may use a given ``state_dir``.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        gateways: Sequence[tuple[str, str]] = (),
+        influx_db: str = "ioc",
+        *,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.gateways = tuple(gateways)
+        self.influx_db = influx_db
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self._children: list[ChildProcess] = []
+        self._pids: dict[str, int] = {}
+        self._lock: IO[str] | None = None
+        self.endpoints: StackEndpoints | None = None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """name -> pid of the children this stack started (also after they stopped)."""
+        return dict(self._pids)
+
+    def __enter__(self) -> StackEndpoints:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> StackEndpoints:
+        """Start both services and wait until they are ready. On any failure, stop what was started and raise."""
+        if self.endpoints is not None:
+            raise StackError(f"the stack in {self.state_dir} is already running")
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            accounts = mosquitto.build_accounts(self.gateways)
+            mqtt_port = self._start_mosquitto(accounts)
+            influx_url = self._start_influxdb()
+            influxdb.create_database(influx_url, self.influx_db)
+            ep = StackEndpoints(
+                mqtt_host=HOST,
+                mqtt_port=mqtt_port,
+                influx_url=influx_url,
+                influx_db=self.influx_db,
+                state_dir=self.state_dir,
+                accounts=types.MappingProxyType({n: (a.username, a.password) for n, a in accounts.items()}),
+            )
+            self._write_credentials(ep)
+        except OSError as exc:
+            self.stop()
+            raise StackError(f"cannot write the stack's files under {self.state_dir}: {exc}") from exc
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints = ep
+        log.info(
+            "local stack up in %s: mqtt %s:%d, influxdb %s (db %s), pids %s",
+            self.state_dir,
+            HOST,
+            mqtt_port,
+            influx_url,
+            self.influx_db,
+            self.pids,
+        )
+        return ep
+
+    def stop(self) -> None:
+        """Stop the children this stack started (SIGTERM, then SIGKILL). Idempotent."""
+        children, self._children = self._children, []
+        errors = []
+        for child in reversed(children):
+            try:
+                child.stop(self.stop_timeout)
+            except Exception as exc:  # noqa: BLE001 - stop the others too, report below
+                errors.append(f"{child.name}: {exc}")
+        self.endpoints = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if children:
+            log.info("local stack in %s stopped", self.state_dir)
+        if errors:
+            raise StackError("could not stop the local stack cleanly: " + "; ".join(errors))
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _take_lock(self) -> None:
+        lock = (self.state_dir / "stack.lock").open("w", encoding="utf-8")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            raise StackError(f"{self.state_dir} is in use by another running LocalStack") from exc
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _start_mosquitto(self, accounts: dict[str, mosquitto.Account]) -> int:
+        admin = accounts["admin"]
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            (port,) = free_ports(1)
+            conf = mosquitto.write_config(self.state_dir, HOST, port, accounts)
+            proc = mosquitto.start(conf, self.state_dir / "mosquitto.log")
+            self._children.append(proc)
+            self._pids[proc.name] = proc.pid
+            try:
+                mosquitto.wait_ready(
+                    proc, HOST, port, username=admin.username, password=admin.password, timeout=self.ready_timeout
+                )
+            except StackError:
+                if attempt < _START_ATTEMPTS and _port_taken(proc):
+                    log.info("port %d was taken before mosquitto bound it; trying another", port)
+                    self._children.remove(proc)
+                    proc.stop(self.stop_timeout)
+                    continue
+                raise
+            return port
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_influxdb(self) -> str:
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            http_port, rpc_port = free_ports(2)
+            conf = influxdb.write_config(self.state_dir, HOST, http_port, rpc_port)
+            proc = influxdb.start(conf, self.state_dir / "influxd.log")
+            self._children.append(proc)
+            self._pids[proc.name] = proc.pid
+            url = f"http://{HOST}:{http_port}"
+            try:
+                influxdb.wait_ready(proc, url, self.ready_timeout)
+            except StackError:
+                if attempt < _START_ATTEMPTS and _port_taken(proc):
+                    log.info("port %d or %d was taken before influxd bound it; trying others", http_port, rpc_port)
+                    self._children.remove(proc)
+                    proc.stop(self.stop_timeout)
+                    continue
+                raise
+            return url
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write_credentials(self, ep: StackEndpoints) -> None:
+        path = self.state_dir / "credentials.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(ep.to_json(), f, indent=2)
+        path.chmod(0o600)
