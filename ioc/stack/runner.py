@@ -168,6 +168,12 @@ class LocalStack:
         )
         return ep
 
+    def check_alive(self) -> None:
+        """:class:`StackError` (with the log's tail) if a child of this running stack has exited."""
+        for child in self._children:
+            if not child.running():
+                raise child.failure("exited while the stack was running")
+
     def stop(self) -> None:
         """Stop the children this stack started (SIGTERM, then SIGKILL). Idempotent."""
         children, self._children = self._children, []
