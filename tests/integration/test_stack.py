@@ -6,7 +6,10 @@ import json
 import os
 import queue
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ioc.stack import LocalStack, StackEndpoints, StackError, influx_query, influx_write
+from ioc.stack import LocalStack, StackEndpoints, StackError, ensure_packages, influx_query, influx_write
+from ioc.stack import packages as packages_module
+from ioc.stack import runner as runner_module
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +252,117 @@ def test_unwritable_state_dir_is_a_stack_error(tmp_path: Path) -> None:
     (tmp_path / "influxdb").write_text("a file where a directory should be")
     with pytest.raises(StackError, match="influxdb"):
         LocalStack(tmp_path).start()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); it is dead, only not reaped yet (its parent was killed too).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def test_children_die_when_the_runner_is_killed(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: SIGKILL the runner (no cleanup runs) and its Mosquitto and InfluxDB go too."""
+    script = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "from ioc.stack import LocalStack\n"
+        "stack = LocalStack(Path(sys.argv[1]))\n"
+        "stack.start()\n"
+        "print(json.dumps(stack.pids), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert runner.stdout is not None
+        line = runner.stdout.readline()
+        assert line, runner.stderr.read() if runner.stderr else ""
+        pids: dict[str, int] = json.loads(line)
+        assert set(pids) == {"mosquitto", "influxd"}
+        assert not any(_gone(pid) for pid in pids.values())
+    finally:
+        runner.kill()
+        runner.communicate(timeout=TIMEOUT_S)
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in pids.values()), pids
+
+
+def test_port_taken_before_the_child_binds_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process takes the picked port between our pick and the child's bind: both services try again."""
+    real_free_ports = runner_module.free_ports
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = int(squatter.getsockname()[1])
+        handed_out: list[list[int]] = []
+
+        def racy_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+            ports = real_free_ports(count, host)
+            if all(len(p) != count for p in handed_out):  # the first pick for each service (1 or 2 ports)
+                ports[0] = busy
+            handed_out.append(ports)
+            return ports
+
+        monkeypatch.setattr(runner_module, "free_ports", racy_free_ports)
+        stack = LocalStack(tmp_path)
+        with stack as ep:
+            assert ep.mqtt_port != busy
+            assert not ep.influx_url.endswith(f":{busy}")
+            assert connect_result(ep, *ep.credentials("admin")).value == 0
+            assert [len(p) for p in handed_out] == [1, 1, 2, 2]
+    assert "address already in use" in (tmp_path / "mosquitto.log").read_text().lower()
+    assert "address already in use" in (tmp_path / "influxd.log").read_text().lower()
+
+
+def test_ioc_stack_up_prints_endpoints_and_stops_on_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ioc.cli", "stack", "up", "--state-dir", str(tmp_path), "--gateway", "site-a.gw-1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[bytes] = []
+        while not lines or lines[-1] != b"}\n":  # the JSON document ends with a closing brace alone on a line
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else ""
+            lines.append(line)
+        doc = json.loads(b"".join(lines))
+        ep_port = doc["mqtt"]["port"]
+        gw = doc["mqtt"]["accounts"]["site-a.gw-1"]
+        assert doc["influxdb"]["database"] == "ioc"
+        assert httpx.get(f"{doc['influxdb']['url']}/ping", timeout=TIMEOUT_S).status_code == 204
+        ep = StackEndpoints("127.0.0.1", ep_port, doc["influxdb"]["url"], "ioc", tmp_path, {})
+        assert connect_result(ep, gw["username"], gw["password"]).value == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=TIMEOUT_S)
+    assert not _listening(ep_port)
+
+
+def test_missing_package_as_non_root_names_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packages_module, "PACKAGES", (packages_module.Package("ioc-test-pkg", ("ioc-no-such-bin",)),))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(StackError) as info:
+        ensure_packages()
+    message = str(info.value)
+    assert "ioc-test-pkg" in message
+    assert "apt-get install -y --no-install-recommends ioc-test-pkg" in message
+
+
+def test_ensure_packages_finds_the_installed_binaries() -> None:
+    ensure_packages()  # installed on this machine (or just installed as root): must not raise
+    found = packages_module.found_binaries()
+    assert all(path is not None and path.is_file() for path in found.values()), found
