@@ -1,0 +1,168 @@
+"""The hub's HTTP API (FastAPI), served by uvicorn inside the hub's own event loop.
+
+- ``GET /api/v1/health``: ``status`` ``ok`` or ``degraded`` (MQTT connected and InfluxDB reachable), always
+  HTTP 200 while the process serves: a degraded hub is alive and recovers by itself, restarting it would not help.
+- ``GET /api/v1/ingest/stats``: every counter of the intake (:class:`hub.stats.IngestStats`) and the gauges.
+- ``GET /api/v1/dead-letters?limit=N``: the newest refused messages first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import asdict
+from types import TracebackType
+from typing import Annotated, Any, Protocol, Self
+
+import uvicorn
+from fastapi import FastAPI, Query
+
+from hub.config import HttpSettings
+from hub.deadletter import DeadLetter
+from hub.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+class HubStatus(Protocol):
+    """What the API reads from the running hub."""
+
+    @property
+    def mqtt_connected(self) -> bool: ...
+
+    async def influx_reachable(self) -> bool: ...
+
+    def ingest_stats(self) -> dict[str, Any]: ...
+
+    def dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
+        """(how many dead letters since start, the newest ``limit`` of those still kept)."""
+        ...
+
+
+def create_app(status: HubStatus) -> FastAPI:
+    """The API app, reading everything from ``status``."""
+    app = FastAPI(title="IOC hub", version="1", docs_url=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
+
+    @app.get(f"{API_PREFIX}/health")
+    async def health() -> dict[str, Any]:
+        influx_ok = await status.influx_reachable()
+        mqtt_ok = status.mqtt_connected
+        stats = status.ingest_stats()
+        return {
+            "status": "ok" if mqtt_ok and influx_ok else "degraded",
+            "mqtt": {"connected": mqtt_ok},
+            "influx": {"reachable": influx_ok},
+            "counters": {
+                "messages_received": stats["messages_received"],
+                "lines_written": stats["lines_written"],
+                "dead_letters": stats["dead_letters_total"],
+                "pending_messages": stats["pending_messages"],
+                "write_retries": stats["write_retries"],
+            },
+        }
+
+    @app.get(f"{API_PREFIX}/ingest/stats")
+    async def ingest_stats() -> dict[str, Any]:
+        return status.ingest_stats()
+
+    @app.get(f"{API_PREFIX}/dead-letters")
+    async def dead_letters(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
+        total, items = status.dead_letters(limit)
+        return {"total": total, "items": [asdict(item) for item in items]}
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The hub owns SIGINT/SIGTERM (hub.cli); uvicorn would install its own and re-raise them on exit.
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"the API cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+class ApiServer:
+    """Serves ``app`` on ``settings.host:port`` as a task of the running loop; port 0 picks a free port."""
+
+    def __init__(self, app: FastAPI, settings: HttpSettings, *, start_timeout_s: float = 10.0) -> None:
+        self._app = app
+        self._settings = settings
+        self._start_timeout_s = start_timeout_s
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        host = self._settings.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        sock = _bind(self._settings.host, self._settings.port)
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            log_config=None,  # keep the process's logging setup
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="hub-api")
+        try:
+            async with asyncio.timeout(self._start_timeout_s):
+                while not self._server.started:
+                    if self._task.done():
+                        break
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            pass
+        if not self._server.started:
+            await self._stop()
+            sock.close()
+            raise StartupError(f"the API did not start on {self.url} within {self._start_timeout_s} s")
+        log.info("hub API listening on %s", self.url)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            problem = ""
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except TimeoutError:
+                problem = "did not stop within 10 s"
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - uvicorn exits with SystemExit on startup failure
+                problem = f"failed: {exc!r}"
+            if problem:
+                log.error("the API server %s", problem)
+            self._task = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The serving task, to notice if it dies."""
+        return self._task

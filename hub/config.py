@@ -1,0 +1,261 @@
+"""Hub settings, checked once at start.
+
+Sources, lowest to highest priority: defaults, the YAML file given with ``ioc hub --config FILE``, environment
+variables ``IOC_HUB_<SECTION>__<KEY>`` (for example ``IOC_HUB_MQTT__HOST``). Unknown keys are refused in both,
+and every error names where the bad value came from (the file or the variable) and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from hub.errors import ConfigError
+from wire.v1 import ID_PATTERN
+
+ENV_PREFIX: Final = "IOC_HUB_"
+#: Secrets that ship in examples. Refused unless the broker is on loopback (a developer's machine).
+PLACEHOLDER_SECRETS: Final = frozenset({"changeme", "changethis", "change-me"})
+
+
+def _default_client_id() -> str:
+    return f"ioc-hub-{socket.gethostname()}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    """The broker connection of the hub's intake."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    #: CA bundle to verify the broker with (TLS only); the system's CAs when unset.
+    ca_file: FilePath | None = None
+    #: Stable across restarts: the broker keeps this session's unacknowledged messages while the hub is away.
+    client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=128)
+    #: How long the broker keeps the session of a stopped hub (MQTT 5 Session Expiry Interval).
+    session_expiry_s: int = Field(default=3600, ge=0, le=0xFFFFFFFF)
+    #: Subscribe as ``$share/{group}/...`` so several hub processes split the load.
+    shared_group: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
+    keepalive_s: int = Field(default=60, ge=5, le=65535)
+    #: Timeout of the TCP/TLS connect to the broker.
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: Reconnect backoff: doubles from min to max (paho-mqtt's reconnect delay).
+    reconnect_min_s: int = Field(default=1, ge=1, le=300)
+    reconnect_max_s: int = Field(default=30, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("mqtt.ca_file is set but mqtt.tls is off")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("mqtt.reconnect_max_s is smaller than mqtt.reconnect_min_s")
+        return self
+
+
+class InfluxSettings(_Section):
+    """The InfluxDB the hub writes to."""
+
+    url: str = "http://127.0.0.1:8086"
+    database: str = Field(default="ioc", min_length=1, max_length=64)
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Timeout of each HTTP request (connect, read, write, pool).
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: Only the v1 ``/write`` API for now (InfluxDB 1.x; 2.x through a DBRP mapping; 3.x). ``v2`` with
+    #: ``token``, ``org`` and ``bucket`` is planned (docs/storage.md).
+    api: Literal["v1"] = "v1"
+    #: Send the body gzip-compressed (InfluxDB 1.x and later accept ``Content-Encoding: gzip``).
+    gzip: bool = True
+    #: Retry backoff for writes that failed for a retryable reason: capped exponential with jitter.
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8086")
+        return value.rstrip("/")
+
+
+class BatchSettings(_Section):
+    """How messages are batched into writes, and the bounds that keep memory in check."""
+
+    #: A batch is written when it holds this many lines...
+    max_lines: int = Field(default=5000, ge=1, le=1_000_000)
+    #: ...or when its first message has waited this long.
+    max_delay_ms: int = Field(default=250, ge=1, le=60_000)
+    #: Concurrent writes to InfluxDB.
+    max_in_flight: int = Field(default=2, ge=1, le=64)
+    #: Messages received but not yet acknowledged; at the cap the hub stops taking messages from the broker.
+    max_pending_messages: int = Field(default=20_000, ge=1, le=10_000_000)
+    #: The bounded hand-over queue between the MQTT network thread and the pipeline.
+    queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    #: On stop, how long to keep trying to store what was received before leaving it to the broker's session.
+    drain_timeout_s: float = Field(default=10.0, ge=0, le=600)
+
+
+class DeadLetterSettings(_Section):
+    """The in-memory ring of refused messages (``GET /api/v1/dead-letters``)."""
+
+    keep: int = Field(default=1000, ge=1, le=1_000_000)
+    payload_bytes: int = Field(default=1024, ge=0, le=1_048_576)
+
+
+class HttpSettings(_Section):
+    """The hub's HTTP API."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port; the actual port is logged and exposed by the service.
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class HubSettings(BaseSettings):
+    """All settings of ``ioc hub``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    batch: BatchSettings = BatchSettings()
+    dead_letters: DeadLetterSettings = DeadLetterSettings()
+    http: HttpSettings = HttpSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (which arrives as keyword arguments); no .env or secrets dir.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Self:
+        if is_loopback(self.mqtt.host):
+            return self
+        for name, secret in (("mqtt.password", self.mqtt.password), ("influx.password", self.influx.password)):
+            if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise PydanticCustomError(
+                    "placeholder_secret",
+                    "is a placeholder secret; set a real one "
+                    "(placeholders are accepted only when mqtt.host is loopback, not '{host}')",
+                    {"field": name, "host": self.mqtt.host},
+                )
+        return self
+
+
+def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> HubSettings:
+    """Load and check the settings once; raise :class:`ConfigError` naming the file or variable and the field.
+
+    ``environ`` is only used to name the source of an error and to refuse unknown variables; the values
+    themselves are read from ``os.environ`` by pydantic-settings.
+    """
+    env = dict(os.environ if environ is None else environ)
+    _refuse_unknown_env(env)
+    data = _read_yaml(config_file) if config_file is not None else {}
+    try:
+        return HubSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file, env)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (mqtt, influx, ...)")
+    return {str(k): v for k, v in data.items()}
+
+
+def _refuse_unknown_env(env: Mapping[str, str]) -> None:
+    sections = set(HubSettings.model_fields)
+    for name in sorted(env):
+        if name.upper().startswith(ENV_PREFIX):
+            section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+            if section not in sections:
+                raise ConfigError(
+                    f"environment variable {name}: unknown setting section {section!r} "
+                    f"(known: {', '.join(sorted(sections))})"
+                )
+
+
+_SECRET_FIELDS: Final = frozenset({"password"})
+
+
+def _describe(exc: ValidationError, config_file: Path | None, env: Mapping[str, str]) -> str:
+    upper_env = {k.upper() for k in env}
+    lines: list[str] = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        if not loc and "field" in error.get("ctx", {}):
+            # A check across sections (placeholder secrets) names its field in the context.
+            loc = str(error["ctx"]["field"]).split(".")
+        field = ".".join(loc)
+        env_name = ENV_PREFIX + "__".join(loc).upper()
+        if loc and env_name in upper_env:
+            where = f"environment variable {env_name}"
+        elif config_file is not None:
+            where = str(config_file)
+        else:
+            where = "settings"
+        message = "unknown key" if error["type"] == "extra_forbidden" else str(error["msg"])
+        message = message.removeprefix("Value error, ")
+        got = ""
+        if loc and loc[-1] not in _SECRET_FIELDS and error["type"] != "extra_forbidden" and "input" in error:
+            value = error["input"]
+            if isinstance(value, str | int | float | bool) or value is None:
+                got = f" (got {value!r})"
+        lines.append(f"{where}: {field}: {message}{got}" if field else f"{where}: {message}")
+    return "invalid hub settings:\n  " + "\n  ".join(lines)

@@ -1,0 +1,433 @@
+"""The ingest pipeline: decode -> lines -> batch -> write -> acknowledge.
+
+Messages arrive on a bounded queue from the intake (the MQTT adapter), unacknowledged. Each is decoded against
+the wire contract by its channel, turned into InfluxDB lines (:mod:`hub.points`), and added to the current batch;
+a batch is written when it holds ``max_lines`` lines or its first message has waited ``max_delay_ms``, with up to
+``max_in_flight`` writes at once.
+
+Acknowledgements go back to the broker **only after storage** (InfluxDB answered 204), and in the order the
+messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): a message that needs no write
+(a bad payload, a command ack, a stale will) is acknowledged once everything received before it is.
+
+- Retryable write failures (:class:`~hub.errors.StorageUnavailable`) are retried with capped exponential backoff
+  and jitter, holding the acknowledgements; memory stays bounded because the pipeline stops taking messages at
+  ``max_pending_messages`` unacknowledged messages, the queue fills, and the MQTT thread blocks (back-pressure to
+  the broker, which keeps the messages in the hub's session).
+- A refused write (:class:`~hub.errors.StorageRejected`, HTTP 400/413) is split in halves by message until the
+  message that causes it is found; that one is dead-lettered and acknowledged. Lines InfluxDB already stored
+  from a partial write are written again, which is harmless: a point with the same series and time overwrites.
+- Bad topics and payloads are dead-lettered (bounded ring), counted by kind, logged once per kind, acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog
+from hub.errors import StorageRejected, StorageUnavailable
+from hub.points import device_event_line, gateway_state_line, reading_lines
+from hub.stats import IngestStats
+from hub.tracking import GatewayStates, SeqTracker
+from wire.v1 import ContractError, DataBatch, Event, State, decode_for, parse_topic
+
+log = logging.getLogger(__name__)
+
+#: The idle loop wakes this often to notice a stop and to log dead-letter summaries.
+_TICK_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message as the intake hands it over: not yet acknowledged to the broker."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool = False
+    received: float = 0.0
+    """Unix time (s) when the intake received it."""
+    connection: int = 0
+    """Which broker connection delivered it (the intake's counter); acks of an older connection are moot."""
+
+
+class Acker(Protocol):
+    """Acknowledges a message to the broker (the intake)."""
+
+    def ack(self, message: InboundMessage) -> bool:
+        """Acknowledge; False if the ack could not be sent (the broker will redeliver the message)."""
+        ...
+
+
+class LineWriter(Protocol):
+    """Stores line protocol (the InfluxDB writer)."""
+
+    async def write(self, body: bytes) -> None:
+        """Store ``body``; raise StorageUnavailable (retry) or StorageRejected (the data is refused)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter: attempt n waits a random time in [d/2, d], d = min(max, initial*2^n)."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.max_s, self.initial_s * (2 ** min(attempt, 32)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    message: InboundMessage
+    lines: list[str] = field(default_factory=list)
+    newest_ts: int | None = None
+    done: bool = False
+
+
+class Pipeline:
+    """Consumes the intake queue until :meth:`close`, then drains it, writes what is pending and returns."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[InboundMessage],
+        acker: Acker,
+        writer: LineWriter,
+        *,
+        max_lines: int = 5000,
+        max_delay_ms: int = 250,
+        max_in_flight: int = 2,
+        max_pending_messages: int = 20_000,
+        retry: RetryPolicy | None = None,
+        dead_letters: DeadLetterRing | None = None,
+        stats: IngestStats | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._queue = queue
+        self._acker = acker
+        self._writer = writer
+        self._max_lines = max_lines
+        self._max_delay_s = max_delay_ms / 1000
+        self._max_pending = max_pending_messages
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self.stats = stats or IngestStats()
+        self.dead_letters = dead_letters or DeadLetterRing(keep=1000, payload_bytes=1024)
+        self.states = GatewayStates()
+        self.seqs = SeqTracker()
+        self._dead_letter_log = OncePerKindLog(log)
+
+        self._pending: deque[_Pending] = deque()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._batch: list[_Pending] = []
+        self._batch_lines = 0
+        self._batch_deadline: float | None = None  # loop time
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._writes: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._wait_cm: asyncio.Timeout | None = None
+        self._storage_down = False
+
+    # ------------------------------------------------------------------------------------------ control
+
+    def close(self) -> None:
+        """Stop waiting for new messages: :meth:`run` drains the queue, writes what is pending and returns."""
+        self._closing = True
+        if self._wait_cm is not None:
+            self._wait_cm.reschedule(asyncio.get_running_loop().time())
+
+    def gauges(self) -> dict[str, int]:
+        """Current levels: unacknowledged messages, queued messages, lines in the open batch, writes running."""
+        return {
+            "pending_messages": len(self._pending),
+            "queued_messages": self._queue.qsize(),
+            "batch_lines": self._batch_lines,
+            "writes_in_flight": len(self._writes),
+        }
+
+    @property
+    def storage_ok(self) -> bool:
+        """False while writes are failing with a retryable error."""
+        return not self._storage_down
+
+    async def run(self) -> None:
+        """Run until :meth:`close`; on cancellation the writes in flight are cancelled (nothing more is acked)."""
+        try:
+            await self._consume()
+            await self._drain()
+        finally:
+            for task in self._writes:
+                task.cancel()
+            if self._writes:
+                await asyncio.wait(set(self._writes))
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_housekeeping = loop.time() + _TICK_S
+        while not self._closing:
+            self._raise_failure()
+            if len(self._pending) >= self._max_pending:
+                await self._wait_for_room()
+                continue
+            message = await self._next_message(self._wait_s(loop.time()))
+            if message is not None:
+                self._handle(message)
+            now = loop.time()
+            if self._batch_lines >= self._max_lines or (
+                self._batch_deadline is not None and now >= self._batch_deadline
+            ):
+                await self._flush()
+            if now >= next_housekeeping:
+                next_housekeeping = now + _TICK_S
+                self._dead_letter_log.flush()
+
+    async def _drain(self) -> None:
+        """Everything the intake handed over before it stopped, then the open batch, then the writes."""
+        while True:
+            self._raise_failure()
+            if len(self._pending) >= self._max_pending:
+                await self._wait_for_room()
+                continue
+            try:
+                message = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            self._handle(message)
+            if self._batch_lines >= self._max_lines:
+                await self._flush()
+        await self._flush()
+        while self._writes:
+            await asyncio.wait(set(self._writes))
+        self._raise_failure()
+        self._dead_letter_log.flush()
+
+    # ------------------------------------------------------------------------------------------ intake side
+
+    def _wait_s(self, now: float) -> float:
+        if self._batch_deadline is None:
+            return _TICK_S
+        return max(0.0, min(_TICK_S, self._batch_deadline - now))
+
+    async def _next_message(self, wait_s: float) -> InboundMessage | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        if wait_s <= 0:
+            return None
+        try:
+            # Cancelling Queue.get never loses an item: it is only taken once the getter resumes.
+            async with asyncio.timeout(wait_s) as cm:
+                self._wait_cm = cm
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+        finally:
+            self._wait_cm = None
+
+    async def _wait_for_room(self) -> None:
+        # The open batch may hold the oldest pending messages: write it, or room would never come.
+        await self._flush()
+        if len(self._pending) >= self._max_pending:
+            self._room.clear()
+            # Bounded wait, so that run() notices a failed write task or a stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TICK_S):
+                    await self._room.wait()
+
+    def _handle(self, message: InboundMessage) -> None:
+        """Decode one message and file it: into the open batch, or straight to done (acked in order)."""
+        try:
+            self._file(message)
+        except Exception as exc:
+            if not any(e.message is message for e in self._pending):
+                self._dead_letter(message, DeadLetterKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+            log.exception("internal error while handling a message on %s", message.topic)
+
+    def _file(self, message: InboundMessage) -> None:
+        stats = self.stats
+        stats.messages_received += 1
+        try:
+            topic = parse_topic(message.topic)
+        except ContractError as exc:
+            self._dead_letter(message, DeadLetterKind.BAD_TOPIC, str(exc))
+            return
+        stats.count_channel(topic.channel.value)
+        try:
+            payload = decode_for(topic.channel, message.payload)
+        except ContractError as exc:
+            malformed = not isinstance(exc.__cause__, msgspec.ValidationError)
+            self._dead_letter(message, DeadLetterKind.MALFORMED if malformed else DeadLetterKind.CONTRACT, str(exc))
+            return
+        entry = _Pending(message)
+        if isinstance(payload, DataBatch):
+            if not self._data_lines(entry, topic.site, topic.gateway, payload):
+                return
+        elif isinstance(payload, State):
+            self._state_lines(entry, topic.site, topic.gateway, payload)
+        elif isinstance(payload, Event):
+            entry.lines = [device_event_line(topic.site, topic.gateway, payload)]
+        # A CommandAck is counted only; command tracking comes with the command API.
+        self._pending.append(entry)
+        if entry.lines:
+            self._add_to_batch(entry)
+        else:
+            entry.done = True
+            self._release()
+
+    def _data_lines(self, entry: _Pending, site: str, gateway: str, batch: DataBatch) -> bool:
+        """Fill ``entry`` with the lines of ``batch``; False if it was dead-lettered instead."""
+        stats = self.stats
+        stats.readings += len(batch.readings)
+        stats.seq_gaps += self.seqs.observe(site, gateway, batch.session, batch.seq)
+        stats.seq_repeats = self.seqs.repeats
+        entry.lines, dropped = reading_lines(site, gateway, batch)
+        stats.values_dropped += dropped
+        if not entry.lines:
+            self._dead_letter(entry.message, DeadLetterKind.UNREPRESENTABLE, "no metric value can be written")
+            return False
+        if not batch.replay:
+            entry.newest_ts = max(r.ts for r in batch.readings)
+        return True
+
+    def _state_lines(self, entry: _Pending, site: str, gateway: str, state: State) -> None:
+        message = entry.message
+        received_ms = int((message.received or self._clock()) * 1000)
+        if not self.states.apply(site, gateway, state, received_ms):
+            self.stats.stale_states_ignored += 1
+            log.info("ignored a late death of %s/%s: session %s is not the current one", site, gateway, state.session)
+        elif state.ts is not None or not message.retain:
+            # A retained will replayed on subscribe has no time of its own: it was stored when it happened.
+            entry.lines = [gateway_state_line(site, gateway, state, state.ts or received_ms)]
+
+    def _dead_letter(self, message: InboundMessage, kind: DeadLetterKind, error: str) -> None:
+        received_ms = int((message.received or self._clock()) * 1000)
+        self.dead_letters.add(message.topic, message.payload, kind, error, received_ms)
+        self.stats.count_dead_letter(kind.value)
+        self._dead_letter_log.record(kind.value, f"{message.topic}: {error}")
+        self._pending.append(_Pending(message, done=True))
+        self._release()
+
+    def _add_to_batch(self, entry: _Pending) -> None:
+        if not self._batch:
+            self._batch_deadline = asyncio.get_running_loop().time() + self._max_delay_s
+        self._batch.append(entry)
+        self._batch_lines += len(entry.lines)
+
+    # ------------------------------------------------------------------------------------------ storage side
+
+    async def _flush(self) -> None:
+        if not self._batch:
+            return
+        entries, self._batch, self._batch_lines, self._batch_deadline = self._batch, [], 0, None
+        await self._slots.acquire()
+        task = asyncio.create_task(self._store_batch(entries), name="hub-write")
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self.close()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError("a write task failed unexpectedly") from self._failure
+
+    async def _store_batch(self, entries: list[_Pending]) -> None:
+        try:
+            await self._store(entries)
+        finally:
+            self._slots.release()
+
+    async def _store(self, entries: list[_Pending]) -> None:
+        line_count = sum(len(e.lines) for e in entries)
+        body = "\n".join([line for e in entries for line in e.lines]).encode()
+        try:
+            await self._write_retrying(body)
+        except StorageRejected as exc:
+            if len(entries) > 1:
+                # Narrow down to the message(s) InfluxDB refuses; the others are written (again) and acked.
+                half = len(entries) // 2
+                await self._store(entries[:half])
+                await self._store(entries[half:])
+                return
+            entry = entries[0]
+            self.dead_letters.add(
+                entry.message.topic,
+                entry.message.payload,
+                DeadLetterKind.REJECTED,
+                exc.reason,
+                int((entry.message.received or self._clock()) * 1000),
+            )
+            self.stats.count_dead_letter(DeadLetterKind.REJECTED.value)
+            self._dead_letter_log.record(DeadLetterKind.REJECTED.value, f"{entry.message.topic}: {exc.reason}")
+        else:
+            self.stats.lines_written += line_count
+            self.stats.write_batches += 1
+            now_ms = int(self._clock() * 1000)
+            for entry in entries:
+                if entry.newest_ts is not None:
+                    self.stats.ingest_latency.observe(now_ms - entry.newest_ts)
+        for entry in entries:
+            entry.done = True
+            entry.lines = []
+        self._release()
+
+    async def _write_retrying(self, body: bytes) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._writer.write(body)
+            except StorageUnavailable as exc:
+                self.stats.write_errors += 1
+                if not self._storage_down:
+                    self._storage_down = True
+                    log.warning("InfluxDB write failed (%s); holding acknowledgements and retrying with backoff", exc)
+                delay = self._retry.delay(attempt)
+                attempt += 1
+                self.stats.write_retries += 1
+                await asyncio.sleep(delay)
+            except StorageRejected:
+                self.stats.write_errors += 1
+                raise
+            else:
+                if self._storage_down:
+                    self._storage_down = False
+                    log.warning("InfluxDB accepts writes again")
+                return
+
+    def _release(self) -> None:
+        """Acknowledge the done messages at the head of the pending queue, in arrival order."""
+        pending = self._pending
+        while pending and pending[0].done:
+            entry = pending.popleft()
+            if self._acker.ack(entry.message):
+                self.stats.acks += 1
+        if len(pending) < self._max_pending:
+            self._room.set()
+
+    # ------------------------------------------------------------------------------------------ status
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, gauges, sequence gaps per gateway and the gateway states, JSON-ready."""
+        data = self.stats.snapshot()
+        data["seq_gaps_by_gateway"] = dict(self.seqs.gaps)
+        data.update(self.gauges())
+        data["gateways"] = {"known": len(self.states), "online": self.states.online_count}
+        return data

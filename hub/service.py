@@ -1,0 +1,182 @@
+"""Composition of the hub: intake -> pipeline -> writer, and the API, with one explicit lifecycle.
+
+Start order (and, reversed, stop order), by :class:`contextlib.AsyncExitStack`:
+
+1. the InfluxDB writer (HTTP client),
+2. the MQTT intake (network thread; connects and reconnects by itself),
+3. the pipeline task; on stop: the intake stops handing over, the pipeline drains the queue, writes what is
+   pending and acknowledges it, within ``batch.drain_timeout_s`` (what is left stays in the broker's session),
+4. the API server.
+
+So a graceful stop is: API down, intake stops, pending batches flushed and acked, then the MQTT disconnect
+(after the acks: paho sends its packets in order), then the HTTP client closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+from hub.api import ApiServer, create_app
+from hub.config import HubSettings
+from hub.deadletter import DeadLetter, DeadLetterRing
+from hub.errors import HubError
+from hub.influx import InfluxWriter
+from hub.ingest import InboundMessage, Pipeline, RetryPolicy
+from hub.mqtt import MqttIntake
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """The running hub. ``async with Hub(settings) as hub:`` runs it until the block exits."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._writer: InfluxWriter | None = None
+        self._intake: MqttIntake | None = None
+        self._pipeline: Pipeline | None = None
+        self._pipeline_task: asyncio.Task[None] | None = None
+        self._api: ApiServer | None = None
+
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            self._writer = await stack.enter_async_context(InfluxWriter(s.influx))
+            queue: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=s.batch.queue_size)
+            self._intake = await stack.enter_async_context(
+                MqttIntake(s.mqtt, queue, receive_maximum=s.batch.max_pending_messages + s.batch.queue_size)
+            )
+            self._pipeline = Pipeline(
+                queue,
+                self._intake,
+                self._writer,
+                max_lines=s.batch.max_lines,
+                max_delay_ms=s.batch.max_delay_ms,
+                max_in_flight=s.batch.max_in_flight,
+                max_pending_messages=s.batch.max_pending_messages,
+                retry=RetryPolicy(s.influx.retry_initial_s, s.influx.retry_max_s),
+                dead_letters=DeadLetterRing(s.dead_letters.keep, s.dead_letters.payload_bytes),
+            )
+            self._pipeline_task = asyncio.create_task(self._pipeline.run(), name="hub-pipeline")
+            stack.push_async_callback(self._drain)
+            self._api = await stack.enter_async_context(ApiServer(create_app(self), s.http))
+            log.info(
+                "hub started: InfluxDB %s database %r (api %s, gzip %s); batches of up to %d lines or %d ms, "
+                "%d writes in flight, at most %d unacknowledged messages; API %s",
+                s.influx.url,
+                s.influx.database,
+                s.influx.api,
+                "on" if s.influx.gzip else "off",
+                s.batch.max_lines,
+                s.batch.max_delay_ms,
+                s.batch.max_in_flight,
+                s.batch.max_pending_messages,
+                self._api.url,
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        log.info("hub stopped")
+
+    async def _drain(self) -> None:
+        intake, pipeline, task = self._intake, self._pipeline, self._pipeline_task
+        if intake is None or pipeline is None or task is None:
+            return
+        intake.stop_accepting()
+        pipeline.close()
+        timeout = self.settings.batch.drain_timeout_s
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            left = pipeline.gauges()["pending_messages"]
+            log.warning(
+                "stop: %d messages not stored within %.0f s; left unacknowledged, the broker redelivers them",
+                left,
+                timeout,
+            )
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except Exception:
+            log.exception("the pipeline failed while draining")
+
+    # ------------------------------------------------------------------------------------------ status
+
+    @property
+    def http_port(self) -> int:
+        """The port the API actually listens on (useful with ``http.port: 0``)."""
+        return self._api.port if self._api is not None else 0
+
+    @property
+    def api_url(self) -> str:
+        return self._api.url if self._api is not None else ""
+
+    @property
+    def intake(self) -> MqttIntake:
+        if self._intake is None:
+            raise HubError("the hub is not running")
+        return self._intake
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise HubError("the hub is not running")
+        return self._pipeline
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self._intake is not None and self._intake.connected
+
+    async def influx_reachable(self) -> bool:
+        return self._writer is not None and await self._writer.ping()
+
+    def ingest_stats(self) -> dict[str, Any]:
+        data = self.pipeline.snapshot()
+        data["mqtt"] = {"connected": self.mqtt_connected, **self.intake.counters}
+        data["influx"] = {"writes_failing": not self.pipeline.storage_ok}
+        return data
+
+    def dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
+        ring = self.pipeline.dead_letters
+        return ring.total, ring.latest(limit)
+
+    async def wait_failed(self) -> None:
+        """Return (raising its error) only if a component task ends on its own: the pipeline or the API."""
+        tasks = [t for t in (self._pipeline_task, self._api.task if self._api else None) if t is not None]
+        if not tasks:
+            return
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise HubError(f"{task.get_name()} failed: {task.exception()!r}") from task.exception()
+        raise HubError(f"{', '.join(t.get_name() for t in done)} stopped unexpectedly")
+
+
+async def run_hub(settings: HubSettings, stop: asyncio.Event, *, on_ready: Callable[[Hub], None] | None = None) -> None:
+    """Run the hub until ``stop`` is set, then stop it gracefully. ``on_ready`` gets the started hub."""
+    async with Hub(settings) as hub:
+        if on_ready is not None:
+            on_ready(hub)
+        stopper = asyncio.create_task(stop.wait(), name="hub-stop")
+        failure = asyncio.create_task(hub.wait_failed(), name="hub-watch")
+        try:
+            await asyncio.wait({stopper, failure}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            failure.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+        if failure.done() and not failure.cancelled():
+            failure.result()
