@@ -1,0 +1,62 @@
+"""Wire messages -> InfluxDB lines: the schema of docs/storage.md."""
+
+from __future__ import annotations
+
+from hub.points import device_event_line, gateway_state_line, reading_lines
+from wire import v1
+
+TS = 1_764_331_200_123
+SESSION = "k3J9xQ2mPzA1"
+
+
+def test_readings_become_one_line_each_with_allow_listed_sorted_tags_from_the_topic() -> None:
+    batch = v1.DataBatch(
+        session=SESSION,
+        seq=42,
+        readings=[
+            v1.Reading(device="aq-01", kind="air_quality", ts=TS, metrics={"pm25": 35.2, "pm10": 61}),
+            v1.Reading(device="wl-02", kind="water_level", ts=TS + 877, metrics={"level_m": 1.82, "alarm": False}),
+            v1.Reading(device="aq-01", kind="air_quality", ts=TS + 5000, metrics={"pm25": 36, "mode": 'a"b'}),
+        ],
+    )
+    lines, dropped = reading_lines("site-b", "gw-2", batch)
+    assert dropped == 0
+    assert lines == [
+        "air_quality,device=aq-01,gateway=gw-2,kind=air_quality,site=site-b pm25=35.2,pm10=61.0 1764331200123",
+        "water_level,device=wl-02,gateway=gw-2,kind=water_level,site=site-b level_m=1.82,alarm=false 1764331201000",
+        r'air_quality,device=aq-01,gateway=gw-2,kind=air_quality,site=site-b pm25=36.0,mode="a\"b" 1764331205123',
+    ]
+
+
+def test_unrepresentable_values_are_dropped_and_counted_the_rest_of_the_reading_is_kept() -> None:
+    batch = v1.DataBatch(
+        session=SESSION,
+        seq=1,
+        readings=[
+            v1.Reading(device="d-1", kind="meter", ts=TS, metrics={"huge": 10**400, "ok": 2}),
+            v1.Reading(device="d-1", kind="meter", ts=TS + 1, metrics={"huge": 10**400}),
+        ],
+    )
+    lines, dropped = reading_lines("s", "g", batch)
+    assert lines == ["meter,device=d-1,gateway=g,kind=meter,site=s ok=2.0 1764331200123"]
+    assert dropped == 2
+
+
+def test_gateway_state_line() -> None:
+    birth = v1.State(online=True, session=SESSION, ts=TS)
+    assert gateway_state_line("site-a", "gw-1", birth, TS) == (
+        f'gateway_state,gateway=gw-1,site=site-a online=true,session="{SESSION}" {TS}'
+    )
+    will = v1.State(online=False, session=SESSION, reason="connection lost")
+    assert gateway_state_line("site-a", "gw-1", will, 1) == (
+        f'gateway_state,gateway=gw-1,site=site-a online=false,session="{SESSION}" 1'
+    )
+
+
+def test_device_event_line() -> None:
+    event = v1.Event(session=SESSION, device="aq-01", type=v1.EventType.DEVICE_DOWN, ts=TS, reason='timeout "3 s"')
+    assert device_event_line("site-a", "gw-1", event) == (
+        r'device_event,device=aq-01,gateway=gw-1,site=site-a,type=device_down reason="timeout \"3 s\"" 1764331200123'
+    )
+    no_reason = v1.Event(session=SESSION, device="aq-01", type=v1.EventType.DEVICE_UP, ts=TS)
+    assert device_event_line("s", "g", no_reason).endswith(' reason="" 1764331200123')
