@@ -181,7 +181,7 @@ def describe_validation_error(exc: ValidationError, data: Any = None) -> list[st
             path.append(str(part))
             node = node.get(part) if isinstance(node, dict) and isinstance(part, str) else None
             i += 1
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key (not allowed)"
         elif err["type"] == "missing":

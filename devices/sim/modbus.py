@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final, cast
+from typing import Final, Literal, cast
 
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
@@ -209,23 +211,28 @@ class SimulatedUnit:
                 continue
             if point.step <= 0:
                 continue
-            if point.hints.mode == "counter":
-                value = point.value + self.rng.uniform(0, point.step)
-                if point.hi is not None and value > point.hi:
-                    value = point.lo if point.lo is not None else 0.0
-            else:
-                value = point.value + self.rng.uniform(-point.step, point.step)
-                # Reflect at the bounds so values do not pile up on them.
-                if point.hi is not None and value > point.hi:
-                    value = 2 * point.hi - value
-                if point.lo is not None and value < point.lo:
-                    value = 2 * point.lo - value
-                if point.hi is not None:
-                    value = min(value, point.hi)
-                if point.lo is not None:
-                    value = max(value, point.lo)
-            point.value = value
-            self._write(point)
+            previous, point.value = point.value, self._next(point, point.value)
+            try:
+                self._write(point)
+            except ValueError:
+                # Unbounded hints went past what the register type holds: a counter rolls over (as meters do),
+                # a walk turns back.
+                point.value = (point.lo or 0.0) if point.hints.mode == "counter" else previous
+                self._write(point)
+
+    def _next(self, point: _Point, value: float) -> float:
+        if point.hints.mode == "counter":
+            value += self.rng.uniform(0, point.step)
+            if point.hi is not None and value > point.hi:
+                value = point.lo if point.lo is not None else 0.0
+            return value
+        value += self.rng.uniform(-point.step, point.step)
+        # Reflect at the bounds so values do not pile up on them.
+        if point.hi is not None and value > point.hi:
+            value = max(2 * point.hi - value, point.lo if point.lo is not None else -math.inf)
+        if point.lo is not None and value < point.lo:
+            value = min(2 * point.lo - value, point.hi if point.hi is not None else math.inf)
+        return value
 
     def sim_device(self) -> SimDevice:
         blocks: list[list[SimData]] = []
@@ -286,11 +293,15 @@ class ModbusSimulator:
     def __init__(
         self,
         profiles: Sequence[Profile | str],
+        *,
         host: str = "127.0.0.1",
         port: int = 0,
         update_interval_s: float = 1.0,
         seed: int | None = None,
+        framer: Literal["socket", "rtu"] = "socket",
     ) -> None:
+        """``framer="rtu"`` sends RTU frames (with CRC) over the TCP socket, like a transparent serial server;
+        the ``modbus_rtu`` driver reaches it with the pyserial URL ``socket://host:port``."""
         if not profiles:
             raise DeviceConfigError("the simulator needs at least one profile")
         if len(profiles) > 247:
@@ -302,6 +313,7 @@ class ModbusSimulator:
         self.host = host
         self.requested_port = port
         self.update_interval_s = update_interval_s
+        self.framer = FramerType.RTU if framer == "rtu" else FramerType.SOCKET
         self.units: dict[int, SimulatedUnit] = {
             i + 1: SimulatedUnit(i + 1, profile, rng) for i, profile in enumerate(loaded)
         }
@@ -328,6 +340,7 @@ class ModbusSimulator:
         server = ModbusTcpServer(
             [unit.sim_device() for unit in self.units.values()],
             address=(self.host, self.requested_port),
+            framer=self.framer,
             ignore_missing_devices=True,
         )
         try:

@@ -74,6 +74,7 @@ def make_codec(
         return make_bool_codec()
     if scale == 0:
         raise ValueError("scale must not be 0")
+    scale, offset = float(scale), float(offset)  # so every value comes out a float, whatever the caller passed
     width = TYPE_WIDTH[type_]
     fmt = _VALUE_FORMAT[type_]
     value_struct = struct.Struct(">" + fmt)
