@@ -84,6 +84,7 @@ class MqttIntake:
         self._client: paho.Client | None = None
         self._accepting = threading.Event()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._connection = 0  # written by the network thread only
         self._ever_connected = False
         self._down_logged = False
@@ -159,6 +160,7 @@ class MqttIntake:
     async def close(self) -> None:
         """Disconnect (after the acks queued so far: paho writes its packets in order) and join the thread."""
         self.stop_accepting()
+        self._subscribed.clear()
         client, self._client = self._client, None
         if client is None:
             return
@@ -176,13 +178,18 @@ class MqttIntake:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def wait_connected(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the first successful connection; return whether it happened."""
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker has answered the subscription."""
+        return self._connected.is_set() and self._subscribed.is_set()
+
+    async def wait_subscribed(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until connected and subscribed; return whether that happened."""
         deadline = time.monotonic() + timeout_s
-        while not self._connected.is_set():
+        while not self.subscribed:
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         return True
 
     # ------------------------------------------------------------------------------------------ acks
@@ -265,6 +272,7 @@ class MqttIntake:
         for topic_filter, code in zip(self.filters, reason_codes, strict=False):
             if code.is_failure:
                 log.error("the broker refused the subscription to %s: %s", topic_filter, code)
+        self._subscribed.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         if not self._down_logged:
@@ -286,6 +294,7 @@ class MqttIntake:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._subscribed.clear()
         if not was_connected:
             return
         self.counters["disconnects"] += 1

@@ -102,7 +102,7 @@ class Hub:
         except TimeoutError:
             left = pipeline.gauges()["pending_messages"]
             log.warning(
-                "stop: %d messages not stored within %.0f s; left unacknowledged, the broker redelivers them",
+                "stop: %d messages not stored within %g s; left unacknowledged, the broker redelivers them",
                 left,
                 timeout,
             )
