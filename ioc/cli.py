@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pymodbus logs every timeout at ERROR with frame dumps; drivers already report those as their own
+    # DeviceUnavailable, logged once per state change by the edge scheduler.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     module, _, extra = COMMANDS[args.command]
     return _load(module, extra).main(args)
 
