@@ -51,6 +51,21 @@ _HANDOVER_POLL_S: Final = 0.25
 _MAX_RECEIVE_MAXIMUM: Final = 65535
 
 
+class _QuietWhenStopping(logging.Filter):
+    """Drop paho's ERROR "Client is not connected" that it logs when stopped before ever connecting.
+
+    paho-mqtt 2.2 ``loop_forever`` runs one ``_loop`` after the first-connection retry loop is told to stop,
+    with no socket; that is our own stop, not an error.
+    """
+
+    def __init__(self, stopping: threading.Event) -> None:
+        super().__init__()
+        self._stopping = stopping
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self._stopping.is_set() and str(record.msg).startswith("Client is not connected"))
+
+
 def topic_filters(shared_group: str | None) -> list[str]:
     """The subscription filters of the intake, as ``$share/{group}/...`` when a group is set."""
     filters = [subscription(channel) for channel in INTAKE_CHANNELS]
@@ -83,6 +98,8 @@ class MqttIntake:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
         self._accepting = threading.Event()
+        self._stopping = threading.Event()
+        self._quiet = _QuietWhenStopping(self._stopping)
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._connection = 0  # written by the network thread only
@@ -112,7 +129,9 @@ class MqttIntake:
             reconnect_on_failure=True,
         )
         client.manual_ack_set(True)
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        paho_log.addFilter(self._quiet)
+        client.enable_logger(paho_log)
         if s.username is not None:
             client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
         if s.tls:
@@ -164,6 +183,7 @@ class MqttIntake:
         client, self._client = self._client, None
         if client is None:
             return
+        self._stopping.set()
         client.disconnect()
         stopped = asyncio.to_thread(client.loop_stop)
         try:
@@ -171,6 +191,7 @@ class MqttIntake:
         except TimeoutError:
             log.warning("the MQTT network thread did not stop within %.0f s", self._stop_timeout_s)
         self._connected.clear()
+        logging.getLogger(f"{__name__}.paho").removeFilter(self._quiet)
 
     # ------------------------------------------------------------------------------------------ status
 

@@ -381,3 +381,30 @@ async def test_shared_subscription(stack: StackEndpoints, influx_db: str, hubs: 
     await publish(f"{TOPIC}/data", data(1, reading("aq-01", "air_quality", TS, pm25=9)))
     rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 1)
     assert rows == [{"time": TS, "pm25": 9.0}]
+
+
+async def test_a_stalled_pipeline_leaves_messages_with_the_broker(
+    stack: StackEndpoints, influx_db: str, hubs: HubRunner, publish: Publish
+) -> None:
+    client_id = f"hub-backpressure-{influx_db}"
+    dead_influx = f"http://127.0.0.1:{closed_port()}"
+    settings = hub_settings(
+        stack, influx_db, client_id=client_id, influx_url=dead_influx, session_expiry_s=120, drain_timeout_s=0.2
+    )
+    small = settings.model_copy(
+        update={"batch": settings.batch.model_copy(update={"queue_size": 2, "max_pending_messages": 3})}
+    )
+    first = await hubs.start(small)
+    for seq in range(1, 13):
+        await publish(f"{TOPIC}/data", data(seq, reading("aq-01", "air_quality", TS + seq, pm25=seq)))
+    await wait_for(lambda: first.pipeline.gauges()["pending_messages"] == 3, "the pipeline full")
+    await asyncio.sleep(0.5)
+    # Receive Maximum = pending cap + queue: the broker holds back the rest instead of the hub buffering them.
+    assert first.intake.counters["received"] <= 5
+    assert first.pipeline.stats.acks == 0
+    await hubs.stop(first)
+
+    second = await hubs.start(hub_settings(stack, influx_db, client_id=client_id))
+    rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 12)
+    assert [r["pm25"] for r in rows] == [float(seq) for seq in range(1, 13)]
+    await wait_for(lambda: second.pipeline.stats.acks >= 12, "12 acks")
