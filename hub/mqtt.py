@@ -6,15 +6,18 @@ once its lines are stored. So:
 - MQTT 5, ``clean_start=False`` with a Session Expiry Interval and a stable client id: while the hub is away the
   broker keeps the subscriptions and every unacknowledged message, and redelivers them on reconnect.
 - ``manual_ack``: paho sends no PUBACK by itself; :meth:`MqttIntake.ack` sends it when the pipeline says so.
-- The network thread hands each message over with ``run_coroutine_threadsafe(queue.put(...)).result()`` on a
-  bounded queue: when the pipeline is behind, the thread blocks, the broker stops getting acks, fills our
-  Receive Maximum window and keeps the rest queued in our session (back-pressure instead of drops).
+- Back-pressure instead of drops, twice: the CONNECT's Receive Maximum is the hub's capacity (pending cap +
+  queue size), so the broker itself stops sending once that many messages are unacknowledged and keeps the rest
+  queued in our session (Mosquitto honours it for MQTT 5 clients in place of its ``max_inflight_messages``);
+  and the network thread hands each message over with ``run_coroutine_threadsafe(queue.put(...)).result()``
+  on a bounded queue, blocking while it is full (QoS 0 messages are outside Receive Maximum).
 - Acks of a message delivered on an older connection are not sent: after a reconnect the broker resends every
   unacknowledged message (MQTT 5 section 4.4), and the resent copy gets the ack.
 
-Caveat: while the network thread is blocked it sends no PINGREQ either; a pipeline stalled for longer than
-1.5 x keepalive (InfluxDB down) gets the connection dropped by the broker. Nothing is lost: the thread
-reconnects once unblocked and the broker redelivers.
+Caveat: while the network thread is blocked it sends no PINGREQ either; blocked for longer than 1.5 x keepalive,
+the broker drops the connection. Nothing is lost: the thread reconnects once unblocked and the broker
+redelivers. Broker side, the session's queue is bounded by Mosquitto's ``max_queued_messages`` (default 1000,
+beyond which QoS 1 messages for an offline or saturated hub are dropped): raise it for the hub's broker.
 """
 
 from __future__ import annotations
