@@ -176,6 +176,14 @@ def edge_config(site: DemoSite, ep: StackEndpoints, sim: dict[str, Any]) -> dict
     }
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, atomically (readers never see half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 def wait_for_hub(url: str, children: Children) -> None:
     deadline = time.monotonic() + CHILD_READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -201,7 +209,8 @@ def demo_city(state_dir: Path, city: tuple[DemoSite, ...] = CITY) -> Iterator[Ru
     log_dir = state_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     gateways = [(s.site, s.gateway) for s in city]
-    with LocalStack(state_dir / "stack", gateways=gateways) as ep:
+    stack = LocalStack(state_dir / "stack", gateways=gateways)
+    with stack as ep:
         children = Children(log_dir)
         try:
             hub_port = free_port()
@@ -233,8 +242,7 @@ def demo_city(state_dir: Path, city: tuple[DemoSite, ...] = CITY) -> Iterator[Ru
                     "units": {device: i + 1 for i, (device, _, _) in enumerate(site.devices)},
                 }
                 config_path = state_dir / f"edge-{site.site}-{site.gateway}.yaml"
-                config_path.write_text(yaml.safe_dump(edge_config(site, ep, sim_info), sort_keys=False))
-                config_path.chmod(0o600)
+                write_private(config_path, yaml.safe_dump(edge_config(site, ep, sim_info), sort_keys=False))
                 children.start(f"edge-{site.site}", ioc_argv("edge", "run", str(config_path)))
             wait_for_hub(hub_url, children)
             doc = {
@@ -260,9 +268,9 @@ def demo_city(state_dir: Path, city: tuple[DemoSite, ...] = CITY) -> Iterator[Ru
                 ],
                 "logs": str(log_dir),
             }
-            demo_json = state_dir / "demo.json"
-            demo_json.write_text(json.dumps(doc, indent=2))
-            demo_json.chmod(0o600)
+            pids = [*stack.pids.values(), *(p.pid for p in children.procs.values())]
+            write_private(state_dir / "pids", "\n".join(map(str, pids)) + "\n")
+            write_private(state_dir / "demo.json", json.dumps(doc, indent=2) + "\n")
             yield RunningDemo(doc, children)
         finally:
             children.stop_all()

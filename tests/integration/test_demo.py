@@ -1,0 +1,103 @@
+"""`ioc demo` (what `make demo` runs) puts simulated Modbus readings into InfluxDB within seconds.
+
+The demo runs as a child process exactly as a person starts it; the test reads the endpoints it writes to
+``demo.json`` and queries the InfluxDB it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ioc.demo import CITY
+from ioc.stack import influx_query
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def wait_for(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"demo exited with {proc.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s:\n{log.read_text()}"
+        time.sleep(0.2)
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+@pytest.mark.timeout(180)
+def test_demo_puts_simulated_modbus_readings_into_influxdb(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ioc.cli", "demo", "--duration", "120", "--state-dir", str(state)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        doc = wait_for(state / "demo.json", proc, log, timeout=60)
+        url, db = doc["influxdb"]["url"], doc["influxdb"]["database"]
+        started = time.monotonic()
+        expected_sites = {s.site for s in CITY}
+        expected_devices = {d for s in CITY for d, _, _ in s.devices}
+        seen_devices: set[str] = set()
+        sites: set[str] = set()
+        while time.monotonic() - started < 45 and seen_devices != expected_devices:
+            time.sleep(1)
+            for measurement in ("air_quality", "weather", "water_level", "power_meter"):
+                rows = influx_query(url, db, f'SELECT count(*) FROM "{measurement}" GROUP BY "device", "site"')
+                seen_devices |= {r["device"] for r in rows}
+                sites |= {r["site"] for r in rows}
+        took = time.monotonic() - started
+        assert seen_devices == expected_devices, f"after {took:.0f} s only {sorted(seen_devices)}:\n{log.read_text()}"
+        assert sites == expected_sites
+
+        # Values are the simulator's plausible ones, stamped recently by the edge (ms precision).
+        rows = influx_query(url, db, 'SELECT * FROM "air_quality" ORDER BY time DESC LIMIT 1')
+        assert rows, "no air-quality reading"
+        newest = rows[0]
+        assert abs(newest["time"] - time.time() * 1000) < 30_000
+        assert 0 <= newest["pm25"] < 1000
+        assert 0 <= newest["pm10"] < 2000
+
+        # The hub reports what it stored; the gateways announced themselves (birth → gateway_state online).
+        stats = httpx.get(f"{doc['hub_url']}/api/v1/ingest/stats", timeout=5).json()
+        assert stats["dead_letters_total"] == 0, stats
+        assert stats["lines_written"] >= len(expected_devices), stats
+        states = influx_query(url, db, 'SELECT last("online") FROM "gateway_state" GROUP BY "site"')
+        assert {r["site"] for r in states} == expected_sites
+        assert all(r["last"] is True for r in states)
+
+        pids = [int(p) for p in (state / "pids").read_text().split()]
+        assert len(pids) == 2 + 2 * len(CITY) + 1, "stack (2), hub, one simulator and one agent per site"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=40)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert rc == 0, log.read_text()
+    assert "Demo stopped." in log.read_text()
+    for pid in pids:
+        assert not alive(pid), f"child {pid} still running after the demo stopped"
