@@ -1,0 +1,259 @@
+"""The edge agent's config: one YAML file per gateway, checked once at start.
+
+Sources, lowest to highest priority: defaults, the YAML file, environment variables ``IOC_EDGE_<SECTION>__<KEY>``
+(for example ``IOC_EDGE_BROKER__PASSWORD``). Unknown keys are refused in both. Each device's driver options
+and profile are checked by the driver itself (:func:`devices.drivers.build_driver`) while loading, so
+``ioc edge check`` catches them. Every error names the file (or variable), the device (index and id) and the
+field, e.g. ``gateway.yaml: devices[1] (id 'aq-2'): options.port: Input should be a valid integer``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Final, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edge.errors import ConfigError
+from edge.plan import DevicePlan, DevicePlanError, build_device_plans
+from edge.problems import device_label, dotted, pydantic_message
+from wire.v1 import ID_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_READINGS_PER_BATCH
+
+ENV_PREFIX: Final = "IOC_EDGE_"
+#: A poll never waits longer than this by default (``devices[].timeout_s`` is ``min(interval_s, this)``).
+DEFAULT_POLL_TIMEOUT_CAP_S: Final = 10.0
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Section):
+    """The MQTT broker and the gateway's own account on it."""
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    #: CA bundle to verify the broker with (TLS only); the system's CAs when unset.
+    ca_file: FilePath | None = None
+    #: MQTT keepalive; a dead link is noticed after 1.5 x this at the latest.
+    keepalive_s: int = Field(default=30, ge=5, le=65535)
+    #: Timeout of the connect (TCP/TLS and waiting for CONNACK).
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: Timeout of one QoS 1 publish (waiting for PUBACK); on expiry the session is dropped and redone.
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: Reconnect backoff: doubles from min to max, with jitter.
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=300)
+    reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("broker.ca_file is set but broker.tls is off")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("broker.reconnect_max_s is smaller than broker.reconnect_min_s")
+        return self
+
+
+class PublishConfig(_Section):
+    """How readings are batched, and how many are held while the broker is unreachable."""
+
+    #: Readings per data message at most.
+    max_batch: int = Field(default=500, ge=1, le=MAX_READINGS_PER_BATCH)
+    #: A reading waits at most this long for its batch to fill before it is sent.
+    max_delay_ms: int = Field(default=1000, ge=1, le=600_000)
+    #: Readings held (in memory) while the broker is unreachable; beyond this the oldest are dropped.
+    outbox_max: int = Field(default=100_000, ge=1, le=10_000_000)
+    #: On a clean shutdown, how long to keep sending queued readings before the death message.
+    drain_timeout_s: float = Field(default=5.0, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.outbox_max < self.max_batch:
+            raise ValueError("publish.outbox_max is smaller than publish.max_batch")
+        return self
+
+
+class DeviceConfig(_Section):
+    """One device instance: where it is (``options``, checked by its driver) and how often to poll it."""
+
+    id: Id
+    #: A registered driver, e.g. ``modbus_tcp``.
+    driver: str = Field(min_length=1, max_length=64)
+    #: A profile id (``devices/profiles/<id>.yaml``); it gives the device's kind.
+    profile: str = Field(min_length=1, max_length=128)
+    interval_s: float = Field(ge=0.1, le=86_400)
+    #: Timeout of one poll (and of opening the connection); ``min(interval_s, 10)`` when unset.
+    timeout_s: float | None = Field(default=None, gt=0, le=600)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def poll_timeout_s(self) -> float:
+        """The timeout applied to each open and poll."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return min(self.interval_s, DEFAULT_POLL_TIMEOUT_CAP_S)
+
+
+class EdgeConfig(BaseSettings):
+    """The whole config of one gateway's agent."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    site: Id
+    gateway: Id
+    broker: BrokerConfig
+    publish: PublishConfig = PublishConfig()
+    devices: list[DeviceConfig] = Field(default_factory=list, max_length=MAX_DEVICES_PER_GATEWAY)
+
+    _plans: list[DevicePlan] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (which arrives as keyword arguments); no .env or secrets dir.
+        return (env_settings, init_settings)
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_ids(cls, devices: list[DeviceConfig]) -> list[DeviceConfig]:
+        first: dict[str, int] = {}
+        for index, device in enumerate(devices):
+            if device.id in first:
+                raise PydanticCustomError(
+                    "duplicate_device_id",
+                    "duplicate device id (already used by devices[{first}])",
+                    {"first": first[device.id], "index": index, "id": device.id},
+                )
+            first[device.id] = index
+        return devices
+
+    def device_plans(self) -> list[DevicePlan]:
+        """The devices with their drivers built (not connected), in config order. Built once, then reused.
+
+        Raises :class:`~edge.plan.DevicePlanError` naming the device and field if a driver refuses its options.
+        """
+        if self._plans is None:
+            self._plans = build_device_plans(self.devices)
+        return self._plans
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Read, validate and plan the config once; raise :class:`ConfigError` naming the file, device and field.
+
+    ``environ`` only names the source of an error and refuses unknown variables; the values themselves are
+    read from ``os.environ`` by pydantic-settings.
+    """
+    path = Path(path)
+    env = dict(os.environ if environ is None else environ)
+    _refuse_unknown_env(env)
+    data = _read_yaml(path)
+    try:
+        config = EdgeConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(describe_errors(exc, str(path), data, env))) from None
+    try:
+        config.device_plans()
+    except DevicePlanError as exc:
+        raise ConfigError("\n".join(p.render(str(path)) for p in exc.problems)) from None
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (site, gateway, broker, publish, devices)")
+    return {str(k): v for k, v in data.items()}
+
+
+def _refuse_unknown_env(env: Mapping[str, str]) -> None:
+    """pydantic-settings reads only the variables of known fields; a misspelt section would pass unnoticed."""
+    fields = set(EdgeConfig.model_fields)
+    for name in sorted(env):
+        if name.upper().startswith(ENV_PREFIX):
+            field = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+            if field not in fields:
+                raise ConfigError(
+                    f"environment variable {name}: unknown setting {field!r} (known: {', '.join(sorted(fields))})"
+                )
+
+
+def describe_errors(
+    exc: ValidationError, source: str, data: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per problem: ``<file or variable>: [devices[i] (id 'x'): ]<field>: <message>``."""
+    upper_env = {k.upper() for k in (env or {})}
+    raw_devices = data.get("devices")
+    lines: list[str] = []
+    for error in exc.errors():
+        loc: list[str | int] = list(error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "duplicate_device_id":
+            loc = ["devices", int(ctx["index"]), "id"]
+        env_name = ENV_PREFIX + "__".join(_leading_names(loc)).upper()
+        where = f"environment variable {env_name}" if loc and env_name in upper_env else source
+        device = ""
+        if len(loc) >= 2 and loc[0] == "devices" and isinstance(loc[1], int):
+            device = device_label(loc[1], _device_id(raw_devices, loc[1]))
+            loc = loc[2:]
+        parts = [where, device, dotted(loc), pydantic_message(error)]
+        lines.append(": ".join(p for p in parts if p))
+    return lines
+
+
+def _leading_names(loc: Sequence[str | int]) -> list[str]:
+    """The field names of ``loc`` up to the first list index: the environment variable that set them."""
+    names: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            break
+        names.append(part)
+    return names
+
+
+def _device_id(raw_devices: Any, index: int) -> str | None:
+    if isinstance(raw_devices, Sequence) and 0 <= index < len(raw_devices):
+        entry = raw_devices[index]
+        if isinstance(entry, Mapping) and isinstance(entry.get("id"), str):
+            return str(entry["id"])
+    return None

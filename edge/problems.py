@@ -1,0 +1,55 @@
+"""How config problems are worded: ``<source>: devices[i] (id 'x'): <field>: <message>``, one line each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+#: Values of these fields are never echoed in an error message.
+SECRET_FIELDS: Final = frozenset({"password", "token", "secret", "community"})
+
+
+def device_label(index: int, device_id: str | None) -> str:
+    """``devices[1] (id 'aq-2')``, or ``devices[1]`` when the entry has no usable id."""
+    return f"devices[{index}] (id {device_id!r})" if device_id else f"devices[{index}]"
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    """``('options', 'port')`` -> ``options.port``; ``('a', 0, 'b')`` -> ``a[0].b``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def pydantic_message(error: Any) -> str:
+    """The message of one pydantic error (``ValidationError.errors()`` item), with the bad value if harmless."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (not allowed)"
+    if kind == "missing":
+        return "missing (required)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    loc = error.get("loc") or ()
+    value = error.get("input")
+    if loc and str(loc[-1]) not in SECRET_FIELDS and isinstance(value, str | int | float | bool):
+        message += f" (got {value!r})"
+    return message
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one device entry."""
+
+    index: int
+    device_id: str | None
+    field: str | None
+    message: str
+
+    def render(self, source: str) -> str:
+        parts = [source, device_label(self.index, self.device_id), self.field or "", self.message]
+        return ": ".join(p for p in parts if p)

@@ -1,0 +1,373 @@
+"""The uplink: one MQTT 5 connection at a time (aiomqtt), each a new session with birth, will and death.
+
+On every connect the publisher picks a new session id, registers the Last Will ``State(online=False,
+reason="connection lost")`` (retained, QoS 1) and publishes the retained birth ``State(online=True, devices=[...])``.
+While connected, two pumps run side by side:
+
+- data: batches of up to ``max_batch`` readings, sent when full or when the oldest has waited ``max_delay_ms``,
+  as ``DataBatch(session, seq=1, 2, 3...)``; a reading leaves the outbox only after its QoS 1 publish was
+  acknowledged, so on a disconnect it stays and goes out after the reconnect, marked ``replay`` when it was
+  sampled before the new session started;
+- events: device health events, stamped with the current session.
+
+A lost connection (socket closed, keepalive expired, publish not acknowledged within ``publish_timeout_s``)
+ends the session; the broker publishes the will, and the publisher reconnects with capped exponential backoff
+and jitter. Disconnect and reconnect are logged once each. Leaving ``async with`` is the clean shutdown: what
+is queued is sent for up to ``drain_timeout_s``, then the retained death ``State(online=False,
+reason="shutdown")`` with the same session id, then DISCONNECT (so the broker drops the will).
+
+Topics and payloads come only from :mod:`wire.v1` (``topic()``, ``encode()``). aiomqtt errors become
+:class:`~edge.errors.UplinkError` here and go no further.
+
+Known limit: aiomqtt ignores the reason code of a PUBACK, so a publish the broker refused (MQTT 5 "not
+authorized", e.g. a wrong ACL) counts as sent; the broker's log shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Final, Self
+
+import aiomqtt
+
+from edge.backoff import Backoff
+from edge.config import BrokerConfig, PublishConfig
+from edge.errors import ConfigError, UplinkError
+from edge.events import EventQueue
+from edge.outbox import Outbox
+from edge.session import Session
+from edge.stats import EdgeStats
+from wire.v1 import QOS, Channel, DataBatch, DeviceInfo, encode, topic
+
+log = logging.getLogger(__name__)
+
+#: paho-mqtt's own timeout of the TCP connect (``Client.connect_timeout``, default 5 s), which runs before
+#: ``connect_timeout_s`` starts counting the wait for CONNACK; the outer guard allows for both.
+PAHO_SOCKET_CONNECT_TIMEOUT_S: Final = 5.0
+#: After a failed publish on a connection that still looks open, how long the death message may take.
+ABANDON_PUBLISH_TIMEOUT_S: Final = 2.0
+#: Extra time allowed for stopping beyond the drain, death and disconnect timeouts.
+STOP_MARGIN_S: Final = 2.0
+
+
+def client_id(site: str, gateway: str) -> str:
+    """Stable per gateway: a reconnect takes over a half-open old connection at once (and fires its will
+    before the new birth), instead of leaving it to expire after the keepalive, maybe after our new birth."""
+    return f"ioc-edge-{site}-{gateway}"
+
+
+def tls_context(broker: BrokerConfig) -> ssl.SSLContext | None:
+    """The TLS context of the broker connection (None without TLS). Loads the CA file once, at start."""
+    if not broker.tls:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"broker.ca_file: cannot load {broker.ca_file}: {exc}") from exc
+
+
+class Publisher:
+    """``async with Publisher(...):`` keeps a broker session up in a background task; leaving shuts it down."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        gateway: str,
+        broker: BrokerConfig,
+        publish: PublishConfig,
+        devices: Sequence[DeviceInfo],
+        outbox: Outbox,
+        events: EventQueue,
+        stats: EdgeStats,
+        agent_version: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._broker = broker
+        self._publish_config = publish
+        self._devices = list(devices)
+        self._outbox = outbox
+        self._events = events
+        self._stats = stats
+        self._agent = agent_version
+        self._rng = rng
+        self._client_id = client_id(site, gateway)
+        self._state_topic = topic(site, gateway, Channel.STATE)
+        self._data_topic = topic(site, gateway, Channel.DATA)
+        self._event_topic = topic(site, gateway, Channel.EVENT)
+        self._tls = tls_context(broker)
+        self._where = f"{broker.host}:{broker.port}{' (TLS)' if broker.tls else ''}"
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        #: The session of the current connection (None while disconnected).
+        self.session: Session | None = None
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name="edge-publisher")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        budget = (
+            self._publish_config.drain_timeout_s
+            + 2 * self._broker.publish_timeout_s
+            + self._broker.connect_timeout_s
+            + PAHO_SOCKET_CONNECT_TIMEOUT_S
+            + STOP_MARGIN_S
+        )
+        done, _ = await asyncio.wait({task}, timeout=budget)
+        if not done:
+            log.warning("the publisher did not stop within %.0f s; cancelling it", budget)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        backoff = Backoff(self._broker.reconnect_min_s, self._broker.reconnect_max_s, self._rng)
+        connected_before = False
+        down_since: float | None = None  # monotonic; set while the uplink is down
+        while not self._stopping.is_set():
+            session = Session()
+            try:
+                client = await self._connect(session)
+            except UplinkError as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("cannot reach the broker at %s: %s (retrying with backoff)", self._where, exc)
+                else:
+                    log.debug("broker at %s still unreachable: %s", self._where, exc)
+                await self._pause(backoff.next())
+                continue
+            backoff.reset()
+            if connected_before:
+                self._stats.reconnects += 1
+                log.info(
+                    "reconnected to %s after %.1f s (session %s, %d readings waiting)",
+                    self._where,
+                    time.monotonic() - (down_since or time.monotonic()),
+                    session.id,
+                    len(self._outbox),
+                )
+            else:
+                log.info("connected to %s as %s (session %s)", self._where, self._client_id, session.id)
+            connected_before = True
+            down_since = None
+            try:
+                await self._serve(client, session)
+            except UplinkError as exc:
+                down_since = time.monotonic()
+                log.warning("lost the broker connection (session %s): %s; reconnecting", session.id, exc)
+                await self._pause(backoff.next())
+            except Exception:
+                # A bug must not end the uplink for good: log it loudly, then start a new session.
+                down_since = time.monotonic()
+                log.exception("unexpected error in the broker session %s; reconnecting", session.id)
+                await self._pause(backoff.next())
+            else:
+                return
+
+    async def _pause(self, delay_s: float) -> None:
+        """Sleep ``delay_s``, or less if the publisher is asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self._stopping.wait()
+
+    # ------------------------------------------------------------------------------------------- one session
+
+    async def _connect(self, session: Session) -> aiomqtt.Client:
+        broker = self._broker
+        will = aiomqtt.Will(topic=self._state_topic, payload=encode(session.will()), qos=QOS, retain=True)
+        client = aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=broker.username,
+            password=broker.password.get_secret_value() if broker.password is not None else None,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            keepalive=broker.keepalive_s,
+            timeout=broker.connect_timeout_s,
+            tls_context=self._tls,
+        )
+        try:
+            # aiomqtt bounds the wait for CONNACK by `timeout`; the guard also covers the TCP/TLS connect.
+            async with asyncio.timeout(broker.connect_timeout_s + PAHO_SOCKET_CONNECT_TIMEOUT_S + 1.0):
+                await client.__aenter__()
+        except TimeoutError as exc:
+            raise UplinkError(f"no connection within {broker.connect_timeout_s:g} s") from exc
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(str(exc) or type(exc).__name__) from exc
+        return client
+
+    async def _serve(self, client: aiomqtt.Client, session: Session) -> None:
+        """Birth, then the pumps until the link fails (:class:`UplinkError`) or a stop (clean shutdown)."""
+        self.session = session
+        link_alive = True
+        try:
+            await self._publish(client, self._state_topic, encode(session.birth(self._agent, self._devices)), True)
+            log.info("published birth (session %s, %d devices)", session.id, len(self._devices))
+            watcher = asyncio.create_task(self._watch(client), name="edge-mqtt-watch")
+            tasks = {
+                watcher,
+                asyncio.create_task(self._pump_data(client, session), name="edge-mqtt-data"),
+                asyncio.create_task(self._pump_events(client, session), name="edge-mqtt-events"),
+            }
+            stopper = asyncio.create_task(self._stopping.wait(), name="edge-mqtt-stop")
+            try:
+                done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (*tasks, stopper):
+                    task.cancel()
+                await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+            if not failed:
+                await self._shut_down(client, session)
+                return
+            link_alive = watcher not in done
+            raise _as_uplink_error(failed[0])
+        except UplinkError as exc:
+            await self._abandon(client, session, str(exc) if link_alive else "")
+            raise
+        finally:
+            self.session = None
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Ends (with :class:`UplinkError`) when the connection drops; aiomqtt reports it to message readers.
+
+        Nothing is subscribed yet (commands on the ``cmd`` topic come later), so no message arrives.
+        """
+        try:
+            async for _message in client.messages:
+                pass
+        except aiomqtt.MqttError as exc:
+            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+            raise UplinkError(f"connection lost{cause}") from exc
+        raise UplinkError("connection closed")
+
+    async def _pump_data(self, client: aiomqtt.Client, session: Session) -> None:
+        outbox = self._outbox
+        max_batch = self._publish_config.max_batch
+        max_delay_s = self._publish_config.max_delay_ms / 1000
+        while True:
+            await outbox.wait(1, None)
+            oldest = outbox.oldest_enqueued_at()
+            if oldest is not None and len(outbox) < max_batch:
+                remaining = oldest + max_delay_s - time.monotonic()
+                if remaining > 0:
+                    await outbox.wait(max_batch, remaining)
+            await self._send_batch(client, session)
+
+    async def _send_batch(self, client: aiomqtt.Client, session: Session) -> int:
+        """Publish the oldest readings as one batch (readings of one replay kind), then commit them."""
+        queued = await self._outbox.peek(self._publish_config.max_batch)
+        if not queued:
+            return 0
+        replay = session.is_replay(queued[0].reading.ts)
+        count = 1
+        while count < len(queued) and session.is_replay(queued[count].reading.ts) == replay:
+            count += 1
+        batch = DataBatch(
+            session=session.id,
+            seq=session.next_seq(),
+            readings=[q.reading for q in queued[:count]],
+            replay=replay,
+        )
+        await self._publish(client, self._data_topic, encode(batch))
+        await self._outbox.commit(queued[count - 1].position)
+        self._stats.readings_sent += count
+        self._stats.batches_sent += 1
+        return count
+
+    async def _pump_events(self, client: aiomqtt.Client, session: Session) -> None:
+        while True:
+            await self._events.wait()
+            await self._send_event(client, session)
+
+    async def _send_event(self, client: aiomqtt.Client, session: Session) -> None:
+        event = self._events.first()
+        if event is None:
+            return
+        await self._publish(client, self._event_topic, encode(event.to_wire(session.id)))
+        self._events.remove_first(event)
+        self._stats.events_sent += 1
+
+    async def _publish(
+        self, client: aiomqtt.Client, to: str, payload: bytes, retain: bool = False, timeout_s: float | None = None
+    ) -> None:
+        """One QoS 1 publish, returning once the broker acknowledged it."""
+        timeout = self._broker.publish_timeout_s if timeout_s is None else timeout_s
+        try:
+            await client.publish(to, payload, qos=QOS, retain=retain, timeout=timeout)
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"publish on {to} failed: {exc}") from exc
+
+    async def _shut_down(self, client: aiomqtt.Client, session: Session) -> None:
+        """Clean shutdown: send what is queued (bounded), then the death, then DISCONNECT."""
+        await self._drain(client, session)
+        try:
+            await self._publish(client, self._state_topic, encode(session.death()), retain=True)
+        except UplinkError as exc:
+            log.warning("could not publish the shutdown state (session %s): %s", session.id, exc)
+        else:
+            log.info("published shutdown state (session %s)", session.id)
+        await self._disconnect(client)
+
+    async def _drain(self, client: aiomqtt.Client, session: Session) -> None:
+        limit = self._publish_config.drain_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                while len(self._events):
+                    await self._send_event(client, session)
+                while len(self._outbox):
+                    await self._send_batch(client, session)
+        except (TimeoutError, UplinkError) as exc:
+            log.warning(
+                "shutdown: %d readings and %d events not sent (%s)",
+                len(self._outbox),
+                len(self._events),
+                f"not within {limit:g} s" if isinstance(exc, TimeoutError) else exc,
+            )
+
+    async def _abandon(self, client: aiomqtt.Client, session: Session, failure: str) -> None:
+        """End a failed session. If the socket still looks open (a publish was not acknowledged in time), say
+        so in a death message first: it is queued on the stream before DISCONNECT, which drops the will."""
+        if failure:
+            with contextlib.suppress(UplinkError):
+                await self._publish(
+                    client,
+                    self._state_topic,
+                    encode(session.death(f"uplink error: {failure}")),
+                    retain=True,
+                    timeout_s=ABANDON_PUBLISH_TIMEOUT_S,
+                )
+        await self._disconnect(client)
+
+    async def _disconnect(self, client: aiomqtt.Client) -> None:
+        try:
+            # aiomqtt bounds the wait for the disconnect by its `timeout` (connect_timeout_s); this is a guard.
+            async with asyncio.timeout(self._broker.connect_timeout_s + 1.0):
+                await client.__aexit__(None, None, None)
+        except (TimeoutError, aiomqtt.MqttError) as exc:
+            log.debug("disconnect: %s", exc)
+
+
+def _as_uplink_error(task: asyncio.Task[object]) -> UplinkError:
+    exc = task.exception()
+    if isinstance(exc, UplinkError):
+        return exc
+    log.error("%s failed unexpectedly", task.get_name(), exc_info=exc)
+    return UplinkError(f"{task.get_name()} failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,53 @@
+"""Broker sessions: a new id on every connect, and the birth / will / death messages that carry it.
+
+The will is registered with the broker at connect time; it has the same session id as the birth that
+follows, so a will delivered late (after the gateway reconnected with a new session) is recognised as stale
+(see ``wire.v1.State``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from devices.driver import now_ms
+from wire.v1 import DeviceInfo, State
+
+#: ``State.reason`` of the Last Will: the broker publishes it when the connection ends without DISCONNECT.
+REASON_CONNECTION_LOST = "connection lost"
+#: ``State.reason`` of a clean shutdown.
+REASON_SHUTDOWN = "shutdown"
+
+
+def new_session_id() -> str:
+    """16 URL-safe characters (12 random bytes), matching ``wire.v1.SessionId``."""
+    return secrets.token_urlsafe(12)
+
+
+@dataclass
+class Session:
+    """One connection to the broker: its id, when it started (wall clock, ms) and its data sequence."""
+
+    id: str = field(default_factory=new_session_id)
+    started_ms: int = field(default_factory=now_ms)
+    last_seq: int = 0
+
+    def next_seq(self) -> int:
+        """The ``seq`` of the next data message: 1, 2, 3... within this session."""
+        self.last_seq += 1
+        return self.last_seq
+
+    def is_replay(self, sampled_ms: int) -> bool:
+        """True for a reading sampled before this session started (held back while the uplink was down)."""
+        return sampled_ms < self.started_ms
+
+    def birth(self, agent: str, devices: Sequence[DeviceInfo]) -> State:
+        return State(online=True, session=self.id, ts=now_ms(), agent=agent, devices=list(devices))
+
+    def will(self) -> State:
+        # No ts: the will is written at connect time, the broker publishes it whenever the link dies.
+        return State(online=False, session=self.id, reason=REASON_CONNECTION_LOST)
+
+    def death(self, reason: str = REASON_SHUTDOWN) -> State:
+        return State(online=False, session=self.id, ts=now_ms(), reason=reason[:256])

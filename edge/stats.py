@@ -1,0 +1,71 @@
+"""The agent's self-metrics: plain counters, logged every minute (published as a ``gateway`` reading later)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self
+
+log = logging.getLogger(__name__)
+
+#: How often the counters are logged at INFO.
+STATS_LOG_INTERVAL_S: Final = 60.0
+
+
+@dataclass
+class EdgeStats:
+    """Counters since the agent started. Only ever incremented, from the event loop's thread."""
+
+    polls_ok: int = 0
+    polls_failed: int = 0
+    readings_queued: int = 0
+    readings_sent: int = 0
+    #: Readings dropped from the full outbox (oldest first) while the broker was unreachable.
+    readings_dropped: int = 0
+    #: Metric values (or whole readings) that broke the wire contract (bad name, NaN, out-of-range time).
+    values_dropped: int = 0
+    batches_sent: int = 0
+    events_sent: int = 0
+    events_dropped: int = 0
+    reconnects: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class StatsLogger:
+    """``async with StatsLogger(stats, backlog):`` logs the counters and the outbox backlog every interval."""
+
+    def __init__(self, stats: EdgeStats, backlog: Callable[[], int], interval_s: float = STATS_LOG_INTERVAL_S) -> None:
+        self._stats = stats
+        self._backlog = backlog
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def line(self) -> str:
+        counters = " ".join(f"{k}={v}" for k, v in self._stats.snapshot().items())
+        return f"stats: {counters} outbox={self._backlog()}"
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            log.info("%s", self.line())
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._loop(), name="edge-stats")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        log.info("%s", self.line())
