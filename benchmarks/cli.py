@@ -1,0 +1,110 @@
+"""``python -m benchmarks [--runs N] [--only NAME] [--quick]``: run, print a table, write a JSON report.
+
+Exit status 0 when every benchmark ran and checked its counts, 1 when one failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from benchmarks import codec, ingest
+from benchmarks.errors import BenchmarkError
+from benchmarks.results import BenchmarkResult, format_table, machine, write_report
+
+log = logging.getLogger("benchmarks")
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+OUT_DIR: Final = ROOT / ".ioc" / "bench"
+NAMES: Final = (codec.NAME, ingest.NAME)
+DEFAULT_RUNS: Final = 5
+QUICK_RUNS: Final = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Hub benchmarks: the per-message codec path, and ingest end to end through the local stack. "
+        "Each benchmark runs several times and reports the median, min and max.",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=None, help=f"runs per benchmark (default {DEFAULT_RUNS}; {QUICK_RUNS} with --quick)"
+    )
+    parser.add_argument(
+        "--only", action="append", choices=NAMES, metavar="NAME", help=f"run only this benchmark ({', '.join(NAMES)})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smaller workloads and fewer runs (codec {codec.QUICK_MESSAGES} messages, "
+        f"ingest {ingest.QUICK_MESSAGES} messages per run), for a check that everything works",
+    )
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=ingest.DEFAULT_RUN_TIMEOUT_S,
+        metavar="S",
+        help=f"time limit of one ingest run (default {ingest.DEFAULT_RUN_TIMEOUT_S:.0f} s)",
+    )
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"where results go (default {OUT_DIR})")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    runs: int = args.runs if args.runs is not None else (QUICK_RUNS if args.quick else DEFAULT_RUNS)
+    if runs < 1:
+        parser.error("--runs must be at least 1")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.out.resolve()
+    selected = [name for name in NAMES if not args.only or name in args.only]
+
+    benchmarks: dict[str, Callable[[], BenchmarkResult]] = {
+        codec.NAME: lambda: codec.run_codec(
+            runs=runs, messages=codec.QUICK_MESSAGES if args.quick else codec.DEFAULT_MESSAGES
+        ),
+        ingest.NAME: lambda: ingest.run_ingest(
+            runs=runs,
+            messages=ingest.QUICK_MESSAGES if args.quick else ingest.DEFAULT_MESSAGES,
+            run_timeout_s=args.run_timeout,
+            work_dir=out,
+            log_dir=out / f"logs-{stamp}",
+            cwd=ROOT,
+        ),
+    }
+    at_start = machine()
+    log.info(
+        "benchmarks %s, %d runs each%s; machine %s",
+        ", ".join(selected),
+        runs,
+        " (quick)" if args.quick else "",
+        at_start,
+    )
+    results: list[BenchmarkResult] = []
+    for name in selected:
+        try:
+            results.append(benchmarks[name]())
+        except BenchmarkError as exc:
+            log.error("%s failed: %s", name, exc)  # noqa: TRY400 - the message is the report
+            results.append(BenchmarkResult(name, {}, error=str(exc)))
+    command = shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)])
+    path = write_report(
+        results,
+        out,
+        command=command,
+        started=started,
+        settings={"runs": runs, "quick": args.quick, "machine_at_start": at_start},
+    )
+    sys.stdout.write("\n" + format_table(results) + f"\n\nresults: {path}\n")
+    return 0 if all(r.ok for r in results) else 1
