@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # pymodbus logs every timeout at ERROR with frame dumps; drivers already report those as their own
     # DeviceUnavailable, logged once per state change by the edge scheduler.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # httpx logs every request at INFO; our own components log what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     module, _, extra = COMMANDS[args.command]
     return _load(module, extra).main(args)
 

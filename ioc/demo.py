@@ -282,7 +282,7 @@ def hub_summary(hub_url: str) -> str:
         stats = httpx.get(f"{hub_url}/api/v1/ingest/stats", timeout=2.0).json()
     except (httpx.HTTPError, ValueError) as exc:
         return f"hub stats unavailable ({exc})"
-    keys = ("readings", "lines_written", "dead_letters", "seq_gaps")
+    keys = ("readings", "lines_written", "dead_letters_total", "seq_gaps")
     return "hub: " + ", ".join(f"{k}={stats[k]}" for k in keys if k in stats)
 
 
