@@ -48,6 +48,8 @@ async def run_agent(
         config.broker.port,
     )
     async with contextlib.AsyncExitStack() as stack:
+        # Entered first, left last: its final line counts what the shutdown sent.
+        await stack.enter_async_context(StatsLogger(stats, lambda: len(outbox), stats_interval_s))
         await stack.enter_async_context(
             Publisher(
                 site=config.site,
@@ -62,7 +64,6 @@ async def run_agent(
             )
         )
         await stack.enter_async_context(Scheduler(plans, outbox, events, stats))
-        await stack.enter_async_context(StatsLogger(stats, lambda: len(outbox), stats_interval_s))
         await stop.wait()
         log.info("stopping the edge agent")
     log.info("edge agent stopped")

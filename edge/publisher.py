@@ -44,6 +44,7 @@ from edge.events import EventQueue
 from edge.outbox import Outbox
 from edge.session import Session
 from edge.stats import EdgeStats
+from edge.tasks import cancel_and_wait
 from wire.v1 import QOS, Channel, DataBatch, DeviceInfo, encode, topic
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 PAHO_SOCKET_CONNECT_TIMEOUT_S: Final = 5.0
 #: After a failed publish on a connection that still looks open, how long the death message may take.
 ABANDON_PUBLISH_TIMEOUT_S: Final = 2.0
+#: How long the pumps of a session may take to stop once cancelled.
+PUMP_STOP_TIMEOUT_S: Final = 5.0
 #: Extra time allowed for stopping beyond the drain, death and disconnect timeouts.
 STOP_MARGIN_S: Final = 2.0
 
@@ -132,9 +135,7 @@ class Publisher:
         done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
             log.warning("the publisher did not stop within %.0f s; cancelling it", budget)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task], PUMP_STOP_TIMEOUT_S)
 
     async def _run(self) -> None:
         backoff = Backoff(self._broker.reconnect_min_s, self._broker.reconnect_max_s, self._rng)
@@ -144,10 +145,15 @@ class Publisher:
             session = Session()
             try:
                 client = await self._connect(session)
-            except UplinkError as exc:
+            except Exception as exc:
                 if down_since is None:
                     down_since = time.monotonic()
-                    log.warning("cannot reach the broker at %s: %s (retrying with backoff)", self._where, exc)
+                    log.warning(
+                        "cannot reach the broker at %s: %s (retrying with backoff)",
+                        self._where,
+                        exc,
+                        exc_info=not isinstance(exc, UplinkError),
+                    )
                 else:
                     log.debug("broker at %s still unreachable: %s", self._where, exc)
                 await self._pause(backoff.next())
@@ -230,9 +236,7 @@ class Publisher:
             try:
                 done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (*tasks, stopper):
-                    task.cancel()
-                await asyncio.gather(*tasks, stopper, return_exceptions=True)
+                await cancel_and_wait({*tasks, stopper}, PUMP_STOP_TIMEOUT_S)
             failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
             if not failed:
                 await self._shut_down(client, session)

@@ -37,6 +37,7 @@ from edge.outbox import Outbox
 from edge.plan import DevicePlan
 from edge.readings import ReadingFilter
 from edge.stats import EdgeStats
+from edge.tasks import cancel_and_wait
 from wire.v1 import EventType
 
 log = logging.getLogger(__name__)
@@ -207,12 +208,7 @@ class Scheduler:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
-            if pending:
-                log.warning("%d device tasks did not stop within %.0f s", len(pending), STOP_TIMEOUT_S)
+        await cancel_and_wait(tasks, STOP_TIMEOUT_S)
 
 
 def _report_death(task: asyncio.Task[None]) -> None:

@@ -27,7 +27,12 @@ def new_session_id() -> str:
 
 @dataclass
 class Session:
-    """One connection to the broker: its id, when it started (wall clock, ms) and its data sequence."""
+    """One connection to the broker: its id, when it started (wall clock, ms) and its data sequence.
+
+    A session starts when its connect attempt starts. Readings sampled before that were held back while
+    there was no connection (a replay); readings sampled during the attempt itself (at most the connect
+    timeout) are not, so the first polls of a starting agent, racing its first connect, are not a replay.
+    """
 
     id: str = field(default_factory=new_session_id)
     started_ms: int = field(default_factory=now_ms)

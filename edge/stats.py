@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
+
+from edge.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,5 @@ class StatsLogger:
     ) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task], 5.0)
         log.info("%s", self.line())

@@ -1,0 +1,386 @@
+"""The edge agent against the real Mosquitto (``stack``) and the Modbus simulator over real sockets.
+
+An admin subscriber records what the broker delivers on ``ioc/v1/site-a/gw-1/#``; the agent runs under the
+gateway's own account "site-a.gw-1". Retained messages left by earlier tests are told apart by session id.
+The abrupt loss of the link is made by a TCP relay between the agent and the broker that the test cuts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from devices.sim.modbus import ModbusSimulator
+from edge.agent import run_agent
+from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
+from ioc.stack import StackEndpoints
+from wire.v1 import DataBatch, DeviceInfo, Event, EventType, State, decode, decode_for, parse_topic
+
+pytestmark = pytest.mark.integration
+
+SITE, GATEWAY = "site-a", "gw-1"
+ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
+INTERVAL_S = 0.5
+WAIT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Received:
+    channel: str
+    payload: Any
+    retained: bool
+    at: float
+
+
+class Recorder:
+    """Subscribes as admin to the gateway's topics and keeps every message, decoded with the contract."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.messages: list[Received] = []
+        self._changed = asyncio.Event()
+
+    async def _collect(self) -> None:
+        async for message in self.client.messages:
+            channel = parse_topic(str(message.topic)).channel
+            assert isinstance(message.payload, bytes)
+            payload = decode_for(channel, message.payload)
+            self.messages.append(Received(channel.value, payload, bool(message.retain), time.monotonic()))
+            self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[list[Received]], Any], within_s: float = WAIT_S) -> Any:
+        """Until ``predicate(messages)`` is truthy; returns its value."""
+        async with asyncio.timeout(within_s):
+            while True:
+                result = predicate(self.messages)
+                if result:
+                    return result
+                self._changed.clear()
+                await self._changed.wait()
+
+    def states(self, *, live: bool = True) -> list[State]:
+        return [m.payload for m in self.messages if m.channel == "state" and (not live or not m.retained)]
+
+    def batches(self, session: str) -> list[DataBatch]:
+        return [m.payload for m in self.messages if m.channel == "data" and m.payload.session == session]
+
+    def events(self, session: str | None = None) -> list[Event]:
+        return [
+            m.payload
+            for m in self.messages
+            if m.channel == "event" and (session is None or m.payload.session == session)
+        ]
+
+
+def admin_client(stack: StackEndpoints, name: str) -> aiomqtt.Client:
+    user, password = stack.credentials("admin")
+    return aiomqtt.Client(
+        stack.mqtt_host,
+        stack.mqtt_port,
+        username=user,
+        password=password,
+        identifier=f"test-edge-{name}-{time.monotonic_ns()}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        timeout=10,
+    )
+
+
+@contextlib.asynccontextmanager
+async def recording(stack: StackEndpoints) -> AsyncIterator[Recorder]:
+    async with admin_client(stack, "recorder") as client:
+        recorder = Recorder(client)
+        await client.subscribe(f"{ROOT}/#", qos=1)
+        task = asyncio.create_task(recorder._collect())
+        try:
+            yield recorder
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def retained_state(stack: StackEndpoints) -> State:
+    """What a newcomer sees on the state topic: the retained message."""
+    async with admin_client(stack, "retained") as client:
+        await client.subscribe(f"{ROOT}/state", qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                assert message.retain
+                assert isinstance(message.payload, bytes)
+                return decode(message.payload, State)
+    raise AssertionError("no retained state")
+
+
+class Relay:
+    """A TCP relay to the broker that the test can cut abruptly (both sockets closed, no MQTT DISCONNECT)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.refusing = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> Relay:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers.update({writer, up_writer})
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    def cut(self) -> None:
+        """Close every relayed connection at once, on both sides."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+
+def agent_config(host: str, port: int, stack: StackEndpoints, sim_port: int, **broker: Any) -> EdgeConfig:
+    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
+    options = {"host": "127.0.0.1", "port": sim_port, "timeout_s": 0.3}
+    return EdgeConfig(
+        site=SITE,
+        gateway=GATEWAY,
+        broker=BrokerConfig(host=host, port=port, username=user, password=password, **broker),
+        publish=PublishConfig(max_batch=50, max_delay_ms=200, drain_timeout_s=5),
+        devices=[
+            DeviceConfig(
+                id="weather-1",
+                driver="modbus_tcp",
+                profile="xy-md02",
+                interval_s=INTERVAL_S,
+                timeout_s=0.4,
+                options={**options, "unit_id": 1},
+            ),
+            DeviceConfig(
+                id="aq-1",
+                driver="modbus_tcp",
+                profile="pm-sensor-rs485",
+                interval_s=INTERVAL_S,
+                timeout_s=0.4,
+                options={**options, "unit_id": 2},
+            ),
+        ],
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_agent(config: EdgeConfig) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(config, stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+
+def live_birth(known: set[str]) -> Callable[[list[Received]], State | None]:
+    def find(messages: list[Received]) -> State | None:
+        for m in messages:
+            if m.channel == "state" and not m.retained and m.payload.online and m.payload.session not in known:
+                return m.payload  # type: ignore[no-any-return]
+        return None
+
+    return find
+
+
+async def test_birth_data_and_clean_shutdown(stack: StackEndpoints) -> None:
+    async with (
+        ModbusSimulator(["xy-md02", "pm-sensor-rs485"], update_interval_s=3600, seed=3) as sim,
+        recording(stack) as recorder,
+    ):
+        config = agent_config(stack.mqtt_host, stack.mqtt_port, stack, sim.port)
+        async with running_agent(config) as stop:
+            birth: State = await recorder.wait_for(live_birth(set()))
+            session = birth.session
+            assert birth.devices == [
+                DeviceInfo(id="weather-1", kind="weather", profile="xy-md02", interval_s=0.5, driver="modbus_tcp"),
+                DeviceInfo(
+                    id="aq-1", kind="air_quality", profile="pm-sensor-rs485", interval_s=0.5, driver="modbus_tcp"
+                ),
+            ]
+            assert birth.agent
+            await recorder.wait_for(lambda _: len(recorder.batches(session)) >= 4)
+            assert (await retained_state(stack)) == birth
+            await recorder.wait_for(lambda _: len(recorder.events(session)) >= 2)
+            stop.set()
+        # run_agent has returned: the clean shutdown is complete.
+        death: State = await recorder.wait_for(
+            lambda ms: next((s for s in recorder.states() if not s.online and s.session == session), None)
+        )
+        assert death.reason == "shutdown"
+        assert (await retained_state(stack)) == death
+
+        batches = recorder.batches(session)
+        assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
+        assert not any(b.replay for b in batches)
+        readings = [r for b in batches for r in b.readings]
+        weather = [r for r in readings if r.device == "weather-1"]
+        air = [r for r in readings if r.device == "aq-1"]
+        assert weather
+        assert air
+        assert {r.kind for r in weather} == {"weather"}
+        assert {r.kind for r in air} == {"air_quality"}
+        # The simulator's values do not move (update every hour): every reading carries exactly them.
+        for r in weather:
+            assert r.metrics == {
+                "temperature_c": pytest.approx(sim.value(1, "temperature_c")),
+                "humidity_pct": pytest.approx(sim.value(1, "humidity_pct")),
+            }
+        for r in air:
+            assert set(r.metrics) == {"pm1", "pm25", "pm10"}
+            assert r.metrics["pm25"] == pytest.approx(sim.value(2, "pm25"))
+        # Sampled on the agent's 0.5 s grid: consecutive readings of one device are about an interval apart.
+        stamps = sorted(r.ts for r in weather)
+        for a, b in itertools.pairwise(stamps):
+            assert 300 <= b - a <= 900
+        assert sorted((e.device, e.type) for e in recorder.events(session)) == [
+            ("aq-1", EventType.DEVICE_UP),
+            ("weather-1", EventType.DEVICE_UP),
+        ]
+        # A clean shutdown ends with DISCONNECT: the broker drops the will, nothing else arrives for the session.
+        await asyncio.sleep(1.0)
+        assert [s.reason for s in recorder.states() if s.session == session] == ["", "shutdown"]
+
+
+async def test_device_down_and_up_are_published_once(stack: StackEndpoints) -> None:
+    async with (
+        ModbusSimulator(["xy-md02", "pm-sensor-rs485"], update_interval_s=3600) as sim,
+        recording(stack) as recorder,
+    ):
+        config = agent_config(stack.mqtt_host, stack.mqtt_port, stack, sim.port)
+        async with running_agent(config):
+            birth: State = await recorder.wait_for(live_birth(set()))
+            session = birth.session
+            await recorder.wait_for(lambda _: len(recorder.events(session)) >= 2)
+            sim.set_offline(1, True)
+            down = await recorder.wait_for(
+                lambda _: [e for e in recorder.events(session) if e.type is EventType.DEVICE_DOWN]
+            )
+            await asyncio.sleep(2.0)  # several failed attempts: still one event
+            sim.set_offline(1, False)
+            await recorder.wait_for(
+                lambda _: len([e for e in recorder.events(session) if e.device == "weather-1"]) >= 3, within_s=30
+            )
+            await asyncio.sleep(1.0)
+        weather_events = [e.type for e in recorder.events(session) if e.device == "weather-1"]
+        assert weather_events == [EventType.DEVICE_UP, EventType.DEVICE_DOWN, EventType.DEVICE_UP]
+        assert [e.type for e in recorder.events(session) if e.device == "aq-1"] == [EventType.DEVICE_UP]
+        assert down[0].device == "weather-1"
+        assert down[0].reason  # why, e.g. "... no answer to input 1+2 within 0.3 s"
+
+
+@pytest.mark.slow
+async def test_an_abrupt_loss_yields_the_will_then_a_new_session_replays(stack: StackEndpoints) -> None:
+    async with (
+        ModbusSimulator(["xy-md02", "pm-sensor-rs485"], update_interval_s=3600) as sim,
+        Relay(stack.mqtt_host, stack.mqtt_port) as relay,
+        recording(stack) as recorder,
+    ):
+        config = agent_config(
+            "127.0.0.1", relay.port, stack, sim.port, reconnect_min_s=0.2, reconnect_max_s=1.0, connect_timeout_s=2
+        )
+        async with running_agent(config):
+            first: State = await recorder.wait_for(live_birth(set()))
+            await recorder.wait_for(lambda _: len(recorder.batches(first.session)) >= 2)
+
+            relay.refusing = True
+            relay.cut()
+            will: State = await recorder.wait_for(
+                lambda _: next((s for s in recorder.states() if not s.online and s.session == first.session), None)
+            )
+            assert will.reason == "connection lost"
+            assert will.ts is None  # written at connect time, published by the broker
+            await asyncio.sleep(2.0)  # the devices keep being polled; the readings wait in the outbox
+            relay.refusing = False
+
+            second: State = await recorder.wait_for(live_birth({first.session}))
+            assert second.session != first.session
+            await recorder.wait_for(lambda _: any(not b.replay for b in recorder.batches(second.session)))
+
+        batches = recorder.batches(second.session)
+        assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
+        replayed = [b for b in batches if b.replay]
+        assert replayed, "the readings held during the outage were not sent as replay"
+        assert batches[0].replay
+        assert second.ts is not None
+        assert all(r.ts < second.ts for b in replayed for r in b.readings)
+        # Nothing sampled during the outage was lost: one device's readings stay about an interval apart.
+        stamps = sorted(
+            {
+                r.ts
+                for s in (first, second)
+                for b in recorder.batches(s.session)
+                for r in b.readings
+                if r.device == "weather-1"
+            }
+        )
+        assert stamps[-1] - stamps[0] > 3000
+        for a, b in itertools.pairwise(stamps):
+            assert b - a <= 900, f"a gap of {b - a} ms: readings were lost"
+        death = [s for s in recorder.states() if s.session == second.session and not s.online]
+        assert [s.reason for s in death] == ["shutdown"]
+
+
+async def test_readings_taken_before_the_first_connect_are_sent_as_replay(stack: StackEndpoints) -> None:
+    async with (
+        ModbusSimulator(["xy-md02", "pm-sensor-rs485"], update_interval_s=3600) as sim,
+        Relay(stack.mqtt_host, stack.mqtt_port) as relay,
+        recording(stack) as recorder,
+    ):
+        relay.refusing = True  # the broker is unreachable when the agent starts
+        config = agent_config(
+            "127.0.0.1", relay.port, stack, sim.port, reconnect_min_s=0.2, reconnect_max_s=0.5, connect_timeout_s=1
+        )
+        async with running_agent(config):
+            await asyncio.sleep(1.6)
+            relay.refusing = False
+            birth: State = await recorder.wait_for(live_birth(set()))
+            await recorder.wait_for(lambda _: any(not b.replay for b in recorder.batches(birth.session)))
+        batches = recorder.batches(birth.session)
+        assert batches[0].seq == 1
+        assert batches[0].replay
+        assert birth.ts is not None
+        held = [r for b in batches if b.replay for r in b.readings]
+        assert {r.device for r in held} == {"weather-1", "aq-1"}
+        assert len(held) >= 4  # about three polls per device while the broker was away
+        assert all(r.ts < birth.ts for r in held)
+        assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
