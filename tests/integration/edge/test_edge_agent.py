@@ -3,6 +3,7 @@
 An admin subscriber records what the broker delivers on ``ioc/v1/site-a/gw-1/#``; the agent runs under the
 gateway's own account "site-a.gw-1". Retained messages left by earlier tests are told apart by session id.
 The abrupt loss of the link is made by a TCP relay between the agent and the broker that the test cuts.
+The last test runs ``ioc edge run`` as a child process and stops it with SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
+import yaml
 
 from devices.sim.modbus import ModbusSimulator
 from edge.agent import run_agent
@@ -30,6 +36,7 @@ SITE, GATEWAY = "site-a", "gw-1"
 ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
 INTERVAL_S = 0.5
 WAIT_S = 20.0
+REPO = Path(__file__).parents[3]
 
 
 @dataclass(frozen=True)
@@ -384,3 +391,54 @@ async def test_readings_taken_before_the_first_connect_are_sent_as_replay(stack:
         assert len(held) >= 4  # about three polls per device while the broker was away
         assert all(r.ts < birth.ts for r in held)
         assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
+
+
+async def test_ioc_edge_run_until_sigterm(stack: StackEndpoints, tmp_path: Path) -> None:
+    """``ioc edge run`` as an operator starts it: a child process, the password from the environment."""
+    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
+    async with ModbusSimulator(["xy-md02"], update_interval_s=3600) as sim, recording(stack) as recorder:
+        config = {
+            "site": SITE,
+            "gateway": GATEWAY,
+            "broker": {"host": stack.mqtt_host, "port": stack.mqtt_port, "username": user},
+            "publish": {"max_delay_ms": 200},
+            "devices": [
+                {
+                    "id": "weather-1",
+                    "driver": "modbus_tcp",
+                    "profile": "xy-md02",
+                    "interval_s": 0.5,
+                    "options": {"host": "127.0.0.1", "port": sim.port, "unit_id": 1},
+                }
+            ],
+        }
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("IOC_EDGE_")}
+        env["IOC_EDGE_BROKER__PASSWORD"] = password  # not in the file: the environment supplies it
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ioc.cli",
+            "edge",
+            "run",
+            str(path),
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            birth: State = await recorder.wait_for(live_birth(set()), within_s=30)
+            await recorder.wait_for(lambda _: len(recorder.batches(birth.session)) >= 2)
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                _, stderr = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, stderr.decode()
+        death = [s for s in recorder.states() if s.session == birth.session and not s.online]
+        assert [s.reason for s in death] == ["shutdown"]
+        assert b"published shutdown state" in stderr
