@@ -9,7 +9,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from ioc.stack import LocalStack, StackEndpoints, create_database, drop_database, ensure_packages
 
@@ -32,3 +34,31 @@ def influx_db(stack: StackEndpoints) -> Iterator[str]:
     create_database(stack.influx_url, name)
     yield name
     drop_database(stack.influx_url, name)
+
+
+@pytest.fixture(autouse=True)
+def _clear_retained_states(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the broker, delete the retained birth/death messages it left on the gateways'
+    state topics, so the next test's subscribers see only their own traffic."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    endpoints: StackEndpoints = request.getfixturevalue("stack")
+    clear_retained(endpoints, [f"ioc/v1/{site}/{gateway}/state" for site, gateway in STACK_GATEWAYS])
+
+
+def clear_retained(endpoints: StackEndpoints, topics: list[str], timeout: float = 5.0) -> None:
+    """Publish an empty retained message (MQTT's way to delete a retained one) on each topic, as admin."""
+    user, password = endpoints.credentials("admin")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"retained-cleaner-{secrets.token_hex(4)}")
+    client.username_pw_set(user, password)
+    client.connect(endpoints.mqtt_host, endpoints.mqtt_port, keepalive=10)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in topics]
+        for info in infos:
+            info.wait_for_publish(timeout)
+            assert info.is_published(), f"could not clear the retained message on {topics}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
