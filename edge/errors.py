@@ -19,3 +19,7 @@ class ConfigError(EdgeError):
 
 class UplinkError(EdgeError):
     """The broker connection failed or was lost (connect refused, publish timed out, socket closed)."""
+
+
+class ConnectionLost(UplinkError):
+    """The broker connection is gone (socket closed, keepalive expired): nothing more can be sent on it."""

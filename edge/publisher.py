@@ -39,7 +39,7 @@ import aiomqtt
 
 from edge.backoff import Backoff
 from edge.config import BrokerConfig, PublishConfig
-from edge.errors import ConfigError, UplinkError
+from edge.errors import ConfigError, ConnectionLost, UplinkError
 from edge.events import EventQueue
 from edge.outbox import Outbox
 from edge.session import Session
@@ -220,34 +220,34 @@ class Publisher:
         return client
 
     async def _serve(self, client: aiomqtt.Client, session: Session) -> None:
-        """Birth, then the pumps until the link fails (:class:`UplinkError`) or a stop (clean shutdown)."""
+        """Run one session until a stop (clean shutdown, returns) or a failure (raises, after ending it)."""
         self.session = session
-        link_alive = True
         try:
-            await self._publish(client, self._state_topic, encode(session.birth(self._agent, self._devices)), True)
-            log.info("published birth (session %s, %d devices)", session.id, len(self._devices))
-            watcher = asyncio.create_task(self._watch(client), name="edge-mqtt-watch")
-            tasks = {
-                watcher,
-                asyncio.create_task(self._pump_data(client, session), name="edge-mqtt-data"),
-                asyncio.create_task(self._pump_events(client, session), name="edge-mqtt-events"),
-            }
-            stopper = asyncio.create_task(self._stopping.wait(), name="edge-mqtt-stop")
-            try:
-                done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                await cancel_and_wait({*tasks, stopper}, PUMP_STOP_TIMEOUT_S)
-            failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
-            if not failed:
-                await self._shut_down(client, session)
-                return
-            link_alive = watcher not in done
-            raise _as_uplink_error(failed[0])
-        except UplinkError as exc:
-            await self._abandon(client, session, str(exc) if link_alive else "")
+            await self._session(client, session)
+        except Exception as exc:
+            await self._abandon(client, session, "" if isinstance(exc, ConnectionLost) else str(exc))
             raise
         finally:
             self.session = None
+
+    async def _session(self, client: aiomqtt.Client, session: Session) -> None:
+        """Birth, then the pumps until the link fails (:class:`UplinkError`) or a stop (then the clean shutdown)."""
+        await self._publish(client, self._state_topic, encode(session.birth(self._agent, self._devices)), True)
+        log.info("published birth (session %s, %d devices)", session.id, len(self._devices))
+        tasks = {
+            asyncio.create_task(self._watch(client), name="edge-mqtt-watch"),
+            asyncio.create_task(self._pump_data(client, session), name="edge-mqtt-data"),
+            asyncio.create_task(self._pump_events(client, session), name="edge-mqtt-events"),
+        }
+        stopper = asyncio.create_task(self._stopping.wait(), name="edge-mqtt-stop")
+        try:
+            done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait({*tasks, stopper}, PUMP_STOP_TIMEOUT_S)
+        failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+        if failed:
+            raise _as_uplink_error(failed[0])
+        await self._shut_down(client, session)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Ends (with :class:`UplinkError`) when the connection drops; aiomqtt reports it to message readers.
@@ -259,8 +259,8 @@ class Publisher:
                 pass
         except aiomqtt.MqttError as exc:
             cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-            raise UplinkError(f"connection lost{cause}") from exc
-        raise UplinkError("connection closed")
+            raise ConnectionLost(f"connection lost{cause}") from exc
+        raise ConnectionLost("connection closed")
 
     async def _pump_data(self, client: aiomqtt.Client, session: Session) -> None:
         outbox = self._outbox

@@ -127,9 +127,10 @@ class DevicePoller:
         step = "open"
         try:
             if not self._opened:
+                # From here on a close() is due, even if open() fails half-way (a socket may be left).
+                self._opened = True
                 async with asyncio.timeout(plan.timeout_s):
                     await plan.driver.open()
-                self._opened = True
             step = "poll"
             async with asyncio.timeout(plan.timeout_s):
                 readings = await plan.driver.poll()

@@ -28,7 +28,7 @@ from devices.sim.modbus import ModbusSimulator
 from edge.agent import run_agent
 from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
 from ioc.stack import StackEndpoints
-from wire.v1 import DataBatch, DeviceInfo, Event, EventType, State, decode, decode_for, parse_topic
+from wire.v1 import ContractError, DataBatch, DeviceInfo, Event, EventType, State, decode, decode_for, parse_topic
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,13 @@ class Recorder:
         async for message in self.client.messages:
             channel = parse_topic(str(message.topic)).channel
             assert isinstance(message.payload, bytes)
-            payload = decode_for(channel, message.payload)
-            self.messages.append(Received(channel.value, payload, bool(message.retain), time.monotonic()))
+            try:
+                payload: Any = decode_for(channel, message.payload)
+            except ContractError as exc:
+                channel_name, payload = "invalid", f"{message.topic}: {exc}"
+            else:
+                channel_name = channel.value
+            self.messages.append(Received(channel_name, payload, bool(message.retain), time.monotonic()))
             self._changed.set()
 
     async def wait_for(self, predicate: Callable[[list[Received]], Any], within_s: float = WAIT_S) -> Any:
@@ -104,7 +109,8 @@ def admin_client(stack: StackEndpoints, name: str) -> aiomqtt.Client:
 async def recording(stack: StackEndpoints) -> AsyncIterator[Recorder]:
     async with admin_client(stack, "recorder") as client:
         recorder = Recorder(client)
-        await client.subscribe(f"{ROOT}/#", qos=1)
+        for channel in ("state", "data", "event"):
+            await client.subscribe(f"{ROOT}/{channel}", qos=1)
         task = asyncio.create_task(recorder._collect())
         try:
             yield recorder
@@ -286,6 +292,7 @@ async def test_birth_data_and_clean_shutdown(stack: StackEndpoints) -> None:
         # A clean shutdown ends with DISCONNECT: the broker drops the will, nothing else arrives for the session.
         await asyncio.sleep(1.0)
         assert [s.reason for s in recorder.states() if s.session == session] == ["", "shutdown"]
+        assert [m.payload for m in recorder.messages if m.channel == "invalid"] == []
 
 
 async def test_device_down_and_up_are_published_once(stack: StackEndpoints) -> None:
