@@ -28,6 +28,7 @@ import httpx
 import yaml
 
 from ioc.stack import LocalStack, StackEndpoints, ensure_packages
+from ioc.stack.process import die_with_parent
 
 log = logging.getLogger("ioc.demo")
 
@@ -112,6 +113,8 @@ class Children:
             stderr=log_file,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            # If the demo itself is killed (-9), the kernel stops its children too.
+            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid, no locks
         )
         self.procs[name] = proc
         return proc

@@ -48,7 +48,7 @@ def _load_prctl() -> Callable[[int, int, int, int, int], int] | None:
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
     """A ``preexec_fn`` asking the kernel to SIGTERM the child when the runner goes away."""
 
     def preexec() -> None:
@@ -91,7 +91,7 @@ class ChildProcess:
                 cwd=cwd,
                 close_fds=True,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid, no locks
+                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid, no locks
             )
         except OSError as exc:
             self._log_file.close()

@@ -101,3 +101,26 @@ def test_demo_puts_simulated_modbus_readings_into_influxdb(tmp_path: Path) -> No
     assert "Demo stopped." in log.read_text()
     for pid in pids:
         assert not alive(pid), f"child {pid} still running after the demo stopped"
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ioc.cli", "demo", "--duration", "120", "--state-dir", str(state)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(state / "demo.json", proc, log, timeout=60)
+        pids = [int(p) for p in (state / "pids").read_text().split()]
+        assert all(alive(pid) for pid in pids)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in pids if alive(pid)] == [], "children outlived a SIGKILLed demo"
