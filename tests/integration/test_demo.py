@@ -34,6 +34,16 @@ def wait_for(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     return doc
 
 
+def start_demo(state: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``ioc demo`` as a person starts it, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ioc.cli", "demo", "--duration", "120", "--state-dir", str(state)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -46,14 +56,8 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.timeout(180)
 def test_demo_puts_simulated_modbus_readings_into_influxdb(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ioc.cli", "demo", "--duration", "120", "--state-dir", str(state)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    state, log = tmp_path / "state", tmp_path / "demo.log"
+    proc = start_demo(state, log)
     try:
         doc = wait_for(state / "demo.json", proc, log, timeout=60)
         url, db = doc["influxdb"]["url"], doc["influxdb"]["database"]
@@ -105,14 +109,8 @@ def test_demo_puts_simulated_modbus_readings_into_influxdb(tmp_path: Path) -> No
 
 @pytest.mark.timeout(120)
 def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ioc.cli", "demo", "--duration", "120", "--state-dir", str(state)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    state, log = tmp_path / "state", tmp_path / "demo.log"
+    proc = start_demo(state, log)
     try:
         wait_for(state / "demo.json", proc, log, timeout=60)
         pids = [int(p) for p in (state / "pids").read_text().split()]
