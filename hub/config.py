@@ -95,9 +95,15 @@ class InfluxSettings(_Section):
     password: SecretStr | None = None
     #: Timeout of each HTTP request (connect, read, write, pool).
     timeout_s: float = Field(default=10.0, gt=0, le=300)
-    #: Only the v1 ``/write`` API for now (InfluxDB 1.x; 2.x through a DBRP mapping; 3.x). ``v2`` with
-    #: ``token``, ``org`` and ``bucket`` is planned (docs/storage.md).
-    api: Literal["v1"] = "v1"
+    #: ``v1``: ``POST /write`` with ``database`` and optional basic auth (InfluxDB 1.x; 2.x through a DBRP
+    #: mapping; 3.x). ``v2``: ``POST /api/v2/write`` with ``token``, ``org`` and ``bucket`` (InfluxDB 2.x, 3.x,
+    #: Cloud). Each api ignores the other's settings (docs/storage.md).
+    api: Literal["v1", "v2"] = "v1"
+    #: v2 only: the API token, sent as ``Authorization: Token <token>``; needs write permission on the bucket.
+    token: SecretStr | None = None
+    #: v2 only: the organization (name or ID) and the bucket to write to.
+    org: str | None = Field(default=None, min_length=1)
+    bucket: str | None = Field(default=None, min_length=1)
     #: Send the body gzip-compressed (InfluxDB 1.x and later accept ``Content-Encoding: gzip``).
     gzip: bool = True
     #: Retry backoff for writes that failed for a retryable reason: capped exponential with jitter.
@@ -110,6 +116,27 @@ class InfluxSettings(_Section):
         if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1].strip("/")) == 0:
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8086")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_v2(self) -> Self:
+        if self.api != "v2":
+            return self
+        missing = [
+            name
+            for name, value in (
+                ("token", self.token.get_secret_value().strip() if self.token is not None else None),
+                ("org", self.org),
+                ("bucket", self.bucket),
+            )
+            if not value
+        ]
+        if missing:
+            raise PydanticCustomError(
+                "v2_setting_missing",
+                "is required when influx.api is 'v2' (missing: {missing})",
+                {"field": f"influx.{missing[0]}", "missing": ", ".join(f"influx.{name}" for name in missing)},
+            )
+        return self
 
 
 class BatchSettings(_Section):
@@ -177,7 +204,12 @@ class HubSettings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> Self:
         if is_loopback(self.mqtt.host):
             return self
-        for name, secret in (("mqtt.password", self.mqtt.password), ("influx.password", self.influx.password)):
+        secrets = (
+            ("mqtt.password", self.mqtt.password),
+            ("influx.password", self.influx.password),
+            ("influx.token", self.influx.token),
+        )
+        for name, secret in secrets:
             if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise PydanticCustomError(
                     "placeholder_secret",
@@ -231,7 +263,9 @@ def _refuse_unknown_env(env: Mapping[str, str]) -> None:
                 )
 
 
-_SECRET_FIELDS: Final = frozenset({"password"})
+_SECRET_FIELDS: Final = frozenset({"password", "token"})
+#: Checks across fields that name the field they are about in their context (``ctx["field"]``).
+_CROSS_FIELD_ERRORS: Final = frozenset({"placeholder_secret", "v2_setting_missing"})
 
 
 def _describe(exc: ValidationError, config_file: Path | None, env: Mapping[str, str]) -> str:
@@ -239,8 +273,8 @@ def _describe(exc: ValidationError, config_file: Path | None, env: Mapping[str, 
     lines: list[str] = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
-        if not loc and "field" in error.get("ctx", {}):
-            # A check across sections (placeholder secrets) names its field in the context.
+        if error["type"] in _CROSS_FIELD_ERRORS and "field" in error.get("ctx", {}):
+            # A check across fields or sections (placeholder secrets, v2 settings) names its field in the context.
             loc = str(error["ctx"]["field"]).split(".")
         field = ".".join(loc)
         env_name = ENV_PREFIX + "__".join(loc).upper()

@@ -1,17 +1,26 @@
-"""The InfluxDB writer: line protocol POSTed to the v1 ``/write`` endpoint with httpx.
+"""The InfluxDB writer: line protocol POSTed over HTTP with httpx, to the v1 or the v2 write API.
 
-``POST {url}/write?db={database}&precision=ms``, body optionally gzip-compressed (``Content-Encoding: gzip``,
-accepted by InfluxDB 1.x, 2.x and 3.x), basic auth when a username is set. Works on InfluxDB 1.x, on 2.x through
-a DBRP mapping and on 3.x (docs/storage.md).
+- ``api: v1`` (default): ``POST {url}/write?db={database}&precision=ms``, basic auth when a username is set.
+  Works on InfluxDB 1.x, on 2.x through a DBRP mapping and on 3.x.
+- ``api: v2``: ``POST {url}/api/v2/write?org={org}&bucket={bucket}&precision=ms`` with
+  ``Authorization: Token {token}``. Works on InfluxDB 2.x, 3.x and Cloud.
+
+Both send the body optionally gzip-compressed (``Content-Encoding: gzip``). Which API, path, query and auth is
+decided once, when the writer is made (docs/storage.md).
 
 Outcomes, translated at this boundary:
 
 - ``204``: stored.
-- ``400`` (unparsable line, field type conflict; InfluxDB 1.x may have stored the other lines: "partial write")
-  and ``413`` (body too large): :class:`~hub.errors.StorageRejected` with InfluxDB's own error text.
-- everything else (connection refused, timeout, ``5xx``, ``429``, ``401``/``403`` credentials, ``404`` database
-  not found): :class:`~hub.errors.StorageUnavailable`. The data is fine; an operator or time fixes the rest, so
-  the pipeline retries and holds the acknowledgements.
+- ``400`` (unparsable line, field type conflict; InfluxDB 1.x may have stored the other lines: "partial write"),
+  ``413`` (body too large) and, on v2, ``422`` (points refused, e.g. outside the retention period; the others
+  stored): :class:`~hub.errors.StorageRejected` with InfluxDB's own error text (``error`` in v1's JSON body,
+  ``message`` in v2's).
+- everything else (connection refused, timeout, ``5xx``, ``429``, ``401``/``403`` credentials, ``404`` database,
+  org or bucket not found): :class:`~hub.errors.StorageUnavailable`. The data is fine; an operator or time fixes
+  the rest, so the pipeline retries and holds the acknowledgements. Refused credentials are also logged here, once
+  until a write succeeds again, since only an operator can fix them.
+
+``Retry-After`` (sent by v2 with ``429``/``503``) is not honoured: the pipeline's capped backoff paces retries.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import asyncio
 import gzip
 import json
 import logging
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
 
@@ -38,37 +48,88 @@ _MAX_ERROR_TEXT: Final = 1024
 
 
 def _error_text(response: httpx.Response) -> str:
-    """InfluxDB's error message: the ``error`` member of its JSON body, else the start of the body."""
+    """InfluxDB's error message from its JSON body (v1: ``error``, v2: ``message``), else the start of the body."""
     text = response.text
     try:
         data = json.loads(text)
     except ValueError:
         return text[:_MAX_ERROR_TEXT].strip() or response.reason_phrase
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])[:_MAX_ERROR_TEXT]
+    if isinstance(data, dict):
+        for key in ("error", "message"):
+            if isinstance(data.get(key), str):
+                return str(data[key])[:_MAX_ERROR_TEXT]
     return text[:_MAX_ERROR_TEXT]
 
 
+@dataclass(frozen=True, slots=True)
+class _WritePlan:
+    """Where and how to write, decided once from the settings."""
+
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    auth: httpx.Auth | None
+    #: Answers that refuse the data itself.
+    rejected: frozenset[int]
+    #: What a 404 means, e.g. "no database 'ioc'".
+    not_found: str
+    #: Where the lines go, for logs: "database 'ioc'" or "org 'city' bucket 'ioc'".
+    target: str
+
+
+def _plan(s: InfluxSettings) -> _WritePlan:
+    if s.api == "v2":
+        # The config check guarantees all three for v2; this narrows the types.
+        if s.token is None or s.org is None or s.bucket is None:
+            raise StorageError("influx.api is 'v2' but influx.token, influx.org or influx.bucket is missing")
+        target = f"org {s.org!r} bucket {s.bucket!r}"
+        return _WritePlan(
+            path="/api/v2/write",
+            params={"org": s.org, "bucket": s.bucket, "precision": "ms"},
+            headers={"Authorization": f"Token {s.token.get_secret_value()}"},
+            auth=None,
+            # 422: points refused (outside retention, schema), the others stored (InfluxDB 2.x write docs).
+            rejected=frozenset({400, 413, 422}),
+            not_found=f"no {target}",
+            target=target,
+        )
+    auth = None
+    if s.username is not None:
+        auth = httpx.BasicAuth(s.username, s.password.get_secret_value() if s.password else "")
+    return _WritePlan(
+        path="/write",
+        params={"db": s.database, "precision": "ms"},
+        headers={},
+        auth=auth,
+        rejected=frozenset({400, 413}),
+        not_found=f"no database {s.database!r}",
+        target=f"database {s.database!r}",
+    )
+
+
 class InfluxWriter:
-    """Writes line protocol to one InfluxDB database. Use as ``async with InfluxWriter(settings) as writer``."""
+    """Writes line protocol to one InfluxDB database or bucket. Use as ``async with InfluxWriter(settings) as w``."""
 
     def __init__(self, settings: InfluxSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._params = {"db": settings.database, "precision": "ms"}
+        self._plan = _plan(settings)
+        self._auth_refused = False
+
+    @property
+    def target(self) -> str:
+        """Where the lines go, for logs: ``database 'ioc'`` (v1) or ``org 'city' bucket 'ioc'`` (v2)."""
+        return self._plan.target
 
     async def __aenter__(self) -> Self:
         s = self._settings
-        auth = None
-        if s.username is not None:
-            auth = httpx.BasicAuth(s.username, s.password.get_secret_value() if s.password else "")
         self._client = httpx.AsyncClient(
             base_url=s.url,
-            auth=auth,
+            auth=self._plan.auth,
             timeout=httpx.Timeout(s.timeout_s),
             transport=self._transport,
-            headers={"Content-Type": "text/plain; charset=utf-8"},
+            headers={"Content-Type": "text/plain; charset=utf-8", **self._plan.headers},
         )
         return self
 
@@ -95,25 +156,34 @@ class InfluxWriter:
             else:
                 content = gzip.compress(body, _GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
-        url = self._settings.url
+        url, plan = self._settings.url, self._plan
         try:
-            response = await self._http.post("/write", params=self._params, content=content, headers=headers)
+            response = await self._http.post(plan.path, params=plan.params, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             raise StorageUnavailable(f"InfluxDB at {url} did not answer within {self._settings.timeout_s} s") from exc
         except httpx.HTTPError as exc:
             raise StorageUnavailable(f"cannot reach InfluxDB at {url}: {exc!r}") from exc
         status = response.status_code
         if 200 <= status < 300:
+            if self._auth_refused:
+                self._auth_refused = False
+                log.warning("InfluxDB at %s accepts the credentials again", url)
             return
         reason = _error_text(response)
-        if status in (400, 413):
+        if status in plan.rejected:
             raise StorageRejected(status, reason)
         if status in (401, 403):
-            raise StorageUnavailable(f"InfluxDB at {url} refused the credentials (HTTP {status}): {reason}")
-        if status == 404:
-            raise StorageUnavailable(
-                f"InfluxDB at {url} has no database {self._settings.database!r} (HTTP 404): {reason}"
+            what = "token (influx.token)" if self._settings.api == "v2" else "credentials (influx.username/password)"
+            message = (
+                f"InfluxDB at {url} refused the {what} for writing to {plan.target} "
+                f"(HTTP {status}, authentication/authorization failed): {reason}"
             )
+            if not self._auth_refused:
+                self._auth_refused = True
+                log.error("%s; the data is held and the write retried until the credentials are fixed", message)
+            raise StorageUnavailable(message)
+        if status == 404:
+            raise StorageUnavailable(f"InfluxDB at {url} has {plan.not_found} (HTTP 404): {reason}")
         raise StorageUnavailable(f"InfluxDB at {url} answered HTTP {status}: {reason}")
 
     async def ping(self, timeout_s: float = 2.0) -> bool:

@@ -67,10 +67,10 @@ class Hub:
             stack.push_async_callback(self._drain)
             self._api = await stack.enter_async_context(ApiServer(create_app(self), s.http))
             log.info(
-                "hub started: InfluxDB %s database %r (api %s, gzip %s); batches of up to %d lines or %d ms, "
+                "hub started: InfluxDB %s %s (api %s, gzip %s); batches of up to %d lines or %d ms, "
                 "%d writes in flight, at most %d unacknowledged messages; API %s",
                 s.influx.url,
-                s.influx.database,
+                self._writer.target,
                 s.influx.api,
                 "on" if s.influx.gzip else "off",
                 s.batch.max_lines,
