@@ -63,7 +63,7 @@ def test_file_then_environment_overrides_it(tmp_path: Path, monkeypatch: pytest.
         ("mqt:\n  host: broker\n", "hub.yaml: mqt: unknown key"),
         ("batch:\n  max_lines: 0\n", "hub.yaml: batch.max_lines: Input should be greater than or equal to 1"),
         ("influx:\n  url: db:8086\n", "hub.yaml: influx.url: must be an http:// or https:// URL"),
-        ("influx:\n  api: v2\n", "hub.yaml: influx.api: Input should be 'v1'"),
+        ("influx:\n  api: v3\n", "hub.yaml: influx.api: Input should be 'v1' or 'v2'"),
         ("mqtt:\n  shared_group: Hubs!\n", "hub.yaml: mqtt.shared_group: String should match pattern"),
         (
             "mqtt:\n  ca_file: /nonexistent/ca.pem\n  tls: true\n",
