@@ -122,6 +122,19 @@ class ChildProcess:
             f"{self.name} {what} ({state}); last lines of {self.log_path}:\n{self.log_tail().rstrip() or '(empty)'}"
         )
 
+    def kill(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """SIGKILL at once (a crash, no chance to save state) and reap the child. Idempotent."""
+        try:
+            if self._proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                try:
+                    self._proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired as exc:
+                    raise StackError(f"{self.name} (pid {self.pid}) survived SIGKILL for {timeout:.0f} s") from exc
+        finally:
+            self._log_file.close()
+
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Idempotent; always reaps the child."""
         try:

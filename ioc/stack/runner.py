@@ -21,7 +21,7 @@ import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from ioc.stack import influxdb, mosquitto
 from ioc.stack.errors import StackError
@@ -35,6 +35,9 @@ DEFAULT_READY_TIMEOUT_S = 30.0
 HOST = "127.0.0.1"
 #: Attempts with fresh ports when another process took a port between our pick and the child's bind.
 _START_ATTEMPTS = 3
+
+#: The services a stack runs, by the name :meth:`LocalStack.stop_service` and :meth:`LocalStack.start_service` take.
+Service = Literal["mosquitto", "influxd"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class LocalStack:
         self._children: list[ChildProcess] = []
         self._pids: dict[str, int] = {}
         self._lock: IO[str] | None = None
+        self._running: dict[str, ChildProcess] = {}
+        self._confs: dict[str, tuple[Path, int | str]] = {}
         self.endpoints: StackEndpoints | None = None
 
     @property
@@ -177,6 +182,7 @@ class LocalStack:
     def stop(self) -> None:
         """Stop the children this stack started (SIGTERM, then SIGKILL). Idempotent."""
         children, self._children = self._children, []
+        self._running.clear()
         errors = []
         for child in reversed(children):
             try:
@@ -192,7 +198,53 @@ class LocalStack:
         if errors:
             raise StackError("could not stop the local stack cleanly: " + "; ".join(errors))
 
+    # ------------------------------------------------------------------------------------ outages (tests)
+
+    def stop_service(self, name: Service, *, kill: bool = False) -> None:
+        """Stop one service of the running stack, as an outage: SIGTERM (a clean stop, Mosquitto saves its
+        persistence) or, with ``kill``, SIGKILL (a crash). Its data and config stay; :meth:`start_service`
+        brings it back on the same port."""
+        child = self._running.pop(name, None)
+        if child is None:
+            raise StackError(f"{name} is not running in the stack in {self.state_dir}")
+        self._children.remove(child)
+        if kill:
+            child.kill()
+        else:
+            child.stop(self.stop_timeout)
+        log.info("%s of the stack in %s %s", name, self.state_dir, "killed" if kill else "stopped")
+
+    def start_service(self, name: Service) -> None:
+        """Start again a service stopped by :meth:`stop_service`, with the same config, port and data."""
+        if self.endpoints is None:
+            raise StackError(f"the stack in {self.state_dir} is not running")
+        if name in self._running:
+            raise StackError(f"{name} is already running in the stack in {self.state_dir}")
+        conf, _ = self._confs[name]
+        if name == "mosquitto":
+            proc = mosquitto.start(conf, self.state_dir / "mosquitto.log")
+            self._track(proc)
+            user, password = self.endpoints.credentials("admin")
+            mosquitto.wait_ready(
+                proc,
+                self.endpoints.mqtt_host,
+                self.endpoints.mqtt_port,
+                username=user,
+                password=password,
+                timeout=self.ready_timeout,
+            )
+        else:
+            proc = influxdb.start(conf, self.state_dir / "influxd.log")
+            self._track(proc)
+            influxdb.wait_ready(proc, self.endpoints.influx_url, self.ready_timeout)
+        log.info("%s of the stack in %s started again (pid %d)", name, self.state_dir, proc.pid)
+
     # ------------------------------------------------------------------------------------------- internals
+
+    def _track(self, proc: ChildProcess) -> None:
+        self._children.append(proc)
+        self._pids[proc.name] = proc.pid
+        self._running[proc.name] = proc
 
     def _take_lock(self) -> None:
         lock = (self.state_dir / "stack.lock").open("w", encoding="utf-8")
@@ -211,8 +263,8 @@ class LocalStack:
             (port,) = free_ports(1)
             conf = mosquitto.write_config(self.state_dir, HOST, port, accounts)
             proc = mosquitto.start(conf, self.state_dir / "mosquitto.log")
-            self._children.append(proc)
-            self._pids[proc.name] = proc.pid
+            self._track(proc)
+            self._confs[proc.name] = (conf, port)
             try:
                 mosquitto.wait_ready(
                     proc, HOST, port, username=admin.username, password=admin.password, timeout=self.ready_timeout
@@ -221,6 +273,7 @@ class LocalStack:
                 if attempt < _START_ATTEMPTS and _port_taken(proc):
                     log.info("port %d was taken before mosquitto bound it; trying another", port)
                     self._children.remove(proc)
+                    del self._running[proc.name]
                     proc.stop(self.stop_timeout)
                     continue
                 raise
@@ -232,8 +285,8 @@ class LocalStack:
             http_port, rpc_port = free_ports(2)
             conf = influxdb.write_config(self.state_dir, HOST, http_port, rpc_port)
             proc = influxdb.start(conf, self.state_dir / "influxd.log")
-            self._children.append(proc)
-            self._pids[proc.name] = proc.pid
+            self._track(proc)
+            self._confs[proc.name] = (conf, http_port)
             url = f"http://{HOST}:{http_port}"
             try:
                 influxdb.wait_ready(proc, url, self.ready_timeout)
@@ -241,6 +294,7 @@ class LocalStack:
                 if attempt < _START_ATTEMPTS and _port_taken(proc):
                     log.info("port %d or %d was taken before influxd bound it; trying others", http_port, rpc_port)
                     self._children.remove(proc)
+                    del self._running[proc.name]
                     proc.stop(self.stop_timeout)
                     continue
                 raise

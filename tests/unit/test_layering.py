@@ -15,7 +15,7 @@ ROOT = Path(__file__).parents[2]
 #: package -> top-level modules it must never import
 FORBIDDEN: dict[str, set[str]] = {
     "wire": {"devices", "edge", "hub", "ioc", "dashboards", "paho", "aiomqtt", "fastapi", "httpx", "pymodbus"},
-    "devices": {"edge", "hub", "ioc", "dashboards", "wire", "paho", "aiomqtt", "fastapi", "httpx", "influxdb_client"},
+    "devices": {"edge", "hub", "ioc", "dashboards", "wire", "paho", "aiomqtt", "fastapi", "uvicorn", "influxdb_client"},
     "edge": {"hub", "ioc", "dashboards", "fastapi", "uvicorn", "httpx", "influxdb_client"},
     "hub": {"devices", "edge", "ioc", "pymodbus", "aiomqtt"},
     "dashboards": {"devices", "edge", "ioc", "paho", "aiomqtt", "pymodbus"},
