@@ -148,6 +148,8 @@ class Command(msgspec.Struct, frozen=True):
 class AckStatus(StrEnum):
     OK = "ok"
     ERROR = "error"
+    #: the device did not answer within the command's ``timeout_s`` (the agent gave up)
+    TIMEOUT = "timeout"
     UNSUPPORTED = "unsupported"
 
 
@@ -160,6 +162,8 @@ class CommandAck(msgspec.Struct, frozen=True):
     ts: TimestampMs
     v: Literal[1] = 1
     detail: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    #: what the command produced (for ``read_now``: the metrics read), flat like a reading's metrics
+    result: Annotated[dict[MetricName, MetricValue], msgspec.Meta(max_length=MAX_METRICS_PER_READING)] = {}
 
 
 Payload = State | DataBatch | Event | Command | CommandAck

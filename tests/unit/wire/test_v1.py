@@ -149,3 +149,18 @@ def test_topic_builders() -> None:
 def test_committed_json_schema_matches_the_code() -> None:
     committed = Path(__file__).parents[3] / "docs" / "protocol-v1.schema.json"
     assert committed.read_text(encoding="utf-8") == jsonschema.render(), "run `make schema` and commit"
+
+
+def test_command_ack_carries_timeout_status_and_a_result() -> None:
+    ack = v1.CommandAck(
+        id="c-1", device="pm-01", status=v1.AckStatus.TIMEOUT, ts=1_764_331_300_000, result={"pm2_5": 12.5}
+    )
+    back = v1.decode(v1.encode(ack), v1.CommandAck)
+    assert back.status is v1.AckStatus.TIMEOUT
+    assert back.result == {"pm2_5": 12.5}
+
+
+def test_command_ack_result_names_are_checked_like_metric_names() -> None:
+    bad = b'{"v":1,"id":"c-1","device":"pm-01","status":"ok","ts":1764331300000,"result":{"Bad Name":1}}'
+    with pytest.raises(v1.ContractError, match="result"):
+        v1.decode(bad, v1.CommandAck)
