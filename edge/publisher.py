@@ -10,6 +10,15 @@ While connected, two pumps run side by side:
   sampled before the new session started;
 - events: device health events, stamped with the current session.
 
+Commands: on every connect, before the birth (so a hub that reacts to the birth finds the subscription in
+place), the publisher subscribes with QoS 1 to the gateway's own ``.../cmd`` topic and hands every payload
+received there, undecoded, to ``on_command`` (an ``async`` callable given to the constructor). It is awaited in
+the receive loop, in arrival order: it should hand the payload off quickly (to a queue or a task) and must not
+wait for the device. An exception it raises is logged and the next command is still delivered; it never ends
+the session. Decoding, policy and the answer belong to the caller, which answers with :meth:`Publisher.publish_ack`
+(QoS 1 on ``.../cmd/ack``, never stored on disk: an ack for a command whose session is gone is worth nothing).
+Commands sent while the gateway is disconnected are not kept for it (each connect is a clean start).
+
 A lost connection (socket closed, keepalive expired, publish not acknowledged within ``publish_timeout_s``)
 ends the session; the broker publishes the will, and the publisher reconnects with capped exponential backoff
 and jitter. Disconnect and reconnect are logged once each. Leaving ``async with`` is the clean shutdown: what
@@ -31,11 +40,12 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Final, Self
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.backoff import Backoff
 from edge.config import BrokerConfig, PublishConfig
@@ -45,7 +55,7 @@ from edge.outbox import Outbox
 from edge.session import Session
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
-from wire.v1 import QOS, Channel, DataBatch, DeviceInfo, encode, topic
+from wire.v1 import QOS, Channel, CommandAck, DataBatch, DeviceInfo, encode, topic
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,9 @@ ABANDON_PUBLISH_TIMEOUT_S: Final = 2.0
 PUMP_STOP_TIMEOUT_S: Final = 5.0
 #: Extra time allowed for stopping beyond the drain, death and disconnect timeouts.
 STOP_MARGIN_S: Final = 2.0
+
+#: Receives the raw payload of each message on the gateway's ``cmd`` topic (see the module docstring).
+CommandHandler = Callable[[bytes], Awaitable[None]]
 
 
 def client_id(site: str, gateway: str) -> str:
@@ -92,6 +105,7 @@ class Publisher:
         stats: EdgeStats,
         agent_version: str,
         rng: random.Random | None = None,
+        on_command: CommandHandler | None = None,
     ) -> None:
         self._broker = broker
         self._publish_config = publish
@@ -105,6 +119,10 @@ class Publisher:
         self._state_topic = topic(site, gateway, Channel.STATE)
         self._data_topic = topic(site, gateway, Channel.DATA)
         self._event_topic = topic(site, gateway, Channel.EVENT)
+        self._cmd_topic = topic(site, gateway, Channel.CMD)
+        self._ack_topic = topic(site, gateway, Channel.CMD_ACK)
+        self._on_command = on_command
+        self._client: aiomqtt.Client | None = None
         self._tls = tls_context(broker)
         self._where = f"{broker.host}:{broker.port}{' (TLS)' if broker.tls else ''}"
         self._stopping = asyncio.Event()
@@ -222,16 +240,20 @@ class Publisher:
     async def _serve(self, client: aiomqtt.Client, session: Session) -> None:
         """Run one session until a stop (clean shutdown, returns) or a failure (raises, after ending it)."""
         self.session = session
+        self._client = client
         try:
             await self._session(client, session)
         except Exception as exc:
+            self._client = None
             await self._abandon(client, session, "" if isinstance(exc, ConnectionLost) else str(exc))
             raise
         finally:
+            self._client = None
             self.session = None
 
     async def _session(self, client: aiomqtt.Client, session: Session) -> None:
         """Birth, then the pumps until the link fails (:class:`UplinkError`) or a stop (then the clean shutdown)."""
+        await self._subscribe_commands(client)
         await self._publish(client, self._state_topic, encode(session.birth(self._agent, self._devices)), True)
         log.info("published birth (session %s, %d devices)", session.id, len(self._devices))
         tasks = {
@@ -249,18 +271,60 @@ class Publisher:
             raise _as_uplink_error(failed[0])
         await self._shut_down(client, session)
 
-    async def _watch(self, client: aiomqtt.Client) -> None:
-        """Ends (with :class:`UplinkError`) when the connection drops; aiomqtt reports it to message readers.
-
-        Nothing is subscribed yet (commands on the ``cmd`` topic come later), so no message arrives.
-        """
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        """Subscribe (QoS 1) to the gateway's own ``cmd`` topic; a refusal (ACL) is logged, not fatal."""
         try:
-            async for _message in client.messages:
-                pass
+            granted = await client.subscribe(self._cmd_topic, qos=QOS, timeout=self._broker.publish_timeout_s)
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"subscribe to {self._cmd_topic} failed: {exc}") from exc
+        # paho gives MQTT 5 reason codes (``is_failure``) or, for 3.1.1, granted QoS ints (0x80 = failure).
+        refused = not granted or any(
+            code.is_failure if isinstance(code, ReasonCode) else code >= 0x80 for code in granted
+        )
+        if refused:
+            log.warning("the broker refused the subscription to %s (%s): no commands", self._cmd_topic, granted)
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Deliver commands; end (with :class:`UplinkError`) when the connection drops (aiomqtt reports it to
+        message readers)."""
+        try:
+            async for message in client.messages:
+                if str(message.topic) != self._cmd_topic:
+                    log.debug("ignoring a message on %s", message.topic)
+                    continue
+                await self._deliver_command(message.payload)
         except aiomqtt.MqttError as exc:
             cause = f" ({exc.__cause__})" if exc.__cause__ else ""
             raise ConnectionLost(f"connection lost{cause}") from exc
         raise ConnectionLost("connection closed")
+
+    async def _deliver_command(self, payload: object) -> None:
+        self._stats.commands_received += 1
+        if self._on_command is None:
+            log.warning("a command arrived on %s but this agent has no command handler", self._cmd_topic)
+            return
+        data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+        try:
+            await self._on_command(data)
+        except Exception:
+            log.exception("the command handler failed on a message of %d bytes", len(data))
+
+    async def publish_ack(self, ack: CommandAck) -> bool:
+        """Publish a command's outcome (QoS 1, on ``.../cmd/ack``) and wait for the broker's PUBACK.
+
+        Returns False, without raising, when there is no connection or the publish failed (the session's own
+        pumps notice a lost link). Acks are not stored: one whose connection is gone is not resent.
+        """
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await self._publish(client, self._ack_topic, encode(ack))
+        except UplinkError as exc:
+            log.warning("could not send the ack of command %s: %s", ack.id, exc)
+            return False
+        self._stats.acks_sent += 1
+        return True
 
     async def _pump_data(self, client: aiomqtt.Client, session: Session) -> None:
         outbox = self._outbox

@@ -34,6 +34,10 @@ class EdgeStats:
     events_sent: int = 0
     events_dropped: int = 0
     reconnects: int = 0
+    #: Messages received on the gateway's ``cmd`` topic (handed to the command handler undecoded).
+    commands_received: int = 0
+    #: Command acks the broker acknowledged.
+    acks_sent: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return dataclasses.asdict(self)
