@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 #: ``apt-get update`` may take a while on a slow mirror.
 APT_UPDATE_TIMEOUT_S = 300.0
-#: ``apt-get install`` of both packages downloads about 15 MB.
+#: ``apt-get install`` of mosquitto and influxdb downloads about 15 MB; ffmpeg and VLC with their libraries more.
 APT_INSTALL_TIMEOUT_S = 900.0
 
 #: Where Debian puts the binaries; searched too because /usr/sbin is not on an ordinary user's PATH.
@@ -28,10 +28,15 @@ _SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/u
 
 @dataclass(frozen=True)
 class Package:
-    """A Debian package and the binaries the stack needs from it."""
+    """A Debian package and the binaries the stack needs from it.
+
+    ``lib_files`` are for packages without a binary (plugins): paths under a library directory
+    (``/usr/lib/<multiarch>/`` or ``/usr/lib/``) whose presence shows the package is installed.
+    """
 
     name: str
     binaries: tuple[str, ...]
+    lib_files: tuple[str, ...] = ()
 
 
 #: mosquitto 2.0.11 and influxdb 1.6.7 on Debian 12; mosquitto-clients for publishing by hand (docs/protocol.md).
@@ -39,6 +44,11 @@ PACKAGES: tuple[Package, ...] = (
     Package("mosquitto", ("mosquitto", "mosquitto_passwd")),
     Package("mosquitto-clients", ("mosquitto_pub", "mosquitto_sub")),
     Package("influxdb", ("influxd",)),
+    # Camera simulation and probing (devices/sim/rtsp.py, devices/drivers/camera/): ffprobe reads the stream
+    # that VLC serves over RTSP; vlc-plugin-base carries the mp4 demuxer and the RTP/RTSP stream output.
+    Package("ffmpeg", ("ffmpeg", "ffprobe")),
+    Package("vlc-bin", ("cvlc",)),
+    Package("vlc-plugin-base", (), ("vlc/plugins/stream_out/libstream_out_rtp_plugin.so",)),
 )
 
 _apt_updated = False
@@ -67,6 +77,26 @@ def binary(name: str) -> Path:
     return path
 
 
+#: Library directories searched for :attr:`Package.lib_files` (Debian multiarch first).
+_LIB_GLOBS = ("/usr/lib/*-linux-gnu", "/usr/lib")
+
+
+def find_lib_file(relative: str) -> Path | None:
+    """The absolute path of ``relative`` under a library directory, or None."""
+    for pattern in _LIB_GLOBS:
+        for directory in sorted(Path("/").glob(pattern.lstrip("/"))):
+            candidate = directory / relative
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _installed(package: Package) -> bool:
+    return all(find_binary(b) is not None for b in package.binaries) and all(
+        find_lib_file(f) is not None for f in package.lib_files
+    )
+
+
 def found_binaries() -> dict[str, Path | None]:
     """Every binary the stack needs -> its path, or None when missing."""
     return {b: find_binary(b) for p in PACKAGES for b in p.binaries}
@@ -74,7 +104,7 @@ def found_binaries() -> dict[str, Path | None]:
 
 def missing_packages() -> list[str]:
     """Names of the packages with at least one binary missing, in :data:`PACKAGES` order."""
-    return [p.name for p in PACKAGES if any(find_binary(b) is None for b in p.binaries)]
+    return [p.name for p in PACKAGES if not _installed(p)]
 
 
 def install_command(packages: list[str]) -> str:
@@ -111,7 +141,7 @@ def _apt(args: list[str], timeout: float) -> None:
 
 
 def ensure_packages() -> None:
-    """Make sure mosquitto, mosquitto-clients and influxdb are installed.
+    """Make sure every package of :data:`PACKAGES` is installed (the broker, the database, ffmpeg and VLC).
 
     When something is missing and we run as root: ``apt-get update`` (once per process) and
     ``apt-get install -y --no-install-recommends`` the missing packages, non-interactively. Otherwise raise
