@@ -17,6 +17,15 @@ messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): 
   message that causes it is found; that one is dead-lettered and acknowledged. Lines InfluxDB already stored
   from a partial write are written again, which is harmless: a point with the same series and time overwrites.
 - Bad topics and payloads are dead-lettered (bounded ring), counted by kind, logged once per kind, acknowledged.
+
+Hooks for the rest of the hub (the device registry, health tracking):
+
+- :meth:`Pipeline.add_observer`: called synchronously, in the event loop, with ``(site, gateway, payload)`` for
+  every message that decodes (state, event, data, cmd/ack), before it is stored. Observers must be cheap (a dict
+  update, no I/O, no awaiting): they run on the hot path. One that raises is logged (once per observer and error
+  type) and counted in ``observer_errors``; the message is stored all the same.
+- :meth:`Pipeline.set_enrichment`: ``device -> {tag: value}`` (e.g. the district), checked against the tag
+  allow-list and swapped in atomically; every line built afterwards carries the device's tags.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,10 +44,18 @@ import msgspec
 
 from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog
 from hub.errors import StorageRejected, StorageUnavailable
-from hub.points import device_event_line, gateway_state_line, reading_lines
+from hub.points import (
+    DEFAULT_ENRICHMENT_TAGS,
+    NO_ENRICHMENT,
+    Enrichment,
+    build_enrichment,
+    device_event_line,
+    gateway_state_line,
+    reading_lines,
+)
 from hub.stats import IngestStats
 from hub.tracking import GatewayStates, SeqTracker
-from wire.v1 import ContractError, DataBatch, Event, State, decode_for, parse_topic
+from wire.v1 import ContractError, DataBatch, Event, Payload, State, decode_for, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +84,10 @@ class Acker(Protocol):
     def ack(self, message: InboundMessage) -> bool:
         """Acknowledge; False if the ack could not be sent (the broker will redeliver the message)."""
         ...
+
+
+Observer = Callable[[str, str, Payload], None]
+"""Called with ``(site, gateway, decoded payload)`` for each decoded message; must be cheap (see the module doc)."""
 
 
 class LineWriter(Protocol):
@@ -114,6 +135,7 @@ class Pipeline:
         dead_letters: DeadLetterRing | None = None,
         stats: IngestStats | None = None,
         clock: Callable[[], float] = time.time,
+        enrichment_tags: Collection[str] = DEFAULT_ENRICHMENT_TAGS,
     ) -> None:
         self._queue = queue
         self._acker = acker
@@ -141,6 +163,10 @@ class Pipeline:
         self._closing = False
         self._wait_cm: asyncio.Timeout | None = None
         self._storage_down = False
+        self._observers: tuple[Observer, ...] = ()
+        self._observer_failures: set[tuple[int, type[BaseException]]] = set()
+        self._enrichment_tags = frozenset(enrichment_tags)
+        self._enrichment: Enrichment = NO_ENRICHMENT
 
     # ------------------------------------------------------------------------------------------ control
 
@@ -149,6 +175,26 @@ class Pipeline:
         self._closing = True
         if self._wait_cm is not None:
             self._wait_cm.reschedule(asyncio.get_running_loop().time())
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer(site, gateway, payload)`` for every decoded message from now on (see the module doc)."""
+        self._observers = (*self._observers, observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observers = tuple(o for o in self._observers if o is not observer)
+
+    def set_enrichment(self, mapping: Mapping[str, Mapping[str, str]]) -> None:
+        """Replace the enrichment map ``device -> {tag: value}`` as a whole (atomically, for lines built next).
+
+        Raise ``ValueError`` (``TypeError`` for a non-string value) naming the device and tag if a tag is not
+        on the allow-list or cannot be written; the previous map stays in force then.
+        """
+        self._enrichment = build_enrichment(mapping, self._enrichment_tags)
+
+    @property
+    def enrichment_tags(self) -> frozenset[str]:
+        """The tag names an enrichment may use."""
+        return self._enrichment_tags
 
     def gauges(self) -> dict[str, int]:
         """Current levels: unacknowledged messages, queued messages, lines in the open batch, writes running."""
@@ -273,6 +319,8 @@ class Pipeline:
             malformed = not isinstance(exc.__cause__, msgspec.ValidationError)
             self._dead_letter(message, DeadLetterKind.MALFORMED if malformed else DeadLetterKind.CONTRACT, str(exc))
             return
+        if self._observers:
+            self._notify(topic.site, topic.gateway, payload)
         entry = _Pending(message)
         if isinstance(payload, DataBatch):
             if not self._data_lines(entry, topic.site, topic.gateway, payload):
@@ -280,7 +328,7 @@ class Pipeline:
         elif isinstance(payload, State):
             self._state_lines(entry, topic.site, topic.gateway, payload)
         elif isinstance(payload, Event):
-            entry.lines = [device_event_line(topic.site, topic.gateway, payload)]
+            entry.lines = [device_event_line(topic.site, topic.gateway, payload, self._enrichment)]
         # A CommandAck is counted only; command tracking comes with the command API.
         self._pending.append(entry)
         if entry.lines:
@@ -295,7 +343,7 @@ class Pipeline:
         stats.readings += len(batch.readings)
         stats.seq_gaps += self.seqs.observe(site, gateway, batch.session, batch.seq)
         stats.seq_repeats = self.seqs.repeats
-        entry.lines, dropped = reading_lines(site, gateway, batch)
+        entry.lines, dropped = reading_lines(site, gateway, batch, self._enrichment)
         stats.values_dropped += dropped
         if not entry.lines:
             self._dead_letter(entry.message, DeadLetterKind.UNREPRESENTABLE, "no metric value can be written")
@@ -303,6 +351,23 @@ class Pipeline:
         if not batch.replay:
             entry.newest_ts = max(r.ts for r in batch.readings)
         return True
+
+    def _notify(self, site: str, gateway: str, payload: Payload) -> None:
+        for observer in self._observers:
+            try:
+                observer(site, gateway, payload)
+            except Exception as exc:
+                self.stats.observer_errors += 1
+                key = (id(observer), type(exc))
+                if key not in self._observer_failures:
+                    self._observer_failures.add(key)
+                    log.exception(
+                        "observer %r failed on a message of %s/%s (logged once per observer and error type; "
+                        "the message is stored all the same)",
+                        observer,
+                        site,
+                        gateway,
+                    )
 
     def _state_lines(self, entry: _Pending, site: str, gateway: str, state: State) -> None:
         message = entry.message

@@ -4,25 +4,82 @@
   (an allow-list, never free text); fields = the metrics; timestamp = ``reading.ts`` in ms.
 - ``state``: measurement ``gateway_state``, tags ``gateway``, ``site``, fields ``online``, ``session``.
 - ``event``: measurement ``device_event``, tags ``device``, ``gateway``, ``site``, ``type``, field ``reason``.
+- enrichment: a device's registry tags (e.g. ``district``), from an in-memory map set by the registry, are added
+  to its ``data`` and ``event`` lines; only tag names on the allow-list (``tags.enrichment``) are accepted.
 
 ``site`` and ``gateway`` always come from the topic (the broker's ACL guarantees them), never from the payload.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from types import MappingProxyType
 from typing import Final
 
-from hub.lineproto import escape_key, escape_measurement, format_fields, format_tags, format_value, line
+from hub.lineproto import (
+    LineProtocolError,
+    escape_key,
+    escape_measurement,
+    format_fields,
+    format_tags,
+    format_value,
+    line,
+)
 from wire.v1 import DataBatch, Event, State
 
 GATEWAY_STATE: Final = "gateway_state"
 DEVICE_EVENT: Final = "device_event"
+#: Tags every reading line carries; an enrichment may never replace them.
+BASE_TAGS: Final = frozenset({"device", "gateway", "kind", "site"})
+#: Tag names an enrichment (the device registry) may add to a device's lines by default (``tags.enrichment``).
+DEFAULT_ENRICHMENT_TAGS: Final = ("district", "zone", "area", "operator")
+
+#: device id -> its extra tags, pre-escaped and sorted: ``((key, ",key=value"), ...)``.
+Enrichment = Mapping[str, tuple[tuple[str, str], ...]]
+NO_ENRICHMENT: Final[Enrichment] = MappingProxyType({})
 
 
-def reading_lines(site: str, gateway: str, batch: DataBatch) -> tuple[list[str], int]:
+def build_enrichment(mapping: Mapping[str, Mapping[str, str]], allowed: Collection[str]) -> Enrichment:
+    """Check and pre-escape ``device -> {tag: value}`` once, so line building only concatenates.
+
+    Raise ``ValueError`` naming the device and tag for a tag outside ``allowed`` (an allow-list keeps series
+    cardinality in check), a base tag, or a value the line protocol cannot carry (``TypeError`` for a value that
+    is not a string). Empty values are left out.
+    """
+    result: dict[str, tuple[tuple[str, str], ...]] = {}
+    for device, tags in mapping.items():
+        pairs: list[tuple[str, str]] = []
+        for key, value in tags.items():
+            if key in BASE_TAGS or key not in allowed:
+                raise ValueError(
+                    f"enrichment of device {device!r}: tag {key!r} is not allowed "
+                    f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
+                )
+            if not isinstance(value, str):
+                raise TypeError(f"enrichment of device {device!r}: tag {key!r} must be a string, got {value!r}")
+            if not value:
+                continue
+            try:
+                pairs.append((key, f",{escape_key(key)}={escape_key(value)}"))
+            except LineProtocolError as exc:
+                raise ValueError(f"enrichment of device {device!r}: tag {key!r}: {exc}") from exc
+        if pairs:
+            result[device] = tuple(sorted(pairs))
+    return MappingProxyType(result)
+
+
+def _tag_prefix(measurement_e: str, base: list[tuple[str, str]], extra: tuple[tuple[str, str], ...]) -> str:
+    """``measurement,k=v,...`` with the base and enrichment tags merged in key order."""
+    return measurement_e + "".join(text for _, text in sorted([*base, *extra]))
+
+
+def reading_lines(
+    site: str, gateway: str, batch: DataBatch, enrichment: Enrichment = NO_ENRICHMENT
+) -> tuple[list[str], int]:
     """The lines of every reading in ``batch``, and how many metric values could not be represented.
 
     A reading whose every value is unrepresentable (an integer beyond the float range) gives no line.
+    ``enrichment`` adds a device's registry tags (:func:`build_enrichment`).
     """
     site_e = escape_key(site)
     gateway_e = escape_key(gateway)
@@ -36,10 +93,20 @@ def reading_lines(site: str, gateway: str, batch: DataBatch) -> tuple[list[str],
         prefix = prefixes.get(key)
         if prefix is None:
             kind_e = escape_key(reading.kind)
-            prefix = (
-                f"{escape_measurement(reading.kind)},device={escape_key(reading.device)},"
-                f"gateway={gateway_e},kind={kind_e},site={site_e} "
-            )
+            extra = enrichment.get(reading.device)
+            if extra is None:
+                prefix = (
+                    f"{escape_measurement(reading.kind)},device={escape_key(reading.device)},"
+                    f"gateway={gateway_e},kind={kind_e},site={site_e} "
+                )
+            else:
+                base = [
+                    ("device", f",device={escape_key(reading.device)}"),
+                    ("gateway", f",gateway={gateway_e}"),
+                    ("kind", f",kind={kind_e}"),
+                    ("site", f",site={site_e}"),
+                ]
+                prefix = _tag_prefix(escape_measurement(reading.kind), base, extra) + " "
             prefixes[key] = prefix
         fields, bad = format_fields(reading.metrics)
         dropped += len(bad)
@@ -55,7 +122,12 @@ def gateway_state_line(site: str, gateway: str, state: State, ts_ms: int) -> str
     )
 
 
-def device_event_line(site: str, gateway: str, event: Event) -> str:
-    """The ``device_event`` point of a device health event."""
-    tags = format_tags([("device", event.device), ("gateway", gateway), ("site", site), ("type", event.type.value)])
+def device_event_line(site: str, gateway: str, event: Event, enrichment: Enrichment = NO_ENRICHMENT) -> str:
+    """The ``device_event`` point of a device health event (with the device's enrichment tags)."""
+    base = [("device", event.device), ("gateway", gateway), ("site", site), ("type", event.type.value)]
+    extra = enrichment.get(event.device)
+    if extra is None:
+        tags = format_tags(base)
+    else:
+        tags = "".join(text for _, text in sorted([*((k, format_tags([(k, v)])) for k, v in base), *extra]))
     return f"{escape_measurement(DEVICE_EVENT)}{tags} reason={format_value(event.reason)} {event.ts}"

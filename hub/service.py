@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,7 +26,7 @@ from hub.config import HubSettings
 from hub.deadletter import DeadLetter, DeadLetterRing
 from hub.errors import HubError
 from hub.influx import InfluxWriter
-from hub.ingest import InboundMessage, Pipeline, RetryPolicy
+from hub.ingest import InboundMessage, Observer, Pipeline, RetryPolicy
 from hub.mqtt import MqttIntake
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,14 @@ class Hub:
         if self._pipeline is None:
             raise HubError("the hub is not running")
         return self._pipeline
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer(site, gateway, payload)`` for every decoded message (cheap calls only: hub.ingest)."""
+        self.pipeline.add_observer(observer)
+
+    def set_enrichment(self, mapping: Mapping[str, Mapping[str, str]]) -> None:
+        """Replace the ``device -> {tag: value}`` enrichment of stored lines (allow-listed tags; hub.ingest)."""
+        self.pipeline.set_enrichment(mapping)
 
     @property
     def mqtt_connected(self) -> bool:

@@ -52,6 +52,8 @@ class IngestStats:
     seq_gaps: int = 0
     seq_repeats: int = 0
     stale_states_ignored: int = 0
+    observer_errors: int = 0
+    """Observers (registry, health) that raised; the messages were stored all the same."""
     ingest_latency: LatencySummary = field(default_factory=LatencySummary)
 
     def count_channel(self, channel: str) -> None:

@@ -22,6 +22,7 @@ from hub.config import InfluxSettings
 from hub.influx import InfluxWriter
 from hub.ingest import InboundMessage, Pipeline, RetryPolicy
 from hub.stats import IngestStats
+from wire.v1 import CommandAck, DataBatch, Event, State
 
 TS = 1_764_331_200_000
 SESSION = "sess-0001"
@@ -343,3 +344,79 @@ async def test_replayed_batches_do_not_count_for_latency(make: Make) -> None:
     assert h.stats.ingest_latency.count == 1
     assert h.stats.ingest_latency.last_ms > 0
     await h.stop()
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+
+
+EVENT = "ioc/v1/site-a/gw-1/event"
+CMD_ACK = "ioc/v1/site-a/gw-1/cmd/ack"
+
+
+async def test_observers_see_every_decoded_message_and_a_failing_one_breaks_nothing(make: Make) -> None:
+    h = await make()
+    seen: list[tuple[str, str, str]] = []
+
+    def good(site: str, gateway: str, payload: object) -> None:
+        seen.append((site, gateway, type(payload).__name__))
+
+    def bad(site: str, gateway: str, payload: object) -> None:
+        raise KeyError("registry bug")
+
+    h.pipeline.add_observer(bad)
+    h.pipeline.add_observer(good)
+    state = f'{{"online": true, "session": "{SESSION}", "ts": {TS}}}'.encode()
+    event = f'{{"session": "{SESSION}", "device": "aq-01", "type": "device_down", "ts": {TS}}}'.encode()
+    ack = f'{{"id": "c-1", "device": "aq-01", "status": "ok", "ts": {TS}}}'.encode()
+    await h.put(msg(1, state, STATE), msg(2, data(1)), msg(3, event, EVENT), msg(4, ack, CMD_ACK), msg(5, b"{x"))
+    await h.until(lambda: len(h.acker.acked) == 5)
+    assert seen == [
+        ("site-a", "gw-1", State.__name__),
+        ("site-a", "gw-1", DataBatch.__name__),
+        ("site-a", "gw-1", Event.__name__),
+        ("site-a", "gw-1", CommandAck.__name__),
+    ]
+    assert h.stats.observer_errors == 4
+    assert len(h.influx.lines) == 3  # state, data, event all stored despite the failing observer
+    h.pipeline.remove_observer(bad)
+    await h.put(msg(6, data(2)))
+    await h.until(lambda: len(h.acker.acked) == 6)
+    assert h.stats.observer_errors == 4
+
+
+async def test_enrichment_adds_allow_listed_tags_in_key_order_and_is_replaced_whole(make: Make) -> None:
+    h = await make()
+    h.pipeline.set_enrichment({"aq-01": {"district": "Old Town", "zone": "z1"}})
+    event = f'{{"session": "{SESSION}", "device": "aq-01", "type": "device_down", "ts": {TS}}}'.encode()
+    await h.put(msg(1, data(1)), msg(2, event, EVENT))
+    await h.until(lambda: len(h.acker.acked) == 2)
+    tags = "device=aq-01,district=Old\\ Town,gateway=gw-1"
+    assert h.influx.lines == [
+        f"air_quality,{tags},kind=air_quality,site=site-a,zone=z1 pm25=1.0 {TS + 1}",
+        f'device_event,{tags},site=site-a,type=device_down,zone=z1 reason="" {TS}',
+    ]
+    h.pipeline.set_enrichment({})
+    await h.put(msg(3, data(2)))
+    await h.until(lambda: len(h.acker.acked) == 3)
+    assert h.influx.lines[-1] == f"air_quality,device=aq-01,gateway=gw-1,kind=air_quality,site=site-a pm25=1.0 {TS + 2}"
+
+
+@pytest.mark.parametrize(
+    ("mapping", "error"),
+    [
+        ({"aq-01": {"owner": "x"}}, "device 'aq-01': tag 'owner' is not allowed"),
+        ({"aq-01": {"site": "x"}}, "device 'aq-01': tag 'site' is not allowed"),
+        ({"aq-02": {"district": "a\nb"}}, "device 'aq-02': tag 'district'"),
+        ({"aq-02": {"district": 3}}, "device 'aq-02': tag 'district' must be a string"),
+    ],
+)
+async def test_a_bad_enrichment_is_refused_naming_device_and_tag_and_the_old_one_stays(
+    make: Make, mapping: dict[str, dict[str, str]], error: str
+) -> None:
+    h = await make()
+    h.pipeline.set_enrichment({"aq-01": {"district": "north"}})
+    with pytest.raises((ValueError, TypeError), match=error):
+        h.pipeline.set_enrichment(mapping)
+    await h.put(msg(1, data(1)))
+    await h.until(lambda: len(h.acker.acked) == 1)
+    assert ",district=north," in h.influx.lines[0]
