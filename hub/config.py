@@ -171,6 +171,31 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class AqiSettings(_Section):
+    """The periodic VN_AQI computation (hub/aqi.py): reads ``air_quality``, writes ``vn_aqi``."""
+
+    enabled: bool = True
+    #: How often the index is recomputed (the current hour and day are rewritten each time).
+    interval_s: float = Field(default=300.0, ge=1, le=86_400)
+    #: Hours recomputed each run, the current one included (late readings still count).
+    hours_back: int = Field(default=3, ge=1, le=48)
+    #: The local day of the daily index (Decision 1459: 01:00 to 00:00 local time).
+    timezone: str = "Asia/Ho_Chi_Minh"
+    #: The measurement holding the ``pm25``, ``pm10`` (and ``o3``, ``no2``, ``so2``, ``co``) fields in µg/m³.
+    source_measurement: str = Field(default="air_quality", min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        import zoneinfo  # noqa: PLC0415 - only needed for this check
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Ho_Chi_Minh)") from exc
+        return value
+
+
 class HubSettings(BaseSettings):
     """All settings of ``ioc hub``."""
 
@@ -187,6 +212,7 @@ class HubSettings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     http: HttpSettings = HttpSettings()
+    aqi: AqiSettings = AqiSettings()
 
     @classmethod
     def settings_customise_sources(

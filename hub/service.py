@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from hub.api import ApiServer, create_app
+from hub.aqi import AqiJob, running_aqi_job
 from hub.config import HubSettings
 from hub.deadletter import DeadLetter, DeadLetterRing
 from hub.errors import HubError
@@ -65,6 +66,8 @@ class Hub:
             )
             self._pipeline_task = asyncio.create_task(self._pipeline.run(), name="hub-pipeline")
             stack.push_async_callback(self._drain)
+            if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
+                await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
             self._api = await stack.enter_async_context(ApiServer(create_app(self), s.http))
             log.info(
                 "hub started: InfluxDB %s %s (api %s, gzip %s); batches of up to %d lines or %d ms, "
