@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edge.errors import ConfigError
 from edge.plan import DevicePlan, DevicePlanError, build_device_plans
 from edge.problems import device_label, dotted, pydantic_message
-from wire.v1 import ID_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_READINGS_PER_BATCH
+from wire.v1 import ID_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_READINGS_PER_BATCH, METRIC_PATTERN
 
 ENV_PREFIX: Final = "IOC_EDGE_"
 #: A poll never waits longer than this by default (``devices[].timeout_s`` is ``min(interval_s, this)``).
@@ -93,6 +93,31 @@ class PublishConfig(_Section):
         return self
 
 
+MetricKey = Annotated[str, Field(pattern=METRIC_PATTERN)]
+
+
+class ReportConfig(_Section):
+    """Report-by-exception of one device (:mod:`edge.exception`): a metric is sent when it moved beyond its
+    deadband since it was last sent, or when it was last sent ``max_silence_s`` ago or more. Metrics without a
+    deadband (and every bool or string) are sent on any change."""
+
+    #: Every metric is sent at least this often, changed or not (so a quiet sensor still shows it is alive).
+    max_silence_s: float = Field(default=300.0, gt=0, le=86_400)
+    #: metric -> absolute deadband, in the metric's own unit.
+    deadband: dict[MetricKey, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=dict)
+    #: metric -> deadband in percent of the value last sent.
+    deadband_pct: dict[MetricKey, Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        both = sorted(set(self.deadband) & set(self.deadband_pct))
+        if both:
+            raise ValueError(f"metric {both[0]!r} has both deadband and deadband_pct: give one")
+        return self
+
+
 class DeviceConfig(_Section):
     """One device instance: where it is (``options``, checked by its driver) and how often to poll it."""
 
@@ -105,6 +130,8 @@ class DeviceConfig(_Section):
     #: Timeout of one poll (and of opening the connection); ``min(interval_s, 10)`` when unset.
     timeout_s: float | None = Field(default=None, gt=0, le=600)
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Report-by-exception; unset: every reading is sent whole.
+    report: ReportConfig | None = None
 
     @property
     def poll_timeout_s(self) -> float:

@@ -14,31 +14,44 @@ a poll that overruns skips the ticks it missed instead of bursting to catch up),
 A device's state changes (first known state, down, up) are logged once each and queued as events; repeated
 failures are logged at DEBUG only. The task never dies of a device error, and one device never waits for
 another: they share nothing but the outbox and the event queue, neither of which blocks.
+
+Run-time control (the agent's commands, a config reload): :meth:`Scheduler.set_interval` re-anchors the
+device's grid on the new interval at once; :meth:`Scheduler.poll_now` polls outside the grid and
+:meth:`Scheduler.execute` runs a driver command. Every use of a driver holds that device's lock, so a device
+sees one request at a time however polls and commands interleave; other devices are never held up.
+:meth:`Scheduler.add`, :meth:`Scheduler.remove`, :meth:`Scheduler.replace` and :meth:`Scheduler.restart`
+start and stop single device tasks while the others keep running.
+
+Report-by-exception (optional per device, :mod:`edge.exception`) filters a regular poll's readings before
+they reach the outbox; a ``read_now`` is always sent whole (and counts as reported).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
 
-from devices.driver import now_ms
-from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable
+from devices.driver import CommandCapable, MetricValue, now_ms
+from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable, UnsupportedCommand
 from edge.backoff import Backoff
+from edge.config import ReportConfig
 from edge.events import DeviceEvent, EventQueue
+from edge.exception import ExceptionFilter
 from edge.outbox import Outbox
 from edge.plan import DevicePlan
 from edge.readings import ReadingFilter
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
-from wire.v1 import EventType
+from wire.v1 import EventType, Reading
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +63,8 @@ BACKOFF_CAP_S: Final = 300.0
 CLOSE_TIMEOUT_S: Final = 5.0
 #: How long stopping the scheduler waits for the device tasks to finish closing their drivers.
 STOP_TIMEOUT_S: Final = 10.0
+#: How long stopping one device (remove, replace, restart) waits for a command holding the device.
+DEVICE_STOP_TIMEOUT_S: Final = 15.0
 
 
 def backoff_for(interval_s: float, rng: random.Random | None = None) -> Backoff:
@@ -64,11 +79,33 @@ class Health(enum.Enum):
     DOWN = "down"
 
 
+class UnknownDevice(KeyError):
+    """The scheduler runs no device with this id (never configured, or removed)."""
+
+    def __init__(self, device: str, known: Sequence[str]) -> None:
+        super().__init__(device)
+        self.device = device
+        self.known = sorted(known)
+
+    def __str__(self) -> str:
+        return f"unknown device {self.device!r}"
+
+
+class PollFailed(Exception):
+    """A poll requested outside the grid (``read_now``) failed; ``timed_out`` when the device did not answer."""
+
+    def __init__(self, reason: str, *, timed_out: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.timed_out = timed_out
+
+
 @dataclass(frozen=True, slots=True)
 class _Failure:
     reason: str
     #: Close the driver and come back after a backoff (False: keep the connection, retry on the next tick).
     reconnect: bool
+    timed_out: bool = False
 
 
 class DevicePoller:
@@ -82,47 +119,146 @@ class DevicePoller:
         stats: EdgeStats,
         *,
         rng: random.Random | None = None,
+        report: ReportConfig | None = None,
     ) -> None:
         self.plan = plan
         self.health = Health.UNKNOWN
         self._outbox = outbox
         self._events = events
         self._stats = stats
+        self._rng = rng
         self._filter = ReadingFilter(plan.id, plan.kind, stats)
+        self._exceptions = ExceptionFilter(plan.id, report) if report is not None else None
         self._backoff = backoff_for(plan.interval_s, rng)
         self._opened = False
         self._down_since = 0.0
+        #: Held by every use of the driver: one request at a time per device.
+        self._lock = asyncio.Lock()
+        #: Set by :meth:`set_interval`; wakes the task's sleep so the new grid starts at once.
+        self._retime = False
+        self._wake = asyncio.Event()
+
+    @property
+    def interval_s(self) -> float:
+        return self.plan.interval_s
+
+    def set_interval(self, interval_s: float) -> None:
+        """Poll every ``interval_s`` from now on: the grid is re-anchored one new interval after the last poll
+        (at once if that is past); a device in backoff keeps its current wait. The backoff base follows."""
+        if not math.isfinite(interval_s) or interval_s <= 0:
+            raise ValueError(f"interval_s must be a positive number, not {interval_s!r}")
+        self.plan = dataclasses.replace(self.plan, interval_s=interval_s)
+        failures = self._backoff.failures
+        self._backoff = backoff_for(interval_s, self._rng)
+        self._backoff.failures = failures
+        self._retime = True
+        self._wake.set()
 
     async def run(self) -> None:
         """Poll until cancelled; the driver is closed on the way out."""
-        interval = self.plan.interval_s
         origin = time.monotonic()
         next_at = origin
+        last_start = origin
+        backing_off = False
         try:
             while True:
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                failure = await self._attempt()
+                if await self._sleep_until(next_at):
+                    if not backing_off:
+                        origin = next_at = max(time.monotonic(), last_start + self.plan.interval_s)
+                    continue
+                last_start = time.monotonic()
+                async with self._lock:
+                    failure = await self._attempt(self._exceptions)
+                    if isinstance(failure, _Failure) and failure.reconnect:
+                        await self._close()
                 now = time.monotonic()
-                if failure is None:
+                interval = self.plan.interval_s
+                if isinstance(failure, _Failure):
+                    self._stats.polls_failed += 1
+                    self._mark_down(failure.reason)
+                    if failure.reconnect:
+                        backing_off = True
+                        next_at = now + self._backoff.next()
+                        continue
+                else:
                     self._backoff.reset()
                     self._mark_up()
-                    # The next tick of the grid strictly after now: ticks missed by a slow poll are skipped.
-                    next_at = origin + (math.floor((now - origin) / interval) + 1) * interval
-                    continue
-                self._stats.polls_failed += 1
-                self._mark_down(failure.reason)
-                if failure.reconnect:
-                    await self._close()
-                    next_at = now + self._backoff.next()
-                else:
-                    next_at = origin + (math.floor((now - origin) / interval) + 1) * interval
+                if backing_off:
+                    # Back on the grid after a backoff: re-anchored on this attempt.
+                    backing_off = False
+                    origin = last_start
+                # The next tick of the grid strictly after now: ticks missed by a slow poll are skipped.
+                next_at = origin + (math.floor((now - origin) / interval) + 1) * interval
         finally:
             await self._close()
 
-    async def _attempt(self) -> _Failure | None:
-        """Open if needed, poll once, queue the readings. Returns the failure, or None on success."""
+    async def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until ``deadline`` (monotonic). True if :meth:`set_interval` woke it first."""
+        while True:
+            if self._retime:
+                self._retime = False
+                return True
+            delay = deadline - time.monotonic()
+            if delay <= 0:
+                return False
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def poll_now(self) -> list[Reading]:
+        """Poll once, now, outside the grid (waiting for a poll or command in progress on this device first).
+
+        The readings are queued in the outbox whole (no report-by-exception) and returned. Raises
+        :class:`PollFailed`; the failure counts like a regular one (health event, driver closed on a
+        connection-level error, the regular task reopens it).
+        """
+        async with self._lock:
+            outcome = await self._attempt(None)
+            if isinstance(outcome, _Failure) and outcome.reconnect:
+                await self._close()
+        if isinstance(outcome, _Failure):
+            self._stats.polls_failed += 1
+            self._mark_down(outcome.reason)
+            raise PollFailed(outcome.reason, timed_out=outcome.timed_out)
+        self._mark_up()
+        if self._exceptions is not None:
+            self._exceptions.note_reported(outcome)
+        return outcome
+
+    async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
+        """Run a driver command (opening the driver first if needed), one request at a time with the polls.
+
+        Raises :class:`UnsupportedCommand` when the driver cannot run ``action``, :class:`TimeoutError` when
+        opening takes longer than the device's timeout, :class:`DeviceError` from the driver. A
+        connection-level error (or a cancelled command) closes the driver; the regular task reopens it.
+        After a successful ``restart`` the driver is closed too: the old connection died with the device.
+        """
+        driver = self.plan.driver
+        if not isinstance(driver, CommandCapable) or action not in driver.supported_actions():
+            raise UnsupportedCommand(f"driver {self.plan.driver_name!r} cannot {action!r}")
+        async with self._lock:
+            try:
+                if not self._opened:
+                    self._opened = True
+                    async with asyncio.timeout(self.plan.timeout_s):
+                        await self.plan.driver.open()
+                detail = await driver.execute(action, params)
+            except (DeviceUnavailable, DeviceResponseError, TimeoutError, asyncio.CancelledError):
+                await self._close()
+                raise
+            if action == "restart":
+                await self._close()
+        return detail
+
+    async def _attempt(self, exceptions: ExceptionFilter | None) -> list[Reading] | _Failure:
+        """Open if needed, poll once, queue the readings (through ``exceptions`` if given).
+
+        Returns the readings queued, or the failure. The caller holds the lock. A cancellation (scheduler
+        stopping, a command's timeout) closes the driver: a late answer must not be taken for the next one.
+        """
         plan = self.plan
         step = "open"
         try:
@@ -141,7 +277,10 @@ class DevicePoller:
         except (DeviceUnavailable, DeviceResponseError) as exc:
             return _Failure(str(exc) or type(exc).__name__, reconnect=True)
         except TimeoutError:
-            return _Failure(f"{step} timed out after {plan.timeout_s:g} s", reconnect=True)
+            return _Failure(f"{step} timed out after {plan.timeout_s:g} s", reconnect=True, timed_out=True)
+        except asyncio.CancelledError:
+            await self._close()
+            raise
         except Exception as exc:
             # A driver bug must not kill the device's task: log the traceback once per outage, then retry.
             if self.health is not Health.DOWN:
@@ -150,8 +289,9 @@ class DevicePoller:
                 log.debug("device %s: unexpected error in %s", plan.id, step, exc_info=True)
             return _Failure(f"unexpected error in {step}: {type(exc).__name__}: {exc}", reconnect=True)
         self._stats.polls_ok += 1
-        await self._outbox.put(converted)
-        return None
+        queued = exceptions.filter(converted) if exceptions is not None else converted
+        await self._outbox.put(queued)
+        return converted
 
     async def _close(self) -> None:
         if not self._opened:
@@ -162,6 +302,20 @@ class DevicePoller:
                 await self.plan.driver.close()
         except Exception:  # close "never raises"; if a driver does anyway, the next open starts afresh
             log.debug("device %s: error while closing the driver", self.plan.id, exc_info=True)
+
+    async def close_when_idle(self) -> None:
+        """Close the driver once no command holds it (after the task was stopped)."""
+        try:
+            async with asyncio.timeout(DEVICE_STOP_TIMEOUT_S):
+                await self._lock.acquire()
+        except TimeoutError:
+            log.warning("device %s: a command still holds it; closing the driver anyway", self.plan.id)
+            await self._close()
+            return
+        try:
+            await self._close()
+        finally:
+            self._lock.release()
 
     def _mark_up(self) -> None:
         if self.health is Health.UP:
@@ -184,7 +338,10 @@ class DevicePoller:
 
 
 class Scheduler:
-    """``async with Scheduler(plans, ...):`` runs one :class:`DevicePoller` task per device; leaving stops them."""
+    """``async with Scheduler(plans, ...):`` runs one :class:`DevicePoller` task per device; leaving stops them.
+
+    ``report`` gives the report-by-exception settings of the devices that have them (by device id).
+    """
 
     def __init__(
         self,
@@ -194,22 +351,100 @@ class Scheduler:
         stats: EdgeStats,
         *,
         rng: random.Random | None = None,
+        report: Mapping[str, ReportConfig] | None = None,
     ) -> None:
-        self.pollers = {p.id: DevicePoller(p, outbox, events, stats, rng=rng) for p in plans}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._outbox = outbox
+        self._events = events
+        self._stats = stats
+        self._rng = rng
+        report = report or {}
+        self.pollers: dict[str, DevicePoller] = {
+            p.id: DevicePoller(p, outbox, events, stats, rng=rng, report=report.get(p.id)) for p in plans
+        }
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
 
     async def __aenter__(self) -> Self:
-        for device, poller in self.pollers.items():
-            task = asyncio.create_task(poller.run(), name=f"edge-device-{device}")
-            task.add_done_callback(_report_death)
-            self._tasks.append(task)
+        self._running = True
+        for device in self.pollers:
+            self._start(device)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        tasks, self._tasks = self._tasks, []
-        await cancel_and_wait(tasks, STOP_TIMEOUT_S)
+        self._running = False
+        tasks, self._tasks = self._tasks, {}
+        await cancel_and_wait(tasks.values(), STOP_TIMEOUT_S)
+
+    def plans(self) -> list[DevicePlan]:
+        """The devices run now, with their current intervals."""
+        return [p.plan for p in self.pollers.values()]
+
+    def poller(self, device: str) -> DevicePoller:
+        """The poller of ``device``; raises :class:`UnknownDevice`."""
+        try:
+            return self.pollers[device]
+        except KeyError:
+            raise UnknownDevice(device, list(self.pollers)) from None
+
+    def set_interval(self, device: str, interval_s: float) -> float:
+        """Change a device's poll interval at once; returns the previous one."""
+        poller = self.poller(device)
+        before = poller.interval_s
+        poller.set_interval(interval_s)
+        log.info("device %s: poll interval %g s (was %g s)", device, interval_s, before)
+        return before
+
+    async def poll_now(self, device: str) -> list[Reading]:
+        """See :meth:`DevicePoller.poll_now`."""
+        return await self.poller(device).poll_now()
+
+    async def execute(self, device: str, action: str, params: Mapping[str, MetricValue]) -> str:
+        """See :meth:`DevicePoller.execute`."""
+        return await self.poller(device).execute(action, params)
+
+    async def add(self, plan: DevicePlan, report: ReportConfig | None = None) -> None:
+        """Start polling a new device. Raises :class:`ValueError` if its id is taken."""
+        if plan.id in self.pollers:
+            raise ValueError(f"device {plan.id!r} is already scheduled")
+        self.pollers[plan.id] = DevicePoller(
+            plan, self._outbox, self._events, self._stats, rng=self._rng, report=report
+        )
+        if self._running:
+            self._start(plan.id)
+        log.info("device %s added (every %g s)", plan.id, plan.interval_s)
+
+    async def remove(self, device: str) -> None:
+        """Stop polling ``device`` and close its driver (after a command in progress on it)."""
+        self.poller(device)
+        await self._stop(device)
+        del self.pollers[device]
+        log.info("device %s removed", device)
+
+    async def replace(self, plan: DevicePlan, report: ReportConfig | None = None) -> None:
+        """Stop ``plan.id``'s task and driver, then start it afresh with ``plan`` (a changed config)."""
+        await self.remove(plan.id)
+        await self.add(plan, report)
+
+    async def restart(self, device: str) -> None:
+        """Stop the device's task (closing its driver) and start a new one: reconnect, and a new grid."""
+        self.poller(device)
+        await self._stop(device)
+        if self._running:
+            self._start(device)
+        log.info("device %s: task restarted", device)
+
+    def _start(self, device: str) -> None:
+        task = asyncio.create_task(self.pollers[device].run(), name=f"edge-device-{device}")
+        task.add_done_callback(_report_death)
+        self._tasks[device] = task
+
+    async def _stop(self, device: str) -> None:
+        task = self._tasks.pop(device, None)
+        if task is not None:
+            await cancel_and_wait([task], STOP_TIMEOUT_S)
+        await self.pollers[device].close_when_idle()
 
 
 def _report_death(task: asyncio.Task[None]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -16,11 +17,12 @@ from collections.abc import Mapping
 import pytest
 
 from devices.driver import MetricValue, Reading, now_ms
-from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable
+from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable, UnsupportedCommand
+from edge.config import ReportConfig
 from edge.events import EventQueue
 from edge.outbox import MemoryOutbox
 from edge.plan import DevicePlan
-from edge.scheduler import Health, Scheduler
+from edge.scheduler import Health, PollFailed, Scheduler, UnknownDevice
 from edge.stats import EdgeStats
 from wire.v1 import EventType
 
@@ -42,6 +44,8 @@ class SimulatedDevice:
         self.is_open = False
         self.attempts: list[float] = []  # monotonic start of every open-or-poll attempt that reached the device
         self.polls_answered = 0
+        self.in_flight = 0  # requests being served now (polls and commands): must never exceed 1
+        self.max_in_flight = 0
 
     async def open(self) -> None:
         self.opens += 1
@@ -51,6 +55,14 @@ class SimulatedDevice:
         self.is_open = True
 
     async def poll(self) -> list[Reading]:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._poll()
+        finally:
+            self.in_flight -= 1
+
+    async def _poll(self) -> list[Reading]:
         self.attempts.append(time.monotonic())
         ts = now_ms()
         if self.mode == "unavailable":
@@ -242,3 +254,245 @@ async def test_a_hung_poll_times_out_and_the_driver_is_reopened() -> None:
     assert event.reason == "poll timed out after 0.2 s"
     assert device.opens >= 2
     assert device.closes == device.opens
+
+
+# --------------------------------------------------------------------------------------- run-time control
+
+
+class SimulatedSign(SimulatedDevice):
+    """A device whose driver also runs commands (CommandCapable), each taking ``command_s``."""
+
+    def __init__(self, mode: str = "ok", *, command_s: float = 0.0, slow_s: float = 0.0) -> None:
+        super().__init__(mode, slow_s=slow_s)
+        self.command_s = command_s
+        self.executed: list[tuple[str, dict[str, MetricValue]]] = []
+
+    def supported_actions(self) -> frozenset[str]:
+        return frozenset({"display_message", "restart"})
+
+    async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.command_s)
+            if params.get("text") == "fail":
+                raise DeviceResponseError("simulated: message refused")
+            self.executed.append((action, dict(params)))
+            return f"{action} done"
+        finally:
+            self.in_flight -= 1
+
+
+async def test_set_interval_takes_effect_at_once_on_a_new_grid() -> None:
+    device = SimulatedDevice()
+    harness = Harness()
+    scheduler = Scheduler([plan("t-1", device, 10.0)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.2)
+        assert len(device.attempts) == 1  # the first poll; the next would be 10 s later
+        changed_at = time.monotonic()
+        assert scheduler.set_interval("t-1", 0.1) == 10.0
+        await asyncio.sleep(0.65)
+        assert scheduler.plans()[0].interval_s == 0.1
+    after = [t for t in device.attempts if t >= changed_at]
+    assert 5 <= len(after) <= 8
+    assert after[0] - changed_at < 0.05  # the last poll was more than 0.1 s ago: at once
+    assert max(gaps(after)) < 0.17
+
+
+async def test_set_interval_to_a_longer_one_waits_one_new_interval_after_the_last_poll() -> None:
+    device = SimulatedDevice()
+    harness = Harness()
+    scheduler = Scheduler([plan("t-1", device, 0.1)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.25)
+        scheduler.set_interval("t-1", 0.5)
+        polls = len(device.attempts)
+        await asyncio.sleep(0.3)
+        assert len(device.attempts) == polls  # no poll before 0.5 s after the last one
+        await asyncio.sleep(0.35)
+        assert len(device.attempts) == polls + 1
+
+
+async def test_set_interval_refuses_nonsense_and_unknown_devices() -> None:
+    harness = Harness()
+    scheduler = Scheduler([plan("t-1", SimulatedDevice(), 1.0)], harness.outbox, harness.events, harness.stats)
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="positive number"):
+            scheduler.set_interval("t-1", bad)
+    with pytest.raises(UnknownDevice, match="unknown device 'nope'"):
+        scheduler.set_interval("nope", 1.0)
+    with pytest.raises(UnknownDevice):
+        await scheduler.poll_now("nope")
+
+
+async def test_poll_now_reads_at_once_queues_the_readings_and_waits_for_a_poll_in_progress() -> None:
+    device = SimulatedDevice("slow", slow_s=0.15)
+    harness = Harness()
+    scheduler = Scheduler([plan("t-1", device, 0.2)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.05)  # the first regular poll is in progress
+        readings = await asyncio.gather(*(scheduler.poll_now("t-1") for _ in range(3)))
+        await asyncio.sleep(0.3)
+    assert device.max_in_flight == 1  # one request at a time, however polls and reads interleave
+    counts = [r[0].metrics["count"] for r in readings]
+    assert len(set(counts)) == 3
+    queued = [q.reading.metrics["count"] for q in await harness.outbox.peek(100)]
+    assert set(counts) <= set(queued)
+    assert queued == sorted(queued)
+    assert device.opens == 1
+
+
+async def test_poll_now_failures_say_why_and_whether_the_device_timed_out() -> None:
+    hanging = SimulatedDevice("hang")
+    refusing = SimulatedDevice("unavailable")
+    harness = Harness()
+    scheduler = Scheduler(
+        [plan("hang-1", hanging, 10.0, timeout_s=0.2), plan("down-1", refusing, 10.0)],
+        harness.outbox,
+        harness.events,
+        harness.stats,
+    )
+    async with scheduler:
+        await asyncio.sleep(0.3)
+        with pytest.raises(PollFailed) as hung:
+            await scheduler.poll_now("hang-1")
+        with pytest.raises(PollFailed) as down:
+            await scheduler.poll_now("down-1")
+    assert hung.value.timed_out
+    assert hung.value.reason == "poll timed out after 0.2 s"
+    assert not down.value.timed_out
+    assert down.value.reason == "simulated: connection refused"
+    assert hanging.closes == hanging.opens  # the hung connection was dropped each time
+
+
+async def test_a_cancelled_poll_now_closes_the_driver_and_polling_goes_on() -> None:
+    device = SimulatedDevice("slow", slow_s=0.3)
+    harness = Harness()
+    scheduler = Scheduler([plan("t-1", device, 0.5, timeout_s=2.0)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.4)  # first poll done
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):  # a command's timeout, shorter than the poll
+                await scheduler.poll_now("t-1")
+        assert (device.opens, device.closes) == (1, 1)
+        device.mode = "ok"
+        await asyncio.sleep(0.6)
+        assert (device.opens, device.closes) == (2, 1)  # the regular task reopened it
+    assert harness.event_types("t-1") == [EventType.DEVICE_UP]
+
+
+async def test_execute_runs_driver_commands_one_request_at_a_time() -> None:
+    sign = SimulatedSign(command_s=0.1, slow_s=0.05)
+    sign.mode = "slow"
+    harness = Harness()
+    scheduler = Scheduler([plan("vms-1", sign, 0.05)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        details = await asyncio.gather(
+            scheduler.execute("vms-1", "display_message", {"text": "SLOW DOWN"}),
+            scheduler.execute("vms-1", "display_message", {"text": "JAM AHEAD"}),
+        )
+        await asyncio.sleep(0.1)
+    assert list(details) == ["display_message done", "display_message done"]
+    assert [p["text"] for _, p in sign.executed] == ["SLOW DOWN", "JAM AHEAD"]
+    assert sign.max_in_flight == 1
+
+
+async def test_execute_refuses_what_the_driver_cannot_do() -> None:
+    harness = Harness()
+    scheduler = Scheduler(
+        [plan("t-1", SimulatedDevice(), 1.0), plan("vms-1", SimulatedSign(), 1.0)],
+        harness.outbox,
+        harness.events,
+        harness.stats,
+    )
+    async with scheduler:
+        with pytest.raises(UnsupportedCommand, match="cannot 'restart'"):
+            await scheduler.execute("t-1", "restart", {})
+        with pytest.raises(UnsupportedCommand, match="cannot 'reboot'"):
+            await scheduler.execute("vms-1", "reboot", {})
+
+
+async def test_execute_errors_close_the_driver_and_restart_reconnects() -> None:
+    sign = SimulatedSign()
+    harness = Harness()
+    scheduler = Scheduler([plan("vms-1", sign, 10.0)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.1)
+        assert sign.opens == 1
+        with pytest.raises(DeviceResponseError, match="message refused"):
+            await scheduler.execute("vms-1", "display_message", {"text": "fail"})
+        assert not sign.is_open
+        assert await scheduler.execute("vms-1", "display_message", {"text": "ok"}) == "display_message done"
+        assert sign.opens == 2  # opened for the command
+        assert await scheduler.execute("vms-1", "restart", {}) == "restart done"
+        assert not sign.is_open  # the old connection died with the device
+
+
+async def test_devices_are_added_removed_replaced_and_restarted_while_others_keep_polling() -> None:
+    steady = SimulatedDevice()
+    old = SimulatedDevice()
+    harness = Harness()
+    scheduler = Scheduler(
+        [plan("steady-1", steady, 0.05), plan("old-1", old, 0.05)], harness.outbox, harness.events, harness.stats
+    )
+    async with scheduler:
+        await asyncio.sleep(0.2)
+        await scheduler.remove("old-1")
+        assert old.closes == old.opens == 1
+        polls_of_old = len(old.attempts)
+        new = SimulatedDevice()
+        await scheduler.add(plan("new-1", new, 0.05))
+        with pytest.raises(ValueError, match="already scheduled"):
+            await scheduler.add(plan("new-1", new, 0.05))
+        await asyncio.sleep(0.2)
+        assert len(new.attempts) >= 3
+        replacement = SimulatedDevice()
+        await scheduler.replace(plan("new-1", replacement, 0.1))
+        assert new.closes == 1
+        await asyncio.sleep(0.05)
+        assert replacement.opens == 1
+        await scheduler.restart("new-1")
+        await asyncio.sleep(0.3)
+        assert replacement.opens == 2  # restarted: closed and opened again
+        assert [p.id for p in scheduler.plans()] == ["steady-1", "new-1"]
+        with pytest.raises(UnknownDevice):
+            await scheduler.remove("old-1")
+    assert len(old.attempts) == polls_of_old
+    assert max(gaps(steady.attempts)) < 0.12  # never held up by the others' changes
+
+
+async def test_removing_a_device_waits_for_its_command_in_progress() -> None:
+    sign = SimulatedSign(command_s=0.3)
+    harness = Harness()
+    scheduler = Scheduler([plan("vms-1", sign, 10.0)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.05)
+        command = asyncio.create_task(scheduler.execute("vms-1", "display_message", {"text": "x"}))
+        await asyncio.sleep(0.05)
+        await scheduler.remove("vms-1")
+        assert command.done()
+        assert command.result() == "display_message done"
+        assert not sign.is_open
+
+
+async def test_report_by_exception_filters_regular_polls_but_not_read_now() -> None:
+    device = SimulatedDevice(metrics={"temperature_c": 21.5})  # "count" changes on every poll, the rest not
+    harness = Harness()
+    scheduler = Scheduler(
+        [plan("t-1", device, 0.05)],
+        harness.outbox,
+        harness.events,
+        harness.stats,
+        report={"t-1": ReportConfig(max_silence_s=3600, deadband={"count": 2})},
+    )
+    async with scheduler:
+        await asyncio.sleep(0.38)
+        [now] = await scheduler.poll_now("t-1")
+    sent = [q.reading.metrics for q in await harness.outbox.peek(100)]
+    assert sent[0] == {"temperature_c": 21.5, "count": 1}
+    assert {"temperature_c": 21.5, "count": now.metrics["count"]} in sent  # read_now: whole
+    regular = [m for m in sent[1:] if m != now.metrics]
+    assert regular
+    assert all(m.keys() == {"count"} for m in regular)  # the unchanged temperature is held back
+    assert [m["count"] for m in regular] == list(range(4, 4 + 3 * len(regular), 3))[: len(regular)]
