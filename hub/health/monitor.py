@@ -1,0 +1,307 @@
+"""The health monitor: feeds each gateway's and device's :class:`~hub.health.machine.HealthMachine`.
+
+Inputs, all from the ingest observer (no database on this path: dictionaries only):
+
+- ``state`` birth: gateway online; its devices get their poll intervals; the inactivity clock starts.
+- ``state`` death (clean or the Last Will the broker publishes 1.5 x keep-alive after the gateway went silent):
+  gateway offline; its devices **unknown**, with the reason (the hub cannot tell whether they are fine). A death
+  of another session than the current one is a late will and is ignored (docs/protocol.md).
+- ``data``: each device with a reading is online (not ``replay`` batches: those readings are old).
+- ``event``: the agent's driver view: ``device_down`` offline, ``device_up`` online, ``device_degraded`` degraded.
+- the clock (:meth:`tick`): a device with no reading for its inactivity timeout (default 3 x its poll interval,
+  overridable per device by the inventory's ``inactivity_s``) is offline, while its gateway is online.
+
+Effective changes go to the listeners as :class:`Transition` records (persisted, written to InfluxDB, alerts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.health.machine import FlapPolicy, Health, HealthMachine
+from hub.registry.registry import Device, Registry
+from wire.v1 import DataBatch, Event, EventType, State
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    #: A device is offline after this many poll intervals without a reading.
+    inactivity_factor: float = 3.0
+    flap: FlapPolicy = field(default_factory=FlapPolicy)
+    #: How often the clock checks inactivity and the end of flapping.
+    tick_s: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One effective state change of a gateway (``device`` empty) or a device."""
+
+    entity: str
+    key: str
+    site: str
+    gateway: str
+    device: str
+    kind: str
+    old: str
+    new: str
+    reason: str
+    ts_ms: int
+
+
+@dataclass(slots=True)
+class _Gateway:
+    site: str
+    gateway: str
+    machine: HealthMachine
+    session: str = ""
+    devices: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Device:
+    id: str
+    machine: HealthMachine
+    site: str = ""
+    gateway: str = ""
+    kind: str = ""
+    interval_s: float | None = None
+    inactivity_s: float | None = None
+    last_seen: float | None = None
+    """Monotonic time of the last reading (or of the birth that started the clock)."""
+    last_seen_ms: int | None = None
+    """Wall time of the last reading, for people."""
+
+
+Listener = Callable[[Transition], None]
+
+
+class HealthMonitor:
+    """Gateways and devices by key; ``observe`` is the ingest hook, ``run`` the clock."""
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        policy: HealthPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy or HealthPolicy()
+        self._registry = registry
+        self._clock = clock
+        self._wall = wall
+        self.gateways: dict[str, _Gateway] = {}
+        self.devices: dict[str, _Device] = {}
+        self._listeners: list[Listener] = []
+        if registry is not None:
+            registry.subscribe(self._registry_changed)
+            for device in registry.devices.values():
+                self._device(device.id, device.site or "", device.gateway or "").kind = device.kind
+                self._registry_changed([device])
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        d = self.devices.get(device_id)
+        if d is None:
+            return None
+        return {
+            "state": d.machine.state.value,
+            "reason": d.machine.reason,
+            "flapping": d.machine.flapping,
+            "last_seen_ms": d.last_seen_ms,
+        }
+
+    def device_state(self, device_id: str) -> Health:
+        d = self.devices.get(device_id)
+        return d.machine.state if d is not None else Health.UNKNOWN
+
+    def gateway(self, site: str, gateway: str) -> dict[str, Any] | None:
+        g = self.gateways.get(f"{site}/{gateway}")
+        if g is None:
+            return None
+        return {"state": g.machine.state.value, "reason": g.machine.reason, "flapping": g.machine.flapping}
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def observe(self, site: str, gateway: str, payload: object) -> None:
+        """The ingest hook: called on the loop with every decoded state, data, event and command-ack message."""
+        now = self._clock()
+        if isinstance(payload, DataBatch):
+            self._data(site, gateway, payload, now)
+        elif isinstance(payload, State):
+            self._state(site, gateway, payload, now)
+        elif isinstance(payload, Event):
+            self._event(site, gateway, payload, now)
+
+    def _gateway(self, site: str, gateway: str) -> _Gateway:
+        key = f"{site}/{gateway}"
+        g = self.gateways.get(key)
+        if g is None:
+            g = self.gateways[key] = _Gateway(site, gateway, HealthMachine(self.policy.flap))
+        return g
+
+    def _device(self, device_id: str, site: str, gateway: str) -> _Device:
+        d = self.devices.get(device_id)
+        if d is None:
+            d = self.devices[device_id] = _Device(device_id, HealthMachine(self.policy.flap), site, gateway)
+        elif site and (d.site, d.gateway) != (site, gateway):
+            old = self.gateways.get(f"{d.site}/{d.gateway}")
+            if old is not None:
+                old.devices.discard(device_id)
+            d.site, d.gateway = site, gateway
+        if site:
+            self._gateway(site, gateway).devices.add(device_id)
+        return d
+
+    def _state(self, site: str, gateway: str, state: State, now: float) -> None:
+        g = self._gateway(site, gateway)
+        if state.online:
+            g.session = state.session
+            for info in state.devices:
+                d = self._device(info.id, site, gateway)
+                d.kind, d.interval_s = info.kind, info.interval_s
+                d.last_seen = now  # the inactivity clock starts at the birth
+            self._propose_gateway(g, Health.ONLINE, f"birth (session {state.session})", now)
+            return
+        if g.session and state.session != g.session:
+            return  # a late will of an older connection
+        why = state.reason or "offline"
+        self._propose_gateway(g, Health.OFFLINE, f"gateway death: {why}", now)
+
+    def _data(self, site: str, gateway: str, batch: DataBatch, now: float) -> None:
+        if batch.replay:
+            return
+        g = self.gateways.get(f"{site}/{gateway}")
+        if g is None or g.machine.raw is Health.UNKNOWN:
+            g = self._gateway(site, gateway)
+            self._propose_gateway(g, Health.ONLINE, "data received (no birth seen)", now)
+        elif g.machine.raw is Health.OFFLINE:
+            return  # data of a session the hub already saw die: late, proves nothing about now
+        wall_ms = int(self._wall() * 1000)
+        for reading in batch.readings:
+            d = self.devices.get(reading.device)
+            if d is None or d.gateway != gateway or d.site != site:
+                d = self._device(reading.device, site, gateway)
+                d.kind = reading.kind
+            d.last_seen = now
+            d.last_seen_ms = wall_ms
+            if d.machine.raw is not Health.ONLINE and d.machine.raw is not Health.DEGRADED:
+                self._propose_device(d, Health.ONLINE, "reading received", now)
+
+    def _event(self, site: str, gateway: str, event: Event, now: float) -> None:
+        d = self._device(event.device, site, gateway)
+        raw = {
+            EventType.DEVICE_DOWN: Health.OFFLINE,
+            EventType.DEVICE_UP: Health.ONLINE,
+            EventType.DEVICE_DEGRADED: Health.DEGRADED,
+        }[event.type]
+        if raw is Health.ONLINE:
+            d.last_seen = now
+        self._propose_device(d, raw, f"{event.type.value}: {event.reason}" if event.reason else event.type.value, now)
+
+    def _registry_changed(self, devices: list[Device]) -> None:
+        for device in devices:
+            d = self.devices.get(device.id)
+            if d is None:
+                if not device.site or not device.gateway:
+                    continue
+                d = self._device(device.id, device.site, device.gateway)
+            d.inactivity_s = device.inactivity_s
+            d.kind = d.kind or device.kind
+            if d.interval_s is None:
+                d.interval_s = device.interval_s
+
+    # ------------------------------------------------------------------------------------------ clock
+
+    def inactivity_s(self, d: _Device) -> float | None:
+        if d.inactivity_s is not None:
+            return d.inactivity_s
+        if d.interval_s is None:
+            return None
+        return d.interval_s * self.policy.inactivity_factor
+
+    def tick(self) -> None:
+        """Inactivity timeouts and the end of flapping."""
+        now = self._clock()
+        for g in self.gateways.values():
+            change = g.machine.tick(now)
+            if change is not None:
+                self._emit_gateway(g, change.old, change.new, change.reason)
+        for d in self.devices.values():
+            change = d.machine.tick(now)
+            if change is not None:
+                self._emit_device(d, change.old, change.new, change.reason)
+            if d.last_seen is None or d.machine.raw is Health.OFFLINE or d.machine.raw is Health.UNKNOWN:
+                continue
+            timeout = self.inactivity_s(d)
+            if timeout is None or now - d.last_seen < timeout:
+                continue
+            owner = self.gateways.get(f"{d.site}/{d.gateway}")
+            if owner is not None and owner.machine.raw is not Health.ONLINE:
+                continue
+            self._propose_device(
+                d, Health.OFFLINE, f"no reading for {now - d.last_seen:.1f} s (timeout {timeout:g} s)", now
+            )
+
+    async def run(self) -> None:
+        """The clock, until cancelled."""
+        while True:
+            await asyncio.sleep(self.policy.tick_s)
+            try:
+                self.tick()
+            except Exception:
+                log.exception("health: the clock failed; continuing")
+
+    # ------------------------------------------------------------------------------------------ output
+
+    def _propose_gateway(self, g: _Gateway, raw: Health, reason: str, now: float) -> None:
+        change = g.machine.propose(raw, reason, now)
+        if change is not None:
+            self._emit_gateway(g, change.old, change.new, change.reason)
+        if raw is Health.OFFLINE and change is not None and change.new is Health.OFFLINE:
+            for device_id in sorted(g.devices):
+                d = self.devices[device_id]
+                self._propose_device(d, Health.UNKNOWN, f"gateway {g.site}/{g.gateway} offline: {reason}", now)
+
+    def _propose_device(self, d: _Device, raw: Health, reason: str, now: float) -> None:
+        change = d.machine.propose(raw, reason, now)
+        if change is not None:
+            self._emit_device(d, change.old, change.new, change.reason)
+
+    def _emit_gateway(self, g: _Gateway, old: Health, new: Health, reason: str) -> None:
+        log.info("gateway %s/%s: %s -> %s (%s)", g.site, g.gateway, old.value, new.value, reason)
+        self._emit(Transition("gateway", f"{g.site}/{g.gateway}", g.site, g.gateway, "", "", old, new, reason, 0))
+
+    def _emit_device(self, d: _Device, old: Health, new: Health, reason: str) -> None:
+        log.info("device %s: %s -> %s (%s)", d.id, old.value, new.value, reason)
+        self._emit(Transition("device", d.id, d.site, d.gateway, d.id, d.kind, old, new, reason, 0))
+
+    def _emit(self, transition: Transition) -> None:
+        stamped = Transition(
+            transition.entity,
+            transition.key,
+            transition.site,
+            transition.gateway,
+            transition.device,
+            transition.kind,
+            Health(transition.old).value,
+            Health(transition.new).value,
+            transition.reason,
+            int(self._wall() * 1000),
+        )
+        for listener in self._listeners:
+            try:
+                listener(stamped)
+            except Exception:
+                log.exception("health: a transition listener failed")

@@ -1,0 +1,186 @@
+"""Health state machine and monitor, driven with a fake clock: births, wills, readings, events, inactivity,
+flap damping, late wills, gateway offline -> devices unknown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.health.machine import FlapPolicy, Health, HealthMachine
+from hub.health.monitor import HealthMonitor, HealthPolicy, Transition
+from hub.health.store import TransitionSink, recent_transitions, transition_line
+from hub.registry.db import Database
+from hub.registry.inventory import parse_mapping
+from hub.registry.registry import Registry
+from wire.v1 import DataBatch, DeviceInfo, Event, EventType, Reading, State
+
+TS = 1_764_331_200_000
+SITE, GW = "site-a", "gw-1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def birth(session: str = "sess-0001", interval: float = 2.0) -> State:
+    return State(
+        online=True,
+        session=session,
+        ts=TS,
+        devices=[DeviceInfo("aq-01", "air_quality", "p", interval), DeviceInfo("wl-01", "water_level", "p", interval)],
+    )
+
+
+def data(*devices: str, replay: bool = False) -> DataBatch:
+    return DataBatch(
+        session="sess-0001",
+        seq=1,
+        replay=replay,
+        readings=[Reading(d, "air_quality", TS, {"x": 1.0}) for d in devices],
+    )
+
+
+def make(
+    policy: HealthPolicy | None = None, registry: Registry | None = None
+) -> tuple[HealthMonitor, Clock, list[Transition]]:
+    clock = Clock()
+    monitor = HealthMonitor(registry, policy or HealthPolicy(flap=FlapPolicy(60, 4, 30)), clock=clock)
+    seen: list[Transition] = []
+    monitor.subscribe(seen.append)
+    return monitor, clock, seen
+
+
+def states(seen: list[Transition], key: str) -> list[str]:
+    return [t.new for t in seen if t.key == key]
+
+
+def test_birth_readings_inactivity_and_recovery() -> None:
+    monitor, clock, seen = make()
+    monitor.observe(SITE, GW, birth())
+    assert states(seen, f"{SITE}/{GW}") == ["online"]
+    monitor.observe(SITE, GW, data("aq-01", "wl-01"))
+    assert states(seen, "aq-01") == ["online"]
+    clock.now += 5.9  # 3 x 2 s is the default timeout
+    monitor.tick()
+    assert states(seen, "aq-01") == ["online"]
+    clock.now += 0.2
+    monitor.tick()
+    assert states(seen, "aq-01") == ["online", "offline"]
+    assert seen[-1].reason.startswith("no reading for 6.1 s (timeout 6 s)")
+    monitor.observe(SITE, GW, data("aq-01"))
+    assert states(seen, "aq-01") == ["online", "offline", "online"]
+
+
+def test_inventory_overrides_the_inactivity_timeout() -> None:
+    registry = Registry()
+    registry.apply_inventory(parse_mapping({"devices": [{"id": "aq-01", "inactivity_s": 20}]}, "x"))
+    monitor, clock, seen = make(registry=registry)
+    monitor.observe(SITE, GW, birth())
+    monitor.observe(SITE, GW, data("aq-01"))
+    clock.now += 10
+    monitor.tick()
+    assert states(seen, "aq-01") == ["online"]
+    clock.now += 10.5
+    monitor.tick()
+    assert states(seen, "aq-01") == ["online", "offline"]
+
+
+def test_gateway_death_marks_devices_unknown_with_the_reason_and_a_late_will_is_ignored() -> None:
+    monitor, clock, seen = make()
+    monitor.observe(SITE, GW, birth("sess-0001"))
+    monitor.observe(SITE, GW, data("aq-01", "wl-01"))
+    monitor.observe(SITE, GW, State(online=False, session="sess-0001", reason="connection lost"))
+    assert states(seen, f"{SITE}/{GW}") == ["online", "offline"]
+    assert states(seen, "aq-01") == ["online", "unknown"]
+    assert seen[-1].reason == f"gateway {SITE}/{GW} offline: gateway death: connection lost"
+    # No inactivity verdict while the gateway is down: the hub cannot know.
+    clock.now += 100
+    monitor.tick()
+    assert states(seen, "aq-01") == ["online", "unknown"]
+    monitor.observe(SITE, GW, birth("sess-0002"))
+    monitor.observe(SITE, GW, State(online=False, session="sess-0001", reason="late will"))
+    assert states(seen, f"{SITE}/{GW}") == ["online", "offline", "online"]
+
+
+def test_driver_events_and_replayed_readings() -> None:
+    monitor, _clock, seen = make()
+    monitor.observe(SITE, GW, birth())
+    monitor.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_DOWN, TS, reason="timeout after 3 s"))
+    monitor.observe(SITE, GW, data("aq-01", replay=True))  # old readings prove nothing about now
+    monitor.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_DEGRADED, TS))
+    monitor.observe(SITE, GW, data("aq-01"))  # degraded stays degraded while readings come
+    monitor.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_UP, TS))
+    assert states(seen, "aq-01") == ["offline", "degraded", "online"]
+    assert seen[1].reason == "device_down: timeout after 3 s"
+
+
+def test_flapping_is_damped_then_settles() -> None:
+    monitor, clock, seen = make(HealthPolicy(flap=FlapPolicy(flap_window_s=60, flap_changes=4, flap_quiet_s=30)))
+    for i in range(20):
+        session = f"sess-{i:04d}"
+        monitor.observe(SITE, GW, birth(session))
+        clock.now += 1
+        monitor.observe(SITE, GW, State(online=False, session=session, reason="connection lost"))
+        clock.now += 1
+        monitor.tick()
+    gateway = states(seen, f"{SITE}/{GW}")
+    # 3 real changes, then "degraded (flapping)" and nothing more however long it flaps.
+    assert gateway == ["online", "offline", "online", "degraded"]
+    assert any("flapping: 4 changes" in t.reason for t in seen)
+    monitor.observe(SITE, GW, birth("sess-9999"))
+    clock.now += 29
+    monitor.tick()
+    assert states(seen, f"{SITE}/{GW}")[-1] == "degraded"
+    clock.now += 2
+    monitor.tick()
+    assert states(seen, f"{SITE}/{GW}")[-1] == "online"
+    assert seen[-1].reason.startswith("stable for 31 s")
+
+
+def test_machine_flap_window_forgets_old_changes() -> None:
+    machine = HealthMachine(FlapPolicy(flap_window_s=10, flap_changes=3, flap_quiet_s=5))
+    for i, raw in enumerate([Health.ONLINE, Health.OFFLINE, Health.ONLINE, Health.OFFLINE]):
+        assert machine.propose(raw, "x", i * 20.0) is not None  # 20 s apart: never flapping
+    assert not machine.flapping
+
+
+@pytest.mark.parametrize(
+    ("transition", "expected"),
+    [
+        (
+            Transition("device", "aq-01", "s", "g", "aq-01", "air_quality", "online", "offline", 'no "x"', TS),
+            (
+                'device_health,device=aq-01,gateway=g,kind=air_quality,site=s state="offline",code=0.0,'
+                f'reason="no \\"x\\"" {TS}'
+            ),
+        ),
+        (
+            Transition("gateway", "s/g", "s", "g", "", "", "unknown", "online", "birth", TS),
+            f'gateway_health,gateway=g,site=s state="online",code=3.0,reason="birth" {TS}',
+        ),
+    ],
+)
+def test_transition_lines(transition: Transition, expected: str) -> None:
+    assert transition_line(transition) == expected
+
+
+async def test_sink_persists_transitions(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    db.create_schema()
+    try:
+        sink = TransitionSink(db, None)
+        monitor, _clock, _seen = make()
+        monitor.subscribe(sink.add)
+        monitor.observe(SITE, GW, birth())
+        monitor.observe(SITE, GW, data("aq-01"))
+        monitor.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_DOWN, TS, reason="r"))
+        await sink.flush()
+        rows = await db.read(lambda s: recent_transitions(s, "aq-01", 10))
+        assert [(r["old"], r["new"]) for r in rows] == [("online", "offline"), ("unknown", "online")]
+    finally:
+        db.close()
