@@ -35,7 +35,7 @@ T = TypeVar("T")
 #: How long SQLite waits for a lock held by another connection before failing (ms).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Modules that declare tables on :class:`Base`.
-TABLE_MODULES = ("hub.registry.models", "hub.health.store")
+TABLE_MODULES = ("hub.registry.models", "hub.health.store", "hub.alerts.store")
 #: Reader threads (API list and history queries).
 READERS = 4
 

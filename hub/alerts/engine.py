@@ -1,0 +1,289 @@
+"""Alert evaluation: conditions in memory, alerts in the database.
+
+The engine keeps one small condition record per (subject, rule) in memory and touches the database only when an
+alert opens or resolves (never per message). Those writes go through one queue, in order, so an open is always
+stored before the resolve that follows it. The database's unique constraint on open alerts
+(:mod:`hub.alerts.store`) is what guarantees one open alert per (subject, rule), also across hub processes.
+
+After a manual resolve, the condition starts afresh: if it still holds (or comes back), the alert fires again
+after the rule's ``for_s`` (a peer's known failure is an alarm cleared by hand that never fires again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hub.alerts.rules import BitsRule, OfflineRule, RulesFile, StaleRule, ThresholdRule
+from hub.alerts.store import AlertStore
+from hub.health.machine import Health
+from hub.health.monitor import HealthMonitor, Transition
+from hub.registry.registry import Registry
+from wire.v1 import DataBatch
+
+log = logging.getLogger(__name__)
+
+#: ``listener(event, alert)``: event is ``fired``, ``acknowledged`` or ``resolved``.
+AlertListener = Callable[[str, dict[str, Any]], None]
+#: Open/resolve operations waiting for the database; beyond this, new ones are dropped and logged.
+MAX_QUEUED_ACTIONS = 10_000
+
+
+@dataclass(slots=True)
+class _Cond:
+    site: str = ""
+    gateway: str = ""
+    kind: str = ""
+    subject_type: str = "device"
+    breaching: bool = False
+    since: float = 0.0
+    value: float | None = None
+    message: str = ""
+    open: bool = False
+
+
+class AlertEngine:
+    """Feed it with :meth:`observe` (ingest hook) and :meth:`on_transition` (health); run :meth:`run`."""
+
+    def __init__(
+        self,
+        rules: RulesFile,
+        store: AlertStore,
+        registry: Registry | None = None,
+        health: HealthMonitor | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.rules = rules
+        self._store = store
+        self._registry = registry
+        self._health = health
+        self._clock = clock
+        self._tick_s = tick_s
+        self._conds: dict[tuple[str, str], _Cond] = {}
+        self._by_metric: dict[str, list[ThresholdRule | BitsRule]] = {}
+        for rule in rules.rules:
+            if isinstance(rule, ThresholdRule | BitsRule):
+                self._by_metric.setdefault(rule.metric, []).append(rule)
+        self._offline = [r for r in rules.rules if isinstance(r, OfflineRule)]
+        self._stale = [r for r in rules.rules if isinstance(r, StaleRule)]
+        self._rules = {r.id: r for r in rules.rules}
+        self._last_reading: dict[str, tuple[float, str, str, str]] = {}
+        self._actions: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(MAX_QUEUED_ACTIONS)
+        self._listeners: list[AlertListener] = []
+        self.dropped_actions = 0
+        if health is not None:
+            health.subscribe(self.on_transition)
+
+    def subscribe(self, listener: AlertListener) -> None:
+        self._listeners.append(listener)
+
+    def notify(self, event: str, alert: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, alert)
+            except Exception:
+                log.exception("alerts: a listener failed")
+
+    async def load(self) -> None:
+        """Take over the alerts left open by a previous run."""
+        for alert in await self._store.open_alerts():
+            cond = self._cond(alert["subject"], alert["rule"])
+            cond.open = True
+            cond.site, cond.gateway, cond.kind = alert["site"], alert["gateway"], alert["kind"]
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def _cond(self, subject: str, rule: str) -> _Cond:
+        cond = self._conds.get((subject, rule))
+        if cond is None:
+            cond = self._conds[(subject, rule)] = _Cond()
+        return cond
+
+    def observe(self, site: str, gateway: str, payload: object) -> None:
+        if not isinstance(payload, DataBatch) or payload.replay:
+            return
+        now = self._clock()
+        for reading in payload.readings:
+            self._last_reading[reading.device] = (now, site, gateway, reading.kind)
+            for stale in self._stale:
+                cond = self._conds.get((reading.device, stale.id))
+                if cond is not None and cond.breaching:
+                    self._clear(reading.device, stale.id, cond, "data arrives again")
+            for metric, value in reading.metrics.items():
+                rules = self._by_metric.get(metric)
+                if not rules or isinstance(value, str):
+                    continue
+                number = float(value)
+                for rule in rules:
+                    if rule.applies_to(reading.device, reading.kind):
+                        self._evaluate(
+                            rule, reading.device, site=site, gateway=gateway, kind=reading.kind, value=number, now=now
+                        )
+
+    def _evaluate(
+        self,
+        rule: ThresholdRule | BitsRule,
+        device: str,
+        *,
+        site: str,
+        gateway: str,
+        kind: str,
+        value: float,
+        now: float,
+    ) -> None:
+        if isinstance(rule, ThresholdRule):
+            breach, clear = rule.breaches(value), rule.clears(value)
+            level = rule.above if rule.above is not None else rule.below
+            side = "above" if rule.above is not None else "below"
+            message = f"{rule.metric} = {value:g}, {side} {level:g}"
+        else:
+            bits = int(value) & rule.mask
+            breach, clear = bits != 0, bits == 0
+            message = f"{rule.metric} has error bits set: {bits:#x}"
+        cond = self._cond(device, rule.id)
+        cond.site, cond.gateway, cond.kind, cond.value = site, gateway, kind, value
+        if breach:
+            if not cond.breaching:
+                cond.breaching, cond.since = True, now
+            cond.message = message
+            self._maybe_fire(device, rule.id, cond, now)
+        elif (clear or not cond.open) and (cond.breaching or cond.open):
+            # Before firing, any value that no longer breaches resets the duration; once open, only the
+            # clear level resolves it (hysteresis).
+            self._clear(device, rule.id, cond, f"{rule.metric} = {value:g}")
+
+    def on_transition(self, t: Transition) -> None:
+        now = self._clock()
+        for rule in self._offline:
+            if rule.target != t.entity or (t.entity == "device" and not rule.applies_to(t.device, t.kind)):
+                continue
+            cond = self._cond(t.key, rule.id)
+            cond.site, cond.gateway, cond.kind, cond.subject_type = t.site, t.gateway, t.kind, t.entity
+            if t.new == Health.OFFLINE:
+                cond.breaching, cond.since, cond.message = True, now, f"{t.entity} {t.key} offline: {t.reason}"
+                self._maybe_fire(t.key, rule.id, cond, now)
+            elif t.new in (Health.ONLINE, Health.DEGRADED):
+                self._clear(t.key, rule.id, cond, f"{t.entity} {t.new}: {t.reason}")
+            else:
+                # unknown (its gateway is offline): no verdict on the device; a pending alert waits
+                cond.breaching = False
+
+    def tick(self) -> None:
+        now = self._clock()
+        for (subject, rule_id), cond in self._conds.items():
+            if cond.breaching and not cond.open:
+                self._maybe_fire(subject, rule_id, cond, now)
+        for rule in self._stale:
+            for device, (seen, site, gateway, kind) in self._last_reading.items():
+                if now - seen < rule.max_age_s or not rule.applies_to(device, kind):
+                    continue
+                if self._health is not None:
+                    gw = self._health.gateway(site, gateway)
+                    if gw is None or gw["state"] != Health.ONLINE:
+                        continue
+                cond = self._cond(device, rule.id)
+                if not cond.breaching:
+                    cond.site, cond.gateway, cond.kind = site, gateway, kind
+                    cond.breaching, cond.since = True, now
+                    cond.message = f"no data from {device} for {now - seen:.0f} s"
+                    self._maybe_fire(device, rule.id, cond, now)
+
+    def manual_resolved(self, subject: str, rule: str) -> None:
+        """An operator resolved the alert: if the condition still holds, it fires again after ``for_s``."""
+        cond = self._conds.get((subject, rule))
+        if cond is None:
+            return
+        cond.open = False
+        cond.since = self._clock()
+        found = self._rules.get(rule)
+        if isinstance(found, ThresholdRule) and cond.value is not None:
+            # Inside the hysteresis band the condition is not "back": it must breach again.
+            cond.breaching = found.breaches(cond.value)
+
+    # ------------------------------------------------------------------------------------------ actions
+
+    def _for_s(self, rule_id: str) -> float:
+        rule = self._rules[rule_id]
+        return 0.0 if isinstance(rule, StaleRule) else rule.for_s
+
+    def _maybe_fire(self, subject: str, rule_id: str, cond: _Cond, now: float) -> None:
+        if cond.open or now - cond.since < self._for_s(rule_id):
+            return
+        cond.open = True
+        rule = self._rules[rule_id]
+        ward = self._registry.ward_of_site(cond.site) if self._registry is not None else None
+        values = {
+            "rule": rule_id,
+            "subject": subject,
+            "subject_type": cond.subject_type,
+            "site": cond.site,
+            "gateway": cond.gateway,
+            "ward": ward,
+            "kind": cond.kind,
+            "severity": rule.severity,
+            "message": cond.message[:600],
+            "value": cond.value,
+        }
+        self._enqueue(lambda: self._open(values))
+
+    def _clear(self, subject: str, rule_id: str, cond: _Cond, why: str) -> None:
+        cond.breaching = False
+        if cond.open:
+            cond.open = False
+            self._enqueue(lambda: self._resolve(subject, rule_id, why))
+
+    def _enqueue(self, action: Callable[[], Awaitable[None]]) -> None:
+        try:
+            self._actions.put_nowait(action)
+        except asyncio.QueueFull:
+            self.dropped_actions += 1
+            log.error("alerts: %d database operations queued; dropping one", MAX_QUEUED_ACTIONS)  # noqa: TRY400
+
+    async def _open(self, values: dict[str, Any]) -> None:
+        alert, created = await self._store.open(values)
+        if created:
+            log.warning("alert %s fired: %s %s: %s", alert["id"], alert["rule"], alert["subject"], alert["message"])
+            self.notify("fired", alert)
+
+    async def _resolve(self, subject: str, rule_id: str, why: str) -> None:
+        alert = await self._store.resolve_open(subject, rule_id, "system", f"condition cleared: {why}")
+        if alert is not None:
+            log.info("alert %s resolved: %s %s (%s)", alert["id"], rule_id, subject, why)
+            self.notify("resolved", alert)
+
+    async def drain(self) -> None:
+        """Run every queued database operation (tests, shutdown)."""
+        while not self._actions.empty():
+            await self._run_one(self._actions.get_nowait())
+
+    async def _run_one(self, action: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await action()
+        except Exception:
+            log.exception("alerts: a database operation failed")
+
+    async def run(self) -> None:
+        """Process the queued operations and the clock until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._tick_s
+        while True:
+            timeout = max(0.0, next_tick - loop.time())
+            action = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    action = await self._actions.get()
+            if action is not None:
+                await self._run_one(action)
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + self._tick_s
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("alerts: the clock failed; continuing")
