@@ -14,7 +14,7 @@ import logging
 from edge import __version__
 from edge.config import EdgeConfig
 from edge.events import EventQueue
-from edge.outbox import MemoryOutbox
+from edge.outbox_sqlite import outbox_for
 from edge.publisher import Publisher
 from edge.scheduler import Scheduler
 from edge.stats import STATS_LOG_INTERVAL_S, EdgeStats, StatsLogger
@@ -36,7 +36,7 @@ async def run_agent(
     """
     plans = config.device_plans()
     stats = stats if stats is not None else EdgeStats()
-    outbox = MemoryOutbox(config.publish.outbox_max, stats)
+    outbox = outbox_for(config.publish, stats)
     events = EventQueue(stats)
     log.info(
         "edge agent %s for %s/%s: %d devices, broker %s:%d",
@@ -48,6 +48,7 @@ async def run_agent(
         config.broker.port,
     )
     async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(outbox)  # closed last, after the publisher's drain
         # Entered first, left last: its final line counts what the shutdown sent.
         await stack.enter_async_context(StatsLogger(stats, lambda: len(outbox), stats_interval_s))
         await stack.enter_async_context(

@@ -81,8 +81,16 @@ class PublishConfig(_Section):
     max_batch: int = Field(default=500, ge=1, le=MAX_READINGS_PER_BATCH)
     #: A reading waits at most this long for its batch to fill before it is sent.
     max_delay_ms: int = Field(default=1000, ge=1, le=600_000)
-    #: Readings held (in memory) while the broker is unreachable; beyond this the oldest are dropped.
+    #: Readings held in the outbox at most; beyond this (or ``outbox_max_bytes``) the oldest are dropped.
     outbox_max: int = Field(default=100_000, ge=1, le=10_000_000)
+    #: The store-and-forward outbox (SQLite). Relative paths are taken from the config file's folder; unset,
+    #: ``state/<site>.<gateway>.outbox.sqlite`` there (:func:`load_config`). ``:memory:`` (and configs built in
+    #: code without a path) keep it in memory: nothing survives a restart.
+    outbox_path: Path | None = None
+    #: Bytes of readings the outbox holds at most (the file is somewhat larger); the oldest are dropped beyond.
+    outbox_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=1024**4)
+    #: Readings per second replayed from the backlog after an outage, besides the live ones; 0 = no limit.
+    replay_rate: float = Field(default=2000.0, ge=0, le=1_000_000)
     #: On a clean shutdown, how long to keep sending queued readings before the death message.
     drain_timeout_s: float = Field(default=5.0, ge=0, le=300)
 
@@ -141,6 +149,13 @@ class DeviceConfig(_Section):
         return min(self.interval_s, DEFAULT_POLL_TIMEOUT_CAP_S)
 
 
+class SelfMetricsConfig(_Section):
+    """The agent's own figures (:mod:`edge.selfmetrics`), published as readings of kind ``agent``."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=60.0, ge=1, le=86_400)
+
+
 class EdgeConfig(BaseSettings):
     """The whole config of one gateway's agent."""
 
@@ -157,6 +172,7 @@ class EdgeConfig(BaseSettings):
     broker: BrokerConfig
     publish: PublishConfig = PublishConfig()
     devices: list[DeviceConfig] = Field(default_factory=list, max_length=MAX_DEVICES_PER_GATEWAY)
+    self_metrics: SelfMetricsConfig = SelfMetricsConfig()
 
     _plans: list[DevicePlan] | None = PrivateAttr(default=None)
 
@@ -210,11 +226,26 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> E
         config = EdgeConfig(**data)
     except ValidationError as exc:
         raise ConfigError("\n".join(describe_errors(exc, str(path), data, env))) from None
+    config = _place_outbox(config, path)
     try:
         config.device_plans()
     except DevicePlanError as exc:
         raise ConfigError("\n".join(p.render(str(path)) for p in exc.problems)) from None
     return config
+
+
+OUTBOX_MEMORY: Final = ":memory:"
+
+
+def _place_outbox(config: EdgeConfig, path: Path) -> EdgeConfig:
+    """``publish.outbox_path``: unset, ``state/<site>.<gateway>.outbox.sqlite`` next to the config file;
+    relative, taken from the config file's folder; made absolute."""
+    target = config.publish.outbox_path
+    if target is None:
+        target = Path("state") / f"{config.site}.{config.gateway}.outbox.sqlite"
+    if str(target) != OUTBOX_MEMORY and not target.is_absolute():
+        target = path.resolve().parent / target
+    return config.model_copy(update={"publish": config.publish.model_copy(update={"outbox_path": target})})
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

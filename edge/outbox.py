@@ -1,26 +1,38 @@
-"""The outbox: readings waiting to be published, in sampling order, bounded.
+"""The outbox: readings waiting to be published, in sampling order, bounded; two lanes, live and backlog.
 
 The publisher *peeks* a batch, publishes it, and only then *commits* it: a reading leaves the outbox after the
 broker acknowledged it, so nothing is lost when the link drops mid-publish (it goes out after the reconnect,
-at least once). :class:`Outbox` is the interface; :class:`MemoryOutbox` keeps readings in memory for now, and a
-disk-backed store-and-forward outbox can replace it without touching the scheduler or the publisher.
+at least once; a duplicate carries the same sampling ``ts`` and collapses in InfluxDB).
+
+Lanes: when a broker session starts, the publisher calls :meth:`Outbox.start_backlog`; everything queued at
+that moment is the *backlog* (held while the link was down, or restored from disk), everything put afterwards
+is *live*. Each lane is FIFO by put order, which is each device's sampling order. The publisher sends live
+readings first and the backlog under a rate limit (:mod:`edge.outbox_replay`), so the hub sees every device's
+backlog in order and its live readings in order, the two interleaved.
+
+:class:`edge.outbox_sqlite.SqliteOutbox` is the implementation (on disk, or in memory for tests and embedding);
+:class:`MemoryOutbox` is a plain in-memory stand-in for unit tests of the code that only puts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import logging
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 from edge.stats import EdgeStats
 from wire.v1 import Reading
 
-log = logging.getLogger(__name__)
+
+class Lane(Enum):
+    LIVE = "live"
+    BACKLOG = "backlog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,94 +41,104 @@ class Queued:
 
     position: int
     reading: Reading
-    #: ``time.monotonic()`` when it was put (a restored reading of a disk outbox may use 0: "long ago").
-    enqueued_at: float
 
 
 class Outbox(Protocol):
-    """A bounded FIFO of readings with peek / commit."""
+    """A bounded FIFO of readings in two lanes, with peek / commit."""
 
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        """Readings queued (both lanes)."""
+        ...
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the queued readings, as bounded by the outbox's byte limit."""
+        ...
+
+    def lane_len(self, lane: Lane) -> int:
+        """Readings queued in ``lane``."""
+        ...
 
     async def put(self, readings: Sequence[Reading]) -> None:
-        """Append readings; when full, the oldest are dropped (and counted)."""
+        """Append readings to the live lane; when full, the oldest are dropped (and counted). Never raises
+        for a storage failure: the readings are then counted as dropped and the failure is logged."""
 
-    async def peek(self, limit: int) -> list[Queued]:
-        """Up to ``limit`` of the oldest readings, left in place."""
+    async def start_backlog(self) -> int:
+        """Make everything queued the backlog (a broker session starts); return how many readings that is."""
         ...
 
-    async def commit(self, through: int) -> None:
-        """Remove every reading up to and including position ``through`` (those still present)."""
-
-    async def wait(self, min_items: int, timeout_s: float | None) -> bool:
-        """Wait until at least ``min_items`` readings are queued, or ``timeout_s`` passed. True if they are."""
+    async def peek(self, limit: int, lane: Lane) -> list[Queued]:
+        """Up to ``limit`` of the oldest readings of ``lane``, left in place."""
         ...
 
-    def oldest_enqueued_at(self) -> float | None:
-        """When the oldest queued reading was put (monotonic), or None when empty."""
+    async def commit(self, through: int, lane: Lane) -> None:
+        """Remove ``lane``'s readings up to and including position ``through`` (those still present)."""
+
+    async def wait(self, timeout_s: float | None) -> None:
+        """Return when readings were put (or ``timeout_s`` passed)."""
+
+    def live_enqueued_at(self) -> float | None:
+        """When the oldest live reading was put (``time.monotonic()``; 0 for "long ago"), None if none is."""
         ...
 
 
 class MemoryOutbox:
-    """:class:`Outbox` in memory: a deque of at most ``max_readings``; the oldest go first when it is full."""
+    """:class:`Outbox` in plain memory, bounded in readings (oldest dropped and counted): for unit tests of the
+    parts that only put. The agent uses :class:`edge.outbox_sqlite.SqliteOutbox` (``:memory:`` without a
+    file), whose byte bounds and durability this one does not have."""
 
     def __init__(self, max_readings: int, stats: EdgeStats) -> None:
         if max_readings < 1:
             raise ValueError("max_readings must be >= 1")
         self.max_readings = max_readings
         self._stats = stats
-        self._items: deque[Queued] = deque()
+        self._lanes: dict[Lane, deque[tuple[Queued, float]]] = {Lane.BACKLOG: deque(), Lane.LIVE: deque()}
         self._next_position = 0
         self._changed = asyncio.Event()
-        self._overflowing = False
-        self._dropped_in_episode = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._lanes[Lane.BACKLOG]) + len(self._lanes[Lane.LIVE])
+
+    @property
+    def nbytes(self) -> int:
+        return 0  # not measured
+
+    def lane_len(self, lane: Lane) -> int:
+        return len(self._lanes[lane])
 
     async def put(self, readings: Sequence[Reading]) -> None:
-        if not readings:
-            return
         now = time.monotonic()
+        live = self._lanes[Lane.LIVE]
         for reading in readings:
-            self._items.append(Queued(self._next_position, reading, now))
+            live.append((Queued(self._next_position, reading), now))
             self._next_position += 1
         self._stats.readings_queued += len(readings)
-        overflow = len(self._items) - self.max_readings
-        if overflow > 0:
-            for _ in range(overflow):
-                self._items.popleft()
-            self._stats.readings_dropped += overflow
-            self._dropped_in_episode += overflow
-            if not self._overflowing:
-                self._overflowing = True
-                log.warning(
-                    "outbox full (%d readings): dropping the oldest until the broker takes readings again",
-                    self.max_readings,
-                )
+        for _ in range(len(self) - self.max_readings):
+            (self._lanes[Lane.BACKLOG] or live).popleft()
+            self._stats.readings_dropped += 1
         self._changed.set()
 
-    async def peek(self, limit: int) -> list[Queued]:
-        return list(itertools.islice(self._items, limit))
+    async def start_backlog(self) -> int:
+        self._lanes[Lane.BACKLOG].extend(self._lanes[Lane.LIVE])
+        self._lanes[Lane.LIVE].clear()
+        return len(self._lanes[Lane.BACKLOG])
 
-    async def commit(self, through: int) -> None:
-        items = self._items
-        while items and items[0].position <= through:
+    async def peek(self, limit: int, lane: Lane | None = None) -> list[Queued]:
+        """``lane=None``: the oldest of both lanes (backlog first)."""
+        lanes = [self._lanes[Lane.BACKLOG], self._lanes[Lane.LIVE]] if lane is None else [self._lanes[lane]]
+        return [q for q, _ in itertools.islice(itertools.chain(*lanes), limit)]
+
+    async def commit(self, through: int, lane: Lane) -> None:
+        items = self._lanes[lane]
+        while items and items[0][0].position <= through:
             items.popleft()
-        if self._overflowing and len(items) < self.max_readings:
-            log.warning("outbox no longer full; %d readings were dropped meanwhile", self._dropped_in_episode)
-            self._overflowing = False
-            self._dropped_in_episode = 0
 
-    async def wait(self, min_items: int, timeout_s: float | None) -> bool:
-        try:
+    async def wait(self, timeout_s: float | None) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while len(self._items) < min_items:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            return len(self._items) >= min_items
-        return True
+                await self._changed.wait()
 
-    def oldest_enqueued_at(self) -> float | None:
-        return self._items[0].enqueued_at if self._items else None
+    def live_enqueued_at(self) -> float | None:
+        live = self._lanes[Lane.LIVE]
+        return live[0][1] if live else None

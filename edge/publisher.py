@@ -4,10 +4,11 @@ On every connect the publisher picks a new session id, registers the Last Will `
 reason="connection lost")`` (retained, QoS 1) and publishes the retained birth ``State(online=True, devices=[...])``.
 While connected, two pumps run side by side:
 
-- data: batches of up to ``max_batch`` readings, sent when full or when the oldest has waited ``max_delay_ms``,
-  as ``DataBatch(session, seq=1, 2, 3...)``; a reading leaves the outbox only after its QoS 1 publish was
-  acknowledged, so on a disconnect it stays and goes out after the reconnect, marked ``replay`` when it was
-  sampled before the new session started;
+- data: batches of up to ``max_batch`` readings, as ``DataBatch(session, seq=1, 2, 3...)``; a reading leaves
+  the outbox only after its QoS 1 publish was acknowledged, so on a disconnect it stays and goes out after the
+  reconnect. What was queued when a session starts is its backlog, marked ``replay`` when sampled before the
+  session started; live readings go first (when a batch is full or its oldest has waited ``max_delay_ms``),
+  the backlog between them at up to ``replay_rate`` readings/s (:mod:`edge.outbox_replay` on ordering);
 - events: device health events, stamped with the current session.
 
 Commands: on every connect, before the birth (so a hub that reacts to the birth finds the subscription in
@@ -51,7 +52,8 @@ from edge.backoff import Backoff
 from edge.config import BrokerConfig, PublishConfig
 from edge.errors import ConfigError, ConnectionLost, UplinkError
 from edge.events import EventQueue
-from edge.outbox import Outbox
+from edge.outbox import Lane, Outbox
+from edge.outbox_replay import ReplayLimiter, next_step
 from edge.session import Session
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
@@ -327,21 +329,38 @@ class Publisher:
         return True
 
     async def _pump_data(self, client: aiomqtt.Client, session: Session) -> None:
+        """Live readings first, the backlog under the replay rate limit (:mod:`edge.outbox_replay`)."""
         outbox = self._outbox
-        max_batch = self._publish_config.max_batch
-        max_delay_s = self._publish_config.max_delay_ms / 1000
+        config = self._publish_config
+        max_delay_s = config.max_delay_ms / 1000
+        backlog = await outbox.start_backlog()
+        if backlog:
+            log.info("replaying %d readings held in the outbox (session %s)", backlog, session.id)
+        limiter = ReplayLimiter(config.replay_rate, config.max_batch, time.monotonic())
         while True:
-            await outbox.wait(1, None)
-            oldest = outbox.oldest_enqueued_at()
-            if oldest is not None and len(outbox) < max_batch:
-                remaining = oldest + max_delay_s - time.monotonic()
-                if remaining > 0:
-                    await outbox.wait(max_batch, remaining)
-            await self._send_batch(client, session)
+            now = time.monotonic()
+            enqueued_at = outbox.live_enqueued_at()
+            step = next_step(
+                live=outbox.lane_len(Lane.LIVE),
+                live_waited_s=0.0 if enqueued_at is None else now - enqueued_at,
+                backlog=outbox.lane_len(Lane.BACKLOG),
+                limiter=limiter,
+                max_batch=config.max_batch,
+                max_delay_s=max_delay_s,
+                now=now,
+            )
+            if step.lane is None:
+                await outbox.wait(step.wait_s)
+                continue
+            sent = await self._send_batch(client, session, step.lane, step.limit)
+            if step.lane is Lane.BACKLOG:
+                limiter.take(sent, time.monotonic())
+                if sent and not outbox.lane_len(Lane.BACKLOG):
+                    log.info("replay done (session %s)", session.id)
 
-    async def _send_batch(self, client: aiomqtt.Client, session: Session) -> int:
-        """Publish the oldest readings as one batch (readings of one replay kind), then commit them."""
-        queued = await self._outbox.peek(self._publish_config.max_batch)
+    async def _send_batch(self, client: aiomqtt.Client, session: Session, lane: Lane, limit: int) -> int:
+        """Publish the oldest readings of ``lane`` as one batch (readings of one replay kind), then commit them."""
+        queued = await self._outbox.peek(limit, lane)
         if not queued:
             return 0
         replay = session.is_replay(queued[0].reading.ts)
@@ -355,8 +374,10 @@ class Publisher:
             replay=replay,
         )
         await self._publish(client, self._data_topic, encode(batch))
-        await self._outbox.commit(queued[count - 1].position)
+        await self._outbox.commit(queued[count - 1].position, lane)
         self._stats.readings_sent += count
+        if replay:
+            self._stats.readings_replayed += count
         self._stats.batches_sent += 1
         return count
 
@@ -400,8 +421,10 @@ class Publisher:
             async with asyncio.timeout(limit):
                 while len(self._events):
                     await self._send_event(client, session)
-                while len(self._outbox):
-                    await self._send_batch(client, session)
+                for lane in (Lane.LIVE, Lane.BACKLOG):  # no rate limit: the drain is bounded in time
+                    while self._outbox.lane_len(lane):
+                        if not await self._send_batch(client, session, lane, self._publish_config.max_batch):
+                            break
         except (TimeoutError, UplinkError) as exc:
             log.warning(
                 "shutdown: %d readings and %d events not sent (%s)",

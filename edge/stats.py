@@ -20,14 +20,18 @@ STATS_LOG_INTERVAL_S: Final = 60.0
 
 @dataclass
 class EdgeStats:
-    """Counters since the agent started. Only ever incremented, from the event loop's thread."""
+    """Counters since the agent started, only ever incremented, and the outbox's levels (gauges, set by the
+    outbox after every operation). All from the event loop's thread."""
 
     polls_ok: int = 0
     polls_failed: int = 0
     readings_queued: int = 0
     readings_sent: int = 0
-    #: Readings dropped from the full outbox (oldest first) while the broker was unreachable.
+    #: Readings dropped by the outbox: the oldest, when it reached its bounds; and any it could not store
+    #: (``outbox_write_errors``) or read back. Exact: every reading put is sent, queued or counted here.
     readings_dropped: int = 0
+    #: Readings sent in batches marked ``replay`` (held while the uplink was down, or restored from disk).
+    readings_replayed: int = 0
     #: Metric values (or whole readings) that broke the wire contract (bad name, NaN, out-of-range time).
     values_dropped: int = 0
     batches_sent: int = 0
@@ -38,6 +42,13 @@ class EdgeStats:
     commands_received: int = 0
     #: Command acks the broker acknowledged.
     acks_sent: int = 0
+    #: Outbox writes that failed (disk full, read-only...); their readings are in ``readings_dropped``.
+    outbox_write_errors: int = 0
+    #: Gauges: readings queued in the outbox, their bytes (as bounded by ``publish.outbox_max_bytes``), and how
+    #: many of them are the backlog of the current broker session (sent under ``publish.replay_rate``).
+    outbox_readings: int = 0
+    outbox_bytes: int = 0
+    outbox_backlog: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return dataclasses.asdict(self)
