@@ -4,6 +4,7 @@
   HTTP 200 while the process serves: a degraded hub is alive and recovers by itself, restarting it would not help.
 - ``GET /api/v1/ingest/stats``: every counter of the intake (:class:`hub.stats.IngestStats`) and the gauges.
 - ``GET /api/v1/dead-letters?limit=N``: the newest refused messages first.
+- ``GET /metrics``: the hub's own health in the Prometheus text format (hub/metrics.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Annotated, Any, Protocol, Self
 
 import uvicorn
 from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse
 
 from hub.config import HttpSettings
 from hub.deadletter import DeadLetter
 from hub.errors import StartupError
+from hub.metrics import render_prometheus
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,11 @@ def create_app(status: HubStatus) -> FastAPI:
     async def dead_letters(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
         total, items = status.dead_letters(limit)
         return {"total": total, "items": [asdict(item) for item in items]}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """The hub's own health in the Prometheus text format (hub/metrics.py)."""
+        return PlainTextResponse(render_prometheus(status.ingest_stats()), media_type="text/plain; version=0.0.4")
 
     return app
 

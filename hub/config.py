@@ -109,6 +109,12 @@ class InfluxSettings(_Section):
     #: Retry backoff for writes that failed for a retryable reason: capped exponential with jitter.
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=600)
+    #: v1 only: at start, ``CREATE DATABASE`` (and the retention policy below) if the account may; a refusal is
+    #: logged, not fatal (an operator may have created it with other rights).
+    create_database: bool = True
+    #: v1 only: the DEFAULT retention policy ``ioc_retention`` created with the database, e.g. ``90d``, ``52w``,
+    #: ``INF``; unset: InfluxDB's own ``autogen`` (keep forever).
+    retention: Annotated[str, Field(pattern=r"^([1-9][0-9]*(h|d|w)|INF)$")] | None = None
 
     @field_validator("url")
     @classmethod
@@ -157,10 +163,54 @@ class BatchSettings(_Section):
 
 
 class DeadLetterSettings(_Section):
-    """The in-memory ring of refused messages (``GET /api/v1/dead-letters``)."""
+    """The quarantine of refused messages (``GET /api/v1/dead-letters``)."""
 
     keep: int = Field(default=1000, ge=1, le=1_000_000)
     payload_bytes: int = Field(default=1024, ge=0, le=1_048_576)
+    #: SQLite file that keeps the newest ``keep`` dead letters across restarts; unset: in memory only.
+    path: Path | None = None
+
+
+class SpillSettings(_Section):
+    """The on-disk spill for batches InfluxDB cannot take now (hub/spill.py). Off while ``dir`` is unset."""
+
+    #: This hub's own folder (two hub processes must not share one).
+    dir: Path | None = None
+    #: Bound on disk; when full, acks are held and the broker keeps the messages in the hub's session.
+    max_bytes: int = Field(default=1024**3, ge=1024, le=1024**4)
+    #: Size at which a segment file is closed (a written-back segment is deleted as a whole).
+    segment_bytes: int = Field(default=16 * 1024**2, ge=1024, le=1024**3)
+
+
+class CardinalitySettings(_Section):
+    """The guards on what becomes a tag or a field in InfluxDB."""
+
+    #: Tag names the device registry may add to a device's lines (e.g. its district); nothing else becomes a tag.
+    enrichment_tags: tuple[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], ...] = (
+        "district",
+        "zone",
+        "area",
+        "operator",
+    )
+    #: Distinct metric names (fields) kept per device since the hub started; new ones beyond are quarantined.
+    max_metrics_per_device: int = Field(default=512, ge=1, le=100_000)
+
+    @field_validator("enrichment_tags")
+    @classmethod
+    def _no_base_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        taken = sorted(set(value) & {"device", "gateway", "kind", "site", "type"})
+        if taken:
+            raise ValueError(f"{', '.join(taken)} are tags of their own and cannot be enrichment tags")
+        return value
+
+
+class MetricsSettings(_Section):
+    """The hub's own health (hub/metrics.py): served at ``GET /metrics``, written to InfluxDB periodically."""
+
+    #: How often the ``hub_health`` point is written to InfluxDB; 0 turns the writing off (/metrics stays).
+    interval_s: float = Field(default=10.0, ge=0, le=3600)
+    #: The ``hub`` tag of those points; the MQTT client id when unset.
+    instance: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
 
 class HttpSettings(_Section):
@@ -211,6 +261,9 @@ class HubSettings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     batch: BatchSettings = BatchSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
+    spill: SpillSettings = SpillSettings()
+    cardinality: CardinalitySettings = CardinalitySettings()
+    metrics: MetricsSettings = MetricsSettings()
     http: HttpSettings = HttpSettings()
     aqi: AqiSettings = AqiSettings()
 

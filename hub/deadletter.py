@@ -1,18 +1,28 @@
-"""Messages the hub cannot store: kept in a bounded in-memory ring, counted by kind, logged once per kind.
+"""Messages the hub cannot store: the quarantine, bounded, counted by kind, logged once per kind.
 
-The persistent quarantine comes later; it will take :class:`DeadLetter` records from the same place
-(:meth:`DeadLetterRing.add`).
+:class:`DeadLetterRing` keeps the newest ``keep`` in memory. :class:`Quarantine` adds persistence: with a
+``path`` it saves every dead letter to a SQLite file (WAL, ``synchronous=FULL``), keeps the newest ``keep`` rows
+there, and loads them back at start, so the list (``GET /api/v1/dead-letters``) survives a restart.
+
+A quarantined message counts as stored: the pipeline acknowledges it only once :meth:`Quarantine.save` has
+committed it (one transaction for everything added since the last save, so a flood of bad messages costs one
+fsync per round, not one per message).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Final
+
+from hub.errors import HubError
 
 MAX_ERROR_TEXT: Final = 1024
 
@@ -32,6 +42,8 @@ class DeadLetterKind(StrEnum):
     """No value of the message can be written (for example integers beyond the float range)."""
     INTERNAL = "internal"
     """The hub failed on it (a bug): kept here with the error, and logged with its traceback."""
+    CARDINALITY = "cardinality"
+    """Metric names beyond the per-device cap (``cardinality.max_metrics_per_device``); the rest was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,116 @@ class DeadLetterRing:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def kept_by_kind(self) -> dict[str, int]:
+        """How many of the kept dead letters are of each kind."""
+        counts: dict[str, int] = {}
+        for item in self._items:
+            counts[item.kind.value] = counts.get(item.kind.value, 0) + 1
+        return counts
+
+
+class QuarantineError(HubError):
+    """The quarantine file cannot be opened or written."""
+
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    error TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    payload_size INTEGER NOT NULL
+)
+"""
+
+
+class Quarantine(DeadLetterRing):
+    """The ring, saved to SQLite at ``path`` when one is given (else in memory only, lost on restart)."""
+
+    def __init__(self, keep: int, payload_bytes: int, path: Path | None = None) -> None:
+        super().__init__(keep, payload_bytes)
+        self.path = path
+        self._unsaved: list[DeadLetter] = []
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.saved = 0
+        if path is not None:
+            self._open(path)
+
+    @property
+    def persistent(self) -> bool:
+        return self._db is not None
+
+    @property
+    def unsaved(self) -> int:
+        return len(self._unsaved)
+
+    def _open(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            rows = db.execute(
+                "SELECT topic, received_ms, kind, error, payload, payload_size FROM dead_letters "
+                "ORDER BY id DESC LIMIT ?",
+                (self._items.maxlen,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise QuarantineError(f"dead-letter file {path}: {exc}") from exc
+        for topic, received_ms, kind, error, payload, size in reversed(rows):
+            try:
+                letter_kind = DeadLetterKind(kind)
+            except ValueError:
+                letter_kind = DeadLetterKind.INTERNAL
+            self._items.append(DeadLetter(topic, received_ms, letter_kind, error, payload, size))
+        self._db = db
+        if rows:
+            logging.getLogger(__name__).info("dead-letter file %s: %d dead letters kept from before", path, len(rows))
+
+    def add(self, topic: str, payload: bytes, kind: DeadLetterKind, error: str, received_ms: int) -> DeadLetter:
+        letter = super().add(topic, payload, kind, error, received_ms)
+        if self._db is not None:
+            with self._lock:
+                self._unsaved.append(letter)
+        return letter
+
+    def save(self) -> int:
+        """Commit every dead letter added so far (blocking: call it in a thread); return how many."""
+        db = self._db
+        if db is None:
+            return 0
+        with self._lock:
+            batch, self._unsaved = self._unsaved, []
+        if not batch:
+            return 0
+        keep = self._items.maxlen or 0
+        try:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO dead_letters (topic, received_ms, kind, error, payload, payload_size) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(d.topic, d.received_ms, d.kind.value, d.error, d.payload, d.payload_size) for d in batch],
+            )
+            db.execute("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?", (keep,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with self._lock:
+                self._unsaved[:0] = batch
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise QuarantineError(f"dead-letter file {self.path}: {exc}") from exc
+        self.saved += len(batch)
+        return len(batch)
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
 
 @dataclass(slots=True)

@@ -21,6 +21,11 @@ Outcomes, translated at this boundary:
   until a write succeeds again, since only an operator can fix them.
 
 ``Retry-After`` (sent by v2 with ``429``/``503``) is not honoured: the pipeline's capped backoff paces retries.
+
+At start (:meth:`InfluxWriter.prepare`) the server's version is read from ``/ping``'s ``X-Influxdb-Version``
+header and logged, and with the v1 API the database (and, if ``influx.retention`` is set, a DEFAULT retention
+policy ``ioc_retention``) is created through ``POST /query`` where the account may. Neither is fatal: an
+unreachable InfluxDB is what the spill is for, and a refused ``CREATE`` is logged for the operator.
 """
 
 from __future__ import annotations
@@ -185,6 +190,67 @@ class InfluxWriter:
         if status == 404:
             raise StorageUnavailable(f"InfluxDB at {url} has {plan.not_found} (HTTP 404): {reason}")
         raise StorageUnavailable(f"InfluxDB at {url} answered HTTP {status}: {reason}")
+
+    async def server_version(self, timeout_s: float = 5.0) -> str | None:
+        """The ``X-Influxdb-Version`` header of ``GET /ping`` ('' if absent), None if InfluxDB does not answer."""
+        try:
+            response = await self._http.get("/ping", timeout=min(timeout_s, self._settings.timeout_s))
+        except httpx.HTTPError:
+            return None
+        if response.status_code not in (200, 204):
+            return None
+        return str(response.headers.get("X-Influxdb-Version", ""))
+
+    async def prepare(self) -> str | None:
+        """Log the server version; with v1, create the database and retention policy if allowed. Never raises.
+
+        Returns the version (None when InfluxDB did not answer).
+        """
+        s = self._settings
+        version = await self.server_version()
+        if version is None:
+            log.warning("InfluxDB at %s does not answer /ping; writes are spilled or retried until it does", s.url)
+            return None
+        log.info("InfluxDB at %s: version %s (writing with the %s API)", s.url, version or "unknown", s.api)
+        if s.api == "v1" and s.create_database:
+            await self._create_database(version)
+        return version
+
+    async def _create_database(self, version: str) -> None:
+        s = self._settings
+        db = s.database.replace("\\", "\\\\").replace('"', '\\"')
+        statements = [f'CREATE DATABASE "{db}"']
+        if s.retention:
+            statements.append(
+                f'CREATE RETENTION POLICY "ioc_retention" ON "{db}" DURATION {s.retention} REPLICATION 1 DEFAULT'
+            )
+        for statement in statements:
+            problem = await self._query(statement)
+            if problem:
+                log.warning(
+                    "InfluxDB %s at %s: %s failed (%s); assuming an operator manages the database",
+                    version or "",
+                    s.url,
+                    statement,
+                    problem,
+                )
+                return
+        log.info("InfluxDB database %r ready%s", s.database, f", retention {s.retention}" if s.retention else "")
+
+    async def _query(self, statement: str) -> str:
+        """Run one InfluxQL statement through ``POST /query``; '' on success, else what went wrong."""
+        try:
+            response = await self._http.post("/query", params={"q": statement})
+        except httpx.HTTPError as exc:
+            return repr(exc)
+        if response.status_code != 200:
+            return f"HTTP {response.status_code}: {_error_text(response)}"
+        try:
+            results = response.json().get("results", [])
+        except ValueError:
+            return "not a JSON answer"
+        errors = [r["error"] for r in results if isinstance(r, dict) and "error" in r]
+        return "; ".join(str(e) for e in errors)
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """True if InfluxDB answers ``GET /ping`` with 204 within ``timeout_s``."""

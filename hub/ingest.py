@@ -16,7 +16,14 @@ messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): 
 - A refused write (:class:`~hub.errors.StorageRejected`, HTTP 400/413) is split in halves by message until the
   message that causes it is found; that one is dead-lettered and acknowledged. Lines InfluxDB already stored
   from a partial write are written again, which is harmless: a point with the same series and time overwrites.
-- Bad topics and payloads are dead-lettered (bounded ring), counted by kind, logged once per kind, acknowledged.
+- Bad topics and payloads are dead-lettered, counted by kind, logged once per kind, and acknowledged once the
+  quarantine (:class:`~hub.deadletter.Quarantine`) has saved them when it is persistent.
+- With a spill (:mod:`hub.spill`), a batch InfluxDB cannot take (down, timing out) is appended to the spill
+  instead, and its messages are acknowledged once it is fsynced there; while InfluxDB is down every batch goes
+  straight to the spill. A write-back task writes the spill back to InfluxDB oldest first (its first success
+  is what ends the outage), while intake goes on. A full spill falls back to holding the acknowledgements.
+- Cardinality guard (:class:`~hub.points.MetricCap`): metric names beyond the per-device cap are left out of
+  the lines and the message is also quarantined with what was refused; the rest of it is stored.
 
 Hooks for the rest of the hub (the device registry, health tracking):
 
@@ -42,17 +49,19 @@ from typing import Any, Protocol
 
 import msgspec
 
-from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog
+from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog, Quarantine, QuarantineError
 from hub.errors import StorageRejected, StorageUnavailable
 from hub.points import (
     DEFAULT_ENRICHMENT_TAGS,
     NO_ENRICHMENT,
     Enrichment,
+    MetricCap,
     build_enrichment,
     device_event_line,
     gateway_state_line,
     reading_lines,
 )
+from hub.spill import Spill, SpillError, SpillRecord
 from hub.stats import IngestStats
 from hub.tracking import GatewayStates, SeqTracker
 from wire.v1 import ContractError, DataBatch, Event, Payload, State, decode_for, parse_topic
@@ -116,6 +125,8 @@ class _Pending:
     lines: list[str] = field(default_factory=list)
     newest_ts: int | None = None
     done: bool = False
+    held: bool = False
+    """Waiting for the quarantine to save its dead letter (acked after that too)."""
 
 
 class Pipeline:
@@ -136,6 +147,8 @@ class Pipeline:
         stats: IngestStats | None = None,
         clock: Callable[[], float] = time.time,
         enrichment_tags: Collection[str] = DEFAULT_ENRICHMENT_TAGS,
+        spill: Spill | None = None,
+        max_metrics_per_device: int | None = None,
     ) -> None:
         self._queue = queue
         self._acker = acker
@@ -146,7 +159,15 @@ class Pipeline:
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self.stats = stats or IngestStats()
-        self.dead_letters = dead_letters or DeadLetterRing(keep=1000, payload_bytes=1024)
+        # Not ``or``: an empty ring is falsy.
+        self.dead_letters = dead_letters if dead_letters is not None else DeadLetterRing(1000, 1024)
+        self._quarantine_saves = isinstance(self.dead_letters, Quarantine) and self.dead_letters.persistent
+        self._held: list[_Pending] = []
+        self._save_wake = asyncio.Event()
+        self.spill = spill
+        self._spill_wake = asyncio.Event()
+        self._spill_full_logged = False
+        self.metric_cap = MetricCap(max_metrics_per_device) if max_metrics_per_device else None
         self.states = GatewayStates()
         self.seqs = SeqTracker()
         self._dead_letter_log = OncePerKindLog(log)
@@ -197,12 +218,18 @@ class Pipeline:
         return self._enrichment_tags
 
     def gauges(self) -> dict[str, int]:
-        """Current levels: unacknowledged messages, queued messages, lines in the open batch, writes running."""
+        """Current levels: unacknowledged messages, queued messages, lines in the open batch, writes running,
+        and the spill's batches, lines and bytes (0 without a spill)."""
+        spill = self.spill
         return {
             "pending_messages": len(self._pending),
             "queued_messages": self._queue.qsize(),
             "batch_lines": self._batch_lines,
             "writes_in_flight": len(self._writes),
+            "spill_batches": spill.records if spill else 0,
+            "spill_lines": spill.lines if spill else 0,
+            "spill_bytes": spill.size_bytes if spill else 0,
+            "dead_letters_unsaved": len(self._held),
         }
 
     @property
@@ -212,14 +239,19 @@ class Pipeline:
 
     async def run(self) -> None:
         """Run until :meth:`close`; on cancellation the writes in flight are cancelled (nothing more is acked)."""
+        helpers: list[asyncio.Task[None]] = []
+        if self._quarantine_saves:
+            helpers.append(asyncio.create_task(self._save_dead_letters(), name="hub-quarantine"))
+        if self.spill is not None:
+            helpers.append(asyncio.create_task(self._write_back(), name="hub-spill-write-back"))
         try:
             await self._consume()
             await self._drain()
         finally:
-            for task in self._writes:
+            for task in (*self._writes, *helpers):
                 task.cancel()
-            if self._writes:
-                await asyncio.wait(set(self._writes))
+            if self._writes or helpers:
+                await asyncio.wait({*self._writes, *helpers})
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
@@ -258,6 +290,10 @@ class Pipeline:
         await self._flush()
         while self._writes:
             await asyncio.wait(set(self._writes))
+        while self._held:
+            self._raise_failure()
+            self._save_wake.set()
+            await asyncio.sleep(0.01)
         self._raise_failure()
         self._dead_letter_log.flush()
 
@@ -343,9 +379,17 @@ class Pipeline:
         stats.readings += len(batch.readings)
         stats.seq_gaps += self.seqs.observe(site, gateway, batch.session, batch.seq)
         stats.seq_repeats = self.seqs.repeats
+        if self.metric_cap is not None:
+            batch, refused = self.metric_cap.check(site, gateway, batch)
+            if refused:
+                self._quarantine(entry, DeadLetterKind.CARDINALITY, refused)
+                if not batch.readings:
+                    return True  # nothing left to write; acked once the quarantine has it
         entry.lines, dropped = reading_lines(site, gateway, batch, self._enrichment)
         stats.values_dropped += dropped
         if not entry.lines:
+            if entry.held:  # already quarantined for its refused names
+                return True
             self._dead_letter(entry.message, DeadLetterKind.UNREPRESENTABLE, "no metric value can be written")
             return False
         if not batch.replay:
@@ -380,12 +424,54 @@ class Pipeline:
             entry.lines = [gateway_state_line(site, gateway, state, state.ts or received_ms)]
 
     def _dead_letter(self, message: InboundMessage, kind: DeadLetterKind, error: str) -> None:
+        entry = _Pending(message, done=True)
+        self._quarantine(entry, kind, error)
+        self._pending.append(entry)
+        self._release()
+
+    def _quarantine(self, entry: _Pending, kind: DeadLetterKind, error: str) -> None:
+        """Add ``entry``'s message to the dead letters; with a persistent quarantine, hold its ack until saved."""
+        message = entry.message
         received_ms = int((message.received or self._clock()) * 1000)
         self.dead_letters.add(message.topic, message.payload, kind, error, received_ms)
         self.stats.count_dead_letter(kind.value)
         self._dead_letter_log.record(kind.value, f"{message.topic}: {error}")
-        self._pending.append(_Pending(message, done=True))
-        self._release()
+        if self._quarantine_saves:
+            entry.held = True
+            self._held.append(entry)
+            self._save_wake.set()
+
+    async def _save_dead_letters(self) -> None:
+        """Commit the quarantine in rounds (one transaction each), then release the messages it holds."""
+        quarantine = self.dead_letters
+        assert isinstance(quarantine, Quarantine)
+        failures = 0
+        while True:
+            await self._save_wake.wait()
+            self._save_wake.clear()
+            held, self._held = self._held, []
+            if not held:
+                continue
+            problem = ""
+            try:
+                await asyncio.to_thread(quarantine.save)
+            except QuarantineError as exc:
+                problem = str(exc)
+            if problem:
+                # The messages stay unacknowledged (the broker keeps them) until the file takes them.
+                self._held[:0] = held
+                if failures == 0:
+                    log.error("cannot save dead letters: %s; holding their acknowledgements and retrying", problem)
+                await asyncio.sleep(self._retry.delay(failures))
+                failures += 1
+                self._save_wake.set()
+                continue
+            if failures:
+                log.warning("dead letters are saved again")
+                failures = 0
+            for entry in held:
+                entry.held = False
+            self._release()
 
     def _add_to_batch(self, entry: _Pending) -> None:
         if not self._batch:
@@ -424,7 +510,7 @@ class Pipeline:
         line_count = sum(len(e.lines) for e in entries)
         body = "\n".join([line for e in entries for line in e.lines]).encode()
         try:
-            await self._write_retrying(body)
+            spilled = await self._write_or_spill(body, line_count)
         except StorageRejected as exc:
             if len(entries) > 1:
                 # Narrow down to the message(s) InfluxDB refuses; the others are written (again) and acked.
@@ -443,8 +529,13 @@ class Pipeline:
             self.stats.count_dead_letter(DeadLetterKind.REJECTED.value)
             self._dead_letter_log.record(DeadLetterKind.REJECTED.value, f"{entry.message.topic}: {exc.reason}")
         else:
-            self.stats.lines_written += line_count
-            self.stats.write_batches += 1
+            self.stats.batch_size_lines.observe(line_count)
+            if spilled:
+                self.stats.lines_spilled += line_count
+                self.stats.batches_spilled += 1
+            else:
+                self.stats.lines_written += line_count
+                self.stats.write_batches += 1
             now_ms = int(self._clock() * 1000)
             for entry in entries:
                 if entry.newest_ts is not None:
@@ -454,16 +545,117 @@ class Pipeline:
             entry.lines = []
         self._release()
 
+    async def _write_or_spill(self, body: bytes, lines: int) -> bool:
+        """Store ``body`` in InfluxDB or, if it cannot take it now, in the spill; True if it was spilled.
+
+        Without a spill, or with a full one, retry InfluxDB until it takes the batch (holding the acks).
+        """
+        if self.spill is None:
+            await self._write_retrying(body)
+            return False
+        if not self._storage_down:
+            try:
+                await self._timed_write(body)
+            except StorageUnavailable as exc:
+                self.stats.write_errors += 1
+                self._mark_down(exc, "spilling batches to disk until it recovers")
+            else:
+                return False
+        if await self._spill_append(body, lines):
+            return True
+        await self._write_retrying(body)
+        return False
+
+    async def _spill_append(self, body: bytes, lines: int) -> bool:
+        spill = self.spill
+        assert spill is not None
+        problem = ""
+        try:
+            await asyncio.to_thread(spill.append, body, lines)
+        except SpillError as exc:  # SpillFull included
+            problem = str(exc)
+        if problem:
+            self.stats.spill_full += 1
+            if not self._spill_full_logged:
+                self._spill_full_logged = True
+                log.error("%s; holding acknowledgements (the broker keeps the messages) until it drains", problem)
+            return False
+        if self._spill_full_logged:
+            self._spill_full_logged = False
+            log.warning("the spill takes batches again")
+        self._spill_wake.set()
+        return True
+
+    def _mark_down(self, exc: BaseException, doing: str) -> None:
+        if not self._storage_down:
+            self._storage_down = True
+            log.warning("InfluxDB write failed (%s); %s", exc, doing)
+
+    def _mark_up(self) -> None:
+        if self._storage_down:
+            self._storage_down = False
+            log.warning("InfluxDB accepts writes again")
+
+    async def _timed_write(self, body: bytes) -> None:
+        started = time.monotonic()
+        await self._writer.write(body)
+        self.stats.write_seconds.observe(time.monotonic() - started)
+
+    async def _write_back(self) -> None:
+        """Write the spill back to InfluxDB, oldest first, one batch at a time, with backoff while it fails."""
+        spill = self.spill
+        assert spill is not None
+        attempt = 0
+        while True:
+            record = await asyncio.to_thread(spill.oldest)
+            if record is None:
+                self._spill_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_TICK_S):
+                        await self._spill_wake.wait()
+                continue
+            try:
+                await self._write_back_lines(record, record.body.split(b"\n"))
+            except StorageUnavailable as exc:
+                self.stats.write_errors += 1
+                self._mark_down(exc, "spilling batches to disk until it recovers")
+                await asyncio.sleep(self._retry.delay(attempt))
+                attempt += 1
+                continue
+            await asyncio.to_thread(spill.commit, record)
+            self.stats.batches_written_back += 1
+            self.stats.lines_written_back += record.lines
+            self.stats.lines_written += record.lines
+            attempt = 0
+            self._mark_up()
+            if spill.empty:
+                log.info("the spill is written back to InfluxDB")
+
+    async def _write_back_lines(self, record: SpillRecord, lines: list[bytes]) -> None:
+        """Write ``lines`` of a spilled batch; a refused one is narrowed down by halves and quarantined."""
+        try:
+            await self._timed_write(b"\n".join(lines))
+        except StorageRejected as exc:
+            if len(lines) > 1:
+                half = len(lines) // 2
+                await self._write_back_lines(record, lines[:half])
+                await self._write_back_lines(record, lines[half:])
+                return
+            topic = f"(spill segment {record.segment} offset {record.offset})"
+            self.dead_letters.add(topic, lines[0], DeadLetterKind.REJECTED, exc.reason, int(self._clock() * 1000))
+            self.stats.count_dead_letter(DeadLetterKind.REJECTED.value)
+            self._dead_letter_log.record(DeadLetterKind.REJECTED.value, f"{topic}: {exc.reason}")
+            if self._quarantine_saves:
+                self._save_wake.set()
+
     async def _write_retrying(self, body: bytes) -> None:
         attempt = 0
         while True:
             try:
-                await self._writer.write(body)
+                await self._timed_write(body)
             except StorageUnavailable as exc:
                 self.stats.write_errors += 1
-                if not self._storage_down:
-                    self._storage_down = True
-                    log.warning("InfluxDB write failed (%s); holding acknowledgements and retrying with backoff", exc)
+                self._mark_down(exc, "holding acknowledgements and retrying with backoff")
                 delay = self._retry.delay(attempt)
                 attempt += 1
                 self.stats.write_retries += 1
@@ -472,15 +664,13 @@ class Pipeline:
                 self.stats.write_errors += 1
                 raise
             else:
-                if self._storage_down:
-                    self._storage_down = False
-                    log.warning("InfluxDB accepts writes again")
+                self._mark_up()
                 return
 
     def _release(self) -> None:
         """Acknowledge the done messages at the head of the pending queue, in arrival order."""
         pending = self._pending
-        while pending and pending[0].done:
+        while pending and pending[0].done and not pending[0].held:
             entry = pending.popleft()
             if self._acker.ack(entry.message):
                 self.stats.acks += 1

@@ -16,6 +16,8 @@ from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Final
 
+import msgspec
+
 from hub.lineproto import (
     LineProtocolError,
     escape_key,
@@ -25,12 +27,12 @@ from hub.lineproto import (
     format_value,
     line,
 )
-from wire.v1 import DataBatch, Event, State
+from wire.v1 import DataBatch, Event, MetricValue, Reading, State
 
 GATEWAY_STATE: Final = "gateway_state"
 DEVICE_EVENT: Final = "device_event"
-#: Tags every reading line carries; an enrichment may never replace them.
-BASE_TAGS: Final = frozenset({"device", "gateway", "kind", "site"})
+#: Tags of reading and event lines; an enrichment may never replace them.
+BASE_TAGS: Final = frozenset({"device", "gateway", "kind", "site", "type"})
 #: Tag names an enrichment (the device registry) may add to a device's lines by default (``tags.enrichment``).
 DEFAULT_ENRICHMENT_TAGS: Final = ("district", "zone", "area", "operator")
 
@@ -131,3 +133,57 @@ def device_event_line(site: str, gateway: str, event: Event, enrichment: Enrichm
     else:
         tags = "".join(text for _, text in sorted([*((k, format_tags([(k, v)])) for k, v in base), *extra]))
     return f"{escape_measurement(DEVICE_EVENT)}{tags} reason={format_value(event.reason)} {event.ts}"
+
+
+class MetricCap:
+    """The cardinality guard on fields: at most ``max_per_device`` distinct metric names per device.
+
+    Every metric name is a field key InfluxDB indexes for the measurement; a device that invents names (a
+    counter in the name, a firmware bug) would grow the schema without bound. Names seen first are kept; a new
+    name beyond the cap is left out of the lines and reported (the pipeline quarantines the message with it).
+    The names are remembered since the hub started (memory: devices x cap names at most).
+    """
+
+    def __init__(self, max_per_device: int) -> None:
+        self.max_per_device = max_per_device
+        self._known: dict[tuple[str, str, str], set[str]] = {}
+        self.refused_values = 0
+
+    def check(self, site: str, gateway: str, batch: DataBatch) -> tuple[DataBatch, str]:
+        """``batch`` with the names beyond the cap removed, and what was refused ('' when nothing was)."""
+        known_map = self._known
+        for reading in batch.readings:
+            known = known_map.get((site, gateway, reading.device))
+            if known is None or not reading.metrics.keys() <= known:
+                return self._admit(site, gateway, batch)
+        return batch, ""
+
+    def _admit(self, site: str, gateway: str, batch: DataBatch) -> tuple[DataBatch, str]:
+        readings: list[Reading] = []
+        refused: dict[str, list[str]] = {}
+        for reading in batch.readings:
+            known = self._known.setdefault((site, gateway, reading.device), set())
+            kept: dict[str, MetricValue] = {}
+            for name, value in reading.metrics.items():
+                if name in known:
+                    kept[name] = value
+                elif len(known) < self.max_per_device:
+                    known.add(name)
+                    kept[name] = value
+                else:
+                    refused.setdefault(reading.device, []).append(name)
+                    self.refused_values += 1
+            if len(kept) == len(reading.metrics):
+                readings.append(reading)
+            elif kept:
+                readings.append(msgspec.structs.replace(reading, metrics=kept))
+        if not refused:
+            return batch, ""
+        detail = "; ".join(
+            f"device {device!r} already has {self.max_per_device} metric names "
+            f"(cardinality.max_metrics_per_device), refused: {', '.join(sorted(set(names)))}"
+            for device, names in refused.items()
+        )
+        if not readings:
+            return msgspec.structs.replace(batch, readings=[]), detail
+        return msgspec.structs.replace(batch, readings=readings), detail

@@ -24,11 +24,13 @@ from typing import Any, Self
 from hub.api import ApiServer, create_app
 from hub.aqi import AqiJob, running_aqi_job
 from hub.config import HubSettings
-from hub.deadletter import DeadLetter, DeadLetterRing
+from hub.deadletter import DeadLetter, Quarantine
 from hub.errors import HubError
 from hub.influx import InfluxWriter
 from hub.ingest import InboundMessage, Observer, Pipeline, RetryPolicy
+from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import MqttIntake
+from hub.spill import Spill
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,13 @@ class Hub:
         s = self.settings
         async with contextlib.AsyncExitStack() as stack:
             self._writer = await stack.enter_async_context(InfluxWriter(s.influx))
+            await self._writer.prepare()  # logs the InfluxDB version; v1: creates the database where allowed
+            quarantine = Quarantine(s.dead_letters.keep, s.dead_letters.payload_bytes, s.dead_letters.path)
+            stack.callback(quarantine.close)
+            spill = None
+            if s.spill.dir is not None:
+                spill = Spill(s.spill.dir, max_bytes=s.spill.max_bytes, segment_bytes=s.spill.segment_bytes)
+                stack.callback(spill.close)
             queue: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=s.batch.queue_size)
             self._intake = await stack.enter_async_context(
                 MqttIntake(s.mqtt, queue, receive_maximum=s.batch.max_pending_messages + s.batch.queue_size)
@@ -62,10 +71,22 @@ class Hub:
                 max_in_flight=s.batch.max_in_flight,
                 max_pending_messages=s.batch.max_pending_messages,
                 retry=RetryPolicy(s.influx.retry_initial_s, s.influx.retry_max_s),
-                dead_letters=DeadLetterRing(s.dead_letters.keep, s.dead_letters.payload_bytes),
+                dead_letters=quarantine,
+                spill=spill,
+                max_metrics_per_device=s.cardinality.max_metrics_per_device,
+                enrichment_tags=s.cardinality.enrichment_tags,
             )
             self._pipeline_task = asyncio.create_task(self._pipeline.run(), name="hub-pipeline")
             stack.push_async_callback(self._drain)
+            if s.metrics.interval_s > 0:  # hub_health points (hub/metrics.py); stopped before the pipeline drains
+                reporter = HealthReporter(
+                    self.ingest_stats,
+                    self._writer,
+                    instance=s.metrics.instance or s.mqtt.client_id,
+                    interval_s=s.metrics.interval_s,
+                )
+                reporter_task = asyncio.create_task(reporter.run(), name="hub-health-report")
+                stack.push_async_callback(_cancel, reporter_task)
             if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
                 await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
             self._api = await stack.enter_async_context(ApiServer(create_app(self), s.http))
@@ -159,6 +180,10 @@ class Hub:
         data["influx"] = {"writes_failing": not self.pipeline.storage_ok}
         return data
 
+    def metrics_text(self) -> str:
+        """The hub's own health in the Prometheus text format (``GET /metrics``)."""
+        return render_prometheus(self.ingest_stats())
+
     def dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
         ring = self.pipeline.dead_letters
         return ring.total, ring.latest(limit)
@@ -173,6 +198,12 @@ class Hub:
             if not task.cancelled() and task.exception() is not None:
                 raise HubError(f"{task.get_name()} failed: {task.exception()!r}") from task.exception()
         raise HubError(f"{', '.join(t.get_name() for t in done)} stopped unexpectedly")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def run_hub(settings: HubSettings, stop: asyncio.Event, *, on_ready: Callable[[Hub], None] | None = None) -> None:

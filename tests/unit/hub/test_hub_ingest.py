@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
 
 import hub.ingest
 from hub.config import InfluxSettings
+from hub.deadletter import Quarantine
 from hub.influx import InfluxWriter
 from hub.ingest import InboundMessage, Pipeline, RetryPolicy
+from hub.spill import Spill
 from hub.stats import IngestStats
 from wire.v1 import CommandAck, DataBatch, Event, State
 
@@ -121,6 +125,9 @@ async def make() -> AsyncIterator[Make]:
         max_delay_ms: int = 20,
         max_in_flight: int = 2,
         max_pending_messages: int = 20_000,
+        spill: Spill | None = None,
+        dead_letters: Quarantine | None = None,
+        max_metrics_per_device: int | None = None,
     ) -> Harness:
         influx = influx or FakeInflux()
         writer = InfluxWriter(InfluxSettings(url="http://influx.test"), transport=httpx.MockTransport(influx.handle))
@@ -137,6 +144,9 @@ async def make() -> AsyncIterator[Make]:
             max_in_flight=max_in_flight,
             max_pending_messages=max_pending_messages,
             retry=RetryPolicy(0.01, 0.02),
+            spill=spill,
+            dead_letters=dead_letters,
+            max_metrics_per_device=max_metrics_per_device,
         )
         harness = Harness(pipeline, queue, acker, influx, asyncio.create_task(pipeline.run()))
         created.append(harness)
@@ -420,3 +430,108 @@ async def test_a_bad_enrichment_is_refused_naming_device_and_tag_and_the_old_one
     await h.put(msg(1, data(1)))
     await h.until(lambda: len(h.acker.acked) == 1)
     assert ",district=north," in h.influx.lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- spill
+
+
+def storage_ok(h: Harness) -> bool:
+    return h.pipeline.storage_ok
+
+
+async def test_with_influxdb_down_batches_are_spilled_acked_and_written_back_in_order_later(
+    make: Make, tmp_path: Path
+) -> None:
+    influx = FakeInflux(unavailable=10**9)
+    spill = Spill(tmp_path / "spill", max_bytes=1_000_000)
+    # One write in flight, so the batches reach the spill in arrival order (with more, in the order they fail).
+    h = await make(influx, spill=spill, max_lines=2, max_in_flight=1)
+    await h.put(*(msg(i, data(i)) for i in range(1, 7)))
+    await h.until(lambda: len(h.acker.acked) == 6)  # acked once on disk, with InfluxDB still down
+    assert h.acker.acked == [1, 2, 3, 4, 5, 6]
+    assert h.influx.lines == []
+    assert h.stats.lines_spilled == 6
+    assert h.pipeline.gauges()["spill_lines"] == 6
+    assert not storage_ok(h)
+    influx.unavailable = 0
+    await h.until(lambda: h.stats.lines_written_back == 6)
+    assert [int(line.rsplit(" ", 1)[1]) - TS for line in h.influx.lines] == [1, 2, 3, 4, 5, 6]
+    assert storage_ok(h)
+    assert h.stats.lines_written_back == 6
+    await h.put(msg(7, data(7)))  # live writes go straight to InfluxDB again
+    await h.until(lambda: len(h.acker.acked) == 7)
+    assert h.stats.lines_spilled == 6
+    await h.stop()
+    spill.close()
+
+
+async def test_a_full_spill_falls_back_to_holding_acks_until_influxdb_is_back(make: Make, tmp_path: Path) -> None:
+    influx = FakeInflux(unavailable=10**9)
+    spill = Spill(tmp_path / "spill", max_bytes=1024, segment_bytes=1024)
+    h = await make(influx, spill=spill, max_lines=1)
+    big = '{"text": "' + secrets.token_hex(500) + '"}'  # hardly compressible: one batch takes most of the spill
+    await h.put(msg(1, data(1, big)), msg(2, data(2, big)))
+    await h.until(lambda: h.stats.spill_full >= 1)
+    assert len(h.acker.acked) <= 1  # the second is held: the spill is full and InfluxDB down
+    influx.unavailable = 0
+    await h.until(lambda: len(h.acker.acked) == 2 and h.stats.lines_written_back == h.stats.lines_spilled)
+    assert sorted(int(line.rsplit(" ", 1)[1]) - TS for line in h.influx.lines) == [1, 2]
+    await h.stop()
+    spill.close()
+
+
+async def test_a_refused_line_in_the_spill_is_quarantined_and_the_rest_written_back(make: Make, tmp_path: Path) -> None:
+    influx = FakeInflux(unavailable=10**9)
+    spill = Spill(tmp_path / "spill", max_bytes=1_000_000)
+    h = await make(influx, spill=spill, max_lines=3)
+    await h.put(msg(1, data(1)), msg(2, data(2, '{"reject_me": 1}')), msg(3, data(3)))
+    await h.until(lambda: len(h.acker.acked) == 3)
+    influx.unavailable = 0
+    await h.until(lambda: h.stats.batches_written_back == 1)
+    assert sorted({int(line.rsplit(" ", 1)[1]) - TS for line in h.influx.lines}) == [1, 3]
+    assert h.stats.dead_letters == {"rejected": 1}
+    (letter,) = h.pipeline.dead_letters.latest(1)
+    assert letter.topic.startswith("(spill segment")
+    assert "reject_me" in letter.payload
+    await h.stop()
+    spill.close()
+
+
+# ---------------------------------------------------------------------------------------------- quarantine
+
+
+async def test_a_persistent_quarantine_acks_after_saving_and_survives_a_restart(make: Make, tmp_path: Path) -> None:
+    path = tmp_path / "dead.sqlite"
+    quarantine = Quarantine(keep=3, payload_bytes=100, path=path)
+    h = await make(dead_letters=quarantine)
+    await h.put(msg(1, b"{not json"), msg(2, data(1)), *(msg(i, b"[]") for i in range(3, 7)))
+    await h.until(lambda: len(h.acker.acked) == 6)
+    assert h.acker.acked == [1, 2, 3, 4, 5, 6]
+    assert quarantine.saved == 5
+    await h.stop()
+    quarantine.close()
+    again = Quarantine(keep=3, payload_bytes=100, path=path)
+    kept = again.latest(10)
+    assert [d.payload for d in kept] == ["[]", "[]", "[]"]  # the newest 3 are kept
+    assert {d.kind.value for d in kept} == {"contract"}
+    assert all(d.topic == DATA and d.error for d in kept)
+    again.close()
+
+
+async def test_metric_names_beyond_the_cap_are_quarantined_and_the_rest_stored(make: Make) -> None:
+    h = await make(max_metrics_per_device=2)
+    await h.put(
+        msg(1, data(1, '{"a": 1, "b": 2}')),
+        msg(2, data(2, '{"a": 1, "c": 3, "d": 4}')),
+        msg(3, data(3, '{"e": 5}')),
+        msg(4, data(4, '{"b": 6}')),
+    )
+    await h.until(lambda: len(h.acker.acked) == 4)
+    fields = [line.split(" ")[1] for line in h.influx.lines]
+    assert fields == ["a=1.0,b=2.0", "a=1.0", "b=6.0"]
+    assert h.stats.dead_letters == {"cardinality": 2}
+    errors = [d.error for d in h.pipeline.dead_letters.latest(10)]
+    assert errors == [
+        "device 'aq-01' already has 2 metric names (cardinality.max_metrics_per_device), refused: e",
+        "device 'aq-01' already has 2 metric names (cardinality.max_metrics_per_device), refused: c, d",
+    ]

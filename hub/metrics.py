@@ -1,0 +1,269 @@
+"""The hub's own health: the Prometheus text at ``GET /metrics`` and the periodic ``hub_health`` points.
+
+Both are built from one snapshot (``Hub.ingest_stats()``: the pipeline's counters and gauges, the intake's
+counters), so they always agree. Prometheus text format 0.0.4:
+https://prometheus.io/docs/instrumenting/exposition_formats/
+
+InfluxDB schema (docs/storage.md, "The hub's own measurements"), written every ``metrics.interval_s``:
+
+- ``hub_health``, tag ``hub`` (``metrics.instance``, default the MQTT client id); fields: ``messages_per_s``,
+  ``readings_per_s``, ``lines_per_s`` (rates over the interval), ``messages_received``, ``readings``,
+  ``lines_written``, ``write_batches``, ``write_errors``, ``acks``, ``dead_letters``, ``seq_gaps``,
+  ``pending_messages``, ``queued_messages``, ``writes_in_flight``, ``spill_batches``, ``spill_lines``,
+  ``spill_bytes``, ``lines_spilled``, ``lines_written_back``, ``write_avg_ms`` (mean write latency over the
+  interval), ``batch_lines_avg`` (mean lines per batch over the interval), ``ingest_latency_max_ms``,
+  ``mqtt_connected``, ``storage_ok`` (booleans). Counters are totals since the hub started.
+- ``hub_seq_gaps``, tags ``hub``, ``site``, ``gateway``; field ``seq_gaps`` (messages missing so far), one point
+  per gateway that has had a gap.
+
+Writing them is best effort: when InfluxDB is down the points of that interval are skipped (logged once), not
+spilled; ``/metrics`` is the live view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from hub.errors import StorageError
+from hub.ingest import LineWriter
+from hub.lineproto import format_tags, line
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "ioc_hub_"
+HEALTH_MEASUREMENT: Final = "hub_health"
+GAPS_MEASUREMENT: Final = "hub_seq_gaps"
+
+#: (snapshot key, metric name, help) of the plain counters.
+_COUNTERS: Final = (
+    ("messages_received", "messages_received_total", "MQTT messages taken from the intake"),
+    ("readings", "readings_total", "Readings in decoded data messages"),
+    ("lines_written", "lines_written_total", "Lines InfluxDB accepted (live and written back from the spill)"),
+    ("write_batches", "write_batches_total", "Batches InfluxDB accepted"),
+    ("write_errors", "write_errors_total", "Failed InfluxDB writes"),
+    ("write_retries", "write_retries_total", "Retried InfluxDB writes"),
+    ("acks", "acks_total", "MQTT acknowledgements sent"),
+    ("values_dropped", "values_dropped_total", "Metric values that cannot be represented"),
+    ("seq_repeats", "seq_repeats_total", "Data messages seen again (redelivery, late replay)"),
+    ("stale_states_ignored", "stale_states_ignored_total", "Late deaths of an older gateway session"),
+    ("observer_errors", "observer_errors_total", "Observer calls that raised"),
+    ("batches_spilled", "batches_spilled_total", "Batches written to the on-disk spill"),
+    ("lines_spilled", "lines_spilled_total", "Lines written to the on-disk spill"),
+    ("batches_written_back", "batches_written_back_total", "Spilled batches written back to InfluxDB"),
+    ("lines_written_back", "lines_written_back_total", "Spilled lines written back to InfluxDB"),
+    ("spill_full", "spill_full_total", "Batches the spill could not take (full or failing)"),
+)
+#: (snapshot key, metric name, help) of the gauges.
+_GAUGES: Final = (
+    ("pending_messages", "pending_messages", "Messages received, not yet acknowledged"),
+    ("queued_messages", "queued_messages", "Messages in the hand-over queue from the MQTT thread"),
+    ("batch_lines", "open_batch_lines", "Lines in the batch being filled"),
+    ("writes_in_flight", "writes_in_flight", "InfluxDB writes running"),
+    ("spill_batches", "spill_batches", "Batches held in the spill"),
+    ("spill_lines", "spill_lines", "Lines held in the spill"),
+    ("spill_bytes", "spill_bytes", "Bytes of the spill on disk"),
+    ("dead_letters_unsaved", "dead_letters_unsaved", "Dead letters waiting to be saved"),
+)
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items()) + "}"
+
+
+class _Text:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> None:
+        self.lines.append(f"# HELP {PREFIX}{name} {help_text}")
+        self.lines.append(f"# TYPE {PREFIX}{name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
+
+    def histogram(self, name: str, help_text: str, data: Mapping[str, Any]) -> None:
+        self.lines.append(f"# HELP {PREFIX}{name} {help_text}")
+        self.lines.append(f"# TYPE {PREFIX}{name} histogram")
+        for bound, count in data["buckets"].items():
+            self.lines.append(f'{PREFIX}{name}_bucket{{le="{bound}"}} {count}')
+        self.lines.append(f"{PREFIX}{name}_sum {_number(data['sum'])}")
+        self.lines.append(f"{PREFIX}{name}_count {data['count']}")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def render_prometheus(stats: Mapping[str, Any]) -> str:
+    """The Prometheus text exposition of a ``Hub.ingest_stats()`` snapshot."""
+    out = _Text()
+    for key, name, help_text in _COUNTERS:
+        if key in stats:
+            out.family(name, "counter", help_text, [({}, stats[key])])
+    out.family(
+        "messages_by_channel_total",
+        "counter",
+        "Messages by topic channel",
+        [({"channel": c}, n) for c, n in sorted(stats.get("messages_by_channel", {}).items())],
+    )
+    out.family(
+        "dead_letters_total",
+        "counter",
+        "Dead letters by kind (quarantined messages)",
+        [({"kind": k}, n) for k, n in sorted(stats.get("dead_letters", {}).items())],
+    )
+    out.family(
+        "seq_gaps_total",
+        "counter",
+        "Data messages missing by sequence number, per gateway",
+        [({"gateway": g}, n) for g, n in sorted(stats.get("seq_gaps_by_gateway", {}).items())],
+    )
+    for key, name, help_text in _GAUGES:
+        if key in stats:
+            out.family(name, "gauge", help_text, [({}, stats[key])])
+    mqtt = stats.get("mqtt", {})
+    influx = stats.get("influx", {})
+    out.family("mqtt_connected", "gauge", "1 while connected to the broker", [({}, bool(mqtt.get("connected")))])
+    out.family("storage_ok", "gauge", "0 while InfluxDB writes fail", [({}, not bool(influx.get("writes_failing")))])
+    gateways = stats.get("gateways", {})
+    out.family("gateways_online", "gauge", "Gateways whose last state is online", [({}, gateways.get("online", 0))])
+    latency = stats.get("ingest_latency", {})
+    out.family(
+        "ingest_latency_max_ms",
+        "gauge",
+        "Largest sample-to-stored latency of a live data message since start",
+        [({}, latency.get("max_ms", 0))],
+    )
+    out.family(
+        "ingest_latency_avg_ms",
+        "gauge",
+        "Mean sample-to-stored latency of live data messages since start",
+        [({}, latency.get("avg_ms", 0.0))],
+    )
+    if "write_seconds" in stats:
+        out.histogram("write_seconds", "Duration of successful InfluxDB writes", stats["write_seconds"])
+    if "batch_size_lines" in stats:
+        out.histogram("batch_size_lines", "Lines per batch (written or spilled)", stats["batch_size_lines"])
+    return "\n".join(out.lines) + "\n"
+
+
+class HealthReporter:
+    """Writes ``hub_health`` and ``hub_seq_gaps`` points every ``interval_s`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        writer: LineWriter,
+        *,
+        instance: str,
+        interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._snapshot = snapshot
+        self._writer = writer
+        self._instance = instance
+        self._interval_s = interval_s
+        self._clock = clock
+        self._previous: tuple[float, dict[str, Any]] | None = None
+        self._failing = False
+        self.points_written = 0
+
+    def lines(self, stats: Mapping[str, Any], now: float) -> list[str]:
+        """The points of one report at ``now`` (s); rates are over the time since the previous report."""
+        previous = self._previous
+        self._previous = (now, dict(stats))
+        elapsed = now - previous[0] if previous else 0.0
+
+        def rate(key: str) -> float:
+            if previous is None or elapsed <= 0:
+                return 0.0
+            return round(float(stats.get(key, 0) - previous[1].get(key, 0)) / elapsed, 3)
+
+        def interval_mean(key: str) -> float:
+            now_h, before_h = stats.get(key, {}), previous[1].get(key, {}) if previous else {}
+            count = now_h.get("count", 0) - before_h.get("count", 0)
+            total = now_h.get("sum", 0.0) - before_h.get("sum", 0.0)
+            return round(float(total) / count, 3) if count else 0.0
+
+        fields: dict[str, bool | int | float | str] = {
+            "messages_per_s": rate("messages_received"),
+            "readings_per_s": rate("readings"),
+            "lines_per_s": rate("lines_written"),
+            "dead_letters": int(stats.get("dead_letters_total", 0)),
+            "write_avg_ms": round(interval_mean("write_seconds") * 1000, 3),
+            "batch_lines_avg": interval_mean("batch_size_lines"),
+            "ingest_latency_max_ms": int(stats.get("ingest_latency", {}).get("max_ms", 0)),
+            "mqtt_connected": bool(stats.get("mqtt", {}).get("connected", False)),
+            "storage_ok": not bool(stats.get("influx", {}).get("writes_failing", False)),
+        }
+        for key in (
+            "messages_received",
+            "readings",
+            "lines_written",
+            "write_batches",
+            "write_errors",
+            "acks",
+            "seq_gaps",
+            "pending_messages",
+            "queued_messages",
+            "writes_in_flight",
+            "spill_batches",
+            "spill_lines",
+            "spill_bytes",
+            "lines_spilled",
+            "lines_written_back",
+        ):
+            if key in stats:
+                fields[key] = int(stats[key])
+        ts_ms = int(now * 1000)
+        lines = [line(HEALTH_MEASUREMENT, {"hub": self._instance}, fields, ts_ms)]
+        for name, gaps in sorted(stats.get("seq_gaps_by_gateway", {}).items()):
+            site, _, gateway = name.partition("/")
+            tags = format_tags([("hub", self._instance), ("site", site), ("gateway", gateway)])
+            lines.append(f"{GAPS_MEASUREMENT}{tags} seq_gaps={float(gaps)!r} {ts_ms}")
+        return lines
+
+    async def report_once(self) -> bool:
+        """Write one report; False (logged once until it works again) if InfluxDB did not take it."""
+        body = "\n".join(self.lines(self._snapshot(), self._clock())).encode()
+        problem = ""
+        try:
+            await self._writer.write(body)
+        except StorageError as exc:
+            problem = str(exc)
+        if problem:
+            if not self._failing:
+                self._failing = True
+                log.warning(
+                    "could not write %s points (%s); skipping them until InfluxDB takes them",
+                    HEALTH_MEASUREMENT,
+                    problem,
+                )
+            return False
+        if self._failing:
+            self._failing = False
+            log.info("%s points are written again", HEALTH_MEASUREMENT)
+        self.points_written += body.count(b"\n") + 1
+        return True
+
+    async def run(self) -> None:
+        """Report every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.report_once()
+            except Exception:
+                log.exception("the %s report failed", HEALTH_MEASUREMENT)
