@@ -1,0 +1,83 @@
+"""Instance config of the camera driver (the ``options`` of a camera in the edge config).
+
+Checked once when the driver is built; unknown keys are refused. Either half may be left out: ``onvif_port: 0``
+skips the ONVIF check, no ``rtsp_url`` skips the stream probe (the reading then says so in ``rtsp_error``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from devices.driver import DriverConfig
+
+
+class CameraConfig(DriverConfig):
+    """Where one camera is and how to check it: ONVIF device service plus an RTSP stream probe."""
+
+    host: str = Field(min_length=1, max_length=253, description="camera address (ONVIF device service host)")
+    onvif_port: int = Field(default=80, ge=0, le=65535, description="HTTP port of the ONVIF service; 0: no ONVIF")
+    onvif_path: str = Field(
+        default="/onvif/device_service",
+        pattern=r"^/[^\s]*$",
+        description="path of the device service (ONVIF Core: the entry point is /onvif/device_service)",
+    )
+    onvif_scheme: Literal["http", "https"] = "http"
+    username: str | None = Field(default=None, min_length=1, max_length=64)
+    password: SecretStr | None = None
+    onvif_timeout_s: float = Field(
+        default=3.0, gt=0, le=60, description="budget of the whole ONVIF check (all its requests) per poll"
+    )
+    check_without_auth: bool = Field(
+        default=True, description="first ask GetDeviceInformation without credentials (finds open cameras)"
+    )
+    adjust_clock: bool = Field(
+        default=True,
+        description="stamp the WS-Security token in the camera's time (from GetSystemDateAndTime), as cameras "
+        "with a wrong clock refuse tokens 'created' too far from their own time",
+    )
+    verify_tls: bool = Field(default=True, description="check the camera's certificate when onvif_scheme is https")
+
+    rtsp_url: str | None = Field(default=None, max_length=2048, description="stream to probe; None: no probe")
+    rtsp_transport: Literal["auto", "udp", "tcp"] = Field(
+        default="auto", description="auto: ffprobe's default (UDP, falling back to TCP)"
+    )
+    rtsp_timeout_s: float = Field(default=5.0, gt=0, le=120, description="ffprobe is killed after this long")
+    rtsp_sample_packets: int = Field(
+        default=30, ge=2, le=1000, description="video packets read to measure the bitrate (and frame rate)"
+    )
+    ffprobe: str = Field(default="ffprobe", min_length=1, description="name on PATH or absolute path of ffprobe")
+
+    @field_validator("rtsp_url")
+    @classmethod
+    def _rtsp_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"rtsp", "rtsps"} or not parts.hostname:
+            raise ValueError("must be an rtsp:// or rtsps:// URL with a host")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_in_pairs(self) -> CameraConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: give both or neither")
+        return self
+
+    @property
+    def onvif_enabled(self) -> bool:
+        return self.onvif_port != 0
+
+    @property
+    def onvif_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.onvif_scheme}://{host}:{self.onvif_port}{self.onvif_path}"
+
+    @property
+    def poll_budget_s(self) -> float:
+        """The longest a poll can take: both checks run side by side, each within its own budget."""
+        onvif = self.onvif_timeout_s if self.onvif_enabled else 0.0
+        rtsp = self.rtsp_timeout_s if self.rtsp_url else 0.0
+        return max(onvif, rtsp)

@@ -1,0 +1,502 @@
+"""An ONVIF device endpoint: the device service of a camera over real HTTP, with faults on demand.
+
+``async with OnvifSimulator(username="admin", password="secret") as sim:`` listens on 127.0.0.1 (port 0 picks
+a free port) and answers SOAP 1.2 POSTs to ``/onvif/device_service``:
+
+- ``GetSystemDateAndTime`` to anyone (ONVIF Core access class PRE_AUTH), in the simulated clock (the host's
+  clock plus ``clock_offset_s``: a camera whose clock is off);
+- ``GetDeviceInformation`` to a request carrying a valid WS-Security UsernameToken: digest recomputed from
+  the nonce, ``Created`` and the password, ``Created`` within ``max_token_age_s`` of the simulated clock, nonce
+  not seen before; or to anyone when ``auth_required`` is off. A refused token gets the fault the Core spec
+  names, ``env:Sender`` / ``ter:NotAuthorized``, with HTTP 400 (the SOAP 1.2 HTTP binding's status for a
+  Sender fault);
+- any other operation: ``env:Receiver`` / ``ter:ActionNotSupported``, HTTP 500.
+
+Fault knobs: :meth:`set_fault` with ``silent`` (read the request, never answer), ``garbage`` (HTTP 200 whose
+body is not XML), ``not_http`` (bytes that are not HTTP, then close), ``soap_fault`` (every operation answers
+``env:Receiver``/``ter:ActionFailed``), ``http_error`` (HTTP 503 with an HTML page) or ``refuse_auth``
+(every token refused, as with a locked account); :meth:`set_delay` (answer late); :meth:`set_offline` and
+:meth:`set_online` (stop listening: connections are refused; listen again on the same port).
+
+:class:`SimulatedCameras` puts several endpoints and one RTSP server (:mod:`devices.sim.rtsp`) together: what
+``ioc sim camera`` serves and what the simulated city uses.
+
+This is a test and demo tool: one request per connection (``Connection: close``), small bounded reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import random
+import xml.etree.ElementTree as ET
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+from xml.sax.saxutils import escape
+
+from devices.drivers.camera import soap
+from devices.sim.rtsp import RtspSimulator, RtspUnavailable
+
+log = logging.getLogger(__name__)
+
+Fault = Literal["silent", "garbage", "not_http", "soap_fault", "http_error", "refuse_auth"]
+FAULTS: Final[tuple[str, ...]] = ("silent", "garbage", "not_http", "soap_fault", "http_error", "refuse_auth")
+DEVICE_SERVICE_PATH: Final = "/onvif/device_service"
+#: Bounds of one request: header block and body.
+MAX_HEADER_BYTES: Final = 16 * 1024
+MAX_REQUEST_BYTES: Final = 64 * 1024
+#: A client that sends nothing for this long is dropped.
+READ_TIMEOUT_S: Final = 10.0
+#: Nonces remembered to refuse a replayed token.
+NONCE_MEMORY: Final = 1024
+_REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Too Large"}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What ``GetDeviceInformation`` answers."""
+
+    manufacturer: str = "IOC Simulated Cameras"
+    model: str = "SIM-CAM-1080"
+    firmware_version: str = "1.4.2"
+    serial_number: str = "SIM0001"
+    hardware_id: str = "HW-1.0"
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _envelope(body: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<env:Envelope xmlns:env="{soap.SOAP12_ENV}" xmlns:tds="{soap.TDS}" xmlns:tt="{soap.TT}" '
+        f'xmlns:ter="{soap.TER}"><env:Body>{body}</env:Body></env:Envelope>'
+    ).encode()
+
+
+def fault_body(code: str, subcode: str, reason: str) -> bytes:
+    """A SOAP 1.2 fault as ONVIF devices send it (Core spec, "SOAP fault processing")."""
+    return _envelope(
+        "<env:Fault>"
+        f"<env:Code><env:Value>env:{code}</env:Value>"
+        f"<env:Subcode><env:Value>ter:{subcode}</env:Value></env:Subcode></env:Code>"
+        f'<env:Reason><env:Text xml:lang="en">{reason}</env:Text></env:Reason>'
+        "</env:Fault>"
+    )
+
+
+def _date_time(prefix: str, moment: datetime) -> str:
+    return (
+        f"<tt:{prefix}><tt:Time><tt:Hour>{moment.hour}</tt:Hour><tt:Minute>{moment.minute}</tt:Minute>"
+        f"<tt:Second>{moment.second}</tt:Second></tt:Time><tt:Date><tt:Year>{moment.year}</tt:Year>"
+        f"<tt:Month>{moment.month}</tt:Month><tt:Day>{moment.day}</tt:Day></tt:Date></tt:{prefix}>"
+    )
+
+
+class OnvifSimulator:
+    """One simulated camera's ONVIF device service (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        username: str = "admin",
+        password: str = "admin",  # noqa: S107 - a simulator's documented default, like a camera's factory one
+        auth_required: bool = True,
+        identity: Identity | None = None,
+        clock_offset_s: float = 0.0,
+        max_token_age_s: float = 300.0,
+        seed: int | None = None,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.username = username
+        self.password = password
+        self.auth_required = auth_required
+        self.identity = identity or Identity()
+        self.clock_offset_s = clock_offset_s
+        self.max_token_age_s = max_token_age_s
+        self.fault: Fault | None = None
+        self.delay_s = 0.0
+        #: Requests answered or not, by operation ("?" when the body could not be read).
+        self.requests: Counter[str] = Counter()
+        #: Tokens refused, by reason.
+        self.auth_failures: Counter[str] = Counter()
+        self._nonces: deque[bytes] = deque(maxlen=NONCE_MEMORY)
+        self._rng = random.Random(seed)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen (on the port given, or a free one the first time)."""
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(self._serve, self.host, self._port, reuse_address=True)
+        self._port = self._server.sockets[0].getsockname()[1]
+        log.info("ONVIF simulator listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}{DEVICE_SERVICE_PATH}"
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs: host, port, path, credentials, identity (``ioc sim camera`` prints this)."""
+        return {
+            "host": self.host,
+            "port": self._port,
+            "path": DEVICE_SERVICE_PATH,
+            "username": self.username,
+            "password": self.password,
+            "auth_required": self.auth_required,
+            "identity": asdict(self.identity),
+        }
+
+    # -- knobs --------------------------------------------------------------------------------------------
+
+    def set_fault(self, fault: Fault | None) -> None:
+        """Misbehave from the next request on (None: behave)."""
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULTS)})")
+        self.fault = fault
+
+    def set_delay(self, seconds: float) -> None:
+        """Wait this long before every answer."""
+        if seconds < 0:
+            raise ValueError("delay must not be negative")
+        self.delay_s = seconds
+
+    async def set_offline(self) -> None:
+        """Stop listening: connecting is refused, as with a camera that is off. The port is kept."""
+        await self.stop()
+
+    async def set_online(self) -> None:
+        """Listen again on the same port."""
+        await self.start()
+
+    def now(self) -> datetime:
+        """The simulated clock."""
+        return datetime.now(UTC) + timedelta(seconds=self.clock_offset_s)
+
+    # -- HTTP -----------------------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # asyncio runs each connection's callback as its own task: tracked so that stop() can drop it.
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+        try:
+            await self._exchange(reader, writer)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # Only stop() cancels these tasks. Ending quietly matters: Python 3.11's start_server calls
+            # task.exception() on a finished connection task, which raises (and logs) for a cancelled one.
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            operation, document = await self._read_request(reader)
+        except _BadRequest as exc:
+            self.requests["?"] += 1
+            await self._reply(writer, exc.status, str(exc).encode(), "text/plain")
+            return
+        self.requests[operation] += 1
+        fault = self.fault
+        if fault == "silent":
+            await asyncio.Event().wait()  # hold the connection, never answer (cancelled by stop or the client)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if fault == "not_http":
+            writer.write(b"\x00\x17\xfe garbage, not HTTP \xff\r\n")
+            await writer.drain()
+            return
+        if fault == "garbage":
+            junk = bytes(self._rng.randrange(256) for _ in range(64)).replace(b"<", b"?")
+            await self._reply(writer, 200, b"@@" + junk, soap.CONTENT_TYPE)
+            return
+        if fault == "http_error":
+            page = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
+            await self._reply(writer, 503, page, "text/html", reason="Service Unavailable")
+            return
+        if fault == "soap_fault":
+            body = fault_body("Receiver", "ActionFailed", "The device failed to process the request")
+            await self._reply(writer, 500, body, soap.CONTENT_TYPE, reason="Internal Server Error")
+            return
+        status, body = self._answer(operation, document)
+        await self._reply(writer, status, body, soap.CONTENT_TYPE)
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, ET.Element]:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+        except asyncio.LimitOverrunError:
+            raise _BadRequest(413, "header block too large") from None
+        if len(head) > MAX_HEADER_BYTES:
+            raise _BadRequest(413, "header block too large")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            raise _BadRequest(400, "malformed request line")
+        method, path, _ = parts
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            raise _BadRequest(400, "bad Content-Length") from None
+        if not 0 <= length <= MAX_REQUEST_BYTES:
+            raise _BadRequest(413, "body too large")
+        body = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT_S)
+        if path.split("?")[0] != DEVICE_SERVICE_PATH:
+            raise _BadRequest(404, f"no service at {path}")
+        if method != "POST":
+            raise _BadRequest(405, "POST only")
+        try:
+            document = soap.parse_xml(body)
+        except soap.SoapError as exc:
+            raise _BadRequest(400, str(exc)) from None
+        body_el = document.find(f"{{{soap.SOAP12_ENV}}}Body")
+        if body_el is None or len(body_el) == 0:
+            raise _BadRequest(400, "not a SOAP 1.2 envelope with a body")
+        return body_el[0].tag.rsplit("}", 1)[-1], document
+
+    async def _reply(
+        self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, reason: str = ""
+    ) -> None:
+        reason = reason or _REASONS.get(status, "Error")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1") + body)
+        await writer.drain()
+
+    # -- ONVIF ----------------------------------------------------------------------------------------------
+
+    def _answer(self, operation: str, document: ET.Element) -> tuple[int, bytes]:
+        if operation == soap.GET_SYSTEM_DATE_AND_TIME:
+            return 200, self._system_date_and_time()
+        if operation == soap.GET_DEVICE_INFORMATION:
+            refusal = self._refusal(document)
+            if refusal:
+                self.auth_failures[refusal] += 1
+                return 400, fault_body("Sender", soap.NOT_AUTHORIZED, "Sender not Authorized")
+            return 200, self._device_information()
+        return 500, fault_body("Receiver", "ActionNotSupported", f"{operation} is not supported")
+
+    def _refusal(self, document: ET.Element) -> str:  # noqa: PLR0911 - one return per reason to refuse
+        """Why the request's token is refused, or "" when it is accepted (or not needed)."""
+        if self.fault == "refuse_auth":
+            return "account locked"
+        token = document.find(f"{{{soap.SOAP12_ENV}}}Header/{{{soap.WSSE}}}Security/{{{soap.WSSE}}}UsernameToken")
+        if token is None:
+            return "no token" if self.auth_required else ""
+        username = token.findtext(f"{{{soap.WSSE}}}Username", "")
+        password = token.find(f"{{{soap.WSSE}}}Password")
+        nonce_text = token.findtext(f"{{{soap.WSSE}}}Nonce", "")
+        created = token.findtext(f"{{{soap.WSU}}}Created", "")
+        if password is None or password.get("Type") != soap.DIGEST_TYPE_URI:
+            return "not a password digest"
+        try:
+            nonce = base64.b64decode(nonce_text, validate=True)
+            stamp = datetime.fromisoformat(created)
+        except (binascii.Error, ValueError):
+            return "bad nonce or created"
+        if stamp.tzinfo is None:
+            return "created without a time zone"
+        if abs((stamp - self.now()).total_seconds()) > self.max_token_age_s:
+            return "created too far from the device clock"
+        expected = soap.password_digest(nonce, created, self.password)
+        if username != self.username or not hmac.compare_digest(expected, (password.text or "").strip()):
+            return "wrong username or password"
+        if nonce in self._nonces:
+            return "nonce replayed"
+        self._nonces.append(nonce)
+        return ""
+
+    def _system_date_and_time(self) -> bytes:
+        now = self.now()
+        return _envelope(
+            "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime>"
+            "<tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings>"
+            "<tt:TimeZone><tt:TZ>UTC0</tt:TZ></tt:TimeZone>"
+            f"{_date_time('UTCDateTime', now)}{_date_time('LocalDateTime', now)}"
+            "</tds:SystemDateAndTime></tds:GetSystemDateAndTimeResponse>"
+        )
+
+    def _device_information(self) -> bytes:
+        fields = "".join(
+            f"<tds:{name}>{escape(value)}</tds:{name}>"
+            for name, value in (
+                ("Manufacturer", self.identity.manufacturer),
+                ("Model", self.identity.model),
+                ("FirmwareVersion", self.identity.firmware_version),
+                ("SerialNumber", self.identity.serial_number),
+                ("HardwareId", self.identity.hardware_id),
+            )
+        )
+        return _envelope(f"<tds:GetDeviceInformationResponse>{fields}</tds:GetDeviceInformationResponse>")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedCamera:
+    """One camera of :class:`SimulatedCameras`: its ONVIF endpoint and its stream name."""
+
+    name: str
+    onvif: OnvifSimulator
+
+
+class SimulatedCameras:
+    """Several cameras: one ONVIF endpoint each (own port, own serial number) and, when VLC and ffmpeg are
+    here, one RTSP server with a stream per camera (:class:`devices.sim.rtsp.RtspSimulator`).
+
+    A missing RTSP server is not an error: the cameras then have no stream, and :meth:`describe` says why
+    (``rtsp.reason``), so a demo still runs, its cameras reporting ``rtsp_state`` ``unavailable``.
+    """
+
+    def __init__(
+        self,
+        count: int = 1,
+        *,
+        host: str = "127.0.0.1",
+        username: str = "admin",
+        password: str = "admin",  # noqa: S107 - a simulator's documented default
+        auth_required: bool = True,
+        rtsp: bool = True,
+        cvlc: str = "cvlc",
+        ffmpeg: str = "ffmpeg",
+        prefix: str = "cam",
+    ) -> None:
+        if not 1 <= count <= 100:
+            raise ValueError(f"count must be 1..100, not {count}")
+        self.host = host
+        self.cameras = [
+            SimulatedCamera(
+                name=f"{prefix}-{i}",
+                onvif=OnvifSimulator(
+                    host=host,
+                    username=username,
+                    password=password,
+                    auth_required=auth_required,
+                    identity=Identity(serial_number=f"SIM{i:04d}"),
+                ),
+            )
+            for i in range(1, count + 1)
+        ]
+        self.rtsp: RtspSimulator | None = None
+        self.rtsp_reason = "RTSP server not requested" if not rtsp else ""
+        if rtsp:
+            self.rtsp = RtspSimulator([c.name for c in self.cameras], host=host, cvlc=cvlc, ffmpeg=ffmpeg)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start every ONVIF endpoint, then the RTSP server (a missing one is logged once, not raised)."""
+        for camera in self.cameras:
+            await camera.onvif.start()
+        if self.rtsp is not None:
+            try:
+                await self.rtsp.start()
+            except RtspUnavailable as exc:
+                self.rtsp_reason = str(exc)
+                log.warning("cameras without streams: %s", exc)
+
+    async def stop(self) -> None:
+        if self.rtsp is not None:
+            await self.rtsp.close()
+        for camera in self.cameras:
+            await camera.onvif.stop()
+
+    def rtsp_url(self, name: str) -> str | None:
+        """The camera's stream URL, or None when the RTSP server is not running."""
+        if self.rtsp is None or not self.rtsp.running:
+            return None
+        return self.rtsp.url(name)
+
+    def device_options(self, camera: SimulatedCamera) -> dict[str, Any]:
+        """The ``options`` of an edge-config device entry (driver ``camera``) for ``camera``."""
+        options: dict[str, Any] = {
+            "host": self.host,
+            "onvif_port": camera.onvif.port,
+            "username": camera.onvif.username,
+            "password": camera.onvif.password,
+        }
+        url = self.rtsp_url(camera.name)
+        if url is not None:
+            options["rtsp_url"] = url
+            options["rtsp_transport"] = "udp"  # VLC's RTSP server streams RTP over UDP only
+        return options
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON line of ``ioc sim camera``."""
+        rtsp: dict[str, Any] = (
+            self.rtsp.describe()
+            if self.rtsp is not None and self.rtsp.running
+            else {"available": False, "reason": self.rtsp_reason}
+        )
+        return {
+            "host": self.host,
+            "rtsp": rtsp,
+            "cameras": [
+                {
+                    "name": c.name,
+                    "onvif": c.onvif.describe(),
+                    "rtsp_url": self.rtsp_url(c.name),
+                    "options": self.device_options(c),
+                }
+                for c in self.cameras
+            ],
+        }
