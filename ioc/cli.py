@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sim": ("devices.cli", "run device simulators (Modbus...)", "edge"),
     "stack": ("ioc.stack.cli", "the local Mosquitto + InfluxDB stack (ensure packages, start)", "hub"),
     "demo": ("ioc.demo", "run the whole system on a simulated city", "dev"),
+    "dashboards": ("dashboards.cli", "Grafana boards as code: build provisioning files or push them", "hub"),
 }
 
 

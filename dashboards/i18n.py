@@ -1,0 +1,141 @@
+"""The boards' words in English and Vietnamese: titles, panel names, units, value names.
+
+One small catalogue: a key maps to ``(English, Vietnamese)``. Boards name keys, never literal text, so a board
+exists once and renders in either language (``ioc dashboards build --locale vi``). Units are keys too: a
+symbol (``%``, ``°C``, ``µg/m³``) is the same in both languages and maps to Grafana's unit id; a counted thing
+("devices", "thiết bị") becomes a Grafana suffix unit in the chosen language.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+Locale = Literal["en", "vi"]
+LOCALES: Final[tuple[str, ...]] = get_args(Locale)
+
+#: key -> (English, Vietnamese)
+MESSAGES: Final[dict[str, tuple[str, str]]] = {
+    # folders
+    "folder.operations": ("Operations", "Vận hành"),
+    "folder.leadership": ("Leadership", "Lãnh đạo"),
+    # boards
+    "board.health": ("City device health", "Tình trạng thiết bị toàn thành phố"),
+    "board.site": ("Site drill-down", "Chi tiết theo điểm"),
+    "board.site_named": ("Site {site}", "Điểm {site}"),
+    "board.environment": ("Environmental sensors", "Cảm biến môi trường"),
+    "board.gateways": ("Gateways", "Gateway (thiết bị biên)"),
+    "board.hub": ("Hub health", "Tình trạng máy chủ trung tâm"),
+    "board.cameras": ("Camera fleet", "Hệ thống camera"),
+    "board.displays": ("Variable message signs", "Biển báo điện tử"),
+    "board.city": ("City at a glance", "Toàn cảnh thành phố"),
+    # variables
+    "var.site": ("Site", "Điểm"),
+    "var.device": ("Device", "Thiết bị"),
+    "var.ward": ("Ward", "Phường/Quận"),
+    # panels: health
+    "panel.gateways_online": ("Gateways online", "Gateway trực tuyến"),
+    "panel.gateways_offline": ("Gateways offline", "Gateway mất kết nối"),
+    "panel.gateway_table": ("Gateways and their last state", "Gateway và trạng thái gần nhất"),
+    "panel.gateway_timeline": ("Gateway connectivity", "Kết nối gateway theo thời gian"),
+    "panel.device_events": ("Device health events", "Sự kiện tình trạng thiết bị"),
+    "panel.worst_devices": ("Devices with the most faults", "Thiết bị lỗi nhiều nhất"),
+    "panel.events_by_type": ("Health events by type", "Sự kiện theo loại"),
+    "panel.readings_by_kind": ("Readings stored, by kind", "Số bản ghi đã lưu theo loại"),
+    "panel.devices_reporting": ("Devices reporting by kind", "Thiết bị đang gửi dữ liệu theo loại"),
+    "panel.devices_map": ("Devices on the map", "Bản đồ thiết bị"),
+    "panel.device_states": ("Devices by state", "Thiết bị theo trạng thái"),
+    "panel.device_uptime": ("Device uptime", "Thời gian hoạt động của thiết bị"),
+    "panel.devices_online": ("Devices online", "Thiết bị trực tuyến"),
+    "panel.devices_not_online": ("Devices not online", "Thiết bị không trực tuyến"),
+    "panel.health_events": ("Health events in range", "Sự kiện trong khoảng thời gian"),
+    "panel.device_table": ("Every device and its state", "Danh sách thiết bị và trạng thái"),
+    "panel.site_devices": ("Devices of the site", "Thiết bị tại điểm"),
+    # panels: environment
+    "panel.pm25": ("PM2.5", "Bụi PM2.5"),
+    "panel.pm10": ("PM10", "Bụi PM10"),
+    "panel.pm_now": ("PM2.5 now", "PM2.5 hiện tại"),
+    "panel.temperature": ("Temperature", "Nhiệt độ"),
+    "panel.humidity": ("Relative humidity", "Độ ẩm tương đối"),
+    "panel.water_level": ("Water level", "Mực nước"),
+    "panel.rain": ("Rainfall", "Lượng mưa"),
+    "panel.power": ("Power draw", "Công suất tiêu thụ"),
+    "panel.energy": ("Energy imported", "Điện năng tiêu thụ"),
+    "panel.voltage": ("Voltage", "Điện áp"),
+    # panels: air quality index
+    "panel.aqi_hourly": ("VN_AQI hourly", "VN_AQI theo giờ"),
+    "panel.aqi_daily": ("VN_AQI today", "VN_AQI trong ngày"),
+    "panel.aqi_by_ward": ("Air quality by ward (VN_AQI)", "Chất lượng không khí theo phường (VN_AQI)"),
+    "panel.aqi_now": ("VN_AQI now", "VN_AQI hiện tại"),
+    "panel.aqi_dominant": ("Main pollutant", "Thông số chính"),
+    # panels: leadership
+    "panel.online_share": ("Devices online, share", "Tỷ lệ thiết bị trực tuyến"),
+    "panel.online_share_by_ward": ("Gateways online by ward", "Tỷ lệ gateway trực tuyến theo phường"),
+    "panel.kpi_latest": ("City indicators", "Chỉ tiêu của thành phố"),
+    "panel.kpi_trend": ("City indicators over time", "Diễn biến chỉ tiêu"),
+    "panel.faults_trend": ("Device faults, trend", "Xu hướng sự cố thiết bị"),
+    # panels: site drill-down
+    "panel.device_readings": ("Readings of the selected device", "Số liệu của thiết bị đã chọn"),
+    "panel.site_events": ("Health events at this site", "Sự kiện tại điểm này"),
+    # panels: hub
+    "panel.hub_ingest": ("Ingest rate", "Tốc độ tiếp nhận"),
+    "panel.hub_latency": ("Ingest latency", "Độ trễ tiếp nhận"),
+    "panel.hub_dead_letters": ("Dead letters", "Tin nhắn bị từ chối"),
+    "panel.hub_seq_gaps": ("Sequence gaps", "Thiếu số thứ tự"),
+    "panel.hub_pending": ("Messages awaiting storage", "Tin nhắn chờ lưu"),
+    "panel.hub_spill": ("Spill to disk", "Lưu tạm ra đĩa"),
+    # series and values
+    "value.online": ("Online", "Trực tuyến"),
+    "value.offline": ("Offline", "Mất kết nối"),
+    "value.target": ("Target", "Mục tiêu"),
+    "state.online": ("Online", "Trực tuyến"),
+    "state.degraded": ("Degraded", "Suy giảm"),
+    "state.unknown": ("Unknown", "Không rõ"),
+    "state.offline": ("Offline", "Mất kết nối"),
+    # VN_AQI bands (Decision 1459/QĐ-TCMT, Table 1; hub/aqi.py BANDS holds the same names and colours)
+    "aqi.band.1": ("Good", "Tốt"),
+    "aqi.band.2": ("Moderate", "Trung bình"),
+    "aqi.band.3": ("Poor", "Kém"),
+    "aqi.band.4": ("Bad", "Xấu"),
+    "aqi.band.5": ("Very bad", "Rất xấu"),
+    "aqi.band.6": ("Hazardous", "Nguy hại"),
+    # units
+    "unit.devices": ("devices", "thiết bị"),
+    "unit.gateways": ("gateways", "gateway"),
+    "unit.events": ("events", "sự kiện"),
+    "unit.readings": ("readings", "bản ghi"),
+    "unit.messages": ("messages", "tin nhắn"),
+}
+
+
+def text(key: str, locale: Locale, **values: str) -> str:
+    """The text of ``key`` in ``locale``, with ``{name}`` placeholders filled; KeyError names an unknown key."""
+    try:
+        en, vi = MESSAGES[key]
+    except KeyError:
+        raise KeyError(f"no message {key!r} in dashboards/i18n.py") from None
+    return (vi if locale == "vi" else en).format(**values)
+
+
+#: Units that are symbols: the same in both languages, shown by Grafana itself (its unit ids).
+SYMBOL_UNITS: Final[dict[str, str]] = {
+    "percent": "percent",
+    "celsius": "celsius",
+    "ugm3": "conμgm3",
+    "metres": "lengthm",
+    "mm": "lengthmm",
+    "watts": "watt",
+    "kwh": "kwatth",
+    "volts": "volt",
+    "seconds": "s",
+    "ms": "ms",
+    "index": "none",
+    "bool": "bool",
+    "none": "none",
+}
+
+
+def unit(key: str, locale: Locale) -> str:
+    """Grafana's ``unit`` for ``key``: a symbol unit id, or ``suffix: <word>`` in the locale for counted things."""
+    if key in SYMBOL_UNITS:
+        return SYMBOL_UNITS[key]
+    return f"suffix: {text(f'unit.{key}', locale)}"

@@ -1,0 +1,190 @@
+"""A snapshot of the device registry: the sites (with their ward and coordinates) and the devices on them.
+
+Boards are regenerated from it: one board per site, the city map, air quality per ward, and only the panels for
+which a registered device delivers data. It comes from one of:
+
+- the hub's API (``GET /api/v1/sites`` and ``GET /api/v1/devices``, issue 6): a list, or an object holding the
+  list under ``items``, ``sites`` or ``devices``;
+- a YAML or JSON file with ``sites:`` and ``devices:`` lists (the technicians' inventory format), where a site
+  may list its devices inline (``devices: [id, ...]`` or mappings), as ``ioc demo`` writes in ``demo.json``.
+
+Field names accepted for a site: ``id`` (or ``site``), ``name``, ``ward`` (or ``district``), ``lat``, ``lon``;
+for a device: ``id`` (or ``device``), ``kind``, ``profile``, ``site``, ``lat``, ``lon``. Errors name the source
+and the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import yaml
+
+#: What Grafana and InfluxQL regexes accept without escaping, and what our wire IDs allow (wire.v1.ID_PATTERN).
+ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HTTP_TIMEOUT_S: Final = 10.0
+
+
+class RegistryError(ValueError):
+    """The snapshot could not be read; the message names the source and the entry."""
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    name: str = ""
+    ward: str = ""
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    site: str
+    kind: str = ""
+    profile: str = ""
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    sites: tuple[Site, ...] = ()
+    devices: tuple[Device, ...] = field(default=())
+
+    def devices_at(self, site: str) -> list[Device]:
+        return [d for d in self.devices if d.site == site]
+
+    def wards(self) -> dict[str, list[str]]:
+        """ward -> its site ids (sites without a ward are under their own id), in a stable order."""
+        out: dict[str, list[str]] = {}
+        for s in sorted(self.sites, key=lambda s: s.id):
+            out.setdefault(s.ward or s.id, []).append(s.id)
+        return dict(sorted(out.items()))
+
+    def has(self, *, kind: str = "", profiles: Sequence[str] = ()) -> bool:
+        """True if a registered device is of ``kind`` or one of ``profiles``."""
+        return any((kind and d.kind == kind) or (d.profile in profiles) for d in self.devices)
+
+    @property
+    def empty(self) -> bool:
+        return not self.sites and not self.devices
+
+
+def _items(data: Any, key: str, source: str) -> list[Any]:
+    if isinstance(data, Mapping):
+        for name in ("items", key):
+            if isinstance(data.get(name), list):
+                return list(data[name])
+        return []
+    if isinstance(data, list):
+        return data
+    raise RegistryError(f"{source}: expected a list of {key} (or an object with 'items'), got {type(data).__name__}")
+
+
+def _id(entry: Mapping[str, Any], keys: tuple[str, ...], what: str, source: str, index: int) -> str:
+    value = next((entry[k] for k in keys if entry.get(k)), None)
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise RegistryError(
+            f"{source}: {what} #{index + 1}: '{keys[0]}' must be an id like 'ben-thanh' (got {value!r})"
+        )
+    return value
+
+
+def _coord(entry: Mapping[str, Any], key: str, source: str, what: str) -> float | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RegistryError(f"{source}: {what}: '{key}' must be a number (got {value!r})")
+    return float(value)
+
+
+def parse(sites_data: Any, devices_data: Any, source: str) -> Snapshot:
+    """Build a snapshot from decoded JSON/YAML; raise :class:`RegistryError` naming the bad entry."""
+    sites: list[Site] = []
+    devices: list[Device] = []
+    for i, raw in enumerate(_items(sites_data, "sites", source)):
+        if not isinstance(raw, Mapping):
+            raise RegistryError(f"{source}: site #{i + 1} must be a mapping")
+        sid = _id(raw, ("id", "site"), "site", source, i)
+        what = f"site {sid!r}"
+        sites.append(
+            Site(
+                sid,
+                str(raw.get("name") or ""),
+                str(raw.get("ward") or raw.get("district") or ""),
+                _coord(raw, "lat", source, what),
+                _coord(raw, "lon", source, what),
+            )
+        )
+        for j, dev in enumerate(raw.get("devices") or []):
+            entry = {"id": dev} if isinstance(dev, str) else dev
+            if not isinstance(entry, Mapping):
+                raise RegistryError(f"{source}: {what}: device #{j + 1} must be an id or a mapping")
+            devices.append(_device({**entry, "site": sid}, source, j))
+    for i, raw in enumerate(_items(devices_data, "devices", source)):
+        if not isinstance(raw, Mapping):
+            raise RegistryError(f"{source}: device #{i + 1} must be a mapping")
+        devices.append(_device(raw, source, i))
+    known = {s.id for s in sites}
+    for d in devices:
+        if d.site not in known:
+            sites.append(Site(d.site))
+            known.add(d.site)
+    unique = {d.id: d for d in devices}
+    return Snapshot(tuple(sorted(sites, key=lambda s: s.id)), tuple(sorted(unique.values(), key=lambda d: d.id)))
+
+
+def _device(raw: Mapping[str, Any], source: str, index: int) -> Device:
+    did = _id(raw, ("id", "device"), "device", source, index)
+    what = f"device {did!r}"
+    site = raw.get("site")
+    if not isinstance(site, str) or not ID_RE.match(site):
+        raise RegistryError(f"{source}: {what}: 'site' must be a site id (got {site!r})")
+    return Device(
+        did,
+        site,
+        str(raw.get("kind") or ""),
+        str(raw.get("profile") or ""),
+        _coord(raw, "lat", source, what),
+        _coord(raw, "lon", source, what),
+    )
+
+
+def load_file(path: Path) -> Snapshot:
+    """A snapshot from a YAML or JSON file with ``sites`` (and ``devices``)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read the registry snapshot: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path}: not valid YAML or JSON: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise RegistryError(f"{path}: expected a mapping with 'sites' and 'devices'")
+    return parse(data.get("sites") or [], data.get("devices") or [], str(path))
+
+
+def load_hub(url: str, token: str = "", timeout_s: float = HTTP_TIMEOUT_S) -> Snapshot:
+    """A snapshot from the hub's ``GET /api/v1/sites`` and ``GET /api/v1/devices`` (bearer token if given)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = url.rstrip("/")
+    bodies: list[Any] = []
+    for path, params in (("/api/v1/sites", {}), ("/api/v1/devices", {"limit": "10000"})):
+        try:
+            response = httpx.get(f"{base}{path}", headers=headers, params=params, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{base}{path}: cannot reach the hub: {exc}") from exc
+        if response.status_code != 200:
+            raise RegistryError(f"{base}{path}: the hub answered HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            bodies.append(response.json())
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{base}{path}: not JSON: {exc}") from exc
+    return parse(bodies[0], bodies[1], base)
