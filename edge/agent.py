@@ -1,8 +1,12 @@
 """The agent: the scheduler (one task per device) feeding the outbox, the publisher emptying it.
 
-Composed with :class:`contextlib.AsyncExitStack`, so what starts is stopped in reverse order: on ``stop`` the
-device tasks end first (no new readings), then the publisher sends what is queued, publishes the death and
-disconnects.
+Commands received by the publisher go to the :class:`~edge.commands.CommandDispatcher`, which acts on the
+scheduler (and, for ``reload_config``, the :class:`~edge.reload.ConfigReloader`) and answers through the
+publisher. The agent's own figures go into the outbox as readings of kind ``agent`` (:mod:`edge.selfmetrics`).
+
+Composed with :class:`contextlib.AsyncExitStack`, so what starts is stopped in reverse order: on ``stop``
+running commands are cancelled, the self-metrics stop, the device tasks end (no new readings), then the
+publisher sends what is queued, publishes the death and disconnects.
 """
 
 from __future__ import annotations
@@ -10,14 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from edge import __version__
+from edge.commands import CommandDispatcher
 from edge.config import EdgeConfig
 from edge.events import EventQueue
 from edge.outbox_sqlite import outbox_for
 from edge.publisher import Publisher
+from edge.reload import ConfigReloader
 from edge.scheduler import Scheduler
+from edge.selfmetrics import AgentMetrics
 from edge.stats import STATS_LOG_INTERVAL_S, EdgeStats, StatsLogger
+from wire.v1 import CommandAck
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +37,14 @@ async def run_agent(
     *,
     stats: EdgeStats | None = None,
     stats_interval_s: float = STATS_LOG_INTERVAL_S,
+    config_path: Path | None = None,
 ) -> None:
     """Run the agent until ``stop`` is set, then shut down cleanly.
 
-    Raises :class:`~edge.errors.ConfigError` if a device cannot be built (``load_config`` has already
-    checked that for configs it loaded). An unreachable broker or device never ends it.
+    ``config_path`` is the file ``config`` was loaded from: the ``reload_config`` command rereads it (without
+    it, that command is answered ``unsupported``). Raises :class:`~edge.errors.ConfigError` if a device cannot
+    be built (``load_config`` has already checked that for configs it loaded). An unreachable broker or device
+    never ends it.
     """
     plans = config.device_plans()
     stats = stats if stats is not None else EdgeStats()
@@ -47,24 +59,44 @@ async def run_agent(
         config.broker.host,
         config.broker.port,
     )
+    report = {d.id: d.report for d in config.devices if d.report is not None}
+    scheduler = Scheduler(plans, outbox, events, stats, report=report)
+    reload = ConfigReloader(config_path, config, scheduler) if config_path is not None else None
+
+    async def send_ack(ack: CommandAck) -> bool:
+        return await publisher.publish_ack(ack)
+
+    commands = CommandDispatcher(config.gateway, scheduler, send_ack, reload=reload)
+    publisher = Publisher(
+        site=config.site,
+        gateway=config.gateway,
+        broker=config.broker,
+        publish=config.publish,
+        devices=[p.info() for p in plans],
+        outbox=outbox,
+        events=events,
+        stats=stats,
+        agent_version=__version__,
+        on_command=commands.handle,
+    )
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(outbox)  # closed last, after the publisher's drain
         # Entered first, left last: its final line counts what the shutdown sent.
         await stack.enter_async_context(StatsLogger(stats, lambda: len(outbox), stats_interval_s))
-        await stack.enter_async_context(
-            Publisher(
-                site=config.site,
-                gateway=config.gateway,
-                broker=config.broker,
-                publish=config.publish,
-                devices=[p.info() for p in plans],
-                outbox=outbox,
-                events=events,
-                stats=stats,
-                agent_version=__version__,
+        await stack.enter_async_context(publisher)
+        await stack.enter_async_context(scheduler)
+        if config.self_metrics.enabled:
+            await stack.enter_async_context(
+                AgentMetrics(
+                    config.gateway,
+                    outbox,
+                    stats,
+                    interval_s=config.self_metrics.interval_s,
+                    sources=[scheduler.figures, commands.figures],
+                )
             )
-        )
-        await stack.enter_async_context(Scheduler(plans, outbox, events, stats))
+        # Left first: commands still running are cancelled before their devices stop.
+        await stack.enter_async_context(commands)
         await stop.wait()
         log.info("stopping the edge agent")
     log.info("edge agent stopped")

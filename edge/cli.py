@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     if args.edge_command == "check":
         sys.stdout.write(describe_plan(config, str(args.config)))
         return 0
-    return asyncio.run(_run(config))
+    return asyncio.run(_run(config, args.config))
 
 
 def describe_plan(config: EdgeConfig, source: str) -> str:
@@ -61,20 +61,35 @@ def describe_plan(config: EdgeConfig, source: str) -> str:
         f"publish: up to {publish.max_batch} readings per batch, at most {publish.max_delay_ms} ms delay, "
         f"outbox {publish.outbox_max} readings"
     )
-    lines = [f"{source}: valid", gateway, batching, f"{len(plans)} device{'' if len(plans) == 1 else 's'}:"]
+    metrics = config.self_metrics
+    agent = (
+        f"self-metrics: every {metrics.interval_s:g} s as kind agent, device {config.gateway}"
+        if metrics.enabled
+        else "self-metrics: off"
+    )
+    lines = [f"{source}: valid", gateway, batching, agent, f"{len(plans)} device{'' if len(plans) == 1 else 's'}:"]
+    reports = {d.id: d.report for d in config.devices}
     for plan in plans:
         lines.extend(f"  {line}" for line in plan.describe())
+        report = reports.get(plan.id)
+        if report is not None:
+            bands = [f"{k} ±{v:g}" for k, v in report.deadband.items()]
+            bands += [f"{k} ±{v:g} %" for k, v in report.deadband_pct.items()]
+            lines.append(
+                f"    report by exception: at least every {report.max_silence_s:g} s; "
+                f"deadbands: {', '.join(bands) or 'none (any change)'}"
+            )
     return "\n".join(lines) + "\n"
 
 
-async def _run(config: EdgeConfig) -> int:
+async def _run(config: EdgeConfig, path: Path) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_agent(config, stop)
+        await run_agent(config, stop, config_path=path)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -146,6 +146,20 @@ class CommandDispatcher:
         self._reload_lock = asyncio.Lock()
         self._closed = False
 
+    def figures(self) -> dict[str, MetricValue]:
+        """For the agent's self-metrics."""
+        st = self.stats
+        return {
+            "commands_handled": st.handled,
+            "commands_ok": st.ok,
+            "commands_error": st.error,
+            "commands_timeout": st.timeout,
+            "commands_unsupported": st.unsupported,
+            "commands_unanswerable": st.unanswerable,
+            "commands_duplicate": st.duplicates,
+            "command_acks_lost": st.acks_lost,
+        }
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -142,6 +142,11 @@ class DevicePoller:
     def interval_s(self) -> float:
         return self.plan.interval_s
 
+    @property
+    def suppressed(self) -> int:
+        """Metric values held back by report-by-exception."""
+        return self._exceptions.suppressed if self._exceptions is not None else 0
+
     def set_interval(self, interval_s: float) -> None:
         """Poll every ``interval_s`` from now on: the grid is re-anchored one new interval after the last poll
         (at once if that is past); a device in backoff keeps its current wait. The backoff base follows."""
@@ -363,6 +368,8 @@ class Scheduler:
         }
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running = False
+        #: Values held back by the report-by-exception filters of devices since removed or replaced.
+        self.values_suppressed = 0
 
     async def __aenter__(self) -> Self:
         self._running = True
@@ -380,6 +387,16 @@ class Scheduler:
     def plans(self) -> list[DevicePlan]:
         """The devices run now, with their current intervals."""
         return [p.plan for p in self.pollers.values()]
+
+    def figures(self) -> dict[str, MetricValue]:
+        """For the agent's self-metrics: devices scheduled, up, down; values held back by report-by-exception."""
+        health = [p.health for p in self.pollers.values()]
+        return {
+            "devices": len(health),
+            "devices_up": health.count(Health.UP),
+            "devices_down": health.count(Health.DOWN),
+            "values_suppressed": self.values_suppressed + sum(p.suppressed for p in self.pollers.values()),
+        }
 
     def poller(self, device: str) -> DevicePoller:
         """The poller of ``device``; raises :class:`UnknownDevice`."""
@@ -419,7 +436,7 @@ class Scheduler:
         """Stop polling ``device`` and close its driver (after a command in progress on it)."""
         self.poller(device)
         await self._stop(device)
-        del self.pollers[device]
+        self.values_suppressed += self.pollers.pop(device).suppressed
         log.info("device %s removed", device)
 
     async def replace(self, plan: DevicePlan, report: ReportConfig | None = None) -> None:
