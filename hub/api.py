@@ -26,10 +26,23 @@ from hub.config import HttpSettings
 from hub.deadletter import DeadLetter
 from hub.errors import StartupError
 from hub.metrics import render_prometheus
+from hub.routes import alerts, devices, events, inventory, sites, tokens, web
+from hub.routes.services import Operations
+from hub.routes.web import static_files
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+#: The operations routers (issue 6), one module per resource.
+OPERATIONS_ROUTERS = (
+    sites.router,
+    devices.router,
+    alerts.router,
+    inventory.router,
+    tokens.router,
+    events.router,
+    web.router,
+)
 
 
 class HubStatus(Protocol):
@@ -47,8 +60,9 @@ class HubStatus(Protocol):
         ...
 
 
-def create_app(status: HubStatus) -> FastAPI:
-    """The API app, reading everything from ``status``."""
+def create_app(status: HubStatus, operations: Operations | None = None) -> FastAPI:
+    """The API app, reading everything from ``status``; the operations routes (hub/routes/) use ``operations``
+    (without it they answer 503)."""
     app = FastAPI(title="IOC hub", version="1", docs_url=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
 
     @app.get(f"{API_PREFIX}/health")
@@ -82,6 +96,12 @@ def create_app(status: HubStatus) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         """The hub's own health in the Prometheus text format (hub/metrics.py)."""
         return PlainTextResponse(render_prometheus(status.ingest_stats()), media_type="text/plain; version=0.0.4")
+
+    # Operations (issue 6): registry, health, alerts, commands, tokens, live events, the operator page at /.
+    app.state.operations = operations
+    for router in OPERATIONS_ROUTERS:
+        app.include_router(router)
+    app.mount("/ui", static_files(), name="ui")
 
     return app
 

@@ -246,6 +246,42 @@ class AqiSettings(_Section):
         return value
 
 
+class RegistrySettings(_Section):
+    """The hub's database (hub/registry/): sites, devices, health transitions, alerts, commands, API tokens."""
+
+    #: SQLAlchemy URL: ``sqlite:///path/hub.db`` (WAL; one hub process) or ``postgresql+psycopg://user:pw@host/ioc``
+    #: (several hub processes; needs a PostgreSQL driver installed). Unset: a temporary SQLite file removed at stop.
+    url: Annotated[str, Field(min_length=1)] | None = None
+    #: An inventory file (YAML or CSV, hub/registry/inventory.py) imported at every start.
+    inventory_file: FilePath | None = None
+
+
+class HealthSettings(_Section):
+    """Device and gateway health (hub/health/)."""
+
+    #: A device with no reading for this many poll intervals is offline (per-device ``inactivity_s`` overrides).
+    inactivity_factor: float = Field(default=3.0, ge=1.0, le=100)
+    #: Flap damping: this many state changes within the window make the entity "degraded (flapping)"...
+    flap_changes: int = Field(default=4, ge=2, le=1000)
+    flap_window_s: float = Field(default=300.0, gt=0, le=86_400)
+    #: ...until its state has not changed for this long.
+    flap_quiet_s: float = Field(default=120.0, ge=0, le=86_400)
+
+
+class AlertSettings(_Section):
+    """Alert rules and webhooks (hub/alerts/)."""
+
+    #: The rules file (YAML); unset: device-offline and gateway-offline rules only.
+    rules_file: FilePath | None = None
+
+
+class CommandSettings(_Section):
+    """Remote commands (hub/commands.py)."""
+
+    #: The default ``timeout_s`` of a command when the request gives none.
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+
 class HubSettings(BaseSettings):
     """All settings of ``ioc hub``."""
 
@@ -265,6 +301,10 @@ class HubSettings(BaseSettings):
     cardinality: CardinalitySettings = CardinalitySettings()
     metrics: MetricsSettings = MetricsSettings()
     http: HttpSettings = HttpSettings()
+    registry: RegistrySettings = RegistrySettings()
+    health: HealthSettings = HealthSettings()
+    alerts: AlertSettings = AlertSettings()
+    commands: CommandSettings = CommandSettings()
     aqi: AqiSettings = AqiSettings()
 
     @classmethod

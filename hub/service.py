@@ -30,6 +30,7 @@ from hub.influx import InfluxWriter
 from hub.ingest import InboundMessage, Observer, Pipeline, RetryPolicy
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import MqttIntake
+from hub.routes.services import Operations
 from hub.spill import Spill
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,15 @@ class Hub:
         self._pipeline: Pipeline | None = None
         self._pipeline_task: asyncio.Task[None] | None = None
         self._api: ApiServer | None = None
+        self._operations: Operations | None = None
 
     async def __aenter__(self) -> Self:
         s = self.settings
         async with contextlib.AsyncExitStack() as stack:
             self._writer = await stack.enter_async_context(InfluxWriter(s.influx))
             await self._writer.prepare()  # logs the InfluxDB version; v1: creates the database where allowed
+            # Registry, health, alerts, commands, tokens (issue 6); stops after the intake and the drain.
+            self._operations = await stack.enter_async_context(Operations(s, self._writer))
             quarantine = Quarantine(s.dead_letters.keep, s.dead_letters.payload_bytes, s.dead_letters.path)
             stack.callback(quarantine.close)
             spill = None
@@ -76,6 +80,9 @@ class Hub:
                 max_metrics_per_device=s.cardinality.max_metrics_per_device,
                 enrichment_tags=s.cardinality.enrichment_tags,
             )
+            # Before the pipeline runs, so that no retained birth is missed.
+            self._pipeline.add_observer(self._operations.observe)
+            self._operations.on_enrichment(self._pipeline.set_enrichment)
             self._pipeline_task = asyncio.create_task(self._pipeline.run(), name="hub-pipeline")
             stack.push_async_callback(self._drain)
             if s.metrics.interval_s > 0:  # hub_health points (hub/metrics.py); stopped before the pipeline drains
@@ -89,7 +96,7 @@ class Hub:
                 stack.push_async_callback(_cancel, reporter_task)
             if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
                 await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
-            self._api = await stack.enter_async_context(ApiServer(create_app(self), s.http))
+            self._api = await stack.enter_async_context(ApiServer(create_app(self, self._operations), s.http))
             log.info(
                 "hub started: InfluxDB %s %s (api %s, gzip %s); batches of up to %d lines or %d ms, "
                 "%d writes in flight, at most %d unacknowledged messages; API %s",
@@ -166,6 +173,13 @@ class Hub:
     def set_enrichment(self, mapping: Mapping[str, Mapping[str, str]]) -> None:
         """Replace the ``device -> {tag: value}`` enrichment of stored lines (allow-listed tags; hub.ingest)."""
         self.pipeline.set_enrichment(mapping)
+
+    @property
+    def operations(self) -> Operations:
+        """Registry, health, alerts, commands, tokens (issue 6)."""
+        if self._operations is None:
+            raise HubError("the hub is not running")
+        return self._operations
 
     @property
     def mqtt_connected(self) -> bool:

@@ -8,14 +8,14 @@ get one row: the second insert fails on the constraint and returns the existing 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hub.registry.db import Base, Database, utcnow
+from hub.registry.db import Base, Database, iso, utcnow
 
 FIRING: Final = "firing"
 ACKNOWLEDGED: Final = "acknowledged"
@@ -62,14 +62,6 @@ class DeliveryRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite returns naive datetimes; they were stored as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
-
-
 def alert_dict(row: AlertRow) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -84,10 +76,10 @@ def alert_dict(row: AlertRow) -> dict[str, Any]:
         "state": row.state,
         "message": row.message,
         "value": row.value,
-        "opened_at": _iso(row.opened_at),
-        "acked_at": _iso(row.acked_at),
+        "opened_at": iso(row.opened_at),
+        "acked_at": iso(row.acked_at),
         "acked_by": row.acked_by,
-        "resolved_at": _iso(row.resolved_at),
+        "resolved_at": iso(row.resolved_at),
         "resolved_by": row.resolved_by,
         "resolution": row.resolution,
     }
@@ -224,7 +216,7 @@ class AlertStore:
                     "status_code": r.status_code,
                     "error": r.error,
                     "duration_ms": r.duration_ms,
-                    "at": _iso(r.at),
+                    "at": iso(r.at),
                 }
                 for r in rows
             ]

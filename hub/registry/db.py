@@ -35,7 +35,7 @@ T = TypeVar("T")
 #: How long SQLite waits for a lock held by another connection before failing (ms).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Modules that declare tables on :class:`Base`.
-TABLE_MODULES = ("hub.registry.models", "hub.health.store", "hub.alerts.store")
+TABLE_MODULES = ("hub.registry.models", "hub.health.store", "hub.alerts.store", "hub.commands", "hub.auth")
 #: Reader threads (API list and history queries).
 READERS = 4
 
@@ -49,6 +49,15 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """Now, UTC, timezone-aware (stored naive-UTC by SQLite, timestamptz by PostgreSQL)."""
     return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset; SQLite gives back naive datetimes, which were stored as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -104,7 +113,7 @@ class Database:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise StartupError(f"registry.url {shown}: cannot create the schema: {exc}") from exc
-        log.info("database %s ready", shown)
+        log.debug("database %s ready", shown)
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` with a session in the calling thread and commit (for start-up, the CLI and tests)."""

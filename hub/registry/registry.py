@@ -258,14 +258,14 @@ class Registry:
                     log.warning("registry conflict: %s", conflict.describe())
         if not sites and not devices:
             return
-        if devices:
+        site_ids = {s.id for s in sites}
+        changed_ids = {d.id for d in devices}
+        affected = devices + [d for d in self.devices.values() if d.site in site_ids and d.id not in changed_ids]
+        if affected:
             for listener in self._listeners:
-                listener(devices)
+                listener(affected)
         if self._db is not None:
             self._submit(list(sites), [_row_values(d) for d in devices])
-        elif sites:
-            for listener in self._listeners:
-                listener([d for d in self.devices.values() if d.site in {s.id for s in sites}])
 
     def _submit(self, sites: list[Site], devices: list[dict[str, Any]]) -> None:
         assert self._db is not None

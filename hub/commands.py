@@ -1,0 +1,288 @@
+"""Remote commands: publish a :class:`wire.v1.Command` on the gateway's ``cmd`` topic, wait for its
+:class:`wire.v1.CommandAck`, record the outcome.
+
+- The hub publishes with its own MQTT connection (client id ``{mqtt.client_id}-cmd``, the hub's account, which
+  may write under ``ioc/#``; see ``ioc/stack/mosquitto.py``), separate from the intake, whose thread may be
+  blocked by back-pressure: a command must not wait behind a backlog of telemetry.
+- The ack comes back through the ingest observer (:meth:`CommandService.observe`), matched by command id and
+  checked against the gateway it was sent to.
+- Outcomes: ``ok``, ``error``, ``unsupported`` and ``timeout`` as the agent acks them; ``timeout`` also when no
+  ack arrives within the command's ``timeout_s`` plus :data:`ACK_GRACE_S` (the agent gives up at ``timeout_s``
+  and says so; the grace covers the way back); ``error`` when the gateway is known to be offline or the hub has
+  no broker connection (nothing is sent then).
+- Every command is a row of the ``commands`` table: who asked, what, when, and how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from sqlalchemy import DateTime, Float, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from hub.config import MqttSettings
+from hub.health.machine import Health
+from hub.health.monitor import HealthMonitor
+from hub.registry.db import Base, Database, iso, utcnow
+from hub.registry.registry import Registry
+from wire.v1 import QOS, Channel, Command, CommandAck, MetricValue, encode, topic
+
+log = logging.getLogger(__name__)
+
+#: Extra wait beyond the command's own timeout for the agent's ack to travel back.
+ACK_GRACE_S: Final = 2.0
+#: How long a publish may wait for the broker's PUBACK.
+PUBLISH_TIMEOUT_S: Final = 5.0
+PENDING: Final = "pending"
+
+
+class CommandRow(Base):
+    __tablename__ = "commands"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), index=True)
+    site: Mapped[str] = mapped_column(String(64))
+    gateway: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    requested_by: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    detail: Mapped[str] = mapped_column(String(1024), default="")
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    duration_ms: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+def command_dict(row: CommandRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "device": row.device,
+        "site": row.site,
+        "gateway": row.gateway,
+        "action": row.action,
+        "params": row.params,
+        "timeout_s": row.timeout_s,
+        "requested_by": row.requested_by,
+        "status": row.status,
+        "detail": row.detail,
+        "result": row.result,
+        "created": iso(row.created),
+        "finished": iso(row.finished),
+        "duration_ms": row.duration_ms,
+    }
+
+
+class UnknownDevice(LookupError):
+    """The device is not in the registry."""
+
+
+class CommandPublisher:
+    """A paho client in its own network thread, for publishing only (QoS 1, waits for the PUBACK)."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self._settings = settings
+        self._client: paho.Client | None = None
+        self._connected = threading.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def __aenter__(self) -> Self:
+        s = self._settings
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{s.client_id}-cmd"[:128],
+            protocol=MQTTProtocolVersion.MQTTv5,
+            reconnect_on_failure=True,
+        )
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
+        if s.tls:
+            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
+        client.connect_timeout = s.connect_timeout_s
+        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=True)
+        client.loop_start()
+        self._client = client
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+        self._connected.clear()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.connected and time.monotonic() < deadline:  # noqa: ASYNC110 - set by paho's thread
+            await asyncio.sleep(0.02)
+        return self.connected
+
+    async def publish(self, topic_name: str, payload: bytes) -> str:
+        """Publish; '' on success, else why it failed."""
+        client = self._client
+        if client is None or not self.connected:
+            return "the hub is not connected to the broker"
+        info = client.publish(topic_name, payload, qos=QOS)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return f"publish failed: {paho.error_string(info.rc)}"
+        try:
+            await asyncio.to_thread(info.wait_for_publish, PUBLISH_TIMEOUT_S)
+        except (RuntimeError, ValueError) as exc:
+            return f"publish failed: {exc}"
+        if not info.is_published():
+            return f"the broker did not acknowledge the command within {PUBLISH_TIMEOUT_S:g} s"
+        return ""
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Properties | None
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("commands: the broker refused the connection: %s", reason_code)
+            return
+        self._connected.set()
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Properties | None
+    ) -> None:
+        self._connected.clear()
+
+
+class CommandService:
+    """Send commands and wait for their acks; ``observe`` is the ingest hook."""
+
+    def __init__(
+        self,
+        publisher: CommandPublisher,
+        db: Database,
+        registry: Registry,
+        health: HealthMonitor | None = None,
+        *,
+        max_pending: int = 1000,
+    ) -> None:
+        self._publisher = publisher
+        self._db = db
+        self._registry = registry
+        self._health = health
+        self._max_pending = max_pending
+        self._pending: dict[str, tuple[str, str, asyncio.Future[CommandAck]]] = {}
+        self.late_acks = 0
+
+    def observe(self, site: str, gateway: str, payload: object) -> None:
+        if not isinstance(payload, CommandAck):
+            return
+        waiting = self._pending.get(payload.id)
+        if waiting is None or waiting[:2] != (site, gateway):
+            self.late_acks += 1
+            return
+        future = waiting[2]
+        if not future.done():
+            future.set_result(payload)
+
+    async def send(
+        self,
+        device_id: str,
+        action: str,
+        params: dict[str, MetricValue],
+        *,
+        timeout_s: float,
+        requested_by: str,
+    ) -> dict[str, Any]:
+        device = self._registry.devices.get(device_id)
+        if device is None:
+            raise UnknownDevice(device_id)
+        command = Command(
+            id=f"c-{secrets.token_hex(6)}",
+            device=device_id,
+            action=action,
+            ts=int(time.time() * 1000),
+            params=params,
+            timeout_s=timeout_s,
+        )
+        row = CommandRow(
+            id=command.id,
+            device=device_id,
+            site=device.site or "",
+            gateway=device.gateway or "",
+            action=action,
+            params=dict(params),
+            timeout_s=timeout_s,
+            requested_by=requested_by,
+        )
+        await self._db.write(lambda session: session.add(row))
+        started = time.monotonic()
+        status, detail, result = await self._deliver(command, device.site, device.gateway)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        log.info("command %s %s on %s: %s %s", command.id, action, device_id, status, detail)
+
+        def finish(session: Session) -> dict[str, Any]:
+            stored = session.get(CommandRow, command.id)
+            assert stored is not None
+            stored.status, stored.detail, stored.result = status, detail[:1024], result
+            stored.finished, stored.duration_ms = utcnow(), duration_ms
+            return command_dict(stored)
+
+        return await self._db.write(finish)
+
+    async def _deliver(
+        self, command: Command, site: str | None, gateway: str | None
+    ) -> tuple[str, str, dict[str, Any]]:
+        if not site or not gateway:
+            return "error", f"device {command.device} has no known gateway (not announced by any birth yet)", {}
+        if self._health is not None:
+            gw = self._health.gateway(site, gateway)
+            if gw is not None and gw["state"] == Health.OFFLINE:
+                return "error", f"gateway {site}/{gateway} is offline: {gw['reason']}", {}
+        if len(self._pending) >= self._max_pending:
+            return "error", f"too many commands waiting for an ack ({self._max_pending})", {}
+        future: asyncio.Future[CommandAck] = asyncio.get_running_loop().create_future()
+        self._pending[command.id] = (site, gateway, future)
+        try:
+            problem = await self._publisher.publish(topic(site, gateway, Channel.CMD), encode(command))
+            if problem:
+                return "error", problem, {}
+            try:
+                ack = await asyncio.wait_for(future, command.timeout_s + ACK_GRACE_S)
+            except TimeoutError:
+                return "timeout", f"no ack from {site}/{gateway} within {command.timeout_s + ACK_GRACE_S:g} s", {}
+            return ack.status.value, ack.detail, dict(ack.result)
+        finally:
+            self._pending.pop(command.id, None)
+
+    async def get(self, command_id: str) -> dict[str, Any] | None:
+        def get(session: Session) -> dict[str, Any] | None:
+            row = session.get(CommandRow, command_id)
+            return command_dict(row) if row is not None else None
+
+        return await self._db.read(get)
+
+    async def history(self, device_id: str, limit: int) -> list[dict[str, Any]]:
+        def query(session: Session) -> list[dict[str, Any]]:
+            rows = session.scalars(
+                select(CommandRow)
+                .where(CommandRow.device == device_id)
+                .order_by(CommandRow.created.desc())
+                .limit(limit)
+            )
+            return [command_dict(r) for r in rows]
+
+        return await self._db.read(query)

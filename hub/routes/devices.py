@@ -1,0 +1,158 @@
+"""``GET /api/v1/devices`` (filters, pagination), ``GET /api/v1/devices/{id}``, device commands."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.commands import UnknownDevice
+from hub.health.store import recent_transitions
+from hub.registry.registry import Device
+from hub.routes.deps import Ops, Technician, Viewer, not_found
+from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_STRING_VALUE, METRIC_PATTERN
+
+router = APIRouter(prefix="/api/v1", tags=["devices"])
+
+IdPath = Annotated[str, Path(pattern=ID_PATTERN, description="A device id.")]
+HealthState = Literal["unknown", "online", "degraded", "offline"]
+
+
+def device_item(ops: Ops, device: Device) -> dict[str, Any]:
+    health = ops.health.device(device.id) or {"state": "unknown", "reason": "not seen yet", "last_seen_ms": None}
+    return {
+        "id": device.id,
+        "kind": device.kind,
+        "profile": device.profile,
+        "driver": device.driver,
+        "site": device.site,
+        "gateway": device.gateway,
+        "ward": ops.registry.ward_of(device),
+        "lat": device.lat,
+        "lon": device.lon,
+        "installed": device.installed.isoformat() if device.installed else None,
+        "interval_s": device.interval_s,
+        "tags": device.tags,
+        "state": health["state"],
+        "reason": health["reason"],
+        "last_seen_ms": health["last_seen_ms"],
+        "conflicts": len(device.conflicts),
+    }
+
+
+@router.get("/devices")
+async def list_devices(  # noqa: PLR0917 - FastAPI query parameters
+    principal: Viewer,
+    ops: Ops,
+    site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    kind: Annotated[str | None, Query(pattern=KIND_PATTERN)] = None,
+    state: HealthState | None = None,
+    ward: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """Devices, sorted by id, filtered by site, kind, health state and ward; ``total`` counts every match."""
+    registry, health = ops.registry, ops.health
+    matches = []
+    for device in registry.devices.values():
+        if (site is not None and device.site != site) or (kind is not None and device.kind != kind):
+            continue
+        device_ward = registry.ward_of(device)
+        if (ward is not None and device_ward != ward) or not principal.sees(device_ward):
+            continue
+        if state is not None and health.device_state(device.id).value != state:
+            continue
+        matches.append(device)
+    matches.sort(key=lambda d: d.id)
+    page = matches[offset : offset + limit]
+    return {"total": len(matches), "limit": limit, "offset": offset, "items": [device_item(ops, d) for d in page]}
+
+
+def visible_device(ops: Ops, principal: Viewer, device_id: str) -> Device:
+    device = ops.registry.devices.get(device_id)
+    if device is None or not principal.sees(ops.registry.ward_of(device)):
+        raise not_found("device", device_id)
+    return device
+
+
+@router.get("/devices/{device_id}")
+async def get_device(
+    principal: Viewer,
+    ops: Ops,
+    device_id: IdPath,
+    transitions: Annotated[int, Query(ge=0, le=500)] = 20,
+) -> dict[str, Any]:
+    """One device: registry data, both sources and their conflicts, health, recent transitions, open alerts."""
+    device = visible_device(ops, principal, device_id)
+    recent = await ops.db.read(lambda s: recent_transitions(s, device_id, transitions)) if transitions else []
+    _, alerts = await ops.alert_store.query(states=["firing", "acknowledged"], subject=device_id, limit=100)
+    return {
+        **device_item(ops, device),
+        "inactivity_s": device.inactivity_s,
+        "announced": device.announced,
+        "inventory": device.inventory,
+        "conflict_details": [
+            {"field": c.field, "announced": c.announced, "inventory": c.inventory, "message": c.describe()}
+            for c in device.conflicts
+        ],
+        "transitions": recent,
+        "open_alerts": alerts,
+    }
+
+
+ParamName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+ParamValue = bool | int | float | Annotated[str, Field(max_length=MAX_STRING_VALUE)]
+
+
+class CommandRequest(BaseModel):
+    """A command for one device; ``timeout_s`` defaults to the hub's ``commands.timeout_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Annotated[str, Field(pattern=METRIC_PATTERN, examples=["display_message", "read_now", "restart"])]
+    params: Annotated[dict[ParamName, ParamValue], Field(max_length=64)] = {}
+    timeout_s: Annotated[float, Field(gt=0, le=600)] | None = None
+
+
+@router.post(
+    "/devices/{device_id}/commands",
+    responses={404: {"description": "unknown device"}},
+)
+async def send_command(principal: Technician, ops: Ops, device_id: IdPath, body: CommandRequest) -> dict[str, Any]:
+    """Publish the command on the device's gateway ``cmd`` topic and wait for its ack (up to ``timeout_s`` plus a
+    grace of 2 s). The answer is the recorded outcome: ``status`` ``ok``, ``error``, ``timeout`` or
+    ``unsupported``, with the agent's ``detail`` and ``result``."""
+    visible_device(ops, principal, device_id)
+    timeout_s = body.timeout_s if body.timeout_s is not None else ops.settings.commands.timeout_s
+    try:
+        return await ops.commands.send(
+            device_id, body.action, dict(body.params), timeout_s=timeout_s, requested_by=principal.label
+        )
+    except UnknownDevice as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id!r} not found") from exc
+
+
+@router.get("/devices/{device_id}/commands")
+async def device_commands(
+    principal: Viewer, ops: Ops, device_id: IdPath, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> dict[str, Any]:
+    """The device's commands, newest first."""
+    visible_device(ops, principal, device_id)
+    items = await ops.commands.history(device_id, limit)
+    return {"total": len(items), "items": items}
+
+
+@router.get("/commands/{command_id}")
+async def get_command(
+    principal: Viewer, ops: Ops, command_id: Annotated[str, Path(pattern=ID_PATTERN)]
+) -> dict[str, Any]:
+    command = await ops.commands.get(command_id)
+    if command is None:
+        raise not_found("command", command_id)
+    device = ops.registry.devices.get(command["device"])
+    if device is not None and not principal.sees(ops.registry.ward_of(device)):
+        raise not_found("command", command_id)
+    if device is None and principal.wards is not None:
+        raise not_found("command", command_id)
+    return command

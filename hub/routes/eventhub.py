@@ -1,0 +1,85 @@
+"""Fan-out of live events to the connected server-sent event streams (``GET /api/v1/events``).
+
+Each event is ``event: device|gateway|alert`` with a JSON ``data`` line; a comment line every
+:data:`KEEPALIVE_S` keeps proxies from closing an idle stream. A client that does not keep up (its queue of
+:data:`CLIENT_QUEUE` events is full) is disconnected rather than slowing the hub; it reconnects and reloads.
+A ward-limited token only gets events of its wards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from fastapi import Request
+
+from hub.auth import Principal
+from hub.health.monitor import Transition
+
+KEEPALIVE_S: Final = 15.0
+CLIENT_QUEUE: Final = 1000
+
+
+class EventHub:
+    """Fans events out to the connected streams."""
+
+    def __init__(self, ward_of_site: Any) -> None:
+        self._ward_of_site = ward_of_site
+        self._clients: set[asyncio.Queue[tuple[str | None, str] | None]] = set()
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def publish(self, kind: str, ward: str | None, data: dict[str, Any]) -> None:
+        frame = f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+        for queue in list(self._clients):
+            try:
+                queue.put_nowait((ward, frame))
+            except asyncio.QueueFull:
+                self._clients.discard(queue)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.get_nowait()
+                    queue.put_nowait(None)  # tells the stream to end
+
+    def transition(self, t: Transition) -> None:
+        self.publish(
+            t.entity,
+            self._ward_of_site(t.site),
+            {
+                "key": t.key,
+                "site": t.site,
+                "gateway": t.gateway,
+                "device": t.device,
+                "old": t.old,
+                "state": t.new,
+                "reason": t.reason,
+                "ts_ms": t.ts_ms,
+            },
+        )
+
+    def alert(self, event: str, alert: dict[str, Any]) -> None:
+        self.publish("alert", alert.get("ward"), {"event": event, "alert": alert})
+
+    async def stream(self, principal: Principal, request: Request) -> AsyncIterator[str]:
+        queue: asyncio.Queue[tuple[str | None, str] | None] = asyncio.Queue(CLIENT_QUEUE)
+        self._clients.add(queue)
+        try:
+            yield ": connected\n\n"
+            while not await request.is_disconnected():
+                try:
+                    async with asyncio.timeout(KEEPALIVE_S):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if item is None:
+                    return
+                ward, frame = item
+                if principal.sees(ward):
+                    yield frame
+        finally:
+            self._clients.discard(queue)

@@ -1,0 +1,66 @@
+"""``GET /api/v1/sites``, ``GET /api/v1/gateways``, ``GET /api/v1/registry/conflicts``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+
+from hub.routes.deps import Ops, Viewer
+
+router = APIRouter(prefix="/api/v1", tags=["sites"])
+
+
+@router.get("/sites")
+async def list_sites(principal: Viewer, ops: Ops) -> dict[str, Any]:
+    """Sites the token may see, each with its device count per health state."""
+    registry, health = ops.registry, ops.health
+    counts: dict[str, Counter[str]] = {}
+    for device in registry.devices.values():
+        if device.site is not None:
+            counts.setdefault(device.site, Counter())[health.device_state(device.id).value] += 1
+    items = [
+        {
+            **asdict(site),
+            "devices": sum(counts.get(site.id, Counter()).values()),
+            "states": dict(counts.get(site.id, {})),
+        }
+        for site in sorted(registry.sites.values(), key=lambda s: s.id)
+        if principal.sees(site.ward)
+    ]
+    return {"total": len(items), "items": items}
+
+
+@router.get("/gateways")
+async def list_gateways(principal: Viewer, ops: Ops) -> dict[str, Any]:
+    """Gateways seen since the hub started, with their health."""
+    items = []
+    for key, gw in sorted(ops.health.gateways.items()):
+        if not principal.sees(ops.registry.ward_of_site(gw.site)):
+            continue
+        items.append(
+            {
+                "key": key,
+                "site": gw.site,
+                "gateway": gw.gateway,
+                "state": gw.machine.state.value,
+                "reason": gw.machine.reason,
+                "flapping": gw.machine.flapping,
+                "devices": len(gw.devices),
+            }
+        )
+    return {"total": len(items), "items": items}
+
+
+@router.get("/registry/conflicts")
+async def list_conflicts(principal: Viewer, ops: Ops) -> dict[str, Any]:
+    """Where a gateway's birth and the inventory disagree about a device."""
+    items = [
+        {**asdict(c), "message": c.describe()}
+        for d in ops.registry.devices.values()
+        if principal.sees(ops.registry.ward_of(d))
+        for c in d.conflicts
+    ]
+    return {"total": len(items), "items": items}

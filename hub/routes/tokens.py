@@ -1,0 +1,53 @@
+"""``/api/v1/tokens`` (role admin): create (the token is in the answer, once), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.routes.deps import Admin, Ops, not_found
+from wire.v1 import ID_PATTERN
+
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["viewer", "operator", "technician", "admin"]
+    name: Annotated[str, Field(max_length=100)] = ""
+    #: Limit the token to these wards; omitted: every ward.
+    wards: Annotated[list[Annotated[str, Field(pattern=ID_PATTERN)]], Field(min_length=1, max_length=100)] | None = None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_token(principal: Admin, ops: Ops, body: TokenRequest) -> dict[str, Any]:
+    """A new token; ``token`` is shown only in this answer (only its hash is stored)."""
+    if principal.wards is not None:
+        outside = sorted(set(body.wards or []) - principal.wards) if body.wards is not None else ["(every ward)"]
+        if outside:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this token may only create tokens within its wards (not {', '.join(outside)})",
+            )
+    token, row = await ops.tokens.create(body.role, wards=body.wards, name=body.name, created_by=principal.label)
+    return {**row, "token": token}
+
+
+@router.get("")
+async def list_tokens(principal: Admin, ops: Ops) -> dict[str, Any]:
+    items = await ops.tokens.list_tokens()
+    return {"total": len(items), "items": items}
+
+
+@router.delete("/{token_id}")
+async def revoke_token(
+    principal: Admin, ops: Ops, token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
+) -> dict[str, Any]:
+    """Revoke a token (it stops working within 30 s in every hub process)."""
+    row = await ops.tokens.revoke(token_id)
+    if row is None:
+        raise not_found("token", token_id)
+    return row
