@@ -218,6 +218,11 @@ class RtspSimulator:
         return f"rtsp://{self.host}:{self.port}/{name}"
 
     @property
+    def clip_path(self) -> Path | None:
+        """The clip VLC serves (once made)."""
+        return self._workdir / "clip.mp4" if self._workdir is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
