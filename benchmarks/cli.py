@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from benchmarks import codec, ingest
+from benchmarks import codec, edge_footprint, ingest
 from benchmarks.errors import BenchmarkError
 from benchmarks.results import BenchmarkResult, format_table, machine, write_report
 
@@ -22,7 +22,7 @@ log = logging.getLogger("benchmarks")
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 OUT_DIR: Final = ROOT / ".ioc" / "bench"
-NAMES: Final = (codec.NAME, ingest.NAME)
+NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME)
 DEFAULT_RUNS: Final = 5
 QUICK_RUNS: Final = 3
 
@@ -78,6 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs=runs,
             messages=ingest.QUICK_MESSAGES if args.quick else ingest.DEFAULT_MESSAGES,
             run_timeout_s=args.run_timeout,
+            work_dir=out,
+            log_dir=out / f"logs-{stamp}",
+            cwd=ROOT,
+        ),
+        edge_footprint.NAME: lambda: edge_footprint.run_edge_footprint(
+            runs=runs,
+            window_s=edge_footprint.QUICK_WINDOW_S if args.quick else edge_footprint.DEFAULT_WINDOW_S,
+            settle_s=edge_footprint.QUICK_SETTLE_S if args.quick else edge_footprint.DEFAULT_SETTLE_S,
             work_dir=out,
             log_dir=out / f"logs-{stamp}",
             cwd=ROOT,
