@@ -48,15 +48,15 @@ async def import_inventory(principal: Technician, ops: Ops, request: Request) ->
         )
     body = await request.body()
     if len(body) > MAX_BODY:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the inventory exceeds {MAX_BODY} bytes")
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the inventory exceeds {MAX_BODY} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "body: not valid UTF-8") from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body: not valid UTF-8") from exc
     try:
         inventory = parse_text(text, fmt, "body")
     except InventoryError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     result = ops.registry.apply_inventory(inventory)
     await ops.registry.flush()
     return result.as_dict()

@@ -110,6 +110,7 @@ class Operations:
                 ("hub-health-sink", self.sink.run()),
                 ("hub-alerts", self.alerts.run()),
                 ("hub-webhooks", self.notifier.run()),
+                ("hub-last-seen", self._publish_last_seen()),
             ):
                 self._tasks.append(asyncio.create_task(coro, name=name))
             log.info(
@@ -169,6 +170,22 @@ class Operations:
         self.health.observe(site, gateway, payload)
         self.alerts.observe(site, gateway, payload)
         self.commands.observe(site, gateway, payload)
+
+    async def _publish_last_seen(self, every_s: float = 5.0) -> None:
+        """Every ``every_s``, one ``seen`` event per ward with the devices that reported since the last one: the
+        page's "last seen" column stays current without an event per reading."""
+        sent: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(every_s)
+            if not self.events.clients:
+                continue
+            by_ward: dict[str | None, dict[str, int]] = {}
+            for device_id, d in self.health.devices.items():
+                if d.last_seen_ms is not None and sent.get(device_id) != d.last_seen_ms:
+                    sent[device_id] = d.last_seen_ms
+                    by_ward.setdefault(self.registry.ward_of_site(d.site), {})[device_id] = d.last_seen_ms
+            for ward, devices in by_ward.items():
+                self.events.publish("seen", ward, {"devices": devices})
 
     def failed_task(self) -> asyncio.Task[None] | None:
         """A component task that ended by itself (it should not), if any."""

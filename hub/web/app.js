@@ -1,0 +1,328 @@
+// Operator page: sites and devices with live state, active alerts (acknowledge), a device's transitions.
+// Plain JavaScript, no build step. Reads the API with a bearer token kept in localStorage; live updates come
+// from GET /api/v1/events (server-sent events, read with fetch so that the token travels in a header).
+"use strict";
+
+const I18N = {
+  vi: {
+    title: "Vận hành thiết bị", disconnected: "Mất kết nối", live: "Trực tiếp", logout: "Đổi token",
+    token_prompt: "Mã truy cập (API token)", sign_in: "Đăng nhập", active_alerts: "Cảnh báo đang mở",
+    sites: "Địa điểm và thiết bị", filter_state: "Trạng thái", all: "Tất cả", close: "Đóng",
+    transitions: "Chuyển trạng thái gần đây", state_online: "Trực tuyến", state_offline: "Mất kết nối",
+    state_degraded: "Suy giảm", state_unknown: "Không rõ", device: "Thiết bị", kind: "Loại", state: "Trạng thái",
+    last_seen: "Lần cuối", reason: "Lý do", ack: "Xác nhận", acked_by: "Đã xác nhận bởi", no_alerts: "Không có cảnh báo",
+    ward: "Phường/Quận", gateway: "Gateway", never: "chưa thấy", ago: "trước", bad_token: "Token không hợp lệ",
+    forbidden: "Token không đủ quyền", firing: "đang báo", acknowledged: "đã xác nhận", devices: "thiết bị",
+    site: "Địa điểm", profile: "Cấu hình", no_transitions: "Chưa có",
+  },
+  en: {
+    title: "Device operations", disconnected: "Disconnected", live: "Live", logout: "Change token",
+    token_prompt: "API token", sign_in: "Sign in", active_alerts: "Active alerts",
+    sites: "Sites and devices", filter_state: "State", all: "All", close: "Close",
+    transitions: "Recent transitions", state_online: "Online", state_offline: "Offline",
+    state_degraded: "Degraded", state_unknown: "Unknown", device: "Device", kind: "Kind", state: "State",
+    last_seen: "Last seen", reason: "Reason", ack: "Acknowledge", acked_by: "Acknowledged by", no_alerts: "No alerts",
+    ward: "Ward", gateway: "Gateway", never: "never", ago: "ago", bad_token: "Invalid token",
+    forbidden: "The token lacks the role", firing: "firing", acknowledged: "acknowledged", devices: "devices",
+    site: "Site", profile: "Profile", no_transitions: "None yet",
+  },
+};
+
+const state = {
+  lang: localStorage.getItem("ioc.lang") || "vi",
+  token: localStorage.getItem("ioc.token") || "",
+  sites: new Map(),
+  devices: new Map(),
+  alerts: new Map(),
+  filter: "",
+  stream: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+const t = (key) => (I18N[state.lang] || I18N.vi)[key] || key;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang;
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  $("#lang").textContent = state.lang === "vi" ? "EN" : "VI";
+  document.title = `IOC — ${t("title")}`;
+  render();
+}
+
+function ago(ms) {
+  if (!ms) return t("never");
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} s ${t("ago")}`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${t("ago")}`;
+  return new Date(ms).toLocaleString(state.lang === "vi" ? "vi-VN" : "en-GB");
+}
+
+class AuthError extends Error {}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) },
+  });
+  if (response.status === 401) throw new AuthError(t("bad_token"));
+  if (response.status === 403) throw new Error(t("forbidden"));
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+async function loadAll() {
+  const sites = await api("/api/v1/sites");
+  state.sites = new Map(sites.items.map((s) => [s.id, s]));
+  state.devices = new Map();
+  for (let offset = 0; ; offset += 1000) {
+    const page = await api(`/api/v1/devices?limit=1000&offset=${offset}`);
+    for (const d of page.items) state.devices.set(d.id, d);
+    if (offset + page.items.length >= page.total || page.items.length === 0) break;
+  }
+  const alerts = await api("/api/v1/alerts?state=open&limit=1000");
+  state.alerts = new Map(alerts.items.map((a) => [a.id, a]));
+  render();
+}
+
+function stateBadge(value) {
+  return el("span", { class: "state", dataset: { state: value }, text: t(`state_${value}`) });
+}
+
+function renderSummary() {
+  const counts = { online: 0, degraded: 0, offline: 0, unknown: 0 };
+  for (const d of state.devices.values()) counts[d.state] = (counts[d.state] || 0) + 1;
+  const box = $("#summary");
+  box.replaceChildren(
+    ...Object.entries(counts).map(([k, n]) => el("span", { dataset: { count: k } }, stateBadge(k), ` ${n}`)),
+  );
+}
+
+function renderAlerts() {
+  const list = $("#alerts");
+  const open = [...state.alerts.values()].filter((a) => a.state !== "resolved").sort((a, b) => b.id - a.id);
+  $("#alert-count").textContent = String(open.length);
+  if (!open.length) {
+    list.replaceChildren(el("li", { class: "muted", text: t("no_alerts") }));
+    return;
+  }
+  list.replaceChildren(
+    ...open.map((a) => {
+      const item = el(
+        "li",
+        { dataset: { alert: String(a.id), severity: a.severity, state: a.state } },
+        el("strong", { text: `${a.subject} — ${a.rule}` }),
+        el("div", { text: a.message }),
+        el("div", { class: "meta", text: `${a.severity} · ${t(a.state)} · ${new Date(a.opened_at).toLocaleString()}` }),
+      );
+      if (a.state === "firing") {
+        item.append(el("button", { type: "button", class: "ack", text: t("ack"), onclick: () => acknowledge(a.id) }));
+      } else if (a.acked_by) {
+        item.append(el("div", { class: "meta", text: `${t("acked_by")} ${a.acked_by}` }));
+      }
+      return item;
+    }),
+  );
+}
+
+function deviceRow(d) {
+  return el(
+    "tr",
+    { class: "device", dataset: { device: d.id, state: d.state }, onclick: () => showDevice(d.id) },
+    el("td", { text: d.id }),
+    el("td", { class: "col-kind", text: d.kind }),
+    el("td", {}, stateBadge(d.state)),
+    el("td", { class: "last-seen", dataset: { ms: String(d.last_seen_ms || "") }, text: ago(d.last_seen_ms) }),
+    el("td", { class: "col-reason reason", text: d.reason || "" }),
+  );
+}
+
+function renderSites() {
+  const container = $("#sites");
+  const bySite = new Map();
+  for (const d of state.devices.values()) {
+    if (state.filter && d.state !== state.filter) continue;
+    const key = d.site || "-";
+    if (!bySite.has(key)) bySite.set(key, []);
+    bySite.get(key).push(d);
+  }
+  const blocks = [...bySite.keys()].sort().map((siteId) => {
+    const site = state.sites.get(siteId) || { id: siteId, name: siteId, ward: null };
+    const devices = bySite.get(siteId).sort((a, b) => a.id.localeCompare(b.id));
+    const head = el("tr", {}, ...["device", "kind", "state", "last_seen", "reason"].map((k) =>
+      el("th", { class: `col-${k}`, text: t(k) })));
+    return el(
+      "div",
+      { class: "site", dataset: { site: siteId } },
+      el("h3", {}, site.name || siteId, el("small", { text: `${site.ward ? t("ward") + " " + site.ward + " · " : ""}${devices.length} ${t("devices")}` })),
+      el("table", {}, el("thead", {}, head), el("tbody", {}, ...devices.map(deviceRow))),
+    );
+  });
+  container.replaceChildren(...blocks);
+}
+
+function updateRow(d) {
+  // One row, not the whole page: a wall screen may show thousands of devices.
+  const row = document.querySelector(`tr[data-device="${CSS.escape(d.id)}"]`);
+  if (!row || (state.filter && d.state !== state.filter)) return renderSites();
+  row.replaceWith(deviceRow(d));
+}
+
+function render() {
+  renderSummary();
+  renderAlerts();
+  renderSites();
+}
+
+async function acknowledge(id) {
+  try {
+    const alert = await api(`/api/v1/alerts/${id}/ack`, { method: "POST" });
+    state.alerts.set(alert.id, alert);
+    renderAlerts();
+  } catch (err) {
+    window.alert(err.message);
+  }
+}
+
+async function showDevice(id) {
+  const d = await api(`/api/v1/devices/${encodeURIComponent(id)}?transitions=20`);
+  const panel = $("#detail-panel");
+  panel.hidden = false;
+  panel.dataset.device = id;
+  $("#detail-title").textContent = `${t("device")} ${d.id}`;
+  const info = [["kind", d.kind], ["profile", d.profile], ["site", d.site], ["gateway", d.gateway], ["ward", d.ward],
+    ["state", t(`state_${d.state}`)], ["reason", d.reason], ["last_seen", ago(d.last_seen_ms)]];
+  $("#detail-info").replaceChildren(...info.flatMap(([k, v]) => [el("dt", { text: t(k) }), el("dd", { text: v ?? "" })]));
+  const items = d.transitions.map((tr) =>
+    el("li", {}, `${new Date(tr.ts_ms).toLocaleString()} `, stateBadge(tr.old), " → ", stateBadge(tr.new), ` ${tr.reason}`));
+  $("#transitions").replaceChildren(...(items.length ? items : [el("li", { class: "muted", text: t("no_transitions") })]));
+}
+
+function onEvent(kind, data) {
+  if (kind === "device") {
+    const d = state.devices.get(data.device);
+    if (d) {
+      d.state = data.state;
+      d.reason = data.reason;
+    } else {
+      state.devices.set(data.device, { id: data.device, kind: "", site: data.site, state: data.state, reason: data.reason });
+    }
+    renderSummary();
+    updateRow(state.devices.get(data.device));
+    if ($("#detail-panel").dataset.device === data.device && !$("#detail-panel").hidden) showDevice(data.device);
+  } else if (kind === "seen") {
+    for (const [id, ms] of Object.entries(data.devices)) {
+      const d = state.devices.get(id);
+      if (d) d.last_seen_ms = ms;
+    }
+  } else if (kind === "alert") {
+    const a = data.alert;
+    if (a.state === "resolved") state.alerts.delete(a.id);
+    else state.alerts.set(a.id, a);
+    renderAlerts();
+  }
+}
+
+function setLive(on) {
+  const badge = $("#live");
+  badge.className = `live ${on ? "on" : "off"}`;
+  badge.dataset.i18n = on ? "live" : "disconnected";
+  badge.textContent = t(badge.dataset.i18n);
+}
+
+async function stream() {
+  const controller = new AbortController();
+  state.stream = controller;
+  try {
+    const response = await fetch("/api/v1/events", {
+      headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
+      signal: controller.signal,
+    });
+    if (!response.ok) throw new Error(`events: HTTP ${response.status}`);
+    setLive(true);
+    // Reload once connected: nothing that happened before the stream started is missed.
+    await loadAll();
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let kind = "message";
+        let data = "";
+        for (const line of frame.split("\n")) {
+          if (line.startsWith("event: ")) kind = line.slice(7);
+          else if (line.startsWith("data: ")) data += line.slice(6);
+        }
+        if (data) onEvent(kind, JSON.parse(data));
+      }
+    }
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    console.warn("event stream:", err);
+  }
+  setLive(false);
+  if (state.stream === controller) setTimeout(stream, 2000);
+}
+
+function askToken(message = "") {
+  $("#login-error").textContent = message;
+  $("#login").showModal();
+}
+
+async function start() {
+  try {
+    await loadAll();
+  } catch (err) {
+    if (err instanceof AuthError) return askToken(err.message);
+    console.warn(err);
+  }
+  stream();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#lang").addEventListener("click", () => {
+    state.lang = state.lang === "vi" ? "en" : "vi";
+    localStorage.setItem("ioc.lang", state.lang);
+    applyLanguage();
+  });
+  $("#logout").addEventListener("click", () => {
+    if (state.stream) state.stream.abort();
+    state.stream = null;
+    askToken();
+  });
+  $("#login-form").addEventListener("submit", () => {
+    state.token = $("#token").value.trim();
+    localStorage.setItem("ioc.token", state.token);
+    start();
+  });
+  $("#state-filter").addEventListener("change", (e) => {
+    state.filter = e.target.value;
+    renderSites();
+  });
+  $("#detail-close").addEventListener("click", () => { $("#detail-panel").hidden = true; });
+  setInterval(() => {
+    for (const cell of document.querySelectorAll("td.last-seen")) {
+      const d = state.devices.get(cell.parentElement.dataset.device);
+      if (d) cell.textContent = ago(d.last_seen_ms);
+    }
+  }, 1000);
+  applyLanguage();
+  if (state.token) start();
+  else askToken();
+});

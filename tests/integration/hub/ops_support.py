@@ -1,0 +1,183 @@
+"""Shared by the operations tests (test_hub_api_live, test_hub_health_live, test_hub_alerts_live,
+test_hub_commands_live, test_operator_page): a hub with its database in the test's folder, tokens of every role,
+and a gateway simulated with a plain paho client under the gateway's own broker account (birth with a Last
+Will, data, events, and a silent death: the client stops talking but keeps its socket, so the broker publishes
+the will after 1.5 x keep-alive, as for a gateway whose power or link was cut)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from pydantic import SecretStr
+
+from hub.auth import create_token_in
+from hub.config import (
+    AlertSettings,
+    AqiSettings,
+    BatchSettings,
+    HealthSettings,
+    HttpSettings,
+    HubSettings,
+    InfluxSettings,
+    MetricsSettings,
+    MqttSettings,
+    RegistrySettings,
+)
+from hub.service import Hub
+from ioc.stack import StackEndpoints
+from wire.v1 import DataBatch, DeviceInfo, Event, EventType, Reading, State, encode
+
+TS = 1_764_331_200_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def ops_settings(
+    stack: StackEndpoints,
+    database: str,
+    tmp_path: Path,
+    *,
+    rules: dict[str, Any] | None = None,
+    health: HealthSettings | None = None,
+    inventory: dict[str, Any] | None = None,
+) -> HubSettings:
+    user, password = stack.credentials("hub")
+    rules_file = None
+    if rules is not None:
+        rules_file = tmp_path / "rules.yaml"
+        rules_file.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    inventory_file = None
+    if inventory is not None:
+        inventory_file = tmp_path / "inventory.yaml"
+        inventory_file.write_text(yaml.safe_dump(inventory), encoding="utf-8")
+    return HubSettings(
+        mqtt=MqttSettings(
+            host=stack.mqtt_host,
+            port=stack.mqtt_port,
+            username=user,
+            password=SecretStr(password),
+            client_id=f"hub-ops-{secrets.token_hex(4)}",
+            session_expiry_s=0,
+        ),
+        influx=InfluxSettings(url=stack.influx_url, database=database, retry_initial_s=0.05, retry_max_s=0.2),
+        batch=BatchSettings(max_delay_ms=50, drain_timeout_s=5),
+        http=HttpSettings(port=0),
+        metrics=MetricsSettings(interval_s=0),
+        aqi=AqiSettings(enabled=False),
+        registry=RegistrySettings(url=f"sqlite:///{tmp_path / 'hub.db'}", inventory_file=inventory_file),
+        alerts=AlertSettings(rules_file=rules_file),
+        health=health or HealthSettings(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_hub(settings: HubSettings) -> AsyncIterator[Hub]:
+    async with Hub(settings) as hub:
+        assert await hub.intake.wait_subscribed(10), "the hub did not subscribe within 10 s"
+        assert await hub.operations.commands._publisher.wait_connected(10)
+        yield hub
+
+
+async def tokens(hub: Hub) -> dict[str, str]:
+    """A token per role, plus ``viewer-quan-1`` and ``operator-quan-3`` limited to one ward."""
+    db = hub.operations.db
+    out: dict[str, str] = {}
+    for role in ("viewer", "operator", "technician", "admin"):
+        out[role], _ = await db.write(lambda s, r=role: create_token_in(s, r, name=f"test-{r}"))  # type: ignore[misc]
+    out["viewer-quan-1"], _ = await db.write(lambda s: create_token_in(s, "viewer", wards=["quan-1"], name="w1"))
+    out["operator-quan-3"], _ = await db.write(lambda s: create_token_in(s, "operator", wards=["quan-3"], name="w3"))
+    return out
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, every_s: float = 0.05) -> Any:
+    """Poll ``predicate`` until truthy (returns its value) or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(every_s)
+
+
+class Gateway:
+    """A gateway speaking the v1 contract with a paho client under its own account."""
+
+    def __init__(self, stack: StackEndpoints, site: str, gateway: str, *, keepalive_s: int = 60) -> None:
+        self.site, self.gateway = site, gateway
+        self.root = f"ioc/v1/{site}/{gateway}"
+        self.session = f"s{secrets.token_hex(6)}"
+        self.seq = 0
+        user, password = stack.credentials(f"{site}.{gateway}")
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"gw-{secrets.token_hex(4)}", protocol=MQTTProtocolVersion.MQTTv5
+        )
+        client.username_pw_set(user, password)
+        will = State(online=False, session=self.session, reason="connection lost")
+        client.will_set(f"{self.root}/state", encode(will), qos=1, retain=True)
+        client.connect(stack.mqtt_host, stack.mqtt_port, keepalive=keepalive_s)
+        client.loop_start()
+        self.client = client
+
+    def _publish(self, channel: str, payload: bytes, retain: bool = False) -> None:
+        info = self.client.publish(f"{self.root}/{channel}", payload, qos=1, retain=retain)
+        info.wait_for_publish(5)
+        assert info.is_published(), f"{channel} not published"
+
+    def birth(self, devices: list[tuple[str, str, float]]) -> None:
+        state = State(
+            online=True,
+            session=self.session,
+            ts=now_ms(),
+            devices=[DeviceInfo(d, kind, "test-profile", interval) for d, kind, interval in devices],
+        )
+        self._publish("state", encode(state), retain=True)
+
+    def data(self, *readings: tuple[str, str, dict[str, Any]]) -> None:
+        self.seq += 1
+        batch = DataBatch(
+            session=self.session,
+            seq=self.seq,
+            readings=[Reading(d, kind, now_ms(), metrics) for d, kind, metrics in readings],
+        )
+        self._publish("data", encode(batch))
+
+    def event(self, device: str, kind: EventType, reason: str = "") -> None:
+        self._publish("event", encode(Event(self.session, device, kind, now_ms(), reason=reason)))
+
+    def die_silently(self) -> None:
+        """Stop talking (no PINGREQ, no DISCONNECT), keep the TCP connection: the broker's keep-alive check
+        fires after 1.5 x keepalive and it publishes the will."""
+        self.client.loop_stop()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.loop_stop()
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if sock is not None:
+            sock.close()
+
+
+__all__ = ["TS", "Gateway", "auth", "now_ms", "ops_settings", "running_hub", "tokens", "wait_until"]
