@@ -276,7 +276,12 @@ class RtspSimulator:
         kwargs: dict[str, object] = {}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir / "home"), "LANG": "C"}
         if os.geteuid() == 0:
-            user = pwd.getpwnam(UNPRIVILEGED_USER)
+            try:
+                user = pwd.getpwnam(UNPRIVILEGED_USER)
+            except KeyError:
+                raise RtspUnavailable(
+                    f"RTSP server unavailable: VLC refuses root and there is no user {UNPRIVILEGED_USER!r} to run it as"
+                ) from None
             kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
             os.chown(workdir / "home", user.pw_uid, user.pw_gid)
         with self._log_file.open("ab") as log_out:
