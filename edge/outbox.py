@@ -4,9 +4,9 @@ The publisher *peeks* a batch, publishes it, and only then *commits* it: a readi
 broker acknowledged it, so nothing is lost when the link drops mid-publish (it goes out after the reconnect,
 at least once; a duplicate carries the same sampling ``ts`` and collapses in InfluxDB).
 
-Lanes: when a broker session starts, the publisher calls :meth:`Outbox.start_backlog`; everything queued at
-that moment is the *backlog* (held while the link was down, or restored from disk), everything put afterwards
-is *live*. Each lane is FIFO by put order, which is each device's sampling order. The publisher sends live
+Lanes: when a connect attempt to the broker starts, the publisher calls :meth:`Outbox.start_backlog`; everything
+queued at that moment is the *backlog* (held while the link was down, or restored from disk), everything put
+afterwards is *live*. Each lane is FIFO by put order, which is each device's sampling order. The publisher sends live
 readings first and the backlog under a rate limit (:mod:`edge.outbox_replay`), so the hub sees every device's
 backlog in order and its live readings in order, the two interleaved.
 

@@ -6,9 +6,9 @@ While connected, two pumps run side by side:
 
 - data: batches of up to ``max_batch`` readings, as ``DataBatch(session, seq=1, 2, 3...)``; a reading leaves
   the outbox only after its QoS 1 publish was acknowledged, so on a disconnect it stays and goes out after the
-  reconnect. What was queued when a session starts is its backlog, marked ``replay`` when sampled before the
-  session started; live readings go first (when a batch is full or its oldest has waited ``max_delay_ms``),
-  the backlog between them at up to ``replay_rate`` readings/s (:mod:`edge.outbox_replay` on ordering);
+  reconnect. What was queued when a session's connect attempt began is its backlog, sent marked ``replay``;
+  live readings go first (when a batch is full or its oldest has waited ``max_delay_ms``), the backlog
+  between them at up to ``replay_rate`` readings/s (:mod:`edge.outbox_replay` on ordering);
 - events: device health events, stamped with the current session.
 
 Commands: on every connect, before the birth (so a hub that reacts to the birth finds the subscription in
@@ -163,6 +163,9 @@ class Publisher:
         down_since: float | None = None  # monotonic; set while the uplink is down
         while not self._stopping.is_set():
             session = Session()
+            # What is queued now is this session's backlog (replayed, marked as such); what is put during the
+            # connect attempt is already live, so the first polls of a starting agent are not a replay.
+            await self._outbox.start_backlog()
             try:
                 client = await self._connect(session)
             except Exception as exc:
@@ -333,7 +336,7 @@ class Publisher:
         outbox = self._outbox
         config = self._publish_config
         max_delay_s = config.max_delay_ms / 1000
-        backlog = await outbox.start_backlog()
+        backlog = outbox.lane_len(Lane.BACKLOG)
         if backlog:
             log.info("replaying %d readings held in the outbox (session %s)", backlog, session.id)
         limiter = ReplayLimiter(config.replay_rate, config.max_batch, time.monotonic())
@@ -359,14 +362,13 @@ class Publisher:
                     log.info("replay done (session %s)", session.id)
 
     async def _send_batch(self, client: aiomqtt.Client, session: Session, lane: Lane, limit: int) -> int:
-        """Publish the oldest readings of ``lane`` as one batch (readings of one replay kind), then commit them."""
+        """Publish the oldest readings of ``lane`` as one batch, then commit them. A backlog batch is marked
+        ``replay``: all its readings were held back (sampled before this session's connect attempt began)."""
         queued = await self._outbox.peek(limit, lane)
         if not queued:
             return 0
-        replay = session.is_replay(queued[0].reading.ts)
-        count = 1
-        while count < len(queued) and session.is_replay(queued[count].reading.ts) == replay:
-            count += 1
+        replay = lane is Lane.BACKLOG
+        count = len(queued)
         batch = DataBatch(
             session=session.id,
             seq=session.next_seq(),
