@@ -234,7 +234,7 @@ def _one_run(
     )
     if total < MIN_DELIVERED * expected or quiet:
         raise BenchmarkError(
-            f"run {run}: {total} readings delivered in {wall:.1f} s, the schedule calls for {expected:.0f}; "
+            f"{total} readings delivered in {wall:.1f} s, the schedule calls for {expected:.0f}; "
             f"devices short of readings: {quiet[:10]}"
         )
     metrics = {
