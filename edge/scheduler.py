@@ -137,6 +137,8 @@ class DevicePoller:
         #: Set by :meth:`set_interval`; wakes the task's sleep so the new grid starts at once.
         self._retime = False
         self._wake = asyncio.Event()
+        #: Removed from the scheduler: commands that were waiting for the lock must not reopen the driver.
+        self._retired = False
 
     @property
     def interval_s(self) -> float:
@@ -221,6 +223,8 @@ class DevicePoller:
         connection-level error, the regular task reopens it).
         """
         async with self._lock:
+            if self._retired:
+                raise PollFailed(f"device {self.plan.id!r} was removed meanwhile", timed_out=False)
             outcome = await self._attempt(None)
             if isinstance(outcome, _Failure) and outcome.reconnect:
                 await self._close()
@@ -245,6 +249,8 @@ class DevicePoller:
         if not isinstance(driver, CommandCapable) or action not in driver.supported_actions():
             raise UnsupportedCommand(f"driver {self.plan.driver_name!r} cannot {action!r}")
         async with self._lock:
+            if self._retired:
+                raise DeviceUnavailable(f"device {self.plan.id!r} was removed meanwhile")
             try:
                 if not self._opened:
                     self._opened = True
@@ -308,8 +314,10 @@ class DevicePoller:
         except Exception:  # close "never raises"; if a driver does anyway, the next open starts afresh
             log.debug("device %s: error while closing the driver", self.plan.id, exc_info=True)
 
-    async def close_when_idle(self) -> None:
-        """Close the driver once no command holds it (after the task was stopped)."""
+    async def close_when_idle(self, *, retire: bool) -> None:
+        """Close the driver once no command holds it (after the task was stopped). ``retire``: the device is
+        being removed, so a command still waiting for it fails instead of opening the driver again."""
+        self._retired = retire
         try:
             async with asyncio.timeout(DEVICE_STOP_TIMEOUT_S):
                 await self._lock.acquire()
@@ -435,7 +443,7 @@ class Scheduler:
     async def remove(self, device: str) -> None:
         """Stop polling ``device`` and close its driver (after a command in progress on it)."""
         self.poller(device)
-        await self._stop(device)
+        await self._stop(device, retire=True)
         self.values_suppressed += self.pollers.pop(device).suppressed
         log.info("device %s removed", device)
 
@@ -447,7 +455,7 @@ class Scheduler:
     async def restart(self, device: str) -> None:
         """Stop the device's task (closing its driver) and start a new one: reconnect, and a new grid."""
         self.poller(device)
-        await self._stop(device)
+        await self._stop(device, retire=False)
         if self._running:
             self._start(device)
         log.info("device %s: task restarted", device)
@@ -457,11 +465,11 @@ class Scheduler:
         task.add_done_callback(_report_death)
         self._tasks[device] = task
 
-    async def _stop(self, device: str) -> None:
+    async def _stop(self, device: str, *, retire: bool) -> None:
         task = self._tasks.pop(device, None)
         if task is not None:
             await cancel_and_wait([task], STOP_TIMEOUT_S)
-        await self.pollers[device].close_when_idle()
+        await self.pollers[device].close_when_idle(retire=retire)
 
 
 def _report_death(task: asyncio.Task[None]) -> None:

@@ -496,3 +496,25 @@ async def test_report_by_exception_filters_regular_polls_but_not_read_now() -> N
     assert regular
     assert all(m.keys() == {"count"} for m in regular)  # the unchanged temperature is held back
     assert [m["count"] for m in regular] == list(range(4, 4 + 3 * len(regular), 3))[: len(regular)]
+
+
+async def test_commands_waiting_for_a_removed_device_fail_and_leave_its_driver_closed() -> None:
+    sign = SimulatedSign(command_s=0.3)
+    harness = Harness()
+    scheduler = Scheduler([plan("vms-1", sign, 10.0)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.05)
+        first = asyncio.create_task(scheduler.execute("vms-1", "display_message", {"text": "a"}))
+        await asyncio.sleep(0.05)
+        waiting_command = asyncio.create_task(scheduler.execute("vms-1", "display_message", {"text": "b"}))
+        waiting_read = asyncio.create_task(scheduler.poll_now("vms-1"))
+        await asyncio.sleep(0.05)
+        await scheduler.remove("vms-1")
+        assert await first == "display_message done"
+        with pytest.raises(DeviceUnavailable, match="'vms-1' was removed meanwhile"):
+            await waiting_command
+        with pytest.raises(PollFailed, match="'vms-1' was removed meanwhile"):
+            await waiting_read
+    assert [p["text"] for _, p in sign.executed] == ["a"]
+    assert not sign.is_open
+    assert sign.opens == sign.closes == 1
