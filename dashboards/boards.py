@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from dashboards.model import Board, Panel, Query, Threshold, Variable
+from dashboards.model import Board, Panel, PanelKind, Query, Threshold, Variable
 from dashboards.registry import Snapshot
 from hub.aqi import BANDS, BREAKPOINTS
 
@@ -83,59 +83,54 @@ _STATE_MAPPINGS: Final = {
 }
 
 
+#: 1 for a device whose state code is online (3), else 0: floor(code / 3) (codes: hub/health/machine.py CODES).
+_UP: Final = 'floor(last("code") / 3)'
+
+
+def _simple(kind: PanelKind, title: str, query: str, unit: str = "none", **kw: Any) -> Panel:
+    return Panel(kind, title, (Query(query),), unit=unit, **kw)
+
+
 def health_board(snap: Snapshot) -> Board:
-    """Operations: the whole city's device and gateway health at a glance."""
+    """Operations: the whole city's device and gateway health at a glance (``device_health``, ``gateway_state``)."""
+    stat = {"width": 6, "height": 5}
     panels = [
-        Panel(
+        _simple(
             "stat",
             "panel.devices_online",
-            (Query(f'SELECT count("code") FROM ({_LAST_DEVICE_CODE}) WHERE "code" = 3'),),
-            unit="devices",
-            width=6,
-            height=5,
+            f'SELECT sum("up") FROM (SELECT {_UP} AS "up" FROM "device_health" GROUP BY "device")',
+            "devices",
             thresholds=(Threshold(None, GREEN),),
+            **stat,
         ),
-        Panel(
+        _simple(
             "stat",
             "panel.devices_not_online",
-            (Query(f'SELECT count("code") FROM ({_LAST_DEVICE_CODE}) WHERE "code" < 3'),),
-            unit="devices",
-            width=6,
-            height=5,
+            f'SELECT sum("down") FROM (SELECT 1 - {_UP} AS "down" FROM "device_health" GROUP BY "device")',
+            "devices",
             thresholds=(Threshold(None, GREEN), Threshold(1, RED)),
+            **stat,
         ),
-        Panel(
+        _simple(
             "stat",
             "panel.gateways_online",
-            (
-                Query(
-                    'SELECT count("last") FROM (SELECT last("online") FROM "gateway_state" GROUP BY "site", "gateway") '
-                    'WHERE "last" = true'
-                ),
-            ),
-            unit="gateways",
-            width=6,
-            height=5,
+            f'SELECT sum("up") FROM (SELECT {_UP} AS "up" FROM "gateway_health" GROUP BY "site", "gateway")',
+            "gateways",
             thresholds=(Threshold(None, GREEN),),
+            **stat,
         ),
-        Panel(
+        _simple(
             "stat",
             "panel.health_events",
-            (Query('SELECT count("reason") FROM "device_event" WHERE $timeFilter'),),
-            unit="events",
-            width=6,
-            height=5,
+            'SELECT count("code") FROM "device_health" WHERE $timeFilter',
+            "events",
             thresholds=(Threshold(None, BLUE),),
+            **stat,
         ),
         Panel(
             "bargauge",
             "panel.device_states",
-            (
-                Query(
-                    f'SELECT count("code") FROM ({_LAST_DEVICE_CODE}) GROUP BY "kind"',
-                    alias="$tag_kind",
-                ),
-            ),
+            (Query(f'SELECT count("code") FROM ({_LAST_DEVICE_CODE}) GROUP BY "kind"', alias="$tag_kind"),),
             unit="devices",
             width=8,
             height=8,
@@ -169,25 +164,20 @@ def health_board(snap: Snapshot) -> Board:
             "panel.worst_devices",
             (
                 Query(
-                    'SELECT count("reason") AS "events" FROM "device_event" WHERE $timeFilter '
-                    'GROUP BY "device", "site"',
+                    'SELECT sum("down") AS "faults", count("down") AS "transitions" FROM (SELECT 1 - floor("code" / 3) '
+                    'AS "down" FROM "device_health" WHERE $timeFilter GROUP BY "device", "site") GROUP BY "device", '
+                    '"site"',
                     table=True,
                 ),
             ),
             width=12,
             height=8,
-            options={"sortBy": [{"displayName": "events", "desc": True}]},
+            options={"sortBy": [{"displayName": "faults", "desc": True}]},
         ),
         Panel(
             "timeseries",
-            "panel.events_by_type",
-            (
-                Query(
-                    'SELECT count("reason") FROM "device_event" WHERE $timeFilter GROUP BY time($__interval), "type" '
-                    "fill(0)",
-                    alias="$tag_type",
-                ),
-            ),
+            "panel.faults_trend",
+            (Query(_FAULTS_PER_HOUR.replace("time(1h)", "time($__interval)")),),
             unit="events",
             width=12,
             height=8,
@@ -196,6 +186,13 @@ def health_board(snap: Snapshot) -> Board:
     if any(s.lat is not None and s.lon is not None for s in snap.sites):
         panels.insert(4, _map_panel())
     return Board("ioc-ops-health", "board.health", OPERATIONS, tuple(panels), tags=("health",), time_from="now-1h")
+
+
+#: Transitions of any device out of "online" per hour (0 in hours without any): the faults trend.
+_FAULTS_PER_HOUR: Final = (
+    'SELECT sum("down") FROM (SELECT 1 - floor("code" / 3) AS "down" FROM "device_health" WHERE $timeFilter) '
+    "WHERE $timeFilter GROUP BY time(1h) fill(0)"
+)
 
 
 def _map_panel() -> Panel:
@@ -281,7 +278,7 @@ def site_board() -> Board:
             "panel.site_events",
             (
                 Query(
-                    'SELECT "device", "type", "reason" FROM "device_event" WHERE "site" =~ /^$site$/ AND $timeFilter',
+                    'SELECT "device", "state", "reason" FROM "device_health" WHERE "site" =~ /^$site$/ AND $timeFilter',
                     table=True,
                 ),
             ),
@@ -380,9 +377,42 @@ def per_site_boards(snap: Snapshot) -> list[Board]:
     return boards
 
 
-def gateways_board() -> Board:
-    """Operations: the gateways' connectivity (``gateway_state``, ``gateway_health``)."""
-    panels = (
+#: The edge agent's own figures (edge/selfmetrics.py, kind ``agent``, one reading a minute per gateway).
+AGENT_METRICS: Final = (
+    ("outbox_readings", "panel.agent_outbox", "readings"),
+    ("readings_dropped", "panel.agent_dropped", "readings"),
+    ("reconnects", "panel.agent_reconnects", "none"),
+    ("cpu_pct", "panel.agent_cpu", "percent"),
+)
+#: The gateway machine (devices/drivers/host, profile gateway-host, kind ``gateway_host``).
+HOST_METRICS: Final = (
+    ("cpu_pct", "panel.host_cpu", "percent"),
+    ("mem_used_pct", "panel.host_memory", "percent"),
+    ("disk_used_pct", "panel.host_disk", "percent"),
+)
+
+
+def _series(kind: str, field: str, title: str, unit: str, *, group: str = "site", width: int = 12) -> Panel:
+    return Panel(
+        "timeseries",
+        title,
+        (
+            Query(
+                f'SELECT last("{field}") FROM "{kind}" WHERE $timeFilter GROUP BY time($__interval), "{group}" '
+                "fill(none)",
+                alias=f"$tag_{group}",
+            ),
+        ),
+        unit=unit,
+        width=width,
+        height=7,
+    )
+
+
+def gateways_board(snap: Snapshot) -> Board:
+    """Operations: the gateways: connectivity, the agent's outbox, drops and reconnects, the host's resources."""
+    online = {"1": ("value.online", GREEN), "0": ("value.offline", RED), "true": ("value.online", GREEN)}
+    panels: list[Panel] = [
         Panel(
             "table",
             "panel.gateway_table",
@@ -402,17 +432,102 @@ def gateways_board() -> Board:
             "panel.gateway_timeline",
             (
                 Query(
-                    'SELECT last("online") FROM "gateway_state" WHERE $timeFilter '
+                    'SELECT last("code") FROM "gateway_health" WHERE $timeFilter '
                     'GROUP BY time($__interval), "site", "gateway" fill(previous)',
                     alias="$tag_site/$tag_gateway",
                 ),
             ),
             width=12,
             height=8,
-            mappings={"true": ("value.online", GREEN), "false": ("value.offline", RED)},
+            mappings={**_STATE_MAPPINGS, **{k: v for k, v in online.items() if k == "true"}},
+        ),
+    ]
+    panels += [_series("agent", field, title, unit) for field, title, unit in AGENT_METRICS]
+    if snap.empty or snap.has(profiles=("gateway-host",)):
+        panels += [_series("gateway_host", field, title, unit, width=8) for field, title, unit in HOST_METRICS]
+    return Board("ioc-ops-gateways", "board.gateways", OPERATIONS, tuple(panels), tags=("gateways",))
+
+
+def hub_board() -> Board:
+    """Operations: the hub's own health (``hub_health``, hub/metrics.py): rate, latency, backlog, spill, refusals."""
+    h = "hub"
+    panels = (
+        Panel(
+            "timeseries",
+            "panel.hub_ingest",
+            tuple(
+                Query(
+                    f'SELECT mean("{f}") FROM "hub_health" WHERE $timeFilter GROUP BY time($__interval), "{h}"',
+                    alias=f"{f} $tag_hub",
+                )
+                for f in ("messages_per_s", "readings_per_s", "lines_per_s")
+            ),
+            unit="per_s",
+            width=12,
+        ),
+        Panel(
+            "timeseries",
+            "panel.hub_latency",
+            tuple(
+                Query(
+                    f'SELECT max("{f}") FROM "hub_health" WHERE $timeFilter GROUP BY time($__interval), "{h}"',
+                    alias=f"{f} $tag_hub",
+                )
+                for f in ("ingest_latency_max_ms", "write_avg_ms")
+            ),
+            unit="ms",
+            width=12,
+        ),
+        _series("hub_health", "pending_messages", "panel.hub_pending", "messages", group=h, width=8),
+        _series("hub_health", "spill_lines", "panel.hub_spill", "lines", group=h, width=8),
+        _series("hub_health", "dead_letters", "panel.hub_dead_letters", "messages", group=h, width=8),
+        _series("hub_health", "seq_gaps", "panel.hub_seq_gaps", "messages", group=h, width=12),
+        Panel(
+            "state-timeline",
+            "panel.hub_links",
+            tuple(
+                Query(
+                    f'SELECT last("{f}") FROM "hub_health" WHERE $timeFilter GROUP BY time($__interval) fill(previous)',
+                    alias=f,
+                )
+                for f in ("mqtt_connected", "storage_ok")
+            ),
+            width=12,
+            height=7,
+            mappings={"true": ("value.ok", GREEN), "false": ("value.failing", RED)},
         ),
     )
-    return Board("ioc-ops-gateways", "board.gateways", OPERATIONS, panels, tags=("gateways",))
+    return Board("ioc-ops-hub", "board.hub", OPERATIONS, panels, tags=("hub",))
+
+
+#: What the camera driver reports (devices/drivers/camera: onvif.py, rtsp.py), profile camera-onvif-generic.
+CAMERA_PROFILES: Final = ("camera-onvif-generic",)
+
+
+def cameras_board() -> Board:
+    """Operations: the camera fleet: ONVIF and RTSP reachability, frame rate, bitrate, ONVIF answer time."""
+    up = {"1": ("value.online", GREEN), "0": ("value.offline", RED)}
+    panels = (
+        Panel(
+            "state-timeline",
+            "panel.camera_reachability",
+            tuple(
+                Query(
+                    f'SELECT last("{f}") FROM "camera" WHERE $timeFilter GROUP BY time($__interval), "device" '
+                    "fill(previous)",
+                    alias=f"$tag_device {f.split('_')[0].upper()}",
+                )
+                for f in ("onvif_up", "rtsp_up")
+            ),
+            width=24,
+            height=8,
+            mappings=up,
+        ),
+        _series("camera", "rtsp_fps", "panel.camera_fps", "fps", group="device", width=8),
+        _series("camera", "rtsp_bitrate_kbps", "panel.camera_bitrate", "kbps", group="device", width=8),
+        _series("camera", "onvif_response_ms", "panel.camera_response", "ms", group="device", width=8),
+    )
+    return Board("ioc-ops-cameras", "board.cameras", OPERATIONS, panels, tags=("cameras",))
 
 
 def city_board(snap: Snapshot, online_target_pct: float) -> Board:
@@ -466,7 +581,7 @@ def city_board(snap: Snapshot, online_target_pct: float) -> Board:
     }
     aq_wards = {ward: sites for ward, sites in aq_wards.items() if sites}
     if aq_wards:
-        # A ward's index is its worst site's (the largest hourly VN_AQI of its sites, latest hour).
+        # A ward's index is its worst site's: the largest daily VN_AQI (today so far) of its sites.
         panels.append(
             Panel(
                 "bargauge",
@@ -474,7 +589,7 @@ def city_board(snap: Snapshot, online_target_pct: float) -> Board:
                 tuple(
                     Query(
                         'SELECT max("aqi") FROM (SELECT last("aqi") AS "aqi" FROM "vn_aqi" '
-                        f'WHERE "period" = \'hour\' AND "site" =~ /^({_regex_of(sites)})$/ GROUP BY "site")',
+                        f'WHERE "period" = \'day\' AND "site" =~ /^({_regex_of(sites)})$/ GROUP BY "site")',
                         alias=ward,
                     )
                     for ward, sites in aq_wards.items()
@@ -523,12 +638,7 @@ def city_board(snap: Snapshot, online_target_pct: float) -> Board:
         Panel(
             "timeseries",
             "panel.faults_trend",
-            (
-                Query(
-                    'SELECT count("reason") FROM "device_event" WHERE "type" = \'device_down\' AND $timeFilter '
-                    "GROUP BY time(1h) fill(0)",
-                ),
-            ),
+            (Query(_FAULTS_PER_HOUR),),
             unit="events",
             width=24,
             height=7,
@@ -543,7 +653,9 @@ def all_boards(snap: Snapshot, *, online_target_pct: float = 95.0) -> list[Board
         health_board(snap),
         site_board(),
         environment_board(snap),
-        gateways_board(),
+        gateways_board(snap),
+        hub_board(),
+        *([cameras_board()] if snap.empty or snap.has(profiles=CAMERA_PROFILES) else []),
         *per_site_boards(snap),
         city_board(snap, online_target_pct),
     ]

@@ -39,7 +39,6 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "panel.gateway_timeline": ("Gateway connectivity", "Kết nối gateway theo thời gian"),
     "panel.device_events": ("Device health events", "Sự kiện tình trạng thiết bị"),
     "panel.worst_devices": ("Devices with the most faults", "Thiết bị lỗi nhiều nhất"),
-    "panel.events_by_type": ("Health events by type", "Sự kiện theo loại"),
     "panel.readings_by_kind": ("Readings stored, by kind", "Số bản ghi đã lưu theo loại"),
     "panel.devices_reporting": ("Devices reporting by kind", "Thiết bị đang gửi dữ liệu theo loại"),
     "panel.devices_map": ("Devices on the map", "Bản đồ thiết bị"),
@@ -64,7 +63,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     # panels: air quality index
     "panel.aqi_hourly": ("VN_AQI hourly", "VN_AQI theo giờ"),
     "panel.aqi_daily": ("VN_AQI today", "VN_AQI trong ngày"),
-    "panel.aqi_by_ward": ("Air quality by ward (VN_AQI)", "Chất lượng không khí theo phường (VN_AQI)"),
+    "panel.aqi_by_ward": ("Air quality by ward today (VN_AQI)", "Chất lượng không khí theo phường hôm nay (VN_AQI)"),
     "panel.aqi_now": ("VN_AQI now", "VN_AQI hiện tại"),
     "panel.aqi_dominant": ("Main pollutant", "Thông số chính"),
     # panels: leadership
@@ -72,7 +71,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "panel.online_share_by_ward": ("Gateways online by ward", "Tỷ lệ gateway trực tuyến theo phường"),
     "panel.kpi_latest": ("City indicators", "Chỉ tiêu của thành phố"),
     "panel.kpi_trend": ("City indicators over time", "Diễn biến chỉ tiêu"),
-    "panel.faults_trend": ("Device faults, trend", "Xu hướng sự cố thiết bị"),
+    "panel.faults_trend": ("Device faults (changes out of online)", "Sự cố thiết bị (chuyển khỏi trực tuyến)"),
     # panels: site drill-down
     "panel.device_readings": ("Readings of the selected device", "Số liệu của thiết bị đã chọn"),
     "panel.site_events": ("Health events at this site", "Sự kiện tại điểm này"),
@@ -82,11 +81,27 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "panel.hub_dead_letters": ("Dead letters", "Tin nhắn bị từ chối"),
     "panel.hub_seq_gaps": ("Sequence gaps", "Thiếu số thứ tự"),
     "panel.hub_pending": ("Messages awaiting storage", "Tin nhắn chờ lưu"),
-    "panel.hub_spill": ("Spill to disk", "Lưu tạm ra đĩa"),
+    "panel.hub_spill": ("Lines spilled to disk", "Bản ghi lưu tạm ra đĩa"),
+    "panel.hub_links": ("MQTT and InfluxDB links", "Kết nối MQTT và InfluxDB"),
+    # panels: gateways
+    "panel.agent_outbox": ("Agent outbox (readings waiting)", "Hàng đợi của agent (bản ghi chờ gửi)"),
+    "panel.agent_dropped": ("Readings dropped by agents", "Bản ghi bị agent loại bỏ"),
+    "panel.agent_reconnects": ("Agent reconnects", "Số lần agent kết nối lại"),
+    "panel.agent_cpu": ("Agent CPU", "CPU của agent"),
+    "panel.host_cpu": ("Gateway CPU", "CPU của gateway"),
+    "panel.host_memory": ("Gateway memory used", "Bộ nhớ gateway đã dùng"),
+    "panel.host_disk": ("Gateway disk used", "Ổ đĩa gateway đã dùng"),
+    # panels: cameras
+    "panel.camera_reachability": ("Camera reachability (ONVIF, RTSP)", "Khả năng kết nối camera (ONVIF, RTSP)"),
+    "panel.camera_fps": ("Frame rate", "Tốc độ khung hình"),
+    "panel.camera_bitrate": ("Bitrate", "Tốc độ bit"),
+    "panel.camera_response": ("ONVIF answer time", "Thời gian phản hồi ONVIF"),
     # series and values
     "value.online": ("Online", "Trực tuyến"),
     "value.offline": ("Offline", "Mất kết nối"),
     "value.target": ("Target", "Mục tiêu"),
+    "value.ok": ("OK", "Bình thường"),
+    "value.failing": ("Failing", "Lỗi"),
     "state.online": ("Online", "Trực tuyến"),
     "state.degraded": ("Degraded", "Suy giảm"),
     "state.unknown": ("Unknown", "Không rõ"),
@@ -104,6 +119,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "unit.events": ("events", "sự kiện"),
     "unit.readings": ("readings", "bản ghi"),
     "unit.messages": ("messages", "tin nhắn"),
+    "unit.lines": ("lines", "bản ghi"),
 }
 
 
@@ -128,6 +144,9 @@ SYMBOL_UNITS: Final[dict[str, str]] = {
     "volts": "volt",
     "seconds": "s",
     "ms": "ms",
+    "per_s": "reqps",
+    "fps": "suffix: fps",
+    "kbps": "Kbits",
     "index": "none",
     "bool": "bool",
     "none": "none",
