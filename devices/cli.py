@@ -4,6 +4,16 @@
 Modbus TCP unit per profile (unit ids 1..n, in order). As soon as it listens it prints one JSON line on stdout,
 ``{"host": ..., "port": ..., "units": [{"unit_id": 1, "profile": ...}, ...]}``, then serves until SIGINT,
 SIGTERM or ``--duration`` seconds. Logs go to stderr; stdout carries only that line.
+
+``ioc sim ntcip [--host 127.0.0.1] [--port N] [--community C] [--write-community C] [--duration S]`` serves one
+simulated NTCIP 1203 sign over SNMPv2c (UDP) and prints ``{"host": ..., "port": ..., "community": ...,
+"write_community": ...}`` the same way.
+
+``ioc sim camera [--count N] [--host 127.0.0.1] [--username U] [--password P] [--no-auth] [--no-rtsp]
+[--cvlc PATH] [--ffmpeg PATH] [--duration S]`` serves N simulated cameras: an ONVIF device service each and,
+where VLC and ffmpeg are installed, one RTSP server with a stream per camera. It prints
+``{"host": ..., "rtsp": {"available": ..., "urls"|"reason": ...}, "cameras": [{"name", "onvif", "rtsp_url",
+"options"}, ...]}``, where ``options`` are the camera driver's options for an edge config device entry.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import sys
 from devices.errors import DeviceConfigError
 from devices.profile import available_profiles
 from devices.sim.modbus import ModbusSimulator
+from devices.sim.ntcip import NtcipSimulator
+from devices.sim.onvif import SimulatedCameras
 
 log = logging.getLogger("devices.cli")
 
@@ -45,20 +57,91 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     modbus.add_argument("--update-interval", type=float, default=1.0, metavar="S", help="value updates (default 1 s)")
     modbus.add_argument("--seed", type=int, default=None, help="seed of the random walks (repeatable runs)")
 
+    ntcip = sub.add_parser(
+        "ntcip",
+        help="serve a simulated NTCIP 1203 sign (SNMPv2c over UDP)",
+        description="Serve one simulated variable message sign speaking NTCIP 1203 over SNMPv2c. Prints one JSON "
+        "line with the bound host, port and communities as soon as it listens.",
+    )
+    ntcip.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ntcip.add_argument("--port", type=int, default=0, help="UDP port; 0 picks a free one (default 0)")
+    ntcip.add_argument("--community", default="public", help="read community (default public)")
+    ntcip.add_argument("--write-community", default="administrator", help="write community (default administrator)")
+    ntcip.add_argument("--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds")
+    ntcip.add_argument("--update-interval", type=float, default=1.0, metavar="S", help="value updates (default 1 s)")
+    ntcip.add_argument("--seed", type=int, default=None, help="seed of the noise (repeatable runs)")
+    _add_camera_arguments(sub)
+
+
+def _add_camera_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    camera = sub.add_parser(
+        "camera",
+        help="serve simulated IP cameras (ONVIF device service, RTSP stream from VLC)",
+        description="Serve --count cameras: an ONVIF device service each (its own port) and, when VLC and ffmpeg "
+        "are installed, one RTSP server with a looping test clip per camera. Prints one JSON line with the "
+        "endpoints and each camera's driver options as soon as all listen.",
+    )
+    camera.add_argument("--count", type=int, default=1, help="number of cameras, 1..100 (default 1)")
+    camera.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    camera.add_argument("--username", default="admin", help="ONVIF user (default admin)")
+    camera.add_argument("--password", default="admin", help="ONVIF password (default admin)")
+    camera.add_argument("--no-auth", action="store_true", help="answer GetDeviceInformation without credentials")
+    camera.add_argument("--no-rtsp", action="store_true", help="serve no streams (ONVIF only)")
+    camera.add_argument("--cvlc", default="cvlc", help="VLC's cvlc to run as the RTSP server (default: on PATH)")
+    camera.add_argument("--ffmpeg", default="ffmpeg", help="ffmpeg to make the clip with (default: on PATH)")
+    camera.add_argument("--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds")
+
 
 def main(args: argparse.Namespace) -> int:
-    if args.simulator != "modbus":  # argparse only offers modbus today
+    serve = {"modbus": _serve_modbus, "ntcip": _serve_ntcip, "camera": _serve_camera}.get(args.simulator)
+    if serve is None:
         log.error("unknown simulator %r", args.simulator)
         return 2
     try:
-        return asyncio.run(_serve_modbus(args))
-    except DeviceConfigError as exc:
+        return asyncio.run(serve(args))
+    except (DeviceConfigError, ValueError) as exc:
         # A bad profile or option is the operator's to fix: the message names it, a traceback would not help.
-        sys.stderr.write(f"ioc sim modbus: {exc}\n")
+        sys.stderr.write(f"ioc sim {args.simulator}: {exc}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"ioc sim modbus: {exc}\n")
+        sys.stderr.write(f"ioc sim {args.simulator}: {exc}\n")
         return 1
+
+
+async def _serve_until_stopped(
+    sim: ModbusSimulator | NtcipSimulator | SimulatedCameras, duration: float | None
+) -> None:
+    """Print the simulator's JSON line, then serve until SIGINT, SIGTERM or ``duration``."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        # The parent (ioc demo, a test) reads this line to learn the port: write it at once, and only it.
+        sys.stdout.write(json.dumps(sim.describe()) + "\n")
+        sys.stdout.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve_ntcip(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise DeviceConfigError(f"--port must be 0..65535, not {args.port}")
+    sim = NtcipSimulator(
+        host=args.host,
+        port=args.port,
+        community=args.community,
+        write_community=args.write_community,
+        update_interval_s=args.update_interval,
+        seed=args.seed,
+    )
+    async with sim:
+        await _serve_until_stopped(sim, args.duration)
+    log.info("NTCIP simulator stopped")
+    return 0
 
 
 async def _serve_modbus(args: argparse.Namespace) -> int:
@@ -71,19 +154,24 @@ async def _serve_modbus(args: argparse.Namespace) -> int:
         update_interval_s=args.update_interval,
         seed=args.seed,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with sim:
-            # The parent (ioc demo, a test) reads this line to learn the port: write it at once, and only it.
-            sys.stdout.write(json.dumps(sim.describe()) + "\n")
-            sys.stdout.flush()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=args.duration)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    async with sim:
+        await _serve_until_stopped(sim, args.duration)
     log.info("Modbus simulator stopped")
+    return 0
+
+
+async def _serve_camera(args: argparse.Namespace) -> int:
+    cameras = SimulatedCameras(
+        args.count,
+        host=args.host,
+        username=args.username,
+        password=args.password,
+        auth_required=not args.no_auth,
+        rtsp=not args.no_rtsp,
+        cvlc=args.cvlc,
+        ffmpeg=args.ffmpeg,
+    )
+    async with cameras:
+        await _serve_until_stopped(cameras, args.duration)
+    log.info("camera simulator stopped")
     return 0

@@ -12,11 +12,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from devices.driver import REGISTRY, Driver
-from devices.drivers import camera, host, modbus
+from devices.drivers import camera, host, modbus, ntcip
 from devices.errors import DeviceConfigError
 from devices.profile import Profile, describe_validation_error, load_profile
 
-__all__ = ["build_driver", "camera", "host", "modbus"]
+__all__ = ["build_driver", "camera", "host", "modbus", "ntcip"]
 
 
 def build_driver(driver_name: str, options: Mapping[str, Any], profile_id: str | None) -> Driver:
