@@ -39,7 +39,7 @@ class SignOptions(DriverConfig):
 
 
 class MemorySign:
-    """A display controller in memory: ``display_message`` (``params.delay_s`` makes it slow)."""
+    """A display controller in memory: ``display_message`` (``params.delay_s`` makes it slow), ``restart``."""
 
     def __init__(self) -> None:
         self.text = ""
@@ -57,9 +57,11 @@ class MemorySign:
         return ["in memory"]
 
     def supported_actions(self) -> frozenset[str]:
-        return frozenset({"display_message"})
+        return frozenset({"display_message", "restart"})
 
     async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
+        if action == "restart":
+            return "controller restarting"
         delay = params.get("delay_s", 0)
         if isinstance(delay, int | float) and not isinstance(delay, bool):
             await asyncio.sleep(delay)
@@ -217,6 +219,8 @@ async def test_every_command_is_answered_over_mqtt(stack: StackEndpoints, tmp_pa
             assert (ack.status, ack.detail) == (AckStatus.TIMEOUT, "no answer from 'vms-1' within 0.5 s")
             ack = await hub.ask("vms-1", "read_now")
             assert ack.result == {"message": "KẸT XE - ĐI CHẬM"}  # the timed-out message was not shown
+            ack = await hub.ask("vms-1", "restart")
+            assert (ack.status, ack.detail) == (AckStatus.OK, "controller restarting")
 
             # What a device cannot do, and what does not exist.
             ack = await hub.ask("weather-1", "restart")
@@ -246,11 +250,11 @@ async def test_every_command_is_answered_over_mqtt(stack: StackEndpoints, tmp_pa
 
             # The gateway's own figures and the host device arrive as data.
             def counted() -> list[Any]:
-                return [r for r in hub.readings(GATEWAY) if int(r.metrics["commands_received"]) >= 13]
+                return [r for r in hub.readings(GATEWAY) if int(r.metrics["commands_received"]) >= 14]
 
             [agent_reading, *_] = await hub.until(counted, within_s=5)
             assert agent_reading.kind == "agent"
-            assert int(agent_reading.metrics["commands_handled"]) >= 12  # all but the unanswerable one
+            assert int(agent_reading.metrics["commands_handled"]) >= 13  # all but the unanswerable one
             assert int(agent_reading.metrics["commands_unanswerable"]) == 1
             assert hub.readings("host-1")[0].kind == "gateway_host"
             assert sim.port  # the simulator served throughout
