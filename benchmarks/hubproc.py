@@ -40,7 +40,17 @@ class HubProcess:
     so the broker keeps one session rather than one abandoned session (still subscribed) per run.
     """
 
-    def __init__(self, endpoints: StackEndpoints, database: str, client_id: str, log_path: Path, *, cwd: Path) -> None:
+    def __init__(
+        self,
+        endpoints: StackEndpoints,
+        database: str,
+        client_id: str,
+        log_path: Path,
+        *,
+        cwd: Path,
+        extra_env: dict[str, str] | None = None,
+        log_append: bool = False,
+    ) -> None:
         user, password = endpoints.credentials("hub")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,7 +65,9 @@ class HubProcess:
             "IOC_HUB_INFLUX__DATABASE": database,
             "IOC_HUB_HTTP__HOST": "127.0.0.1",
             "IOC_HUB_HTTP__PORT": str(self.port),
+            **(extra_env or {}),
         }
+        self._log_mode = "ab" if log_append else "wb"
         self._log_path = log_path
         self._cwd = cwd
         self._log: IO[bytes] | None = None
@@ -64,7 +76,7 @@ class HubProcess:
         self.returncode: int | None = None
 
     def __enter__(self) -> Self:
-        self._log = self._log_path.open("wb")
+        self._log = self._log_path.open(self._log_mode)
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "ioc.cli", "hub"],
@@ -133,6 +145,18 @@ class HubProcess:
             return "\n".join(self._log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is drained, acknowledged or flushed."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT_S)
+            self.returncode = proc.returncode
+        self._http.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self) -> int | None:
         """SIGTERM (a graceful drain), SIGKILL after :data:`STOP_TIMEOUT_S`; return the exit status."""

@@ -25,6 +25,9 @@ _FORMATS: Final[dict[str, tuple[str, str]]] = {
     "mosquitto_cpu_pct": ("mosquitto CPU %", "{:.0f}"),
     "influxd_cpu_pct": ("influxd CPU %", "{:.0f}"),
     "publisher_cpu_pct": ("publisher CPU %", "{:.0f}"),
+    "p50_ms": ("publish->queryable p50 ms", "{:,.0f}"),
+    "p99_ms": ("publish->queryable p99 ms", "{:,.0f}"),
+    "publish_rate": ("publisher reached msgs/s", "{:,.0f}"),
 }
 
 

@@ -87,6 +87,16 @@ class InboundMessage:
     """Which broker connection delivered it (the intake's counter); acks of an older connection are moot."""
 
 
+class MessageSource(Protocol):
+    """Where the pipeline takes messages from: the intake's hand-over (or an :class:`asyncio.Queue` in tests)."""
+
+    def get_nowait(self) -> InboundMessage: ...
+
+    async def get(self) -> InboundMessage: ...
+
+    def qsize(self) -> int: ...
+
+
 class Acker(Protocol):
     """Acknowledges a message to the broker (the intake)."""
 
@@ -134,7 +144,7 @@ class Pipeline:
 
     def __init__(
         self,
-        queue: asyncio.Queue[InboundMessage],
+        queue: MessageSource,
         acker: Acker,
         writer: LineWriter,
         *,

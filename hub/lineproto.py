@@ -87,3 +87,32 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldVa
     if not field_text:
         raise LineProtocolError(f"no representable field in {measurement!r} (left out: {', '.join(dropped)})")
     return f"{escape_measurement(measurement)}{format_tags(tags.items())} {field_text} {int(ts_ms)}"
+
+
+def format_contract_fields(fields: Mapping[str, FieldValue]) -> tuple[str, int]:
+    """:func:`format_fields` for metrics the wire contract has checked, on the hot path; and how many were left out.
+
+    The contract's ``METRIC_PATTERN`` (``[a-z][a-z0-9_]*``) leaves nothing to escape in a metric name, so names
+    are used as they are, and values are dispatched on their exact type (profiled: escaping and the generic
+    formatting were a fifth of the hub's time).
+    """
+    parts: list[str] = []
+    dropped = 0
+    for key, value in fields.items():
+        if isinstance(value, float):
+            if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
+                parts.append(f"{key}={value!r}")
+            else:
+                dropped += 1
+        elif isinstance(value, str):
+            parts.append(f'{key}="{value.translate(_STRING_ESCAPES)}"')
+        elif value is True:
+            parts.append(f"{key}=true")
+        elif value is False:
+            parts.append(f"{key}=false")
+        else:
+            try:
+                parts.append(f"{key}={float(value)!r}")
+            except OverflowError:
+                dropped += 1
+    return ",".join(parts), dropped

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stack": ("ioc.stack.cli", "the local Mosquitto + InfluxDB stack (ensure packages, start)", "hub"),
     "demo": ("ioc.demo", "run the whole system on a simulated city", "dev"),
     "dashboards": ("dashboards.cli", "Grafana boards as code: build provisioning files or push them", "hub"),
+    "bench": ("benchmarks.bench_cli", "load benchmark of the hub: simulated gateways -> stored readings/s", "dev"),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hub.lineproto import (
@@ -9,6 +11,7 @@ from hub.lineproto import (
     LineProtocolError,
     escape_key,
     escape_measurement,
+    format_contract_fields,
     format_fields,
     format_value,
     line,
@@ -98,3 +101,19 @@ def test_unrepresentable_fields_are_dropped_and_reported() -> None:
     assert format_fields({"a": 1, "b": 10**400, "c": "x"}) == ('a=1.0,c="x"', ["b"])
     with pytest.raises(LineProtocolError, match="no representable field"):
         line("m", {}, {"b": 10**400}, 1)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected", "dropped"),
+    [
+        ({"a": 1.5, "b": 2, "c": True, "d": False}, "a=1.5,b=2.0,c=true,d=false", 0),
+        ({"s": 'say "hi" \\ bye'}, 's="say \\"hi\\" \\\\ bye"', 0),
+        ({"big": 10**400, "inf": float("inf"), "nan": float("nan"), "ok": 0.0}, "ok=0.0", 3),
+        ({"neg": -1e308}, "neg=-1e+308", 0),
+    ],
+)
+def test_contract_fields_match_the_generic_formatting(metrics: dict[str, Any], expected: str, dropped: int) -> None:
+    text, bad = format_contract_fields(metrics)
+    assert (text, bad) == (expected, dropped)
+    generic, generic_bad = format_fields(metrics)
+    assert (generic, len(generic_bad)) == (text, bad)

@@ -1,0 +1,274 @@
+"""``load``: simulated gateways publish the wire contract at a set rate for a set time; how much the hub stores.
+
+One :class:`~ioc.stack.LocalStack` (gateway accounts ``bench/gw-0..N-1`` and ``bench/probe``) serves every run.
+Each run: a fresh database, the real hub as a child process (``python -m ioc.cli hub``), the load generator as
+another (:mod:`benchmarks.loadgen`). Measured:
+
+- ``readings_per_s``, ``messages_per_s``: readings (messages) counted in InfluxDB divided by the time from the
+  first publish until the hub reported every line written and every message acknowledged;
+- ``p50_ms``, ``p99_ms``: publish -> queryable latency of probe messages (one every 250 ms on their own gateway,
+  among the load): the time a ``SELECT`` polled every 50 ms first returned the probe, minus its publish time;
+- ``sent`` (readings published and PUBACKed by the broker), ``lost`` = ``sent`` minus ``SELECT count(value)``,
+  and ``lost_by_seq``: the gaps in the gateways' ``seq`` the hub counted during the run.
+
+The publisher's rate is a target: ``publish_rate`` says what it reached (on a shared 2-core machine, the
+generator, the broker, InfluxDB and the hub compete for the same cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from benchmarks.errors import BenchmarkError
+from benchmarks.hubproc import HubProcess
+from benchmarks.loadgen import LOAD_MEASUREMENT, PROBE_MEASUREMENT, GatewayAccount, LoadConfig, LoadProcess, monotonic
+from benchmarks.procs import CpuMeter, peak_rss_bytes
+from benchmarks.results import BenchmarkResult, RunSample
+from ioc.stack import LocalStack, StackEndpoints, StackError, create_database, drop_database, influx_query
+
+log = logging.getLogger(__name__)
+
+SITE: Final = "bench"
+PROBE_GATEWAY: Final = "probe"
+DEFAULT_GATEWAYS: Final = 4
+POLL_S: Final = 0.05
+#: After the generator is done: how long the hub may take to store the backlog.
+DRAIN_TIMEOUT_S: Final = 120.0
+
+
+def gateway_names(count: int) -> list[tuple[str, str]]:
+    return [(SITE, f"gw-{i}") for i in range(count)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by linear interpolation; 0 for no values."""
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[max(0, min(998, round(q * 1000) - 1))]
+
+
+class _ProbeWatcher:
+    """Polls InfluxDB for probe points and records when each first became queryable (wall clock, ms)."""
+
+    def __init__(self, url: str, db: str) -> None:
+        self._url = url
+        self._db = db
+        self.latencies_ms: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="probe-watcher", daemon=True)
+        self.errors = 0
+
+    def __enter__(self) -> _ProbeWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        query = f'SELECT "n" FROM "{PROBE_MEASUREMENT}"'  # noqa: S608 - a constant
+        while not self._stop.wait(POLL_S):
+            try:
+                rows = influx_query(self._url, self._db, query, timeout=5.0)
+            except StackError:
+                self.errors += 1
+                continue
+            seen_ms = time.time() * 1000
+            for row in rows:
+                n = int(row["n"])
+                if n not in self.latencies_ms:
+                    published_ms = _epoch_ms(row["time"])
+                    self.latencies_ms[n] = seen_ms - published_ms
+
+
+def _epoch_ms(value: Any) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    # RFC 3339 from InfluxDB 1.x, e.g. 2026-11-28T15:00:00.123Z
+    import datetime as dt  # noqa: PLC0415
+
+    return dt.datetime.fromisoformat(str(value)).timestamp() * 1000
+
+
+def _count(url: str, db: str) -> int:
+    q = f'SELECT count("value") FROM "{LOAD_MEASUREMENT}"'  # noqa: S608 - a constant
+    rows = influx_query(url, db, q, timeout=60.0)
+    return int(rows[0]["count"]) if rows else 0
+
+
+def _one_run(
+    ep: StackEndpoints,
+    stack_pids: dict[str, int],
+    *,
+    run: int,
+    gateways: int,
+    rate: float,
+    readings_per_message: int,
+    duration_s: float,
+    hub_client_id: str,
+    log_dir: Path,
+    cwd: Path,
+) -> RunSample:
+    db = f"bench_{secrets.token_hex(4)}"
+    accounts = []
+    for site, gateway in gateway_names(gateways):
+        user, password = ep.credentials(f"{site}.{gateway}")
+        accounts.append(GatewayAccount(site, gateway, user, password))
+    probe_user, probe_password = ep.credentials(f"{SITE}.{PROBE_GATEWAY}")
+    config = LoadConfig(
+        host=ep.mqtt_host,
+        port=ep.mqtt_port,
+        gateways=accounts,
+        rate=rate,
+        readings_per_message=readings_per_message,
+        duration_s=duration_s,
+        probe=GatewayAccount(SITE, PROBE_GATEWAY, probe_user, probe_password),
+    )
+    create_database(ep.influx_url, db)
+    try:
+        with (
+            HubProcess(ep, db, hub_client_id, log_dir / f"hub-run{run}.log", cwd=cwd) as hub,
+            LoadProcess(config, log_dir / f"loadgen-run{run}.log", cwd=cwd) as load,
+            _ProbeWatcher(ep.influx_url, db) as probes,
+        ):
+            base = hub.stats()
+            meter = CpuMeter({"hub": hub.pid, "publisher": load.pid, **stack_pids})
+            meter.start()
+            go = monotonic()
+            load.go()
+            result = load.wait_done(duration_s + 180)
+            # Until the hub has written everything (the probes too) and acknowledged every message.
+            expected_lines = result.readings + result.probes
+            deadline = monotonic() + DRAIN_TIMEOUT_S
+            last = base
+            while True:
+                hub.check_alive()
+                last = hub.stats()
+                if (
+                    last["lines_written"] - base["lines_written"] >= expected_lines
+                    and last["pending_messages"] == 0
+                    and last["queued_messages"] == 0
+                ):
+                    break
+                if monotonic() > deadline:
+                    break  # counted below as lost
+                time.sleep(POLL_S)
+            stored = monotonic()
+            cpu = meter.stop(stored - go)
+            rss = peak_rss_bytes(hub.pid)
+            time.sleep(0.5)  # the last probe polls
+        counted = _count(ep.influx_url, db)
+        if hub.returncode != 0:
+            raise BenchmarkError(f"the hub exited with status {hub.returncode}:\n{hub.log_tail()}")
+    finally:
+        with contextlib.suppress(StackError):
+            drop_database(ep.influx_url, db)
+
+    seconds = stored - result.first_publish
+    gaps = sum(n for g, n in last.get("seq_gaps_by_gateway", {}).items() if g.startswith(f"{SITE}/gw-")) - sum(
+        n for g, n in base.get("seq_gaps_by_gateway", {}).items() if g.startswith(f"{SITE}/gw-")
+    )
+    latencies = sorted(probes.latencies_ms.values())
+    lost = result.readings - counted
+    publish_s = max(result.last_publish - result.first_publish, 1e-9)
+    log.info(
+        "load run %d: %d readings in %d messages, %.1f s to store = %.0f readings/s; lost %d; p50 %.0f ms p99 %.0f ms",
+        run,
+        result.readings,
+        result.published,
+        seconds,
+        counted / seconds,
+        lost,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+    )
+    metrics = {
+        "readings_per_s": counted / seconds,
+        "messages_per_s": result.published * counted / max(result.readings, 1) / seconds,
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
+        "publish_rate": result.published / publish_s,
+        "seconds": seconds,
+        "hub_peak_rss_mib": rss / 2**20,
+        **{f"{name}_cpu_pct": pct for name, pct in cpu.items()},
+    }
+    counts = {
+        "sent": result.readings,
+        "messages_sent": result.published,
+        "broker_acked": result.acked,
+        "counted": counted,
+        "lost": lost,
+        "lost_by_seq": gaps,
+        "probes_sent": result.probes,
+        "probes_seen": len(latencies),
+        "dead_letters": last["dead_letters_total"] - base["dead_letters_total"],
+    }
+    return RunSample(metrics=metrics, counts=counts)
+
+
+def run_load_benchmark(
+    *,
+    name: str,
+    runs: int,
+    rate: float,
+    readings_per_message: int,
+    duration_s: float,
+    work_dir: Path,
+    log_dir: Path,
+    cwd: Path,
+    gateways: int = DEFAULT_GATEWAYS,
+) -> BenchmarkResult:
+    """Run the load scenario ``runs`` times on one local stack. A run that loses data fails the benchmark."""
+    result = BenchmarkResult(
+        name,
+        {
+            "rate_msgs_per_s": rate,
+            "readings_per_message": readings_per_message,
+            "duration_s": duration_s,
+            "gateways": gateways,
+            "metrics_per_reading": 2,
+            "qos": 1,
+        },
+    )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    hub_client_id = f"ioc-bench-hub-{secrets.token_hex(3)}"
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="stack-") as state:
+        stack = LocalStack(Path(state), gateways=[*gateway_names(gateways), (SITE, PROBE_GATEWAY)])
+        with stack as ep:
+            stack_pids = {n: pid for n, pid in stack.pids.items() if n in ("mosquitto", "influxd")}
+            for run in range(1, runs + 1):
+                try:
+                    stack.check_alive()
+                    sample = _one_run(
+                        ep,
+                        stack_pids,
+                        run=run,
+                        gateways=gateways,
+                        rate=rate,
+                        readings_per_message=readings_per_message,
+                        duration_s=duration_s,
+                        hub_client_id=hub_client_id,
+                        log_dir=log_dir,
+                        cwd=cwd,
+                    )
+                except (BenchmarkError, StackError) as exc:
+                    result.error = f"run {run}: {exc}"
+                    log.error("%s %s (logs in %s)", name, result.error, log_dir)  # noqa: TRY400 - the report
+                    break
+                result.samples.append(sample)
+                if sample.counts["lost"]:
+                    result.error = f"run {run}: lost {sample.counts['lost']} readings: {sample.counts}"
+                    break
+    return result

@@ -1,0 +1,404 @@
+"""A load generator of simulated gateways publishing the wire contract, in a process of its own.
+
+Child side: ``python -m benchmarks.loadgen`` reads one JSON line of :class:`LoadConfig` on stdin, connects one
+paho-mqtt client (MQTT 5, QoS 1) per gateway account and answers ``{"event": "ready"}``. On ``{"cmd": "go"}``
+it publishes ``data`` batches for ``duration_s`` at ``rate`` messages/s in total (0: as fast as the outstanding
+cap allows), round robin over the gateways, waits for every PUBACK and answers ``{"event": "done", ...}`` with
+the counts (:class:`LoadResult`), then exits.
+
+Each gateway has its own session and ``seq`` (1, 2, ...). Reading ``k`` (0-based within a gateway) is device
+``d{k % devices}`` at ``base_ts_ms + k // devices``: no two readings of a device share a timestamp, so no point
+overwrites another and ``count(value)`` in InfluxDB must equal the readings sent. Measurement ``bench_load``,
+metrics ``value`` (float) and ``ok`` (bool).
+
+Optional: every ``bad_every``-th message is malformed instead (cycling through not-JSON, a contract violation
+and a wrong type; counted as ``bad_sent``, never part of the readings), and a probe message (measurement
+``bench_probe``, field ``n``, ``ts`` = wall-clock publish time in ms) every ``probe_interval_s`` on the probe
+gateway, from which the parent measures publish-to-queryable latency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Final, Self
+
+from benchmarks.errors import BenchmarkError
+
+log = logging.getLogger(__name__)
+
+LOAD_MEASUREMENT: Final = "bench_load"
+PROBE_MEASUREMENT: Final = "bench_probe"
+CONNECT_TIMEOUT_S: Final = 10.0
+STOP_TIMEOUT_S: Final = 15.0
+_BAD_PAYLOADS: Final = (
+    b"{not json",
+    b'{"session": "x", "seq": 1, "readings": []}',  # contract: session too short, no readings
+    b'{"session": "bad-session-1", "seq": "one", "readings": [{}]}',  # wrong types
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayAccount:
+    site: str
+    gateway: str
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    host: str
+    port: int
+    gateways: list[GatewayAccount]
+    rate: float
+    """Messages per second over all gateways; 0: as fast as possible."""
+    readings_per_message: int
+    duration_s: float
+    devices: int = 100
+    base_ts_ms: int = 0
+    """0: the wall clock at start, minus ten minutes."""
+    bad_every: int = 0
+    probe: GatewayAccount | None = None
+    probe_interval_s: float = 0.25
+    max_outstanding: int = 20_000
+    """Published but not yet PUBACKed, over all gateways: the generator waits above it."""
+    ack_timeout_s: float = 120.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadConfig:
+        data = json.loads(text)
+        data["gateways"] = [GatewayAccount(**g) for g in data["gateways"]]
+        if data.get("probe"):
+            data["probe"] = GatewayAccount(**data["probe"])
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class LoadResult:
+    published: int = 0
+    """Messages published (bad ones and probes excluded)."""
+    acked: int = 0
+    readings: int = 0
+    bad_sent: int = 0
+    probes: int = 0
+    first_publish: float = 0.0
+    """CLOCK_MONOTONIC."""
+    last_publish: float = 0.0
+    last_puback: float = 0.0
+    started_wall: float = 0.0
+    last_seq: dict[str, int] = field(default_factory=dict)
+    """``site/gateway`` -> the last seq sent."""
+    readings_by_gateway: dict[str, int] = field(default_factory=dict)
+
+
+def monotonic() -> float:
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+# ------------------------------------------------------------------------------------------------ child side
+
+
+class _Client:
+    def __init__(self, account: GatewayAccount, host: str, port: int, counter: _AckCounter) -> None:
+        import paho.mqtt.client as paho  # noqa: PLC0415 - only the child process needs paho
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+        self.account = account
+        self.topic = f"ioc/v1/{account.site}/{account.gateway}/data"
+        self.session = f"load-{secrets.token_hex(6)}"
+        self.seq = 0
+        self.k = 0
+        self._paho = paho
+        self._connected = threading.Event()
+        self._refused = ""
+        self._counter = counter
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"load-{account.gateway}-{secrets.token_hex(3)}",
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.username_pw_set(account.username, account.password)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        self.client = client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+        self._connected.set()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self._counter.add()
+
+    def connect(self, host: str, port: int) -> None:
+        try:
+            self.client.connect(host, port, keepalive=60)
+        except OSError as exc:
+            raise BenchmarkError(f"cannot connect to {host}:{port}: {exc}") from exc
+        self.client.loop_start()
+        if not self._connected.wait(CONNECT_TIMEOUT_S):
+            raise BenchmarkError(f"no CONNACK within {CONNECT_TIMEOUT_S:.0f} s")
+        if self._refused:
+            raise BenchmarkError(f"the broker refused {self.account.username}: {self._refused}")
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != self._paho.MQTT_ERR_SUCCESS:
+            raise BenchmarkError(f"publish on {topic} failed: {self._paho.error_string(info.rc)}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class _AckCounter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.last = 0.0
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+            self.last = monotonic()
+
+
+def _batch(client: _Client, config: LoadConfig, base_ts: int) -> bytes:
+    client.seq += 1
+    devices = config.devices
+    parts = []
+    for _ in range(config.readings_per_message):
+        k = client.k
+        client.k += 1
+        parts.append(
+            b'{"device":"d%d","kind":"bench_load","ts":%d,"metrics":{"value":%d.5,"ok":true}}'
+            % (k % devices, base_ts + k // devices, k)
+        )
+    return b'{"session":"%s","seq":%d,"readings":[%s]}' % (client.session.encode(), client.seq, b",".join(parts))
+
+
+def run_load(config: LoadConfig, go: threading.Event | None = None) -> LoadResult:  # noqa: PLR0912, PLR0915 - one timed loop, in one place
+    """Connect, (wait for ``go``,) publish for ``duration_s``, wait for the PUBACKs; the counts."""
+    counter = _AckCounter()
+    clients = [_Client(account, config.host, config.port, counter) for account in config.gateways]
+    probe = _Client(config.probe, config.host, config.port, counter) if config.probe else None
+    result = LoadResult()
+    try:
+        for c in (*clients, *([probe] if probe else [])):
+            c.connect(config.host, config.port)
+        _answer("ready", gateways=len(clients))
+        if go is not None:
+            go.wait()
+        base_ts = config.base_ts_ms or int(time.time() * 1000) - 600_000
+        result.started_wall = time.time()
+        start = result.first_publish = monotonic()
+        end = start + config.duration_s
+        sent = 0  # all messages handed to paho (bad and probes included): what the outstanding cap counts
+        next_probe = start
+        g = 0
+        n_clients = len(clients)
+        while True:
+            now = monotonic()
+            if now >= end:
+                break
+            if probe is not None and now >= next_probe:
+                result.probes += 1
+                ts = int(time.time() * 1000)
+                payload = (
+                    b'{"session":"%s","seq":%d,"readings":[{"device":"probe","kind":"%s","ts":%d,'
+                    % (
+                        probe.session.encode(),
+                        result.probes,
+                        PROBE_MEASUREMENT.encode(),
+                        ts,
+                    )
+                    + b'"metrics":{"n":%d}}]}' % result.probes
+                )
+                probe.publish(probe.topic, payload)
+                sent += 1
+                next_probe += config.probe_interval_s
+            target = int(config.rate * (now - start)) + 1 if config.rate > 0 else sent + 200
+            burst = 0
+            while sent < target and burst < 500:
+                if sent - counter.count >= config.max_outstanding:
+                    break
+                client = clients[g]
+                g = (g + 1) % n_clients
+                index = result.published + result.bad_sent + 1
+                if config.bad_every and index % config.bad_every == 0:
+                    client.publish(client.topic, _BAD_PAYLOADS[(index // config.bad_every) % len(_BAD_PAYLOADS)])
+                    result.bad_sent += 1
+                else:
+                    client.publish(client.topic, _batch(client, config, base_ts))
+                    result.published += 1
+                sent += 1
+                burst += 1
+            if sent >= target or sent - counter.count >= config.max_outstanding:
+                time.sleep(0.001)
+        result.last_publish = monotonic()
+        deadline = monotonic() + config.ack_timeout_s
+        while counter.count < sent and monotonic() < deadline:
+            time.sleep(0.01)
+        with counter._lock:
+            acked, result.last_puback = counter.count, counter.last
+        result.acked = acked - result.probes - result.bad_sent
+        for c in clients:
+            name = f"{c.account.site}/{c.account.gateway}"
+            result.last_seq[name] = c.seq
+            result.readings_by_gateway[name] = c.k
+        result.readings = sum(result.readings_by_gateway.values())
+    finally:
+        for c in (*clients, *([probe] if probe else [])):
+            with contextlib.suppress(Exception):
+                c.close()
+    return result
+
+
+def _answer(event: str, **data: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **data}) + "\n")
+    sys.stdout.flush()
+
+
+def child_main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s loadgen %(levelname)s %(message)s")
+    try:
+        config = LoadConfig.from_json(sys.stdin.readline())
+        go = threading.Event()
+
+        def wait_go() -> None:
+            for line in sys.stdin:
+                if json.loads(line).get("cmd") == "go":
+                    go.set()
+                    return
+            os._exit(1)  # the parent went away before "go"
+
+        threading.Thread(target=wait_go, daemon=True).start()
+        result = run_load(config, go)
+        _answer("done", **asdict(result))
+    except (BenchmarkError, ValueError, KeyError, TypeError, OSError) as exc:
+        log.exception("load generator failed")
+        _answer("error", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ parent side
+
+
+class LoadProcess:
+    """``with LoadProcess(config, log_path, cwd=...) as load:`` starts the generator and waits until it is ready;
+    :meth:`go` starts publishing, :meth:`wait_done` returns its :class:`LoadResult`."""
+
+    def __init__(self, config: LoadConfig, log_path: Path, *, cwd: Path, ready_timeout_s: float = 30.0) -> None:
+        self._config = config
+        self._log_path = log_path
+        self._cwd = cwd
+        self._ready_timeout_s = ready_timeout_s
+        self._proc: subprocess.Popen[str] | None = None
+        self._log: IO[bytes] | None = None
+        self._events: queue.Queue[str | None] = queue.Queue()
+
+    def __enter__(self) -> Self:
+        self._log = self._log_path.open("wb")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.loadgen"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=self._cwd,
+            text=True,
+            encoding="utf-8",
+        )
+        threading.Thread(target=self._read, name="loadgen-stdout", daemon=True).start()
+        self._send(self._config.to_json())
+        self._expect("ready", self._ready_timeout_s)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def _read(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self._events.put(line)
+        self._events.put(None)
+
+    def _send(self, line: str) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise BenchmarkError("the load generator is not running")
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    def _expect(self, event: str, timeout_s: float) -> dict[str, Any]:
+        try:
+            line = self._events.get(timeout=timeout_s)
+        except queue.Empty:
+            raise BenchmarkError(f"the load generator did not answer {event!r} within {timeout_s:.0f} s") from None
+        if line is None:
+            raise BenchmarkError(f"the load generator exited before {event!r}:\n{self.log_tail()}")
+        answer: dict[str, Any] = json.loads(line)
+        if answer.get("event") != event:
+            raise BenchmarkError(f"the load generator answered {answer} instead of {event!r}:\n{self.log_tail()}")
+        return answer
+
+    def go(self) -> None:
+        self._send(json.dumps({"cmd": "go"}))
+
+    def wait_done(self, timeout_s: float) -> LoadResult:
+        data = self._expect("done", timeout_s)
+        data.pop("event")
+        return LoadResult(**data)
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self._log is not None and not self._log.closed:
+            self._log.flush()
+        try:
+            return "\n".join(self._log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())
