@@ -9,6 +9,10 @@ SIGTERM or ``--duration`` seconds. Logs go to stderr; stdout carries only that l
 simulated NTCIP 1203 sign over SNMPv2c (UDP) and prints ``{"host": ..., "port": ..., "community": ...,
 "write_community": ...}`` the same way.
 
+``ioc sim city --sites N --out DIR [--cameras-per-site N] [--no-rtsp] [--broker-host H] [--broker-port P]`` starts
+N sites of sensors, signs and cameras (:mod:`devices.sim.city`), writes each gateway's edge config into DIR and
+prints ``{"host": ..., "rtsp": ..., "sites": [{"site", "gateway", "district", "devices", "config", ...}]}``.
+
 ``ioc sim camera [--count N] [--host 127.0.0.1] [--username U] [--password P] [--no-auth] [--no-rtsp]
 [--cvlc PATH] [--ffmpeg PATH] [--duration S]`` serves N simulated cameras: an ONVIF device service each and,
 where VLC and ffmpeg are installed, one RTSP server with a stream per camera. It prints
@@ -25,9 +29,11 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from devices.errors import DeviceConfigError
 from devices.profile import available_profiles
+from devices.sim.city import SimulatedCity
 from devices.sim.modbus import ModbusSimulator
 from devices.sim.ntcip import NtcipSimulator
 from devices.sim.onvif import SimulatedCameras
@@ -71,6 +77,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ntcip.add_argument("--update-interval", type=float, default=1.0, metavar="S", help="value updates (default 1 s)")
     ntcip.add_argument("--seed", type=int, default=None, help="seed of the noise (repeatable runs)")
     _add_camera_arguments(sub)
+    _add_city_arguments(sub)
+
+
+def _add_city_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    city = sub.add_parser(
+        "city",
+        help="serve a simulated city: N sites of sensors, signs and cameras, and their edge configs",
+        description="Start N sites' simulators (Modbus sensors, NTCIP signs, ONVIF/RTSP cameras) in this process, "
+        "write each site's edge config to --out, print one JSON line with the sites, endpoints and config files.",
+    )
+    city.add_argument("--sites", type=int, default=3, help="number of sites, 1..100 (default 3)")
+    city.add_argument("--out", type=Path, required=True, help="folder for the edge configs (created)")
+    city.add_argument("--host", default="127.0.0.1", help="address the simulators listen on (default 127.0.0.1)")
+    city.add_argument("--cameras-per-site", type=int, default=2, help="cameras per site, 0..10 (default 2)")
+    city.add_argument("--no-rtsp", action="store_true", help="cameras without streams (no VLC)")
+    city.add_argument("--broker-host", default="127.0.0.1", help="MQTT broker in the edge configs")
+    city.add_argument("--broker-port", type=int, default=1883, help="MQTT port in the edge configs (default 1883)")
+    city.add_argument("--seed", type=int, default=None, help="seed of the simulated values (repeatable runs)")
+    city.add_argument("--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds")
 
 
 def _add_camera_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,7 +118,9 @@ def _add_camera_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def main(args: argparse.Namespace) -> int:
-    serve = {"modbus": _serve_modbus, "ntcip": _serve_ntcip, "camera": _serve_camera}.get(args.simulator)
+    serve = {"modbus": _serve_modbus, "ntcip": _serve_ntcip, "camera": _serve_camera, "city": _serve_city}.get(
+        args.simulator
+    )
     if serve is None:
         log.error("unknown simulator %r", args.simulator)
         return 2
@@ -109,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_stopped(
-    sim: ModbusSimulator | NtcipSimulator | SimulatedCameras, duration: float | None
+    sim: ModbusSimulator | NtcipSimulator | SimulatedCameras | SimulatedCity, duration: float | None
 ) -> None:
     """Print the simulator's JSON line, then serve until SIGINT, SIGTERM or ``duration``."""
     stop = asyncio.Event()
@@ -174,4 +201,17 @@ async def _serve_camera(args: argparse.Namespace) -> int:
     async with cameras:
         await _serve_until_stopped(cameras, args.duration)
     log.info("camera simulator stopped")
+    return 0
+
+
+async def _serve_city(args: argparse.Namespace) -> int:
+    if not 1 <= args.broker_port <= 65535:
+        raise DeviceConfigError(f"--broker-port must be 1..65535, not {args.broker_port}")
+    city = SimulatedCity(
+        args.sites, host=args.host, cameras_per_site=args.cameras_per_site, rtsp=not args.no_rtsp, seed=args.seed
+    )
+    async with city:
+        city.write_configs(args.out, broker_host=args.broker_host, broker_port=args.broker_port)
+        await _serve_until_stopped(city, args.duration)
+    log.info("simulated city stopped")
     return 0
