@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from benchmarks import codec, edge_footprint, ingest
+from benchmarks import codec, edge_footprint, edge_replay, ingest
 from benchmarks.errors import BenchmarkError
 from benchmarks.results import BenchmarkResult, format_table, machine, write_report
 
@@ -22,7 +22,7 @@ log = logging.getLogger("benchmarks")
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 OUT_DIR: Final = ROOT / ".ioc" / "bench"
-NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME)
+NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME, edge_replay.NAME)
 DEFAULT_RUNS: Final = 5
 QUICK_RUNS: Final = 3
 
@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_dir=out / f"logs-{stamp}",
             cwd=ROOT,
         ),
+        edge_replay.NAME: lambda: edge_replay.run_edge_replay(runs=runs, work_dir=out, quick=args.quick),
     }
     at_start = machine()
     log.info(
