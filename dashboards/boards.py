@@ -337,6 +337,49 @@ def _aqi_hourly_panel(where: str) -> Panel:
     )
 
 
+#: LED variable message signs over NTCIP 1203 (devices/drivers/ntcip/driver.py METRICS), kind ``sign``.
+SIGN_PROFILES: Final = ("ntcip-dms-full-matrix",)
+
+
+def displays_board() -> Board:
+    """Operations: variable message signs: error status, current message, temperatures, pixel/power failures."""
+    ok = {"0": ("value.ok", GREEN)}
+    panels = (
+        Panel(
+            "state-timeline",
+            "panel.sign_status",
+            (
+                Query(
+                    'SELECT last("short_error_status") FROM "sign" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "device" fill(previous)',
+                    alias="$tag_device",
+                ),
+            ),
+            width=24,
+            height=7,
+            thresholds=(Threshold(None, GREEN), Threshold(1, RED)),
+            mappings=ok,
+        ),
+        Panel(
+            "table",
+            "panel.sign_message",
+            (
+                Query(
+                    'SELECT last("message_text") AS "message", last("message_source") AS "source", '
+                    'last("light_output_pct") AS "light_pct" FROM "sign" GROUP BY "site", "device"',
+                    table=True,
+                ),
+            ),
+            width=24,
+            height=7,
+        ),
+        _series("sign", "temp_cabinet_max_c", "panel.sign_temperature", "celsius", group="device", width=8),
+        _series("sign", "pixel_failures", "panel.sign_pixels", "none", group="device", width=8),
+        _series("sign", "power_failures", "panel.sign_power", "none", group="device", width=8),
+    )
+    return Board("ioc-ops-displays", "board.displays", OPERATIONS, panels, tags=("displays",))
+
+
 def per_site_boards(snap: Snapshot) -> list[Board]:
     """Operations: one board per registered site with the panels its devices feed."""
     boards: list[Board] = []
@@ -656,6 +699,7 @@ def all_boards(snap: Snapshot, *, online_target_pct: float = 95.0) -> list[Board
         gateways_board(snap),
         hub_board(),
         *([cameras_board()] if snap.empty or snap.has(profiles=CAMERA_PROFILES) else []),
+        *([displays_board()] if snap.empty or snap.has(profiles=SIGN_PROFILES) else []),
         *per_site_boards(snap),
         city_board(snap, online_target_pct),
     ]

@@ -91,6 +91,12 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "panel.host_cpu": ("Gateway CPU", "CPU của gateway"),
     "panel.host_memory": ("Gateway memory used", "Bộ nhớ gateway đã dùng"),
     "panel.host_disk": ("Gateway disk used", "Ổ đĩa gateway đã dùng"),
+    # panels: signs
+    "panel.sign_status": ("Sign error status (0 = no error)", "Trạng thái lỗi biển báo (0 = không lỗi)"),
+    "panel.sign_message": ("Message shown now", "Nội dung đang hiển thị"),
+    "panel.sign_temperature": ("Cabinet temperature", "Nhiệt độ tủ điều khiển"),
+    "panel.sign_pixels": ("Pixel failures", "Điểm ảnh hỏng"),
+    "panel.sign_power": ("Power supply failures", "Lỗi nguồn điện"),
     # panels: cameras
     "panel.camera_reachability": ("Camera reachability (ONVIF, RTSP)", "Khả năng kết nối camera (ONVIF, RTSP)"),
     "panel.camera_fps": ("Frame rate", "Tốc độ khung hình"),

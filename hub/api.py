@@ -25,6 +25,7 @@ from fastapi.responses import PlainTextResponse
 from hub.config import HttpSettings
 from hub.deadletter import DeadLetter
 from hub.errors import StartupError
+from hub.kpis import router as kpis_router
 from hub.metrics import render_prometheus
 from hub.routes import alerts, devices, events, inventory, sites, tokens, web
 from hub.routes.services import Operations
@@ -101,6 +102,7 @@ def create_app(status: HubStatus, operations: Operations | None = None) -> FastA
     app.state.operations = operations
     for router in OPERATIONS_ROUTERS:
         app.include_router(router)
+    app.include_router(kpis_router)  # POST /api/v1/kpis (hub/kpis.py), technician role
     app.mount("/ui", static_files(), name="ui")
 
     return app

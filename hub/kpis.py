@@ -20,7 +20,8 @@ body order) and field. At most :data:`MAX_ROWS` rows and :data:`MAX_BODY_BYTES` 
 Storage: ``kpi,kpi=<id>[,ward=<id>] value=<float>[,target=<float>][,unit="<text>"] <ts ms>``. A row posted again
 with the same kpi, ward and ts overwrites the earlier value (InfluxDB's point identity), so a corrected figure
 replaces a wrong one. The writer is the hub's own (``app.state.kpi_sink``); while InfluxDB is unreachable the
-request fails with 503 and nothing is stored, so the sender retries.
+request fails with 503 and nothing is stored, so the sender retries. It needs a bearer token with the
+technician role or higher (401 without one, 403 with a lower role).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any, Final, Protocol
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from hub.errors import StorageError, StorageRejected
 from hub.lineproto import FieldValue, LineProtocolError, line
+from hub.routes.deps import require
 
 MEASUREMENT: Final = "kpi"
 MAX_ROWS: Final = 10_000
@@ -278,7 +280,9 @@ _BODY_DOC: Final[dict[str, Any]] = {
     }
 }
 
-router = APIRouter(prefix="/api/v1", tags=["kpis"])
+#: Posting figures needs the technician role (or admin): hub/auth.py, hub/routes/deps.py.
+KPI_WRITER: Final = require("technician")
+router = APIRouter(prefix="/api/v1", tags=["kpis"], dependencies=[Depends(KPI_WRITER)])
 
 
 @router.post(
@@ -286,6 +290,8 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"])
     openapi_extra=_BODY_DOC,
     responses={
         200: {"description": "stored: how many rows"},
+        401: {"description": "no or unknown bearer token"},
+        403: {"description": "the token's role is below technician"},
         413: {"description": "too large"},
         415: {"description": "unsupported content type"},
         422: {"description": "bad rows, each named by row and field"},
@@ -297,4 +303,4 @@ async def post_kpis(request: Request) -> JSONResponse:
     return await _store(request, int(datetime.now(UTC).timestamp() * 1000))
 
 
-__all__ = ["MEASUREMENT", "KpiSink", "Problem", "RowError", "lines_of", "router", "row_line"]
+__all__ = ["KPI_WRITER", "MEASUREMENT", "KpiSink", "Problem", "RowError", "lines_of", "router", "row_line"]

@@ -96,7 +96,9 @@ class Hub:
                 stack.push_async_callback(_cancel, reporter_task)
             if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
                 await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
-            self._api = await stack.enter_async_context(ApiServer(create_app(self, self._operations), s.http))
+            app = create_app(self, self._operations)
+            app.state.kpi_sink = self._writer  # POST /api/v1/kpis stores through the hub's writer (hub/kpis.py)
+            self._api = await stack.enter_async_context(ApiServer(app, s.http))
             log.info(
                 "hub started: InfluxDB %s %s (api %s, gzip %s); batches of up to %d lines or %d ms, "
                 "%d writes in flight, at most %d unacknowledged messages; API %s",

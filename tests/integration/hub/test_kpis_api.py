@@ -1,18 +1,21 @@
-"""``POST /api/v1/kpis`` end to end: the router on a FastAPI app whose KPI sink is the hub's real InfluxDB writer,
-against the real InfluxDB. Good JSON and CSV are stored; bad rows are named and nothing is stored."""
+"""``POST /api/v1/kpis``: the router on a FastAPI app whose KPI sink is the hub's real InfluxDB writer, against
+the real InfluxDB (good JSON and CSV are stored; bad rows are named and nothing is stored), with the role check
+stubbed; and on a running hub with real tokens (401, 403, 200 for the technician role)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from ops_support import auth, ops_settings, running_hub, tokens
 
 from hub.config import InfluxSettings
 from hub.influx import InfluxWriter
-from hub.kpis import router
+from hub.kpis import KPI_WRITER, router
 from ioc.stack import StackEndpoints, influx_query
 
 pytestmark = pytest.mark.integration
@@ -23,13 +26,20 @@ TS_MS = int(datetime.fromisoformat(TS).timestamp() * 1000)
 
 @pytest.fixture
 async def client(stack: StackEndpoints, influx_db: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    app.include_router(router)
+    app = kpi_app()
     async with InfluxWriter(InfluxSettings(url=stack.influx_url, database=influx_db)) as writer:
         app.state.kpi_sink = writer
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as c:
             yield c
+
+
+def kpi_app() -> FastAPI:
+    """The router alone; the role check (tested on the running hub below) always lets the caller in."""
+    app = FastAPI()
+    app.include_router(router)
+    app.dependency_overrides[KPI_WRITER] = lambda: None
+    return app
 
 
 def stored(stack: StackEndpoints, db: str) -> list[dict[str, object]]:
@@ -128,8 +138,7 @@ async def test_csv_errors_name_the_data_row(client: httpx.AsyncClient) -> None:
 
 
 async def test_unreachable_influxdb_answers_503_and_stores_nothing() -> None:
-    app = FastAPI()
-    app.include_router(router)
+    app = kpi_app()
     async with InfluxWriter(InfluxSettings(url="http://127.0.0.1:9", database="x", timeout_s=1)) as writer:
         app.state.kpi_sink = writer
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as c:
@@ -139,8 +148,30 @@ async def test_unreachable_influxdb_answers_503_and_stores_nothing() -> None:
 
 
 async def test_without_a_sink_the_route_answers_503() -> None:
-    app = FastAPI()
-    app.include_router(router)
+    app = kpi_app()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as c:
         response = await c.post("/api/v1/kpis", json=[{"kpi": "x", "value": 1}])
     assert response.status_code == 503
+
+
+@pytest.mark.timeout(60)
+async def test_on_the_running_hub_only_technicians_and_admins_post(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    settings = ops_settings(stack, influx_db, tmp_path)
+    rows = [{"kpi": "dvc_on_time_rate", "value": 96.0, "ts": TS, "ward": "quan-1"}]
+    async with running_hub(settings) as hub, httpx.AsyncClient(base_url=hub.api_url, timeout=10) as http:
+        tok = await tokens(hub)
+        assert (await http.post("/api/v1/kpis", json=rows)).status_code == 401
+        for role in ("viewer", "operator"):
+            r = await http.post("/api/v1/kpis", json=rows, headers=auth(tok[role]))
+            assert r.status_code == 403, (role, r.text)
+        assert stored(stack, influx_db) == []
+        r = await http.post("/api/v1/kpis", json=rows, headers=auth(tok["technician"]))
+        assert r.status_code == 200, r.text
+        r = await http.post("/api/v1/kpis", json=[{**rows[0], "value": 97.0}], headers=auth(tok["admin"]))
+        assert r.status_code == 200, r.text
+        r = await http.post("/api/v1/kpis", json=[{"kpi": "x", "value": "n/a"}], headers=auth(tok["technician"]))
+        assert r.status_code == 422
+        assert r.json()["detail"] == [{"row": 1, "field": "value", "message": "must be a number (got 'n/a')"}]
+    assert [(r["kpi"], r["value"], r["time"]) for r in stored(stack, influx_db)] == [("dvc_on_time_rate", 97, TS_MS)]
