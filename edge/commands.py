@@ -16,12 +16,14 @@ Actions (``docs/protocol.md``, "cmd and cmd/ack"):
 - ``reload_config``, addressed to the gateway id: rereads the config file and applies added, removed and
   changed devices without restarting the process; a bad file is an ``error`` ack and the old config stays.
 
-Statuses: ``ok``; ``unsupported`` for an action this device does not have; ``timeout`` when the device did
-not answer within the command's ``timeout_s`` (or its own poll timeout, for ``read_now``); ``error`` for
-everything else, with the reason in ``detail``: bad params, unknown device, the device's own error, and
-payloads that break the contract. A payload whose ``id`` cannot be recovered cannot be answered: it is
-logged (the first at WARNING, then DEBUG) and counted. ``reload_config`` is not cut short by ``timeout_s``
-(half a reload would leave devices neither old nor new); its ack may come later.
+Statuses: ``ok``; ``unsupported`` for an action this device does not have (its driver does not declare it);
+``timeout`` when the device did not answer within the command's ``timeout_s`` (or its own poll timeout, for
+``read_now``); ``error`` for everything else, with the reason in ``detail``: bad params (also when the driver
+refuses them, even as :class:`~devices.errors.UnsupportedCommand`: the action exists, the command is
+malformed), unknown device, the device's own error, and payloads that break the contract. A payload whose
+``id`` cannot be recovered cannot be answered: it is logged (the first at WARNING, then DEBUG) and counted.
+``reload_config`` is not cut short by ``timeout_s`` (half a reload would leave devices neither old nor new);
+its ack may come later.
 
 A command id seen again (QoS 1 redelivers after a lost PUBACK) is not run twice: the first run's ack is sent
 again, or nothing if it is still running. Nothing here raises into the publisher.
@@ -41,9 +43,9 @@ from typing import Any, Final, Protocol, Self
 import msgspec
 
 from devices.driver import MetricValue, now_ms
-from devices.errors import DeviceError, UnsupportedCommand
+from devices.errors import DeviceError
 from edge.errors import ConfigError
-from edge.scheduler import PollFailed, UnknownDevice
+from edge.scheduler import ActionNotSupported, PollFailed, UnknownDevice
 from edge.tasks import cancel_and_wait
 from wire.v1 import (
     MAX_METRICS_PER_READING,
@@ -266,7 +268,7 @@ class CommandDispatcher:
             status, detail = exc.status, exc.detail
         elif isinstance(exc, UnknownDevice):
             detail = f"{exc} (this gateway serves {len(exc.known)} devices)"
-        elif isinstance(exc, UnsupportedCommand):
+        elif isinstance(exc, ActionNotSupported):
             status, detail = AckStatus.UNSUPPORTED, f"device {command.device!r} does not support {command.action!r}"
         elif isinstance(exc, PollFailed):
             status, detail = (AckStatus.TIMEOUT if exc.timed_out else AckStatus.ERROR), exc.reason

@@ -91,6 +91,10 @@ class UnknownDevice(KeyError):
         return f"unknown device {self.device!r}"
 
 
+class ActionNotSupported(UnsupportedCommand):
+    """The device's driver does not declare this action (:meth:`CommandCapable.supported_actions`)."""
+
+
 class PollFailed(Exception):
     """A poll requested outside the grid (``read_now``) failed; ``timed_out`` when the device did not answer."""
 
@@ -240,14 +244,14 @@ class DevicePoller:
     async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
         """Run a driver command (opening the driver first if needed), one request at a time with the polls.
 
-        Raises :class:`UnsupportedCommand` when the driver cannot run ``action``, :class:`TimeoutError` when
+        Raises :class:`ActionNotSupported` when the driver has no ``action``, :class:`TimeoutError` when
         opening takes longer than the device's timeout, :class:`DeviceError` from the driver. A
         connection-level error (or a cancelled command) closes the driver; the regular task reopens it.
         After a successful ``restart`` the driver is closed too: the old connection died with the device.
         """
         driver = self.plan.driver
         if not isinstance(driver, CommandCapable) or action not in driver.supported_actions():
-            raise UnsupportedCommand(f"driver {self.plan.driver_name!r} cannot {action!r}")
+            raise ActionNotSupported(f"driver {self.plan.driver_name!r} cannot {action!r}")
         async with self._lock:
             if self._retired:
                 raise DeviceUnavailable(f"device {self.plan.id!r} was removed meanwhile")

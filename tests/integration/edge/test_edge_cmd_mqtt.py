@@ -3,7 +3,8 @@
 
 The test plays the hub as admin. Devices: two Modbus units on the simulator, the gateway host, and a display
 controller driver registered by this test (``test_sign``: a real driver living in memory, so display_message
-and a command timeout can be shown without sign hardware).
+and a command timeout can be shown without sign hardware). The last test drives the real NTCIP 1203 driver
+against the sign simulator.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 from devices.driver import REGISTRY, DriverConfig, DriverSpec, MetricValue, Reading, now_ms
 from devices.errors import DeviceConfigError, DeviceResponseError
 from devices.sim.modbus import ModbusSimulator
+from devices.sim.ntcip import NtcipSimulator
 from edge.agent import run_agent
 from edge.config import load_config
 from ioc.stack import StackEndpoints
@@ -301,3 +303,40 @@ async def test_reload_config_over_mqtt(stack: StackEndpoints, tmp_path: Path, si
             )
             ack = await hub.ask("aq-1", "reload_config")
             assert ack.status is AckStatus.ERROR
+
+
+@pytest.mark.timeout(120)
+async def test_display_message_on_an_ntcip_sign_over_mqtt(stack: StackEndpoints, tmp_path: Path) -> None:
+    """The real NTCIP 1203 driver against the sign simulator (SNMPv2c over UDP), commanded through the broker."""
+    async with (
+        ModbusSimulator(["xy-md02"], update_interval_s=3600, seed=5) as sim,
+        NtcipSimulator(seed=3, update_interval_s=3600) as sign,
+    ):
+        path = tmp_path / "gateway.yaml"
+        config = gateway_config(stack, sim.port, Path("unused"), [])
+        config["devices"][1] = {
+            "id": "vms-3",
+            "driver": "ntcip",
+            "profile": "ntcip-dms-full-matrix",
+            "interval_s": 30,
+            "options": {"host": "127.0.0.1", "port": sign.port, "write_community": "administrator", "timeout_s": 1},
+        }
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        async with agent_and_hub(stack, path) as hub:
+            ack = await hub.ask("vms-3", "display_message", params={"text": "[jl3]FLOOD AHEAD", "priority": 200})
+            assert ack.status is AckStatus.OK
+            assert ack.detail.startswith("changeable message 1 shown (crc 0x")
+            assert sign.current_message() == b"[jl3]FLOOD AHEAD"
+            ack = await hub.ask("vms-3", "read_now")
+            assert ack.result["message_text"] == "FLOOD AHEAD"
+            # The sign refuses a bad MULTI tag: an error with the sign's reason; its message stays.
+            ack = await hub.ask("vms-3", "display_message", params={"text": "[xx]BAD"})
+            assert ack.status is AckStatus.ERROR
+            assert "syntaxMULTI" in ack.detail
+            # The driver refuses bad params: the action exists, the command is malformed: error, with why.
+            ack = await hub.ask("vms-3", "display_message", params={"text": "x", "colour": "red"})
+            assert ack.status is AckStatus.ERROR
+            assert "unknown param(s) colour" in ack.detail
+            ack = await hub.ask("vms-3", "restart")
+            assert ack.status is AckStatus.UNSUPPORTED
+            assert sign.current_message() == b"[jl3]FLOOD AHEAD"

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from devices.driver import MetricValue, Reading, now_ms
-from devices.errors import DeviceResponseError, DeviceUnavailable
+from devices.errors import DeviceResponseError, DeviceUnavailable, UnsupportedCommand
 from edge.commands import CommandDispatcher
 from edge.errors import ConfigError
 from edge.events import EventQueue
@@ -71,6 +71,8 @@ class Sign(Sensor):
         await asyncio.sleep(self.command_s)
         if action == "restart":
             return "controller restarting"
+        if set(params) - {"text"}:
+            raise UnsupportedCommand(f"display_message: unknown param(s) {', '.join(sorted(set(params) - {'text'}))}")
         text = params.get("text")
         if not isinstance(text, str) or not text:
             raise DeviceResponseError("params.text: a non-empty string is required")
@@ -206,6 +208,9 @@ async def test_driver_actions(agent: Agent) -> None:
     assert (ack.status, ack.detail) == (AckStatus.OK, "controller restarting")
     ack = await agent.ask("vms-1", "display_message", params={"text": ""})
     assert (ack.status, ack.detail) == (AckStatus.ERROR, "params.text: a non-empty string is required")
+    # The action exists; params the driver refuses (even as UnsupportedCommand) make a malformed command.
+    ack = await agent.ask("vms-1", "display_message", params={"text": "x", "colour": "red"})
+    assert (ack.status, ack.detail) == (AckStatus.ERROR, "display_message: unknown param(s) colour")
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 import pytest
 
 from devices.driver import MetricValue, Reading, now_ms
-from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable, UnsupportedCommand
+from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable
 from edge.config import ReportConfig
 from edge.events import EventQueue
 from edge.outbox import MemoryOutbox
 from edge.plan import DevicePlan
-from edge.scheduler import Health, PollFailed, Scheduler, UnknownDevice
+from edge.scheduler import ActionNotSupported, Health, PollFailed, Scheduler, UnknownDevice
 from edge.stats import EdgeStats
 from wire.v1 import EventType
 
@@ -407,9 +407,9 @@ async def test_execute_refuses_what_the_driver_cannot_do() -> None:
         harness.stats,
     )
     async with scheduler:
-        with pytest.raises(UnsupportedCommand, match="cannot 'restart'"):
+        with pytest.raises(ActionNotSupported, match="cannot 'restart'"):
             await scheduler.execute("t-1", "restart", {})
-        with pytest.raises(UnsupportedCommand, match="cannot 'reboot'"):
+        with pytest.raises(ActionNotSupported, match="cannot 'reboot'"):
             await scheduler.execute("vms-1", "reboot", {})
 
 
