@@ -1,9 +1,11 @@
 """``ioc demo``: the whole system on a simulated city, on this machine.
 
 It starts the local stack (Mosquitto with authentication and per-gateway accounts, InfluxDB), then, as child
-processes exactly as they run in production: one Modbus simulator per site (``ioc sim modbus``), one edge
-agent per site (``ioc edge run``, each with its own broker account) and the hub (``ioc hub``). Readings reach
-InfluxDB within seconds. The endpoints are written to ``{state_dir}/demo.json`` and printed.
+processes exactly as they run in production: the hub (``ioc hub``), the simulated city (``ioc sim city``: per
+site Modbus sensors, one or two NTCIP signs and ONVIF/RTSP cameras, and each gateway's edge config) and one
+edge agent per site (``ioc edge run``, each with its own broker account), so stopping one agent is a real
+gateway failure. Readings of all three device kinds reach InfluxDB within seconds. The endpoints are written
+to ``{state_dir}/demo.json`` and printed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from devices.profile import load_profile
+from devices.sim.city import GATEWAY, site_name
 from ioc.stack import LocalStack, StackEndpoints, ensure_packages
 from ioc.stack.process import die_with_parent
 
@@ -36,50 +40,30 @@ log = logging.getLogger("ioc.demo")
 CHILD_READY_TIMEOUT_S = 30.0
 
 
-@dataclass(frozen=True)
-class DemoSite:
-    """One simulated site: a gateway box next to a handful of Modbus devices."""
-
-    site: str
-    gateway: str
-    district: str
-    devices: tuple[tuple[str, str, float], ...]  # (device id, profile id, poll interval s)
+#: Sites of the demo city by default (``--sites``).
+DEFAULT_SITES = 3
 
 
-#: A small city: a traffic junction, a riverside station and a substation, in three wards.
-CITY: tuple[DemoSite, ...] = (
-    DemoSite(
-        "ben-thanh",
-        "gw-1",
-        "quan-1",
-        (("aq-01", "pm-sensor-rs485", 2.0), ("th-01", "xy-md02", 2.0)),
-    ),
-    DemoSite(
-        "thu-thiem",
-        "gw-1",
-        "thu-duc",
-        (("wl-01", "water-level-rs485", 2.0), ("aq-02", "pm-sensor-rs485", 5.0), ("th-02", "xy-md02", 5.0)),
-    ),
-    DemoSite(
-        "tan-dinh",
-        "gw-1",
-        "quan-3",
-        (("pm-01", "eastron-sdm630", 2.0),),
-    ),
-)
+def city_sites(count: int = DEFAULT_SITES) -> list[tuple[str, str]]:
+    """(site, gateway) of the demo city's sites, in order: what the broker needs accounts for."""
+    return [(site_name(i)[0], GATEWAY) for i in range(1, count + 1)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, help="stop by itself after SECONDS")
     parser.add_argument("--state-dir", type=Path, default=Path(".ioc"), help="where configs, data, logs go")
+    parser.add_argument("--sites", type=int, default=DEFAULT_SITES, help=f"sites in the city (default {DEFAULT_SITES})")
 
 
 def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if not 1 <= args.sites <= 100:
+        print(f"ioc demo: --sites must be 1..100, not {args.sites}", file=sys.stderr)
+        return 2
     try:
-        run_demo(args.state_dir.resolve(), args.duration, stop)
+        run_demo(args.state_dir.resolve(), args.duration, stop, sites=args.sites)
     except DemoError as exc:
         print(f"ioc demo: {exc}", file=sys.stderr)
         return 1
@@ -158,25 +142,23 @@ def read_sim_port(proc: subprocess.Popen[bytes], name: str) -> dict[str, Any]:
     return info
 
 
-def edge_config(site: DemoSite, ep: StackEndpoints, sim: dict[str, Any]) -> dict[str, Any]:
-    user, password = ep.credentials(f"{site.site}.{site.gateway}")
-    units: dict[str, int] = sim["units"]
-    return {
-        "site": site.site,
-        "gateway": site.gateway,
-        "broker": {"host": ep.mqtt_host, "port": ep.mqtt_port, "username": user, "password": password},
-        "publish": {"max_delay_ms": 500},
-        "devices": [
-            {
-                "id": device,
-                "driver": "modbus_tcp",
-                "profile": profile,
-                "interval_s": interval,
-                "options": {"host": sim["host"], "port": sim["port"], "unit_id": units[device]},
-            }
-            for device, profile, interval in site.devices
-        ],
+def edge_config(path: Path, ep: StackEndpoints) -> dict[str, Any]:
+    """The city's edge config of one gateway with its broker account filled in (the city writes no secret)."""
+    doc: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    user, password = ep.credentials(f"{doc['site']}.{doc['gateway']}")
+    doc["broker"] = {
+        **doc["broker"],
+        "host": ep.mqtt_host,
+        "port": ep.mqtt_port,
+        "username": user,
+        "password": password,
     }
+    return doc
+
+
+def device_kinds(site: dict[str, Any]) -> dict[str, str]:
+    """Device id -> kind (the InfluxDB measurement) of one site of ``ioc sim city``'s JSON line."""
+    return {d["id"]: load_profile(d["profile"]).kind for d in site["devices"]}
 
 
 def write_private(path: Path, text: str) -> None:
@@ -205,13 +187,13 @@ class RunningDemo:
 
 
 @contextlib.contextmanager
-def demo_city(state_dir: Path, city: tuple[DemoSite, ...] = CITY) -> Iterator[RunningDemo]:
+def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDemo]:
     """Start everything; yield the endpoints document; stop everything on exit."""
     ensure_packages()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_dir = state_dir / "logs"
     log_dir.mkdir(exist_ok=True)
-    gateways = [(s.site, s.gateway) for s in city]
+    gateways = city_sites(sites)
     stack = LocalStack(state_dir / "stack", gateways=gateways)
     with stack as ep:
         children = Children(log_dir)
@@ -233,20 +215,24 @@ def demo_city(state_dir: Path, city: tuple[DemoSite, ...] = CITY) -> Iterator[Ru
                 },
             )
             hub_url = f"http://127.0.0.1:{hub_port}"
-            for site in city:
-                profiles = [p for _, p, _ in site.devices]
-                sim_name = f"sim-{site.site}"
-                sim_argv = ioc_argv("sim", "modbus", "--port", "0", *[a for p in profiles for a in ("--profile", p)])
-                sim = read_sim_port(children.start(sim_name, sim_argv), sim_name)
-                # The simulator serves one unit per --profile, in order, unit ids 1..n.
-                sim_info = {
-                    "host": sim.get("host", "127.0.0.1"),
-                    "port": sim["port"],
-                    "units": {device: i + 1 for i, (device, _, _) in enumerate(site.devices)},
-                }
-                config_path = state_dir / f"edge-{site.site}-{site.gateway}.yaml"
-                write_private(config_path, yaml.safe_dump(edge_config(site, ep, sim_info), sort_keys=False))
-                children.start(f"edge-{site.site}", ioc_argv("edge", "run", str(config_path)))
+            city_argv = ioc_argv(
+                "sim",
+                "city",
+                "--sites",
+                str(sites),
+                "--out",
+                str(state_dir / "city"),
+                "--broker-host",
+                ep.mqtt_host,
+                "--broker-port",
+                str(ep.mqtt_port),
+            )
+            city = read_sim_port(children.start("sim-city", city_argv), "sim-city")
+            for site in city["sites"]:
+                config_path = state_dir / f"edge-{site['site']}-{site['gateway']}.yaml"
+                config = edge_config(Path(site["config"]), ep)
+                write_private(config_path, yaml.safe_dump(config, sort_keys=False))
+                children.start(f"edge-{site['site']}", ioc_argv("edge", "run", str(config_path)))
             wait_for_hub(hub_url, children)
             doc = {
                 "hub_url": hub_url,
@@ -262,13 +248,14 @@ def demo_city(state_dir: Path, city: tuple[DemoSite, ...] = CITY) -> Iterator[Ru
                 "influxdb": {"url": ep.influx_url, "database": ep.influx_db},
                 "sites": [
                     {
-                        "site": s.site,
-                        "gateway": s.gateway,
-                        "district": s.district,
-                        "devices": [d for d, _, _ in s.devices],
+                        "site": s["site"],
+                        "gateway": s["gateway"],
+                        "district": s["district"],
+                        "devices": device_kinds(s),
                     }
-                    for s in city
+                    for s in city["sites"]
                 ],
+                "rtsp": {k: v for k, v in city["rtsp"].items() if k in ("available", "reason")},
                 "logs": str(log_dir),
             }
             pids = [*stack.pids.values(), *(p.pid for p in children.procs.values())]
@@ -289,12 +276,16 @@ def hub_summary(hub_url: str) -> str:
     return "hub: " + ", ".join(f"{k}={stats[k]}" for k in keys if k in stats)
 
 
-def run_demo(state_dir: Path, duration: float | None, stop: threading.Event) -> None:
-    with demo_city(state_dir) as running:
+def run_demo(state_dir: Path, duration: float | None, stop: threading.Event, sites: int = DEFAULT_SITES) -> None:
+    with demo_city(state_dir, sites) as running:
         doc = running.doc
         print(json.dumps(doc, indent=2))
+        kinds = [kind for site in doc["sites"] for kind in site["devices"].values()]
+        signs, cameras = kinds.count("sign"), kinds.count("camera")
+        streams = "with streams" if doc["rtsp"]["available"] else f"without streams ({doc['rtsp'].get('reason')})"
         print(
-            f"\nDemo running: {len(CITY)} sites, {sum(len(s.devices) for s in CITY)} simulated Modbus devices.\n"
+            f"\nDemo running: {len(doc['sites'])} sites, {len(kinds) - signs - cameras} Modbus sensors, "
+            f"{signs} NTCIP signs, {cameras} cameras {streams}.\n"
             f"  hub API      {doc['hub_url']}/api/v1/health\n"
             f"  InfluxDB     {doc['influxdb']['url']}  database {doc['influxdb']['database']}\n"
             f"  endpoints    {state_dir / 'demo.json'}\n"

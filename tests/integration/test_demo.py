@@ -1,7 +1,8 @@
-"""`ioc demo` (what `make demo` runs) puts simulated Modbus readings into InfluxDB within seconds.
+"""`ioc demo` (what `make demo` runs) puts readings of all three device kinds into InfluxDB within seconds.
 
 The demo runs as a child process exactly as a person starts it; the test reads the endpoints it writes to
-``demo.json`` and queries the InfluxDB it started.
+``demo.json`` and queries the InfluxDB it started: every Modbus sensor, NTCIP sign and camera of the simulated
+city must have landed, each in its kind's measurement, tagged with its site.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ioc.demo import CITY
+from ioc.demo import DEFAULT_SITES
 from ioc.stack import influx_query
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,46 +55,59 @@ def alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
-@pytest.mark.timeout(180)
-def test_demo_puts_simulated_modbus_readings_into_influxdb(tmp_path: Path) -> None:
+@pytest.mark.timeout(240)
+def test_demo_puts_readings_of_sensors_signs_and_cameras_into_influxdb(tmp_path: Path) -> None:
     state, log = tmp_path / "state", tmp_path / "demo.log"
     proc = start_demo(state, log)
+    pids: list[int] = []
     try:
-        doc = wait_for(state / "demo.json", proc, log, timeout=60)
+        doc = wait_for(state / "demo.json", proc, log, timeout=90)
         url, db = doc["influxdb"]["url"], doc["influxdb"]["database"]
+        assert len(doc["sites"]) == DEFAULT_SITES
+        expected: dict[str, set[tuple[str, str]]] = {}  # kind -> {(site, device)}
+        for site in doc["sites"]:
+            for device, kind in site["devices"].items():
+                expected.setdefault(kind, set()).add((site["site"], device))
+        assert {"sign", "camera"} <= set(expected), "the city has signs and cameras"
+        assert {"air_quality", "weather", "water_level", "power_meter"} <= set(expected)
+        seen: dict[str, set[tuple[str, str]]] = {}
         started = time.monotonic()
-        expected_sites = {s.site for s in CITY}
-        expected_devices = {d for s in CITY for d, _, _ in s.devices}
-        seen_devices: set[str] = set()
-        sites: set[str] = set()
-        while time.monotonic() - started < 45 and seen_devices != expected_devices:
+        while time.monotonic() - started < 75 and seen != expected:
             time.sleep(1)
-            for measurement in ("air_quality", "weather", "water_level", "power_meter"):
-                rows = influx_query(url, db, f'SELECT count(*) FROM "{measurement}" GROUP BY "device", "site"')
-                seen_devices |= {r["device"] for r in rows}
-                sites |= {r["site"] for r in rows}
+            for kind in expected:
+                rows = influx_query(url, db, f'SELECT count(*) FROM "{kind}" GROUP BY "device", "site"')
+                seen[kind] = {(r["site"], r["device"]) for r in rows}
         took = time.monotonic() - started
-        assert seen_devices == expected_devices, f"after {took:.0f} s only {sorted(seen_devices)}:\n{log.read_text()}"
-        assert sites == expected_sites
+        missing = {k: sorted(v - seen.get(k, set())) for k, v in expected.items() if v - seen.get(k, set())}
+        assert not missing, f"after {took:.0f} s still missing {missing}:\n{log.read_text()}"
 
-        # Values are the simulator's plausible ones, stamped recently by the edge (ms precision).
+        # Values are the simulators' plausible ones, stamped recently by the edge (ms precision).
         rows = influx_query(url, db, 'SELECT * FROM "air_quality" ORDER BY time DESC LIMIT 1')
         assert rows, "no air-quality reading"
         newest = rows[0]
         assert abs(newest["time"] - time.time() * 1000) < 30_000
         assert 0 <= newest["pm25"] < 1000
         assert 0 <= newest["pm10"] < 2000
+        # A sign reports its message as text and its status bits as numbers.
+        signs = influx_query(url, db, 'SELECT last("message_text"), last("brightness_level") FROM "sign"')
+        assert signs[0]["last"] == "DRIVE SAFELY"
+        assert 1 <= signs[0]["last_1"] <= 16
+        # A camera answers ONVIF with the simulator's credentials; its stream is up when VLC is here.
+        cams = influx_query(url, db, 'SELECT last("onvif_state_name"), last("rtsp_state_name") FROM "camera"')
+        assert cams[0]["last"] == "up_with_auth"
+        assert cams[0]["last_1"] == ("up" if doc["rtsp"]["available"] else "unavailable"), doc["rtsp"]
 
-        # The hub reports what it stored; the gateways announced themselves (birth → gateway_state online).
+        # The hub reports what it stored; the gateways announced themselves (birth -> gateway_state online).
         stats = httpx.get(f"{doc['hub_url']}/api/v1/ingest/stats", timeout=5).json()
         assert stats["dead_letters_total"] == 0, stats
-        assert stats["lines_written"] >= len(expected_devices), stats
+        assert stats["lines_written"] >= sum(len(v) for v in expected.values()), stats
+        expected_sites = {s["site"] for s in doc["sites"]}
         states = influx_query(url, db, 'SELECT last("online") FROM "gateway_state" GROUP BY "site"')
         assert {r["site"] for r in states} == expected_sites
         assert all(r["last"] is True for r in states)
 
         pids = [int(p) for p in (state / "pids").read_text().split()]
-        assert len(pids) == 2 + 2 * len(CITY) + 1, "stack (2), hub, one simulator and one agent per site"
+        assert len(pids) == 2 + 1 + 1 + DEFAULT_SITES, "stack (2), hub, the city's simulators, one agent per site"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -112,7 +126,7 @@ def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path) -> None:
     state, log = tmp_path / "state", tmp_path / "demo.log"
     proc = start_demo(state, log)
     try:
-        wait_for(state / "demo.json", proc, log, timeout=60)
+        wait_for(state / "demo.json", proc, log, timeout=90)
         pids = [int(p) for p in (state / "pids").read_text().split()]
         assert all(alive(pid) for pid in pids)
     finally:
