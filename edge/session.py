@@ -29,9 +29,9 @@ def new_session_id() -> str:
 class Session:
     """One connection to the broker: its id, when it started (wall clock, ms) and its data sequence.
 
-    A session starts when its connect attempt starts. Readings sampled before that were held back while
-    there was no connection (a replay); readings sampled during the attempt itself (at most the connect
-    timeout) are not, so the first polls of a starting agent, racing its first connect, are not a replay.
+    A session starts when its connect attempt starts; the publisher fixes the outbox's backlog at that moment
+    (everything queued then is sent marked ``replay``, see :mod:`edge.outbox_replay`), so readings taken during
+    the attempt itself, like the first polls of a starting agent racing its first connect, are not a replay.
     """
 
     id: str = field(default_factory=new_session_id)
@@ -42,10 +42,6 @@ class Session:
         """The ``seq`` of the next data message: 1, 2, 3... within this session."""
         self.last_seq += 1
         return self.last_seq
-
-    def is_replay(self, sampled_ms: int) -> bool:
-        """True for a reading sampled before this session started (held back while the uplink was down)."""
-        return sampled_ms < self.started_ms
 
     def birth(self, agent: str, devices: Sequence[DeviceInfo]) -> State:
         return State(online=True, session=self.id, ts=now_ms(), agent=agent, devices=list(devices))

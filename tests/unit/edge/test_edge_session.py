@@ -23,9 +23,3 @@ def test_birth_will_and_death_carry_the_session_and_pass_the_contract() -> None:
     assert birth.ts is not None
     assert (will.online, will.session, will.reason, will.ts) == (False, session.id, "connection lost", None)
     assert (death.online, death.session, death.reason) == (False, session.id, "shutdown")
-
-
-def test_replay_means_sampled_before_the_session_started() -> None:
-    session = Session(started_ms=1_764_331_200_000)
-    assert session.is_replay(1_764_331_199_999)
-    assert not session.is_replay(1_764_331_200_000)
