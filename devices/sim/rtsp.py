@@ -14,7 +14,9 @@ start it from the main thread or a long-lived event loop thread).
 ``cvlc`` and ``ffmpeg`` are optional on a host: without them :meth:`start` raises :class:`RtspUnavailable`
 with the reason (``sim.unavailable_reason``), and ``ioc sim camera`` reports it instead of a stream URL.
 Knobs: :meth:`stop` and :meth:`start` again (same port: the camera's RTSP server goes away and comes back),
-:meth:`kill` (SIGKILL, a crash).
+:meth:`kill` (SIGKILL, a crash), per stream :meth:`freeze`/:meth:`unfreeze` (RTSP answers, no video flows: a
+hung encoder) and :meth:`stop_stream`/:meth:`start_stream` (that stream answers 404). The per-stream knobs are
+VLM commands sent through VLC's telnet interface, on loopback with a random password.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import ctypes.util
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -51,6 +54,10 @@ STOP_TIMEOUT_S: Final = 5.0
 #: Stream names end up in a URL path and in VLM commands: keep them plain.
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 _PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
+#: VLC's telnet control interface listens here only, whatever address the streams use.
+CONTROL_HOST: Final = "127.0.0.1"
+#: How long one control command may take.
+CONTROL_TIMEOUT_S: Final = 5.0
 
 
 class RtspUnavailable(Exception):
@@ -202,6 +209,10 @@ class RtspSimulator:
         self._workdir: Path | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._log_file: Path | None = None
+        self._control_port = 0
+        self._control_password = secrets.token_hex(8)
+        self.frozen: set[str] = set()
+        self.stopped_streams: set[str] = set()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -272,7 +283,12 @@ class RtspSimulator:
         conf.write_text(self._vlm(workdir / "clip.mp4"), encoding="utf-8")
         conf.chmod(0o644)
         self._log_file = workdir / "vlc.log"
+        if not self._control_port:
+            self._control_port = free_port(CONTROL_HOST)
         argv = [cvlc, "-I", "dummy", "--no-stats", "--rtsp-host", self.host, "--vlm-conf", str(conf)]
+        # VLM commands at run time (the freeze/stop knobs) go through VLC's telnet interface, on loopback only.
+        argv += ["--extraintf", "telnet", "--telnet-host", CONTROL_HOST, "--telnet-port", str(self._control_port)]
+        argv += ["--telnet-password", self._control_password]
         kwargs: dict[str, object] = {}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir / "home"), "LANG": "C"}
         if os.geteuid() == 0:
@@ -377,6 +393,8 @@ class RtspSimulator:
     async def stop(self) -> None:
         """SIGTERM VLC (SIGKILL after :data:`STOP_TIMEOUT_S`) and reap it; the clip is kept for a restart."""
         proc, self._proc = self._proc, None
+        self.frozen.clear()
+        self.stopped_streams.clear()
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -389,9 +407,62 @@ class RtspSimulator:
                 proc.kill()
             await proc.wait()
 
+    async def freeze(self, name: str) -> None:
+        """The stream stops sending video while RTSP still answers (a hung encoder): a probe then waits in vain."""
+        if name not in self.frozen:
+            await self._vlm_command(f"control {self._stream(name)} pause")  # VLM's pause toggles
+            self.frozen.add(name)
+
+    async def unfreeze(self, name: str) -> None:
+        """Video flows again."""
+        if name in self.frozen:
+            await self._vlm_command(f"control {self._stream(name)} pause")
+            self.frozen.discard(name)
+
+    async def stop_stream(self, name: str) -> None:
+        """This stream goes away (RTSP answers 404 for it); the others keep running."""
+        await self._vlm_command(f"control {self._stream(name)} stop")
+        self.stopped_streams.add(name)
+        self.frozen.discard(name)
+
+    async def start_stream(self, name: str) -> None:
+        """A stream stopped with :meth:`stop_stream` plays again."""
+        await self._vlm_command(f"control {self._stream(name)} play")
+        self.stopped_streams.discard(name)
+
+    def _stream(self, name: str) -> str:
+        if name not in self.streams:
+            raise KeyError(name)
+        if not self.running:
+            raise RuntimeError("the RTSP server is not running")
+        return name
+
+    async def _vlm_command(self, command: str) -> None:
+        """Log in to VLC's telnet interface and run one VLM command; :class:`RuntimeError` if VLC does not take it."""
+        try:
+            async with asyncio.timeout(CONTROL_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(CONTROL_HOST, self._control_port)
+                try:
+                    await reader.readuntil(b"Password: ")
+                    writer.write(self._control_password.encode() + b"\n")
+                    await reader.readuntil(b"> ")
+                    writer.write(command.encode() + b"\n")
+                    answer = await reader.readuntil(b"> ")
+                finally:
+                    writer.close()
+                    with contextlib.suppress(ConnectionError):
+                        await writer.wait_closed()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise RuntimeError(f"VLC did not take {command!r}: {exc!r}") from exc
+        if b"error" in answer.lower() or b"unknown" in answer.lower():
+            raise RuntimeError(f"VLC refused {command!r}: {answer.decode(errors='replace').strip()}")
+        log.info("VLC: %s", command)
+
     async def kill(self) -> None:
         """SIGKILL VLC at once (a crashed RTSP server) and reap it."""
         proc, self._proc = self._proc, None
+        self.frozen.clear()
+        self.stopped_streams.clear()
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):

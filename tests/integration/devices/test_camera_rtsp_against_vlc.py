@@ -2,7 +2,8 @@
 
 The probe is the real ffprobe over RTP/UDP. The clip's codec, size and rate are known (``ClipSpec``), so the
 reading must report exactly them; its bitrate is compared with the clip file's own. Faults: the server
-stopped, crashed and restarted, an unknown stream, a server that accepts and never answers (ffprobe killed at
+stopped, crashed and restarted, one stream frozen (RTSP answers, no video) or stopped (404) while the other
+plays, an unknown stream, a server that accepts and never answers (ffprobe killed at
 the timeout, no process left), a poll cancelled mid-probe, and the RTSP server (VLC) or ffmpeg missing, which
 degrade to an "unavailable" reason. Not marked ``integration``: no broker or database is involved.
 """
@@ -291,3 +292,26 @@ def test_vlc_dies_with_the_process_that_started_it() -> None:
             child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+async def test_a_frozen_stream_is_down_no_stream_and_comes_back(vlc: RtspSimulator) -> None:
+    await vlc.freeze("cam-1")
+    frozen = await probe(vlc.url("cam-1"), rtsp_timeout_s=2.0)
+    other = await probe(vlc.url("cam-2"))
+    await vlc.unfreeze("cam-1")
+    back = await probe(vlc.url("cam-1"))
+    assert frozen["rtsp_state_name"] == "down"
+    assert frozen["rtsp_error"] == "no stream within 2 s (ffprobe killed)"
+    assert other["rtsp_state_name"] == "up"  # the other camera on the same server is unaffected
+    assert back["rtsp_state_name"] == "up"
+
+
+async def test_a_stopped_stream_is_down_404_while_the_others_play(vlc: RtspSimulator) -> None:
+    await vlc.stop_stream("cam-2")
+    gone = await probe(vlc.url("cam-2"))
+    other = await probe(vlc.url("cam-1"))
+    await vlc.start_stream("cam-2")
+    back = await probe(vlc.url("cam-2"))
+    assert gone["rtsp_error"] == f"{vlc.url('cam-2')}: Server returned 404 Not Found"
+    assert other["rtsp_state_name"] == "up"
+    assert back["rtsp_state_name"] == "up"
