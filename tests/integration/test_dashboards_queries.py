@@ -3,7 +3,7 @@ loaded by the simulated city (``ioc.demo``: simulators, edge agents, the hub) an
 
 The demo runs once for the session (its own state folder, its own stack); its hub computes VN_AQI every few
 seconds (``IOC_HUB_AQI__INTERVAL_S``) and writes its own health; KPIs are posted through ``POST /api/v1/kpis``
-when the demo's hub serves it, else written by the KPI module into the same InfluxDB. Queries go to InfluxDB's
+with a technician token. Queries go to InfluxDB's
 ``/query`` exactly as Grafana's InfluxQL datasource sends them, after the same macro and variable substitution.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +23,10 @@ import httpx
 import pytest
 import yaml
 
+from dashboards.boards import CAMERA_PROFILES, SIGN_PROFILES
 from dashboards.build import render_all
 from dashboards.registry import Snapshot, parse
-from hub.kpis import lines_of
-from ioc.demo import CITY, demo_city
+from ioc.demo import demo_city
 from ioc.stack import influx_query, influx_write
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,30 +47,38 @@ class City:
     url: str
     db: str
     snapshot: Snapshot
+    #: Whether the demo's cameras have RTSP streams (VLC and ffmpeg here); without, they report no frame rate.
+    rtsp: bool
 
 
-def city_snapshot() -> Snapshot:
-    """The demo city as the registry knows it (sites, wards, devices with their profiles and kinds)."""
-    sites = [
-        {
-            "id": s.site,
-            "ward": s.district,
-            "lat": 10.77 + i / 100,
-            "lon": 106.70 + i / 100,
-            "devices": [
-                {"id": d[0], "profile": d[1], "kind": PROFILES.get(d[1], {}).get("kind", "")} for d in s.devices
-            ],
-        }
-        for i, s in enumerate(CITY)
-    ]
-    return parse(sites, [], "ioc.demo.CITY")
+def city_snapshot(state: Path, doc: dict[str, Any]) -> Snapshot:
+    """The demo city as the registry knows it: sites with their ward (``demo.json``) and every device with its
+    profile and kind (the edge configs the demo runs its agents with)."""
+    wards = {s["site"]: s.get("district", "") for s in doc["sites"]}
+    sites: list[dict[str, Any]] = []
+    for i, path in enumerate(sorted(state.glob("edge-*.yaml"))):
+        config = yaml.safe_load(path.read_text())
+        sites.append(
+            {
+                "id": config["site"],
+                "ward": wards.get(config["site"], ""),
+                "lat": 10.77 + i / 100,
+                "lon": 106.70 + i / 100,
+                "devices": [
+                    {"id": d["id"], "profile": d["profile"], "kind": PROFILES[d["profile"]]["kind"]}
+                    for d in config["devices"]
+                ],
+            }
+        )
+    assert sites, f"no edge config in {state}"
+    return parse(sites, [], str(state))
 
 
-def _wait_for_data(url: str, db: str) -> None:
-    expected = {d[0] for s in CITY for d in s.devices}
+def _wait_for_data(url: str, db: str, snap: Snapshot) -> None:
+    expected = {d.id for d in snap.devices}
     deadline = time.monotonic() + READY_TIMEOUT_S
     seen: set[str] = set()
-    have_aqi = have_health = False
+    have_aqi = False
     while time.monotonic() < deadline:
         rows = influx_query(url, db, 'SHOW TAG VALUES WITH KEY = "device"')
         seen = {r["value"] for r in rows}
@@ -79,29 +89,32 @@ def _wait_for_data(url: str, db: str) -> None:
         if expected <= seen and have_aqi and have_hourly and have_health and have_agent:
             return
         time.sleep(2)
-    pytest.fail(
-        f"demo data incomplete after {READY_TIMEOUT_S} s: devices {sorted(seen)}, vn_aqi {have_aqi}, "
-        f"device_health {have_health}"
-    )
+    pytest.fail(f"demo data incomplete after {READY_TIMEOUT_S} s: devices {sorted(seen)} of {sorted(expected)}")
 
 
 @pytest.fixture(scope="session")
 def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     """The simulated city, loaded: readings of every demo device, VN_AQI, hub health, KPIs."""
     state = tmp_path_factory.mktemp("demo-city")
-    saved = {k: os.environ.get(k) for k in ("IOC_HUB_AQI__INTERVAL_S", "IOC_HUB_METRICS__INTERVAL_S")}
-    # The demo's children inherit the environment: the hub's periodic jobs run every few seconds here.
-    os.environ["IOC_HUB_AQI__INTERVAL_S"] = "3"
-    os.environ["IOC_HUB_METRICS__INTERVAL_S"] = "2"
+    env = {
+        # The demo's children inherit the environment: the hub's periodic jobs run every few seconds here, and
+        # its database is a file, so a token can be created for it with `ioc hub token create`.
+        "IOC_HUB_AQI__INTERVAL_S": "3",
+        "IOC_HUB_METRICS__INTERVAL_S": "2",
+        "IOC_HUB_REGISTRY__URL": f"sqlite:///{state / 'hub.db'}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         with demo_city(state) as running:
             children = running.children
             doc = running.doc
             url, db = doc["influxdb"]["url"], doc["influxdb"]["database"]
-            _seed_pm_history(url, db)
-            _wait_for_data(url, db)
-            _post_kpis(doc, url, db)
-            yield City(url, db, city_snapshot())
+            snap = city_snapshot(state, doc)
+            _seed_pm_history(url, db, snap)
+            _wait_for_data(url, db, snap)
+            _post_kpis(doc)
+            yield City(url, db, snap, bool(doc.get("rtsp", {}).get("available", True)))
         # ioc.demo reads each simulator's port from its stdout pipe and leaves the pipe open; closed here, once
         # the children are stopped, so no ResourceWarning escapes (warnings are errors in this suite).
         for proc in children.procs.values():
@@ -115,7 +128,7 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
                 os.environ[key] = value
 
 
-def _seed_pm_history(url: str, db: str) -> None:
+def _seed_pm_history(url: str, db: str, snap: Snapshot) -> None:
     """Two earlier hours of PM readings for the demo's PM sensors, as the hub stores them.
 
     The demo runs for a minute, and an hourly VN_AQI needs 1-hour means of at least 2 of the last 3 hours
@@ -125,26 +138,37 @@ def _seed_pm_history(url: str, db: str) -> None:
     now_ms = int(time.time() * 1000)
     hour = now_ms - now_ms % 3_600_000
     lines = [
-        f"air_quality,device={device},gateway={s.gateway},kind=air_quality,site={s.site} "
+        f"air_quality,device={d.id},gateway=gw-1,kind=air_quality,site={d.site} "
         f"pm25={30.0 + (t // 300_000) % 7},pm10={55.0 + (t // 300_000) % 5} {t}"
-        for s in CITY
-        for device, profile, *_ in s.devices
-        if profile == "pm-sensor-rs485"
+        for d in snap.devices
+        if d.profile == "pm-sensor-rs485"
         for t in range(hour - 2 * 3_600_000, hour, 300_000)
     ]
     assert lines, "the demo city has no PM sensor"
     influx_write(url, db, "\n".join(lines))
 
 
-def _post_kpis(doc: dict[str, Any], url: str, db: str) -> None:
-    token = doc.get("admin_token") or doc.get("token") or ""
-    headers = {"Content-Type": "text/csv", **({"Authorization": f"Bearer {token}"} if token else {})}
+def _technician_token(doc: dict[str, Any]) -> str:
+    """The demo's own token if it gives one, else a technician token created as an operator would."""
+    token = doc.get("admin_token") or doc.get("token")
+    if token:
+        return str(token)
+    done = subprocess.run(
+        [sys.executable, "-m", "ioc.cli", "hub", "token", "create", "--role", "technician", "--name", "kpi-test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _post_kpis(doc: dict[str, Any]) -> None:
+    headers = {"Content-Type": "text/csv", "Authorization": f"Bearer {_technician_token(doc)}"}
     response = httpx.post(f"{doc['hub_url']}/api/v1/kpis", content=KPIS, headers=headers, timeout=10)
-    if response.status_code == 404:
-        # this hub build does not serve the route: store through the same module into the demo's InfluxDB
-        influx_write(url, db, "\n".join(lines_of(KPIS.encode(), "text/csv", int(time.time() * 1000))))
-        return
     assert response.status_code == 200, response.text
+    assert response.json() == {"stored": 2}
 
 
 #: Grafana's InfluxQL datasource escapes these in a variable's value used inside a regex.
@@ -164,6 +188,8 @@ def fill(query: str, variables: dict[str, str], time_from: str = "now-1h") -> st
 @pytest.mark.timeout(300)
 def test_every_panel_query_returns_rows(city: City) -> None:
     boards = render_all(city.snapshot, "en").boards
+    # Stream metrics exist only where the RTSP server runs (VLC, ffmpeg); the demo says whether it does.
+    streams = ("rtsp_fps", "rtsp_bitrate_kbps")
     empty: list[str] = []
     count = 0
     for _, uid, board in boards:
@@ -177,7 +203,13 @@ def test_every_panel_query_returns_rows(city: City) -> None:
             for target in panel["targets"]:
                 q = fill(target["query"], variables, board["time"]["from"])
                 count += 1
+                if not city.rtsp and any(f'"{f}"' in q for f in streams):
+                    continue
                 if not influx_query(city.url, city.db, q):
                     empty.append(f"{uid} / {panel['title']} / {target['refId']}: {q}")
     assert count > 30
+    uids = {uid for _, uid, _ in boards}
+    assert {f"ioc-site-{s.id}" for s in city.snapshot.sites} <= uids
+    assert ("ioc-ops-cameras" in uids) == city.snapshot.has(profiles=CAMERA_PROFILES)
+    assert ("ioc-ops-displays" in uids) == city.snapshot.has(profiles=SIGN_PROFILES)
     assert empty == [], "queries without rows:\n" + "\n".join(empty)
