@@ -7,7 +7,8 @@ not grow with the number of devices. :meth:`SqliteOutbox.put` returns once its r
 ``kill -9`` or a power cut after that loses none of them.
 
 ``async with SqliteOutbox(path, ...)`` opens the file (creating its folder) and restores what a previous run
-left, all of it as the backlog; leaving waits for pending writes, then closes it. ``path=":memory:"`` keeps
+left, all of it as the backlog (a file that cannot be opened or created is a :class:`~edge.errors.ConfigError`
+naming it; a damaged one is moved aside); leaving waits for pending writes, then closes it. ``path=":memory:"`` keeps
 the outbox in memory (tests, embedding; nothing survives a restart).
 
 The levels (readings, bytes, backlog) and drops go to :class:`edge.stats.EdgeStats` after every operation.
@@ -28,6 +29,7 @@ from typing import Final, Self, TypeVar
 import msgspec
 
 from edge.config import PublishConfig
+from edge.errors import ConfigError
 from edge.outbox import Lane, Queued
 from edge.outbox_store import MEMORY, Appended, Levels, OutboxStore, OutboxStoreError
 from edge.stats import EdgeStats
@@ -71,9 +73,11 @@ class SqliteOutbox:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-outbox")
         try:
             self._store = await self._call(lambda: OutboxStore(self.path, self._max_bytes, self._max_readings))
-        except BaseException:
+        except BaseException as exc:
             self._executor.shutdown(wait=False)
             self._executor = None
+            if isinstance(exc, OutboxStoreError):
+                raise ConfigError(f"publish.outbox_path: {exc}") from exc
             raise
         self._sync_levels(0)
         where = "in memory" if self.path == MEMORY else self.path

@@ -111,7 +111,10 @@ class OutboxStore:
 
     def _open(self) -> sqlite3.Connection:
         if self.path != MEMORY:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise OutboxStoreError(f"outbox {self.path}: cannot create its folder: {exc}") from exc
         try:
             return self._connect()
         except sqlite3.DatabaseError as exc:
