@@ -23,6 +23,7 @@ from pysnmp.hlapi.v3arch.asyncio import (  # type: ignore[import-untyped]
     ObjectType,
     SnmpEngine,
     UdpTransportTarget,
+    bulk_cmd,
     walk_cmd,
 )
 
@@ -402,6 +403,35 @@ async def test_the_sign_can_be_walked_like_any_snmp_agent(sim: NtcipSimulator) -
     assert seen == sorted(seen)
     assert mib.shortErrorStatus.scalar() in seen
     assert mib.dmsMessageMultiString.row(mib.MemoryType.currentBuffer, 1) in seen
+
+
+async def test_the_sign_answers_getbulk(sim: NtcipSimulator) -> None:
+    engine = SnmpEngine()
+    target = await UdpTransportTarget.create(("127.0.0.1", sim.port), timeout=1, retries=0)
+    indication, status, _, bindings = await bulk_cmd(
+        engine,
+        CommunityData("public", mpModel=1),
+        target,
+        ContextData(),
+        0,
+        6,
+        ObjectType(ObjectIdentity((*mib.DMS, 9, 9))),  # statTemp
+        lookupMib=False,
+    )
+    engine.close_dispatcher()
+    assert not indication
+    assert not int(status)
+    oids = [tuple(oid) for oid, _ in bindings]
+    assert oids == [(*mib.DMS, 9, 9, n, 0) for n in range(1, 7)]  # the six temperature objects, in order
+    temperatures = (
+        mib.tempMinCtrlCabinet,
+        mib.tempMaxCtrlCabinet,
+        mib.tempMinAmbient,
+        mib.tempMaxAmbient,
+        mib.tempMinSignHousing,
+        mib.tempMaxSignHousing,
+    )
+    assert [int(v) for _, v in bindings] == [sim.value(o) for o in temperatures]
 
 
 def test_cli_prints_its_endpoint_and_serves_the_driver() -> None:
