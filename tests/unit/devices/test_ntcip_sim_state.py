@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from typing import Any
 
 import pytest
 from pysnmp.proto.rfc1902 import Integer, OctetString  # type: ignore[import-untyped]
@@ -113,10 +115,10 @@ def test_a_bad_multi_string_leaves_the_row_in_error(state: SignState) -> None:
         ({"crc": 0x1234}, ActivateError.messageCRC),
     ],
 )
-def test_activation_refusals_name_the_reason(state: SignState, change: dict[str, int], expected: ActivateError) -> None:
+def test_activation_refusals_name_the_reason(state: SignState, change: dict[str, Any], expected: ActivateError) -> None:
     crc = define(state, b"HELLO")
-    fields = {"duration_min": 5, "priority": 200, "memory_type": ROW[0], "number": ROW[1], "crc": crc, **change}
-    assert activate(state, Activation(**fields)) == (GEN_ERR, 1)
+    code = dataclasses.replace(Activation(5, 200, ROW[0], ROW[1], crc), **change)
+    assert activate(state, code) == (GEN_ERR, 1)
     assert state.snapshot()[mib.dmsActivateMsgError.scalar()] == expected
     assert state.active.memory_type == MemoryType.permanent  # still the old message
 
