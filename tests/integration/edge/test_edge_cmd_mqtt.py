@@ -197,7 +197,16 @@ def sign_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_every_command_is_answered_over_mqtt(stack: StackEndpoints, tmp_path: Path, sign_profile: Path) -> None:
     async with ModbusSimulator(["xy-md02", "pm-sensor-rs485"], update_interval_s=3600, seed=5) as sim:
         path = tmp_path / "gateway.yaml"
-        path.write_text(yaml.safe_dump(gateway_config(stack, sim.port, sign_profile, [])), encoding="utf-8")
+        # weather-2 reads the same (unchanging: no simulator updates) unit every 0.5 s, by exception.
+        quiet = {
+            "id": "weather-2",
+            "driver": "modbus_tcp",
+            "profile": "xy-md02",
+            "interval_s": 0.5,
+            "options": {"host": "127.0.0.1", "port": sim.port, "unit_id": 1, "timeout_s": 0.5},
+            "report": {"max_silence_s": 3600, "deadband": {"temperature_c": 0.5}},
+        }
+        path.write_text(yaml.safe_dump(gateway_config(stack, sim.port, sign_profile, [quiet])), encoding="utf-8")
         async with agent_and_hub(stack, path) as hub:
             # read_now: the metrics in the ack, the same reading published as data.
             ack = await hub.ask("weather-1", "read_now")
@@ -234,7 +243,7 @@ async def test_every_command_is_answered_over_mqtt(stack: StackEndpoints, tmp_pa
             ack = await hub.ask("cam-404", "read_now")
             assert (ack.status, ack.detail) == (
                 AckStatus.ERROR,
-                "unknown device 'cam-404' (this gateway serves 3 devices)",
+                "unknown device 'cam-404' (this gateway serves 4 devices)",
             )
             ack = await hub.ask("weather-1", "set_interval", params={"interval_s": "fast"})
             assert (ack.status, ack.detail) == (
@@ -259,6 +268,12 @@ async def test_every_command_is_answered_over_mqtt(stack: StackEndpoints, tmp_pa
             assert int(agent_reading.metrics["commands_handled"]) >= 13  # all but the unanswerable one
             assert int(agent_reading.metrics["commands_unanswerable"]) == 1
             assert hub.readings("host-1")[0].kind == "gateway_host"
+            # Report by exception: weather-2 was polled all along, but only its first reading was news.
+            assert int(agent_reading.metrics["values_suppressed"]) > 0
+            assert len(hub.readings("weather-2")) == 1
+            ack = await hub.ask("weather-2", "read_now")  # an explicit read is always sent whole
+            await hub.until(lambda: len(hub.readings("weather-2")) == 2)
+            assert dict(hub.readings("weather-2")[1].metrics) == ack.result
             assert sim.port  # the simulator served throughout
 
 

@@ -391,3 +391,15 @@ async def test_leaving_cancels_commands_in_progress() -> None:
             await commands.handle(encode(command))
             await asyncio.sleep(0.05)
         assert time.monotonic() - started < 2
+
+
+async def test_a_command_during_shutdown_is_refused() -> None:
+    hub = Hub()
+    stats = EdgeStats()
+    async with Scheduler([plan("aq-1", Sensor())], MemoryOutbox(10, stats), EventQueue(stats), stats) as scheduler:
+        commands = CommandDispatcher(GATEWAY, scheduler, hub.send)
+        async with commands:
+            pass
+        await commands.handle(encode(Command(id="c-late", device="aq-1", action="read_now", ts=now_ms())))
+        ack = await hub.ack_for("c-late")
+    assert (ack.status, ack.detail) == (AckStatus.ERROR, "the agent is shutting down")

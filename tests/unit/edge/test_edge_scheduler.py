@@ -518,3 +518,21 @@ async def test_commands_waiting_for_a_removed_device_fail_and_leave_its_driver_c
     assert [p["text"] for _, p in sign.executed] == ["a"]
     assert not sign.is_open
     assert sign.opens == sign.closes == 1
+
+
+async def test_set_interval_during_a_backoff_keeps_the_wait() -> None:
+    device = SimulatedDevice("unavailable")
+    harness = Harness()
+    scheduler = Scheduler([plan("t-1", device, 0.4)], harness.outbox, harness.events, harness.stats)
+    async with scheduler:
+        await asyncio.sleep(0.05)  # failed once: backing off for 0.2..0.4 s
+        assert len(device.attempts) == 1
+        scheduler.set_interval("t-1", 0.05)  # does not hammer a dead device at once
+        await asyncio.sleep(0.1)
+        assert len(device.attempts) == 1
+        device.mode = "ok"
+        await asyncio.sleep(0.6)
+    # After the backoff the device came back and is polled on the new interval.
+    back = device.attempts[1:]
+    assert len(back) >= 5
+    assert max(gaps(back)) < 0.1
