@@ -38,7 +38,8 @@ from wire.v1 import Reading
 log = logging.getLogger(__name__)
 
 #: Put times remembered for the live lane's batching delay; older puts count as "long ago" (sent at once).
-MAX_PUT_TIMES: Final = 65_536
+#: The list is cleared at every connect attempt and trimmed as live readings go, so it stays short.
+MAX_PUT_TIMES: Final = 4096
 
 _T = TypeVar("_T")
 _encoder: Final = msgspec.json.Encoder()

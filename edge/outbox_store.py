@@ -12,17 +12,18 @@ intact) but the WAL is fsynced only at checkpoints, so a power cut could roll ba
 already took in; WAL mode keeps the file consistent either way. FULL costs one fsync per transaction, and
 :class:`edge.outbox_sqlite.SqliteOutbox` groups every put waiting during a write into one transaction, so the
 fsyncs per second are bounded by the disk, not by the number of devices (about 1.5 ms per commit of 500
-readings on this project's CI disk). A commit (delete) that a power cut rolls back only re-sends readings,
+readings on the development machine's disk). A commit (delete) that a power cut rolls back only re-sends readings,
 which collapse in InfluxDB.
 
-Lanes: rows up to ``boundary`` are the *backlog* (everything queued when the current broker session started,
+Lanes: rows up to ``boundary`` are the *backlog* (everything queued when the current connect attempt began,
 and everything restored from disk at start); rows after it are *live*. Both are FIFO by position; the
 publisher sends live readings first and the backlog under a rate limit (:mod:`edge.outbox_replay`).
 
-Bounds: the stored bytes (``len(json) + ROW_OVERHEAD`` per reading, not the file size: SQLite adds page slack
-and a WAL of a few MB) and the number of readings. A put that goes past either drops the oldest readings first
-(backlog before live), except the batch being published (it is about to be delivered, so dropping it would
-count as lost what the hub receives). Every dropped reading is counted.
+Bounds: the stored bytes (``len(json) + ROW_OVERHEAD`` per reading, not the file size: SQLite adds page slack,
+keeps the pages a drained backlog freed for reuse rather than shrinking the file, and has a WAL of at most
+``JOURNAL_SIZE_LIMIT`` after a checkpoint) and the number of readings. A put that goes past either drops the
+oldest readings first (backlog before live), except the batch being published (it is about to be delivered,
+so dropping it would count as lost what the hub receives). Every dropped reading is counted.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ ROW_OVERHEAD: Final = 16
 DROP_CHUNK: Final = 1024
 #: Let SQLite wait this long for a lock (only another process opening the same file can hold one).
 BUSY_TIMEOUT_MS: Final = 5000
+#: Bytes the WAL file is cut back to after a checkpoint.
+JOURNAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 #: A path that keeps the outbox in memory (nothing survives a restart).
 MEMORY: Final = ":memory:"
 
@@ -138,6 +141,8 @@ class OutboxStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            # After a checkpoint the WAL file is truncated to this, so a burst does not keep its disk space.
+            db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             db.execute(_SCHEMA)
             db.execute("PRAGMA quick_check(1)").fetchone()
         except sqlite3.DatabaseError:
