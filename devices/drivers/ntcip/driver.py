@@ -3,15 +3,15 @@
 Readings are declared as a table (:data:`METRICS`: metric, object, value function), planned at load into GET
 requests of at most ``max_objects_per_request`` objects, and logged once. A poll runs those GETs, then one more
 for the MULTI string of the message ``dmsMsgTableSource`` names. Objects a sign does not implement
-(``noSuchObject``/``noSuchInstance``) are left out of the reading and logged once; the two the reading cannot do
-without (``shortErrorStatus``, ``dmsMsgTableSource``) make the poll fail.
+(``noSuchObject``/``noSuchInstance``) or answers with the wrong type are left out of the reading and logged once;
+the two the reading cannot do without (``shortErrorStatus``, ``dmsMsgTableSource``) make the poll fail.
 
 Errors are translated here and nowhere else (pysnmp never leaks out):
 
 - no answer within ``timeout_s`` (after ``retries`` re-sends), an address that does not resolve ->
   :class:`DeviceUnavailable`;
-- an error-status in the answer (genErr, noSuchName...), an object of the wrong type, a required object the sign
-  does not support, a malformed ``dmsMsgTableSource`` -> :class:`DeviceResponseError` naming the object.
+- an error-status in the answer (genErr, noSuchName...), a required object of the wrong type or not supported,
+  a malformed ``dmsMsgTableSource`` or MULTI string -> :class:`DeviceResponseError` naming the object.
 
 Writing a message follows the dialogs of NTCIP 1203 v03 ("defining a message", "activating a message"),
 simplified where the standard leaves room: it always writes the one changeable row ``message_number`` (no search
@@ -25,10 +25,11 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pyasn1.type import univ  # type: ignore[import-untyped]
 from pysnmp.error import PySnmpError  # type: ignore[import-untyped]
 from pysnmp.hlapi.v3arch.asyncio import (  # type: ignore[import-untyped]
     CommunityData,
@@ -171,6 +172,8 @@ class NtcipDriver:
         self._engine: Any = None
         self._target: Any = None
         self._unsupported: set[str] = set()
+        self._mistyped: set[str] = set()
+        self._optional = frozenset(spec.obj.name for spec in METRICS if not spec.required)
         self._write_lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
         self._guard_s = config.timeout_s * (config.retries + 1) + TIMEOUT_MARGIN_S
@@ -221,7 +224,7 @@ class NtcipDriver:
         ts_ms = now_ms()
         raw: dict[str, Raw] = {}
         for request in self._requests:
-            raw.update(await self._get_objects([spec.obj for spec in request]))
+            raw.update(await self._get_objects([spec.obj for spec in request], optional=self._optional))
         missing = [spec.obj.name for spec in METRICS if spec.required and spec.obj.name not in raw]
         if missing:
             raise DeviceResponseError(f"{self.where}: the sign does not support {', '.join(missing)}")
@@ -352,10 +355,16 @@ class NtcipDriver:
 
     # --- SNMP ----------------------------------------------------------------------------------------------
     async def _get_objects(
-        self, objects: Sequence[MibObject], index: Oid | None = None, *, quiet: bool = False
+        self,
+        objects: Sequence[MibObject],
+        index: Oid | None = None,
+        *,
+        quiet: bool = False,
+        optional: Collection[str] = (),
     ) -> dict[str, Raw]:
         """GET ``objects`` (scalars, or the table row ``index``); values by object name, checked against their
-        syntax. Unsupported objects are absent (logged once unless ``quiet``)."""
+        syntax. Unsupported objects are absent (logged once unless ``quiet``); so is an object named in
+        ``optional`` that comes back with the wrong type (logged once); any other wrong type is an error."""
         oids = [obj.row(*index) if index else obj.scalar() for obj in objects]
         bindings = await self._call(
             get_cmd, self.config.community, [ObjectType(ObjectIdentity(o)) for o in oids], objects
@@ -368,12 +377,20 @@ class NtcipDriver:
                     self._unsupported.add(name)
                     log.warning("%s: the sign does not support %s (%s)", self.where, name, type(value).__name__)
                 continue
-            values[name] = self._check_type(obj, value)
+            try:
+                values[name] = self._check_type(obj, value)
+            except DeviceResponseError as exc:
+                if name not in optional:
+                    raise
+                if name not in self._mistyped:
+                    self._mistyped.add(name)
+                    log.warning("%s: left out of the readings: %s", self.where, exc)
         return values
 
     def _check_type(self, obj: MibObject, value: Any) -> Raw:
         """The value as int or bytes; an answer of another type is the sign's error, named."""
-        if obj.syntax == "integer" and isinstance(value, rfc1902.Integer) and not isinstance(value, bool):
+        # Any integer type passes (Integer32, Unsigned32, Gauge32...): agents are loose with the tag of INTEGERs.
+        if obj.syntax == "integer" and isinstance(value, univ.Integer):
             return int(value)
         if obj.syntax == "octets" and isinstance(value, rfc1902.OctetString):
             return bytes(value)

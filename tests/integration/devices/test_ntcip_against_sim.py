@@ -184,6 +184,21 @@ async def test_an_object_the_sign_lacks_is_left_out_and_the_rest_is_read(sim: Nt
     assert metrics["message_text"] == "DRIVE SAFELY"
 
 
+async def test_an_optional_object_of_the_wrong_type_is_left_out(sim: NtcipSimulator) -> None:
+    sim.pin(mib.dmsStatDoorOpen, b"\x01")  # an OCTET STRING where the standard has an INTEGER
+    sim.pin(mib.dmsPowerFailureStatusMap, 7)  # and the other way round
+    metrics = await read(driver_for(sim))
+    assert "door_open" not in metrics
+    assert "power_failures" not in metrics
+    assert metrics["temp_cabinet_max_c"] == sim.value(mib.tempMaxCtrlCabinet)
+
+
+async def test_a_required_object_of_the_wrong_type_is_an_error(sim: NtcipSimulator) -> None:
+    sim.pin(mib.dmsMsgTableSource, 3)
+    with pytest.raises(DeviceResponseError, match="dmsMsgTableSource should be an OCTET STRING, the sign sent Integer"):
+        await read(driver_for(sim))
+
+
 async def test_a_sign_without_the_required_objects_is_an_error(sim: NtcipSimulator) -> None:
     sim.remove(mib.shortErrorStatus)
     with pytest.raises(DeviceResponseError, match=r"the sign does not support shortErrorStatus$"):
