@@ -356,9 +356,11 @@ class Publisher:
                 await outbox.wait(step.wait_s)
                 continue
             sent = await self._send_batch(client, session, step.lane, step.limit)
-            if step.lane is Lane.BACKLOG:
+            if not sent:  # counted but not readable yet (a write in flight): do not spin
+                await outbox.wait(0.05)
+            elif step.lane is Lane.BACKLOG:
                 limiter.take(sent, time.monotonic())
-                if sent and not outbox.lane_len(Lane.BACKLOG):
+                if not outbox.lane_len(Lane.BACKLOG):
                     log.info("replay done (session %s)", session.id)
 
     async def _send_batch(self, client: aiomqtt.Client, session: Session, lane: Lane, limit: int) -> int:
@@ -369,14 +371,10 @@ class Publisher:
             return 0
         replay = lane is Lane.BACKLOG
         count = len(queued)
-        batch = DataBatch(
-            session=session.id,
-            seq=session.next_seq(),
-            readings=[q.reading for q in queued[:count]],
-            replay=replay,
-        )
+        readings = [q.reading for q in queued]
+        batch = DataBatch(session=session.id, seq=session.next_seq(), readings=readings, replay=replay)
         await self._publish(client, self._data_topic, encode(batch))
-        await self._outbox.commit(queued[count - 1].position, lane)
+        await self._outbox.commit(queued[-1].position, lane)
         self._stats.readings_sent += count
         if replay:
             self._stats.readings_replayed += count
