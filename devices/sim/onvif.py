@@ -478,6 +478,9 @@ class SimulatedCameras:
         if url is not None:
             options["rtsp_url"] = url
             options["rtsp_transport"] = "udp"  # VLC's RTSP server streams RTP over UDP only
+        else:
+            # The camera's readings then carry why there is no stream (e.g. VLC not installed).
+            options["no_rtsp_reason"] = self.rtsp_reason or "RTSP server not running"
         return options
 
     def describe(self) -> dict[str, Any]:

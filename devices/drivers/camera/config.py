@@ -1,7 +1,8 @@
 """Instance config of the camera driver (the ``options`` of a camera in the edge config).
 
 Checked once when the driver is built; unknown keys are refused. Either half may be left out: ``onvif_port: 0``
-skips the ONVIF check, no ``rtsp_url`` skips the stream probe (the reading then says so in ``rtsp_error``).
+skips the ONVIF check, no ``rtsp_url`` skips the stream probe (the reading then says so in ``rtsp_error``, with
+``no_rtsp_reason`` when given).
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class CameraConfig(DriverConfig):
         default=30, ge=2, le=1000, description="video packets read to measure the bitrate (and frame rate)"
     )
     ffprobe: str = Field(default="ffprobe", min_length=1, description="name on PATH or absolute path of ffprobe")
+    no_rtsp_reason: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="why this camera has no stream to probe (a camera without RTSP, no RTSP server in a "
+        "simulation); reported as rtsp_error instead of 'no rtsp_url configured'. Only without rtsp_url.",
+    )
 
     @field_validator("rtsp_url")
     @classmethod
@@ -61,9 +69,11 @@ class CameraConfig(DriverConfig):
         return value
 
     @model_validator(mode="after")
-    def _credentials_in_pairs(self) -> CameraConfig:
+    def _check_pairs(self) -> CameraConfig:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together: give both or neither")
+        if self.rtsp_url is not None and self.no_rtsp_reason is not None:
+            raise ValueError("no_rtsp_reason is for a camera without rtsp_url")
         return self
 
     @property

@@ -237,7 +237,7 @@ class RtspProber:
         A change (ffprobe gone, ffprobe back) is logged once; a missing ``rtsp_url`` is a choice, not logged.
         """
         if self.config.rtsp_url is None:
-            path, reason = None, "no rtsp_url configured"
+            path, reason = None, self.config.no_rtsp_reason or "no rtsp_url configured"
         else:
             path, reason = resolve_ffprobe(self.config.ffprobe)
             if reason and reason != self._reason:

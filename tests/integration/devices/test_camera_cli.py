@@ -122,6 +122,7 @@ async def test_without_vlc_the_cameras_run_and_the_line_says_why_there_is_no_str
         metrics = await poll(camera["options"])
         assert metrics["onvif_state_name"] == "up_without_auth"
         assert metrics["rtsp_state_name"] == "unavailable"
+        assert metrics["rtsp_error"] == reason
     finally:
         assert stop(proc) == 0
 

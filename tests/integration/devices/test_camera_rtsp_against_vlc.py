@@ -228,7 +228,10 @@ async def test_cameras_without_an_rtsp_server_still_report_onvif_and_say_why_no_
     async with SimulatedCameras(2, cvlc=str(tmp_path / "cvlc")) as cameras:
         described = cameras.describe()
         assert described["rtsp"]["available"] is False
-        assert "'cvlc' not found" in described["rtsp"]["reason"] or "cvlc" in described["rtsp"]["reason"]
+        reason = described["rtsp"]["reason"]
+        assert reason == (
+            f"RTSP server unavailable: '{tmp_path / 'cvlc'}' not found (Debian packages vlc-bin, vlc-plugin-base)"
+        )
         entry = described["cameras"][0]
         assert entry["rtsp_url"] is None
         assert "rtsp_url" not in entry["options"]
@@ -238,7 +241,7 @@ async def test_cameras_without_an_rtsp_server_still_report_onvif_and_say_why_no_
         await driver.close()
     assert reading.metrics["onvif_state_name"] == "up_with_auth"
     assert reading.metrics["rtsp_state_name"] == "unavailable"
-    assert reading.metrics["rtsp_error"] == "no rtsp_url configured"
+    assert reading.metrics["rtsp_error"] == reason  # the reason reaches the reading
 
 
 async def test_simulated_cameras_report_onvif_and_stream_together() -> None:

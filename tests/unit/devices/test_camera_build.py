@@ -51,6 +51,7 @@ def test_build_from_a_device_entry() -> None:
         ({"host": "h", "rtsp_transport": "sctp"}, "option 'rtsp_transport'"),
         ({"host": "h", "username": "ops"}, "username and password go together"),
         ({"host": "h", "onvif_path": "no-slash"}, "option 'onvif_path'"),
+        ({"host": "h", "rtsp_url": "rtsp://h/s", "no_rtsp_reason": "x"}, "no_rtsp_reason is for a camera without"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(options: dict[str, Any], message: str) -> None:

@@ -187,3 +187,8 @@ async def test_no_rtsp_url_is_unavailable_and_says_so() -> None:
         "rtsp_state_name": "unavailable",
         "rtsp_error": "no rtsp_url configured",
     }
+
+
+async def test_the_reason_for_no_stream_can_be_given() -> None:
+    prober = RtspProber(CameraConfig(host="h", no_rtsp_reason="thermal camera, no RTSP"), "camera h")
+    assert (await prober.probe()).error == "thermal camera, no RTSP"
