@@ -169,7 +169,7 @@ class SimulatedCity:
                 "driver": "modbus_tcp",
                 "profile": profile,
                 "interval_s": iv.sensor_s,
-                "options": {"host": self.host, "port": site.modbus.port, "unit_id": unit, "timeout_s": 1.0},
+                "options": {"host": self.host, "port": site.modbus.port, "unit_id": unit, "timeout_s": 1.5},
             }
             for unit, (device, profile) in enumerate(site.sensors, start=1)
         ]

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -82,6 +83,15 @@ ERROR_STATUS: Final[dict[int, str]] = {
     18: "inconsistentName",
 }
 ACTION_DISPLAY_MESSAGE: Final = "display_message"
+#: Serialises the building of SnmpEngines in worker threads (see ``NtcipDriver._open``).
+_ENGINE_BUILD_LOCK: Final = threading.Lock()
+
+
+def _build_engine() -> Any:
+    with _ENGINE_BUILD_LOCK:
+        return SnmpEngine()
+
+
 _MULTI_TOKEN: Final = re.compile(r"\[\[|\]\]|\[([^\]]*)\]")
 
 
@@ -200,7 +210,9 @@ class NtcipDriver:
                 await self._open()
 
     async def _open(self) -> None:
-        engine = SnmpEngine()
+        # Building an engine loads pysnmp's MIB modules: about 0.1 s of CPU that would stall every other device
+        # of the agent, so it runs in a thread (one at a time: pysnmp does not promise thread-safe loading).
+        engine = await asyncio.to_thread(_build_engine)
         try:
             target = await UdpTransportTarget.create(
                 (self.config.host, self.config.port), timeout=self.config.timeout_s, retries=self.config.retries
