@@ -262,7 +262,7 @@ class HealthSettings(_Section):
     #: A device with no reading for this many poll intervals is offline (per-device ``inactivity_s`` overrides).
     inactivity_factor: float = Field(default=3.0, ge=1.0, le=100)
     #: Flap damping: this many state changes within the window make the entity "degraded (flapping)"...
-    flap_changes: int = Field(default=4, ge=2, le=1000)
+    flap_changes: int = Field(default=6, ge=2, le=1000)
     flap_window_s: float = Field(default=300.0, gt=0, le=86_400)
     #: ...until its state has not changed for this long.
     flap_quiet_s: float = Field(default=120.0, ge=0, le=86_400)

@@ -4,14 +4,15 @@ Inputs propose a *raw* state (a birth, a will, a reading, a driver event, an ina
 decides the *effective* state operators see. Without damping a link that drops every few seconds would flip
 online/offline each time and open an alert each time. So (as Nagios' flap detection does):
 
-- a raw change is taken at once, unless the entity changed ``flap_changes`` times within ``flap_window_s``:
+- a raw change is taken at once, unless the entity changed ``flap_changes`` times within ``flap_window_s``
+  (changes to or from ``unknown`` are not counted: they follow the gateway, which has its own machine):
   then it is **flapping**: effective state ``degraded`` with the reason ``flapping``, and further raw changes
   are only recorded;
 - once the raw state has not changed for ``flap_quiet_s``, flapping ends and the effective state becomes the raw
   one with the reason of its last change.
 
-So a flapping entity makes at most ``flap_changes`` + 1 transitions however often it flaps, and then one more
-when it settles.
+So a flapping entity makes at most ``flap_changes`` + 1 transitions (besides those to and from ``unknown``) however
+often it flaps, and then one more when it settles.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ CODES: Final = {Health.OFFLINE: 0, Health.UNKNOWN: 1, Health.DEGRADED: 2, Health
 @dataclass(frozen=True, slots=True)
 class FlapPolicy:
     flap_window_s: float = 300.0
-    flap_changes: int = 4
+    flap_changes: int = 6
     flap_quiet_s: float = 120.0
 
 
@@ -67,9 +68,12 @@ class HealthMachine:
         """A new raw observation; returns the effective change, if any."""
         if raw == self.raw:
             return None
+        counted = Health.UNKNOWN not in (raw, self.raw)
         self.raw, self.raw_reason, self.raw_since = raw, reason, now
         changes = self._changes
-        changes.append(now)
+        if counted:
+            # To or from "unknown" is its gateway's doing (the hub cannot see the device), not the device flapping.
+            changes.append(now)
         while changes and changes[0] < now - self.policy.flap_window_s:
             changes.popleft()
         if self.flapping:

@@ -129,8 +129,9 @@ def test_flapping_is_damped_then_settles() -> None:
         clock.now += 1
         monitor.tick()
     gateway = states(seen, f"{SITE}/{GW}")
-    # 3 real changes, then "degraded (flapping)" and nothing more however long it flaps.
-    assert gateway == ["online", "offline", "online", "degraded"]
+    # The first online (from unknown: not counted), 3 counted changes, then "degraded (flapping)", and nothing
+    # more however long it flaps.
+    assert gateway == ["online", "offline", "online", "offline", "degraded"]
     assert any("flapping: 4 changes" in t.reason for t in seen)
     monitor.observe(SITE, GW, birth("sess-9999"))
     clock.now += 29
@@ -140,6 +141,15 @@ def test_flapping_is_damped_then_settles() -> None:
     monitor.tick()
     assert states(seen, f"{SITE}/{GW}")[-1] == "online"
     assert seen[-1].reason.startswith("stable for 31 s")
+
+
+def test_changes_caused_by_the_gateway_are_not_flapping() -> None:
+    """A device that goes unknown with each gateway outage is not itself flapping."""
+    machine = HealthMachine(FlapPolicy(flap_window_s=60, flap_changes=2, flap_quiet_s=5))
+    for i in range(10):
+        machine.propose(Health.ONLINE, "reading", i * 2.0)
+        machine.propose(Health.UNKNOWN, "gateway offline", i * 2.0 + 1)
+    assert not machine.flapping
 
 
 def test_machine_flap_window_forgets_old_changes() -> None:
