@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dashboards.build import DEFAULT_GRAFANA_DASHBOARDS, build, render_all
 from dashboards.datasource import PASSWORD_ENV, TOKEN_ENV, InfluxTarget
 from dashboards.i18n import LOCALES, Locale
 from dashboards.registry import RegistryError, Snapshot, load_file, load_hub
+
+if TYPE_CHECKING:
+    from dashboards.push import PushReport
 
 GRAFANA_TOKEN_ENV = "IOC_GRAFANA_TOKEN"  # noqa: S105 - the variable's name
 
@@ -59,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", action="store_true", help="delete our boards (tag ioc-generated) no longer generated")
     p.add_argument("--update-secret", action="store_true", help="send the datasource secret even if Grafana has one")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
+    p.add_argument(
+        "--every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep running: re-read the registry every SECONDS and push when the boards change (Ctrl-C stops)",
+    )
     _common(p)
 
 
@@ -96,6 +109,8 @@ def main(args: argparse.Namespace) -> int:
     from dashboards.push import PushError, connect, push  # noqa: PLC0415 - grafana-client only for push
 
     secret = os.environ.get(PASSWORD_ENV if target.flavour == "v1" else TOKEN_ENV, "")
+    if args.every > 0:
+        return _watch(args, target, secret, locale)
     try:
         api = connect(args.url, args.token, args.timeout)
         report = push(
@@ -110,8 +125,41 @@ def main(args: argparse.Namespace) -> int:
     except PushError as exc:
         _err(f"ioc dashboards push: {exc}")
         return 1
+    _print_report(args.url, report)
+    return 0
+
+
+def _print_report(url: str, report: PushReport) -> None:
     for verb, names in (("created", report.created), ("changed", report.changed), ("removed", report.removed)):
         for name in names:
             _out(f"{verb:<10} {name}")
-    _out(f"{args.url}: {report.summary()}")
+    _out(f"{url}: {report.summary()}")
+
+
+def _watch(args: argparse.Namespace, target: InfluxTarget, secret: str, locale: Locale) -> int:
+    """``push --every S``: until SIGINT/SIGTERM, push whenever the registry changes the boards."""
+    from dashboards.push import PushError, connect, push_on_change  # noqa: PLC0415
+
+    if args.registry is None and not args.registry_url:
+        _err("ioc dashboards push --every: needs --registry or --registry-url (something that can change)")
+        return 2
+    try:
+        api = connect(args.url, args.token, args.timeout)
+    except PushError as exc:
+        _err(f"ioc dashboards push: {exc}")
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    push_on_change(
+        api,
+        lambda: render_all(_snapshot(args), locale, online_target_pct=args.online_target),
+        target,
+        stop,
+        every_s=args.every,
+        locale=locale,
+        secret=secret,
+        prune=args.prune,
+        on_report=lambda report: _print_report(args.url, report),
+    )
     return 0

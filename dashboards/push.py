@@ -13,6 +13,9 @@ What it calls (Grafana HTTP API, https://grafana.com/docs/grafana/latest/develop
 4. with ``prune``: ``GET /api/search?tag=ioc-generated&type=dash-db`` and ``DELETE /api/dashboards/uid/{uid}``
    for each board carrying our tag that we no longer generate. Boards without the tag are never touched.
 
+:func:`push_on_change` repeats this whenever the boards generated from the registry change (``push --every``),
+so a site added to the hub gets its board without anyone running a command.
+
 So a second run with nothing changed sends only GETs. The token (a service account token) goes in
 ``Authorization: Bearer``. Errors of the client library are turned into :class:`PushError` naming the step.
 """
@@ -20,6 +23,7 @@ So a second run with nothing changed sends only GETs. The token (a service accou
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +37,7 @@ from dashboards.build import FOLDERS, Rendered, folder_title, folder_uid
 from dashboards.datasource import DATASOURCE_UID, InfluxTarget, api_payload
 from dashboards.i18n import Locale
 from dashboards.model import OWNER_TAG
+from dashboards.registry import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +207,43 @@ def push(
     push_boards(api, rendered, report, prune=prune)
     log.info("grafana push: %s", report.summary())
     return report
+
+
+def push_on_change(
+    api: Grafana,
+    load: Callable[[], Rendered],
+    target: InfluxTarget,
+    stop: threading.Event,
+    *,
+    every_s: float,
+    locale: Locale = "en",
+    secret: str = "",
+    prune: bool = False,
+    on_report: Callable[[PushReport], None] | None = None,
+) -> int:
+    """Re-provision whenever the boards change: every ``every_s``, render from a fresh registry snapshot
+    (``load``) and push only if the result differs from the last push. Returns how many pushes were made.
+
+    So a site added to the hub's registry gets its board within ``every_s``. A failed round (hub or Grafana
+    unreachable) is logged when it starts failing and retried next round; nothing stops the loop but ``stop``.
+    """
+    last: Rendered | None = None
+    pushes = 0
+    failing = False
+    while not stop.is_set():
+        try:
+            rendered = load()
+            if rendered != last:
+                report = push(api, rendered, target, locale=locale, secret=secret, prune=prune)
+                last, pushes = rendered, pushes + 1
+                if on_report is not None:
+                    on_report(report)
+            if failing:
+                log.info("dashboards: re-provisioning works again")
+            failing = False
+        except (PushError, RegistryError) as exc:
+            if not failing:
+                log.warning("dashboards: re-provisioning failed, retrying every %g s: %s", every_s, exc)
+            failing = True
+        stop.wait(every_s)
+    return pushes

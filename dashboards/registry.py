@@ -124,7 +124,9 @@ def parse(sites_data: Any, devices_data: Any, source: str) -> Snapshot:
                 _coord(raw, "lon", source, what),
             )
         )
-        for j, dev in enumerate(raw.get("devices") or []):
+        # A site may list its devices inline (a list); the hub's /sites gives a count there instead.
+        inline = raw.get("devices")
+        for j, dev in enumerate(inline if isinstance(inline, list) else []):
             entry = {"id": dev} if isinstance(dev, str) else dev
             if not isinstance(entry, Mapping):
                 raise RegistryError(f"{source}: {what}: device #{j + 1} must be an id or a mapping")
@@ -132,6 +134,8 @@ def parse(sites_data: Any, devices_data: Any, source: str) -> Snapshot:
     for i, raw in enumerate(_items(devices_data, "devices", source)):
         if not isinstance(raw, Mapping):
             raise RegistryError(f"{source}: device #{i + 1} must be a mapping")
+        if raw.get("site") is None:
+            continue  # announced by a gateway but not placed at a site yet: on no site's board
         devices.append(_device(raw, source, i))
     known = {s.id for s in sites}
     for d in devices:
@@ -171,20 +175,38 @@ def load_file(path: Path) -> Snapshot:
     return parse(data.get("sites") or [], data.get("devices") or [], str(path))
 
 
+#: The hub's page size limit of ``GET /api/v1/devices`` (hub/routes/devices.py).
+HUB_PAGE: Final = 1000
+
+
+def _get_json(client: httpx.Client, path: str, params: dict[str, str]) -> Any:
+    try:
+        response = client.get(path, params=params)
+    except httpx.HTTPError as exc:
+        raise RegistryError(f"{client.base_url}{path}: cannot reach the hub: {exc}") from exc
+    if response.status_code != 200:
+        raise RegistryError(
+            f"{client.base_url}{path}: the hub answered HTTP {response.status_code}: {response.text[:200]}"
+        )
+    try:
+        return response.json()
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{client.base_url}{path}: not JSON: {exc}") from exc
+
+
 def load_hub(url: str, token: str = "", timeout_s: float = HTTP_TIMEOUT_S) -> Snapshot:
-    """A snapshot from the hub's ``GET /api/v1/sites`` and ``GET /api/v1/devices`` (bearer token if given)."""
+    """A snapshot from the hub's ``GET /api/v1/sites`` and ``GET /api/v1/devices`` (all pages; bearer token if
+    given: a viewer token is enough, and a token limited to wards sees only their sites)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = url.rstrip("/")
-    bodies: list[Any] = []
-    for path, params in (("/api/v1/sites", {}), ("/api/v1/devices", {"limit": "10000"})):
-        try:
-            response = httpx.get(f"{base}{path}", headers=headers, params=params, timeout=timeout_s)
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"{base}{path}: cannot reach the hub: {exc}") from exc
-        if response.status_code != 200:
-            raise RegistryError(f"{base}{path}: the hub answered HTTP {response.status_code}: {response.text[:200]}")
-        try:
-            bodies.append(response.json())
-        except json.JSONDecodeError as exc:
-            raise RegistryError(f"{base}{path}: not JSON: {exc}") from exc
-    return parse(bodies[0], bodies[1], base)
+    with httpx.Client(base_url=base, headers=headers, timeout=timeout_s) as client:
+        sites = _get_json(client, "/api/v1/sites", {})
+        devices: list[Any] = []
+        while True:
+            page = _get_json(client, "/api/v1/devices", {"limit": str(HUB_PAGE), "offset": str(len(devices))})
+            items = _items(page, "devices", f"{base}/api/v1/devices")
+            devices += items
+            total = page.get("total") if isinstance(page, Mapping) else None
+            if not items or not isinstance(total, int) or len(devices) >= total:
+                break
+    return parse(sites, devices, base)

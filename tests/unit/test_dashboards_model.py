@@ -24,25 +24,32 @@ from dashboards.i18n import LOCALES, MESSAGES, text, unit
 from dashboards.model import OWNER_TAG, SCHEMA_VERSION, Panel, layout
 from dashboards.registry import RegistryError, Snapshot, load_file, parse
 from hub.aqi import BANDS
-from ioc.demo import CITY
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "devices/profiles").glob("*.yaml")}
 COORDS = {"ben-thanh": (10.7725, 106.698), "thu-thiem": (10.7769, 106.7220), "tan-dinh": (10.7930, 106.6890)}
 
 
+#: A small city: (site, ward, ((device, profile), ...)): a junction, a riverside station, a substation.
+CITY = (
+    ("ben-thanh", "quan-1", (("aq-01", "pm-sensor-rs485"), ("th-01", "xy-md02"))),
+    ("thu-thiem", "thu-duc", (("wl-01", "water-level-rs485"), ("aq-02", "pm-sensor-rs485"), ("th-02", "xy-md02"))),
+    ("tan-dinh", "quan-3", (("pm-01", "eastron-sdm630"),)),
+)
+
+
 def demo_snapshot(with_coords: bool = True) -> Snapshot:
-    """The demo city as a registry snapshot (what ``ioc demo`` registers), wards = districts."""
+    """The city as a registry snapshot, wards = districts."""
     sites = [
         {
-            "id": s.site,
-            "ward": s.district,
-            **({"lat": COORDS[s.site][0], "lon": COORDS[s.site][1]} if with_coords and s.site in COORDS else {}),
-            "devices": [{"id": d, "profile": p, "kind": PROFILES[p]["kind"]} for d, p, *_ in s.devices],
+            "id": site,
+            "ward": ward,
+            **({"lat": COORDS[site][0], "lon": COORDS[site][1]} if with_coords else {}),
+            "devices": [{"id": d, "profile": p, "kind": PROFILES[p]["kind"]} for d, p in devices],
         }
-        for s in CITY
+        for site, ward, devices in CITY
     ]
-    return parse(sites, [], "demo")
+    return parse(sites, [], "test city")
 
 
 def rendered(locale: str = "en", snap: Snapshot | None = None) -> list[tuple[str, str, dict[str, Any]]]:
@@ -149,7 +156,7 @@ def test_panels_follow_the_registry() -> None:
     snap = demo_snapshot()
     boards = {b.uid: b for b in all_boards(snap)}
     # a site board per registered site, with only the panels its devices feed
-    assert {u for u in boards if u.startswith("ioc-site-")} == {f"ioc-site-{s.site}" for s in CITY}
+    assert {u for u in boards if u.startswith("ioc-site-")} == {f"ioc-site-{site}" for site, _, _ in CITY}
     tan_dinh = [p.title for p in boards["ioc-site-tan-dinh"].panels]
     assert "panel.power" in tan_dinh
     assert "panel.pm25" not in tan_dinh
@@ -233,5 +240,11 @@ def test_registry_errors_name_the_source_and_entry(tmp_path: Path) -> None:
     snap = load_file(good)
     assert snap.wards() == {"w1": ["a"]}
     assert snap.devices_at("a")[0].id == "d1"
-    hub_style = parse({"items": [{"id": "s", "ward": "w"}]}, {"items": [{"id": "d", "site": "s2", "kind": "x"}]}, "hub")
+    # the hub's GET /api/v1/sites gives a device count per site; devices without a site are on no site's board
+    hub_style = parse(
+        {"total": 1, "items": [{"id": "s", "ward": "w", "devices": 3, "states": {"online": 3}}]},
+        {"items": [{"id": "d", "site": "s2", "kind": "x"}, {"id": "loose", "site": None}]},
+        "hub",
+    )
     assert [s.id for s in hub_style.sites] == ["s", "s2"]
+    assert [d.id for d in hub_style.devices] == ["d"]

@@ -9,6 +9,7 @@ Checked: paths, methods, the bearer token, payloads, and that a second run chang
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import threading
@@ -125,8 +126,9 @@ class FakeGrafana:
         return [(m, p) for m, p, _, _ in self.requests if m != "GET"]
 
 
-@pytest.fixture
-def grafana() -> Iterator[tuple[FakeGrafana, str]]:
+@contextlib.contextmanager
+def serve_fake_grafana() -> Iterator[tuple[FakeGrafana, str]]:
+    """The fake Grafana on a free loopback port: (its state, its base URL)."""
     state = FakeGrafana()
 
     class Handler(BaseHTTPRequestHandler):
@@ -156,6 +158,12 @@ def grafana() -> Iterator[tuple[FakeGrafana, str]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def grafana() -> Iterator[tuple[FakeGrafana, str]]:
+    with serve_fake_grafana() as served:
+        yield served
 
 
 def snapshot(sites: tuple[str, ...] = ("ben-thanh", "tan-dinh")) -> Any:
@@ -292,3 +300,6 @@ def test_contract_cli_push_prints_the_report(
     bad = parser.parse_args(["push", "--url", url, "--token", "nope"])
     assert main(bad) == 1
     assert "401" in capsys.readouterr().err
+    # --every needs a registry that can change
+    assert main(parser.parse_args(["push", "--url", url, "--token", TOKEN, "--every", "5"])) == 2
+    assert "--registry" in capsys.readouterr().err
