@@ -10,6 +10,8 @@ a free port) and answers SOAP 1.2 POSTs to ``/onvif/device_service``:
   not seen before; or to anyone when ``auth_required`` is off. A refused token gets the fault the Core spec
   names, ``env:Sender`` / ``ter:NotAuthorized``, with HTTP 400 (the SOAP 1.2 HTTP binding's status for a
   Sender fault);
+- ``SystemReboot``, authorized like ``GetDeviceInformation``: answers "Rebooting in N seconds", then stops
+  listening for ``reboot_s`` and comes back (``reboots`` counts them);
 - any other operation: ``env:Receiver`` / ``ter:ActionNotSupported``, HTTP 500.
 
 Fault knobs: :meth:`set_fault` with ``silent`` (read the request, never answer), ``garbage`` (HTTP 200 whose
@@ -117,6 +119,7 @@ class OnvifSimulator:
         identity: Identity | None = None,
         clock_offset_s: float = 0.0,
         max_token_age_s: float = 300.0,
+        reboot_s: float = 2.0,
         seed: int | None = None,
     ) -> None:
         self.host = host
@@ -137,6 +140,10 @@ class OnvifSimulator:
         self._rng = random.Random(seed)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        #: How long a reboot (``SystemReboot``) keeps the device away.
+        self.reboot_s = reboot_s
+        self.reboots = 0
+        self._reboot_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -147,6 +154,11 @@ class OnvifSimulator:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        task, self._reboot_task = self._reboot_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.stop()
 
     async def start(self) -> None:
@@ -322,11 +334,13 @@ class OnvifSimulator:
     def _answer(self, operation: str, document: ET.Element) -> tuple[int, bytes]:
         if operation == soap.GET_SYSTEM_DATE_AND_TIME:
             return 200, self._system_date_and_time()
-        if operation == soap.GET_DEVICE_INFORMATION:
+        if operation in (soap.GET_DEVICE_INFORMATION, soap.SYSTEM_REBOOT):
             refusal = self._refusal(document)
             if refusal:
                 self.auth_failures[refusal] += 1
                 return 400, fault_body("Sender", soap.NOT_AUTHORIZED, "Sender not Authorized")
+            if operation == soap.SYSTEM_REBOOT:
+                return 200, self._reboot()
             return 200, self._device_information()
         return 500, fault_body("Receiver", "ActionNotSupported", f"{operation} is not supported")
 
@@ -359,6 +373,24 @@ class OnvifSimulator:
             return "nonce replayed"
         self._nonces.append(nonce)
         return ""
+
+    def _reboot(self) -> bytes:
+        """Answer, then be gone for ``reboot_s`` (connections refused) and come back, as a camera does."""
+        self.reboots += 1
+        if self._reboot_task is None or self._reboot_task.done():
+            self._reboot_task = asyncio.get_running_loop().create_task(self._reboot_cycle())
+        seconds = max(1, round(self.reboot_s))
+        return _envelope(
+            f"<tds:SystemRebootResponse><tds:Message>Rebooting in {seconds} second{'s' * (seconds != 1)}</tds:Message>"
+            "</tds:SystemRebootResponse>"
+        )
+
+    async def _reboot_cycle(self) -> None:
+        await asyncio.sleep(0.1)  # let the answer leave first
+        await self.stop()
+        await asyncio.sleep(self.reboot_s)
+        await self.start()
+        log.info("ONVIF simulator on port %d is back after a reboot", self._port)
 
     def _system_date_and_time(self) -> bytes:
         now = self.now()

@@ -5,6 +5,8 @@ reported as ``onvif_state`` and ``rtsp_state`` with their reasons, so a poll suc
 could run. Neither check blocks the event loop (httpx async client, asyncio subprocess), each has its own
 time budget, and a poll takes at most the larger of the two (:attr:`CameraConfig.poll_budget_s`): give the
 device a ``timeout_s`` above it in the edge config. State changes are logged once each, not every poll.
+
+Ability (:class:`devices.driver.CommandCapable`): ``restart``, sent as ONVIF ``SystemReboot``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Final
 
 import httpx
@@ -20,7 +23,7 @@ from devices.driver import MetricValue, Reading, now_ms
 from devices.drivers.camera.config import CameraConfig
 from devices.drivers.camera.onvif import OnvifChecker, OnvifResult, make_client
 from devices.drivers.camera.rtsp import RtspProber, redact
-from devices.errors import DeviceConfigError
+from devices.errors import DeviceConfigError, UnsupportedCommand
 from devices.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,27 @@ class CameraDriver:
         metrics.update(rtsp.metrics())
         self._note("RTSP", rtsp.state.label, rtsp.error, "_last_rtsp")
         return [Reading(ts_ms=ts_ms, metrics=metrics)]
+
+    def supported_actions(self) -> frozenset[str]:
+        """``restart`` (ONVIF SystemReboot) when the ONVIF check is on."""
+        return frozenset({"restart"}) if self.config.onvif_enabled else frozenset()
+
+    async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
+        """``restart``: ask the camera to reboot; the detail is its message ("Rebooting in 30 seconds").
+
+        Raises :class:`UnsupportedCommand` for another action or any params, :class:`DeviceUnavailable` when
+        the camera does not answer, :class:`DeviceResponseError` when it refuses.
+        """
+        if action not in self.supported_actions():
+            raise UnsupportedCommand(f"{self.where}: no action {action!r} (supported: restart, with ONVIF on)")
+        if params:
+            raise UnsupportedCommand(f"{self.where}: restart takes no params, got {', '.join(sorted(params))}")
+        if self._onvif is None:
+            await self.open()
+        assert self._onvif is not None
+        message = await self._onvif.reboot()
+        log.warning("%s: restart requested; the camera says %r", self.where, message)
+        return message
 
     async def close(self) -> None:
         """Close the HTTP client. Never raises."""

@@ -28,6 +28,7 @@ import httpx
 from devices.driver import MetricValue
 from devices.drivers.camera import soap
 from devices.drivers.camera.config import CameraConfig
+from devices.errors import DeviceResponseError, DeviceUnavailable
 
 #: Requests a camera checked once per poll needs no more connections than this.
 _LIMITS: Final = httpx.Limits(max_connections=2, max_keepalive_connections=1)
@@ -139,15 +140,7 @@ class OnvifChecker:
             return OnvifResult(OnvifState.UNREACHABLE, str(exc))
 
     async def _check(self, deadline: float) -> OnvifResult:
-        offset: float | None = None
-        try:
-            sent = time.time()
-            answer, _ = await self._call(soap.GET_SYSTEM_DATE_AND_TIME, deadline, secured=False)
-            local_mid = (sent + time.time()) / 2
-            # The camera gives whole seconds (truncated): its clock is half a second later on average.
-            offset = soap.system_utc_time(answer).timestamp() + 0.5 - local_mid
-        except (_Answered, soap.SoapError):
-            offset = None  # some cameras want credentials even here; the next steps still decide
+        offset = await self._clock_offset(deadline)
         if self.config.check_without_auth or self._credentials is None:
             try:
                 answer, ms = await self._call(soap.GET_DEVICE_INFORMATION, deadline, secured=False)
@@ -162,6 +155,40 @@ class OnvifChecker:
         except _Answered as exc:
             what = "credentials refused by GetDeviceInformation" if exc.auth_refused else "GetDeviceInformation"
             return OnvifResult(OnvifState.REFUSING, f"{what}: {exc}", None, exc.response_ms, offset)
+
+    async def reboot(self) -> str:
+        """``SystemReboot`` with the configured credentials; the device's message.
+
+        Raises :class:`DeviceUnavailable` (no answer), :class:`DeviceResponseError` (refused, or not the
+        expected answer). The clock is read first so that the token is stamped in the camera's time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._budget_s
+        try:
+            async with asyncio.timeout(self._budget_s + GUARD_MARGIN_S):
+                offset = await self._clock_offset(deadline)
+                answer, _ = await self._call(
+                    soap.SYSTEM_REBOOT, deadline, secured=self._credentials is not None, offset_s=offset
+                )
+        except TimeoutError:
+            raise DeviceUnavailable(f"{self.url}: no answer to SystemReboot within {self._budget_s:g} s") from None
+        except _Unreachable as exc:
+            raise DeviceUnavailable(f"{self.url}: {exc}") from None
+        except _Answered as exc:
+            what = "credentials refused by SystemReboot" if exc.auth_refused else "SystemReboot"
+            raise DeviceResponseError(f"{self.url}: {what}: {exc}") from None
+        return soap.reboot_message(answer) or "rebooting"
+
+    async def _clock_offset(self, deadline: float) -> float | None:
+        """Camera clock minus ours, from an unauthenticated GetSystemDateAndTime; None if it does not say."""
+        try:
+            sent = time.time()
+            answer, _ = await self._call(soap.GET_SYSTEM_DATE_AND_TIME, deadline, secured=False)
+            local_mid = (sent + time.time()) / 2
+            # The camera gives whole seconds (truncated): its clock is half a second later on average.
+            return soap.system_utc_time(answer).timestamp() + 0.5 - local_mid
+        except (_Answered, soap.SoapError):
+            return None  # some cameras want credentials even here; the next steps still decide
 
     def _up(self, state: OnvifState, answer: ET.Element, ms: float, offset: float | None) -> OnvifResult:
         try:

@@ -1,8 +1,9 @@
 """The ONVIF device-management messages this driver speaks, as SOAP 1.2 text, and how to read the answers.
 
-Two operations of the ONVIF Core Specification's device service (``http://www.onvif.org/ver10/device/wsdl``):
+Three operations of the ONVIF Core Specification's device service (``http://www.onvif.org/ver10/device/wsdl``):
 ``GetSystemDateAndTime`` (access class PRE_AUTH: a device answers it without credentials) and
-``GetDeviceInformation`` (READ_SYSTEM: credentials unless the device has authentication switched off).
+``GetDeviceInformation`` (READ_SYSTEM: credentials unless the device has authentication switched off) and
+``SystemReboot`` (UNRECOVERABLE; the camera driver's ``restart`` ability).
 Credentials travel as a WS-Security UsernameToken with a password digest (OASIS Web Services Security
 UsernameToken Profile 1.0): ``Base64(SHA-1(nonce + created + password))``, the profile the ONVIF Core spec
 requires of every device. The simulator (:mod:`devices.sim.onvif`) builds its answers from the same names.
@@ -43,6 +44,8 @@ MAX_TEXT: Final = 200
 
 GET_SYSTEM_DATE_AND_TIME: Final = "GetSystemDateAndTime"
 GET_DEVICE_INFORMATION: Final = "GetDeviceInformation"
+#: Access class UNRECOVERABLE: always needs credentials; the answer's Message says when the device restarts.
+SYSTEM_REBOOT: Final = "SystemReboot"
 #: The ONVIF subcode a device answers when a request's credentials are missing or wrong (Core spec, 5.12).
 NOT_AUTHORIZED: Final = "NotAuthorized"
 
@@ -238,3 +241,8 @@ def system_utc_time(response: ET.Element) -> datetime:
         )
     except ValueError as exc:
         raise SoapError(f"UTCDateTime is not a valid date: {exc}") from None
+
+
+def reboot_message(response: ET.Element) -> str:
+    """The ``Message`` of a ``SystemRebootResponse`` ("" when the device gives none)."""
+    return _text(response.find(f"{{{TDS}}}Message"))

@@ -66,3 +66,13 @@ async def test_a_dead_camera_never_stops_the_others() -> None:
     assert by_device["cam-silent"], "the silent camera's state was reported"
     assert {m["onvif_error"] for m in by_device["cam-silent"]} == {"connected, but no answer within 1 s"}
     assert {m["onvif_error"] for m in by_device["cam-off"]} == {"cannot connect: Connection refused"}
+
+
+async def test_restart_through_the_scheduler_reboots_the_camera() -> None:
+    async with OnvifSimulator(password="pw", reboot_s=1.0) as sim:
+        plans = build_device_plans([entry("cam-1", sim)])
+        stats = EdgeStats()
+        async with Scheduler(plans, MemoryOutbox(10_000, stats), EventQueue(stats), stats) as scheduler:
+            detail = await scheduler.execute("cam-1", "restart", {})
+        assert detail == "Rebooting in 1 second"
+        assert sim.reboots == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devices.driver import CommandCapable
 from devices.drivers.camera import CameraConfig, CameraDriver, OnvifState, soap
+from devices.errors import DeviceResponseError, DeviceUnavailable, UnsupportedCommand
 from devices.profile import load_profile
 from devices.sim.onvif import Identity, OnvifSimulator
 
@@ -330,3 +333,59 @@ async def test_unknown_operations_and_paths_are_refused_as_a_device_would(sim: O
         assert (await client.post(f"http://127.0.0.1:{sim.port}/other", content=b"x")).status_code == 404
         assert (await client.get(sim.url)).status_code == 405
         assert (await client.post(sim.url, content=b"not xml")).status_code == 400
+
+
+# -- the restart ability (ONVIF SystemReboot) ------------------------------------------------------------
+
+
+async def test_restart_reboots_the_camera_which_is_gone_then_back(sim: OnvifSimulator) -> None:
+    sim.reboot_s = 1.5
+    driver = camera(sim, onvif_timeout_s=2.0)
+    assert isinstance(driver, CommandCapable)
+    assert driver.supported_actions() == {"restart"}
+    await driver.open()
+    try:
+        detail = await driver.execute("restart", {})
+        await asyncio.sleep(0.3)
+        (during,) = await driver.poll()
+        await asyncio.sleep(sim.reboot_s + 0.5)
+        (after,) = await driver.poll()
+    finally:
+        await driver.close()
+    assert detail == "Rebooting in 2 seconds"
+    assert sim.reboots == 1
+    assert during.metrics["onvif_state_name"] == "unreachable"
+    assert during.metrics["onvif_error"] == "cannot connect: Connection refused"
+    assert after.metrics["onvif_state_name"] == "up_with_auth"
+
+
+async def test_restart_with_wrong_credentials_is_refused_and_nothing_reboots(sim: OnvifSimulator) -> None:
+    driver = camera(sim, password="wrong")
+    with pytest.raises(DeviceResponseError, match=re.escape(f"credentials refused by SystemReboot: {NOT_AUTHORIZED}")):
+        await driver.execute("restart", {})
+    await driver.close()
+    assert sim.reboots == 0
+    assert sim.auth_failures == {"wrong username or password": 1}
+
+
+async def test_restart_of_a_silent_camera_is_unavailable(sim: OnvifSimulator) -> None:
+    sim.set_fault("silent")
+    driver = camera(sim)
+    with pytest.raises(DeviceUnavailable, match=f"connected, but no answer within {BUDGET_S:g} s"):
+        await driver.execute("restart", {})
+    await driver.close()
+
+
+async def test_restart_takes_no_params_and_other_actions_are_unsupported(sim: OnvifSimulator) -> None:
+    driver = camera(sim)
+    with pytest.raises(UnsupportedCommand, match="restart takes no params, got delay_s"):
+        await driver.execute("restart", {"delay_s": 5})
+    with pytest.raises(UnsupportedCommand, match="no action 'zoom'"):
+        await driver.execute("zoom", {})
+    await driver.close()
+    stream_only = CameraDriver(
+        CameraConfig(host="127.0.0.1", onvif_port=0, rtsp_url="rtsp://127.0.0.1/x"),
+        load_profile("camera-onvif-generic"),
+    )
+    assert stream_only.supported_actions() == frozenset()
+    assert sim.reboots == 0
