@@ -316,23 +316,43 @@ def _fields(result: AqiResult, *, final: bool) -> dict[str, FieldValue]:
     return fields
 
 
+def _hours_of(series: Mapping[str, Any]) -> dict[int, dict[Pollutant, float]]:
+    columns: list[str] = series.get("columns") or []
+    hours: dict[int, dict[Pollutant, float]] = defaultdict(dict)
+    for row in series.get("values") or []:
+        record = dict(zip(columns, row, strict=True))
+        for pollutant in Pollutant:
+            value = record.get(pollutant.value)
+            if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+                hours[int(record["time"])][pollutant] = float(value)
+    return dict(hours)
+
+
 def parse_hourly_means(body: Mapping[str, Any]) -> list[SiteHours]:
-    """Turn InfluxDB's ``/query`` answer (epoch ms, grouped by site and district) into :class:`SiteHours`."""
+    """Turn InfluxDB's answer to :meth:`AqiJob.query` into :class:`SiteHours`.
+
+    Statement 1: hourly means grouped by site. Statements 2 and 3 (optional): the latest PM2.5 and PM10 reading
+    per site and ``district`` tag, which gives each site the district its readings carry now (the registry adds
+    it; a site whose ward was set later has readings with and without it, so the means are not split by it).
+    """
     results = body.get("results") or []
-    if results and "error" in results[0]:
-        raise StorageError(f"InfluxDB refused the VN_AQI query: {results[0]['error']}")
+    for result in results:
+        if "error" in result:
+            raise StorageError(f"InfluxDB refused the VN_AQI query: {result['error']}")
+    latest: dict[str, tuple[int, str]] = {}
+    for series in (x for result in results[1:] for x in result.get("series") or []):
+        tags = series.get("tags") or {}
+        site, district = str(tags.get("site", "")), str(tags.get("district", ""))
+        for row in series.get("values") or []:
+            ts = int(row[0])
+            if district and ts >= latest.get(site, (-1, ""))[0]:
+                latest[site] = (ts, district)
     out: list[SiteHours] = []
     for series in (results[0].get("series") or []) if results else []:
         tags = series.get("tags") or {}
-        columns: list[str] = series.get("columns") or []
-        hours: dict[int, dict[Pollutant, float]] = defaultdict(dict)
-        for row in series.get("values") or []:
-            record = dict(zip(columns, row, strict=True))
-            for pollutant in Pollutant:
-                value = record.get(pollutant.value)
-                if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-                    hours[int(record["time"])][pollutant] = float(value)
-        out.append(SiteHours(str(tags.get("site", "")), str(tags.get("district", "")), dict(hours)))
+        site = str(tags.get("site", ""))
+        district = str(tags.get("district", "")) or latest.get(site, (0, ""))[1]
+        out.append(SiteHours(site, district, _hours_of(series)))
     return [s for s in out if s.site]
 
 
@@ -391,7 +411,12 @@ class AqiJob:
         start_ms, end_ms = int(start.timestamp() * 1000), int(now.timestamp() * 1000)
         select = f'SELECT {fields} FROM "{measurement}"'  # noqa: S608
         where = f"WHERE time >= {start_ms}ms AND time <= {end_ms}ms"
-        return f'{select} {where} GROUP BY time(1h), "site", "district" fill(none)'
+        first = f'{select} {where} GROUP BY time(1h), "site" fill(none)'
+        districts = [
+            f'SELECT last("{p}") FROM "{measurement}" {where} GROUP BY "site", "district"'  # noqa: S608
+            for p in (Pollutant.PM25, Pollutant.PM10)
+        ]
+        return "; ".join([first, *districts])
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One computation; returns how many ``vn_aqi`` points were written. Raises :class:`StorageError`."""

@@ -29,6 +29,12 @@ async def test_job_reads_hourly_means_and_writes_vn_aqi(stack: StackEndpoints, i
         for t in range(hour - 3 * HOUR, now_ms, 600_000)
     ]
     lines.append(f"air_quality,device=aq-2,gateway=gw-1,kind=air_quality,site=b pm10=200.0 {hour}")
+    # Site c: its ward became known during the last hour: older readings have no district tag, newer ones do.
+    lines += [
+        f"air_quality,device=aq-3,gateway=gw-1,kind=air_quality,site=c{',district=quan-5' if t >= hour else ''} "
+        f"pm25=35.0 {t}"
+        for t in range(hour - 2 * HOUR, now_ms, 600_000)
+    ]
     influx_write(stack.influx_url, influx_db, "\n".join(lines))
 
     influx = InfluxSettings(url=stack.influx_url, database=influx_db, gzip=True)
@@ -49,6 +55,10 @@ async def test_job_reads_hourly_means_and_writes_vn_aqi(stack: StackEndpoints, i
     assert all(r["district"] == "quan-1" for r in rows if r["site"] == "a")
     assert [r["aqi"] for r in rows if r["site"] == "b" and r["period"] == "day"] == [125]
     assert not [r for r in rows if r["site"] == "b" and r["period"] == "hour"]
+    hourly_c = [r for r in rows if r["site"] == "c" and r["period"] == "hour"]
+    assert sorted(r["time"] for r in hourly_c) == [hour - HOUR, hour], "one point per hour, not one per tag set"
+    assert {r["district"] for r in rows if r["site"] == "c"} == {"quan-5"}
+    assert all(r["aqi"] == 70 for r in hourly_c)
     current = next(r for r in hourly_a if r["time"] == hour)
     assert current["final"] is False
     assert current["nowcast_pm25"] == pytest.approx(35.0)

@@ -284,3 +284,21 @@ def test_parse_hourly_means_reads_influxdb_series_and_refusals() -> None:
     assert site.hours == {1000: {P.PM25: 12.5}, 2000: {P.PM10: 40.0}}  # a negative reading is not a concentration
     with pytest.raises(StorageError, match="database not found"):
         parse_hourly_means({"results": [{"error": "database not found: x"}]})
+
+
+def test_a_site_takes_the_district_its_latest_readings_carry() -> None:
+    # Readings before the registry knew the ward have no district tag; the means are per site, the district is
+    # the one of the newest reading that has one.
+    means = {"series": [{"tags": {"site": "a"}, "columns": ["time", "pm25"], "values": [[0, 20.0]]}]}
+    latest_pm25 = {
+        "series": [
+            {"tags": {"site": "a", "district": ""}, "columns": ["time", "last"], "values": [[500, 1.0]]},
+            {"tags": {"site": "a", "district": "quan-1"}, "columns": ["time", "last"], "values": [[400, 1.0]]},
+        ]
+    }
+    latest_pm10 = {
+        "series": [{"tags": {"site": "a", "district": "quan-3"}, "columns": ["time", "last"], "values": [[300, 2.0]]}]
+    }
+    (site,) = parse_hourly_means({"results": [means, latest_pm25, latest_pm10]})
+    assert site.district == "quan-1"
+    assert site.hours == {0: {P.PM25: 20.0}}
