@@ -81,14 +81,23 @@ def free_port() -> int:
 
 
 class Children:
-    """The demo's child processes; stops all of them (SIGTERM, then SIGKILL) whatever happens."""
+    """The demo's child processes; stops all of them (SIGTERM, then SIGKILL) whatever happens.
+
+    An *essential* child (the hub, the simulated city) that dies ends the demo. An edge agent is not essential:
+    on real hardware a gateway that stops is something the system must show (its will sets the site offline),
+    so the demo says so once and keeps running.
+    """
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.essential: set[str] = set()
+        self.reported: set[str] = set()
         self._logs: list[IO[bytes]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, *, essential: bool = True
+    ) -> subprocess.Popen[bytes]:
         log_file = (self.log_dir / f"{name}.log").open("wb")
         self._logs.append(log_file)
         proc = subprocess.Popen(  # noqa: S603 - argv is built here from our own executable
@@ -101,12 +110,23 @@ class Children:
             preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid, no locks
         )
         self.procs[name] = proc
+        if essential:
+            self.essential.add(name)
         return proc
 
-    def check_alive(self) -> None:
+    def check_alive(self) -> list[str]:
+        """Raise :class:`DemoError` if an essential child died; return the other children that died since the
+        last call (each reported once)."""
+        newly_dead: list[str] = []
         for name, proc in self.procs.items():
-            if proc.poll() is not None:
+            if proc.poll() is None:
+                continue
+            if name in self.essential:
                 raise DemoError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+            if name not in self.reported:
+                self.reported.add(name)
+                newly_dead.append(name)
+        return newly_dead
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -232,7 +252,7 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                 config_path = state_dir / f"edge-{site['site']}-{site['gateway']}.yaml"
                 config = edge_config(Path(site["config"]), ep)
                 write_private(config_path, yaml.safe_dump(config, sort_keys=False))
-                children.start(f"edge-{site['site']}", ioc_argv("edge", "run", str(config_path)))
+                children.start(f"edge-{site['site']}", ioc_argv("edge", "run", str(config_path)), essential=False)
             wait_for_hub(hub_url, children)
             doc = {
                 "hub_url": hub_url,
@@ -257,6 +277,8 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                 ],
                 "rtsp": {k: v for k, v in city["rtsp"].items() if k in ("available", "reason")},
                 "logs": str(log_dir),
+                # Which process is which: stop an edge agent to see a gateway fail (kill -9 for its will).
+                "processes": {name: proc.pid for name, proc in children.procs.items()},
             }
             pids = [*stack.pids.values(), *(p.pid for p in children.procs.values())]
             write_private(state_dir / "pids", "\n".join(map(str, pids)) + "\n")
@@ -296,8 +318,15 @@ def run_demo(state_dir: Path, duration: float | None, stop: threading.Event, sit
         next_summary = time.monotonic() + 10
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             stop.wait(0.5)
-            # A child that died is a failure of the demo, not something to hide.
-            running.children.check_alive()
+            # The hub or the city dying is a failure of the demo, not something to hide (DemoError); an agent
+            # dying is a gateway failure the system itself shows, so the demo only says it.
+            for name in running.children.check_alive():
+                proc = running.children.procs[name]
+                print(
+                    f"{name} exited with {proc.returncode}: that gateway is down (the hub marks it offline); "
+                    "the demo goes on",
+                    flush=True,
+                )
             if time.monotonic() >= next_summary:
                 print(hub_summary(doc["hub_url"]), flush=True)
                 next_summary += 10

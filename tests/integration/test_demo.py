@@ -121,6 +121,53 @@ def test_demo_puts_readings_of_sensors_signs_and_cameras_into_influxdb(tmp_path:
         assert not alive(pid), f"child {pid} still running after the demo stopped"
 
 
+@pytest.mark.timeout(180)
+def test_a_killed_edge_agent_is_a_gateway_failure_and_the_demo_goes_on(tmp_path: Path) -> None:
+    state, log = tmp_path / "state", tmp_path / "demo.log"
+    proc = start_demo(state, log)
+    try:
+        doc = wait_for(state / "demo.json", proc, log, timeout=90)
+        url, db = doc["influxdb"]["url"], doc["influxdb"]["database"]
+        victim, others = doc["sites"][-1]["site"], {s["site"] for s in doc["sites"][:-1]}
+
+        def online() -> dict[str, bool]:
+            rows = influx_query(url, db, 'SELECT last("online") FROM "gateway_state" GROUP BY "site"')
+            return {r["site"]: r["last"] for r in rows}
+
+        deadline = time.monotonic() + 45
+        while online() != dict.fromkeys({victim, *others}, True):
+            assert time.monotonic() < deadline, f"not all gateways online: {online()}\n{log.read_text()}"
+            time.sleep(1)
+        os.kill(doc["processes"][f"edge-{victim}"], signal.SIGKILL)
+        # The broker publishes the agent's will; the hub stores the site as offline. The others stay online.
+        deadline = time.monotonic() + 45
+        while online().get(victim) is not False:
+            assert time.monotonic() < deadline, f"{victim} still online after its agent was killed: {online()}"
+            time.sleep(1)
+        assert all(online()[site] for site in others)
+        # The other sites keep reporting after the failure.
+        killed_at_ms = time.time() * 1000
+        deadline = time.monotonic() + 30
+        while True:
+            rows = influx_query(url, db, 'SELECT last("pm25") FROM "air_quality" GROUP BY "site"')
+            fresh = {r["site"] for r in rows if r["time"] > killed_at_ms}
+            if others <= fresh:
+                break
+            assert time.monotonic() < deadline, f"after the failure only {fresh} reported"
+            time.sleep(1)
+        assert proc.poll() is None, f"the demo stopped when a gateway failed:\n{log.read_text()}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=40)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert rc == 0, text
+    assert f"edge-{victim} exited with -9: that gateway is down" in text
+
+
 @pytest.mark.timeout(120)
 def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path) -> None:
     state, log = tmp_path / "state", tmp_path / "demo.log"
