@@ -42,8 +42,9 @@ from dashboards.registry import RegistryError
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S: Final = 10.0
-#: Keys Grafana sets on a stored board itself; never compared.
-_GRAFANA_OWNED: Final = frozenset({"id", "version"})
+#: Keys Grafana sets on a stored board itself; never compared. ``schemaVersion``: a newer Grafana may store the
+#: board migrated to its own schema version, which is not a change of ours.
+_GRAFANA_OWNED: Final = frozenset({"id", "version", "schemaVersion"})
 #: Datasource settings compared with what Grafana holds (secrets cannot be read back).
 _DS_KEYS: Final = ("name", "type", "access", "url", "isDefault", "jsonData", "user")
 
