@@ -52,6 +52,8 @@ SENSOR_SETS: Final[tuple[tuple[tuple[str, str], ...], ...]] = (
 SIGN_PROFILE: Final = "ntcip-dms-full-matrix"
 CAMERA_PROFILE: Final = "camera-onvif-generic"
 SIGN_WRITE_COMMUNITY: Final = "administrator"
+#: The signs' daylight follows the city's local time (Ho Chi Minh City, UTC+7), not the host's.
+CITY_UTC_OFFSET_S: Final = 7 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,10 @@ class SimulatedCity:
             sub_seed = None if seed is None else seed * 1000 + index
             modbus = ModbusSimulator([p for _, p in sensors], host=host, seed=sub_seed)
             signs = [
-                (f"vms-{index:02d}{chr(ord('a') + n)}", NtcipSimulator(host=host, seed=sub_seed))
+                (
+                    f"vms-{index:02d}{chr(ord('a') + n)}",
+                    NtcipSimulator(host=host, seed=sub_seed, utc_offset_s=CITY_UTC_OFFSET_S),
+                )
                 for n in range(1 + (index - 1) % 2)
             ]
             self.sites.append(SimulatedSite(index, site, district, GATEWAY, sensors, modbus, signs))

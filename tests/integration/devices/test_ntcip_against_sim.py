@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -292,6 +293,16 @@ async def test_one_error_answer_then_the_sign_is_fine(sim: NtcipSimulator) -> No
 async def test_wrong_read_community_is_ignored_by_the_sign(sim: NtcipSimulator) -> None:
     with pytest.raises(DeviceUnavailable):
         await read(driver_for(sim, community="private"))
+
+
+async def test_undecodable_datagrams_are_dropped_and_the_sign_keeps_answering(sim: NtcipSimulator) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.3)
+        for data in (b"", b"\x00", b"garbage", b"\x30\x03\x02\x01\x05", b"\x30\x82\xff\xff"):
+            sock.sendto(data, ("127.0.0.1", sim.port))
+        with pytest.raises(TimeoutError):
+            sock.recv(2048)
+    assert (await read(driver_for(sim)))["message_text"] == "DRIVE SAFELY"
 
 
 async def test_unresolvable_host_is_unavailable() -> None:
