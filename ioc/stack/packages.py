@@ -49,6 +49,7 @@ PACKAGES: tuple[Package, ...] = (
     Package("ffmpeg", ("ffmpeg", "ffprobe")),
     Package("vlc-bin", ("cvlc",)),
     Package("vlc-plugin-base", (), ("vlc/plugins/stream_out/libstream_out_rtp_plugin.so",)),
+    Package("chromium", ("chromium",)),  # the operator page test (tests/integration/hub/test_operator_page.py)
 )
 
 _apt_updated = False
