@@ -1,6 +1,7 @@
 """The agent's own figures, published like any device's: readings of kind ``agent`` for the gateway's own id.
 
-Every ``self_metrics.interval_s`` (default 60 s) one reading goes into the outbox with:
+Every ``self_metrics.interval_s`` (default 60 s), and once more on a clean shutdown, one reading goes into the
+outbox with:
 
 - every counter and gauge of :class:`edge.stats.EdgeStats` under its own name (``polls_ok``, ``readings_sent``,
   ``readings_dropped``, ``reconnects``, ``outbox_readings``, ``outbox_bytes``...): counters count since the
@@ -93,3 +94,8 @@ class AgentMetrics:
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait([task], 5.0)
+        # A last sample on the way out: the publisher's drain sends it before the death message.
+        try:
+            await self._outbox.put(self.sample())
+        except Exception:
+            log.warning("could not queue the last self-metrics sample", exc_info=True)

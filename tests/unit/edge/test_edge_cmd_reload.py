@@ -44,10 +44,11 @@ def write(path: Path, doc: dict[str, Any]) -> None:
 
 
 class Running:
-    def __init__(self, path: Path, scheduler: Scheduler, reloader: ConfigReloader) -> None:
+    def __init__(self, path: Path, scheduler: Scheduler, reloader: ConfigReloader, events: EventQueue) -> None:
         self.path = path
         self.scheduler = scheduler
         self.reload = reloader
+        self.events = events
 
 
 @pytest.fixture
@@ -56,8 +57,9 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     write(path, document([host("host-a"), host("host-b"), host("host-c")]))
     config = load_config(path)
     stats = EdgeStats()
-    async with Scheduler(config.device_plans(), MemoryOutbox(1000, stats), EventQueue(stats), stats) as scheduler:
-        yield Running(path, scheduler, ConfigReloader(path, config, scheduler))
+    events = EventQueue(stats)
+    async with Scheduler(config.device_plans(), MemoryOutbox(1000, stats), events, stats) as scheduler:
+        yield Running(path, scheduler, ConfigReloader(path, config, scheduler), events)
 
 
 async def test_added_removed_and_changed_devices_are_applied(running: Running, tmp_path: Path) -> None:
@@ -127,3 +129,23 @@ async def test_a_changed_report_setting_restarts_only_that_device(running: Runni
     detail, _ = await running.reload()
     assert "1 changed (host-b)" in detail
     assert running.scheduler.poller("host-b").plan.driver is not driver_b
+
+
+async def test_drivers_built_by_a_reload_work_on_the_agents_event_loop(running: Running) -> None:
+    """The new file is read and its drivers built in a worker thread; they must still run on the loop."""
+    sign = {
+        "id": "vms-1",
+        "driver": "ntcip",
+        "profile": "ntcip-dms-full-matrix",
+        "interval_s": 10,
+        "options": {"host": "127.0.0.1", "port": 9, "timeout_s": 0.2},  # nothing answers there
+    }
+    write(running.path, document([host("host-a"), host("host-b"), host("host-c"), sign]))
+    await running.reload()
+    poller = running.scheduler.poller("vms-1")
+    async with asyncio.timeout(5):
+        while poller.health.value == "unknown":  # noqa: ASYNC110 - the health has no event to wait on
+            await asyncio.sleep(0.05)
+    assert poller.health.value == "down"
+    [down] = [e for e in running.events.items() if e.device == "vms-1"]
+    assert down.reason == "ntcip 127.0.0.1:9: no answer to GET within 0.2 s (1 tries)"  # not a loop error

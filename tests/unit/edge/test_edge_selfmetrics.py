@@ -41,9 +41,9 @@ async def test_samples_go_to_the_outbox_every_interval() -> None:
     async with AgentMetrics("gw-1", outbox, stats, interval_s=0.1):
         await asyncio.sleep(0.35)
     queued = [q.reading for q in await outbox.peek(100)]
-    assert len(queued) == 3
+    assert len(queued) == 4  # every 0.1 s, and one more when leaving
     assert all(r.kind == AGENT_KIND and r.device == "gw-1" for r in queued)
-    assert [r.metrics["readings_queued"] for r in queued] == [0, 1, 2]  # each counts the ones before it
+    assert [r.metrics["readings_queued"] for r in queued] == [0, 1, 2, 3]  # each counts the ones before it
 
 
 async def test_a_failing_source_costs_only_its_own_figures(caplog: pytest.LogCaptureFixture) -> None:
