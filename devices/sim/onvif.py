@@ -9,7 +9,8 @@ a free port) and answers SOAP 1.2 POSTs to ``/onvif/device_service``:
   the nonce, ``Created`` and the password, ``Created`` within ``max_token_age_s`` of the simulated clock, nonce
   not seen before; or to anyone when ``auth_required`` is off. A refused token gets the fault the Core spec
   names, ``env:Sender`` / ``ter:NotAuthorized``, with HTTP 400 (the SOAP 1.2 HTTP binding's status for a
-  Sender fault);
+  Sender fault). ``auth_mode="digest"`` wants HTTP Digest instead (RFC 7616, MD5, qop=auth: the Core spec's
+  other user authentication), ``"both"`` takes either; refusals then come as HTTP 401 with the challenge;
 - ``SystemReboot``, authorized like ``GetDeviceInformation``: answers "Rebooting in N seconds", then stops
   listening for ``reboot_s`` and comes back (``reboots`` counts them);
 - any other operation: ``env:Receiver`` / ``ter:ActionNotSupported``, HTTP 500.
@@ -32,11 +33,15 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import logging
 import random
+import re
+import secrets
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -49,6 +54,7 @@ from devices.sim.rtsp import RtspSimulator, RtspUnavailable
 log = logging.getLogger(__name__)
 
 Fault = Literal["silent", "garbage", "not_http", "soap_fault", "http_error", "refuse_auth"]
+AuthMode = Literal["ws-security", "digest", "both"]
 FAULTS: Final[tuple[str, ...]] = ("silent", "garbage", "not_http", "soap_fault", "http_error", "refuse_auth")
 DEVICE_SERVICE_PATH: Final = "/onvif/device_service"
 #: Bounds of one request: header block and body.
@@ -58,7 +64,17 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 READ_TIMEOUT_S: Final = 10.0
 #: Nonces remembered to refuse a replayed token.
 NONCE_MEMORY: Final = 1024
-_REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Too Large"}
+#: Realm of the HTTP Digest challenge.
+DIGEST_REALM: Final = "IOC-SIM-CAMERA"
+_DIGEST_FIELD: Final = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Too Large",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +86,14 @@ class Identity:
     firmware_version: str = "1.4.2"
     serial_number: str = "SIM0001"
     hardware_id: str = "HW-1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    operation: str
+    document: ET.Element
+    method: str
+    headers: dict[str, str]
 
 
 class _BadRequest(Exception):
@@ -120,9 +144,13 @@ class OnvifSimulator:
         clock_offset_s: float = 0.0,
         max_token_age_s: float = 300.0,
         reboot_s: float = 2.0,
+        auth_mode: AuthMode = "ws-security",
         seed: int | None = None,
     ) -> None:
         self.host = host
+        #: Which credentials protected operations accept: a WS-Security token, HTTP Digest, or either.
+        self.auth_mode: AuthMode = auth_mode
+        self._digest_nonces: deque[str] = deque(maxlen=NONCE_MEMORY)
         self._port = port
         self.username = username
         self.password = password
@@ -251,12 +279,12 @@ class OnvifSimulator:
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            operation, document = await self._read_request(reader)
+            request = await self._read_request(reader)
         except _BadRequest as exc:
             self.requests["?"] += 1
             await self._reply(writer, exc.status, str(exc).encode(), "text/plain")
             return
-        self.requests[operation] += 1
+        self.requests[request.operation] += 1
         fault = self.fault
         if fault == "silent":
             await asyncio.Event().wait()  # hold the connection, never answer (cancelled by stop or the client)
@@ -278,10 +306,10 @@ class OnvifSimulator:
             body = fault_body("Receiver", "ActionFailed", "The device failed to process the request")
             await self._reply(writer, 500, body, soap.CONTENT_TYPE, reason="Internal Server Error")
             return
-        status, body = self._answer(operation, document)
-        await self._reply(writer, status, body, soap.CONTENT_TYPE)
+        status, body, extra = self._answer(request)
+        await self._reply(writer, status, body, soap.CONTENT_TYPE, headers=extra)
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, ET.Element]:
+    async def _read_request(self, reader: asyncio.StreamReader) -> _Request:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
         except asyncio.LimitOverrunError:
@@ -316,14 +344,22 @@ class OnvifSimulator:
         body_el = document.find(f"{{{soap.SOAP12_ENV}}}Body")
         if body_el is None or len(body_el) == 0:
             raise _BadRequest(400, "not a SOAP 1.2 envelope with a body")
-        return body_el[0].tag.rsplit("}", 1)[-1], document
+        return _Request(body_el[0].tag.rsplit("}", 1)[-1], document, method, headers)
 
     async def _reply(
-        self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, reason: str = ""
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        reason: str = "",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         reason = reason or _REASONS.get(status, "Error")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{extra}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
         writer.write(head.encode("latin-1") + body)
@@ -331,23 +367,65 @@ class OnvifSimulator:
 
     # -- ONVIF ----------------------------------------------------------------------------------------------
 
-    def _answer(self, operation: str, document: ET.Element) -> tuple[int, bytes]:
+    def _answer(self, request: _Request) -> tuple[int, bytes, dict[str, str]]:
+        operation = request.operation
         if operation == soap.GET_SYSTEM_DATE_AND_TIME:
-            return 200, self._system_date_and_time()
+            return 200, self._system_date_and_time(), {}
         if operation in (soap.GET_DEVICE_INFORMATION, soap.SYSTEM_REBOOT):
-            refusal = self._refusal(document)
+            refusal = self._refusal(request)
             if refusal:
                 self.auth_failures[refusal] += 1
-                return 400, fault_body("Sender", soap.NOT_AUTHORIZED, "Sender not Authorized")
+                fault = fault_body("Sender", soap.NOT_AUTHORIZED, "Sender not Authorized")
+                if self.auth_mode == "ws-security":
+                    return 400, fault, {}
+                # RFC 7616: a 401 carries the challenge the client answers with its digest.
+                return 401, fault, {"WWW-Authenticate": self._challenge()}
             if operation == soap.SYSTEM_REBOOT:
-                return 200, self._reboot()
-            return 200, self._device_information()
-        return 500, fault_body("Receiver", "ActionNotSupported", f"{operation} is not supported")
+                return 200, self._reboot(), {}
+            return 200, self._device_information(), {}
+        return 500, fault_body("Receiver", "ActionNotSupported", f"{operation} is not supported"), {}
 
-    def _refusal(self, document: ET.Element) -> str:  # noqa: PLR0911 - one return per reason to refuse
-        """Why the request's token is refused, or "" when it is accepted (or not needed)."""
+    def _refusal(self, request: _Request) -> str:
+        """Why the request's credentials are refused, or "" when they are accepted (or not needed)."""
         if self.fault == "refuse_auth":
             return "account locked"
+        authorization = request.headers.get("authorization", "")
+        if self.auth_mode == "digest" or (self.auth_mode == "both" and authorization):
+            if not self.auth_required and not authorization:
+                return ""
+            return self._digest_refusal(authorization, request.method)
+        return self._token_refusal(request.document)
+
+    def _challenge(self) -> str:
+        nonce = secrets.token_hex(16)
+        self._digest_nonces.append(nonce)
+        return f'Digest realm="{DIGEST_REALM}", qop="auth", algorithm=MD5, nonce="{nonce}"'
+
+    def _digest_refusal(self, authorization: str, method: str) -> str:
+        """Check an HTTP Digest ``Authorization`` (RFC 7616, MD5, qop=auth)."""
+        scheme, _, rest = authorization.partition(" ")
+        if scheme.lower() != "digest":
+            return "no digest"
+        fields = {k.lower(): quoted or plain for k, quoted, plain in _DIGEST_FIELD.findall(rest)}
+        needed = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+        if any(k not in fields for k in needed):
+            return "digest without " + ", ".join(k for k in needed if k not in fields)
+        if fields["realm"] != DIGEST_REALM or fields["nonce"] not in self._digest_nonces:
+            return "digest with an unknown nonce"
+
+        def md5(text: str) -> str:
+            # MD5 is the algorithm cameras offer for HTTP Digest (RFC 7616 keeps it for compatibility).
+            return hashlib.md5(text.encode()).hexdigest()  # noqa: S324
+
+        ha1 = md5(f"{fields['username']}:{DIGEST_REALM}:{self.password}")
+        ha2 = md5(f"{method}:{fields['uri']}")
+        expected = md5(f"{ha1}:{fields['nonce']}:{fields['nc']}:{fields['cnonce']}:{fields['qop']}:{ha2}")
+        if fields["username"] != self.username or not hmac.compare_digest(expected, fields["response"]):
+            return "digest: wrong username or password"
+        return ""
+
+    def _token_refusal(self, document: ET.Element) -> str:  # noqa: PLR0911 - one return per reason to refuse
+        """Check a WS-Security UsernameToken (digest, age, nonce replay)."""
         token = document.find(f"{{{soap.SOAP12_ENV}}}Header/{{{soap.WSSE}}}Security/{{{soap.WSSE}}}UsernameToken")
         if token is None:
             return "no token" if self.auth_required else ""

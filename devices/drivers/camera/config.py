@@ -28,6 +28,11 @@ class CameraConfig(DriverConfig):
     onvif_scheme: Literal["http", "https"] = "http"
     username: str | None = Field(default=None, min_length=1, max_length=64)
     password: SecretStr | None = None
+    auth: Literal["auto", "ws-security", "digest"] = Field(
+        default="auto",
+        description="how credentials are sent: a WS-Security digest token, HTTP Digest (RFC 7616), or auto: "
+        "the token, and HTTP Digest too when the camera answers 401 with a Digest challenge",
+    )
     onvif_timeout_s: float = Field(
         default=3.0, gt=0, le=60, description="budget of the whole ONVIF check (all its requests) per poll"
     )

@@ -5,7 +5,8 @@
 2. ``GetDeviceInformation`` without credentials (unless ``check_without_auth`` is off and credentials are
    set). An answer means the camera serves anyone: *up_without_auth*.
 3. ``GetDeviceInformation`` with a WS-Security digest token, stamped in the camera's time when
-   ``adjust_clock`` (cameras refuse tokens "created" too far from their own clock). An answer: *up_with_auth*.
+   ``adjust_clock`` (cameras refuse tokens "created" too far from their own clock), and/or HTTP Digest when
+   the camera challenges (``auth``). An answer: *up_with_auth*, ``onvif_auth`` saying which one worked.
 
 Anything else that answered (a SOAP fault, credentials refused, an HTTP error, bytes that are not SOAP or not
 even HTTP) is *refusing*, with the reason in ``onvif_error``. The whole check runs within ``onvif_timeout_s``;
@@ -60,6 +61,8 @@ class OnvifResult:
     info: soap.DeviceInformation | None = None
     response_ms: float | None = None
     clock_offset_s: float | None = None
+    #: How the camera let us in when up: "none", "ws-security" or "digest".
+    auth: str = ""
 
     def metrics(self) -> dict[str, MetricValue]:
         """``onvif_*`` metrics: the state always; device facts when up; the reason when not."""
@@ -72,6 +75,8 @@ class OnvifResult:
             out["onvif_response_ms"] = round(self.response_ms, 3)
         if self.clock_offset_s is not None:
             out["onvif_clock_offset_s"] = round(self.clock_offset_s, 3)
+        if self.auth:
+            out["onvif_auth"] = self.auth
         if self.info is not None:
             out["onvif_manufacturer"] = self.info.manufacturer
             out["onvif_model"] = self.info.model
@@ -123,8 +128,13 @@ class OnvifChecker:
         self._client = client
         self._budget_s = config.onvif_timeout_s
         self._credentials: tuple[str, str] | None = None
+        self._digest: httpx.DigestAuth | None = None
         if config.username is not None and config.password is not None:
             self._credentials = (config.username, config.password.get_secret_value())
+            if config.auth in ("auto", "digest"):
+                self._digest = httpx.DigestAuth(*self._credentials)
+        #: Whether the last answered request needed an HTTP Digest round (a 401 challenge first).
+        self._used_digest = False
 
     async def check(self) -> OnvifResult:
         """Classify the camera (never raises for what the camera does)."""
@@ -195,7 +205,9 @@ class OnvifChecker:
             info = soap.device_information(answer)
         except soap.SoapError as exc:
             return OnvifResult(OnvifState.REFUSING, f"GetDeviceInformation: {exc}", None, ms, offset)
-        return OnvifResult(state, "", info, ms, offset)
+        used = "digest" if self._used_digest else "ws-security"
+        auth = "none" if state is OnvifState.UP_WITHOUT_AUTH else used
+        return OnvifResult(state, "", info, ms, offset, auth)
 
     def _security(self, offset_s: float | None) -> str:
         assert self._credentials is not None  # only called for the secured request
@@ -211,15 +223,20 @@ class OnvifChecker:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise _Unreachable(f"no answer within {self._budget_s:g} s")
-        body = soap.request_envelope(operation, self._security(offset_s) if secured else "")
+        token = secured and self.config.auth in ("auto", "ws-security")
+        body = soap.request_envelope(operation, self._security(offset_s) if token else "")
         headers = {"Content-Type": soap.content_type(operation)}
+        # httpx answers a 401 Digest challenge by itself (one more round trip) when given DigestAuth.
+        auth = self._digest if secured and self._digest is not None else None
         started = time.perf_counter()
+        self._used_digest = False
         try:
             async with self._client.stream(
-                "POST", self.url, content=body, headers=headers, timeout=httpx.Timeout(remaining)
+                "POST", self.url, content=body, headers=headers, timeout=httpx.Timeout(remaining), auth=auth
             ) as response:
                 data = await _read_capped(response)
                 status, phrase = response.status_code, response.reason_phrase
+                self._used_digest = bool(response.history) and auth is not None
         except httpx.ConnectTimeout:
             raise _Unreachable(f"no TCP connection within {self._budget_s:g} s") from None
         except httpx.ConnectError as exc:

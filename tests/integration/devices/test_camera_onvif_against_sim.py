@@ -71,6 +71,7 @@ async def test_up_with_auth_reports_identity_clock_and_response_time(sim: OnvifS
     assert metrics["onvif_manufacturer"] == "Acme & Co"  # escaped on the wire, intact here
     assert (metrics["onvif_model"], metrics["onvif_firmware"], metrics["onvif_serial"]) == ("AC-900", "5.1", "X42")
     assert metrics["onvif_hardware_id"] == "HW-1.0"
+    assert metrics["onvif_auth"] == "ws-security"
     assert 0 < metrics["onvif_response_ms"] < BUDGET_S * 1000
     assert abs(metrics["onvif_clock_offset_s"]) <= 1.0
     assert "onvif_error" not in metrics
@@ -91,6 +92,7 @@ async def test_up_without_auth_when_the_camera_serves_anyone(sim: OnvifSimulator
         "onvif_up": 1,
         "onvif_response_ms": 0,
         "onvif_clock_offset_s": 0,
+        "onvif_auth": "none",
         "onvif_manufacturer": "Acme & Co",
         "onvif_model": "AC-900",
         "onvif_firmware": "5.1",
@@ -389,3 +391,53 @@ async def test_restart_takes_no_params_and_other_actions_are_unsupported(sim: On
     )
     assert stream_only.supported_actions() == frozenset()
     assert sim.reboots == 0
+
+
+# -- HTTP Digest (RFC 7616), the Core spec's other user authentication -----------------------------------
+
+
+@pytest.mark.parametrize("auth", ["auto", "digest"])
+async def test_a_digest_only_camera_is_up_with_auth_over_http_digest(auth: str) -> None:
+    async with OnvifSimulator(username=USER, password=PASSWORD, auth_mode="digest") as sim:
+        metrics = await poll(camera(sim, auth=auth))
+        assert metrics["onvif_state_name"] == "up_with_auth"
+        assert metrics["onvif_auth"] == "digest"
+        # Without credentials: challenged ("no digest"); with them: challenged once more, then let in.
+        assert sim.auth_failures == {"no digest": 2}
+
+
+async def test_ws_security_only_does_not_answer_a_digest_challenge() -> None:
+    async with OnvifSimulator(username=USER, password=PASSWORD, auth_mode="digest") as sim:
+        metrics = await poll(camera(sim, auth="ws-security"))
+        assert metrics["onvif_state_name"] == "refusing"
+        assert metrics["onvif_error"] == (
+            "credentials refused by GetDeviceInformation: SOAP fault Sender/NotAuthorized: Sender not Authorized "
+            "(HTTP 401)"
+        )
+
+
+async def test_digest_only_client_against_a_token_only_camera_is_refused(sim: OnvifSimulator) -> None:
+    metrics = await poll(camera(sim, auth="digest"))
+    assert metrics["onvif_state_name"] == "refusing"
+    assert sim.auth_failures == {"no token": 2}  # no 401 challenge from this camera, so no digest either
+
+
+async def test_digest_with_a_wrong_password_is_refused() -> None:
+    async with OnvifSimulator(username=USER, password=PASSWORD, auth_mode="digest") as sim:
+        metrics = await poll(camera(sim, password="wrong"))
+        assert metrics["onvif_state_name"] == "refusing"
+        assert str(metrics["onvif_error"]).startswith("credentials refused by GetDeviceInformation")
+        assert sim.auth_failures["digest: wrong username or password"] == 1
+
+
+async def test_a_camera_taking_both_lets_the_token_in_first() -> None:
+    async with OnvifSimulator(username=USER, password=PASSWORD, auth_mode="both") as sim:
+        metrics = await poll(camera(sim))
+        assert metrics["onvif_auth"] == "ws-security"
+        driver = camera(sim)
+        try:
+            restarted = await driver.execute("restart", {})
+        finally:
+            await driver.close()
+        assert restarted.startswith("Rebooting in")
+        assert sim.reboots == 1
