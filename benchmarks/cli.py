@@ -15,14 +15,21 @@ from pathlib import Path
 from typing import Final
 
 from benchmarks import codec, edge_footprint, edge_replay, ingest
+from benchmarks.bench_cli import SCENARIOS
 from benchmarks.errors import BenchmarkError
+from benchmarks.load import run_load_benchmark
 from benchmarks.results import BenchmarkResult, format_table, machine, write_report
 
 log = logging.getLogger("benchmarks")
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 OUT_DIR: Final = ROOT / ".ioc" / "bench"
-NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME, edge_replay.NAME)
+LOAD_NAMES: Final = tuple(f"load-{scenario}" for scenario in SCENARIOS)
+NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME, edge_replay.NAME, *LOAD_NAMES)
+#: The load scenarios (``ioc bench``) publish for 60 s a run; 3 runs each (1 of 5 s with --quick).
+LOAD_RUNS: Final = 3
+LOAD_DURATION_S: Final = 60.0
+QUICK_LOAD_DURATION_S: Final = 5.0
 DEFAULT_RUNS: Final = 5
 QUICK_RUNS: Final = 3
 
@@ -70,6 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out.resolve()
     selected = [name for name in NAMES if not args.only or name in args.only]
 
+    load_runs = args.runs if args.runs is not None else (1 if args.quick else LOAD_RUNS)
+
+    def load(scenario: str) -> Callable[[], BenchmarkResult]:
+        rate, batch = SCENARIOS[scenario]
+        return lambda: run_load_benchmark(
+            name=f"load-{scenario}",
+            runs=load_runs,
+            rate=rate,
+            readings_per_message=batch,
+            duration_s=QUICK_LOAD_DURATION_S if args.quick else LOAD_DURATION_S,
+            work_dir=out,
+            log_dir=out / f"logs-{stamp}",
+            cwd=ROOT,
+        )
+
     benchmarks: dict[str, Callable[[], BenchmarkResult]] = {
         codec.NAME: lambda: codec.run_codec(
             runs=runs, messages=codec.QUICK_MESSAGES if args.quick else codec.DEFAULT_MESSAGES
@@ -91,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cwd=ROOT,
         ),
         edge_replay.NAME: lambda: edge_replay.run_edge_replay(runs=runs, work_dir=out, quick=args.quick),
+        **{name: load(name.removeprefix("load-")) for name in LOAD_NAMES},
     }
     at_start = machine()
     log.info(

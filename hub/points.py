@@ -145,23 +145,27 @@ class MetricCap:
 
     def __init__(self, max_per_device: int) -> None:
         self.max_per_device = max_per_device
-        self._known: dict[tuple[str, str, str], set[str]] = {}
+        self._known: dict[tuple[str, str], dict[str, set[str]]] = {}
         self.refused_values = 0
 
     def check(self, site: str, gateway: str, batch: DataBatch) -> tuple[DataBatch, str]:
         """``batch`` with the names beyond the cap removed, and what was refused ('' when nothing was)."""
-        known_map = self._known
-        for reading in batch.readings:
-            known = known_map.get((site, gateway, reading.device))
-            if known is None or not reading.metrics.keys() <= known:
-                return self._admit(site, gateway, batch)
-        return batch, ""
+        devices = self._known.get((site, gateway))
+        if devices is not None:
+            for reading in batch.readings:
+                known = devices.get(reading.device)
+                if known is None or not reading.metrics.keys() <= known:
+                    break
+            else:
+                return batch, ""
+        return self._admit(site, gateway, batch)
 
     def _admit(self, site: str, gateway: str, batch: DataBatch) -> tuple[DataBatch, str]:
         readings: list[Reading] = []
         refused: dict[str, list[str]] = {}
+        devices = self._known.setdefault((site, gateway), {})
         for reading in batch.readings:
-            known = self._known.setdefault((site, gateway, reading.device), set())
+            known = devices.setdefault(reading.device, set())
             kept: dict[str, MetricValue] = {}
             for name, value in reading.metrics.items():
                 if name in known:
