@@ -291,10 +291,10 @@ async def test_a_dead_camera_does_not_hold_up_a_live_one_or_the_event_loop(sim: 
         dead_metrics = await dead_poll
         tick_task.cancel()
     assert live["onvif_state_name"] == "up_with_auth"
-    assert live_done < 1.0  # answered while the dead camera was still hanging
+    assert live_done < 1.5  # answered while the dead camera was still hanging (its budget is 2 s)
     assert dead_metrics["onvif_state_name"] == "unreachable"
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    assert max(gaps) < 0.5  # the loop kept running throughout
+    assert max(gaps) < 1.0  # the loop kept running throughout (margin for a loaded machine)
 
 
 # -- the simulator checks WS-Security for real --------------------------------------------------------------
