@@ -1,6 +1,7 @@
 """NTCIP 1203 (dynamic message signs over SNMPv2c): driver ``ntcip``, registered on import.
 
-``mib.py`` holds the standard's objects (shared with the simulator), ``config.py`` the instance options,
+``mib.py`` holds the standard's objects (shared with the simulator), ``config.py`` the instance options, ``snmp.py``
+the pysnmp adapter (the one place its errors are translated),
 ``driver.py`` the polling and the ``display_message`` command. See ``README.md`` in this folder.
 """
 

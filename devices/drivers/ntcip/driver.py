@@ -6,12 +6,10 @@ for the MULTI string of the message ``dmsMsgTableSource`` names. Objects a sign 
 (``noSuchObject``/``noSuchInstance``) or answers with the wrong type are left out of the reading and logged once;
 the two the reading cannot do without (``shortErrorStatus``, ``dmsMsgTableSource``) make the poll fail.
 
-Errors are translated here and nowhere else (pysnmp never leaks out):
-
-- no answer within ``timeout_s`` (after ``retries`` re-sends), an address that does not resolve ->
-  :class:`DeviceUnavailable`;
-- an error-status in the answer (genErr, noSuchName...), a required object of the wrong type or not supported,
-  a malformed ``dmsMsgTableSource`` or MULTI string -> :class:`DeviceResponseError` naming the object.
+SNMP goes through :class:`~devices.drivers.ntcip.snmp.SnmpClient`, the one place pysnmp is called and its
+errors are translated (no answer -> :class:`DeviceUnavailable`; an error-status, a wrong type -> a
+:class:`DeviceResponseError` naming the object). Here: a required object missing or a malformed
+``dmsMsgTableSource`` -> :class:`DeviceResponseError`.
 
 Writing a message follows the dialogs of NTCIP 1203 v03 ("defining a message", "activating a message"),
 simplified where the standard leaves room: it always writes the one changeable row ``message_number`` (no search
@@ -22,76 +20,29 @@ beacon and pixel service at 0, and sends source address 0.0.0.0 in the activatio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pyasn1.type import univ  # type: ignore[import-untyped]
-from pysnmp.error import PySnmpError  # type: ignore[import-untyped]
-from pysnmp.hlapi.v3arch.asyncio import (  # type: ignore[import-untyped]
-    CommunityData,
-    ContextData,
-    ObjectIdentity,
-    ObjectType,
-    SnmpEngine,
-    UdpTransportTarget,
-    get_cmd,
-    set_cmd,
-)
-from pysnmp.proto import errind, rfc1902, rfc1905  # type: ignore[import-untyped]
+from pysnmp.proto import rfc1902  # type: ignore[import-untyped]
 
 from devices.driver import MetricValue, Reading, now_ms
 from devices.drivers.ntcip import mib
 from devices.drivers.ntcip.config import NtcipConfig
 from devices.drivers.ntcip.mib import ActivateError, Activation, MemoryType, MessageId, MessageStatus, MibObject
-from devices.errors import DeviceResponseError, DeviceUnavailable, UnsupportedCommand
+from devices.drivers.ntcip.snmp import Raw, SnmpClient, SnmpErrorStatus
+from devices.errors import DeviceResponseError, UnsupportedCommand
 from devices.profile import Profile
 
 log = logging.getLogger(__name__)
 
-Oid = tuple[int, ...]
-Raw = int | bytes
 
-#: Added to the worst case of pysnmp's own timeout and re-sends, for the outer guard around each request.
-TIMEOUT_MARGIN_S: Final = 0.5
 #: How often, and how long apart, ``dmsMessageStatus`` is read while the sign is still ``validating``.
 VALIDATE_POLLS: Final = 10
 VALIDATE_PAUSE_S: Final = 0.2
-#: SNMPv2 error-status names (RFC 3416 section 3).
-ERROR_STATUS: Final[dict[int, str]] = {
-    1: "tooBig",
-    2: "noSuchName",
-    3: "badValue",
-    4: "readOnly",
-    5: "genErr",
-    6: "noAccess",
-    7: "wrongType",
-    8: "wrongLength",
-    9: "wrongEncoding",
-    10: "wrongValue",
-    11: "noCreation",
-    12: "inconsistentValue",
-    13: "resourceUnavailable",
-    14: "commitFailed",
-    15: "undoFailed",
-    16: "authorizationError",
-    17: "notWritable",
-    18: "inconsistentName",
-}
 ACTION_DISPLAY_MESSAGE: Final = "display_message"
-#: Serialises the building of SnmpEngines in worker threads (see ``NtcipDriver._open``).
-_ENGINE_BUILD_LOCK: Final = threading.Lock()
-
-
-def _build_engine() -> Any:
-    with _ENGINE_BUILD_LOCK:
-        return SnmpEngine()
-
-
 _MULTI_TOKEN: Final = re.compile(r"\[\[|\]\]|\[([^\]]*)\]")
 
 
@@ -157,15 +108,6 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
 )
 
 
-class SnmpErrorStatus(DeviceResponseError):
-    """The sign answered with a non-zero error-status; ``status`` is its number, ``obj`` the object it names."""
-
-    def __init__(self, message: str, status: int, obj: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.obj = obj
-
-
 def _plan(specs: Sequence[MetricSpec], per_request: int) -> tuple[tuple[MetricSpec, ...], ...]:
     return tuple(tuple(specs[i : i + per_request]) for i in range(0, len(specs), per_request))
 
@@ -178,15 +120,18 @@ class NtcipDriver:
         self.profile = profile
         self.where = f"ntcip {config.host}:{config.port}"
         self._requests = _plan(METRICS, config.max_objects_per_request)
-        self._names: dict[Oid, str] = {spec.obj.scalar(): spec.obj.name for spec in METRICS}
-        self._engine: Any = None
-        self._target: Any = None
-        self._unsupported: set[str] = set()
-        self._mistyped: set[str] = set()
         self._optional = frozenset(spec.obj.name for spec in METRICS if not spec.required)
         self._write_lock = asyncio.Lock()
-        self._open_lock = asyncio.Lock()
-        self._guard_s = config.timeout_s * (config.retries + 1) + TIMEOUT_MARGIN_S
+        write = config.write_community.get_secret_value() if config.write_community is not None else None
+        self._snmp = SnmpClient(
+            self.where,
+            config.host,
+            config.port,
+            community=config.community,
+            write_community=write,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+        )
         log.info(
             "%s: %d objects in %d GETs per poll, then the current MULTI string",
             self.where,
@@ -205,30 +150,11 @@ class NtcipDriver:
 
     async def open(self) -> None:
         """Prepare the SNMP engine and resolve the address (UDP: nothing is sent yet)."""
-        async with self._open_lock:  # a command and a poll may arrive together: make one engine, not two
-            if self._engine is None:
-                await self._open()
-
-    async def _open(self) -> None:
-        # Building an engine loads pysnmp's MIB modules: about 0.1 s of CPU that would stall every other device
-        # of the agent, so it runs in a thread (one at a time: pysnmp does not promise thread-safe loading).
-        engine = await asyncio.to_thread(_build_engine)
-        try:
-            target = await UdpTransportTarget.create(
-                (self.config.host, self.config.port), timeout=self.config.timeout_s, retries=self.config.retries
-            )
-        except PySnmpError as exc:
-            with contextlib.suppress(Exception):
-                engine.close_dispatcher()
-            raise DeviceUnavailable(f"{self.where}: cannot resolve the address ({exc})") from exc
-        self._engine, self._target = engine, target
+        await self._snmp.open()
 
     async def close(self) -> None:
         """Close the engine's socket. Never raises."""
-        engine, self._engine, self._target = self._engine, None, None
-        if engine is not None:
-            with contextlib.suppress(Exception):  # pysnmp may raise anything while tearing down its dispatcher
-                engine.close_dispatcher()
+        await self._snmp.close()
 
     async def poll(self) -> list[Reading]:
         """Read the sign once."""
@@ -236,7 +162,7 @@ class NtcipDriver:
         ts_ms = now_ms()
         raw: dict[str, Raw] = {}
         for request in self._requests:
-            raw.update(await self._get_objects([spec.obj for spec in request], optional=self._optional))
+            raw.update(await self._snmp.get([spec.obj for spec in request], optional=self._optional))
         missing = [spec.obj.name for spec in METRICS if spec.required and spec.obj.name not in raw]
         if missing:
             raise DeviceResponseError(f"{self.where}: the sign does not support {', '.join(missing)}")
@@ -296,18 +222,18 @@ class NtcipDriver:
         row = (MemoryType.changeable, number)
         where = f"changeable message {number}"
         # Defining a message: modifyReq, write the row, validateReq, wait for valid, read the CRC back.
-        await self._set([(mib.dmsMessageStatus.row(*row), rfc1902.Integer(MessageStatus.modifyReq))])
-        await self._set(
+        await self._snmp.set([(mib.dmsMessageStatus.row(*row), rfc1902.Integer(MessageStatus.modifyReq))])
+        await self._snmp.set(
             [
                 (mib.dmsMessageMultiString.row(*row), rfc1902.OctetString(multi)),
                 (mib.dmsMessageOwner.row(*row), rfc1902.OctetString(self.config.owner.encode())),
                 (mib.dmsMessageRunTimePriority.row(*row), rfc1902.Integer(priority)),
             ]
         )
-        await self._set([(mib.dmsMessageStatus.row(*row), rfc1902.Integer(MessageStatus.validateReq))])
+        await self._snmp.set([(mib.dmsMessageStatus.row(*row), rfc1902.Integer(MessageStatus.validateReq))])
         status, crc = await self._validated(row)
         if status == MessageStatus.error:
-            errors = await self._get_objects((mib.dmsValidateMessageError, mib.dmsMultiSyntaxError))
+            errors = await self._snmp.get((mib.dmsValidateMessageError, mib.dmsMultiSyntaxError))
             reason = _enum_name(mib.ValidateError, errors.get(mib.dmsValidateMessageError.name))
             syntax = _enum_name(mib.MultiSyntaxError, errors.get(mib.dmsMultiSyntaxError.name))
             raise DeviceResponseError(
@@ -318,12 +244,12 @@ class NtcipDriver:
         # Activating it: the activation code quotes the CRC the sign computed.
         code = Activation(duration, priority, MemoryType.changeable, number, crc)
         try:
-            await self._set([(mib.dmsActivateMessage.scalar(), rfc1902.OctetString(code.encode()))])
+            await self._snmp.set([(mib.dmsActivateMessage.scalar(), rfc1902.OctetString(code.encode()))])
         except SnmpErrorStatus as exc:
-            errors = await self._get_objects((mib.dmsActivateMsgError,))
+            errors = await self._snmp.get((mib.dmsActivateMsgError,))
             reason = _enum_name(ActivateError, errors.get("dmsActivateMsgError"))
             raise DeviceResponseError(f"{self.where}: the sign refused to activate {where}: {reason}") from exc
-        shown = await self._get_objects((mib.dmsMsgTableSource,))
+        shown = await self._snmp.get((mib.dmsMsgTableSource,))
         source = shown.get(mib.dmsMsgTableSource.name)
         expected = MessageId(MemoryType.changeable, number, crc)
         if not isinstance(source, bytes) or source != expected.encode():
@@ -334,7 +260,7 @@ class NtcipDriver:
     async def _validated(self, row: tuple[int, int]) -> tuple[int, int]:
         objects = (mib.dmsMessageStatus, mib.dmsMessageCRC)
         for attempt in range(VALIDATE_POLLS):
-            values = await self._get_objects(objects, index=row)
+            values = await self._snmp.get(objects, index=row)
             status = int(values.get(mib.dmsMessageStatus.name, 0))
             if status != MessageStatus.validating:
                 return status, int(values.get(mib.dmsMessageCRC.name, 0))
@@ -355,120 +281,18 @@ class NtcipDriver:
         # The currentBuffer row holds what is shown (the source row may have been edited since it was
         # activated); a sign that does not serve it is read at the row dmsMsgTableSource names.
         spec = (mib.dmsMessageMultiString,)
-        values = await self._get_objects(spec, index=(MemoryType.currentBuffer, 1), quiet=True)
+        values = await self._snmp.get(spec, index=(MemoryType.currentBuffer, 1), quiet=True)
         if mib.dmsMessageMultiString.name not in values:
-            values = await self._get_objects(spec, index=(source.memory_type, source.number))
+            values = await self._snmp.get(spec, index=(source.memory_type, source.number))
         multi = values.get(mib.dmsMessageMultiString.name, b"")
-        assert isinstance(multi, bytes)  # checked by _get_objects against the syntax
+        assert isinstance(multi, bytes)  # checked by SnmpClient.get against the syntax
         text = multi.decode("latin-1")
         metrics["message_multi"] = text
         metrics["message_text"] = multi_to_text(text)
         return metrics
 
-    # --- SNMP ----------------------------------------------------------------------------------------------
-    async def _get_objects(
-        self,
-        objects: Sequence[MibObject],
-        index: Oid | None = None,
-        *,
-        quiet: bool = False,
-        optional: Collection[str] = (),
-    ) -> dict[str, Raw]:
-        """GET ``objects`` (scalars, or the table row ``index``); values by object name, checked against their
-        syntax. Unsupported objects are absent (logged once unless ``quiet``); so is an object named in
-        ``optional`` that comes back with the wrong type (logged once); any other wrong type is an error."""
-        oids = [obj.row(*index) if index else obj.scalar() for obj in objects]
-        bindings = await self._call(
-            get_cmd, self.config.community, [ObjectType(ObjectIdentity(o)) for o in oids], objects
-        )
-        values: dict[str, Raw] = {}
-        for obj, (_, value) in zip(objects, bindings, strict=False):
-            name = obj.name
-            if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView)):
-                if not quiet and name not in self._unsupported:
-                    self._unsupported.add(name)
-                    log.warning("%s: the sign does not support %s (%s)", self.where, name, type(value).__name__)
-                continue
-            try:
-                values[name] = self._check_type(obj, value)
-            except DeviceResponseError as exc:
-                if name not in optional:
-                    raise
-                if name not in self._mistyped:
-                    self._mistyped.add(name)
-                    log.warning("%s: left out of the readings: %s", self.where, exc)
-        return values
-
-    def _check_type(self, obj: MibObject, value: Any) -> Raw:
-        """The value as int or bytes; an answer of another type is the sign's error, named."""
-        # Any integer type passes (Integer32, Unsigned32, Gauge32...): agents are loose with the tag of INTEGERs.
-        if obj.syntax == "integer" and isinstance(value, univ.Integer):
-            return int(value)
-        if obj.syntax == "octets" and isinstance(value, rfc1902.OctetString):
-            return bytes(value)
-        wanted = "an INTEGER" if obj.syntax == "integer" else "an OCTET STRING"
-        raise DeviceResponseError(f"{self.where}: {obj.name} should be {wanted}, the sign sent {type(value).__name__}")
-
-    async def _set(self, bindings: list[tuple[Oid, Any]]) -> None:
-        assert self.config.write_community is not None  # supported_actions() is empty otherwise
-        names = [_object_of(oid) for oid, _ in bindings]
-        await self._call(
-            set_cmd,
-            self.config.write_community.get_secret_value(),
-            [ObjectType(ObjectIdentity(oid), value) for oid, value in bindings],
-            names,
-        )
-
-    async def _call(self, command: Any, community: str, objects: list[Any], named: Sequence[MibObject]) -> list[Any]:
-        if self._engine is None:
-            raise DeviceUnavailable(f"{self.where}: not open")
-        op = "SET" if command is set_cmd else "GET"
-        try:
-            async with asyncio.timeout(self._guard_s):
-                indication, status, index, bindings = await command(
-                    self._engine,
-                    # NTCIP 1203 signs speak SNMPv1/v2c (v3 is optional in NTCIP 1103): the community it is.
-                    CommunityData(community, mpModel=1),  # noqa: S508
-                    self._target,
-                    ContextData(),
-                    *objects,
-                    lookupMib=False,
-                )
-        except TimeoutError as exc:
-            raise DeviceUnavailable(f"{self.where}: no answer to {op} within {self._guard_s:g} s") from exc
-        except PySnmpError as exc:
-            raise DeviceUnavailable(f"{self.where}: {op} failed: {exc}") from exc
-        if indication:
-            if isinstance(indication, errind.RequestTimedOut):
-                tries = self.config.retries + 1
-                raise DeviceUnavailable(
-                    f"{self.where}: no answer to {op} within {self.config.timeout_s:g} s ({tries} tries)"
-                )
-            raise DeviceResponseError(f"{self.where}: {op}: {indication}")
-        if int(status):
-            number = int(status)
-            at = int(index)
-            name = named[at - 1].name if 0 < at <= len(named) else f"binding {at}"
-            raise SnmpErrorStatus(
-                f"{self.where}: {op} {name}: error-status {ERROR_STATUS.get(number, 'unknown')} ({number})",
-                number,
-                name,
-            )
-        if len(bindings) != len(objects):
-            raise DeviceResponseError(
-                f"{self.where}: {op}: {len(bindings)} objects in the answer, asked {len(objects)}"
-            )
-        return list(bindings)
-
     def __repr__(self) -> str:
         return f"NtcipDriver({self.where})"
-
-
-def _object_of(oid: Oid) -> MibObject:
-    for obj in mib.OBJECTS.values():
-        if oid[: len(obj.oid)] == obj.oid:
-            return obj
-    raise KeyError(oid)
 
 
 def _enum_name(enum_type: Any, value: Raw | None) -> str:
