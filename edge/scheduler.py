@@ -245,8 +245,9 @@ class DevicePoller:
         """Run a driver command (opening the driver first if needed), one request at a time with the polls.
 
         Raises :class:`ActionNotSupported` when the driver has no ``action``, :class:`TimeoutError` when
-        opening takes longer than the device's timeout, :class:`DeviceError` from the driver. A
-        connection-level error (or a cancelled command) closes the driver; the regular task reopens it.
+        opening takes longer than the device's timeout, :class:`DeviceError` from the driver. Any failure but
+        :class:`DeviceBusy` and :class:`UnsupportedCommand` (or a cancelled command) closes the driver; the
+        regular task reopens it.
         After a successful ``restart`` the driver is closed too: the old connection died with the device.
         """
         driver = self.plan.driver
@@ -261,7 +262,11 @@ class DevicePoller:
                     async with asyncio.timeout(self.plan.timeout_s):
                         await self.plan.driver.open()
                 detail = await driver.execute(action, params)
-            except (DeviceUnavailable, DeviceResponseError, TimeoutError, asyncio.CancelledError):
+            except (DeviceBusy, UnsupportedCommand):
+                raise  # the device is there and said no: keep the connection
+            except BaseException:
+                # Unreachable, a wrong answer, a timeout, a cancelled command or a driver bug: the connection
+                # may be half-open or hold a late answer; the regular task reopens it.
                 await self._close()
                 raise
             if action == "restart":

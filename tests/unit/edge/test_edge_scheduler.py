@@ -277,6 +277,10 @@ class SimulatedSign(SimulatedDevice):
             await asyncio.sleep(self.command_s)
             if params.get("text") == "fail":
                 raise DeviceResponseError("simulated: message refused")
+            if params.get("text") == "bug":
+                raise RuntimeError("simulated driver bug")
+            if params.get("text") == "busy":
+                raise DeviceBusy("simulated: busy")
             self.executed.append((action, dict(params)))
             return f"{action} done"
         finally:
@@ -427,6 +431,13 @@ async def test_execute_errors_close_the_driver_and_restart_reconnects() -> None:
         assert sign.opens == 2  # opened for the command
         assert await scheduler.execute("vms-1", "restart", {}) == "restart done"
         assert not sign.is_open  # the old connection died with the device
+        assert await scheduler.execute("vms-1", "display_message", {"text": "ok"}) == "display_message done"
+        with pytest.raises(DeviceBusy):
+            await scheduler.execute("vms-1", "display_message", {"text": "busy"})
+        assert sign.opens - sign.closes == 1  # busy: the device is there, the connection is kept
+        with pytest.raises(RuntimeError, match="simulated driver bug"):
+            await scheduler.execute("vms-1", "display_message", {"text": "bug"})
+        assert sign.opens == sign.closes  # a driver bug may leave the connection in any state: closed
 
 
 async def test_devices_are_added_removed_replaced_and_restarted_while_others_keep_polling() -> None:
