@@ -78,6 +78,7 @@ async def _reprovision(stack: StackEndpoints, influx_db: str, tmp_path: Path, fa
         worker.start()
         try:
             await wait_for(lambda: "ioc-site-site-a" in fake.dashboards)
+            await wait_for(lambda: len(reports) >= 1)
             assert fake.dashboards["ioc-site-site-a"]["dashboard"]["title"] == "Điểm Chợ Bến Thành"
             await asyncio.sleep(1.0)  # several rounds with an unchanged registry
             assert len(reports) == 1
@@ -85,6 +86,8 @@ async def _reprovision(stack: StackEndpoints, influx_db: str, tmp_path: Path, fa
             r = await http.post("/api/v1/inventory", json=ADDED, headers=auth(tok["technician"]))
             assert r.status_code == 200, r.text
             await wait_for(lambda: "ioc-site-site-b" in fake.dashboards)
+            # the report is handed over once the whole push (boards, then prune) is done
+            await wait_for(lambda: len(reports) >= 2)
             assert len(reports) == 2
             assert reports[1].created == ["dashboard ioc-site-site-b"]
             # only the new board and the boards that show wards (the city board gets the new ward) are written
