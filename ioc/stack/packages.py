@@ -32,11 +32,14 @@ class Package:
 
     ``lib_files`` are for packages without a binary (plugins): paths under a library directory
     (``/usr/lib/<multiarch>/`` or ``/usr/lib/``) whose presence shows the package is installed.
+    ``optional``: the stack runs without it (what needs it reports itself "unavailable"); installed when we
+    can, only warned about when we cannot.
     """
 
     name: str
     binaries: tuple[str, ...]
     lib_files: tuple[str, ...] = ()
+    optional: bool = False
 
 
 #: mosquitto 2.0.11 and influxdb 1.6.7 on Debian 12; mosquitto-clients for publishing by hand (docs/protocol.md).
@@ -46,13 +49,14 @@ PACKAGES: tuple[Package, ...] = (
     Package("influxdb", ("influxd",)),
     # Camera simulation and probing (devices/sim/rtsp.py, devices/drivers/camera/): ffprobe reads the stream
     # that VLC serves over RTSP; vlc-plugin-base carries the mp4 demuxer and the RTP/RTSP stream output.
-    Package("ffmpeg", ("ffmpeg", "ffprobe")),
-    Package("vlc-bin", ("cvlc",)),
-    Package("vlc-plugin-base", (), ("vlc/plugins/stream_out/libstream_out_rtp_plugin.so",)),
+    Package("ffmpeg", ("ffmpeg", "ffprobe"), optional=True),
+    Package("vlc-bin", ("cvlc",), optional=True),
+    Package("vlc-plugin-base", (), ("vlc/plugins/stream_out/libstream_out_rtp_plugin.so",), optional=True),
     Package("chromium", ("chromium",)),  # the operator page test (tests/integration/hub/test_operator_page.py)
 )
 
 _apt_updated = False
+_optional_warned = False
 
 
 def find_binary(name: str) -> Path | None:
@@ -146,14 +150,25 @@ def ensure_packages() -> None:
 
     When something is missing and we run as root: ``apt-get update`` (once per process) and
     ``apt-get install -y --no-install-recommends`` the missing packages, non-interactively. Otherwise raise
-    :class:`StackError` naming the packages and the command to run.
+    :class:`StackError` naming the packages and the command to run, unless only optional packages are
+    missing: then warn (once per process) and go on.
     """
-    global _apt_updated  # noqa: PLW0603 - "once per process" is the point
+    global _apt_updated, _optional_warned  # noqa: PLW0603 - "once per process" is the point
     missing = missing_packages()
     if not missing:
         log.debug("stack packages present: %s", ", ".join(p.name for p in PACKAGES))
         return
     if os.geteuid() != 0:
+        optional = {p.name for p in PACKAGES if p.optional}
+        if set(missing) <= optional:
+            if not _optional_warned:
+                _optional_warned = True
+                log.warning(
+                    "optional Debian package(s) missing: %s (camera streams unavailable); to install: %s",
+                    ", ".join(missing),
+                    install_command(missing),
+                )
+            return
         raise StackError(
             f"missing Debian package(s): {', '.join(missing)}; installing needs root, run: {install_command(missing)}"
         )
