@@ -188,7 +188,7 @@ class CommandDispatcher:
             if earlier is not None:
                 self._spawn(self._send(earlier), f"edge-cmd-{command.id}-again")
             return
-        self._remember(command.id, None)
+        # Refused for now (not remembered: the hub may send the same id again later, and it is run then).
         if self._closed:
             ack = self._ack(command, AckStatus.ERROR, "the agent is shutting down")
             self._spawn(self._finish(command, ack), f"edge-cmd-{command.id}")
@@ -196,6 +196,7 @@ class CommandDispatcher:
             detail = f"too many commands in progress ({len(self._tasks)}); try again later"
             self._spawn(self._finish(command, self._ack(command, AckStatus.ERROR, detail)), f"edge-cmd-{command.id}")
         else:
+            self._remember(command.id, None)
             self._spawn(self._run_and_answer(command), f"edge-cmd-{command.id}")
 
     def _refuse_malformed(self, payload: bytes, problem: str) -> None:
