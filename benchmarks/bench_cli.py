@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, help="readings per message (default: the scenario's)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of publishing (default 60)")
     parser.add_argument("--gateways", type=int, default=DEFAULT_GATEWAYS, help="simulated gateways")
+    parser.add_argument(
+        "--hubs", type=int, default=1, help="hub processes sharing the load (MQTT 5 shared subscription; default 1)"
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs (default 3; medians reported)")
     parser.add_argument("--json", action="store_true", help="end the output with one JSON object")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"where reports and logs go (default {OUT_DIR})")
@@ -69,13 +72,15 @@ def main(args: argparse.Namespace) -> int:
     rate, batch = SCENARIOS[args.scenario]
     rate = args.rate if args.rate is not None else rate
     batch = args.batch if args.batch is not None else batch
-    if args.runs < 1 or batch < 1 or args.duration <= 0 or args.gateways < 1 or rate < 0:
-        sys.stderr.write("ioc bench: --runs, --batch, --gateways must be >= 1, --duration > 0, --rate >= 0\n")
+    if args.runs < 1 or batch < 1 or args.duration <= 0 or args.gateways < 1 or args.hubs < 1 or rate < 0:
+        sys.stderr.write("ioc bench: --runs, --batch, --gateways, --hubs must be >= 1, --duration > 0, --rate >= 0\n")
         return 2
     started = dt.datetime.now(dt.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     out: Path = args.out.resolve()
     name = f"load-{args.scenario}" if args.rate is None and args.batch is None else f"load-{batch}x{rate:g}"
+    if args.hubs > 1:
+        name += f"-{args.hubs}hubs"
     result = run_load_benchmark(
         name=name,
         runs=args.runs,
@@ -83,6 +88,7 @@ def main(args: argparse.Namespace) -> int:
         readings_per_message=batch,
         duration_s=args.duration,
         gateways=args.gateways,
+        hubs=args.hubs,
         work_dir=out,
         log_dir=out / f"logs-{stamp}",
         cwd=ROOT,

@@ -119,6 +119,7 @@ def _one_run(
     hub_client_id: str,
     log_dir: Path,
     cwd: Path,
+    hubs: int = 1,
 ) -> RunSample:
     db = f"bench_{secrets.token_hex(4)}"
     accounts = []
@@ -137,13 +138,21 @@ def _one_run(
     )
     create_database(ep.influx_url, db)
     try:
-        with (
-            HubProcess(ep, db, hub_client_id, log_dir / f"hub-run{run}.log", cwd=cwd) as hub,
-            LoadProcess(config, log_dir / f"loadgen-run{run}.log", cwd=cwd) as load,
-            _ProbeWatcher(ep.influx_url, db) as probes,
-        ):
-            base = hub.stats()
-            meter = CpuMeter({"hub": hub.pid, "publisher": load.pid, **stack_pids})
+        with contextlib.ExitStack() as running:
+            # Several hubs share the load through an MQTT 5 shared subscription, as deployed hubs scale out.
+            shared = {"IOC_HUB_MQTT__SHARED_GROUP": "bench"} if hubs > 1 else {}
+            procs = [
+                running.enter_context(
+                    HubProcess(
+                        ep, db, f"{hub_client_id}-{i}", log_dir / f"hub{i}-run{run}.log", cwd=cwd, extra_env=shared
+                    )
+                )
+                for i in range(hubs)
+            ]
+            load = running.enter_context(LoadProcess(config, log_dir / f"loadgen-run{run}.log", cwd=cwd))
+            probes = running.enter_context(_ProbeWatcher(ep.influx_url, db))
+            base = _stats(procs)
+            meter = CpuMeter({**{f"hub{i}": p.pid for i, p in enumerate(procs)}, "publisher": load.pid, **stack_pids})
             meter.start()
             go = monotonic()
             load.go()
@@ -153,8 +162,7 @@ def _one_run(
             deadline = monotonic() + DRAIN_TIMEOUT_S
             last = base
             while True:
-                hub.check_alive()
-                last = hub.stats()
+                last = _stats(procs)
                 if (
                     last["lines_written"] - base["lines_written"] >= expected_lines
                     and last["pending_messages"] == 0
@@ -166,19 +174,20 @@ def _one_run(
                 time.sleep(POLL_S)
             stored = monotonic()
             cpu = meter.stop(stored - go)
-            rss = peak_rss_bytes(hub.pid)
+            cpu["hub"] = sum(cpu.pop(f"hub{i}") for i in range(hubs))
+            rss = max(peak_rss_bytes(p.pid) for p in procs)
             time.sleep(0.5)  # the last probe polls
         counted = _count(ep.influx_url, db)
-        if hub.returncode != 0:
-            raise BenchmarkError(f"the hub exited with status {hub.returncode}:\n{hub.log_tail()}")
+        for p in procs:
+            if p.returncode != 0:
+                raise BenchmarkError(f"a hub exited with status {p.returncode}:\n{p.log_tail()}")
     finally:
         with contextlib.suppress(StackError):
             drop_database(ep.influx_url, db)
 
     seconds = stored - result.first_publish
-    gaps = sum(n for g, n in last.get("seq_gaps_by_gateway", {}).items() if g.startswith(f"{SITE}/gw-")) - sum(
-        n for g, n in base.get("seq_gaps_by_gateway", {}).items() if g.startswith(f"{SITE}/gw-")
-    )
+    # With several hubs each sees only part of every gateway's sequence: gaps say nothing then (-1).
+    gaps = -1 if hubs > 1 else _gaps(last) - _gaps(base)
     latencies = sorted(probes.latencies_ms.values())
     lost = result.readings - counted
     publish_s = max(result.last_publish - result.first_publish, 1e-9)
@@ -217,6 +226,23 @@ def _one_run(
     return RunSample(metrics=metrics, counts=counts)
 
 
+def _gaps(stats: dict[str, Any]) -> int:
+    return sum(n for g, n in stats.get("seq_gaps_by_gateway", {}).items() if g.startswith(f"{SITE}/gw-"))
+
+
+def _stats(procs: list[HubProcess]) -> dict[str, Any]:
+    """The hubs' stats added up (the counters the benchmark reads)."""
+    total: dict[str, Any] = {"seq_gaps_by_gateway": {}}
+    for proc in procs:
+        proc.check_alive()
+        stats = proc.stats()
+        for key in ("lines_written", "pending_messages", "queued_messages", "dead_letters_total"):
+            total[key] = total.get(key, 0) + stats[key]
+        for gateway, n in stats.get("seq_gaps_by_gateway", {}).items():
+            total["seq_gaps_by_gateway"][gateway] = total["seq_gaps_by_gateway"].get(gateway, 0) + n
+    return total
+
+
 def run_load_benchmark(
     *,
     name: str,
@@ -228,6 +254,7 @@ def run_load_benchmark(
     log_dir: Path,
     cwd: Path,
     gateways: int = DEFAULT_GATEWAYS,
+    hubs: int = 1,
 ) -> BenchmarkResult:
     """Run the load scenario ``runs`` times on one local stack. A run that loses data fails the benchmark."""
     result = BenchmarkResult(
@@ -239,6 +266,7 @@ def run_load_benchmark(
             "gateways": gateways,
             "metrics_per_reading": 2,
             "qos": 1,
+            "hubs": hubs,
         },
     )
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +290,7 @@ def run_load_benchmark(
                         hub_client_id=hub_client_id,
                         log_dir=log_dir,
                         cwd=cwd,
+                        hubs=hubs,
                     )
                 except (BenchmarkError, StackError) as exc:
                     result.error = f"run {run}: {exc}"
