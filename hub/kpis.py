@@ -21,7 +21,8 @@ Storage: ``kpi,kpi=<id>[,ward=<id>] value=<float>[,target=<float>][,unit="<text>
 with the same kpi, ward and ts overwrites the earlier value (InfluxDB's point identity), so a corrected figure
 replaces a wrong one. The writer is the hub's own (``app.state.kpi_sink``); while InfluxDB is unreachable the
 request fails with 503 and nothing is stored, so the sender retries. It needs a bearer token with the
-technician role or higher (401 without one, 403 with a lower role).
+technician role or higher (401 without one, 403 with a lower role); a token limited to wards posts only rows of
+those wards (403 naming the other rows; rows without a ward are city-wide and need an unlimited token).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import json
 import math
 import re
 from datetime import UTC, date, datetime
-from typing import Any, Final, Protocol
+from typing import Annotated, Any, Final, Protocol
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from hub.auth import Principal
 from hub.errors import StorageError, StorageRejected
 from hub.lineproto import FieldValue, LineProtocolError, line
 from hub.routes.deps import require
@@ -215,17 +217,25 @@ def _rows(body: bytes, content_type: str) -> list[Any]:
     return rows
 
 
-def lines_of(body: bytes, content_type: str, now_ms: int) -> list[str]:
-    """Every row's line, or :class:`Problem` (422 naming every bad row and field, 413, 415)."""
+def lines_of(body: bytes, content_type: str, now_ms: int, wards: frozenset[str] | None = None) -> list[str]:
+    """Every row's line, or :class:`Problem`: 422 naming every bad row and field, 413, 415; and 403 naming the rows
+    outside ``wards`` when the caller's token is limited to those wards (rows without a ward are city-wide)."""
     lines: list[str] = []
     errors: list[dict[str, Any]] = []
+    outside: list[dict[str, Any]] = []
     for i, row in enumerate(_rows(body, content_type), start=1):
         try:
             lines.append(row_line(row, now_ms))
         except RowError as exc:
             errors.append({"row": i, "field": exc.field, "message": exc.message})
+            continue
+        if wards is not None and row.get("ward") not in wards:
+            allowed = ", ".join(sorted(wards)) or "none"
+            outside.append({"row": i, "field": "ward", "message": f"this token may post for the wards {allowed} only"})
     if errors:
         raise Problem(422, errors[:100])
+    if outside:
+        raise Problem(403, outside[:100])
     return lines
 
 
@@ -236,9 +246,9 @@ def _sink(request: Request) -> KpiSink:
     return sink
 
 
-async def _store(request: Request, now_ms: int) -> JSONResponse:
+async def _store(request: Request, now_ms: int, wards: frozenset[str] | None) -> JSONResponse:
     try:
-        lines = lines_of(await request.body(), request.headers.get("content-type", ""), now_ms)
+        lines = lines_of(await request.body(), request.headers.get("content-type", ""), now_ms, wards)
         sink = _sink(request)
         try:
             await sink.write(("\n".join(lines) + "\n").encode())
@@ -282,7 +292,7 @@ _BODY_DOC: Final[dict[str, Any]] = {
 
 #: Posting figures needs the technician role (or admin): hub/auth.py, hub/routes/deps.py.
 KPI_WRITER: Final = require("technician")
-router = APIRouter(prefix="/api/v1", tags=["kpis"], dependencies=[Depends(KPI_WRITER)])
+router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
 
 @router.post(
@@ -291,16 +301,17 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"], dependencies=[Depends(KPI_WR
     responses={
         200: {"description": "stored: how many rows"},
         401: {"description": "no or unknown bearer token"},
-        403: {"description": "the token's role is below technician"},
+        403: {"description": "the token's role is below technician, or rows outside the token's wards"},
         413: {"description": "too large"},
         415: {"description": "unsupported content type"},
         422: {"description": "bad rows, each named by row and field"},
         503: {"description": "storage unavailable; nothing stored"},
     },
 )
-async def post_kpis(request: Request) -> JSONResponse:
+async def post_kpis(request: Request, principal: Annotated[Principal | None, Depends(KPI_WRITER)]) -> JSONResponse:
     """Store city indicators (JSON or CSV); all rows or none."""
-    return await _store(request, int(datetime.now(UTC).timestamp() * 1000))
+    wards = principal.wards if principal is not None else None
+    return await _store(request, int(datetime.now(UTC).timestamp() * 1000), wards)
 
 
 __all__ = ["KPI_WRITER", "MEASUREMENT", "KpiSink", "Problem", "RowError", "lines_of", "router", "row_line"]

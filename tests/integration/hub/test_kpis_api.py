@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from ops_support import auth, ops_settings, running_hub, tokens
 
+from hub.auth import create_token_in
 from hub.config import InfluxSettings
 from hub.influx import InfluxWriter
 from hub.kpis import KPI_WRITER, router
@@ -171,7 +172,21 @@ async def test_on_the_running_hub_only_technicians_and_admins_post(
         assert r.status_code == 200, r.text
         r = await http.post("/api/v1/kpis", json=[{**rows[0], "value": 97.0}], headers=auth(tok["admin"]))
         assert r.status_code == 200, r.text
+        # a token limited to a ward posts for that ward only; the other rows are named
+        limited, _ = await hub.operations.db.write(
+            lambda s: create_token_in(s, "technician", wards=["quan-1"], name="tech-q1")
+        )
+        rows2 = [
+            {**rows[0], "value": 50.0},
+            {"kpi": "feedback", "value": 3, "ward": "quan-3"},
+            {"kpi": "x", "value": 1},
+        ]
+        r = await http.post("/api/v1/kpis", json=rows2, headers=auth(limited))
+        assert r.status_code == 403, r.text
+        assert [(d["row"], d["field"]) for d in r.json()["detail"]] == [(2, "ward"), (3, "ward")]
+        r = await http.post("/api/v1/kpis", json=[{**rows[0], "value": 96.5}], headers=auth(limited))
+        assert r.status_code == 200, r.text
         r = await http.post("/api/v1/kpis", json=[{"kpi": "x", "value": "n/a"}], headers=auth(tok["technician"]))
         assert r.status_code == 422
         assert r.json()["detail"] == [{"row": 1, "field": "value", "message": "must be a number (got 'n/a')"}]
-    assert [(r["kpi"], r["value"], r["time"]) for r in stored(stack, influx_db)] == [("dvc_on_time_rate", 97, TS_MS)]
+    assert [(r["kpi"], r["value"], r["time"]) for r in stored(stack, influx_db)] == [("dvc_on_time_rate", 96.5, TS_MS)]
