@@ -11,7 +11,7 @@ from pysnmp.proto.rfc1902 import Integer, OctetString  # type: ignore[import-unt
 
 from devices.drivers.ntcip import mib
 from devices.drivers.ntcip.mib import ActivateError, Activation, MemoryType, MessageStatus
-from devices.sim.ntcip import (
+from devices.sim.ntcip_sign import (
     GEN_ERR,
     NO_ERROR,
     NOT_WRITABLE,

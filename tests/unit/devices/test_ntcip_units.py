@@ -13,7 +13,7 @@ from devices.drivers.ntcip import NtcipConfig, NtcipDriver, mib
 from devices.drivers.ntcip.driver import METRICS, multi_to_text
 from devices.errors import DeviceConfigError, UnsupportedCommand
 from devices.profile import METRIC_PATTERN, load_profile
-from devices.sim.ntcip import MULTI_NONE, MULTI_TEXT_TOO_BIG, MULTI_UNSUPPORTED_TAG, validate_multi
+from devices.sim.ntcip_sign import MULTI_NONE, MULTI_TEXT_TOO_BIG, MULTI_UNSUPPORTED_TAG, validate_multi
 
 ALL_BITS_OFF = dict.fromkeys(mib.SHORT_ERROR_BITS.values(), 0)
 
