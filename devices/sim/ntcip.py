@@ -9,7 +9,8 @@ computed), and ``dmsActivateMessage`` with the right CRC makes it the current me
 
 Signals: brightness follows the daylight of the simulated local time (photocell level, brightness level, light
 output); temperatures follow the day with noise (the cabinet warmer than the air, the housing warmer in sun);
-pixels fail now and then (``pixelFailureTableNumRows`` grows, the ``pixel`` bit of ``shortErrorStatus`` sets).
+pixels fail now and then (``pixelFailureTableNumRows`` grows, the ``pixel`` bit of ``shortErrorStatus`` sets), and
+rarely one of the two power supplies fails for a while (``dmsPowerFailureStatusMap``, the ``power`` bit).
 
 Fault knobs: :meth:`set_silent` (requests are dropped: the client times out), :meth:`set_garbage` (answers with
 wrong types, ``noSuchObject`` for everything, or undecodable bytes), :meth:`set_delay` (answers late),
@@ -90,6 +91,7 @@ class NtcipSimulator:
         clock: Callable[[], float] = time.time,
         utc_offset_s: float | None = None,
         pixel_failure_probability: float = 0.002,
+        power_failure_probability: float = 0.0005,
     ) -> None:
         if update_interval_s <= 0:
             raise ValueError("update_interval_s must be > 0")
@@ -99,7 +101,7 @@ class NtcipSimulator:
         self.write_community = write_community.encode()
         self.update_interval_s = update_interval_s
         offset = time.localtime().tm_gmtoff if utc_offset_s is None else utc_offset_s
-        self.state = SignState(random.Random(seed), clock, offset, pixel_failure_probability)
+        self.state = SignState(random.Random(seed), clock, offset, pixel_failure_probability, power_failure_probability)
         self.requests = 0
         self.silent = False
         self.garbage: Garbage | None = None

@@ -112,6 +112,8 @@ class SignState:
     clock: Callable[[], float]
     utc_offset_s: float
     pixel_failure_probability: float = 0.002
+    #: Chance per update that one of the two power supplies fails; a failed one comes back with 5 % per update.
+    power_failure_probability: float = 0.0005
     rows: dict[tuple[int, int], MessageRow] = field(default_factory=dict)
     active: MessageId = field(default_factory=lambda: MessageId(MemoryType.permanent, 1, 0))
     #: What the sign shows: a copy taken at activation (the currentBuffer), so editing the row it came from
@@ -123,6 +125,8 @@ class SignState:
     validate_error: int = ValidateError.none
     multi_syntax_error: int = MULTI_NONE
     pixel_failures: int = 0
+    #: dmsPowerFailureStatusMap: bit n set = power supply n failed (this sign has two).
+    power_failure_map: int = 0
     watchdog_failures: int = 0
     noise: dict[str, float] = field(default_factory=dict)
     sign_volts: int = 2400  # hundredths of a volt: a 24 V supply
@@ -149,13 +153,17 @@ class SignState:
         return max(0.0, math.sin(math.pi * (hour - 6) / 12))
 
     def tick(self) -> None:
-        """Move the noisy signals one step; now and then a pixel fails."""
+        """Move the noisy signals one step; now and then a pixel fails, or a power supply (for a while)."""
         for name in ("ambient", "cabinet", "housing"):
             previous = self.noise.get(name, 0.0)
             self.noise[name] = max(-1.5, min(1.5, previous + self.rng.uniform(-0.3, 0.3)))
         self.sign_volts = 2400 + self.rng.randint(-20, 20)
         if self.rng.random() < self.pixel_failure_probability:
             self.pixel_failures += 1
+        if self.power_failure_map and self.rng.random() < 0.05:
+            self.power_failure_map = 0
+        elif self.rng.random() < self.power_failure_probability:
+            self.power_failure_map |= 1 << self.rng.randrange(2)
         if self.expires_at is not None and self.clock() >= self.expires_at:
             # dmsEndDurationMessage: the simulated sign blanks when an activation's duration runs out.
             self.expires_at = None
@@ -174,6 +182,8 @@ class SignState:
 
     def short_error_status(self) -> int:
         bits = 0
+        if self.power_failure_map:
+            bits |= 1 << 2  # power error
         if self.pixel_failures:
             bits |= 1 << 5  # pixel error
         if self.temperatures()["housing"] >= 60:
@@ -217,7 +227,7 @@ class SignState:
             mib.shortErrorStatus.scalar(): self.short_error_status(),
             mib.pixelFailureTableNumRows.scalar(): self.pixel_failures,
             mib.controllerErrorStatus.scalar(): 0,
-            mib.dmsPowerFailureStatusMap.scalar(): b"\x00",
+            mib.dmsPowerFailureStatusMap.scalar(): bytes((self.power_failure_map,)),
             mib.signVolts.scalar(): self.sign_volts,
             mib.tempMinCtrlCabinet.scalar(): math.floor(temps["cabinet"] - 0.5),
             mib.tempMaxCtrlCabinet.scalar(): math.ceil(temps["cabinet"] + 0.5),

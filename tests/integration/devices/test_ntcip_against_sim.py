@@ -8,6 +8,7 @@ updates, so every value the driver reads can be compared with what the simulator
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import subprocess
@@ -160,6 +161,23 @@ async def test_pixels_fail_now_and_then_as_the_sign_ages() -> None:
         for _ in range(40):
             sim.state.tick()
         assert 5 < int(sim.value(mib.pixelFailureTableNumRows)) < 35
+
+
+async def test_a_failed_power_supply_shows_in_the_map_and_the_error_bit(sim: NtcipSimulator) -> None:
+    sim.state.power_failure_map = 0b10
+    metrics = await read(driver_for(sim))
+    assert metrics["power_failures"] == 1
+    assert metrics["error_power"] == 1
+
+
+async def test_power_supplies_fail_rarely_and_come_back() -> None:
+    async with NtcipSimulator(seed=2, power_failure_probability=0.2, update_interval_s=3600) as sim:
+        maps = []
+        for _ in range(200):
+            sim.state.tick()
+            maps.append(sim.state.power_failure_map)
+        assert any(maps), "a supply failed"
+        assert any(before and not after for before, after in itertools.pairwise(maps)), "and came back"
 
 
 async def test_short_error_status_bits_arrive_decoded(sim: NtcipSimulator) -> None:
