@@ -306,6 +306,7 @@ def _metric_panel(metric: Metric, where: str, group: str, width: int = 12) -> Pa
         height=8,
         thresholds=metric.thresholds,
         custom=custom,
+        description="desc.pm" if metric.kind == "air_quality" else "",
     )
 
 
@@ -334,6 +335,7 @@ def _aqi_hourly_panel(where: str) -> Panel:
         thresholds=AQI_THRESHOLDS,
         custom={"thresholdsStyle": {"mode": "line+area"}, "drawStyle": "bars", "fillOpacity": 60},
         min=0,
+        description="desc.aqi",
     )
 
 
@@ -588,6 +590,7 @@ def city_board(snap: Snapshot, online_target_pct: float) -> Board:
             unit="percent",
             width=6,
             height=7,
+            description="desc.online_share",
             thresholds=target,
             min=0,
             max=100,
@@ -641,7 +644,7 @@ def city_board(snap: Snapshot, online_target_pct: float) -> Board:
                 width=24,
                 height=8,
                 thresholds=AQI_THRESHOLDS,
-                mappings={},
+                description="desc.aqi",
                 min=0,
                 max=500,
                 options={
@@ -666,6 +669,7 @@ def city_board(snap: Snapshot, online_target_pct: float) -> Board:
             ),
             width=12,
             height=8,
+            description="desc.kpi",
         ),
         Panel(
             "timeseries",

@@ -126,6 +126,34 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "unit.readings": ("readings", "bản ghi"),
     "unit.messages": ("messages", "tin nhắn"),
     "unit.lines": ("lines", "bản ghi"),
+    "unit.per_s": ("/s", "/giây"),
+    "unit.fps": ("frames/s", "khung hình/giây"),
+    # descriptions
+    "desc.aqi": (
+        (
+            "Vietnam's official air quality index (VN_AQI, Decision 1459/QĐ-TCMT, 2019), computed by the hub: hourly "
+            "from the Nowcast of PM2.5 and PM10 (and O3, NO2, SO2, CO where measured), daily from 24-hour means. "
+            "Bands: 0-50 good, 51-100 moderate, 101-150 poor, 151-200 bad, 201-300 very bad, 301-500 hazardous."
+        ),
+        (
+            "Chỉ số chất lượng không khí Việt Nam (VN_AQI, Quyết định 1459/QĐ-TCMT năm 2019), do máy chủ "
+            "trung tâm tính: theo giờ từ giá trị Nowcast của PM2.5 và PM10 (và O3, NO2, SO2, CO nếu có đo), theo "
+            "ngày từ giá trị trung bình 24 giờ. Thang: 0-50 tốt, 51-100 trung bình, 101-150 kém, 151-200 xấu, "
+            "201-300 rất xấu, 301-500 nguy hại."
+        ),
+    ),
+    "desc.pm": (
+        "Concentration in µg/m³; the coloured bands are the breakpoints of Decision 1459/QĐ-TCMT, Table 2.",
+        "Nồng độ µg/m³; các dải màu là các ngưỡng BP của Quyết định 1459/QĐ-TCMT, Bảng 2.",
+    ),
+    "desc.online_share": (
+        "Share of devices whose last health state is online; green at or above the target.",
+        "Tỷ lệ thiết bị có trạng thái gần nhất là trực tuyến; màu xanh khi đạt hoặc vượt mục tiêu.",
+    ),
+    "desc.kpi": (
+        "Indicators posted to the hub (POST /api/v1/kpis) by the departments that own them.",
+        "Các chỉ tiêu do các đơn vị gửi lên máy chủ trung tâm (POST /api/v1/kpis).",
+    ),
 }
 
 
@@ -150,8 +178,6 @@ SYMBOL_UNITS: Final[dict[str, str]] = {
     "volts": "volt",
     "seconds": "s",
     "ms": "ms",
-    "per_s": "reqps",
-    "fps": "suffix: fps",
     "kbps": "Kbits",
     "index": "none",
     "bool": "bool",

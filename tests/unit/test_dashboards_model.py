@@ -8,6 +8,7 @@ datasource in the provisioning file.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from itertools import combinations
@@ -19,6 +20,7 @@ import yaml
 
 from dashboards.boards import METRICS, all_boards
 from dashboards.build import build, render_all
+from dashboards.cli import add_arguments, main
 from dashboards.datasource import DATASOURCE_UID, InfluxTarget, api_payload, provisioning
 from dashboards.i18n import LOCALES, MESSAGES, text, unit
 from dashboards.model import OWNER_TAG, SCHEMA_VERSION, Panel, layout
@@ -248,3 +250,26 @@ def test_registry_errors_name_the_source_and_entry(tmp_path: Path) -> None:
     )
     assert [s.id for s in hub_style.sites] == ["s", "s2"]
     assert [d.id for d in hub_style.devices] == ["d"]
+
+
+def test_cli_build_writes_and_reports_and_refuses_a_bad_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    inventory = tmp_path / "inventory.yaml"
+    sites = [{"id": site, "ward": ward, "devices": [d for d, _ in devices]} for site, ward, devices in CITY]
+    inventory.write_text(yaml.safe_dump({"sites": sites}))
+    out = tmp_path / "out"
+    args = parser.parse_args(["build", "--out", str(out), "--locale", "vi", "--registry", str(inventory)])
+    assert main(args) == 0
+    assert "written    dashboards/operations/ioc-site-ben-thanh.json" in capsys.readouterr().out
+    assert main(args) == 0
+    files = len([p for p in out.rglob("*") if p.is_file()])
+    assert capsys.readouterr().out.strip().endswith(f"0 written, {files} unchanged, 0 removed")
+    inventory.write_text("sites:\n  - {id: 'no spaces allowed'}\n")
+    assert main(args) == 2
+    assert f"{inventory}: site #1" in capsys.readouterr().err
+    bad_url = parser.parse_args(["build", "--out", str(out), "--influx-url", "influx:8086"])
+    assert main(bad_url) == 2
+    assert "http://" in capsys.readouterr().err
