@@ -39,6 +39,7 @@ import logging
 import random
 import re
 import secrets
+import ssl
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -145,9 +146,12 @@ class OnvifSimulator:
         max_token_age_s: float = 300.0,
         reboot_s: float = 2.0,
         auth_mode: AuthMode = "ws-security",
+        tls: ssl.SSLContext | None = None,
         seed: int | None = None,
     ) -> None:
         self.host = host
+        #: Serve HTTPS with this server context (None: plain HTTP).
+        self.tls = tls
         #: Which credentials protected operations accept: a WS-Security token, HTTP Digest, or either.
         self.auth_mode: AuthMode = auth_mode
         self._digest_nonces: deque[str] = deque(maxlen=NONCE_MEMORY)
@@ -193,7 +197,7 @@ class OnvifSimulator:
         """Listen (on the port given, or a free one the first time)."""
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(self._serve, self.host, self._port, reuse_address=True)
+        self._server = await asyncio.start_server(self._serve, self.host, self._port, reuse_address=True, ssl=self.tls)
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("ONVIF simulator listening on %s", self.url)
 
@@ -216,7 +220,8 @@ class OnvifSimulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self._port}{DEVICE_SERVICE_PATH}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self._port}{DEVICE_SERVICE_PATH}"
 
     def describe(self) -> dict[str, Any]:
         """What a client needs: host, port, path, credentials, identity (``ioc sim camera`` prints this)."""
@@ -310,8 +315,12 @@ class OnvifSimulator:
         await self._reply(writer, status, body, soap.CONTENT_TYPE, headers=extra)
 
     async def _read_request(self, reader: asyncio.StreamReader) -> _Request:
+        first = await asyncio.wait_for(reader.readexactly(1), READ_TIMEOUT_S)
+        if not first.isupper():
+            # Not a request line (a TLS ClientHello starts with 0x16): answer at once, as web servers do.
+            raise _BadRequest(400, "not an HTTP request")
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+            head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
         except asyncio.LimitOverrunError:
             raise _BadRequest(413, "header block too large") from None
         if len(head) > MAX_HEADER_BYTES:

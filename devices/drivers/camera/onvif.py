@@ -9,8 +9,9 @@
    the camera challenges (``auth``). An answer: *up_with_auth*, ``onvif_auth`` saying which one worked.
 
 Anything else that answered (a SOAP fault, credentials refused, an HTTP error, bytes that are not SOAP or not
-even HTTP) is *refusing*, with the reason in ``onvif_error``. The whole check runs within ``onvif_timeout_s``;
-each request gets what is left. Nothing here raises for a camera fault: the state is the result.
+even HTTP, a TLS handshake that fails: untrusted certificate, not TLS) is *refusing*, with the reason in
+``onvif_error``. The whole check runs within ``onvif_timeout_s``; each request gets what is left. Nothing
+here raises for a camera fault: the state is the result.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import ssl
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -107,15 +109,31 @@ def make_client(config: CameraConfig) -> httpx.AsyncClient:
     return httpx.AsyncClient(verify=config.verify_tls, trust_env=False, follow_redirects=False, limits=_LIMITS)
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (httpx wraps httpcore wraps the OS error), at most ten deep."""
+    out: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and len(out) < 10:
+        out.append(node)
+        node = node.__cause__ or node.__context__
+    return out
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """Why a TLS handshake failed (``certificate verify failed: self-signed certificate``), or None."""
+    for node in _chain(exc):
+        if isinstance(node, ssl.SSLError):
+            # SSLError is an OSError whose errno is OpenSSL's, not the OS's: its own text is the reason.
+            text = getattr(node, "verify_message", None) or node.reason or str(node)
+            return f"TLS handshake failed: {text}"[:MAX_ERROR]
+    return None
+
+
 def _connect_reason(exc: BaseException) -> str:
     """The most precise reason in an httpx error's chain: the OS error (``Connection refused``) if any."""
-    node: BaseException | None = exc
-    seen = 0
-    while node is not None and seen < 10:
-        if isinstance(node, OSError) and node.errno is not None:
+    for node in _chain(exc):
+        if isinstance(node, OSError) and not isinstance(node, ssl.SSLError) and node.errno is not None:
             return os.strerror(node.errno)
-        node = node.__cause__ or node.__context__
-        seen += 1
     return (str(exc) or type(exc).__name__)[:MAX_ERROR]
 
 
@@ -240,6 +258,10 @@ class OnvifChecker:
         except httpx.ConnectTimeout:
             raise _Unreachable(f"no TCP connection within {self._budget_s:g} s") from None
         except httpx.ConnectError as exc:
+            tls = _tls_reason(exc)
+            if tls is not None:
+                # The camera is there and speaks, but we cannot trust (or understand) its TLS.
+                raise _Answered(tls, (time.perf_counter() - started) * 1000) from None
             raise _Unreachable(f"cannot connect: {_connect_reason(exc)}") from None
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             raise _Unreachable(f"connected, but no answer within {self._budget_s:g} s") from None

@@ -11,8 +11,11 @@ import asyncio
 import itertools
 import re
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -441,3 +444,51 @@ async def test_a_camera_taking_both_lets_the_token_in_first() -> None:
             await driver.close()
         assert restarted.startswith("Rebooting in")
         assert sim.reboots == 1
+
+
+# -- HTTPS ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> ssl.SSLContext:
+    """A TLS server context with a fresh self-signed certificate for 127.0.0.1 (made by the openssl CLI)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_https_camera_with_its_certificate_not_checked_is_up(server_tls: ssl.SSLContext) -> None:
+    async with OnvifSimulator(username=USER, password=PASSWORD, tls=server_tls) as sim:
+        assert sim.url.startswith("https://")
+        metrics = await poll(camera(sim, onvif_scheme="https", verify_tls=False))
+    assert metrics["onvif_state_name"] == "up_with_auth"
+
+
+async def test_https_camera_with_an_untrusted_certificate_is_refusing(server_tls: ssl.SSLContext) -> None:
+    async with OnvifSimulator(username=USER, password=PASSWORD, tls=server_tls) as sim:
+        metrics = await poll(camera(sim, onvif_scheme="https"))
+        assert not sim.requests  # nothing got past the handshake
+    assert metrics["onvif_state_name"] == "refusing"
+    assert metrics["onvif_error"] == "GetDeviceInformation: TLS handshake failed: self-signed certificate"
+
+
+async def test_https_to_a_plain_http_camera_is_refusing_tls(sim: OnvifSimulator) -> None:
+    metrics = await poll(camera(sim, onvif_scheme="https"))
+    assert metrics["onvif_state_name"] == "refusing"
+    # The simulator answers the ClientHello with a plain "400", as web servers do: not TLS.
+    assert metrics["onvif_error"] == "GetDeviceInformation: TLS handshake failed: WRONG_VERSION_NUMBER"
+
+
+async def test_plain_http_to_an_https_camera_is_refusing_not_http(server_tls: ssl.SSLContext) -> None:
+    async with OnvifSimulator(username=USER, password=PASSWORD, tls=server_tls) as sim:
+        metrics = await poll(camera(sim))
+    assert metrics["onvif_state_name"] == "refusing"
+    assert str(metrics["onvif_error"]).startswith("GetDeviceInformation: not an HTTP answer")
