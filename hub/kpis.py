@@ -50,6 +50,7 @@ COLUMNS: Final = ("kpi", "value", "ts", "ward", "unit", "target")
 KPI_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 WARD_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 #: Timestamps outside this range are refused (a typo in a year, seconds instead of milliseconds).
+_DIGITS: Final = re.compile(r"^[0-9]{1,20}$")
 MIN_TS_MS: Final = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MAX_TS_MS: Final = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
@@ -78,7 +79,10 @@ def _number(field: str, raw: Any) -> float:
         except ValueError:
             raise RowError(field, f"must be a number (got {raw!r})") from None
     elif isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:
+            raise RowError(field, f"is too large for a number (got {raw!r:.40})") from None
     else:
         raise RowError(field, f"must be a number (got {type(raw).__name__})")
     if not math.isfinite(value):
@@ -91,20 +95,23 @@ def _timestamp(raw: Any, now_ms: int) -> int:
         return now_ms
     if isinstance(raw, bool):
         raise RowError("ts", "must be a date-time, a date or epoch milliseconds, not true/false")
-    if isinstance(raw, int | float) or (isinstance(raw, str) and raw.strip().isdigit()):
-        ts = int(float(raw))
+    if isinstance(raw, int | float) or (isinstance(raw, str) and _DIGITS.match(raw.strip())):
+        try:
+            ts = int(float(raw))
+        except (OverflowError, ValueError):
+            raise RowError("ts", f"must be epoch milliseconds between 2000 and 2100 (got {raw!r:.40})") from None
     elif isinstance(raw, str):
         text = raw.strip()
         try:
             if len(text) == 10:
-                ts = int(datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC).timestamp() * 1000)
+                parsed = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
             else:
                 parsed = datetime.fromisoformat(text)
-                if parsed.tzinfo is None:
-                    raise RowError("ts", f"needs a UTC offset, e.g. 2026-11-28T08:00:00+07:00 (got {raw!r})")
-                ts = int(parsed.timestamp() * 1000)
         except ValueError:
             raise RowError("ts", f"must be ISO 8601 (2026-11-28T08:00:00+07:00 or 2026-11-28) (got {raw!r})") from None
+        if parsed.tzinfo is None:
+            raise RowError("ts", f"needs a UTC offset, e.g. 2026-11-28T08:00:00+07:00 (got {raw!r})")
+        ts = int(parsed.timestamp() * 1000)
     else:
         raise RowError("ts", f"must be a date-time, a date or epoch milliseconds (got {type(raw).__name__})")
     if not MIN_TS_MS <= ts < MAX_TS_MS:
