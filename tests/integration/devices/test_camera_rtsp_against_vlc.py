@@ -318,3 +318,13 @@ async def test_a_stopped_stream_is_down_404_while_the_others_play(vlc: RtspSimul
     assert gone["rtsp_error"] == f"{vlc.url('cam-2')}: Server returned 404 Not Found"
     assert other["rtsp_state_name"] == "up"
     assert back["rtsp_state_name"] == "up"
+
+
+async def test_transport_auto_finds_udp_and_tcp_only_is_refused_by_vlc(vlc: RtspSimulator) -> None:
+    url = vlc.url("cam-1")
+    auto = await probe(url, rtsp_transport="auto")
+    tcp = await probe(url, rtsp_transport="tcp")
+    assert auto["rtsp_state_name"] == "up"
+    # VLC's RTSP server has no RTP-over-RTSP (interleaved TCP): SETUP is answered 461 Unsupported transport.
+    assert tcp["rtsp_state_name"] == "down"
+    assert tcp["rtsp_error"] == f"{url}: Protocol not supported"
