@@ -84,22 +84,27 @@ def _snapshot(args: argparse.Namespace) -> Snapshot:
 
 
 def main(args: argparse.Namespace) -> int:
+    locale: Locale = args.locale
     try:
         target = InfluxTarget(args.influx_url, args.influx_db, args.influx_flavour, args.influx_user)
         snap = _snapshot(args)
+        rendered = render_all(snap, locale, online_target_pct=args.online_target)  # checks the uids once
     except (ValueError, RegistryError) as exc:
         _err(f"ioc dashboards: {exc}")
         return 2
-    locale: Locale = args.locale
     if args.dashboards_command == "build":
-        built = build(
-            args.out,
-            snap,
-            target,
-            locale=locale,
-            grafana_dashboards=args.grafana_path,
-            online_target_pct=args.online_target,
-        )
+        try:
+            built = build(
+                args.out,
+                snap,
+                target,
+                locale=locale,
+                grafana_dashboards=args.grafana_path,
+                online_target_pct=args.online_target,
+            )
+        except OSError as exc:
+            _err(f"ioc dashboards build: cannot write under {args.out}: {exc.strerror or exc}")
+            return 1
         for name in built.written:
             _out(f"written    {name}")
         for name in built.removed:
@@ -115,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
         api = connect(args.url, args.token, args.timeout)
         report = push(
             api,
-            render_all(snap, locale, online_target_pct=args.online_target),
+            rendered,
             target,
             locale=locale,
             secret=secret,

@@ -270,6 +270,14 @@ def test_cli_build_writes_and_reports_and_refuses_a_bad_registry(
     inventory.write_text("sites:\n  - {id: 'no spaces allowed'}\n")
     assert main(args) == 2
     assert f"{inventory}: site #1" in capsys.readouterr().err
+    # two site ids that make the same board uid
+    inventory.write_text("sites:\n  - {id: site.a}\n  - {id: site_a}\n")
+    assert main(args) == 2
+    assert "share the uid ioc-site-site-a" in capsys.readouterr().err
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert main(parser.parse_args(["build", "--out", str(blocked / "x")])) == 1
+    assert "cannot write under" in capsys.readouterr().err
     bad_url = parser.parse_args(["build", "--out", str(out), "--influx-url", "influx:8086"])
     assert main(bad_url) == 2
     assert "http://" in capsys.readouterr().err
