@@ -164,6 +164,9 @@ class OnvifSimulator:
         self.max_token_age_s = max_token_age_s
         self.fault: Fault | None = None
         self.delay_s = 0.0
+        self.latency_s = (0.0, 0.0)
+        self.spike_probability = 0.0
+        self.spike_s = 0.0
         #: Requests answered or not, by operation ("?" when the body could not be read).
         self.requests: Counter[str] = Counter()
         #: Tokens refused, by reason.
@@ -249,6 +252,22 @@ class OnvifSimulator:
             raise ValueError("delay must not be negative")
         self.delay_s = seconds
 
+    def set_latency(self, low_s: float, high_s: float, spike_probability: float = 0.0, spike_s: float = 0.0) -> None:
+        """Answer after a time drawn from ``low_s..high_s``, and now and then (``spike_probability``) after
+        ``spike_s`` more: how real cameras' SOAP answers come (their web servers are small and busy)."""
+        if not 0 <= low_s <= high_s or spike_s < 0 or not 0 <= spike_probability <= 1:
+            raise ValueError("latency needs 0 <= low_s <= high_s, spike_s >= 0, 0 <= spike_probability <= 1")
+        self.latency_s = (low_s, high_s)
+        self.spike_probability = spike_probability
+        self.spike_s = spike_s
+
+    def _latency(self) -> float:
+        low, high = self.latency_s
+        extra = self._rng.uniform(low, high) if high else 0.0
+        if self.spike_probability and self._rng.random() < self.spike_probability:
+            extra += self.spike_s
+        return extra
+
     async def set_offline(self) -> None:
         """Stop listening: connecting is refused, as with a camera that is off. The port is kept."""
         await self.stop()
@@ -293,8 +312,9 @@ class OnvifSimulator:
         fault = self.fault
         if fault == "silent":
             await asyncio.Event().wait()  # hold the connection, never answer (cancelled by stop or the client)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        delay = self.delay_s + self._latency()
+        if delay:
+            await asyncio.sleep(delay)
         if fault == "not_http":
             writer.write(b"\x00\x17\xfe garbage, not HTTP \xff\r\n")
             await writer.drain()
@@ -503,6 +523,18 @@ class OnvifSimulator:
         return _envelope(f"<tds:GetDeviceInformationResponse>{fields}</tds:GetDeviceInformationResponse>")
 
 
+#: SOAP answer time of a camera's small web server (seconds), and a slow answer now and then.
+REALISTIC_LATENCY_S: Final = (0.01, 0.06)
+REALISTIC_SPIKE: Final = (0.02, 0.4)
+
+
+def _clock_offset(rng: random.Random) -> float:
+    """A camera clock: NTP-synced ones within a second or two, one in five left to drift for minutes."""
+    if rng.random() < 0.2:
+        return rng.choice((-1, 1)) * rng.uniform(30, 300)
+    return rng.gauss(0, 1)
+
+
 @dataclass(frozen=True, slots=True)
 class SimulatedCamera:
     """One camera of :class:`SimulatedCameras`: its ONVIF endpoint and its stream name."""
@@ -514,6 +546,10 @@ class SimulatedCamera:
 class SimulatedCameras:
     """Several cameras: one ONVIF endpoint each (own port, own serial number) and, when VLC and ffmpeg are
     here, one RTSP server with a stream per camera (:class:`devices.sim.rtsp.RtspSimulator`).
+
+    ``realistic`` (the default) gives each camera a clock of its own (most within a second or two, one in
+    five minutes off, as unsynchronised cameras drift) and a SOAP answer time of 10..60 ms with a 0.4 s spike
+    now and then; ``seed`` makes that repeatable.
 
     A missing RTSP server is not an error: the cameras then have no stream, and :meth:`describe` says why
     (``rtsp.reason``), so a demo still runs, its cameras reporting ``rtsp_state`` ``unavailable``.
@@ -531,10 +567,13 @@ class SimulatedCameras:
         cvlc: str = "cvlc",
         ffmpeg: str = "ffmpeg",
         prefix: str = "cam",
+        realistic: bool = True,
+        seed: int | None = None,
     ) -> None:
         if not 1 <= count <= 100:
             raise ValueError(f"count must be 1..100, not {count}")
         self.host = host
+        rng = random.Random(seed)
         self.cameras = [
             SimulatedCamera(
                 name=f"{prefix}-{i}",
@@ -544,10 +583,15 @@ class SimulatedCameras:
                     password=password,
                     auth_required=auth_required,
                     identity=Identity(serial_number=f"SIM{i:04d}"),
+                    clock_offset_s=_clock_offset(rng) if realistic else 0.0,
+                    seed=rng.randrange(2**32),
                 ),
             )
             for i in range(1, count + 1)
         ]
+        if realistic:
+            for camera in self.cameras:
+                camera.onvif.set_latency(*REALISTIC_LATENCY_S, *REALISTIC_SPIKE)
         self.rtsp: RtspSimulator | None = None
         self.rtsp_reason = "RTSP server not requested" if not rtsp else ""
         if rtsp:

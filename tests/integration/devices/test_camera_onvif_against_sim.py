@@ -25,10 +25,11 @@ from devices.driver import CommandCapable
 from devices.drivers.camera import CameraConfig, CameraDriver, OnvifState, soap
 from devices.errors import DeviceResponseError, DeviceUnavailable, UnsupportedCommand
 from devices.profile import load_profile
-from devices.sim.onvif import Identity, OnvifSimulator
+from devices.sim.onvif import Identity, OnvifSimulator, SimulatedCameras
 
 USER, PASSWORD = "operator", "s3cret-pw"
 BUDGET_S = 0.6
+PROFILE = load_profile("camera-onvif-generic")
 NOT_AUTHORIZED = "SOAP fault Sender/NotAuthorized: Sender not Authorized (HTTP 400)"
 
 
@@ -492,3 +493,30 @@ async def test_plain_http_to_an_https_camera_is_refusing_not_http(server_tls: ss
         metrics = await poll(camera(sim))
     assert metrics["onvif_state_name"] == "refusing"
     assert str(metrics["onvif_error"]).startswith("GetDeviceInformation: not an HTTP answer")
+
+
+# -- realistic answers: latency, spikes, cameras' own clocks ------------------------------------------------
+
+
+async def test_latency_and_spikes_show_in_the_response_time(sim: OnvifSimulator) -> None:
+    sim.set_latency(0.10, 0.15)
+    slow = await poll(camera(sim, onvif_timeout_s=3.0))
+    sim.set_latency(0.0, 0.0, spike_probability=1.0, spike_s=0.3)
+    spiky = await poll(camera(sim, onvif_timeout_s=3.0))
+    assert slow["onvif_state_name"] == spiky["onvif_state_name"] == "up_with_auth"
+    assert 100 <= slow["onvif_response_ms"] < 1000
+    assert 300 <= spiky["onvif_response_ms"] < 1500
+    with pytest.raises(ValueError, match="latency needs"):
+        sim.set_latency(0.2, 0.1)
+
+
+async def test_simulated_cameras_have_their_own_clocks_and_are_still_let_in() -> None:
+    async with SimulatedCameras(10, rtsp=False, seed=1) as cameras:
+        offsets = [c.onvif.clock_offset_s for c in cameras.cameras]
+        drifted = max(cameras.cameras, key=lambda c: abs(c.onvif.clock_offset_s))
+        assert abs(drifted.onvif.clock_offset_s) > 30  # one in five drifts for minutes (seeded: repeatable)
+        assert sum(abs(o) < 5 for o in offsets) >= 5
+        metrics = await poll(CameraDriver(CameraConfig(**cameras.device_options(drifted)), PROFILE))
+    assert metrics["onvif_state_name"] == "up_with_auth"  # the token follows the camera's clock
+    assert metrics["onvif_clock_offset_s"] == pytest.approx(drifted.onvif.clock_offset_s, abs=1.0)
+    assert 10 <= metrics["onvif_response_ms"] < 3000
