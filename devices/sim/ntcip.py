@@ -15,7 +15,8 @@ rarely one of the two power supplies fails for a while (``dmsPowerFailureStatusM
 Fault knobs: :meth:`set_silent` (requests are dropped: the client times out), :meth:`set_garbage` (answers with
 wrong types, ``noSuchObject`` for everything, or undecodable bytes), :meth:`set_delay` (answers late),
 :meth:`set_error` (answers ``genErr`` or another error status), :meth:`pin` (hold an object at a value),
-:meth:`remove` (stop serving an object, as a sign that does not implement it).
+:meth:`remove` (stop serving an object, as a sign that does not implement it), :meth:`set_max_message_size`
+(answer ``tooBig`` beyond a message size, as small controllers do).
 
 The sign itself (message table, state machine, signals) is :class:`devices.sim.ntcip_sign.SignState`; this
 module is the agent around it, written on pysnmp's message layer (:mod:`pysnmp.proto.api`, BER via pyasn1)
@@ -40,7 +41,7 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pysnmp.proto import api  # type: ignore[import-untyped]
 
 from devices.drivers.ntcip import mib
-from devices.sim.ntcip_sign import GEN_ERR, NO_ERROR, Oid, SignState, Value
+from devices.sim.ntcip_sign import GEN_ERR, NO_ERROR, TOO_BIG, Oid, SignState, Value
 
 __all__ = ["GEN_ERR", "Garbage", "NtcipSimulator"]
 
@@ -108,6 +109,8 @@ class NtcipSimulator:
         self.delay_s = 0.0
         self.error_status: int | None = None
         self.error_remaining: int | None = None
+        #: Largest answer the agent sends (NTCIP controllers may be as small as 484 octets); larger is tooBig.
+        self.max_message_size: int | None = None
         self._protocol: _AgentProtocol | None = None
         self._updater: asyncio.Task[None] | None = None
         self._pending: set[asyncio.TimerHandle] = set()
@@ -188,6 +191,12 @@ class NtcipSimulator:
         self.error_status = status
         self.error_remaining = count
 
+    def set_max_message_size(self, octets: int | None) -> None:
+        """Answer ``tooBig`` when an answer would be longer than ``octets`` (``None``: no limit)."""
+        if octets is not None and octets < 64:
+            raise ValueError("octets must be >= 64")
+        self.max_message_size = octets
+
     def pin(self, obj: mib.MibObject, value: Value, *index: int) -> None:
         """Hold an object instance (a scalar unless ``index`` is given) at ``value`` until :meth:`unpin`."""
         self.state.pinned[obj.row(*index) if index else obj.scalar()] = value
@@ -258,7 +267,15 @@ class NtcipSimulator:
         _V2C.apiPDU.set_error_status(rsp_pdu, status)
         _V2C.apiPDU.set_error_index(rsp_pdu, index)
         _V2C.apiPDU.set_varbinds(rsp_pdu, out)
-        return bytes(encoder.encode(response))
+        encoded = bytes(encoder.encode(response))
+        if self.max_message_size is not None and len(encoded) > self.max_message_size:
+            # RFC 3416 section 4.2.1: an answer that does not fit is tooBig, with the request's bindings... left
+            # out: the error index is 0 and no value is sent.
+            _V2C.apiPDU.set_error_status(rsp_pdu, TOO_BIG)
+            _V2C.apiPDU.set_error_index(rsp_pdu, 0)
+            _V2C.apiPDU.set_varbinds(rsp_pdu, [])
+            encoded = bytes(encoder.encode(response))
+        return encoded
 
     def _process(self, pdu: Any, bindings: list[tuple[Oid, Any]]) -> tuple[int, int, list[tuple[Oid, Any]]]:
         if pdu.isSameTypeWith(_V2C.SetRequestPDU()):

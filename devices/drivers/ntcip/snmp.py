@@ -223,9 +223,11 @@ class SnmpClient:
         if int(status):
             number = int(status)
             at = int(index)
-            name = named[at - 1].name if 0 < at <= len(named) else f"binding {at}"
+            # The error index names the binding at fault; 0 (as with tooBig) blames the request as a whole.
+            name = named[at - 1].name if 0 < at <= len(named) else f"of {len(objects)} objects"
+            hint = ": lower max_objects_per_request" if number == 1 else ""
             raise SnmpErrorStatus(
-                f"{self.where}: {op} {name}: error-status {ERROR_STATUS.get(number, 'unknown')} ({number})",
+                f"{self.where}: {op} {name}: error-status {ERROR_STATUS.get(number, 'unknown')} ({number}){hint}",
                 number,
                 name,
             )

@@ -308,6 +308,23 @@ async def test_one_error_answer_then_the_sign_is_fine(sim: NtcipSimulator) -> No
     await driver.close()
 
 
+async def test_a_small_controller_answers_too_big_until_the_requests_are_smaller(sim: NtcipSimulator) -> None:
+    sim.set_max_message_size(200)
+    with pytest.raises(
+        DeviceResponseError,
+        match=r"GET of 16 objects: error-status tooBig \(1\): lower max_objects_per_request$",
+    ):
+        await read(driver_for(sim))
+    metrics = await read(driver_for(sim, max_objects_per_request=4))
+    assert metrics["temp_housing_max_c"] == sim.value(mib.tempMaxSignHousing)
+    assert metrics["message_text"] == "DRIVE SAFELY"
+
+
+async def test_the_default_plan_fits_the_smallest_ntcip_packet(sim: NtcipSimulator) -> None:
+    sim.set_max_message_size(484)  # the smallest maximum an NTCIP controller may have
+    assert (await read(driver_for(sim)))["message_text"] == "DRIVE SAFELY"
+
+
 async def test_wrong_read_community_is_ignored_by_the_sign(sim: NtcipSimulator) -> None:
     with pytest.raises(DeviceUnavailable):
         await read(driver_for(sim, community="private"))
