@@ -48,8 +48,8 @@ class CameraDriver:
         self._client: httpx.AsyncClient | None = None
         self._onvif: OnvifChecker | None = None
         self._rtsp = RtspProber(config, self.where)
-        self._last_onvif: str | None = None
-        self._last_rtsp: str | None = None
+        #: The last state logged, per check ("ONVIF", "RTSP").
+        self._logged: dict[str, str] = {}
         for line in self.describe_plan():
             log.info("%s: %s", self.where, line)
 
@@ -58,7 +58,8 @@ class CameraDriver:
         c = self.config
         lines: list[str] = []
         if c.onvif_enabled:
-            auth = f"as {c.username!r} (WS-Security digest)" if c.username else "without credentials"
+            how = {"auto": "WS-Security token, HTTP Digest if challenged", "ws-security": "WS-Security token"}
+            auth = f"as {c.username!r} ({how.get(c.auth, 'HTTP Digest')})" if c.username else "without credentials"
             calls = f"GetSystemDateAndTime, GetDeviceInformation {auth}"
             lines.append(f"ONVIF {c.onvif_url}: {calls}, within {c.onvif_timeout_s:g} s")
         else:
@@ -89,9 +90,9 @@ class CameraDriver:
         metrics: dict[str, MetricValue] = {}
         if onvif is not None:
             metrics.update(onvif.metrics())
-            self._note("ONVIF", onvif.state.label, onvif.error, "_last_onvif")
+            self._note("ONVIF", onvif.state.label, onvif.error)
         metrics.update(rtsp.metrics())
-        self._note("RTSP", rtsp.state.label, rtsp.error, "_last_rtsp")
+        self._note("RTSP", rtsp.state.label, rtsp.error)
         return [Reading(ts_ms=ts_ms, metrics=metrics)]
 
     def supported_actions(self) -> frozenset[str]:
@@ -126,12 +127,12 @@ class CameraDriver:
     async def _check_onvif(self) -> OnvifResult | None:
         return await self._onvif.check() if self._onvif is not None else None
 
-    def _note(self, what: str, state: str, error: str, attr: str) -> None:
+    def _note(self, what: str, state: str, error: str) -> None:
         """Log a state change once (the first state too); repeats are not logged."""
-        previous = getattr(self, attr)
+        previous = self._logged.get(what)
         if previous == state:
             return
-        setattr(self, attr, state)
+        self._logged[what] = state
         detail = f": {error}" if error else ""
         level = logging.INFO if previous is None or state.startswith("up") else logging.WARNING
         log.log(level, "%s: %s %s%s", self.where, what, state, detail)
