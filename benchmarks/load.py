@@ -42,6 +42,8 @@ DEFAULT_GATEWAYS: Final = 4
 POLL_S: Final = 0.05
 #: After the generator is done: how long the hub may take to store the backlog.
 DRAIN_TIMEOUT_S: Final = 120.0
+#: ...and how long it may sit idle with lines missing before they count as lost.
+IDLE_GIVE_UP_S: Final = 5.0
 
 
 def gateway_names(count: int) -> list[tuple[str, str]]:
@@ -159,19 +161,7 @@ def _one_run(
             result = load.wait_done(duration_s + 180)
             # Until the hub has written everything (the probes too) and acknowledged every message.
             expected_lines = result.readings + result.probes
-            deadline = monotonic() + DRAIN_TIMEOUT_S
-            last = base
-            while True:
-                last = _stats(procs)
-                if (
-                    last["lines_written"] - base["lines_written"] >= expected_lines
-                    and last["pending_messages"] == 0
-                    and last["queued_messages"] == 0
-                ):
-                    break
-                if monotonic() > deadline:
-                    break  # counted below as lost
-                time.sleep(POLL_S)
+            last = _wait_stored(procs, base, expected_lines)
             stored = monotonic()
             cpu = meter.stop(stored - go)
             cpu["hub"] = sum(cpu.pop(f"hub{i}") for i in range(hubs))
@@ -224,6 +214,24 @@ def _one_run(
         "dead_letters": last["dead_letters_total"] - base["dead_letters_total"],
     }
     return RunSample(metrics=metrics, counts=counts)
+
+
+def _wait_stored(procs: list[HubProcess], base: dict[str, Any], expected_lines: int) -> dict[str, Any]:
+    """Poll the hubs until they wrote ``expected_lines`` more lines and hold nothing; their last stats."""
+    deadline = monotonic() + DRAIN_TIMEOUT_S
+    progress_at, written = monotonic(), -1
+    while True:
+        last = _stats(procs)
+        idle = last["pending_messages"] == 0 and last["queued_messages"] == 0
+        if last["lines_written"] - base["lines_written"] >= expected_lines and idle:
+            return last
+        if last["lines_written"] != written:
+            progress_at, written = monotonic(), last["lines_written"]
+        elif idle and monotonic() - progress_at > IDLE_GIVE_UP_S:
+            return last  # nothing more is coming (the broker dropped messages): counted as lost
+        if monotonic() > deadline:
+            return last  # counted as lost
+        time.sleep(POLL_S)
 
 
 def _gaps(stats: dict[str, Any]) -> int:
