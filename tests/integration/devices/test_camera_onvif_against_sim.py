@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import socket
 import ssl
@@ -520,3 +521,24 @@ async def test_simulated_cameras_have_their_own_clocks_and_are_still_let_in() ->
     assert metrics["onvif_state_name"] == "up_with_auth"  # the token follows the camera's clock
     assert metrics["onvif_clock_offset_s"] == pytest.approx(drifted.onvif.clock_offset_s, abs=1.0)
     assert 10 <= metrics["onvif_response_ms"] < 3000
+
+
+async def test_state_changes_are_logged_once_each(sim: OnvifSimulator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="devices.drivers.camera.driver")
+    driver = camera(sim)
+    await driver.open()
+    try:
+        for fault in (None, None, "refuse_auth", "refuse_auth", None):
+            sim.set_fault(fault)
+            await driver.poll()
+    finally:
+        await driver.close()
+    states = [r for r in caplog.records if "ONVIF http" not in r.getMessage()]  # not the plan's lines
+    onvif_lines = [(r.levelname, r.getMessage()) for r in states if ": ONVIF " in r.getMessage()]
+    assert onvif_lines == [
+        ("INFO", "camera 127.0.0.1: ONVIF up_with_auth"),
+        ("WARNING", f"camera 127.0.0.1: ONVIF refusing: credentials refused by GetDeviceInformation: {NOT_AUTHORIZED}"),
+        ("INFO", "camera 127.0.0.1: ONVIF up_with_auth"),
+    ]
+    rtsp_lines = [r.getMessage() for r in states if ": RTSP " in r.getMessage() and "not probed" not in r.getMessage()]
+    assert rtsp_lines == ["camera 127.0.0.1: RTSP unavailable: no rtsp_url configured"]
