@@ -64,12 +64,14 @@ from hub.points import (
 from hub.spill import Spill, SpillError, SpillRecord
 from hub.stats import IngestStats
 from hub.tracking import GatewayStates, SeqTracker
-from wire.v1 import ContractError, DataBatch, Event, Payload, State, decode_for, parse_topic
+from wire.v1 import ContractError, DataBatch, Event, Payload, State, Topic, decode_for, parse_topic
 
 log = logging.getLogger(__name__)
 
 #: The idle loop wakes this often to notice a stop and to log dead-letter summaries.
 _TICK_S = 0.5
+#: Parsed topics kept (cleared when full; bounded by gateways x channels in practice).
+_TOPIC_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +196,8 @@ class Pipeline:
         self._closing = False
         self._wait_cm: asyncio.Timeout | None = None
         self._storage_down = False
+        #: Parsed topics: a few per gateway, so a small map saves a regex check per message.
+        self._topics: dict[str, Topic] = {}
         self._observers: tuple[Observer, ...] = ()
         self._observer_failures: set[tuple[int, type[BaseException]]] = set()
         self._enrichment_tags = frozenset(enrichment_tags)
@@ -353,11 +357,16 @@ class Pipeline:
     def _file(self, message: InboundMessage) -> None:
         stats = self.stats
         stats.messages_received += 1
-        try:
-            topic = parse_topic(message.topic)
-        except ContractError as exc:
-            self._dead_letter(message, DeadLetterKind.BAD_TOPIC, str(exc))
-            return
+        topic = self._topics.get(message.topic)
+        if topic is None:
+            try:
+                topic = parse_topic(message.topic)
+            except ContractError as exc:
+                self._dead_letter(message, DeadLetterKind.BAD_TOPIC, str(exc))
+                return
+            if len(self._topics) >= _TOPIC_CACHE_SIZE:
+                self._topics.clear()
+            self._topics[message.topic] = topic
         stats.count_channel(topic.channel.value)
         try:
             payload = decode_for(topic.channel, message.payload)
