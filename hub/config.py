@@ -180,6 +180,8 @@ class SpillSettings(_Section):
     max_bytes: int = Field(default=1024**3, ge=1024, le=1024**4)
     #: Size at which a segment file is closed (a written-back segment is deleted as a whole).
     segment_bytes: int = Field(default=16 * 1024**2, ge=1024, le=1024**3)
+    #: InfluxDB slow: when every write slot is taken by a write running this long, new batches are spilled.
+    slow_write_s: float = Field(default=5.0, gt=0, le=600)
 
 
 class CardinalitySettings(_Section):

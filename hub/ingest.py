@@ -20,8 +20,10 @@ messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): 
   quarantine (:class:`~hub.deadletter.Quarantine`) has saved them when it is persistent.
 - With a spill (:mod:`hub.spill`), a batch InfluxDB cannot take (down, timing out) is appended to the spill
   instead, and its messages are acknowledged once it is fsynced there; while InfluxDB is down every batch goes
-  straight to the spill. A write-back task writes the spill back to InfluxDB oldest first (its first success
-  is what ends the outage), while intake goes on. A full spill falls back to holding the acknowledgements.
+  straight to the spill, and so does a batch that finds every write slot taken by writes running for
+  ``spill_after_s`` (InfluxDB slow but answering). A write-back task writes the spill back to InfluxDB
+  oldest first (its first success is what ends the outage), while intake goes on. A full spill falls back to
+  holding the acknowledgements.
 - Cardinality guard (:class:`~hub.points.MetricCap`): metric names beyond the per-device cap are left out of
   the lines and the message is also quarantined with what was refused; the rest of it is stored.
 
@@ -161,6 +163,7 @@ class Pipeline:
         enrichment_tags: Collection[str] = DEFAULT_ENRICHMENT_TAGS,
         spill: Spill | None = None,
         max_metrics_per_device: int | None = None,
+        spill_after_s: float = 5.0,
     ) -> None:
         self._queue = queue
         self._acker = acker
@@ -179,6 +182,9 @@ class Pipeline:
         self.spill = spill
         self._spill_wake = asyncio.Event()
         self._spill_full_logged = False
+        self._spill_after_s = spill_after_s
+        self._write_started: dict[asyncio.Task[Any], float] = {}
+        self._slow_logged = False
         self.metric_cap = MetricCap(max_metrics_per_device) if max_metrics_per_device else None
         self.states = GatewayStates()
         self.seqs = SeqTracker()
@@ -504,6 +510,12 @@ class Pipeline:
         if not self._batch:
             return
         entries, self._batch, self._batch_lines, self._batch_deadline = self._batch, [], 0, None
+        if self._influx_slow():
+            # Every write slot is taken by a write running for spill_after_s: do not wait, spill this batch.
+            task = asyncio.create_task(self._store(entries, spill_only=True), name="hub-spill")
+            self._writes.add(task)
+            task.add_done_callback(self._write_done)
+            return
         await self._slots.acquire()
         task = asyncio.create_task(self._store_batch(entries), name="hub-write")
         self._writes.add(task)
@@ -519,17 +531,33 @@ class Pipeline:
         if self._failure is not None:
             raise RuntimeError("a write task failed unexpectedly") from self._failure
 
+    def _influx_slow(self) -> bool:
+        if self.spill is None or not self._slots.locked() or not self._write_started:
+            return False
+        running_s = asyncio.get_running_loop().time() - min(self._write_started.values())
+        slow = running_s >= self._spill_after_s
+        if slow and not self._slow_logged:
+            self._slow_logged = True
+            log.warning("InfluxDB is slow (a write has been running for %.1f s): spilling batches meanwhile", running_s)
+        elif not slow:
+            self._slow_logged = False
+        return slow
+
     async def _store_batch(self, entries: list[_Pending]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._write_started[task] = asyncio.get_running_loop().time()
         try:
             await self._store(entries)
         finally:
+            del self._write_started[task]
             self._slots.release()
 
-    async def _store(self, entries: list[_Pending]) -> None:
+    async def _store(self, entries: list[_Pending], *, spill_only: bool = False) -> None:
         line_count = sum(len(e.lines) for e in entries)
         body = "\n".join([line for e in entries for line in e.lines]).encode()
         try:
-            spilled = await self._write_or_spill(body, line_count)
+            spilled = await self._write_or_spill(body, line_count, spill_only=spill_only)
         except StorageRejected as exc:
             if len(entries) > 1:
                 # Narrow down to the message(s) InfluxDB refuses; the others are written (again) and acked.
@@ -564,15 +592,16 @@ class Pipeline:
             entry.lines = []
         self._release()
 
-    async def _write_or_spill(self, body: bytes, lines: int) -> bool:
+    async def _write_or_spill(self, body: bytes, lines: int, *, spill_only: bool = False) -> bool:
         """Store ``body`` in InfluxDB or, if it cannot take it now, in the spill; True if it was spilled.
 
         Without a spill, or with a full one, retry InfluxDB until it takes the batch (holding the acks).
+        ``spill_only``: InfluxDB is slow, go to the spill straight away.
         """
         if self.spill is None:
             await self._write_retrying(body)
             return False
-        if not self._storage_down:
+        if not self._storage_down and not spill_only:
             try:
                 await self._timed_write(body)
             except StorageUnavailable as exc:

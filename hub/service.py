@@ -78,6 +78,7 @@ class Hub:
                 dead_letters=quarantine,
                 spill=spill,
                 max_metrics_per_device=s.cardinality.max_metrics_per_device,
+                spill_after_s=s.spill.slow_write_s,
                 enrichment_tags=s.cardinality.enrichment_tags,
             )
             # Before the pipeline runs, so that no retained birth is missed.

@@ -128,6 +128,7 @@ async def make() -> AsyncIterator[Make]:
         spill: Spill | None = None,
         dead_letters: Quarantine | None = None,
         max_metrics_per_device: int | None = None,
+        spill_after_s: float = 5.0,
     ) -> Harness:
         influx = influx or FakeInflux()
         writer = InfluxWriter(InfluxSettings(url="http://influx.test"), transport=httpx.MockTransport(influx.handle))
@@ -147,6 +148,7 @@ async def make() -> AsyncIterator[Make]:
             spill=spill,
             dead_letters=dead_letters,
             max_metrics_per_device=max_metrics_per_device,
+            spill_after_s=spill_after_s,
         )
         harness = Harness(pipeline, queue, acker, influx, asyncio.create_task(pipeline.run()))
         created.append(harness)
@@ -535,3 +537,24 @@ async def test_metric_names_beyond_the_cap_are_quarantined_and_the_rest_stored(m
         "device 'aq-01' already has 2 metric names (cardinality.max_metrics_per_device), refused: e",
         "device 'aq-01' already has 2 metric names (cardinality.max_metrics_per_device), refused: c, d",
     ]
+
+
+async def test_with_influxdb_slow_new_batches_are_spilled_instead_of_waiting_for_a_write_slot(
+    make: Make, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    influx = FakeInflux(gate=gate)  # every write hangs until the gate opens
+    spill = Spill(tmp_path / "spill", max_bytes=1_000_000)
+    h = await make(influx, spill=spill, max_lines=1, max_in_flight=1, spill_after_s=0.05)
+    await h.put(msg(1, data(1)))
+    await h.until(lambda: influx.requests == 1)
+    await asyncio.sleep(0.1)  # the first write has now been running longer than spill_after_s
+    await h.put(msg(2, data(2)), msg(3, data(3)))
+    await h.until(lambda: h.stats.lines_spilled == 2)
+    assert h.acker.acked == []  # in arrival order: 2 and 3 wait for 1, which InfluxDB still holds
+    gate.set()
+    await h.until(lambda: len(h.acker.acked) == 3 and h.stats.lines_written_back == 2)
+    assert h.acker.acked == [1, 2, 3]
+    assert sorted({int(line.rsplit(" ", 1)[1]) - TS for line in h.influx.lines}) == [1, 2, 3]
+    await h.stop()
+    spill.close()
