@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from benchmarks import codec, edge_footprint, edge_replay, ingest
+from benchmarks import api_list, codec, edge_footprint, edge_replay, ingest
 from benchmarks.bench_cli import SCENARIOS
 from benchmarks.errors import BenchmarkError
 from benchmarks.load import run_load_benchmark
@@ -25,7 +25,7 @@ log = logging.getLogger("benchmarks")
 ROOT: Final = Path(__file__).resolve().parents[1]
 OUT_DIR: Final = ROOT / ".ioc" / "bench"
 LOAD_NAMES: Final = tuple(f"load-{scenario}" for scenario in SCENARIOS)
-NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME, edge_replay.NAME, *LOAD_NAMES)
+NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME, edge_replay.NAME, *LOAD_NAMES, api_list.NAME)
 #: The load scenarios (``ioc bench``) publish for 60 s a run; 3 runs each (1 of 5 s with --quick).
 LOAD_RUNS: Final = 3
 LOAD_DURATION_S: Final = 60.0
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         edge_replay.NAME: lambda: edge_replay.run_edge_replay(runs=runs, work_dir=out, quick=args.quick),
         **{name: load(name.removeprefix("load-")) for name in LOAD_NAMES},
+        api_list.NAME: lambda: api_list.run_api_list(runs=runs, quick=args.quick, work_dir=out, cwd=ROOT),
     }
     at_start = machine()
     log.info(

@@ -8,6 +8,7 @@ field); nothing of it is applied.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -54,7 +55,8 @@ async def import_inventory(principal: Technician, ops: Ops, request: Request) ->
     except UnicodeDecodeError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body: not valid UTF-8") from exc
     try:
-        inventory = parse_text(text, fmt, "body")
+        # Parsed in a thread: a big YAML inventory takes seconds and must not stall ingestion.
+        inventory = await asyncio.to_thread(parse_text, text, fmt, "body")
     except InventoryError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     result = ops.registry.apply_inventory(inventory)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.registry.db import Database
-from hub.registry.inventory import InventoryError, load_file, parse_csv, parse_mapping, parse_yaml
+from hub.registry.inventory import InventoryError, load_file, parse_csv, parse_mapping, parse_text, parse_yaml
 from hub.registry.registry import Registry
 from wire.v1 import DeviceInfo, State
 
@@ -74,6 +74,23 @@ def test_csv_site_columns_define_the_site(tmp_path: Path) -> None:
     assert inv.sites[0].name == "Tân Định"
     assert inv.devices[0].installed == date(2025, 1, 2)
     assert inv.devices[0].tags == {"owner": "doe", "zone": "n"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"devices": [', "body: not valid JSON"),
+        (
+            '{"devices": [{"id": "aq-01", "lat": "north"}]}',
+            "body: devices[0] (aq-01): lat: Input should be a valid number",
+        ),
+        ("[]", "body: the top level must be a mapping"),
+    ],
+)
+def test_bad_json_inventory(text: str, expected: str) -> None:
+    with pytest.raises(InventoryError) as err:
+        parse_text(text, "json", "body")
+    assert expected in str(err.value)
 
 
 def test_unknown_file_type_is_refused(tmp_path: Path) -> None:
