@@ -31,6 +31,7 @@ import yaml
 
 from devices.profile import load_profile
 from devices.sim.city import GATEWAY, site_name
+from hub.auth import create_token
 from ioc.stack import LocalStack, StackEndpoints, ensure_packages
 from ioc.stack.process import die_with_parent
 
@@ -220,6 +221,10 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
         try:
             hub_port = free_port()
             hub_user, hub_password = ep.credentials("hub")
+            # Issue 6: the hub's database (registry, health, alerts, API tokens) in the state dir, and an admin
+            # API token created in it for demo.json ("hub_token"; send it as "Authorization: Bearer <token>").
+            hub_db = f"sqlite:///{state_dir / 'hub.db'}"
+            hub_token = create_token(hub_db, "admin", name="demo")
             children.start(
                 "hub",
                 ioc_argv("hub"),
@@ -232,6 +237,7 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                     "IOC_HUB_INFLUX__URL": ep.influx_url,
                     "IOC_HUB_INFLUX__DATABASE": ep.influx_db,
                     "IOC_HUB_HTTP__PORT": str(hub_port),
+                    "IOC_HUB_REGISTRY__URL": hub_db,
                 },
             )
             hub_url = f"http://127.0.0.1:{hub_port}"
@@ -256,6 +262,7 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
             wait_for_hub(hub_url, children)
             doc = {
                 "hub_url": hub_url,
+                "hub_token": hub_token,
                 "mqtt": {
                     "host": ep.mqtt_host,
                     "port": ep.mqtt_port,
