@@ -110,3 +110,23 @@ def test_cli_writes_the_configs_and_prints_the_city(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--sites", "0"], b"sites must be 1..100, not 0"),
+        (["--cameras-per-site", "11"], b"cameras_per_site must be 0..10, not 11"),
+        (["--broker-port", "0"], b"--broker-port must be 1..65535, not 0"),
+    ],
+)
+def test_cli_refuses_bad_arguments_naming_them(tmp_path: Path, args: list[str], problem: bytes) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ioc.cli", "sim", "city", "--out", str(tmp_path), "--no-rtsp", *args],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert problem in done.stderr
+    assert done.stdout == b""
