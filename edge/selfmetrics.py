@@ -6,8 +6,9 @@ outbox with:
 - every counter and gauge of :class:`edge.stats.EdgeStats` under its own name (``polls_ok``, ``readings_sent``,
   ``readings_dropped``, ``reconnects``, ``outbox_readings``, ``outbox_bytes``...): counters count since the
   agent started, so a restart shows as a reset, as with any Prometheus-style counter;
-- the process: ``uptime_s`` (since the agent started), ``rss_bytes`` (resident memory), ``cpu_pct`` (CPU time
-  since the previous sample, in % of one core), ``threads``;
+- the process: ``uptime_s`` (since the agent started), ``rss_bytes`` (resident memory, from
+  ``/proc/self/statm``; absent where there is no ``/proc``), ``cpu_pct`` (CPU time of all its threads since the
+  previous sample, in % of one core), ``threads`` (Python threads);
 - what the other parts add through ``sources`` (the agent passes the command counts and the devices' health).
 
 Names that break the wire contract are dropped by :class:`edge.readings.ReadingFilter` like any device's. The
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
-
-import psutil
 
 from devices.driver import MetricValue, now_ms
 from devices.driver import Reading as DriverReading
@@ -59,18 +61,21 @@ class AgentMetrics:
         self._interval_s = interval_s
         self._sources = list(sources)
         self._filter = ReadingFilter(gateway, AGENT_KIND, stats)
-        self._process = psutil.Process()
         self._started = time.monotonic()
+        self._cpu_at = (self._started, time.process_time())
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> list[Reading]:
         """One reading of the agent's figures, now."""
         metrics: dict[str, MetricValue] = dict(self._stats.snapshot())
-        with self._process.oneshot():
-            metrics["rss_bytes"] = int(self._process.memory_info().rss)
-            metrics["cpu_pct"] = float(self._process.cpu_percent(interval=None))
-            metrics["threads"] = int(self._process.num_threads())
-        metrics["uptime_s"] = round(time.monotonic() - self._started, 3)
+        rss = _rss_bytes()
+        if rss is not None:
+            metrics["rss_bytes"] = rss
+        now, cpu = time.monotonic(), time.process_time()
+        (then, cpu_then), self._cpu_at = self._cpu_at, (now, cpu)
+        metrics["cpu_pct"] = round(100.0 * (cpu - cpu_then) / max(now - then, 1e-6), 3)
+        metrics["threads"] = threading.active_count()
+        metrics["uptime_s"] = round(now - self._started, 3)
         for source in self._sources:
             try:
                 metrics.update(source())
@@ -84,7 +89,7 @@ class AgentMetrics:
             await self._outbox.put(self.sample())
 
     async def __aenter__(self) -> Self:
-        self._process.cpu_percent(interval=None)  # starts the CPU measurement of the first sample
+        self._cpu_at = (time.monotonic(), time.process_time())
         self._task = asyncio.create_task(self._loop(), name="edge-self-metrics")
         return self
 
@@ -99,3 +104,15 @@ class AgentMetrics:
             await self._outbox.put(self.sample())
         except Exception:
             log.warning("could not queue the last self-metrics sample", exc_info=True)
+
+
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_STATM: Final = Path("/proc/self/statm")
+
+
+def _rss_bytes() -> int | None:
+    """Resident memory of this process (``/proc/self/statm``, second field, in pages; proc(5)), or None."""
+    try:
+        return int(_STATM.read_bytes().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None

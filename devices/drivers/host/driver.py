@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import psutil
-
 from devices.driver import MetricValue, Reading, now_ms
 from devices.drivers.host.config import HostConfig
 from devices.errors import DeviceUnavailable
@@ -37,7 +35,13 @@ PREFERRED_SENSORS: Final = ("cpu_thermal", "soc_thermal", "coretemp", "k10temp",
 TemperatureSource = Callable[[], Mapping[str, Sequence[Any]]]
 
 
+# psutil is imported where it is used, not with the module: ``import devices.drivers`` registers every driver,
+# and an agent without a host device should not carry psutil (about 1.5 MB resident).
+
+
 def _psutil_temperatures() -> Mapping[str, Sequence[Any]]:
+    import psutil  # noqa: PLC0415 - imported on first use, see above
+
     read = getattr(psutil, "sensors_temperatures", None)  # absent on platforms without sensor support
     return read() if read is not None else {}
 
@@ -55,6 +59,8 @@ class HostDriver:
     async def open(self) -> None:
         if not await asyncio.to_thread(Path(self.config.disk_path).exists):
             raise DeviceUnavailable(f"host: disk_path {self.config.disk_path!r} does not exist")
+        import psutil  # noqa: PLC0415 - imported on first use, see above
+
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
         if not self._sensor_chosen:
             self._sensor_chosen = True
@@ -79,6 +85,8 @@ class HostDriver:
         ]
 
     def _sample(self) -> dict[str, MetricValue]:
+        import psutil  # noqa: PLC0415 - imported on first use, see above
+
         memory = psutil.virtual_memory()
         swap = psutil.swap_memory()
         disk = psutil.disk_usage(self.config.disk_path)

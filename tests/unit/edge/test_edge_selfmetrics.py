@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
@@ -62,3 +63,20 @@ async def test_a_failing_source_costs_only_its_own_figures(caplog: pytest.LogCap
     assert "nan_value" not in reading.metrics
     assert "polls_ok" in reading.metrics
     assert [r.getMessage() for r in caplog.records] == ["a self-metrics source failed"]
+
+
+async def test_cpu_pct_is_the_share_of_one_core_since_the_previous_sample() -> None:
+    stats = EdgeStats()
+    metrics = AgentMetrics("gw-1", MemoryOutbox(10, stats), stats, interval_s=60)
+    metrics.sample()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    while time.process_time() - cpu0 < 0.2:  # busy for 0.2 s of CPU (longer in wall time on a shared machine)
+        pass
+    cpu1, wall1 = time.process_time(), time.monotonic()
+    [busy] = metrics.sample()
+    expected = 100 * (cpu1 - cpu0) / (wall1 - wall0)
+    assert expected > 10
+    assert abs(float(busy.metrics["cpu_pct"]) - expected) < max(10.0, expected * 0.2)
+    await asyncio.sleep(0.3)  # idle
+    [idle] = metrics.sample()
+    assert float(idle.metrics["cpu_pct"]) < 20
