@@ -113,6 +113,7 @@ function renderAlerts() {
   const list = $("#alerts");
   const open = [...state.alerts.values()].filter((a) => a.state !== "resolved").sort((a, b) => b.id - a.id);
   $("#alert-count").textContent = String(open.length);
+  $("#alert-count").dataset.zero = String(open.length === 0);
   if (!open.length) {
     list.replaceChildren(el("li", { class: "muted", text: t("no_alerts") }));
     return;
