@@ -1,0 +1,97 @@
+"""The mosquitto role's ``mosquitto_passwd_hash`` filter: Mosquitto 2's ``$7$`` format, stable, salted per account.
+
+That Mosquitto accepts these hashes is shown end to end in tests/integration/test_ansible_roles.py (the broker
+configured by the role lets each account in with its password and refuses a wrong one).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+PLUGIN = Path(__file__).resolve().parents[2] / "ansible/roles/mosquitto/filter_plugins/mosquitto_passwd.py"
+
+
+def load_plugin() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mosquitto_passwd_plugin", PLUGIN)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+plugin = load_plugin()
+hash_fn: Callable[..., str] = plugin.mosquitto_passwd_hash
+
+
+def parts(hashed: str) -> tuple[int, bytes, bytes]:
+    empty, kind, iterations, salt, digest = hashed.split("$")
+    assert (empty, kind) == ("", "7")
+    return int(iterations), base64.b64decode(salt, validate=True), base64.b64decode(digest, validate=True)
+
+
+def test_format_is_pbkdf2_sha512_with_a_12_byte_salt() -> None:
+    iterations, salt, digest = parts(hash_fn("s3cret", "site-a.gw-1", "key", 1000))
+    assert iterations == 1000
+    assert len(salt) == 12
+    assert digest == hashlib.pbkdf2_hmac("sha512", b"s3cret", salt, 1000)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
+def test_same_layout_as_mosquitto_passwd(tmp_path: Path) -> None:
+    """The installed mosquitto_passwd writes the same layout (salt and hash sizes, PBKDF2-SHA512)."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text("u:s3cret\n", encoding="utf-8")
+    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True, timeout=30)
+    user, theirs = passwd.read_text(encoding="utf-8").strip().split(":", 1)
+    iterations, salt, digest = parts(theirs)
+    assert user == "u"
+    assert len(salt) == 12
+    assert digest == hashlib.pbkdf2_hmac("sha512", b"s3cret", salt, iterations)
+    _, our_salt, our_digest = parts(hash_fn("s3cret", "u", "key"))
+    assert (len(our_salt), len(our_digest)) == (len(salt), len(digest))
+
+
+def test_stable_for_the_same_inputs_so_the_file_does_not_change() -> None:
+    assert hash_fn("pw", "hub", "key") == hash_fn("pw", "hub", "key")
+
+
+@pytest.mark.parametrize(
+    ("password", "username", "key"),
+    [("pw", "site-b.gw-2", "key"), ("pw2", "hub", "key"), ("pw", "hub", "other-key")],
+    ids=["other account", "new password", "other deployment"],
+)
+def test_salt_differs_per_account_password_and_deployment(password: str, username: str, key: str) -> None:
+    _, base_salt, _ = parts(hash_fn("pw", "hub", "key"))
+    _, salt, _ = parts(hash_fn(password, username, key))
+    assert salt != base_salt
+
+
+@pytest.mark.parametrize(
+    ("password", "username", "key", "iterations", "message"),
+    [
+        ("", "hub", "key", 10, "'hub': empty password"),
+        ("pw", "a:b", "key", 10, "has no ':'"),
+        ("pw", "", "key", 10, "non-empty"),
+        ("pw", "hub", "", 10, "salt key is empty"),
+        ("pw", "hub", "key", 0, "iterations 0"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(
+    password: str, username: str, key: str, iterations: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        hash_fn(password, username, key, iterations)
+
+
+def test_registered_as_an_ansible_filter() -> None:
+    assert plugin.FilterModule().filters() == {"mosquitto_passwd_hash": hash_fn}
