@@ -146,8 +146,22 @@ def health_board(snap: Snapshot) -> Board:
             options={"sortBy": [{"displayName": "code", "desc": False}]},
         ),
         Panel(
-            "state-timeline",
+            "bargauge",
             "panel.device_uptime",
+            (Query(_UPTIME, alias="$tag_device"),),
+            unit="percent",
+            width=24,
+            height=8,
+            thresholds=(Threshold(None, RED), Threshold(95, GREEN)),
+            min=0,
+            max=100,
+            decimals=1,
+            description="desc.uptime",
+            options={"orientation": "vertical", "displayMode": "basic", "reduceOptions": {"calcs": ["lastNotNull"]}},
+        ),
+        Panel(
+            "state-timeline",
+            "panel.device_timeline",
             (
                 Query(
                     'SELECT last("code") FROM "device_health" WHERE $timeFilter '
@@ -188,6 +202,12 @@ def health_board(snap: Snapshot) -> Board:
     return Board("ioc-ops-health", "board.health", OPERATIONS, tuple(panels), tags=("health",), time_from="now-1h")
 
 
+#: Share of the time range each device was online: its state per minute (the last transition carried forward),
+#: 1 when online, averaged. Minutes before a device's first transition in the range do not count.
+_UPTIME: Final = (
+    'SELECT mean("up") * 100 FROM (SELECT floor(last("code") / 3) AS "up" FROM "device_health" WHERE $timeFilter '
+    'GROUP BY time(1m), "device" fill(previous)) GROUP BY "device"'
+)
 #: Transitions of any device out of "online" per hour (0 in hours without any): the faults trend.
 _FAULTS_PER_HOUR: Final = (
     'SELECT sum("down") FROM (SELECT 1 - floor("code" / 3) AS "down" FROM "device_health" WHERE $timeFilter) '

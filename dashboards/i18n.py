@@ -43,7 +43,8 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "panel.devices_reporting": ("Devices reporting by kind", "Thiết bị đang gửi dữ liệu theo loại"),
     "panel.devices_map": ("Devices on the map", "Bản đồ thiết bị"),
     "panel.device_states": ("Devices by state", "Thiết bị theo trạng thái"),
-    "panel.device_uptime": ("Device uptime", "Thời gian hoạt động của thiết bị"),
+    "panel.device_uptime": ("Device uptime in range", "Tỷ lệ thời gian hoạt động của thiết bị"),
+    "panel.device_timeline": ("Device states over time", "Trạng thái thiết bị theo thời gian"),
     "panel.devices_online": ("Devices online", "Thiết bị trực tuyến"),
     "panel.devices_not_online": ("Devices not online", "Thiết bị không trực tuyến"),
     "panel.health_events": ("Health events in range", "Sự kiện trong khoảng thời gian"),
@@ -149,6 +150,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "desc.online_share": (
         "Share of devices whose last health state is online; green at or above the target.",
         "Tỷ lệ thiết bị có trạng thái gần nhất là trực tuyến; màu xanh khi đạt hoặc vượt mục tiêu.",
+    ),
+    "desc.uptime": (
+        "Share of the minutes in the time range each device was online (from its health transitions).",
+        "Tỷ lệ số phút trong khoảng thời gian mà thiết bị ở trạng thái trực tuyến (theo các lần chuyển trạng thái).",
     ),
     "desc.kpi": (
         "Indicators posted to the hub (POST /api/v1/kpis) by the departments that own them.",
