@@ -51,12 +51,27 @@ def main(args: argparse.Namespace) -> int:
         return token_main(args)
     try:
         settings = load_settings(args.config)
+        check_operations_files(settings)
     except ConfigError as exc:
         sys.stderr.write(f"ioc hub: {exc}\n")
         return EXIT_CONFIG
     # httpx logs every request at INFO: one line per write batch and health check is noise here.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return asyncio.run(_run(settings))
+
+
+def check_operations_files(settings: HubSettings) -> None:
+    """The alert rules and the inventory are config too: a bad one stops the start with exit code 2."""
+    from hub.alerts.rules import load_rules  # noqa: PLC0415 - imported with the subcommand only
+    from hub.registry.inventory import InventoryError, load_file  # noqa: PLC0415
+
+    if settings.alerts.rules_file is not None:
+        load_rules(settings.alerts.rules_file)
+    if settings.registry.inventory_file is not None:
+        try:
+            load_file(settings.registry.inventory_file)
+        except InventoryError as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 async def _run(settings: HubSettings) -> int:
