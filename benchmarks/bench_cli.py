@@ -63,6 +63,7 @@ def summary(result: BenchmarkResult) -> dict[str, Any]:
         "hub_cpu_pct": round(statistics.median([s.metrics.get("hub_cpu_pct", 0.0) for s in result.samples]), 1)
         if result.samples
         else 0.0,
+        "hub_cpu_us_per_message": round(med.get("hub_cpu_us_per_message", 0.0), 1),
         "params": result.params,
     }
 

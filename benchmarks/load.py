@@ -176,6 +176,7 @@ def _one_run(
             drop_database(ep.influx_url, db)
 
     seconds = stored - result.first_publish
+    stored_messages = counted // max(readings_per_message, 1)
     # With several hubs each sees only part of every gateway's sequence: gaps say nothing then (-1).
     gaps = -1 if hubs > 1 else _gaps(last) - _gaps(base)
     latencies = sorted(probes.latencies_ms.values())
@@ -201,6 +202,8 @@ def _one_run(
         "seconds": seconds,
         "hub_peak_rss_mib": rss / 2**20,
         **{f"{name}_cpu_pct": pct for name, pct in cpu.items()},
+        # CPU the hub spent per stored message: its capacity whatever share of the cores it got here.
+        "hub_cpu_us_per_message": cpu["hub"] / 100 * (stored - go) / max(stored_messages, 1) * 1e6,
     }
     counts = {
         "sent": result.readings,

@@ -28,6 +28,7 @@ _FORMATS: Final[dict[str, tuple[str, str]]] = {
     "p50_ms": ("publish->queryable p50 ms", "{:,.0f}"),
     "p99_ms": ("publish->queryable p99 ms", "{:,.0f}"),
     "publish_rate": ("publisher reached msgs/s", "{:,.0f}"),
+    "hub_cpu_us_per_message": ("hub CPU µs per message", "{:,.0f}"),
 }
 
 
