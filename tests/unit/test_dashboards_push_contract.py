@@ -279,6 +279,12 @@ def test_contract_errors_name_the_step(grafana: tuple[FakeGrafana, str]) -> None
         push(connect("http://127.0.0.1:9", TOKEN, timeout_s=2), render_all(snapshot(), "en"), TARGET)
     with pytest.raises(PushError, match="token is required"):
         connect(url, "")
+    # a hand-made datasource already holds our name under another uid: Grafana refuses, the step is named
+    state.fail.clear()
+    state.datasources.clear()
+    state.datasources["other"] = {"name": "IOC InfluxDB", "uid": "other", "type": "influxdb", "id": 77}
+    with pytest.raises(PushError, match=f"create datasource {DATASOURCE_UID}: Grafana answered 409"):
+        push(connect(url, TOKEN), render_all(snapshot(), "en"), TARGET)
 
 
 def test_contract_cli_push_prints_the_report(
