@@ -6,6 +6,7 @@ re-fire after a manual resolve, tokens through the API and the CLI's ``ioc hub t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -279,3 +280,62 @@ def test_ioc_hub_token_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert no_db.returncode == 2
     assert "registry.url is not set" in no_db.stderr
+
+
+async def _read_events(response: httpx.Response, into: list[tuple[str, dict[str, Any]]]) -> None:
+    kind = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            into.append((kind, json.loads(line[6:])))
+
+
+@pytest.mark.timeout(60)
+async def test_event_stream_is_live_and_limited_to_the_tokens_wards(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    settings = ops_settings(stack, influx_db, tmp_path, rules=RULES, inventory=INVENTORY)
+    gw_a = Gateway(stack, "site-a", "gw-1")
+    gw_b = Gateway(stack, "site-b", "gw-2")
+    try:
+        async with running_hub(settings) as hub, httpx.AsyncClient(base_url=hub.api_url, timeout=30) as http:
+            tok = await tokens(hub)
+            assert (await http.get("/api/v1/events")).status_code == 401
+            seen: dict[str, list[tuple[str, dict[str, Any]]]] = {"admin": [], "viewer-quan-1": []}
+            async with (
+                http.stream("GET", "/api/v1/events", headers=auth(tok["admin"])) as admin_stream,
+                http.stream("GET", "/api/v1/events", headers=auth(tok["viewer-quan-1"])) as ward_stream,
+            ):
+                assert admin_stream.headers["content-type"].startswith("text/event-stream")
+                readers = [
+                    asyncio.create_task(_read_events(admin_stream, seen["admin"])),
+                    asyncio.create_task(_read_events(ward_stream, seen["viewer-quan-1"])),
+                ]
+                await wait_until(lambda: hub.operations.events.clients == 2)
+                gw_a.birth([("cam-01", "camera", 30.0)])
+                gw_b.birth([("aq-02", "air_quality", 30.0)])
+                gw_a.data(("cam-01", "camera", {"fps": 3.0}))
+                gw_b.data(("aq-02", "air_quality", {"pm25": 200.0}))
+                await wait_until(lambda: {"cam-01", "aq-02"} <= _subjects(seen["admin"]))
+                await asyncio.sleep(0.5)
+                for task in readers:
+                    task.cancel()
+            assert {"cam-01"} == _subjects(seen["viewer-quan-1"])
+            kinds = {kind for kind, _ in seen["viewer-quan-1"]}
+            assert {"device", "gateway", "alert"} <= kinds
+            assert {d["site"] for k, d in seen["viewer-quan-1"] if k in ("device", "gateway")} == {"site-a"}
+            assert {d["site"] for k, d in seen["admin"] if k == "gateway"} == {"site-a", "site-b"}
+    finally:
+        gw_a.close()
+        gw_b.close()
+
+
+def _subjects(events: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    out: set[str] = set()
+    for kind, data in events:
+        if kind == "device":
+            out.add(data["device"])
+        elif kind == "alert":
+            out.add(data["alert"]["subject"])
+    return out
