@@ -6,11 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from hub.aqi import (
     BANDS,
     INDEX_LEVELS,
+    AqiJob,
     Pollutant,
     SiteHours,
     band_of,
@@ -22,6 +25,7 @@ from hub.aqi import (
     round_half_up,
     sub_index,
 )
+from hub.config import AqiSettings, InfluxSettings
 from hub.errors import StorageError
 
 P = Pollutant
@@ -302,3 +306,49 @@ def test_a_site_takes_the_district_its_latest_readings_carry() -> None:
     (site,) = parse_hourly_means({"results": [means, latest_pm25, latest_pm10]})
     assert site.district == "quan-1"
     assert site.hours == {0: {P.PM25: 20.0}}
+
+
+async def test_contract_the_job_queries_influxdb_2_through_its_v1_compatible_api() -> None:
+    # InfluxDB 2.x cannot run here: the request is checked against the documented /query contract (InfluxQL on a
+    # DBRP-mapped bucket, "Authorization: Token ..."), answered like InfluxDB does; the lines go to the writer.
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        series = {"tags": {"site": "s"}, "columns": ["time", "pm25"], "values": [[HOUR * 10, 30.0], [HOUR * 11, 30.0]]}
+        return httpx.Response(200, json={"results": [{"statement_id": 0, "series": [series]}]})
+
+    written: list[bytes] = []
+
+    async def write(body: bytes) -> None:
+        written.append(body)
+
+    influx = InfluxSettings(url="http://influx2:8086", api="v2", token=SecretStr("t0k"), org="city", bucket="ioc")
+    job = AqiJob(AqiSettings(hours_back=1), influx, write, transport=httpx.MockTransport(answer))
+    try:
+        n = await job.run_once(datetime.fromtimestamp(HOUR * 11 / 1000 + 60, UTC))
+    finally:
+        await job.aclose()
+    (request,) = seen
+    assert request.url.path == "/query"
+    assert request.url.params["db"] == "ioc"
+    assert request.url.params["epoch"] == "ms"
+    assert request.headers["Authorization"] == "Token t0k"
+    assert request.url.params["q"].startswith('SELECT mean("pm25") AS "pm25"')
+    assert n == 2  # the current hour and today
+    assert written[0].decode().startswith("vn_aqi,period=hour,site=s aqi=")
+
+
+async def test_the_job_reports_an_influxdb_error_answer() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "authorization failed"})
+
+    async def write(body: bytes) -> None:
+        raise AssertionError("nothing to write")
+
+    job = AqiJob(AqiSettings(), InfluxSettings(), write, transport=httpx.MockTransport(answer))
+    try:
+        with pytest.raises(StorageError, match="HTTP 401"):
+            await job.run_once()
+    finally:
+        await job.aclose()
