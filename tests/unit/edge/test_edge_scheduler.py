@@ -184,7 +184,7 @@ async def test_a_failing_device_does_not_delay_a_healthy_one() -> None:
 
 
 async def test_down_and_up_are_emitted_exactly_once_each(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="edge.scheduler")
+    caplog.set_level(logging.INFO, logger="edge.poller")
     device = SimulatedDevice("unavailable")
     harness = Harness()
     scheduler = Scheduler([plan("t-1", device, 0.05)], harness.outbox, harness.events, harness.stats)
@@ -201,7 +201,7 @@ async def test_down_and_up_are_emitted_exactly_once_each(caplog: pytest.LogCaptu
     assert [e.type for e in events] == [EventType.DEVICE_DOWN, EventType.DEVICE_UP]
     assert events[0].reason == "simulated: connection refused"
     assert events[0].ts_ms <= events[1].ts_ms
-    transitions = [r.getMessage() for r in caplog.records if r.name == "edge.scheduler" and r.levelno >= logging.INFO]
+    transitions = [r.getMessage() for r in caplog.records if r.name == "edge.poller" and r.levelno >= logging.INFO]
     assert len([m for m in transitions if "is down" in m]) == 1
     assert len([m for m in transitions if "is up again" in m]) == 1
     assert harness.stats.polls_failed == failures
@@ -234,7 +234,7 @@ async def test_busy_keeps_the_connection_and_retries_on_the_next_tick() -> None:
 
 
 async def test_an_unexpected_error_is_logged_with_its_traceback_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="edge.scheduler")
+    caplog.set_level(logging.INFO, logger="edge.poller")
     device = SimulatedDevice("crash")
     harness = Harness()
     await harness.run([plan("t-1", device, 0.05)], 0.6)

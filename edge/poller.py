@@ -1,0 +1,340 @@
+"""One device's task: its driver polled on a fixed monotonic grid, with the failure policy.
+
+The task opens its driver, polls every ``interval_s`` on ticks ``origin + k * interval_s`` (no drift; a poll
+that overruns skips the ticks it missed instead of bursting to catch up), each open and each poll under
+``asyncio.timeout(timeout_s)``. What happens after a failed attempt depends only on the error's type
+(:mod:`devices.errors`):
+
+- :class:`DeviceBusy`: the driver already retried; the next regular tick tries again, connection kept;
+- :class:`DeviceUnavailable`, :class:`DeviceResponseError`, a timeout, or any unexpected exception (logged with
+  its traceback): the driver is closed, and reopened after a capped exponential backoff with jitter
+  (:class:`~edge.backoff.Backoff`, base ``interval_s``, cap ``min(10 x interval_s, 300 s)`` but at least one
+  interval), then the grid is resumed.
+
+A device's state changes (first known state, down, up) are logged once each and queued as events; repeated
+failures are logged at DEBUG only. The task never dies of a device error.
+
+Run-time control: :meth:`DevicePoller.set_interval` re-anchors the grid on the new interval at once;
+:meth:`DevicePoller.poll_now` polls outside the grid and :meth:`DevicePoller.execute` runs a driver command.
+Every use of the driver holds the device's lock, so a device sees one request at a time however polls and
+commands interleave.
+
+Report-by-exception (optional, :mod:`edge.exception`) filters a regular poll's readings before they reach the
+outbox; a ``poll_now`` is always sent whole (and counts as reported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from devices.driver import CommandCapable, MetricValue, now_ms
+from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable, UnsupportedCommand
+from edge.backoff import Backoff
+from edge.config import ReportConfig
+from edge.events import DeviceEvent, EventQueue
+from edge.exception import ExceptionFilter
+from edge.outbox import Outbox
+from edge.plan import DevicePlan
+from edge.readings import ReadingFilter
+from edge.stats import EdgeStats
+from wire.v1 import EventType, Reading
+
+log = logging.getLogger(__name__)
+
+#: Backoff cap: this many intervals...
+BACKOFF_CAP_INTERVALS: Final = 10.0
+#: ...but never more than this (unless the interval itself is longer).
+BACKOFF_CAP_S: Final = 300.0
+#: How long closing a driver may take (``Driver.close`` never raises, but may hang on a dead link).
+CLOSE_TIMEOUT_S: Final = 5.0
+#: How long stopping one device (remove, replace, restart) waits for a command holding the device.
+DEVICE_STOP_TIMEOUT_S: Final = 15.0
+
+
+def backoff_for(interval_s: float, rng: random.Random | None = None) -> Backoff:
+    """The device backoff policy: base one interval, cap ``min(10 intervals, 300 s)``, at least one interval."""
+    cap = max(interval_s, min(BACKOFF_CAP_INTERVALS * interval_s, BACKOFF_CAP_S))
+    return Backoff(interval_s, cap, rng)
+
+
+class Health(enum.Enum):
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+class ActionNotSupported(UnsupportedCommand):
+    """The device's driver does not declare this action (:meth:`CommandCapable.supported_actions`)."""
+
+
+class PollFailed(Exception):
+    """A poll requested outside the grid (``read_now``) failed; ``timed_out`` when the device did not answer."""
+
+    def __init__(self, reason: str, *, timed_out: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.timed_out = timed_out
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    reason: str
+    #: Close the driver and come back after a backoff (False: keep the connection, retry on the next tick).
+    reconnect: bool
+    timed_out: bool = False
+
+
+class DevicePoller:
+    """Runs one device until cancelled. See the module docstring for the policy."""
+
+    def __init__(
+        self,
+        plan: DevicePlan,
+        outbox: Outbox,
+        events: EventQueue,
+        stats: EdgeStats,
+        *,
+        rng: random.Random | None = None,
+        report: ReportConfig | None = None,
+    ) -> None:
+        self.plan = plan
+        self.health = Health.UNKNOWN
+        self._outbox = outbox
+        self._events = events
+        self._stats = stats
+        self._rng = rng
+        self._filter = ReadingFilter(plan.id, plan.kind, stats)
+        self._exceptions = ExceptionFilter(plan.id, report) if report is not None else None
+        self._backoff = backoff_for(plan.interval_s, rng)
+        self._opened = False
+        self._down_since = 0.0
+        #: Held by every use of the driver: one request at a time per device.
+        self._lock = asyncio.Lock()
+        #: Set by :meth:`set_interval`; wakes the task's sleep so the new grid starts at once.
+        self._retime = False
+        self._wake = asyncio.Event()
+        #: Removed from the scheduler: commands that were waiting for the lock must not reopen the driver.
+        self._retired = False
+
+    @property
+    def interval_s(self) -> float:
+        return self.plan.interval_s
+
+    @property
+    def suppressed(self) -> int:
+        """Metric values held back by report-by-exception."""
+        return self._exceptions.suppressed if self._exceptions is not None else 0
+
+    def set_interval(self, interval_s: float) -> None:
+        """Poll every ``interval_s`` from now on: the grid is re-anchored one new interval after the last poll
+        (at once if that is past); a device in backoff keeps its current wait. The backoff base follows."""
+        if not math.isfinite(interval_s) or interval_s <= 0:
+            raise ValueError(f"interval_s must be a positive number, not {interval_s!r}")
+        self.plan = dataclasses.replace(self.plan, interval_s=interval_s)
+        failures = self._backoff.failures
+        self._backoff = backoff_for(interval_s, self._rng)
+        self._backoff.failures = failures
+        self._retime = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Poll until cancelled; the driver is closed on the way out."""
+        origin = time.monotonic()
+        next_at = origin
+        last_start = origin
+        backing_off = False
+        try:
+            while True:
+                if await self._sleep_until(next_at):
+                    if not backing_off:
+                        origin = next_at = max(time.monotonic(), last_start + self.plan.interval_s)
+                    continue
+                last_start = time.monotonic()
+                async with self._lock:
+                    failure = await self._attempt(self._exceptions)
+                    if isinstance(failure, _Failure) and failure.reconnect:
+                        await self._close()
+                now = time.monotonic()
+                interval = self.plan.interval_s
+                if isinstance(failure, _Failure):
+                    self._stats.polls_failed += 1
+                    self._mark_down(failure.reason)
+                    if failure.reconnect:
+                        backing_off = True
+                        next_at = now + self._backoff.next()
+                        continue
+                else:
+                    self._backoff.reset()
+                    self._mark_up()
+                if backing_off:
+                    # Back on the grid after a backoff: re-anchored on this attempt.
+                    backing_off = False
+                    origin = last_start
+                # The next tick of the grid strictly after now: ticks missed by a slow poll are skipped.
+                next_at = origin + (math.floor((now - origin) / interval) + 1) * interval
+        finally:
+            await self._close()
+
+    async def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until ``deadline`` (monotonic). True if :meth:`set_interval` woke it first."""
+        while True:
+            if self._retime:
+                self._retime = False
+                return True
+            delay = deadline - time.monotonic()
+            if delay <= 0:
+                return False
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def poll_now(self) -> list[Reading]:
+        """Poll once, now, outside the grid (waiting for a poll or command in progress on this device first).
+
+        The readings are queued in the outbox whole (no report-by-exception) and returned. Raises
+        :class:`PollFailed`; the failure counts like a regular one (health event, driver closed on a
+        connection-level error, the regular task reopens it).
+        """
+        async with self._lock:
+            if self._retired:
+                raise PollFailed(f"device {self.plan.id!r} was removed meanwhile", timed_out=False)
+            outcome = await self._attempt(None)
+            if isinstance(outcome, _Failure) and outcome.reconnect:
+                await self._close()
+        if isinstance(outcome, _Failure):
+            self._stats.polls_failed += 1
+            self._mark_down(outcome.reason)
+            raise PollFailed(outcome.reason, timed_out=outcome.timed_out)
+        self._mark_up()
+        if self._exceptions is not None:
+            self._exceptions.note_reported(outcome)
+        return outcome
+
+    async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
+        """Run a driver command (opening the driver first if needed), one request at a time with the polls.
+
+        Raises :class:`ActionNotSupported` when the driver has no ``action``, :class:`TimeoutError` when
+        opening takes longer than the device's timeout, :class:`DeviceError` from the driver. Any failure but
+        :class:`DeviceBusy` and :class:`UnsupportedCommand` (or a cancelled command) closes the driver; the
+        regular task reopens it.
+        After a successful ``restart`` the driver is closed too: the old connection died with the device.
+        """
+        driver = self.plan.driver
+        if not isinstance(driver, CommandCapable) or action not in driver.supported_actions():
+            raise ActionNotSupported(f"driver {self.plan.driver_name!r} cannot {action!r}")
+        async with self._lock:
+            if self._retired:
+                raise DeviceUnavailable(f"device {self.plan.id!r} was removed meanwhile")
+            try:
+                if not self._opened:
+                    self._opened = True
+                    async with asyncio.timeout(self.plan.timeout_s):
+                        await self.plan.driver.open()
+                detail = await driver.execute(action, params)
+            except (DeviceBusy, UnsupportedCommand):
+                raise  # the device is there and said no: keep the connection
+            except BaseException:
+                # Unreachable, a wrong answer, a timeout, a cancelled command or a driver bug: the connection
+                # may be half-open or hold a late answer; the regular task reopens it.
+                await self._close()
+                raise
+            if action == "restart":
+                await self._close()
+        return detail
+
+    async def _attempt(self, exceptions: ExceptionFilter | None) -> list[Reading] | _Failure:
+        """Open if needed, poll once, queue the readings (through ``exceptions`` if given).
+
+        Returns the readings queued, or the failure. The caller holds the lock. A cancellation (scheduler
+        stopping, a command's timeout) closes the driver: a late answer must not be taken for the next one.
+        """
+        plan = self.plan
+        step = "open"
+        try:
+            if not self._opened:
+                # From here on a close() is due, even if open() fails half-way (a socket may be left).
+                self._opened = True
+                async with asyncio.timeout(plan.timeout_s):
+                    await plan.driver.open()
+            step = "poll"
+            async with asyncio.timeout(plan.timeout_s):
+                readings = await plan.driver.poll()
+            step = "conversion of the readings"
+            converted = self._filter.convert(readings)
+        except DeviceBusy as exc:
+            return _Failure(f"device busy: {exc}", reconnect=False)
+        except (DeviceUnavailable, DeviceResponseError) as exc:
+            return _Failure(str(exc) or type(exc).__name__, reconnect=True)
+        except TimeoutError:
+            return _Failure(f"{step} timed out after {plan.timeout_s:g} s", reconnect=True, timed_out=True)
+        except asyncio.CancelledError:
+            await self._close()
+            raise
+        except Exception as exc:
+            # A driver bug must not kill the device's task: log the traceback once per outage, then retry.
+            if self.health is not Health.DOWN:
+                log.exception("device %s: unexpected error in %s", plan.id, step)
+            else:
+                log.debug("device %s: unexpected error in %s", plan.id, step, exc_info=True)
+            return _Failure(f"unexpected error in {step}: {type(exc).__name__}: {exc}", reconnect=True)
+        self._stats.polls_ok += 1
+        queued = exceptions.filter(converted) if exceptions is not None else converted
+        await self._outbox.put(queued)
+        return converted
+
+    async def _close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.plan.driver.close()
+        except Exception:  # close "never raises"; if a driver does anyway, the next open starts afresh
+            log.debug("device %s: error while closing the driver", self.plan.id, exc_info=True)
+
+    async def close_when_idle(self, *, retire: bool) -> None:
+        """Close the driver once no command holds it (after the task was stopped). ``retire``: the device is
+        being removed, so a command still waiting for it fails instead of opening the driver again."""
+        self._retired = retire
+        try:
+            async with asyncio.timeout(DEVICE_STOP_TIMEOUT_S):
+                await self._lock.acquire()
+        except TimeoutError:
+            log.warning("device %s: a command still holds it; closing the driver anyway", self.plan.id)
+            await self._close()
+            return
+        try:
+            await self._close()
+        finally:
+            self._lock.release()
+
+    def _mark_up(self) -> None:
+        if self.health is Health.UP:
+            return
+        if self.health is Health.DOWN:
+            log.info("device %s is up again after %.1f s", self.plan.id, time.monotonic() - self._down_since)
+        else:
+            log.info("device %s is up (first poll ok)", self.plan.id)
+        self.health = Health.UP
+        self._events.put(DeviceEvent(self.plan.id, EventType.DEVICE_UP, now_ms()))
+
+    def _mark_down(self, reason: str) -> None:
+        if self.health is Health.DOWN:
+            log.debug("device %s still down: %s", self.plan.id, reason)
+            return
+        log.warning("device %s is down: %s", self.plan.id, reason)
+        self.health = Health.DOWN
+        self._down_since = time.monotonic()
+        self._events.put(DeviceEvent(self.plan.id, EventType.DEVICE_DOWN, now_ms(), reason))
