@@ -9,6 +9,7 @@ with a technician token. Queries go to InfluxDB's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -92,40 +93,50 @@ def _wait_for_data(url: str, db: str, snap: Snapshot) -> None:
     pytest.fail(f"demo data incomplete after {READY_TIMEOUT_S} s: devices {sorted(seen)} of {sorted(expected)}")
 
 
-@pytest.fixture(scope="session")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
-    """The simulated city, loaded: readings of every demo device, VN_AQI, hub health, KPIs."""
-    state = tmp_path_factory.mktemp("demo-city")
-    env = {
-        # The demo's children inherit the environment: the hub's periodic jobs run every few seconds here, and
-        # its database is a file, so a token can be created for it with `ioc hub token create`.
-        "IOC_HUB_AQI__INTERVAL_S": "3",
-        "IOC_HUB_METRICS__INTERVAL_S": "2",
-        "IOC_HUB_REGISTRY__URL": f"sqlite:///{state / 'hub.db'}",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the block only (the demo's children copy the environment when they start)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        with demo_city(state) as running:
-            children = running.children
-            doc = running.doc
-            url, db = doc["influxdb"]["url"], doc["influxdb"]["database"]
-            snap = city_snapshot(state, doc)
-            _seed_pm_history(url, db, snap)
-            _wait_for_data(url, db, snap)
-            _post_kpis(doc)
-            yield City(url, db, snap, bool(doc.get("rtsp", {}).get("available", True)))
-        # ioc.demo reads each simulator's port from its stdout pipe and leaves the pipe open; closed here, once
-        # the children are stopped, so no ResourceWarning escapes (warnings are errors in this suite).
-        for proc in children.procs.values():
-            if proc.stdout is not None:
-                proc.stdout.close()
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
+    """The simulated city, loaded: readings of every demo device, VN_AQI, hub health, KPIs."""
+    state = tmp_path_factory.mktemp("demo-city")
+    registry = f"sqlite:///{state / 'hub.db'}"
+    env = {
+        # Only for the demo's children: its hub runs its periodic jobs every few seconds, and its database is a
+        # file, so a token can be created for it with `ioc hub token create`. Not left set for other tests.
+        "IOC_HUB_AQI__INTERVAL_S": "3",
+        "IOC_HUB_METRICS__INTERVAL_S": "2",
+        "IOC_HUB_REGISTRY__URL": registry,
+    }
+    with contextlib.ExitStack() as stack:
+        with _environ(env):
+            running = stack.enter_context(demo_city(state))
+        children = running.children
+        doc = running.doc
+        url, db = doc["influxdb"]["url"], doc["influxdb"]["database"]
+        snap = city_snapshot(state, doc)
+        _seed_pm_history(url, db, snap)
+        _wait_for_data(url, db, snap)
+        _post_kpis(doc, registry)
+        yield City(url, db, snap, bool(doc.get("rtsp", {}).get("available", True)))
+        stack.close()
+        # ioc.demo reads each simulator's port from its stdout pipe and leaves the pipe open; closed here, once
+        # the children are stopped, so no ResourceWarning escapes (warnings are errors in this suite).
+        for proc in children.procs.values():
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def _seed_pm_history(url: str, db: str, snap: Snapshot) -> None:
@@ -148,7 +159,7 @@ def _seed_pm_history(url: str, db: str, snap: Snapshot) -> None:
     influx_write(url, db, "\n".join(lines))
 
 
-def _technician_token(doc: dict[str, Any]) -> str:
+def _technician_token(doc: dict[str, Any], registry: str) -> str:
     """The demo's own token if it gives one, else a technician token created as an operator would."""
     token = doc.get("admin_token") or doc.get("token")
     if token:
@@ -159,13 +170,14 @@ def _technician_token(doc: dict[str, Any]) -> str:
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "IOC_HUB_REGISTRY__URL": registry},
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
-def _post_kpis(doc: dict[str, Any]) -> None:
-    headers = {"Content-Type": "text/csv", "Authorization": f"Bearer {_technician_token(doc)}"}
+def _post_kpis(doc: dict[str, Any], registry: str) -> None:
+    headers = {"Content-Type": "text/csv", "Authorization": f"Bearer {_technician_token(doc, registry)}"}
     response = httpx.post(f"{doc['hub_url']}/api/v1/kpis", content=KPIS, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     assert response.json() == {"stored": 2}
