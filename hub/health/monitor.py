@@ -62,6 +62,9 @@ class _Gateway:
     machine: HealthMachine
     session: str = ""
     devices: set[str] = field(default_factory=set)
+    """Every device seen behind it (announced or with readings)."""
+    announced: set[str] = field(default_factory=set)
+    """The devices of its last birth."""
 
 
 @dataclass(slots=True)
@@ -168,6 +171,14 @@ class HealthMonitor:
         g = self._gateway(site, gateway)
         if state.online:
             g.session = state.session
+            announced = {info.id for info in state.devices}
+            for gone in sorted((g.announced - announced) & g.devices):
+                # Taken out of the agent's config: no verdict any more, and no inactivity clock.
+                d = self.devices[gone]
+                d.last_seen = None
+                self._propose_device(d, Health.UNKNOWN, f"no longer announced by gateway {site}/{gateway}", now)
+                g.devices.discard(gone)
+            g.announced = announced
             for info in state.devices:
                 d = self._device(info.id, site, gateway)
                 d.kind, d.interval_s = info.kind, info.interval_s

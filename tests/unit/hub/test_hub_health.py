@@ -194,3 +194,17 @@ async def test_sink_persists_transitions(tmp_path: Path) -> None:
         assert [(r["old"], r["new"]) for r in rows] == [("online", "offline"), ("unknown", "online")]
     finally:
         db.close()
+
+
+def test_a_device_left_out_of_a_new_birth_becomes_unknown_and_is_not_timed_out() -> None:
+    monitor, clock, seen = make()
+    monitor.observe(SITE, GW, birth("sess-0001"))
+    monitor.observe(SITE, GW, data("aq-01", "wl-01"))
+    only_aq = State(online=True, session="sess-0002", ts=TS, devices=[DeviceInfo("aq-01", "air_quality", "p", 2.0)])
+    monitor.observe(SITE, GW, only_aq)
+    assert states(seen, "wl-01") == ["online", "unknown"]
+    assert seen[-1].reason == f"no longer announced by gateway {SITE}/{GW}"
+    clock.now += 100
+    monitor.tick()
+    assert states(seen, "wl-01") == ["online", "unknown"]
+    assert states(seen, "aq-01") == ["online", "offline"]
