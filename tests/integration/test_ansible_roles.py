@@ -665,8 +665,9 @@ def test_units_pass_systemd_analyze(gateways: Gateways, host: str, tmp_path: Pat
     )  # fmt: skip
     match = re.search(r"Overall exposure level for ioc-edge\.service: ([0-9.]+)", security.stdout)
     assert match, security.stdout + security.stderr
-    # systemd rates 0-10; below 2 is "OK". The serial unit gives up PrivateDevices= for DeviceAllow=.
-    assert float(match.group(1)) <= 2.0, security.stdout
+    # systemd rates 0-10 (below 2 is "OK"); these units score 1.3 (TCP) and 1.5 (serial: DeviceAllow= instead
+    # of PrivateDevices=, and the dialout group). A weakened unit fails here.
+    assert float(match.group(1)) <= 1.5, security.stdout
 
 
 def test_installed_agent_publishes_birth_and_data_over_tls(gateways: Gateways, broker: Broker) -> None:
