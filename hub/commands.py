@@ -210,6 +210,34 @@ class CommandService:
         device = self._registry.devices.get(device_id)
         if device is None:
             raise UnknownDevice(device_id)
+        return await self._send(
+            device_id, device.site, device.gateway, action, params, timeout_s=timeout_s, requested_by=requested_by
+        )
+
+    async def send_to_gateway(
+        self,
+        site: str,
+        gateway: str,
+        action: str,
+        params: dict[str, MetricValue],
+        *,
+        timeout_s: float,
+        requested_by: str,
+    ) -> dict[str, Any]:
+        """A command for the agent itself (``reload_config``): its ``device`` is the gateway id (docs/protocol.md)."""
+        return await self._send(gateway, site, gateway, action, params, timeout_s=timeout_s, requested_by=requested_by)
+
+    async def _send(
+        self,
+        device_id: str,
+        site: str | None,
+        gateway: str | None,
+        action: str,
+        params: dict[str, MetricValue],
+        *,
+        timeout_s: float,
+        requested_by: str,
+    ) -> dict[str, Any]:
         command = Command(
             id=f"c-{secrets.token_hex(6)}",
             device=device_id,
@@ -221,8 +249,8 @@ class CommandService:
         row = CommandRow(
             id=command.id,
             device=device_id,
-            site=device.site or "",
-            gateway=device.gateway or "",
+            site=site or "",
+            gateway=gateway or "",
             action=action,
             params=dict(params),
             timeout_s=timeout_s,
@@ -230,7 +258,7 @@ class CommandService:
         )
         await self._db.write(lambda session: session.add(row))
         started = time.monotonic()
-        status, detail, result = await self._deliver(command, device.site, device.gateway)
+        status, detail, result = await self._deliver(command, site, gateway)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         log.info("command %s %s on %s: %s %s", command.id, action, device_id, status, detail)
 

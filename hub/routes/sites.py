@@ -1,14 +1,17 @@
-"""``GET /api/v1/sites``, ``GET /api/v1/gateways``, ``GET /api/v1/registry/conflicts``."""
+"""``GET /api/v1/sites``, ``GET /api/v1/gateways``, ``POST /api/v1/gateways/{site}/{gateway}/commands``,
+``GET /api/v1/registry/conflicts``."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
-from hub.routes.deps import Ops, Viewer
+from hub.routes.deps import Ops, Technician, Viewer, not_found
+from hub.routes.devices import CommandRequest
+from wire.v1 import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["sites"])
 
@@ -64,3 +67,20 @@ async def list_conflicts(principal: Viewer, ops: Ops) -> dict[str, Any]:
         for c in d.conflicts
     ]
     return {"total": len(items), "items": items}
+
+
+@router.post("/gateways/{site}/{gateway}/commands", responses={404: {"description": "unknown gateway"}})
+async def send_gateway_command(
+    principal: Technician,
+    ops: Ops,
+    site: Annotated[str, Path(pattern=ID_PATTERN)],
+    gateway: Annotated[str, Path(pattern=ID_PATTERN)],
+    body: CommandRequest,
+) -> dict[str, Any]:
+    """A command for the edge agent itself (``reload_config``), answered like a device's command."""
+    if ops.health.gateway(site, gateway) is None or not principal.sees(ops.registry.ward_of_site(site)):
+        raise not_found("gateway", f"{site}/{gateway}")
+    timeout_s = body.timeout_s if body.timeout_s is not None else ops.settings.commands.timeout_s
+    return await ops.commands.send_to_gateway(
+        site, gateway, body.action, dict(body.params), timeout_s=timeout_s, requested_by=principal.label
+    )

@@ -125,6 +125,14 @@ async def test_commands_round_trip_to_a_sign_and_a_sensor(
             assert [c["status"] for c in history["items"]] == ["timeout", "error", "ok"]
             one = await http.get(f"/api/v1/commands/{history['items'][-1]['id']}", headers=auth(tok["viewer"]))
             assert one.json()["params"] == {"text": text}
+            # A command for the agent itself: this one runs without a config file, so it cannot reload.
+            r = await http.post(
+                f"/api/v1/gateways/{SITE}/{GATEWAY}/commands", json={"action": "reload_config"}, headers=tech
+            )
+            assert r.status_code == 200, r.text
+            assert (r.json()["status"], r.json()["device"]) == ("unsupported", GATEWAY)
+            r = await http.post("/api/v1/gateways/site-z/gw-9/commands", json={"action": "reload_config"}, headers=tech)
+            assert r.status_code == 404
             stop.set()
             await wait_until(lambda: (hub.operations.health.gateway(SITE, GATEWAY) or {}).get("state") == "offline")
 
