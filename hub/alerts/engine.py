@@ -114,7 +114,7 @@ class AlertEngine:
             self._last_reading[reading.device] = (now, site, gateway, reading.kind)
             for stale in self._stale:
                 cond = self._conds.get((reading.device, stale.id))
-                if cond is not None and cond.breaching:
+                if cond is not None and (cond.breaching or cond.open):  # open: also one taken over at start
                     self._clear(reading.device, stale.id, cond, "data arrives again")
             for metric, value in reading.metrics.items():
                 rules = self._by_metric.get(metric)

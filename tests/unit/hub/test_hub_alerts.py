@@ -286,3 +286,20 @@ async def test_webhook_gives_up_on_a_client_error_and_filters_by_severity(db: Da
         await task
     assert [d["status_code"] for d in await store.deliveries()] == [404]
     assert [r["alert"]["id"] for r in _Receiver.received] == [major["id"]]
+
+
+async def test_alerts_left_open_by_a_previous_run_clear_when_their_condition_does(db: Database) -> None:
+    engine, store, clock, _events = make(db)
+    engine.observe(SITE, GW, batch("wl-01", "water_level", level_m=1.0))
+    engine.observe(SITE, GW, batch("cam-01", "camera", fps=1))
+    clock.now += 31
+    engine.tick()
+    await engine.drain()
+    assert (await store.query(states=["firing"]))[0] == 2
+    restarted, _, _, events = make(db)
+    await restarted.load()
+    restarted.observe(SITE, GW, batch("wl-01", "water_level", level_m=1.0))
+    restarted.observe(SITE, GW, batch("cam-01", "camera", fps=30))
+    await restarted.drain()
+    assert [e for e, _ in events] == ["resolved", "resolved"]
+    assert (await store.query(states=["firing"]))[0] == 0
