@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import threading
 import time
 from datetime import datetime
@@ -32,6 +33,7 @@ from sqlalchemy import DateTime, Float, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from hub.config import MqttSettings
+from hub.errors import StartupError
 from hub.health.machine import Health
 from hub.health.monitor import HealthMonitor
 from hub.registry.db import Base, Database, iso, utcnow
@@ -112,7 +114,10 @@ class CommandPublisher:
         if s.username is not None:
             client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
         if s.tls:
-            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
+            try:
+                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise StartupError(f"commands: MQTT TLS setup failed (ca_file {s.ca_file}): {exc}") from exc
         client.connect_timeout = s.connect_timeout_s
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
         client.on_connect = self._on_connect
