@@ -124,7 +124,10 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("token_id", metavar="ID")
     for p in (create, *actions.choices.values()):
         if not any(a.dest == "config" for a in p._actions):
-            p.add_argument("--config", type=Path, metavar="FILE", help="the hub's YAML settings file")
+            # SUPPRESS: without it the subcommand's default would overwrite "ioc hub --config FILE token ..."
+            p.add_argument(
+                "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help="the hub's YAML settings file"
+            )
 
 
 def token_main(args: argparse.Namespace) -> int:

@@ -273,6 +273,16 @@ def test_ioc_hub_token_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert "--wards: 'Quận 1' is not a valid ward id" in bad.stderr
+    # The database named in a config file given before the subcommand (argparse must not lose it).
+    config = tmp_path / "hub.yaml"
+    config.write_text(f"registry:\n  url: sqlite:///{tmp_path / 'other.db'}\n", encoding="utf-8")
+    plain = {k: v for k, v in env.items() if k != "IOC_HUB_REGISTRY__URL"}
+    by_config = subprocess.run(
+        [sys.executable, "-m", "ioc.cli", "hub", "--config", str(config), "token", "create", "--role", "viewer"],
+        capture_output=True, text=True, env=plain, cwd=REPO, check=False, timeout=30,
+    )  # fmt: skip
+    assert by_config.returncode == 0, by_config.stderr
+    assert (tmp_path / "other.db").exists()
     no_db = subprocess.run(
         [*run, "list"],
         capture_output=True, text=True, env={k: v for k, v in env.items() if k != "IOC_HUB_REGISTRY__URL"},
