@@ -10,6 +10,8 @@ itself. What this proves and what it cannot is written down in docs/deployment.m
 - edge_agent: the release is installed from a wheelhouse into its own virtualenv, the rendered config passes
   ``ioc edge check``, the installed agent publishes its birth and data over TLS to that broker, a second run
   changes nothing, a bad device is refused without replacing the config, and releases roll forward and back.
+- hub: installed the same way; the installed agent, the role's broker and the installed hub carry readings into
+  InfluxDB (the session stack's, with a fresh database).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ioc.stack import StackEndpoints, influx_query
 from ioc.stack.mosquitto import build_accounts
 from ioc.stack.packages import binary
 from ioc.stack.process import ChildProcess
@@ -481,12 +484,12 @@ def test_hub_reads_every_gateway_and_commands_them(broker: Broker) -> None:
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's wheel and its edge dependencies, built by scripts/build-wheel.sh (pip's index is reachable)."""
+    """The project's wheel and its edge and hub dependencies, built by scripts/build-wheel.sh (from pip's index)."""
     out = tmp_path_factory.mktemp("wheelhouse")
     subprocess.run(
         [str(REPO / "scripts/build-wheel.sh"), str(out)],
         cwd=REPO,
-        env={**os.environ, "EXTRAS": "edge", "PIP": str(BIN / "pip")},
+        env={**os.environ, "EXTRAS": "edge,hub", "PIP": str(BIN / "pip")},
         check=True,
         capture_output=True,
         timeout=PLAYBOOK_TIMEOUT_S,
@@ -729,6 +732,104 @@ def clear_retained_state(broker: Broker) -> None:
         for gw in (GATEWAY_A, GATEWAY_B):
             info = admin.client.publish(topic(gw, "state"), b"", qos=1, retain=True)
             info.wait_for_publish(TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def hub_root(tmp_path_factory: pytest.TempPathFactory, broker: Broker, wheelhouse: Path) -> Path:
+    """The hub role applied into a temporary root (twice: the second run must change nothing)."""
+    tmp = tmp_path_factory.mktemp("hub")
+    host_vars = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": TARGET_PYTHON,
+        "hub_root": str(tmp / "root"),
+        "hub_systemd": False,
+        "hub_manage_user": False,
+        "hub_install_venv_package": False,
+        "hub_user": "nobody",
+        "hub_group": "nogroup",
+        "hub_python": TARGET_PYTHON,
+        "hub_wheelhouse": str(wheelhouse),
+        "hub_mqtt_ca_src": str(broker.ca),
+        "hub_settings": {
+            "mqtt": {"host": "localhost", "port": broker.port, "tls": True, "username": "hub",
+                     "password": PASSWORDS["hub"], "client_id": f"test-hub-{secrets.token_hex(4)}"},
+            "influx": {"url": "http://127.0.0.1:1", "database": "ioc"},  # the test points it at its own database
+            "http": {"host": "127.0.0.1", "port": 0},
+        },
+    }  # fmt: skip
+    inventory = write_yaml(tmp / "hosts.yml", {"all": {"children": {"hub": {"hosts": {"hub-test": host_vars}}}}})
+    playbook = write_yaml(tmp / "hub.yml", [{"name": "Hub", "hosts": "hub", "gather_facts": False, "roles": ["hub"]}])
+    first = run_playbook(playbook, inventory, tmp)
+    assert first.returncode == 0, first.output[-4000:]
+    second = run_playbook(playbook, inventory, tmp)
+    assert second.returncode == 0, second.output[-4000:]
+    assert second.changed("hub-test") == 0, second.output[-3000:]
+    return tmp / "root"
+
+
+def test_hub_role_installs_a_hardened_hub(hub_root: Path) -> None:
+    assert str((hub_root / "opt/ioc-hub/current").readlink()) == "releases/0.1.0"
+    assert (hub_root / "opt/ioc-hub/releases/0.1.0/.installed").read_text().strip() == "ioc-backbone[hub]==0.1.0"
+    assert (hub_root / "etc/ioc-hub/hub.env").stat().st_mode & 0o777 == 0o600
+    unit = unit_settings(hub_root / "etc/systemd/system/ioc-hub.service")
+    assert unit["ExecStart"] == [f"{hub_root}/opt/ioc-hub/current/venv/bin/ioc hub"]
+    assert unit["CapabilityBoundingSet"] == [""]
+    assert unit["PrivateDevices"] == ["yes"]
+    assert unit["ProtectSystem"] == ["strict"]
+
+
+def test_deployed_agent_to_deployed_hub_to_influxdb(
+    gateways: Gateways, broker: Broker, hub_root: Path, stack: StackEndpoints, influx_db: str
+) -> None:
+    """The chain as deployed: the installed agent -> the role's TLS broker -> the installed hub -> InfluxDB."""
+    agent_root = gateways.root("gw-tcp")
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    hub_env = clean_env | read_env_file(hub_root / "etc/ioc-hub/hub.env")
+    hub_env |= {"IOC_HUB_INFLUX__URL": stack.influx_url, "IOC_HUB_INFLUX__DATABASE": influx_db}
+    agent_env = clean_env | read_env_file(agent_root / "etc/ioc-edge/secrets.env")
+    sim = ChildProcess(
+        "modbus-sim",
+        [str(BIN / "ioc"), "sim", "modbus", "--profile", "xy-md02", "--port", str(gateways.modbus_port)],
+        gateways.tmp / "sim-chain.log",
+    )
+    logs = [(gateways.tmp / name).open("wb") for name in ("hub-chain.log", "agent-chain.log")]
+    hub = subprocess.Popen(
+        [str(hub_root / "opt/ioc-hub/current/venv/bin/ioc"), "hub"],
+        env=hub_env, cwd=hub_root / "var/lib/ioc-hub", stdout=logs[0], stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    agent = subprocess.Popen(
+        [str(agent_root / "opt/ioc-edge/current/venv/bin/ioc"), "edge", "run",
+         str(agent_root / "etc/ioc-edge/gateway.yaml")],
+        env=agent_env, cwd=agent_root / "var/lib/ioc-edge", stdout=logs[1], stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        rows: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 45
+        while not rows and time.monotonic() < deadline:
+            assert hub.poll() is None, (gateways.tmp / "hub-chain.log").read_text(errors="replace")[-3000:]
+            assert agent.poll() is None, (gateways.tmp / "agent-chain.log").read_text(errors="replace")[-3000:]
+            time.sleep(1)
+            rows = influx_query(stack.influx_url, influx_db, "SELECT * FROM /.*/ WHERE device = 'weather-01' LIMIT 5")
+        assert rows, (
+            "nothing stored; hub log:\n"
+            + (gateways.tmp / "hub-chain.log").read_text(errors="replace")[-2000:]
+            + "\nagent log:\n"
+            + (gateways.tmp / "agent-chain.log").read_text(errors="replace")[-2000:]
+        )
+        assert all(r.get("site") == GATEWAY_A[0] for r in rows), rows
+    finally:
+        for proc in (agent, hub):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for f in logs:
+            f.close()
+        sim.stop()
+        clear_retained_state(broker)
 
 
 def test_bad_device_is_refused_and_the_old_config_stays(gateways: Gateways, tmp_path: Path) -> None:
