@@ -8,6 +8,7 @@ gateways in another process (:mod:`benchmarks.loadgen`): every reading has its o
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from benchmarks.loadgen import LOAD_MEASUREMENT, GatewayAccount, LoadConfig, Loa
 from ioc.stack import LocalStack, StackEndpoints, StackError, create_database, ensure_packages, influx_query
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[3]
 SITE = "load"
@@ -182,6 +184,14 @@ def test_influxdb_down_two_minutes_under_load_spills_within_memory_and_drains_wi
         wait_for(lambda: hub.stats()["spill_batches"] == 0, 30, "the spill is written back")
         final = hub.stats()
     assert hub.returncode == 0
+    log.info(
+        "outage: %d lines spilled, %d written back; hub RSS %d-%d KiB over the outage; %d readings sent, all counted",
+        during["lines_spilled"],
+        final["lines_written_back"],
+        min(rss),
+        max(rss),
+        result.readings,
+    )
     # Intake went on during the outage: batches were spilled and acknowledged, not held.
     assert during["lines_spilled"] > 100_000, during
     assert during["pending_messages"] < 5000, during
