@@ -100,3 +100,20 @@ def test_an_unusable_folder_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(Exception, match=r"spill folder .*file"):
         Spill(blocker / "spill", max_bytes=1000)
+
+
+def test_a_corrupt_record_in_an_older_segment_skips_the_rest_of_that_segment_only(tmp_path: Path) -> None:
+    spill = Spill(tmp_path, max_bytes=1_000_000, segment_bytes=90)
+    for i in range(6):
+        spill.append(f"batch number {i}".encode(), 1)
+    spill.close()
+    assert len(list(tmp_path.glob("*.seg"))) == 3  # two records per segment
+    oldest = min(tmp_path.glob("*.seg"))
+    data = bytearray(oldest.read_bytes())
+    data[-3] ^= 0xFF  # flip a bit inside the oldest segment's last record (disk corruption)
+    oldest.write_bytes(bytes(data))
+    again = Spill(tmp_path, max_bytes=1_000_000, segment_bytes=90)
+    bodies = drain(again)
+    again.close()
+    # The damaged record is cut off at start; every other batch comes back, in order.
+    assert bodies == [f"batch number {i}".encode() for i in (0, 2, 3, 4, 5)]
