@@ -58,7 +58,8 @@ def summary(result: BenchmarkResult) -> dict[str, Any]:
         "p99_ms": round(med.get("p99_ms", 0.0), 1),
         "sent": sum(c["sent"] for c in counts),
         "lost": sum(c["lost"] for c in counts),
-        "lost_by_seq": sum(c["lost_by_seq"] for c in counts),
+        # -1: not measured (several hubs each see only part of every gateway's sequence).
+        "lost_by_seq": -1 if any(c["lost_by_seq"] < 0 for c in counts) else sum(c["lost_by_seq"] for c in counts),
         "messages_sent": sum(c["messages_sent"] for c in counts),
         "hub_cpu_pct": round(statistics.median([s.metrics.get("hub_cpu_pct", 0.0) for s in result.samples]), 1)
         if result.samples
