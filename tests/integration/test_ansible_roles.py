@@ -817,6 +817,9 @@ def test_deployed_agent_to_deployed_hub_to_influxdb(
             + (gateways.tmp / "agent-chain.log").read_text(errors="replace")[-2000:]
         )
         assert all(r.get("site") == GATEWAY_A[0] for r in rows), rows
+        # The hub keeps its state where the unit lets it write.
+        state = hub_root / "var/lib/ioc-hub"
+        assert (state / "registry.db").exists(), sorted(p.name for p in state.iterdir())
     finally:
         for proc in (agent, hub):
             if proc.poll() is None:

@@ -81,6 +81,11 @@ def test_example_hub_env_is_accepted_by_hub_config(tmp_path: Path, monkeypatch: 
     assert settings.mqtt.password.get_secret_value() == "example-hub-7Qm2vX9p"
     assert settings.influx.password is not None
     assert settings.influx.password.get_secret_value() == "example-influx-hub-Rt5y"
+    # What the hub keeps across restarts is in its state directory, the only place its unit lets it write.
+    state = tmp_path / "root/var/lib/ioc-hub"
+    assert settings.dead_letters.path == state / "dead-letters.db"
+    assert settings.spill.dir == state / "spill"
+    assert settings.registry.url == f"sqlite:///{state}/registry.db"
 
 
 @pytest.mark.skipif(shutil.which("ansible-vault", path=str(BIN)) is None, reason="ansible-vault is not installed")
