@@ -612,6 +612,8 @@ def test_rendered_config_passes_ioc_edge_check(gateways: Gateways, host: str) ->
     assert "with TLS" in done.stdout
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     assert data["broker"]["ca_file"] == str(root / "etc/ioc-edge/broker-ca.pem")
+    # The outbox is in the state directory: the unit makes everything else read-only.
+    assert data["publish"]["outbox_path"] == str(root / "var/lib/ioc-edge/outbox.sqlite")
     assert "password" not in data["broker"]
 
 
@@ -714,6 +716,8 @@ def test_installed_agent_publishes_birth_and_data_over_tls(gateways: Gateways, b
             assert birth is not None, f"no birth message; agent log:\n{log_text[-3000:]}"
             assert [d.id for d in birth.devices] == ["weather-01"]
             assert batch is not None, f"no data; agent log:\n{log_text[-3000:]}"
+            assert (root / "var/lib/ioc-edge/outbox.sqlite").exists()
+            assert not (root / "etc/ioc-edge/state").exists(), "the agent wrote next to its config"
             assert batch.session == birth.session
             assert {r.device for r in batch.readings} == {"weather-01"}
             agent.send_signal(signal.SIGTERM)
