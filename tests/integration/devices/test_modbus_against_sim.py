@@ -28,7 +28,7 @@ from devices.profile import Profile, RegisterSpec, available_profiles, load_prof
 from devices.sim.modbus import ModbusSimulator
 
 ROOT = Path(__file__).parents[3]
-SHIPPED = available_profiles()
+SHIPPED = [p for p in available_profiles() if load_profile(p).driver == "modbus"]
 TIMEOUT_S = 0.5
 
 

@@ -12,13 +12,25 @@ from devices.drivers.modbus.codec import codec_for
 from devices.errors import DeviceConfigError
 from devices.profile import PROFILES_DIR, available_profiles, load_profile
 
-SHIPPED = available_profiles()
+ALL_SHIPPED = available_profiles()
+SHIPPED = [p for p in ALL_SHIPPED if load_profile(p).driver == "modbus"]
 KINDS = {"air_quality", "weather", "water_level", "power_meter"}
+# Profiles of the drivers that read a fixed protocol (no register map): the profile names the model.
+OTHER_DRIVERS = {"camera-onvif-generic": "camera", "ntcip-dms-full-matrix": "ntcip", "gateway-host": "host"}
 
 
 def test_the_catalogue_has_the_models_the_demo_uses() -> None:
     assert {"pm-sensor-rs485", "xy-md02", "water-level-rs485", "eastron-sdm630"} <= set(SHIPPED)
     assert len(SHIPPED) >= 4
+    assert set(ALL_SHIPPED) == set(SHIPPED) | set(OTHER_DRIVERS)
+
+
+@pytest.mark.parametrize("profile_id", sorted(OTHER_DRIVERS))
+def test_shipped_profile_of_another_driver_loads(profile_id: str) -> None:
+    profile = load_profile(profile_id)
+    assert profile.id == profile_id
+    assert profile.driver == OTHER_DRIVERS[profile_id]
+    assert profile.description
 
 
 @pytest.mark.parametrize("profile_id", SHIPPED)
