@@ -91,6 +91,10 @@ class State(msgspec.Struct, frozen=True):
     agent: Annotated[str, msgspec.Meta(max_length=64)] = ""
     devices: Annotated[list[DeviceInfo], msgspec.Meta(max_length=MAX_DEVICES_PER_GATEWAY)] = []
     reason: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    #: Birth only: the session's MQTT keep-alive. An agent that sets it promises to publish on ``data`` at least
+    #: once every ``keepalive_s`` while connected, so a hub that hears nothing from the gateway for
+    #: 1.5 x ``keepalive_s`` may take it as gone before the broker's keep-alive check delivers the will.
+    keepalive_s: Annotated[int, msgspec.Meta(ge=1, le=65_535)] | None = None
 
 
 class Reading(msgspec.Struct, frozen=True):
