@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?=
 
-.PHONY: venv packages lint typecheck test test-fast bench demo schema clean
+.PHONY: venv packages lint typecheck test test-fast bench demo schema docs clean
 
 $(STAMP): pyproject.toml
 	PYTHON=$(PYTHON) scripts/bootstrap-venv.sh $(VENV)
@@ -43,6 +43,10 @@ demo: $(STAMP) packages
 
 schema: $(STAMP)
 	$(BIN)/python -m wire.jsonschema > docs/protocol-v1.schema.json
+
+# The configuration reference, generated from the settings models (a unit test checks it is current).
+docs: $(STAMP)
+	$(BIN)/python -m ioc.configdoc > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .ioc .mypy_cache .ruff_cache .pytest_cache
