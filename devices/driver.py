@@ -8,6 +8,7 @@ This package never imports MQTT, HTTP-server or InfluxDB code.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -98,9 +99,14 @@ class DriverSpec:
 
 @dataclass
 class DriverRegistry:
-    """Drivers by name. Modules register themselves on import (see :mod:`devices.drivers`)."""
+    """Drivers by name. A driver's module registers its :class:`DriverSpec` when imported; a name can also be
+    *declared* with the module that registers it (:mod:`devices.drivers` declares every shipped driver), so
+    the module, and the libraries it needs (pymodbus, pysnmp, httpx, psutil), are imported only when a device
+    first uses that driver."""
 
     specs: dict[str, DriverSpec] = field(default_factory=dict)
+    #: Driver name -> the module that registers it, imported on first :meth:`get`.
+    modules: dict[str, str] = field(default_factory=dict)
 
     def register(self, spec: DriverSpec) -> DriverSpec:
         if spec.name in self.specs:
@@ -108,14 +114,38 @@ class DriverRegistry:
         self.specs[spec.name] = spec
         return spec
 
+    def declare(self, name: str, module: str) -> None:
+        """Make ``name`` known without importing ``module`` (which must register it when imported)."""
+        if self.modules.get(name, module) != module:
+            raise DeviceConfigError(f"driver {name!r} declared in both {self.modules[name]} and {module}")
+        self.modules[name] = module
+
     def get(self, name: str) -> DriverSpec:
+        """The driver ``name``, importing its module if it was only declared. Raises
+        :class:`DeviceConfigError` for an unknown name (listing the known ones) or a module that fails to import
+        (a library missing on this host, say)."""
+        spec = self.specs.get(name)
+        if spec is not None:
+            return spec
+        module = self.modules.get(name)
+        if module is None:
+            known = ", ".join(self.names()) or "none"
+            raise DeviceConfigError(f"unknown driver {name!r} (known: {known})")
         try:
-            return self.specs[name]
-        except KeyError:
-            known = ", ".join(sorted(self.specs)) or "none"
-            raise DeviceConfigError(f"unknown driver {name!r} (known: {known})") from None
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise DeviceConfigError(f"driver {name!r} cannot be loaded ({module}): {exc}") from exc
+        spec = self.specs.get(name)
+        if spec is None:
+            raise DeviceConfigError(f"driver {name!r}: module {module} did not register it")
+        return spec
 
     def names(self) -> list[str]:
+        """Every known driver name, registered or only declared."""
+        return sorted({*self.specs, *self.modules})
+
+    def loaded(self) -> list[str]:
+        """The names whose module has been imported."""
         return sorted(self.specs)
 
 

@@ -223,20 +223,41 @@ def _is_path(name_or_path: str | Path) -> bool:
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load a profile by id (``devices/profiles/<id>.yaml``) or from a file path.
 
-    Raises :class:`DeviceConfigError` naming the file, the register and the field of the first problems.
+    A file is parsed once while it stays unchanged (same size and modification time): the devices of one
+    model share one frozen :class:`Profile` instead of holding a copy each. Raises :class:`DeviceConfigError`
+    naming the file, the register and the field of the first problems.
     """
     if _is_path(name_or_path):
         path = Path(name_or_path)
         if not path.is_file():
             raise DeviceConfigError(f"{path}: no such profile file")
-        return parse_profile(_read_yaml(path), str(path))
+        return _parse_cached(path, None)
     name = str(name_or_path)
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(available_profiles()) or "none"
         raise DeviceConfigError(f"unknown profile {name!r} (known: {known})")
-    profile = parse_profile(_read_yaml(path), str(path))
-    if profile.id != name:
+    return _parse_cached(path, name)
+
+
+#: Resolved path -> ((size, mtime_ns), profile): see :func:`load_profile`.
+_PARSED: dict[Path, tuple[tuple[int, int], Profile]] = {}
+
+
+def _parse_cached(path: Path, name: str | None) -> Profile:
+    try:
+        stat = path.stat()
+        key = path.resolve()
+    except OSError as exc:
+        raise DeviceConfigError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
+    signature = (stat.st_size, stat.st_mtime_ns)
+    cached = _PARSED.get(key)
+    if cached is not None and cached[0] == signature:
+        profile = cached[1]
+    else:
+        profile = parse_profile(_read_yaml(path), str(path))
+        _PARSED[key] = (signature, profile)
+    if name is not None and profile.id != name:
         raise DeviceConfigError(f"{path}: field 'id' is {profile.id!r} but the file is named {name!r}.yaml")
     return profile
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 
+#: The jitter source of every :class:`Backoff` not given its own (a ``random.Random`` holds ~2.5 KB of state:
+#: one per device would be a per-device copy of something no device needs for itself).
+_SHARED_RNG = random.Random()
+
 
 class Backoff:
     """Delays for successive failures: the n-th delay lies in ``[d/2, d]`` with ``d = min(cap, base * 2**(n-1))``.
@@ -19,7 +23,7 @@ class Backoff:
             raise ValueError("cap_s must be >= base_s")
         self.base_s = base_s
         self.cap_s = cap_s
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
         self.failures = 0
 
     def nominal(self, failures: int) -> float:

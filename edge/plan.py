@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-import devices.drivers  # registers every driver in devices.driver.REGISTRY
+import devices.drivers  # declares every driver in devices.driver.REGISTRY (imported on first use)
 from devices.driver import REGISTRY, Driver
 from devices.errors import DeviceConfigError
 from devices.profile import load_profile
