@@ -2,7 +2,9 @@
 
 ``ioc edge check CONFIG`` validates the config (including each device's driver options and profile) and
 prints the plan; exit 0, or 2 with the problems on stderr. ``ioc edge run CONFIG`` runs the agent until SIGINT
-or SIGTERM, then shuts down cleanly (queued readings sent, offline state published); exit 2 on a bad config.
+or SIGTERM, then shuts down cleanly (queued readings sent, offline state published); exit 2 on a bad config,
+with the same one-line-per-problem message as ``check``, also for what only start-up finds (an outbox folder
+that cannot be created, a CA file that does not load): never a traceback.
 """
 
 from __future__ import annotations
@@ -39,12 +41,20 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        sys.stderr.write(f"ioc edge {args.edge_command}: invalid config\n{exc}\n")
-        return 2
+        return _invalid(args.edge_command, str(exc))
     if args.edge_command == "check":
         sys.stdout.write(describe_plan(config, str(args.config)))
         return 0
-    return asyncio.run(_run(config, args.config))
+    try:
+        return asyncio.run(_run(config, args.config))
+    except ConfigError as exc:
+        # Found only at start-up (the outbox, the TLS context): named like load_config's, file first.
+        return _invalid(args.edge_command, f"{args.config}: {exc}")
+
+
+def _invalid(command: str, problems: str) -> int:
+    sys.stderr.write(f"ioc edge {command}: invalid config\n{problems}\n")
+    return 2
 
 
 def describe_plan(config: EdgeConfig, source: str) -> str:
