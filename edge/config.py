@@ -1,15 +1,24 @@
 """The edge agent's config: one YAML file per gateway, checked once at start.
 
 Sources, lowest to highest priority: defaults, the YAML file, environment variables ``IOC_EDGE_<SECTION>__<KEY>``
-(for example ``IOC_EDGE_BROKER__PASSWORD``). Unknown keys are refused in both. Each device's driver options
-and profile are checked by the driver itself (:func:`devices.drivers.build_driver`) while loading, so
-``ioc edge check`` catches them. Every error names the file (or variable), the device (index and id) and the
-field, e.g. ``gateway.yaml: devices[1] (id 'aq-2'): options.port: Input should be a valid integer``.
+(for example ``IOC_EDGE_BROKER__PASSWORD``; names are case-insensitive; a whole section or list, such as
+``IOC_EDGE_BROKER`` or ``IOC_EDGE_DEVICES``, is given as JSON). Unknown keys are refused in both. The variables
+are read by :func:`env_overrides`, with the rules of pydantic-settings' ``env_nested_delimiter="__"``, without
+importing pydantic-settings: the agent runs on small site hardware, and that package and its sources (cloud
+secret stores, dotenv, a CLI parser) cost it about 2 MB of resident memory for a dozen lines of work.
+
+Each device's driver options and profile are checked by the driver itself
+(:func:`devices.drivers.build_driver`) while loading, so ``ioc edge check`` catches them. Every error names the
+file (or variable), the device (index and id) and the field, e.g.
+``gateway.yaml: devices[1] (id 'aq-2'): options.port: Input should be a valid integer``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
@@ -27,7 +36,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge.errors import ConfigError
 from edge.plan import DevicePlan, DevicePlanError, build_device_plans
@@ -156,16 +164,10 @@ class SelfMetricsConfig(_Section):
     interval_s: float = Field(default=60.0, ge=1, le=86_400)
 
 
-class EdgeConfig(BaseSettings):
-    """The whole config of one gateway's agent."""
+class EdgeConfig(BaseModel):
+    """The whole config of one gateway's agent (the environment is applied by :func:`load_config`)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-        case_sensitive=False,
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     site: Id
     gateway: Id
@@ -175,18 +177,6 @@ class EdgeConfig(BaseSettings):
     self_metrics: SelfMetricsConfig = SelfMetricsConfig()
 
     _plans: list[DevicePlan] | None = PrivateAttr(default=None)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (which arrives as keyword arguments); no .env or secrets dir.
-        return (env_settings, init_settings)
 
     @field_validator("devices")
     @classmethod
@@ -215,13 +205,12 @@ class EdgeConfig(BaseSettings):
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> EdgeConfig:
     """Read, validate and plan the config once; raise :class:`ConfigError` naming the file, device and field.
 
-    ``environ`` only names the source of an error and refuses unknown variables; the values themselves are
-    read from ``os.environ`` by pydantic-settings.
+    ``environ`` (default ``os.environ``) gives the ``IOC_EDGE_*`` variables that override the file.
     """
     path = Path(path)
     env = dict(os.environ if environ is None else environ)
     _refuse_unknown_env(env)
-    data = _read_yaml(path)
+    data = _deep_merge(_read_yaml(path), env_overrides(env))
     try:
         config = EdgeConfig(**data)
     except ValidationError as exc:
@@ -264,8 +253,79 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()}
 
 
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of the ``IOC_EDGE_*`` variables as nested mappings, ``IOC_EDGE_BROKER__PORT=1999`` giving
+    ``{"broker": {"port": "1999"}}``. Names are case-insensitive. The value of a section, list or mapping
+    (``IOC_EDGE_BROKER``, ``IOC_EDGE_DEVICES``, ``IOC_EDGE_PUBLISH``...) is JSON; any other is left as text
+    for the model to convert and check, so errors name the variable and the field like a file's do.
+    Raises :class:`ConfigError` for JSON that does not parse or a variable that clashes with another."""
+    overrides: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if not all(parts):
+            raise ConfigError(f"environment variable {name}: empty name between '__' separators")
+        value: Any = environ[name]
+        if _is_structured(parts):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {name}: not valid JSON ({exc})") from None
+        node = overrides
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {part!r} is also set whole by another variable")
+            node = child
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"environment variable {name}: {parts[-1]!r} is also set key by key")
+        node[parts[-1]] = value
+    return overrides
+
+
+def _is_structured(parts: Sequence[str]) -> bool:
+    """Whether the field at ``parts`` (from :class:`EdgeConfig`) holds a model, list or mapping."""
+    model: type[BaseModel] = EdgeConfig
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False  # refused by the model as an unknown key, naming the variable
+        kinds = _annotation_kinds(field.annotation)
+        if index == len(parts) - 1:
+            return any(k in (list, dict) or _is_model(k) for k in kinds)
+        nested = [k for k in kinds if _is_model(k)]
+        if not nested:
+            return False
+        model = nested[0]
+    return False
+
+
+def _annotation_kinds(annotation: Any) -> list[Any]:
+    """``X | None`` and ``Annotated[X, ...]`` taken apart: the classes (or origins, for ``list[...]``) in it."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _annotation_kinds(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [k for arg in typing.get_args(annotation) for k in _annotation_kinds(arg)]
+    return [origin or annotation]
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, mappings merged key by key (the file's other keys stay)."""
+    merged = dict(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        merged[key] = _deep_merge(below, value) if isinstance(below, Mapping) and isinstance(value, dict) else value
+    return merged
+
+
 def _refuse_unknown_env(env: Mapping[str, str]) -> None:
-    """pydantic-settings reads only the variables of known fields; a misspelt section would pass unnoticed."""
+    """Only the variables of known sections are read; a misspelt section would otherwise pass unnoticed."""
     fields = set(EdgeConfig.model_fields)
     for name in sorted(env):
         if name.upper().startswith(ENV_PREFIX):

@@ -65,7 +65,7 @@ def test_an_agent_config_with_modbus_devices_only_loads_modbus(tmp_path: Path) -
         from devices.driver import REGISTRY
         config = load_config({str(config)!r})
         plans = config.device_plans()
-        heavy = ["pymodbus", "pysnmp", "httpx", "psutil"]
+        heavy = ["pymodbus", "pysnmp", "httpx", "psutil", "pydantic_settings"]
         print(json.dumps({{"loaded": REGISTRY.loaded(), "heavy": [m for m in heavy if m in sys.modules],
                           "one_profile": plans[0].driver.profile is plans[1].driver.profile}}))
         """

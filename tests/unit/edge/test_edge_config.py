@@ -256,3 +256,43 @@ def test_the_example_config_is_valid() -> None:
     assert isinstance(config, EdgeConfig)
     assert len(config.devices) == 4
     assert {p.kind for p in config.device_plans()} == {"air_quality", "weather", "water_level", "power_meter"}
+
+
+def test_environment_names_are_case_insensitive_and_sections_take_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, base_doc())
+    monkeypatch.setenv("ioc_edge_broker__Port", "2001")
+    monkeypatch.setenv("IOC_EDGE_SELF_METRICS", '{"enabled": false}')
+    monkeypatch.setenv(
+        "IOC_EDGE_DEVICES",
+        '[{"id": "env-1", "driver": "modbus_tcp", "profile": "xy-md02", '
+        '"interval_s": 2, "options": {"host": "10.0.0.9"}}]',
+    )
+    config = load_config(path)
+    assert config.broker.port == 2001
+    assert config.self_metrics.enabled is False
+    assert [(d.id, d.interval_s) for d in config.devices] == [("env-1", 2)]  # a list is replaced whole
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"IOC_EDGE_BROKER": "{host: x"}, "environment variable IOC_EDGE_BROKER: not valid JSON"),
+        ({"IOC_EDGE_BROKER__": "x"}, "environment variable IOC_EDGE_BROKER__: empty name"),
+        (
+            {"IOC_EDGE_DEVICES": "[]", "IOC_EDGE_DEVICES__ID": "x"},
+            "environment variable IOC_EDGE_DEVICES__ID: 'devices' is also set whole by another variable",
+        ),
+        ({"IOC_EDGE_BROKER__TLSS": "true"}, "environment variable IOC_EDGE_BROKER__TLSS: broker.tlss: unknown key"),
+    ],
+)
+def test_bad_environment_variables_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], message: str
+) -> None:
+    path = write(tmp_path, base_doc())
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
