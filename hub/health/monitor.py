@@ -10,6 +10,13 @@ Inputs, all from the ingest observer (no database on this path: dictionaries onl
 - ``event``: the agent's driver view: ``device_down`` offline, ``device_up`` online, ``device_degraded`` degraded.
 - the clock (:meth:`tick`): a device with no reading for its inactivity timeout (default 3 x its poll interval,
   overridable per device by the inventory's ``inactivity_s``) is offline, while its gateway is online.
+- the gateway's promise: a birth with ``keepalive_s`` promises a ``data`` message at least once per keep-alive
+  (docs/protocol.md). Every message of a gateway stamps when it was last heard; a gateway silent for
+  ``1.5 x keepalive_s`` is offline at the next tick ("silent for ..."), its devices unknown, without waiting for
+  the broker's keep-alive check, which runs every 5 s and so delivers the will up to ~6 s later. The will that
+  follows for the same session changes nothing; a data or event message of the same session arriving after the
+  silence brings the gateway back (through the flap damping like any change). Without ``keepalive_s`` only the
+  will says the gateway is gone.
 
 Effective changes go to the listeners as :class:`Transition` records (persisted, written to InfluxDB, alerts).
 """
@@ -21,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from hub.health.machine import FlapPolicy, Health, HealthMachine
 from hub.registry.registry import Device, Registry
@@ -55,12 +62,27 @@ class Transition:
     ts_ms: int
 
 
+#: A gateway that promised ``keepalive_s`` is offline after this many keep-alives without a message (the broker
+#: gives up on a silent client after 1.5 x keep-alive too: MQTT 5.0, 3.1.2.10).
+SILENCE_FACTOR: Final = 1.5
+
+_ONLINE: Final = Health.ONLINE
+_DEGRADED: Final = Health.DEGRADED
+_OFFLINE: Final = Health.OFFLINE
+
+
 @dataclass(slots=True)
 class _Gateway:
     site: str
     gateway: str
     machine: HealthMachine
     session: str = ""
+    keepalive_s: float | None = None
+    """The keep-alive its current session's birth promised, if any."""
+    heard: float = 0.0
+    """Monotonic time of its last message of any kind."""
+    silent: bool = False
+    """Offline because it broke its keep-alive promise: its session may still speak again."""
     devices: set[str] = field(default_factory=set)
     """Every device seen behind it (announced or with readings)."""
     announced: set[str] = field(default_factory=set)
@@ -73,6 +95,8 @@ class _Device:
     machine: HealthMachine
     site: str = ""
     gateway: str = ""
+    owner: _Gateway | None = None
+    """The gateway it is behind (``site``/``gateway``), if known."""
     kind: str = ""
     interval_s: float | None = None
     inactivity_s: float | None = None
@@ -101,6 +125,9 @@ class HealthMonitor:
         self._clock = clock
         self._wall = wall
         self.gateways: dict[str, _Gateway] = {}
+        """By ``site/gateway``."""
+        self._pairs: dict[tuple[str, str], _Gateway] = {}
+        """The same by ``(site, gateway)``: no string to build per message."""
         self.devices: dict[str, _Device] = {}
         self._listeners: list[Listener] = []
         if registry is not None:
@@ -138,20 +165,30 @@ class HealthMonitor:
     # ------------------------------------------------------------------------------------------ inputs
 
     def observe(self, site: str, gateway: str, payload: object) -> None:
-        """The ingest hook: called on the loop with every decoded state, data, event and command-ack message."""
+        """The ingest hook: called on the loop with every decoded state, data, event and command-ack message.
+
+        On the hot path: a clock read, a dictionary lookup and a few attribute updates per message, plus one
+        lookup per reading of a data batch."""
         now = self._clock()
+        g = self._pairs.get((site, gateway))
+        if g is None:
+            g = self._gateway(site, gateway)
+        elif g.silent:
+            self._heard_again(g, payload, now)
+        if not g.silent:  # while silent, the time it was last heard is what the reasons quote
+            g.heard = now
         if isinstance(payload, DataBatch):
-            self._data(site, gateway, payload, now)
+            self._data(g, payload, now)
         elif isinstance(payload, State):
-            self._state(site, gateway, payload, now)
+            self._state(g, payload, now)
         elif isinstance(payload, Event):
-            self._event(site, gateway, payload, now)
+            self._event(g, payload, now)
 
     def _gateway(self, site: str, gateway: str) -> _Gateway:
-        key = f"{site}/{gateway}"
-        g = self.gateways.get(key)
+        g = self._pairs.get((site, gateway))
         if g is None:
-            g = self.gateways[key] = _Gateway(site, gateway, HealthMachine(self.policy.flap))
+            g = _Gateway(site, gateway, HealthMachine(self.policy.flap))
+            self._pairs[(site, gateway)] = self.gateways[f"{site}/{gateway}"] = g
         return g
 
     def _device(self, device_id: str, site: str, gateway: str) -> _Device:
@@ -159,18 +196,29 @@ class HealthMonitor:
         if d is None:
             d = self.devices[device_id] = _Device(device_id, HealthMachine(self.policy.flap), site, gateway)
         elif site and (d.site, d.gateway) != (site, gateway):
-            old = self.gateways.get(f"{d.site}/{d.gateway}")
-            if old is not None:
-                old.devices.discard(device_id)
+            if d.owner is not None:
+                d.owner.devices.discard(device_id)
             d.site, d.gateway = site, gateway
         if site:
-            self._gateway(site, gateway).devices.add(device_id)
+            d.owner = self._gateway(site, gateway)
+            d.owner.devices.add(device_id)
         return d
 
-    def _state(self, site: str, gateway: str, state: State, now: float) -> None:
-        g = self._gateway(site, gateway)
+    def _heard_again(self, g: _Gateway, payload: object, now: float) -> None:
+        """A message from a gateway marked offline for its silence: the same session speaking again is back."""
+        if isinstance(payload, DataBatch | Event) and payload.session == g.session:
+            g.silent = False
+            self._propose_gateway(
+                g, Health.ONLINE, f"heard again after {now - g.heard:.1f} s of silence (session {g.session})", now
+            )
+
+    def _state(self, g: _Gateway, state: State, now: float) -> None:
+        site, gateway = g.site, g.gateway
         if state.online:
             g.session = state.session
+            g.keepalive_s = state.keepalive_s
+            g.silent = False
+            g.heard = now
             announced = {info.id for info in state.devices}
             for gone in sorted((g.announced - announced) & g.devices):
                 # Taken out of the agent's config: no verdict any more, and no inactivity clock.
@@ -178,6 +226,7 @@ class HealthMonitor:
                 d.last_seen = None
                 self._propose_device(d, Health.UNKNOWN, f"no longer announced by gateway {site}/{gateway}", now)
                 g.devices.discard(gone)
+                d.owner = None
             g.announced = announced
             for info in state.devices:
                 d = self._device(info.id, site, gateway)
@@ -187,31 +236,34 @@ class HealthMonitor:
             return
         if g.session and state.session != g.session:
             return  # a late will of an older connection
+        # After a silence (the hub already said offline), the will of that session only confirms it: no change.
+        g.silent = False
         why = state.reason or "offline"
         self._propose_gateway(g, Health.OFFLINE, f"gateway death: {why}", now)
 
-    def _data(self, site: str, gateway: str, batch: DataBatch, now: float) -> None:
+    def _data(self, g: _Gateway, batch: DataBatch, now: float) -> None:
         if batch.replay:
             return
-        g = self.gateways.get(f"{site}/{gateway}")
-        if g is None or g.machine.raw is Health.UNKNOWN:
-            g = self._gateway(site, gateway)
-            self._propose_gateway(g, Health.ONLINE, "data received (no birth seen)", now)
-        elif g.machine.raw is Health.OFFLINE:
+        raw = g.machine.raw
+        if raw is _OFFLINE:
             return  # data of a session the hub already saw die: late, proves nothing about now
+        if raw is not _ONLINE:
+            self._propose_gateway(g, Health.ONLINE, "data received (no birth seen)", now)
         wall_ms = int(self._wall() * 1000)
+        devices = self.devices
         for reading in batch.readings:
-            d = self.devices.get(reading.device)
-            if d is None or d.gateway != gateway or d.site != site:
-                d = self._device(reading.device, site, gateway)
+            d = devices.get(reading.device)
+            if d is None or d.owner is not g:
+                d = self._device(reading.device, g.site, g.gateway)
                 d.kind = reading.kind
             d.last_seen = now
             d.last_seen_ms = wall_ms
-            if d.machine.raw is not Health.ONLINE and d.machine.raw is not Health.DEGRADED:
+            raw = d.machine.raw
+            if raw is not _ONLINE and raw is not _DEGRADED:
                 self._propose_device(d, Health.ONLINE, "reading received", now)
 
-    def _event(self, site: str, gateway: str, event: Event, now: float) -> None:
-        d = self._device(event.device, site, gateway)
+    def _event(self, g: _Gateway, event: Event, now: float) -> None:
+        d = self._device(event.device, g.site, g.gateway)
         raw = {
             EventType.DEVICE_DOWN: Health.OFFLINE,
             EventType.DEVICE_UP: Health.ONLINE,
@@ -249,6 +301,16 @@ class HealthMonitor:
             change = g.machine.tick(now)
             if change is not None:
                 self._emit_gateway(g, change.old, change.new, change.reason)
+            promised = g.keepalive_s
+            if promised is not None and g.machine.raw is _ONLINE and now - g.heard >= SILENCE_FACTOR * promised:
+                g.silent = True
+                self._propose_gateway(
+                    g,
+                    Health.OFFLINE,
+                    f"silent for {now - g.heard:.1f} s: nothing within {SILENCE_FACTOR:g} x the keep-alive of "
+                    f"{promised:g} s its birth promised (session {g.session})",
+                    now,
+                )
         for d in self.devices.values():
             change = d.machine.tick(now)
             if change is not None:
@@ -258,7 +320,7 @@ class HealthMonitor:
             timeout = self.inactivity_s(d)
             if timeout is None or now - d.last_seen < timeout:
                 continue
-            owner = self.gateways.get(f"{d.site}/{d.gateway}")
+            owner = d.owner
             if owner is not None and owner.machine.raw is not Health.ONLINE:
                 continue
             self._propose_device(

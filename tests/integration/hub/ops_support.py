@@ -124,6 +124,7 @@ class Gateway:
 
     def __init__(self, stack: StackEndpoints, site: str, gateway: str, *, keepalive_s: int = 60) -> None:
         self.site, self.gateway = site, gateway
+        self.keepalive_s = keepalive_s
         self.root = f"ioc/v1/{site}/{gateway}"
         self.session = f"s{secrets.token_hex(6)}"
         self.seq = 0
@@ -143,11 +144,13 @@ class Gateway:
         info.wait_for_publish(5)
         assert info.is_published(), f"{channel} not published"
 
-    def birth(self, devices: list[tuple[str, str, float]]) -> None:
+    def birth(self, devices: list[tuple[str, str, float]], *, promise_keepalive: bool = False) -> None:
+        """Birth; with ``promise_keepalive`` it carries ``keepalive_s`` (the test then publishes as promised)."""
         state = State(
             online=True,
             session=self.session,
             ts=now_ms(),
+            keepalive_s=self.keepalive_s if promise_keepalive else None,
             devices=[DeviceInfo(d, kind, "test-profile", interval) for d, kind, interval in devices],
         )
         self._publish("state", encode(state), retain=True)

@@ -1,5 +1,6 @@
 """Health against the real broker, InfluxDB and edge agent: a device that stops answering (Modbus simulator
-unit offline), a gateway that dies silently (the broker's will after 1.5 x keep-alive), a cut link (relay), and
+unit offline), a gateway that dies silently (the hub's own clock after 1.5 x the keep-alive its birth promised;
+the broker's will when it promised none), a cut link (relay), and
 a flapping link; each with its latency bound and its recovery; transitions stored in the table and InfluxDB."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hub.health.monitor import Transition
 from hub.health.store import recent_transitions
 from hub.service import Hub
 from ioc.stack import StackEndpoints, influx_query
+from wire.v1 import State
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -134,20 +136,168 @@ async def test_device_that_stops_answering_is_offline_within_two_intervals_and_r
 #: packet; measured here with keep-alive 4 s: 9.2, 10.6, 10.8 s; 10 s: 15.6, 16.8, 16.7 s.
 BROKER_CHECK_PERIOD_S = 5.0
 
+#: A gateway whose birth promised ``keepalive_s`` is offline 1.5 x keep-alive after its last message, seen by the
+#: hub's own clock, which looks every ``HealthPolicy.tick_s`` (0.25 s); the rest is the last message's way to the
+#: hub and the event loop's lag on two shared cores under a full test run.
+HUB_CHECK_TOLERANCE_S = 1.0
+
+
+class WillWatcher:
+    """Sees the broker's will for the gateway (``online: false`` on its state topic), with the time it came."""
+
+    def __init__(self, stack: StackEndpoints) -> None:
+        self.wills: list[float] = []
+        user, password = stack.credentials("admin")
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"will-watch-{time.monotonic_ns()}")
+        client.username_pw_set(user, password)
+        client.on_message = lambda _c, _u, m: (
+            self.wills.append(time.monotonic()) if b'"online":false' in m.payload else None
+        )
+        client.connect(stack.mqtt_host, stack.mqtt_port)
+        client.subscribe(f"ioc/v1/{SITE}/{GATEWAY}/state", qos=1)
+        client.loop_start()
+        self.client = client
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Keeper:
+    """Publishes one reading every ``every_s`` for a gateway, as a birth with ``keepalive_s`` promises; remembers
+    when the last publish started (the hub cannot have heard it earlier)."""
+
+    def __init__(self, gw: Gateway, every_s: float) -> None:
+        self.gw, self.every_s = gw, every_s
+        self.last_sent = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.last_sent = time.monotonic()
+            await asyncio.to_thread(self.gw.data, ("aq-01", "air_quality", {"pm25": 12.0}))
+            await asyncio.sleep(self.every_s)
+
+    async def stop(self) -> None:
+        """Stop after the publish in progress, if any, has completed."""
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def hub_heard(hub: Hub) -> list[object]:
+    """Every message the hub decoded, in order (an observer like the hub's own)."""
+    payloads: list[object] = []
+    hub.add_observer(lambda _site, _gateway, payload: payloads.append(payload))
+    return payloads
+
 
 @pytest.mark.timeout(90)
-async def test_gateway_dying_silently_is_offline_when_the_broker_gives_up_on_it(
+async def test_gateway_dying_silently_is_offline_within_one_and_a_half_keepalives(
     stack: StackEndpoints, influx_db: str, tmp_path: Path
 ) -> None:
+    """The gateway promised its keep-alive in the birth: the hub's own clock, not the broker's will, decides."""
     keepalive_s = 4
-    wills: list[float] = []
-    user, password = stack.credentials("admin")
-    watcher = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"will-watch-{time.monotonic_ns()}")
-    watcher.username_pw_set(user, password)
-    watcher.on_message = lambda _c, _u, m: wills.append(time.monotonic()) if b'"online":false' in m.payload else None
-    watcher.connect(stack.mqtt_host, stack.mqtt_port)
-    watcher.subscribe(f"ioc/v1/{SITE}/{GATEWAY}/state", qos=1)
-    watcher.loop_start()
+    watcher = WillWatcher(stack)
+    try:
+        async with running_hub(ops_settings(stack, influx_db, tmp_path)) as hub:
+            seen = Seen(hub)
+            heard = hub_heard(hub)
+            gw = Gateway(stack, SITE, GATEWAY, keepalive_s=keepalive_s)
+            keeper = Keeper(gw, every_s=1.0)
+            try:
+                # Poll intervals long enough that inactivity says nothing: only the gateway's silence counts.
+                gw.birth([("aq-01", "air_quality", 60.0), ("wl-01", "water_level", 60.0)], promise_keepalive=True)
+                gw.data(("aq-01", "air_quality", {"pm25": 12.0}), ("wl-01", "water_level", {"level_m": 1.2}))
+                await wait_until(lambda: seen.states("wl-01") == ["online"])
+                keeper.start()
+                # Kept as promised for longer than 1.5 x keep-alive: no verdict.
+                await asyncio.sleep(2 * keepalive_s)
+                assert seen.states(f"{SITE}/{GATEWAY}") == ["online"]
+                await keeper.stop()
+                gw.die_silently()
+                at, transition = await wait_until(lambda: seen.first(f"{SITE}/{GATEWAY}", "offline"), 20)
+                latency = at - keeper.last_sent
+                assert latency >= 1.5 * keepalive_s, f"offline {latency:.2f} s after the last message: too early"
+                assert latency <= 1.5 * keepalive_s + HUB_CHECK_TOLERANCE_S, f"offline after {latency:.2f} s"
+                assert not watcher.wills, "the broker's will came first: the hub did not use the promise"
+                assert transition.reason.startswith("silent for "), transition.reason
+                assert f"keep-alive of {keepalive_s} s its birth promised (session {gw.session})" in transition.reason
+                for device in ("aq-01", "wl-01"):
+                    last = seen.of(device)[-1][1]
+                    expected = ("unknown", f"gateway {SITE}/{GATEWAY} offline: {transition.reason}")
+                    assert (last.new, last.reason) == expected
+                # The broker's will for the same session comes seconds later and changes nothing.
+                await wait_until(lambda: watcher.wills, 1.5 * keepalive_s + BROKER_CHECK_PERIOD_S + 5)
+                await wait_until(lambda: any(isinstance(p, State) and not p.online for p in heard), 5)
+                assert seen.states(f"{SITE}/{GATEWAY}") == ["online", "offline"]
+                assert seen.states("wl-01") == ["online", "unknown"]
+                assert hub.operations.health.gateway(SITE, GATEWAY) == {
+                    "state": "offline",
+                    "reason": transition.reason,
+                    "flapping": False,
+                }
+            finally:
+                gw.close()
+            again = Gateway(stack, SITE, GATEWAY, keepalive_s=keepalive_s)
+            try:
+                again.birth([("aq-01", "air_quality", 60.0), ("wl-01", "water_level", 60.0)], promise_keepalive=True)
+                again.data(("aq-01", "air_quality", {"pm25": 12.0}), ("wl-01", "water_level", {"level_m": 1.2}))
+                await wait_until(lambda: seen.states("wl-01") == ["online", "unknown", "online"])
+                assert seen.states(f"{SITE}/{GATEWAY}") == ["online", "offline", "online"]
+                await hub.operations.sink.flush()
+                rows = await hub.operations.db.read(lambda s: recent_transitions(s, f"{SITE}/{GATEWAY}", 10))
+                assert [r["new"] for r in reversed(rows)] == ["online", "offline", "online"]
+                assert rows[1]["reason"] == transition.reason
+                points = influx_query(stack.influx_url, influx_db, "SELECT state, reason FROM gateway_health")
+                assert [p["state"] for p in points] == ["online", "offline", "online"]
+            finally:
+                again.close()
+    finally:
+        watcher.close()
+
+
+@pytest.mark.timeout(90)
+async def test_gateway_breaking_its_promise_is_offline_and_back_when_the_same_session_speaks(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    """Connected (its pings keep the broker content, so no will) but no data: the hub says offline; data of the
+    same session afterwards brings it back."""
+    keepalive_s = 2
+    async with running_hub(ops_settings(stack, influx_db, tmp_path)) as hub:
+        seen = Seen(hub)
+        gw = Gateway(stack, SITE, GATEWAY, keepalive_s=keepalive_s)
+        try:
+            gw.birth([("aq-01", "air_quality", 60.0), ("wl-01", "water_level", 60.0)], promise_keepalive=True)
+            sent = time.monotonic()
+            gw.data(("aq-01", "air_quality", {"pm25": 12.0}), ("wl-01", "water_level", {"level_m": 1.2}))
+            at, transition = await wait_until(lambda: seen.first(f"{SITE}/{GATEWAY}", "offline"), 10)
+            assert 1.5 * keepalive_s <= at - sent <= 1.5 * keepalive_s + HUB_CHECK_TOLERANCE_S, at - sent
+            assert transition.reason.startswith("silent for ")
+            await wait_until(lambda: seen.states("aq-01") == ["online", "unknown"])
+            assert gw.client.is_connected()  # the broker still has it: only the promise was broken
+            gw.data(("aq-01", "air_quality", {"pm25": 13.0}))
+            _, transition = await wait_until(lambda: seen.first(f"{SITE}/{GATEWAY}", "online", at), 10)
+            assert transition.reason.startswith("heard again after ")
+            assert transition.reason.endswith(f"of silence (session {gw.session})")
+            await wait_until(lambda: seen.states("aq-01") == ["online", "unknown", "online"])
+            assert seen.states("wl-01") == ["online", "unknown"]  # no reading of its own since
+        finally:
+            gw.close()
+
+
+@pytest.mark.timeout(90)
+async def test_gateway_without_the_promise_is_offline_when_the_broker_gives_up_on_it(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    """A birth without ``keepalive_s`` (an older agent): only the broker's will says the gateway is gone."""
+    keepalive_s = 4
+    watcher = WillWatcher(stack)
+    wills = watcher.wills
     try:
         async with running_hub(ops_settings(stack, influx_db, tmp_path)) as hub:
             seen = Seen(hub)
@@ -185,8 +335,7 @@ async def test_gateway_dying_silently_is_offline_when_the_broker_gives_up_on_it(
             finally:
                 again.close()
     finally:
-        watcher.loop_stop()
-        watcher.disconnect()
+        watcher.close()
 
 
 @pytest.mark.timeout(90)

@@ -27,18 +27,19 @@ class Clock:
         return self.now
 
 
-def birth(session: str = "sess-0001", interval: float = 2.0) -> State:
+def birth(session: str = "sess-0001", interval: float = 2.0, keepalive_s: int | None = None) -> State:
     return State(
         online=True,
         session=session,
         ts=TS,
+        keepalive_s=keepalive_s,
         devices=[DeviceInfo("aq-01", "air_quality", "p", interval), DeviceInfo("wl-01", "water_level", "p", interval)],
     )
 
 
-def data(*devices: str, replay: bool = False) -> DataBatch:
+def data(*devices: str, replay: bool = False, session: str = "sess-0001") -> DataBatch:
     return DataBatch(
-        session="sess-0001",
+        session=session,
         seq=1,
         replay=replay,
         readings=[Reading(d, "air_quality", TS, {"x": 1.0}) for d in devices],
@@ -208,3 +209,107 @@ def test_a_device_left_out_of_a_new_birth_becomes_unknown_and_is_not_timed_out()
     monitor.tick()
     assert states(seen, "wl-01") == ["online", "unknown"]
     assert states(seen, "aq-01") == ["online", "offline"]
+
+
+GATEWAY_KEY = f"{SITE}/{GW}"
+
+
+def silent_gateway(keepalive_s: int = 4) -> tuple[HealthMonitor, Clock, list[Transition]]:
+    """A gateway whose birth promised ``keepalive_s`` (devices with long poll intervals, so that only the
+    gateway's silence matters), heard last at ``clock.now``."""
+    monitor, clock, seen = make()
+    monitor.observe(SITE, GW, birth("sess-0001", interval=600.0, keepalive_s=keepalive_s))
+    monitor.observe(SITE, GW, data("aq-01", "wl-01"))
+    return monitor, clock, seen
+
+
+def test_a_gateway_silent_for_one_and_a_half_keepalives_is_offline_and_its_devices_unknown() -> None:
+    monitor, clock, seen = silent_gateway(keepalive_s=4)
+    for _ in range(3):  # kept as promised: each message restarts the clock
+        clock.now += 5.9
+        monitor.tick()
+        monitor.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_UP, TS))
+    assert states(seen, GATEWAY_KEY) == ["online"]
+    clock.now += 5.99
+    monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online"]
+    clock.now += 0.01
+    monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online", "offline"]
+    offline = next(t for t in seen if t.key == GATEWAY_KEY and t.new == "offline")
+    assert offline.reason == (
+        "silent for 6.0 s: nothing within 1.5 x the keep-alive of 4 s its birth promised (session sess-0001)"
+    )
+    for device in ("aq-01", "wl-01"):
+        last = [t for t in seen if t.key == device][-1]
+        assert (last.new, last.reason) == ("unknown", f"gateway {GATEWAY_KEY} offline: {offline.reason}")
+    assert monitor.gateway(SITE, GW) == {"state": "offline", "reason": offline.reason, "flapping": False}
+
+
+def test_the_will_after_the_silence_changes_nothing_and_a_new_birth_brings_it_back() -> None:
+    monitor, clock, seen = silent_gateway()
+    clock.now += 6.5
+    monitor.tick()
+    before = list(seen)
+    monitor.observe(SITE, GW, State(online=False, session="sess-0001", reason="connection lost"))
+    assert seen == before  # the broker's will only confirms what the hub already said
+    monitor.observe(SITE, GW, data("aq-01", session="sess-0001"))  # after the will: late, proves nothing
+    assert seen == before
+    monitor.observe(SITE, GW, birth("sess-0002", interval=600.0, keepalive_s=4))
+    monitor.observe(SITE, GW, data("aq-01", session="sess-0002"))
+    assert states(seen, GATEWAY_KEY) == ["online", "offline", "online"]
+    assert states(seen, "aq-01") == ["online", "unknown", "online"]
+
+
+def test_the_same_session_speaking_after_its_silence_brings_it_back() -> None:
+    monitor, clock, seen = silent_gateway()
+    clock.now += 7.0
+    monitor.tick()
+    monitor.observe(SITE, GW, data("aq-01", session="sess-0000"))  # another session: not the one that went quiet
+    assert states(seen, GATEWAY_KEY) == ["online", "offline"]
+    clock.now += 1.0
+    monitor.observe(SITE, GW, data("aq-01"))
+    assert states(seen, GATEWAY_KEY) == ["online", "offline", "online"]
+    back = [t for t in seen if t.key == GATEWAY_KEY][-1]
+    assert back.reason == "heard again after 8.0 s of silence (session sess-0001)"
+    assert states(seen, "aq-01") == ["online", "unknown", "online"]
+    assert states(seen, "wl-01") == ["online", "unknown"]  # no reading of its own yet
+    # The clock runs again from that message; a will of the session now is a real death.
+    clock.now += 5.0
+    monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online", "offline", "online"]
+    monitor.observe(SITE, GW, State(online=False, session="sess-0001", reason="connection lost"))
+    assert states(seen, GATEWAY_KEY) == ["online", "offline", "online", "offline"]
+    assert [t for t in seen if t.key == GATEWAY_KEY][-1].reason == "gateway death: connection lost"
+
+
+def test_an_event_of_the_session_also_brings_it_back_through_the_flap_damping() -> None:
+    monitor, clock, seen = make(HealthPolicy(flap=FlapPolicy(flap_window_s=60, flap_changes=3, flap_quiet_s=30)))
+    monitor.observe(SITE, GW, birth("sess-0001", interval=600.0, keepalive_s=2))
+    for _ in range(4):  # silent 3 s, then one event: a link that keeps stalling
+        clock.now += 3.0
+        monitor.tick()
+        monitor.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_UP, TS))
+    # Two counted changes, the third makes it flapping: no transition per stall afterwards.
+    assert states(seen, GATEWAY_KEY) == ["online", "offline", "online", "degraded"]
+    assert [t for t in seen if t.key == GATEWAY_KEY][-1].reason.startswith("flapping: 3 changes within 60 s")
+    for _ in range(40):  # then keeps its promise: settles online after the quiet period
+        clock.now += 1.0
+        monitor.observe(SITE, GW, data("aq-01"))
+        monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online", "offline", "online", "degraded", "online"]
+    assert [t for t in seen if t.key == GATEWAY_KEY][-1].reason.startswith("stable for 30 s: heard again after")
+
+
+def test_a_birth_without_keepalive_keeps_waiting_for_the_will() -> None:
+    monitor, clock, seen = make()
+    monitor.observe(SITE, GW, birth("sess-0001", interval=600.0))
+    clock.now += 3600
+    monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online"]
+    # A later birth without the promise drops the earlier session's promise too.
+    monitor.observe(SITE, GW, birth("sess-0002", interval=600.0, keepalive_s=4))
+    monitor.observe(SITE, GW, birth("sess-0003", interval=600.0))
+    clock.now += 3600
+    monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online"]
