@@ -2,7 +2,9 @@
 
 Commands received by the publisher go to the :class:`~edge.commands.CommandDispatcher`, which acts on the
 scheduler (and, for ``reload_config``, the :class:`~edge.reload.ConfigReloader`) and answers through the
-publisher. The agent's own figures go into the outbox as readings of kind ``agent`` (:mod:`edge.selfmetrics`).
+publisher; after a ``set_interval`` or ``reload_config`` the publisher announces the devices served now in a new
+birth. The self-metrics sampler is also the publisher's keep-alive heartbeat, and takes the publish latency
+it measures. The agent's own figures go into the outbox as readings of kind ``agent`` (:mod:`edge.selfmetrics`).
 
 Composed with :class:`contextlib.AsyncExitStack`, so what starts is stopped in reverse order: on ``stop``
 running commands are cancelled, the self-metrics stop, the device tasks end (no new readings), then the
@@ -20,6 +22,7 @@ from edge import __version__
 from edge.commands import CommandDispatcher
 from edge.config import EdgeConfig
 from edge.events import EventQueue
+from edge.latency import LatencyWindow
 from edge.outbox_sqlite import outbox_for
 from edge.publisher import Publisher
 from edge.reload import ConfigReloader
@@ -66,7 +69,20 @@ async def run_agent(
     async def send_ack(ack: CommandAck) -> bool:
         return await publisher.publish_ack(ack)
 
-    commands = CommandDispatcher(config.gateway, scheduler, send_ack, reload=reload)
+    def announce_devices() -> None:
+        publisher.set_devices([p.info() for p in scheduler.plans()])
+
+    commands = CommandDispatcher(
+        config.gateway, scheduler, send_ack, reload=reload, on_devices_changed=announce_devices
+    )
+    latency = LatencyWindow()
+    metrics = AgentMetrics(
+        config.gateway,
+        outbox,
+        stats,
+        interval_s=config.self_metrics.interval_s,
+        sources=[scheduler.figures, commands.figures, latency.take],
+    )
     publisher = Publisher(
         site=config.site,
         gateway=config.gateway,
@@ -78,6 +94,9 @@ async def run_agent(
         stats=stats,
         agent_version=__version__,
         on_command=commands.handle,
+        # The keep-alive promise is kept with self-metrics readings: without them, none is made.
+        heartbeat=metrics.sample if config.self_metrics.enabled else None,
+        latency=latency,
     )
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(outbox)  # closed last, after the publisher's drain
@@ -86,15 +105,7 @@ async def run_agent(
         await stack.enter_async_context(publisher)
         await stack.enter_async_context(scheduler)
         if config.self_metrics.enabled:
-            await stack.enter_async_context(
-                AgentMetrics(
-                    config.gateway,
-                    outbox,
-                    stats,
-                    interval_s=config.self_metrics.interval_s,
-                    sources=[scheduler.figures, commands.figures],
-                )
-            )
+            await stack.enter_async_context(metrics)
         # Left first: commands still running are cancelled before their devices stop.
         await stack.enter_async_context(commands)
         await stop.wait()

@@ -135,12 +135,16 @@ class CommandDispatcher:
         *,
         reload: Reloader | None = None,
         max_running: int = DEFAULT_MAX_RUNNING,
+        on_devices_changed: Callable[[], None] | None = None,
     ) -> None:
         self.gateway = check_id(gateway, "gateway")
         self.stats = CommandStats()
         self._devices = devices
         self._send_ack = send_ack
         self._reload = reload
+        #: Called after every ``set_interval`` and ``reload_config``, whatever their outcome (a reload may fail
+        #: half-way): the agent announces the devices served in a new birth if they changed.
+        self._on_devices_changed = on_devices_changed
         self._max_running = max_running
         self._tasks: set[asyncio.Task[None]] = set()
         #: id -> the ack sent for it (None while it runs).
@@ -260,6 +264,12 @@ class CommandDispatcher:
         except Exception as exc:  # noqa: BLE001 - every failure is an ack; _failure logs unexpected ones in full
             status, detail = self._failure(command, exc)
             return self._ack(command, status, detail)
+        finally:
+            if command.action in (SET_INTERVAL, RELOAD_CONFIG) and self._on_devices_changed is not None:
+                try:
+                    self._on_devices_changed()
+                except Exception:
+                    log.exception("announcing the devices after command %s failed", command.id)
         return self._ack(command, AckStatus.OK, detail, result)
 
     def _failure(self, command: Command, exc: Exception) -> tuple[AckStatus, str]:

@@ -9,7 +9,19 @@ While connected, two pumps run side by side:
   reconnect. What was queued when a session's connect attempt began is its backlog, sent marked ``replay``;
   live readings go first (when a batch is full or its oldest has waited ``max_delay_ms``), the backlog
   between them at up to ``replay_rate`` readings/s (:mod:`edge.outbox_replay` on ordering);
-- events: device health events, stamped with the current session.
+- events: device health events, stamped with the current session;
+- births: when the devices served change while connected (:meth:`Publisher.set_devices`, after a
+  ``reload_config`` or a ``set_interval``), a new retained birth of the same session announces them.
+
+Keep-alive promise: given a ``heartbeat`` (the agent's self-metrics sampler), the birth carries
+``keepalive_s`` = the connection's MQTT keep-alive, and the data pump keeps it (``docs/protocol.md``): once
+:func:`heartbeat_after` seconds passed without a data message, it sends the live readings waiting at once
+(not waiting for ``max_delay_ms``), or, when there are none, queues a heartbeat reading and sends that. So a
+gateway whose devices poll rarely still publishes on ``data`` at least once per keep-alive, and a hub can take
+1.5 x keep-alive of silence as the gateway gone. Without a ``heartbeat`` the birth makes no such promise.
+
+Publish latency: each live batch's readings, from sampling to the PUBACK, go into ``latency``
+(:class:`~edge.latency.LatencyWindow`, read by the self-metrics).
 
 Commands: on every connect, before the birth (so a hub that reacts to the birth finds the subscription in
 place), the publisher subscribes with QoS 1 to the gateway's own ``.../cmd`` topic and hands every payload
@@ -48,16 +60,18 @@ from typing import Final, Self
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devices.driver import now_ms
 from edge.backoff import Backoff
 from edge.config import BrokerConfig, PublishConfig
 from edge.errors import ConfigError, ConnectionLost, UplinkError
 from edge.events import EventQueue
+from edge.latency import LatencyWindow
 from edge.outbox import Lane, Outbox
-from edge.outbox_replay import ReplayLimiter, next_step
+from edge.outbox_replay import ReplayLimiter, Step, next_step
 from edge.session import Session
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
-from wire.v1 import QOS, Channel, CommandAck, DataBatch, DeviceInfo, encode, topic
+from wire.v1 import QOS, Channel, CommandAck, DataBatch, DeviceInfo, Reading, encode, topic
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +87,16 @@ STOP_MARGIN_S: Final = 2.0
 
 #: Receives the raw payload of each message on the gateway's ``cmd`` topic (see the module docstring).
 CommandHandler = Callable[[bytes], Awaitable[None]]
+#: Makes the reading(s) sent when nothing else was for a keep-alive (the agent's self-metrics sample).
+Heartbeat = Callable[[], Sequence[Reading]]
+#: A heartbeat reading is queued at most this often (when the outbox cannot store it, not in a loop).
+HEARTBEAT_RETRY_S: Final = 1.0
+
+
+def heartbeat_after(keepalive_s: float) -> float:
+    """Seconds without a data message after which the pump sends one: the keep-alive less a margin (a fifth,
+    at least 1 s) for the publish itself and the hub's clock, so the promise holds with time to spare."""
+    return max(keepalive_s - max(1.0, keepalive_s / 5), keepalive_s / 2)
 
 
 def client_id(site: str, gateway: str) -> str:
@@ -108,10 +132,16 @@ class Publisher:
         agent_version: str,
         rng: random.Random | None = None,
         on_command: CommandHandler | None = None,
+        heartbeat: Heartbeat | None = None,
+        latency: LatencyWindow | None = None,
     ) -> None:
         self._broker = broker
         self._publish_config = publish
         self._devices = list(devices)
+        #: Set by :meth:`set_devices`: the session's birth pump publishes a new birth.
+        self._devices_changed = asyncio.Event()
+        self._heartbeat = heartbeat
+        self._latency = latency
         self._outbox = outbox
         self._events = events
         self._stats = stats
@@ -131,6 +161,21 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         #: The session of the current connection (None while disconnected).
         self.session: Session | None = None
+
+    def set_devices(self, devices: Sequence[DeviceInfo]) -> None:
+        """The devices served changed: announce them in a new retained birth of the current session (at once
+        if connected; otherwise the next connect's birth carries them). Changes in quick succession (a reload
+        touching several devices) are announced together; the same devices again announce nothing."""
+        devices = list(devices)
+        if devices == self._devices:
+            return
+        self._devices = devices
+        self._devices_changed.set()
+
+    @property
+    def keepalive_s(self) -> int | None:
+        """The ``keepalive_s`` of the birth: the promise of a data message at least that often, if kept."""
+        return self._broker.keepalive_s if self._heartbeat is not None else None
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -259,12 +304,12 @@ class Publisher:
     async def _session(self, client: aiomqtt.Client, session: Session) -> None:
         """Birth, then the pumps until the link fails (:class:`UplinkError`) or a stop (then the clean shutdown)."""
         await self._subscribe_commands(client)
-        await self._publish(client, self._state_topic, encode(session.birth(self._agent, self._devices)), True)
-        log.info("published birth (session %s, %d devices)", session.id, len(self._devices))
+        await self._publish_birth(client, session)
         tasks = {
             asyncio.create_task(self._watch(client), name="edge-mqtt-watch"),
             asyncio.create_task(self._pump_data(client, session), name="edge-mqtt-data"),
             asyncio.create_task(self._pump_events(client, session), name="edge-mqtt-events"),
+            asyncio.create_task(self._pump_births(client, session), name="edge-mqtt-births"),
         }
         stopper = asyncio.create_task(self._stopping.wait(), name="edge-mqtt-stop")
         try:
@@ -275,6 +320,22 @@ class Publisher:
         if failed:
             raise _as_uplink_error(failed[0])
         await self._shut_down(client, session)
+
+    async def _publish_birth(self, client: aiomqtt.Client, session: Session, *, again: bool = False) -> None:
+        """The retained birth with the devices served now (cleared first: a change made while it is being
+        published gets a birth of its own)."""
+        self._devices_changed.clear()
+        devices = self._devices
+        await self._publish(
+            client, self._state_topic, encode(session.birth(self._agent, devices, self.keepalive_s)), True
+        )
+        self._stats.births_sent += 1
+        log.info("published %sbirth (session %s, %d devices)", "a new " if again else "", session.id, len(devices))
+
+    async def _pump_births(self, client: aiomqtt.Client, session: Session) -> None:
+        while True:
+            await self._devices_changed.wait()
+            await self._publish_birth(client, session, again=True)
 
     async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
         """Subscribe (QoS 1) to the gateway's own ``cmd`` topic; a refusal (ACL) is logged, not fatal."""
@@ -340,6 +401,9 @@ class Publisher:
         if backlog:
             log.info("replaying %d readings held in the outbox (session %s)", backlog, session.id)
         limiter = ReplayLimiter(config.replay_rate, config.max_batch, time.monotonic())
+        quiet_limit = None if self.keepalive_s is None else heartbeat_after(self.keepalive_s)
+        last_sent = time.monotonic()  # the birth was just acknowledged
+        heartbeat_at = -HEARTBEAT_RETRY_S
         while True:
             now = time.monotonic()
             enqueued_at = outbox.live_enqueued_at()
@@ -352,16 +416,39 @@ class Publisher:
                 max_delay_s=max_delay_s,
                 now=now,
             )
+            if step.lane is None and quiet_limit is not None:
+                due = last_sent + quiet_limit
+                if now >= due:
+                    # The keep-alive promise: send what is live now, or a heartbeat if nothing is.
+                    if not outbox.lane_len(Lane.LIVE) and now - heartbeat_at >= HEARTBEAT_RETRY_S:
+                        heartbeat_at = now
+                        await outbox.put(self._heartbeat_readings())
+                    step = Step(Lane.LIVE, config.max_batch) if outbox.lane_len(Lane.LIVE) else Step(None, wait_s=0.05)
+                else:
+                    step = Step(None, wait_s=due - now if step.wait_s is None else min(step.wait_s, due - now))
             if step.lane is None:
                 await outbox.wait(step.wait_s)
                 continue
             sent = await self._send_batch(client, session, step.lane, step.limit)
             if not sent:  # counted but not readable yet (a write in flight): do not spin
                 await outbox.wait(0.05)
-            elif step.lane is Lane.BACKLOG:
-                limiter.take(sent, time.monotonic())
+                continue
+            last_sent = time.monotonic()
+            if step.lane is Lane.BACKLOG:
+                limiter.take(sent, last_sent)
                 if not outbox.lane_len(Lane.BACKLOG):
                     log.info("replay done (session %s)", session.id)
+
+    def _heartbeat_readings(self) -> Sequence[Reading]:
+        if self._heartbeat is None:
+            return []
+        try:
+            readings = self._heartbeat()
+        except Exception:  # a broken sampler must not end the session; the next due time tries again
+            log.exception("the keep-alive heartbeat failed")
+            return []
+        self._stats.heartbeats_sent += 1
+        return readings
 
     async def _send_batch(self, client: aiomqtt.Client, session: Session, lane: Lane, limit: int) -> int:
         """Publish the oldest readings of ``lane`` as one batch, then commit them. A backlog batch is marked
@@ -374,6 +461,9 @@ class Publisher:
         readings = [q.reading for q in queued]
         batch = DataBatch(session=session.id, seq=session.next_seq(), readings=readings, replay=replay)
         await self._publish(client, self._data_topic, encode(batch))
+        if self._latency is not None and not replay:
+            acked_ms = now_ms()
+            self._latency.add(acked_ms - r.ts for r in readings)
         await self._outbox.commit(queued[-1].position, lane)
         self._stats.readings_sent += count
         if replay:

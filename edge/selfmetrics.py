@@ -9,7 +9,9 @@ outbox with:
 - the process: ``uptime_s`` (since the agent started), ``rss_bytes`` (resident memory, from
   ``/proc/self/statm``; absent where there is no ``/proc``), ``cpu_pct`` (CPU time of all its threads since the
   previous sample, in % of one core), ``threads`` (Python threads);
-- what the other parts add through ``sources`` (the agent passes the command counts and the devices' health).
+- what the other parts add through ``sources``: the agent passes the command counts, the devices' health and
+  the publish latency of the live readings since the previous sample (:mod:`edge.latency`:
+  ``publish_latency_p50_ms``, ``publish_latency_max_ms``, ``publish_latency_readings``).
 
 Names that break the wire contract are dropped by :class:`edge.readings.ReadingFilter` like any device's. The
 gateway host itself (CPU, memory, disk of the machine) is a device of its own: the ``host`` driver.

@@ -43,8 +43,11 @@ class Session:
         self.last_seq += 1
         return self.last_seq
 
-    def birth(self, agent: str, devices: Sequence[DeviceInfo]) -> State:
-        return State(online=True, session=self.id, ts=now_ms(), agent=agent, devices=list(devices))
+    def birth(self, agent: str, devices: Sequence[DeviceInfo], keepalive_s: int | None = None) -> State:
+        """``keepalive_s`` (the connection's MQTT keep-alive) promises a ``data`` message at least that often."""
+        return State(
+            online=True, session=self.id, ts=now_ms(), agent=agent, devices=list(devices), keepalive_s=keepalive_s
+        )
 
     def will(self) -> State:
         # No ts: the will is written at connect time, the broker publishes it whenever the link dies.

@@ -42,6 +42,10 @@ class EdgeStats:
     commands_received: int = 0
     #: Command acks the broker acknowledged.
     acks_sent: int = 0
+    #: Retained births published: one per connect, and one more each time the devices served changed.
+    births_sent: int = 0
+    #: Heartbeat readings queued to keep the keep-alive promise (no other data message for a keep-alive).
+    heartbeats_sent: int = 0
     #: Outbox writes that failed (disk full, read-only...); their readings are in ``readings_dropped``.
     outbox_write_errors: int = 0
     #: Gauges: readings queued in the outbox, their bytes (as bounded by ``publish.outbox_max_bytes``), and how
