@@ -2,9 +2,14 @@
 
 - ``GET /api/v1/health``: ``status`` ``ok`` or ``degraded`` (MQTT connected and InfluxDB reachable), always
   HTTP 200 while the process serves: a degraded hub is alive and recovers by itself, restarting it would not help.
+  Open: liveness probes carry no token.
 - ``GET /api/v1/ingest/stats``: every counter of the intake (:class:`hub.stats.IngestStats`) and the gauges.
-- ``GET /api/v1/dead-letters?limit=N``: the newest refused messages first.
+- ``GET /api/v1/dead-letters?limit=N``: the newest refused messages first. Raw payloads of any gateway: a
+  technician token (or admin) that is not limited to wards.
 - ``GET /metrics``: the hub's own health in the Prometheus text format (hub/metrics.py).
+
+``/metrics`` and ``/api/v1/ingest/stats`` are open unless ``http.metrics_need_token`` (then a viewer token): counters
+only, read by a Prometheus scrape and the benchmarks (docs/api.md).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from types import TracebackType
 from typing import Annotated, Any, Protocol, Self
 
 import uvicorn
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse
 
 from hub.config import HttpSettings
@@ -28,6 +33,7 @@ from hub.errors import StartupError
 from hub.kpis import router as kpis_router
 from hub.metrics import render_prometheus
 from hub.routes import alerts, devices, events, inventory, sites, tokens, web
+from hub.routes.deps import Technician, require
 from hub.routes.services import Operations
 from hub.routes.web import static_files
 
@@ -61,16 +67,18 @@ class HubStatus(Protocol):
         ...
 
 
-def create_app(status: HubStatus, operations: Operations | None = None) -> FastAPI:
-    """The API app, reading everything from ``status``; the operations routes (hub/routes/) use ``operations``
-    (without it they answer 503)."""
+def create_app(hub: HubStatus, operations: Operations | None = None) -> FastAPI:
+    """The API app, reading everything from ``hub``; the operations routes (hub/routes/) and every route that
+    needs a token use ``operations`` (without it they answer 503)."""
     app = FastAPI(title="IOC hub", version="1", docs_url=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
+    counters_need_token = operations is not None and operations.settings.http.metrics_need_token
+    counters_access = [Depends(require("viewer"))] if counters_need_token else []
 
     @app.get(f"{API_PREFIX}/health")
     async def health() -> dict[str, Any]:
-        influx_ok = await status.influx_reachable()
-        mqtt_ok = status.mqtt_connected
-        stats = status.ingest_stats()
+        influx_ok = await hub.influx_reachable()
+        mqtt_ok = hub.mqtt_connected
+        stats = hub.ingest_stats()
         return {
             "status": "ok" if mqtt_ok and influx_ok else "degraded",
             "mqtt": {"connected": mqtt_ok},
@@ -84,19 +92,29 @@ def create_app(status: HubStatus, operations: Operations | None = None) -> FastA
             },
         }
 
-    @app.get(f"{API_PREFIX}/ingest/stats")
+    @app.get(f"{API_PREFIX}/ingest/stats", dependencies=counters_access)
     async def ingest_stats() -> dict[str, Any]:
-        return status.ingest_stats()
+        return hub.ingest_stats()
 
     @app.get(f"{API_PREFIX}/dead-letters")
-    async def dead_letters(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
-        total, items = status.dead_letters(limit)
+    async def dead_letters(
+        principal: Technician, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> dict[str, Any]:
+        """The newest refused messages, raw payloads included: technician or admin, every ward."""
+        if principal.wards is not None:
+            # A refused message may have no valid topic, hence no site or ward to filter on; and its payload is
+            # whatever was sent. So only tokens that may see every ward read them.
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "dead letters hold raw messages of every ward: this needs a token not limited to wards",
+            )
+        total, items = hub.dead_letters(limit)
         return {"total": total, "items": [asdict(item) for item in items]}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=counters_access)
     async def metrics() -> PlainTextResponse:
         """The hub's own health in the Prometheus text format (hub/metrics.py)."""
-        return PlainTextResponse(render_prometheus(status.ingest_stats()), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(render_prometheus(hub.ingest_stats()), media_type="text/plain; version=0.0.4")
 
     # Operations (issue 6): registry, health, alerts, commands, tokens, live events, the operator page at /.
     app.state.operations = operations

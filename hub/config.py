@@ -221,6 +221,10 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     #: 0 picks a free port; the actual port is logged and exposed by the service.
     port: int = Field(default=8080, ge=0, le=65535)
+    #: Require a viewer token for ``GET /metrics`` and ``GET /api/v1/ingest/stats``. Off by default: they carry
+    #: counters only (no payload, device or ward), and a Prometheus scrape or the benchmarks read them without a
+    #: token. ``/api/v1/health`` always stays open (liveness probes); ``/api/v1/dead-letters`` always needs one.
+    metrics_need_token: bool = False
 
 
 class AqiSettings(_Section):

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hub.auth import create_token
 from ioc.stack import StackEndpoints, influx_query
 
 pytestmark = pytest.mark.integration
@@ -32,6 +33,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def registry_url(tmp_path: Path) -> str:
+    """The hub's registry (and token) database, so that a test can create a token for it."""
+    return f"sqlite:///{tmp_path / 'registry.db'}"
 
 
 @pytest.fixture
@@ -48,6 +54,7 @@ def hub(stack: StackEndpoints, influx_db: str, tmp_path: Path) -> Iterator[str]:
         "IOC_HUB_INFLUX__URL": stack.influx_url,
         "IOC_HUB_INFLUX__DATABASE": influx_db,
         "IOC_HUB_HTTP__PORT": str(port),
+        "IOC_HUB_REGISTRY__URL": registry_url(tmp_path),
     }
     log = (tmp_path / "hub.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "hub"], env=env, stdout=log, stderr=log)
@@ -173,7 +180,7 @@ def test_documented_data_message_is_stored_exactly(stack: StackEndpoints, influx
 
 
 def test_malformed_message_by_hand_is_dead_lettered_and_the_next_one_stored(
-    stack: StackEndpoints, influx_db: str, hub: str
+    stack: StackEndpoints, influx_db: str, hub: str, tmp_path: Path
 ) -> None:
     topic = f"ioc/v1/{SITE}/{GATEWAY}/data"
     mosquitto_pub(stack, f"{SITE}.{GATEWAY}", topic, "{not json")
@@ -185,7 +192,8 @@ def test_malformed_message_by_hand_is_dead_lettered_and_the_next_one_stored(
     mosquitto_pub(stack, f"{SITE}.{GATEWAY}", topic, good)
     rows = wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 1)
     assert rows == [{"time": 1764331260000, "pm25": 40.0}]
-    letters = httpx.get(f"{hub}/api/v1/dead-letters", timeout=5).json()
+    token = create_token(registry_url(tmp_path), "technician")  # dead letters hold raw payloads
+    letters = httpx.get(f"{hub}/api/v1/dead-letters", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
     items = letters["items"] if isinstance(letters, dict) else letters
     assert len(items) == 2
     assert all(item["topic"] == topic for item in items)

@@ -52,6 +52,7 @@ def ops_settings(
     rules: dict[str, Any] | None = None,
     health: HealthSettings | None = None,
     inventory: dict[str, Any] | None = None,
+    metrics_need_token: bool = False,
 ) -> HubSettings:
     user, password = stack.credentials("hub")
     rules_file = None
@@ -73,7 +74,7 @@ def ops_settings(
         ),
         influx=InfluxSettings(url=stack.influx_url, database=database, retry_initial_s=0.05, retry_max_s=0.2),
         batch=BatchSettings(max_delay_ms=50, drain_timeout_s=5),
-        http=HttpSettings(port=0),
+        http=HttpSettings(port=0, metrics_need_token=metrics_need_token),
         metrics=MetricsSettings(interval_s=0),
         aqi=AqiSettings(enabled=False),
         registry=RegistrySettings(url=f"sqlite:///{tmp_path / 'hub.db'}", inventory_file=inventory_file),
@@ -91,13 +92,17 @@ async def running_hub(settings: HubSettings) -> AsyncIterator[Hub]:
 
 
 async def tokens(hub: Hub) -> dict[str, str]:
-    """A token per role, plus ``viewer-quan-1`` and ``operator-quan-3`` limited to one ward."""
+    """A token per role, plus ``viewer-quan-1``, ``operator-quan-3`` and ``technician-quan-1`` limited to one
+    ward."""
     db = hub.operations.db
     out: dict[str, str] = {}
     for role in ("viewer", "operator", "technician", "admin"):
         out[role], _ = await db.write(lambda s, r=role: create_token_in(s, r, name=f"test-{r}"))  # type: ignore[misc]
     out["viewer-quan-1"], _ = await db.write(lambda s: create_token_in(s, "viewer", wards=["quan-1"], name="w1"))
     out["operator-quan-3"], _ = await db.write(lambda s: create_token_in(s, "operator", wards=["quan-3"], name="w3"))
+    out["technician-quan-1"], _ = await db.write(
+        lambda s: create_token_in(s, "technician", wards=["quan-1"], name="t1")
+    )
     return out
 
 
@@ -154,6 +159,10 @@ class Gateway:
             devices=[DeviceInfo(d, kind, "test-profile", interval) for d, kind, interval in devices],
         )
         self._publish("state", encode(state), retain=True)
+
+    def raw(self, channel: str, payload: bytes) -> None:
+        """Publish ``payload`` as is (a malformed message, for instance)."""
+        self._publish(channel, payload)
 
     def data(self, *readings: tuple[str, str, dict[str, Any]]) -> None:
         self.seq += 1

@@ -94,6 +94,63 @@ async def test_auth_roles_and_validation(stack: StackEndpoints, influx_db: str, 
 
 
 @pytest.mark.timeout(60)
+async def test_dead_letters_need_an_unrestricted_technician_and_counters_stay_open(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    async with running_hub(ops_settings(stack, influx_db, tmp_path)) as hub:
+        gw = Gateway(stack, "site-a", "gw-1")
+        try:
+            gw.raw("data", b"{not json")
+        finally:
+            gw.close()
+        await wait_until(lambda: hub.pipeline.stats.dead_letters.get("malformed") == 1)
+        async with httpx.AsyncClient(base_url=hub.api_url, timeout=10) as http:
+            tok = await tokens(hub)
+            r = await http.get("/api/v1/dead-letters")
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"] == "Bearer"
+            for role in ("viewer", "operator"):
+                r = await http.get("/api/v1/dead-letters", headers=auth(tok[role]))
+                assert r.status_code == 403, role
+                assert "'technician'" in r.json()["detail"]
+            r = await http.get("/api/v1/dead-letters", headers=auth(tok["technician-quan-1"]))
+            assert r.status_code == 403
+            assert "not limited to wards" in r.json()["detail"]
+            for role in ("technician", "admin"):
+                r = await http.get("/api/v1/dead-letters", headers=auth(tok[role]))
+                assert r.status_code == 200, role
+                letters = r.json()
+                assert letters["total"] == 1
+                assert letters["items"][0]["topic"] == "ioc/v1/site-a/gw-1/data"
+            # Counters only: open by default (Prometheus scrapes, benchmarks), as is the liveness check.
+            for path in ("/metrics", "/api/v1/ingest/stats", "/api/v1/health"):
+                assert (await http.get(path)).status_code == 200, path
+            schema = (await http.get("/api/v1/openapi.json")).json()
+            assert schema["paths"]["/api/v1/dead-letters"]["get"]["security"] == [{"HTTPBearer": []}]
+            assert "security" not in schema["paths"]["/metrics"]["get"]
+
+
+@pytest.mark.timeout(60)
+async def test_counters_need_a_viewer_token_when_the_hub_says_so(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    settings = ops_settings(stack, influx_db, tmp_path, metrics_need_token=True)
+    async with running_hub(settings) as hub, httpx.AsyncClient(base_url=hub.api_url, timeout=10) as http:
+        tok = await tokens(hub)
+        for path in ("/metrics", "/api/v1/ingest/stats"):
+            r = await http.get(path)
+            assert r.status_code == 401, path
+            assert r.headers["www-authenticate"] == "Bearer"
+            r = await http.get(path, headers=auth("ioc_000000000000_" + "x" * 43))
+            assert r.status_code == 401, path
+            for role in ("viewer", "viewer-quan-1", "admin"):  # hub-wide counters, no ward's data
+                r = await http.get(path, headers=auth(tok[role]))
+                assert r.status_code == 200, (path, role)
+        assert "ioc_hub_messages_received_total" in (await http.get("/metrics", headers=auth(tok["viewer"]))).text
+        assert (await http.get("/api/v1/health")).status_code == 200  # liveness stays open
+
+
+@pytest.mark.timeout(60)
 async def test_registry_inventory_wards_and_listing(stack: StackEndpoints, influx_db: str, tmp_path: Path) -> None:
     settings = ops_settings(stack, influx_db, tmp_path, rules=RULES, inventory=INVENTORY)
     gw = Gateway(stack, "site-a", "gw-1")

@@ -276,7 +276,9 @@ async def test_bad_messages_are_dead_lettered_and_the_ones_around_them_stored(
     stats = hub.pipeline.stats
     assert stats.dead_letters == {"malformed": 1, "contract": 1, "bad_topic": 1}
     assert stats.seq_gaps == 2  # seq 2 and 3 never reached the pipeline as data of this gateway session
-    async with httpx.AsyncClient(base_url=hub.api_url, timeout=5) as api:
+    token, _ = await hub.operations.tokens.create("technician", wards=None, name="test", created_by="test")
+    headers = {"Authorization": f"Bearer {token}"}  # dead letters hold raw payloads: a technician token
+    async with httpx.AsyncClient(base_url=hub.api_url, timeout=5, headers=headers) as api:
         letters = (await api.get("/api/v1/dead-letters", params={"limit": 10})).json()
         one = (await api.get("/api/v1/dead-letters", params={"limit": 1})).json()
         health = await api.get("/api/v1/health")

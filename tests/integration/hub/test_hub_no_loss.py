@@ -20,6 +20,7 @@ import pytest
 
 from benchmarks.hubproc import HubProcess
 from benchmarks.loadgen import LOAD_MEASUREMENT, GatewayAccount, LoadConfig, LoadProcess, LoadResult
+from hub.auth import create_token
 from ioc.stack import LocalStack, StackEndpoints, StackError, create_database, ensure_packages, influx_query
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -208,7 +209,9 @@ def test_ten_thousand_malformed_messages_are_quarantined_and_every_valid_reading
     own_stack: LocalStack, db: str, tmp_path: Path
 ) -> None:
     ep = endpoints(own_stack)
-    env = hub_env(tmp_path, "hub")
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    env = hub_env(tmp_path, "hub", IOC_HUB_REGISTRY__URL=registry)
+    headers = {"Authorization": f"Bearer {create_token(registry, 'technician')}"}  # dead letters need one
     config = load_config(ep, rate=1000, duration_s=20.5, bad_every=2)
     with (
         HubProcess(
@@ -222,7 +225,9 @@ def test_ten_thousand_malformed_messages_are_quarantined_and_every_valid_reading
         wait_counted(ep, db, result.readings, 90)
         wait_for(lambda: hub.stats()["dead_letters_total"] == result.bad_sent, 30, "every bad message quarantined")
         stats = hub.stats()
-        letters = httpx.get(f"{hub.url}/api/v1/dead-letters", params={"limit": 10_000}, timeout=10).json()
+        letters = httpx.get(
+            f"{hub.url}/api/v1/dead-letters", params={"limit": 10_000}, headers=headers, timeout=10
+        ).json()
     assert set(stats["dead_letters"]) == {"malformed", "contract"}
     assert stats["dead_letters"]["malformed"] == pytest.approx(result.bad_sent / 3, abs=1)
     assert letters["total"] == result.bad_sent
@@ -235,7 +240,9 @@ def test_ten_thousand_malformed_messages_are_quarantined_and_every_valid_reading
     with HubProcess(
         ep, db, f"noloss-bad2-{secrets.token_hex(3)}", log_path(tmp_path, "hub2"), cwd=ROOT, extra_env=env
     ) as again:
-        kept = httpx.get(f"{again.url}/api/v1/dead-letters", params={"limit": 5}, timeout=10).json()["items"]
+        kept = httpx.get(f"{again.url}/api/v1/dead-letters", params={"limit": 5}, headers=headers, timeout=10).json()[
+            "items"
+        ]
     assert [k["error"] for k in kept] == [i["error"] for i in letters["items"][:5]]
 
 

@@ -48,9 +48,10 @@ async def test_unreachable_broker_and_influx_leave_the_hub_up_and_degraded(
     task = asyncio.create_task(run_hub(settings(closed_port), stop, on_ready=ready.set_result))
     hub = await asyncio.wait_for(ready, 10)
     assert hub.http_port > 0
+    token, _ = await hub.operations.tokens.create("technician", wards=None, name="test", created_by="test")
     async with httpx.AsyncClient(base_url=hub.api_url, timeout=5) as api:
         health = await api.get("/api/v1/health")
-        letters = await api.get("/api/v1/dead-letters")
+        letters = await api.get("/api/v1/dead-letters", headers={"Authorization": f"Bearer {token}"})
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["mqtt"] == {"connected": False}
