@@ -129,20 +129,28 @@ class Children:
                 newly_dead.append(name)
         return newly_dead
 
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for name, proc in self.procs.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", name)
-                proc.kill()
-                proc.wait()
-        for f in self._logs:
-            f.close()
+    def stop_all(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM to every child, SIGKILL to those still running after ``timeout_s``; then close every pipe
+        and log file this object opened (a pipe left open is a ResourceWarning, and an fd per child)."""
+        try:
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            for name, proc in self.procs.items():
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in time; killing it", name)
+                    proc.kill()
+                    proc.wait()
+        finally:
+            for proc in self.procs.values():
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
+                    if stream is not None:
+                        stream.close()
+            for f in self._logs:
+                f.close()
 
 
 def ioc_argv(*args: str) -> list[str]:
