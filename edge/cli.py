@@ -18,6 +18,7 @@ from pathlib import Path
 from edge.agent import run_agent
 from edge.config import EdgeConfig, load_config
 from edge.errors import ConfigError
+from edge.outbox_sqlite import describe_bounds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +70,8 @@ def describe_plan(config: EdgeConfig, source: str) -> str:
     )
     batching = (
         f"publish: up to {publish.max_batch} readings per batch, at most {publish.max_delay_ms} ms delay, "
-        f"outbox {publish.outbox_max} readings"
+        f"outbox at most {describe_bounds(publish.outbox_max_bytes, publish.outbox_max)} "
+        f"(oldest dropped beyond)"
     )
     metrics = config.self_metrics
     agent = (

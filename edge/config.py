@@ -83,19 +83,20 @@ class BrokerConfig(_Section):
 
 
 class PublishConfig(_Section):
-    """How readings are batched, and how many are held while the broker is unreachable."""
+    """How readings are batched, and how much is held while the broker is unreachable."""
 
     #: Readings per data message at most.
     max_batch: int = Field(default=500, ge=1, le=MAX_READINGS_PER_BATCH)
     #: A reading waits at most this long for its batch to fill before it is sent.
     max_delay_ms: int = Field(default=1000, ge=1, le=600_000)
-    #: Readings held in the outbox at most; beyond this (or ``outbox_max_bytes``) the oldest are dropped.
-    outbox_max: int = Field(default=100_000, ge=1, le=10_000_000)
+    #: An optional cap on the readings held in the outbox, besides ``outbox_max_bytes`` (unset: bytes only).
+    outbox_max: int | None = Field(default=None, ge=1, le=100_000_000)
     #: The store-and-forward outbox (SQLite). Relative paths are taken from the config file's folder; unset,
     #: ``state/<site>.<gateway>.outbox.sqlite`` there (:func:`load_config`). ``:memory:`` (and configs built in
     #: code without a path) keep it in memory: nothing survives a restart.
     outbox_path: Path | None = None
-    #: Bytes of readings the outbox holds at most (the file is somewhat larger); the oldest are dropped beyond.
+    #: The outbox's bound: bytes of readings it holds at most (the file is somewhat larger); beyond, the oldest
+    #: readings are dropped and counted. 256 MiB hold about 2 million readings of a few metrics.
     outbox_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=1024**4)
     #: Readings per second replayed from the backlog after an outage, besides the live ones; 0 = no limit.
     replay_rate: float = Field(default=2000.0, ge=0, le=1_000_000)
@@ -104,7 +105,7 @@ class PublishConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.outbox_max < self.max_batch:
+        if self.outbox_max is not None and self.outbox_max < self.max_batch:
             raise ValueError("publish.outbox_max is smaller than publish.max_batch")
         return self
 

@@ -47,9 +47,9 @@ _decoder: Final = msgspec.json.Decoder(Reading)
 
 
 class SqliteOutbox:
-    """The outbox on SQLite, bounded in bytes (``max_bytes``) and readings (``max_readings``)."""
+    """The outbox on SQLite, bounded in bytes (``max_bytes``) and, if given, readings (``max_readings``)."""
 
-    def __init__(self, path: Path | str, *, max_bytes: int, max_readings: int, stats: EdgeStats) -> None:
+    def __init__(self, path: Path | str, *, max_bytes: int, max_readings: int | None = None, stats: EdgeStats) -> None:
         self.path = str(path)
         self._max_bytes = max_bytes
         self._max_readings = max_readings
@@ -83,10 +83,9 @@ class SqliteOutbox:
         self._sync_levels(0)
         where = "in memory" if self.path == MEMORY else self.path
         log.info(
-            "outbox %s: at most %d bytes / %d readings; %d queued",
+            "outbox %s: at most %s; %d queued",
             where,
-            self._max_bytes,
-            self._max_readings,
+            describe_bounds(self._max_bytes, self._max_readings),
             len(self),
         )
         return self
@@ -154,11 +153,14 @@ class SqliteOutbox:
             if not self._overflowing:
                 self._overflowing = True
                 log.warning(
-                    "outbox full (%d bytes / %d readings): dropping the oldest readings until it drains",
-                    self._max_bytes,
-                    self._max_readings,
+                    "outbox full (%s): dropping the oldest readings until it drains",
+                    describe_bounds(self._max_bytes, self._max_readings),
                 )
-        elif self._overflowing and levels.bytes < 0.9 * self._max_bytes and levels.readings < 0.9 * self._max_readings:
+        elif (
+            self._overflowing
+            and levels.bytes < 0.9 * self._max_bytes
+            and (self._max_readings is None or levels.readings < 0.9 * self._max_readings)
+        ):
             log.warning("outbox no longer full; %d readings were dropped meanwhile", self._dropped_in_episode)
             self._overflowing = False
             self._dropped_in_episode = 0
@@ -271,6 +273,19 @@ class SqliteOutbox:
                 await self._changed.wait()
         except TimeoutError:
             pass
+
+
+def describe_bounds(max_bytes: int, max_readings: int | None) -> str:
+    """``"256 MiB of readings"`` or ``"64 KiB of readings, 1000 readings"``: for logs and ``ioc edge check``."""
+    text = f"{_size(max_bytes)} of readings"
+    return text if max_readings is None else f"{text}, {max_readings} readings"
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:g} {unit}" if nbytes % scale == 0 else f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def outbox_for(publish: PublishConfig, stats: EdgeStats) -> SqliteOutbox:

@@ -1,4 +1,5 @@
-"""The outbox's storage: one SQLite table, written and read by one thread, bounded in bytes and readings.
+"""The outbox's storage: one SQLite table, written and read by one thread, bounded in bytes (and optionally in
+readings).
 
 Each reading is one row: its ``position`` (the rowid: put order, so per-device sampling order), its encoded
 size, and its contract JSON (``wire.v1.Reading``, with the sampling ``ts``: a replayed duplicate is the same
@@ -21,7 +22,10 @@ publisher sends live readings first and the backlog under a rate limit (:mod:`ed
 
 Bounds: the stored bytes (``len(json) + ROW_OVERHEAD`` per reading, not the file size: SQLite adds page slack,
 keeps the pages a drained backlog freed for reuse rather than shrinking the file, and has a WAL of at most
-``JOURNAL_SIZE_LIMIT`` after a checkpoint) and the number of readings. A put that goes past either drops the
+``JOURNAL_SIZE_LIMIT`` after a checkpoint), and, only if one is given, the number of readings (issue 3: "the
+outbox is bounded in bytes"; a count says little about disk use, readings differ in size ten-fold between a
+two-metric sensor and a power meter). The count of readings held is always exact. A put that goes past a bound
+drops the
 oldest readings first (backlog before live), except the batch being published (it is about to be delivered,
 so dropping it would count as lost what the hub receives). Every dropped reading is counted.
 """
@@ -91,8 +95,8 @@ class Appended:
 class OutboxStore:
     """The SQLite table. Not thread-safe: one thread (the outbox's executor) calls every method."""
 
-    def __init__(self, path: Path | str, max_bytes: int, max_readings: int) -> None:
-        if max_bytes < 1 or max_readings < 1:
+    def __init__(self, path: Path | str, max_bytes: int, max_readings: int | None = None) -> None:
+        if max_bytes < 1 or (max_readings is not None and max_readings < 1):
             raise ValueError("max_bytes and max_readings must be >= 1")
         self.path = str(path)
         self.max_bytes = max_bytes
@@ -107,7 +111,7 @@ class OutboxStore:
         self.levels = Levels(readings=count, bytes=nbytes, backlog=count)
         if count:
             log.info("outbox %s: %d readings (%d bytes) restored from disk", self.path, count, nbytes)
-        if count > max_readings or nbytes > max_bytes:
+        if self._over(count, nbytes):
             dropped = self._drop_over_bounds()
             self._db.commit()
             log.warning("outbox %s: over its bounds after a restart; dropped the %d oldest", self.path, dropped)
@@ -258,7 +262,7 @@ class OutboxStore:
         return None if row[0] is None else int(row[0])
 
     def _over(self, readings: int, nbytes: int) -> bool:
-        return readings > self.max_readings or nbytes > self.max_bytes
+        return nbytes > self.max_bytes or (self.max_readings is not None and readings > self.max_readings)
 
     def _drop_over_bounds(self) -> int:
         """Delete the oldest rows (skipping the batch in flight) until within bounds; inside the caller's

@@ -1,4 +1,4 @@
-"""The outbox: FIFO lanes, peek then commit, bounded in bytes and readings (oldest dropped, counted exactly),
+"""The outbox: FIFO lanes, peek then commit, bounded in bytes (and readings if asked; oldest dropped, counted exactly),
 on SQLite (in memory and on disk); and the plain in-memory stand-in."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from edge.config import PublishConfig
 from edge.outbox import Lane, MemoryOutbox
-from edge.outbox_sqlite import SqliteOutbox
+from edge.outbox_sqlite import SqliteOutbox, describe_bounds, outbox_for
 from edge.outbox_store import MEMORY, ROW_OVERHEAD, OutboxStore
 from edge.stats import EdgeStats
 from wire.v1 import Reading
@@ -91,7 +92,7 @@ async def test_commit_removes_only_its_lane(box: SqliteOutbox) -> None:
 async def test_full_outbox_drops_the_oldest_first_and_counts_them_exactly(tmp_path: Path) -> None:
     stats = EdgeStats()
     per = size(reading(1000))  # every reading here (n = 1000..9999) encodes to the same size
-    async with SqliteOutbox(tmp_path / "o.sqlite", max_bytes=65_536, max_readings=10**6, stats=stats) as box:
+    async with SqliteOutbox(tmp_path / "o.sqlite", max_bytes=65_536, stats=stats) as box:  # bytes only
         fits = 65_536 // per
         await box.put([reading(i) for i in range(1000, 1000 + fits)])
         assert stats.readings_dropped == 0
@@ -290,3 +291,47 @@ async def test_memory_outbox_drops_the_oldest_and_keeps_lanes() -> None:
     live = await box.peek(10, Lane.LIVE)
     await box.commit(live[-1].position, Lane.LIVE)
     assert ns(await box.peek(10)) == [2]
+
+
+async def test_the_default_outbox_is_bounded_by_bytes_alone_and_its_count_stays_exact(tmp_path: Path) -> None:
+    """The config's defaults: ``outbox_max_bytes`` and no count cap. Readings of different sizes: the number
+    held is whatever fits in the bytes, and the gauges say exactly how many and how big."""
+    publish = PublishConfig(outbox_path=tmp_path / "o.sqlite", outbox_max_bytes=64 * 1024)
+    assert publish.outbox_max is None
+    stats = EdgeStats()
+    small = [reading(i) for i in range(1000, 1500)]
+    big = [
+        Reading(device="pm-1", kind="power", ts=TS + i, metrics={f"m{k}": float(i) for k in range(20)})
+        for i in range(200)
+    ]
+    async with outbox_for(publish, stats) as box:
+        await box.put(small)
+        await box.put(big)
+        total = sum(size(r) for r in small + big)
+        assert total > 64 * 1024
+        assert stats.readings_dropped > 0
+        # Oldest first, exactly enough of them to fit in the bytes.
+        kept = (small + big)[stats.readings_dropped :]
+        assert (
+            sum(size(r) for r in kept) <= 64 * 1024 < sum(size(r) for r in (small + big)[stats.readings_dropped - 1 :])
+        )
+        assert (
+            (stats.outbox_readings, stats.outbox_bytes)
+            == (len(kept), sum(size(r) for r in kept))
+            == (len(box), box.nbytes)
+        )
+        assert stats.readings_dropped + len(box) == len(small) + len(big)
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "max_readings", "text"),
+    [
+        (256 * 1024 * 1024, None, "256 MiB of readings"),
+        (64 * 1024, 1000, "64 KiB of readings, 1000 readings"),
+        (3 * 1024**3, None, "3 GiB of readings"),
+        (1_500_000, None, "1.4 MiB of readings"),
+        (1000, None, "1000 bytes of readings"),
+    ],
+)
+def test_describe_bounds(max_bytes: int, max_readings: int | None, text: str) -> None:
+    assert describe_bounds(max_bytes, max_readings) == text
