@@ -70,6 +70,21 @@ class CommandCapable(Protocol):
         ...
 
 
+@runtime_checkable
+class HealthReporting(Protocol):
+    """A health-probe driver: its poll succeeds with readings that *describe* a dead device (the camera driver
+    reports an unreachable camera as ``onvif_state`` 3), so a failed poll cannot be what tells the scheduler.
+
+    After each successful poll the scheduler calls :meth:`down_reason`: a reason marks the device down (one
+    ``device_down`` event carrying it, as for a poll that failed), None marks it up. The readings are queued
+    either way.
+    """
+
+    def down_reason(self) -> str | None:
+        """Why the device is down according to the last poll, or None if it is up."""
+        ...
+
+
 class DriverSession:
     """``async with DriverSession(driver):`` opens and always closes a driver."""
 

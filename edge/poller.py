@@ -12,7 +12,10 @@ that overruns skips the ticks it missed instead of bursting to catch up), each o
   interval), then the grid is resumed.
 
 A device's state changes (first known state, down, up) are logged once each and queued as events; repeated
-failures are logged at DEBUG only. The task never dies of a device error.
+failures are logged at DEBUG only. A health-probe driver (:class:`~devices.driver.HealthReporting`, the camera)
+polls fine while its device is dead: after each successful poll its ``down_reason()`` decides up or down, with
+the same events (its readings are queued either way, and its schedule is kept: no backoff, the probe worked).
+The task never dies of a device error.
 
 Run-time control: :meth:`DevicePoller.set_interval` re-anchors the grid on the new interval at once;
 :meth:`DevicePoller.poll_now` polls outside the grid and :meth:`DevicePoller.execute` runs a driver command.
@@ -36,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from devices.driver import CommandCapable, MetricValue, now_ms
+from devices.driver import CommandCapable, HealthReporting, MetricValue, now_ms
 from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable, UnsupportedCommand
 from edge.backoff import Backoff
 from edge.config import ReportConfig
@@ -115,6 +118,8 @@ class DevicePoller:
         self._filter = ReadingFilter(plan.id, plan.kind, stats)
         self._exceptions = ExceptionFilter(plan.id, report) if report is not None else None
         self._backoff = backoff_for(plan.interval_s, rng)
+        #: A health-probe driver's verdict after a successful poll (None: a successful poll means up).
+        self._verdict = plan.driver.down_reason if isinstance(plan.driver, HealthReporting) else None
         self._opened = False
         self._down_since = 0.0
         #: Held by every use of the driver: one request at a time per device.
@@ -174,7 +179,7 @@ class DevicePoller:
                         continue
                 else:
                     self._backoff.reset()
-                    self._mark_up()
+                    self._mark_by_verdict()
                 if backing_off:
                     # Back on the grid after a backoff: re-anchored on this attempt.
                     backing_off = False
@@ -217,7 +222,7 @@ class DevicePoller:
             self._stats.polls_failed += 1
             self._mark_down(outcome.reason)
             raise PollFailed(outcome.reason, timed_out=outcome.timed_out)
-        self._mark_up()
+        self._mark_by_verdict()
         if self._exceptions is not None:
             self._exceptions.note_reported(outcome)
         return outcome
@@ -319,6 +324,19 @@ class DevicePoller:
             await self._close()
         finally:
             self._lock.release()
+
+    def _mark_by_verdict(self) -> None:
+        """After a successful poll: up, unless a health-probe driver says its device is down."""
+        reason: str | None = None
+        if self._verdict is not None:
+            try:
+                reason = self._verdict()
+            except Exception:  # a driver bug must not kill the task; the poll itself worked
+                log.exception("device %s: down_reason() failed", self.plan.id)
+        if reason:
+            self._mark_down(reason)
+        else:
+            self._mark_up()
 
     def _mark_up(self) -> None:
         if self.health is Health.UP:

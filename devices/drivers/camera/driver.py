@@ -6,6 +6,12 @@ could run. Neither check blocks the event loop (httpx async client, asyncio subp
 time budget, and a poll takes at most the larger of the two (:attr:`CameraConfig.poll_budget_s`): give the
 device a ``timeout_s`` above it in the edge config. State changes are logged once each, not every poll.
 
+Health (:class:`devices.driver.HealthReporting`): the camera counts as down when ONVIF is unreachable (no
+connection, or no answer in time), or, with ONVIF off, when the RTSP stream is down; the edge scheduler then
+publishes ``device_down`` with that reason, and ``device_up`` when it answers again, like any driver's. A
+camera that answers but refuses (bad credentials, a SOAP fault) is reachable: up, its state says the rest.
+A missing ffprobe is not the camera's fault either.
+
 Ability (:class:`devices.driver.CommandCapable`): ``restart``, sent as ONVIF ``SystemReboot``.
 """
 
@@ -21,8 +27,8 @@ import httpx
 
 from devices.driver import MetricValue, Reading, now_ms
 from devices.drivers.camera.config import CameraConfig
-from devices.drivers.camera.onvif import OnvifChecker, OnvifResult, make_client
-from devices.drivers.camera.rtsp import RtspProber, redact
+from devices.drivers.camera.onvif import OnvifChecker, OnvifResult, OnvifState, make_client
+from devices.drivers.camera.rtsp import RtspProber, RtspResult, RtspState, redact
 from devices.errors import DeviceConfigError, UnsupportedCommand
 from devices.profile import Profile
 
@@ -50,6 +56,8 @@ class CameraDriver:
         self._rtsp = RtspProber(config, self.where)
         #: The last state logged, per check ("ONVIF", "RTSP").
         self._logged: dict[str, str] = {}
+        #: Why the camera is down after the last poll (None: up).
+        self._down_reason: str | None = None
         for line in self.describe_plan():
             log.info("%s: %s", self.where, line)
 
@@ -93,7 +101,12 @@ class CameraDriver:
             self._note("ONVIF", onvif.state.label, onvif.error)
         metrics.update(rtsp.metrics())
         self._note("RTSP", rtsp.state.label, rtsp.error)
+        self._down_reason = _down_reason(onvif, rtsp)
         return [Reading(ts_ms=ts_ms, metrics=metrics)]
+
+    def down_reason(self) -> str | None:
+        """See the module docstring: ONVIF unreachable (or, with ONVIF off, the stream down), else None."""
+        return self._down_reason
 
     def supported_actions(self) -> frozenset[str]:
         """``restart`` (ONVIF SystemReboot) when the ONVIF check is on."""
@@ -139,3 +152,13 @@ class CameraDriver:
 
     def __repr__(self) -> str:
         return f"CameraDriver({self.where}, profile={self.profile.id})"
+
+
+def _down_reason(onvif: OnvifResult | None, rtsp: RtspResult) -> str | None:
+    if onvif is not None:
+        if onvif.state is OnvifState.UNREACHABLE:
+            return f"ONVIF unreachable: {onvif.error}" if onvif.error else "ONVIF unreachable"
+        return None
+    if rtsp.state is RtspState.DOWN:
+        return f"RTSP stream down: {rtsp.error}" if rtsp.error else "RTSP stream down"
+    return None
