@@ -30,7 +30,7 @@ import httpx
 import yaml
 
 from devices.profile import load_profile
-from devices.sim.city import GATEWAY, site_name
+from devices.sim.city import GATEWAY, city_inventory, site_name
 from hub.auth import create_token
 from ioc.stack import LocalStack, StackEndpoints, ensure_packages
 from ioc.stack.process import die_with_parent
@@ -233,6 +233,10 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
             # API token created in it for demo.json ("hub_token"; send it as "Authorization: Bearer <token>").
             hub_db = f"sqlite:///{state_dir / 'hub.db'}"
             hub_token = create_token(hub_db, "admin", name="demo")
+            # The city's sites with their ward and coordinates, as the technicians' inventory file the hub
+            # loads at start: ward-limited tokens and the boards' ward filters then have wards to work on.
+            inventory = state_dir / "inventory.yaml"
+            write_private(inventory, yaml.safe_dump(city_inventory(sites), sort_keys=False, allow_unicode=True))
             children.start(
                 "hub",
                 ioc_argv("hub"),
@@ -246,6 +250,7 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                     "IOC_HUB_INFLUX__DATABASE": ep.influx_db,
                     "IOC_HUB_HTTP__PORT": str(hub_port),
                     "IOC_HUB_REGISTRY__URL": hub_db,
+                    "IOC_HUB_REGISTRY__INVENTORY_FILE": str(inventory),
                 },
             )
             hub_url = f"http://127.0.0.1:{hub_port}"
@@ -286,6 +291,10 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                         "site": s["site"],
                         "gateway": s["gateway"],
                         "district": s["district"],
+                        "name": s["name"],
+                        "ward_name": s["ward_name"],
+                        "lat": s["lat"],
+                        "lon": s["lon"],
                         "devices": device_kinds(s),
                     }
                     for s in city["sites"]

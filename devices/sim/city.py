@@ -10,14 +10,17 @@ each gateway's edge config as a plain dict in the format of ``edge/config.py`` (
 :meth:`SimulatedCity.write_configs` writes them as YAML. The broker password is never written: give it to each
 agent as ``IOC_EDGE_BROKER__PASSWORD`` (or let ``ioc demo`` fill it in).
 
-Site ``i`` (1-based) gets the sensors of ``SENSOR_SETS[(i - 1) % len(SENSOR_SETS)]``, ``1 + (i - 1) % 2`` signs
-(so a city of three has four) and ``cameras_per_site`` cameras.
+Site ``i`` (1-based) is at :func:`place` ``(i)`` (a named place of Ho Chi Minh City with its ward and
+coordinates; :func:`city_inventory` gives them to the hub) and gets the sensors of
+``SENSOR_SETS[(i - 1) % len(SENSOR_SETS)]``, ``1 + (i - 1) % 2`` signs (so a city of three has four) and
+``cameras_per_site`` cameras.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,17 +34,34 @@ from devices.sim.onvif import SimulatedCamera, SimulatedCameras
 
 log = logging.getLogger(__name__)
 
-#: Site, district (ward) of the first sites; later ones are ``site-<n>`` in ``district-<n>``.
-SITE_NAMES: Final[tuple[tuple[str, str], ...]] = (
-    ("ben-thanh", "quan-1"),
-    ("thu-thiem", "thu-duc"),
-    ("tan-dinh", "quan-3"),
-    ("cho-lon", "quan-5"),
-    ("phu-my-hung", "quan-7"),
-    ("an-dong", "quan-5"),
-    ("go-vap", "go-vap"),
-    ("binh-thanh", "binh-thanh"),
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a site is: its id and name, its ward (id and name) and its coordinates (WGS 84)."""
+
+    site: str
+    name: str
+    ward: str
+    ward_name: str
+    lat: float
+    lon: float
+
+
+#: The first sites of the city: places in Ho Chi Minh City, in the wards of the two-level local government of
+#: 1 July 2025 (no more districts: the ward is the unit below the city). Ward ids are the names without
+#: diacritics, as slugs, because they are ids (registry, tokens' wards, the ``district`` tag in InfluxDB).
+PLACES: Final[tuple[Place, ...]] = (
+    Place("ben-thanh", "Chợ Bến Thành", "phuong-ben-thanh", "Phường Bến Thành", 10.77250, 106.69800),
+    Place("thu-thiem", "Khu đô thị Thủ Thiêm", "phuong-an-khanh", "Phường An Khánh", 10.77290, 106.71880),
+    Place("tan-dinh", "Chợ Tân Định", "phuong-tan-dinh", "Phường Tân Định", 10.78930, 106.69050),
+    Place("cho-lon", "Chợ Lớn", "phuong-cho-lon", "Phường Chợ Lớn", 10.75350, 106.65880),
+    Place("phu-my-hung", "Phú Mỹ Hưng", "phuong-tan-my", "Phường Tân Mỹ", 10.72950, 106.71850),
+    Place("an-dong", "Chợ An Đông", "phuong-an-dong", "Phường An Đông", 10.75740, 106.67170),
+    Place("go-vap", "Chợ Gò Vấp", "phuong-go-vap", "Phường Gò Vấp", 10.82660, 106.68660),
+    Place("binh-thanh", "Chợ Bà Chiểu", "phuong-binh-thanh", "Phường Bình Thạnh", 10.80130, 106.69960),
 )
+#: Sites past :data:`PLACES` are numbered, on a ring around the city centre (Nhà hát Thành phố).
+CENTRE: Final = (10.77650, 106.70310)
 GATEWAY: Final = "gw-1"
 #: The Modbus sensors of a site: (device id prefix, profile id), rotating over the sites.
 SENSOR_SETS: Final[tuple[tuple[tuple[str, str], ...], ...]] = (
@@ -74,18 +94,50 @@ class SimulatedSite:
     index: int
     site: str
     district: str
+    """The ward's id (``district`` is its tag name in InfluxDB)."""
     gateway: str
     sensors: tuple[tuple[str, str], ...]  # (device id, profile id); unit id = position + 1
     modbus: ModbusSimulator
     signs: list[tuple[str, NtcipSimulator]] = field(default_factory=list)
     cameras: list[tuple[str, SimulatedCamera]] = field(default_factory=list)
 
+    @property
+    def place(self) -> Place:
+        return place(self.index)
+
+
+def place(index: int) -> Place:
+    """Site ``index`` (1-based): one of :data:`PLACES`, then ``site-<n>`` in ``phuong-<n>`` on a ring of about
+    3 to 6 km around the centre."""
+    if index <= len(PLACES):
+        return PLACES[index - 1]
+    angle = index * 2.399963  # the golden angle: consecutive sites spread out evenly
+    radius_deg = 0.027 + 0.027 * ((index * 7) % 10) / 10
+    return Place(
+        f"site-{index}",
+        f"Điểm đo số {index}",
+        f"phuong-{index}",
+        f"Phường {index}",
+        round(CENTRE[0] + radius_deg * math.sin(angle), 5),
+        round(CENTRE[1] + radius_deg * math.cos(angle), 5),
+    )
+
 
 def site_name(index: int) -> tuple[str, str]:
-    """(site, district) of site ``index`` (1-based)."""
-    if index <= len(SITE_NAMES):
-        return SITE_NAMES[index - 1]
-    return f"site-{index}", f"district-{index}"
+    """(site, ward id) of site ``index`` (1-based)."""
+    p = place(index)
+    return p.site, p.ward
+
+
+def city_inventory(sites: int) -> dict[str, Any]:
+    """The inventory of a city of ``sites`` sites in the hub's format (``hub/registry/inventory.py``): each
+    site with its name, ward and coordinates. The devices come from the gateways' births; their site gives
+    them their ward."""
+    entries = []
+    for index in range(1, sites + 1):
+        p = place(index)
+        entries.append({"id": p.site, "name": f"{p.name} ({p.ward_name})", "ward": p.ward, "lat": p.lat, "lon": p.lon})
+    return {"sites": entries}
 
 
 class SimulatedCity:
@@ -247,10 +299,15 @@ class SimulatedCity:
             rtsp = self.cameras.describe()["rtsp"]
         sites = []
         for n, site in enumerate(self.sites):
+            p = site.place
             entry: dict[str, Any] = {
                 "site": site.site,
                 "gateway": site.gateway,
                 "district": site.district,
+                "name": p.name,
+                "ward_name": p.ward_name,
+                "lat": p.lat,
+                "lon": p.lon,
                 "devices": [
                     {"id": d["id"], "driver": d["driver"], "profile": d["profile"]} for d in self.devices(site)
                 ],

@@ -106,6 +106,28 @@ def test_demo_puts_readings_of_sensors_signs_and_cameras_into_influxdb(tmp_path:
         assert {r["site"] for r in states} == expected_sites
         assert all(r["last"] is True for r in states)
 
+        # The hub knows the city's sites with their ward and coordinates (the inventory the demo wrote), and a
+        # token limited to one ward sees that ward's site only.
+        admin = {"Authorization": f"Bearer {doc['hub_token']}"}
+        sites = httpx.get(f"{doc['hub_url']}/api/v1/sites", headers=admin, timeout=5).json()["items"]
+        by_id = {s["id"]: s for s in sites}
+        assert set(by_id) == expected_sites
+        first = doc["sites"][0]
+        assert by_id[first["site"]]["ward"] == first["district"] == "phuong-ben-thanh"
+        assert by_id[first["site"]]["name"] == "Chợ Bến Thành (Phường Bến Thành)"
+        assert (by_id[first["site"]]["lat"], by_id[first["site"]]["lon"]) == (first["lat"], first["lon"])
+        assert all(s["ward"] and s["lat"] and s["lon"] and s["devices"] > 0 for s in sites), sites
+        created = httpx.post(
+            f"{doc['hub_url']}/api/v1/tokens",
+            json={"role": "viewer", "wards": [first["district"]], "name": "ward test"},
+            headers=admin,
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+        ward_only = {"Authorization": f"Bearer {created.json()['token']}"}
+        visible = httpx.get(f"{doc['hub_url']}/api/v1/sites", headers=ward_only, timeout=5).json()["items"]
+        assert [s["id"] for s in visible] == [first["site"]]
+
         pids = [int(p) for p in (state / "pids").read_text().split()]
         assert len(pids) == 2 + 1 + 1 + DEFAULT_SITES, "stack (2), hub, the city's simulators, one agent per site"
     finally:

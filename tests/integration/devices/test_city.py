@@ -20,8 +20,8 @@ from edge.config import load_config
 
 
 def test_site_names_are_fixed_then_numbered() -> None:
-    assert site_name(1) == ("ben-thanh", "quan-1")
-    assert site_name(42) == ("site-42", "district-42")
+    assert site_name(1) == ("ben-thanh", "phuong-ben-thanh")
+    assert site_name(42) == ("site-42", "phuong-42")
 
 
 @pytest.mark.parametrize(("sites", "cameras"), [(0, 1), (101, 1), (1, -1), (1, 11)])
