@@ -128,6 +128,17 @@ class TransitionSink:
         await self._store_rows()
         await self._write_lines()
 
+    async def caught_up(self) -> None:
+        """Return once every transition added so far is in the database: those still pending are stored now,
+        and those already on their way (the writer thread runs in order) have landed. So a reader that was
+        told of a transition (the live events) finds it in ``GET /api/v1/devices/{id}``."""
+        if self._db is None:
+            return
+        if self._rows:
+            await self._store_rows()
+        else:
+            await self._db.write(lambda _session: None)
+
     async def _store_rows(self) -> None:
         rows, self._rows = self._rows, []
         if not rows or self._db is None:

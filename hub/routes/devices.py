@@ -85,7 +85,10 @@ async def get_device(
 ) -> dict[str, Any]:
     """One device: registry data, both sources and their conflicts, health, recent transitions, open alerts."""
     device = visible_device(ops, principal, device_id)
-    recent = await ops.db.read(lambda s: recent_transitions(s, device_id, transitions)) if transitions else []
+    recent: list[dict[str, Any]] = []
+    if transitions:
+        await ops.sink.caught_up()  # the page opens this right after a live "state" event: it must be there
+        recent = await ops.db.read(lambda s: recent_transitions(s, device_id, transitions))
     _, alerts = await ops.alert_store.query(states=["firing", "acknowledged"], subject=device_id, limit=100)
     return {
         **device_item(ops, device),

@@ -3,6 +3,7 @@ flap damping, late wills, gateway offline -> devices unknown."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,30 @@ async def test_sink_persists_transitions(tmp_path: Path) -> None:
         await sink.flush()
         rows = await db.read(lambda s: recent_transitions(s, "aq-01", 10))
         assert [(r["old"], r["new"]) for r in rows] == [("online", "offline"), ("unknown", "online")]
+    finally:
+        db.close()
+
+
+async def test_sink_caught_up_covers_pending_and_in_flight_transitions(tmp_path: Path) -> None:
+    """What the live events announced is readable at once, whether still pending or on its way to the database."""
+    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    db.create_schema()
+    try:
+        sink = TransitionSink(db, None, flush_s=3600)
+        monitor, _clock, _seen = make()
+        monitor.subscribe(sink.add)
+        monitor.observe(SITE, GW, birth())
+        monitor.observe(SITE, GW, data("aq-01"))
+        await sink.caught_up()  # pending: stored now
+        rows = await db.read(lambda s: recent_transitions(s, "aq-01", 10))
+        assert [r["new"] for r in rows] == ["online"]
+        monitor.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_DOWN, TS, reason="r"))
+        in_flight = asyncio.create_task(sink.flush())  # the sink's own flush took the rows and is writing
+        await asyncio.sleep(0)
+        await sink.caught_up()
+        rows = await db.read(lambda s: recent_transitions(s, "aq-01", 10))
+        assert [r["new"] for r in rows] == ["offline", "online"]
+        await in_flight
     finally:
         db.close()
 
