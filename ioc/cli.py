@@ -27,7 +27,11 @@ class _ComponentCli(Protocol):
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "hub": ("hub.cli", "run the central hub (MQTT -> InfluxDB, API)", "hub"),
     "edge": ("edge.cli", "run or check an edge agent", "edge"),
-    "sim": ("devices.cli", "run device simulators (Modbus...)", "edge"),
+    "sim": (
+        "devices.cli",
+        "run device simulators: Modbus sensors, an NTCIP sign, ONVIF/RTSP cameras, or a whole simulated city",
+        "edge",
+    ),
     "stack": ("ioc.stack.cli", "the local Mosquitto + InfluxDB stack (ensure packages, start)", "hub"),
     "demo": ("ioc.demo", "run the whole system on a simulated city", "dev"),
     "dashboards": ("dashboards.cli", "Grafana boards as code: build provisioning files or push them", "hub"),
