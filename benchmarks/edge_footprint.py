@@ -1,6 +1,8 @@
 """``edge_footprint``: the edge agent's resident memory and CPU with 50 devices polled once a second.
 
-Issue 3's targets: resident memory <= 45 MB and <= 5 % of one core. Set-up, shared by the runs:
+Issue 3's targets: resident memory <= 45 MB and <= 5 % of one core. Memory is reported in MiB (as ``ps`` and
+``top`` count, and as the target is read here, ``RSS_TARGET_MIB``) and, as ``agent_rss_mb``, in decimal MB
+(10^6 bytes), so either reading of "45 MB" can be checked. Set-up, shared by the runs:
 
 - one :class:`~ioc.stack.LocalStack` (its Mosquitto; InfluxDB idles) with the gateway account ``site-a.gw-1``;
 - one Modbus TCP simulator process (``ioc sim modbus``) serving ``devices`` units (unit ids 1..n, profile
@@ -239,6 +241,7 @@ def _one_run(
         )
     metrics = {
         "agent_rss_mib": statistics.median(rss) / 2**20,
+        "agent_rss_mb": statistics.median(rss) / 1e6,
         "agent_rss_max_mib": max(rss) / 2**20,
         "agent_peak_rss_mib": hwm / 2**20,
         "agent_rss_anon_mib": statistics.median(anon) / 2**20,
