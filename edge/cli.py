@@ -67,6 +67,8 @@ def describe_plan(config: EdgeConfig, source: str) -> str:
     gateway = (
         f"gateway {config.site}/{config.gateway}: broker {broker.host}:{broker.port}"
         f"{' with TLS' if broker.tls else ''}{account}, keepalive {broker.keepalive_s} s"
+        # The birth's promise (docs/protocol.md), kept with self-metrics readings: none without them.
+        f"{' (data at least that often)' if config.self_metrics.enabled else ''}"
     )
     batching = (
         f"publish: up to {publish.max_batch} readings per batch, at most {publish.max_delay_ms} ms delay, "

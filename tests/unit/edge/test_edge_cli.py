@@ -59,6 +59,7 @@ def test_check_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str
     lines = out.splitlines()
     assert lines[0] == f"{path}: valid"
     assert "gateway site-a/gw-1: broker 127.0.0.1:1883" in lines[1]
+    assert lines[1].endswith("keepalive 30 s (data at least that often)")
     assert "2 devices:" in lines
     # The outbox's bound is its bytes (issue 3); no count cap unless the config sets one.
     assert "outbox at most 256 MiB of readings (oldest dropped beyond)" in lines[2]
