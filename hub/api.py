@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from types import TracebackType
 from typing import Annotated, Any, Protocol, Self
@@ -67,11 +67,24 @@ class HubStatus(Protocol):
         ...
 
 
+def intake_check(hub: HubStatus, max_pending_messages: int) -> Callable[[], bool]:
+    """Whether the hub hears the gateways now: connected to the broker and not holding back messages (with
+    ``max_pending_messages`` unacknowledged the broker sends no more). The health monitor's keep-alive verdicts
+    wait while it does not (hub/health/monitor.py); composed here, where the hub and its services meet."""
+
+    def intake_ok() -> bool:
+        return hub.mqtt_connected and hub.ingest_stats()["pending_messages"] < max_pending_messages
+
+    return intake_ok
+
+
 def create_app(hub: HubStatus, operations: Operations | None = None) -> FastAPI:
     """The API app, reading everything from ``hub``; the operations routes (hub/routes/) and every route that
     needs a token use ``operations`` (without it they answer 503)."""
     app = FastAPI(title="IOC hub", version="1", docs_url=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
     counters_need_token = operations is not None and operations.settings.http.metrics_need_token
+    if operations is not None:
+        operations.health.watch_intake(intake_check(hub, operations.settings.batch.max_pending_messages))
     counters_access = [Depends(require("viewer"))] if counters_need_token else []
 
     @app.get(f"{API_PREFIX}/health")

@@ -13,7 +13,8 @@ Inputs, all from the ingest observer (no database on this path: dictionaries onl
 - the gateway's promise: a birth with ``keepalive_s`` promises a ``data`` message at least once per keep-alive
   (docs/protocol.md). Every message of a gateway stamps when it was last heard; a gateway silent for
   ``1.5 x keepalive_s`` is offline at the next tick ("silent for ..."), its devices unknown, without waiting for
-  the broker's keep-alive check, which runs every 5 s and so delivers the will up to ~6 s later. The will that
+  the broker's keep-alive check, which runs every 5 s and so delivers the will up to ~6 s later (not while the
+  hub itself cannot hear: :meth:`HealthMonitor.watch_intake`). The will that
   follows for the same session changes nothing; a data or event message of the same session arriving after the
   silence brings the gateway back (through the flap damping like any change). Without ``keepalive_s`` only the
   will says the gateway is gone.
@@ -130,6 +131,10 @@ class HealthMonitor:
         """The same by ``(site, gateway)``: no string to build per message."""
         self.devices: dict[str, _Device] = {}
         self._listeners: list[Listener] = []
+        self._intake_ok: Callable[[], bool] | None = None
+        self._blind_at = float("-inf")
+        """Monotonic time the hub last could not hear the gateways (see :meth:`watch_intake`)."""
+        self._intake_failing = False
         if registry is not None:
             registry.subscribe(self._registry_changed)
             for device in registry.devices.values():
@@ -138,6 +143,12 @@ class HealthMonitor:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def watch_intake(self, intake_ok: Callable[[], bool]) -> None:
+        """``intake_ok()`` says whether the hub is receiving (MQTT connected, not holding back messages under
+        back-pressure). While it is not, a gateway's silence proves nothing (the broker holds or drops its
+        messages, not the gateway), and after it, each gateway gets a full 1.5 x keep-alive again."""
+        self._intake_ok = intake_ok
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -297,12 +308,27 @@ class HealthMonitor:
     def tick(self) -> None:
         """Inactivity timeouts and the end of flapping."""
         now = self._clock()
+        if self._intake_ok is not None:
+            try:
+                blind = not self._intake_ok()
+                self._intake_failing = False
+            except Exception:
+                if not self._intake_failing:  # once, not 4 times a second
+                    self._intake_failing = True
+                    log.exception("health: the intake check failed; taking the hub as not hearing until it works")
+                blind = True
+            if blind:
+                self._blind_at = now
         for g in self.gateways.values():
             change = g.machine.tick(now)
             if change is not None:
                 self._emit_gateway(g, change.old, change.new, change.reason)
             promised = g.keepalive_s
-            if promised is not None and g.machine.raw is _ONLINE and now - g.heard >= SILENCE_FACTOR * promised:
+            if (
+                promised is not None
+                and g.machine.raw is _ONLINE
+                and now - max(g.heard, self._blind_at) >= SILENCE_FACTOR * promised
+            ):
                 g.silent = True
                 self._propose_gateway(
                     g,

@@ -194,13 +194,16 @@ class Gateway:
 
 class Relay:
     """A TCP relay to the broker that the test cuts abruptly (both sockets aborted, no MQTT DISCONNECT): the
-    gateway's uplink failing. New connections are relayed again afterwards (the link comes back)."""
+    gateway's uplink failing. New connections are relayed again afterwards (the link comes back), unless
+    ``accepting`` is False."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.accepting = True
+        """False: new connections are dropped at once (the link stays down)."""
 
     @property
     def port(self) -> int:
@@ -220,6 +223,9 @@ class Relay:
             task.cancel()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.accepting:
+            writer.transport.abort()
+            return
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers.update({writer, up_writer})
         for src, dst in ((reader, up_writer), (up_reader, writer)):

@@ -291,6 +291,41 @@ async def test_gateway_breaking_its_promise_is_offline_and_back_when_the_same_se
 
 
 @pytest.mark.timeout(90)
+async def test_the_hubs_own_link_down_does_not_make_gateways_silent(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    """The hub's connection to the broker is cut for longer than 1.5 x keep-alive while the gateway keeps its
+    promise: the hub heard nothing, but that is its own outage, not the gateway's; no transition."""
+    keepalive_s = 2
+    async with Relay(stack.mqtt_host, stack.mqtt_port) as relay:
+        settings = ops_settings(stack, influx_db, tmp_path)
+        mqtt = settings.mqtt.model_copy(update={"port": relay.port, "reconnect_min_s": 1, "reconnect_max_s": 1})
+        async with running_hub(settings.model_copy(update={"mqtt": mqtt})) as hub:
+            seen = Seen(hub)
+            gw = Gateway(stack, SITE, GATEWAY, keepalive_s=keepalive_s)
+            keeper = Keeper(gw, every_s=0.5)
+            try:
+                gw.birth([("aq-01", "air_quality", 60.0)], promise_keepalive=True)
+                keeper.start()
+                await wait_until(lambda: seen.states("aq-01") == ["online"])
+                relay.accepting = False
+                relay.cut()
+                await wait_until(lambda: not hub.mqtt_connected, 10)
+                await asyncio.sleep(3 * keepalive_s)  # blind for twice the 1.5 x keep-alive
+                assert not hub.mqtt_connected
+                relay.accepting = True
+                await wait_until(lambda: hub.mqtt_connected, 30)
+                received = hub.pipeline.stats.messages_received
+                await wait_until(lambda: hub.pipeline.stats.messages_received >= received + 4, 10)
+                await asyncio.sleep(1.5 * keepalive_s)  # and what a verdict would have needed since
+                assert seen.states(f"{SITE}/{GATEWAY}") == ["online"]
+                assert seen.states("aq-01") == ["online"]
+            finally:
+                await keeper.stop()
+                gw.close()
+
+
+@pytest.mark.timeout(90)
 async def test_gateway_without_the_promise_is_offline_when_the_broker_gives_up_on_it(
     stack: StackEndpoints, influx_db: str, tmp_path: Path
 ) -> None:

@@ -338,3 +338,37 @@ def test_a_birth_without_keepalive_keeps_waiting_for_the_will() -> None:
     clock.now += 3600
     monitor.tick()
     assert states(seen, GATEWAY_KEY) == ["online"]
+
+
+def test_no_silence_verdict_while_the_hub_itself_cannot_hear() -> None:
+    """The hub's own MQTT link down, or back-pressure: the gateways' silence proves nothing; once the hub hears
+    again, each gateway gets a full 1.5 x keep-alive."""
+    monitor, clock, seen = silent_gateway(keepalive_s=4)
+    hearing = [True]
+    monitor.watch_intake(lambda: hearing[0])
+    clock.now += 2.0
+    hearing[0] = False
+    for _ in range(100):  # 50 s blind
+        clock.now += 0.5
+        monitor.tick()
+    hearing[0] = True
+    clock.now += 5.9
+    monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online"]
+    clock.now += 0.2  # 6.1 s since the hub last could not hear
+    monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online", "offline"]
+    assert [t for t in seen if t.key == GATEWAY_KEY][-1].reason.startswith("silent for 58.1 s")
+
+
+def test_a_failing_intake_check_counts_as_not_hearing() -> None:
+    monitor, clock, seen = silent_gateway(keepalive_s=4)
+
+    def broken() -> bool:
+        raise RuntimeError("no pipeline")
+
+    monitor.watch_intake(broken)
+    for _ in range(40):
+        clock.now += 0.5
+        monitor.tick()
+    assert states(seen, GATEWAY_KEY) == ["online"]
