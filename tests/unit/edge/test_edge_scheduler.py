@@ -173,8 +173,10 @@ async def test_a_failing_device_does_not_delay_a_healthy_one() -> None:
         ],
         1.05,
     )
-    assert 9 <= len(healthy.attempts) <= 12
-    assert max(gaps(healthy.attempts)) < 0.17
+    # Had the hanging device held the healthy one up, its polls would be >= 0.3 s apart (the hang's timeout) and
+    # about 3 in the run: the bounds sit between that and the 0.1 s grid, leaving room for a loaded machine.
+    assert 7 <= len(healthy.attempts) <= 12
+    assert max(gaps(healthy.attempts)) < 0.25
     assert harness.event_types("ok-1") == [EventType.DEVICE_UP]
     for device_id in ("hang-1", "crash-1", "down-1"):
         assert harness.event_types(device_id) == [EventType.DEVICE_DOWN]
