@@ -28,12 +28,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .
 
 # The whole suite: lint, types, unit and integration tests against real Mosquitto and InfluxDB.
+# Three workers on two cores: the long integration tests mostly wait (two-minute outages, ansible runs), and
+# each worker starts its own stack on free ports. One file stays on one worker (its module fixtures are shared).
+PYTEST_WORKERS ?= 3
 test: lint typecheck packages
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # While iterating: everything but the slow suites.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(STAMP) packages
 	$(BIN)/python -m benchmarks
