@@ -1,210 +1,137 @@
-"""The MQTT intake: paho-mqtt 2.x in its own network thread, handing messages to asyncio, acking on request.
+"""The MQTT intake: a lean MQTT 5 subscriber on the hub's event loop, acking only on request.
 
-Why paho directly: aiomqtt has no manual acknowledgement, and the hub must acknowledge a QoS 1 message only
-once its lines are stored. So:
+Why our own client: the hub must acknowledge a QoS 1 message only once its lines are stored (aiomqtt has no
+manual acknowledgement), and paho-mqtt, which does, cost the hub about a third of its time under load
+(profiled with py-spy: one Python call chain per packet in its network thread, MQTT 5 ``Properties`` parsing
+alone ~12 %, plus the hand-over between its thread and the loop). This client speaks the part of MQTT 5 the
+intake needs (:mod:`hub.mqttcodec`) on an asyncio transport:
 
-- MQTT 5, ``clean_start=False`` with a Session Expiry Interval and a stable client id: while the hub is away the
+- CONNECT with clean start off, a Session Expiry Interval and a stable client id: while the hub is away the
   broker keeps the subscriptions and every unacknowledged message, and redelivers them on reconnect.
-- ``manual_ack``: paho sends no PUBACK by itself; :meth:`MqttIntake.ack` sends it when the pipeline says so.
-- Back-pressure instead of drops, twice: the CONNECT's Receive Maximum is the hub's capacity (pending cap +
-  queue size), so the broker itself stops sending once that many messages are unacknowledged and keeps the rest
-  queued in our session (Mosquitto honours it for MQTT 5 clients in place of its ``max_inflight_messages``);
-  and the network thread hands messages over through a bounded :class:`Handover`, blocking while it is full
-  (QoS 0 messages are outside Receive Maximum).
-- The hand-over costs no round trip between the threads per message (profiled: waiting for a
-  ``run_coroutine_threadsafe`` per message was the hub's bottleneck): the network thread appends to a deque
-  and wakes the event loop only when the pipeline is waiting for a message.
+- Back-pressure instead of drops: the CONNECT's Receive Maximum is the hub's capacity (pending cap + queue
+  size), so the broker stops sending once that many QoS 1 messages are unacknowledged and keeps the rest in the
+  hub's session; and the transport stops reading while the :class:`IntakeQueue` is full (QoS 0 is outside
+  Receive Maximum).
+- Every complete packet of a read (up to 256 KiB) is parsed in one pass and handed to the queue at once; the
+  pipeline's PUBACKs are collected and written with one ``write`` per turn of the loop.
 - Acks of a message delivered on an older connection are not sent: after a reconnect the broker resends every
   unacknowledged message (MQTT 5 section 4.4), and the resent copy gets the ack.
+- Keep-alive: a PINGREQ when nothing was written for half the keep-alive; a connection that brought nothing
+  (not even a PINGRESP) for 1.5 x keep-alive while we were reading is dropped and made again.
+- Reconnects with backoff doubling from ``reconnect_min_s`` to ``reconnect_max_s``; a refused CONNECT or
+  SUBSCRIBE is logged as an error with the broker's reason (once per reason), and retried.
 
-Caveat: while the network thread is blocked it sends no PINGREQ either; blocked for longer than 1.5 x keepalive,
-the broker drops the connection. Nothing is lost: the thread reconnects once unblocked and the broker
-redelivers. Broker side, the session's queue is bounded by Mosquitto's ``max_queued_messages`` (default 1000,
-beyond which QoS 1 messages for an offline or saturated hub are dropped): raise it for the hub's broker.
+Broker side, the session's queue is bounded by Mosquitto's ``max_queued_messages`` (default 1000, beyond which
+QoS 1 messages for an offline or saturated hub are dropped): raise it for the hub's broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Self
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
+from typing import Final, Self
 
 from hub.config import MqttSettings
 from hub.errors import StartupError
 from hub.ingest import InboundMessage
+from hub.mqttcodec import (
+    CONNACK,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    PINGREQ_PACKET,
+    PINGRESP,
+    PUBREL,
+    SERVER_KEEP_ALIVE,
+    SUBACK,
+    MqttProtocolError,
+    Packet,
+    Publish,
+    decode_connack,
+    decode_disconnect,
+    decode_packet_id,
+    decode_suback,
+    encode_connect,
+    encode_puback,
+    encode_subscribe,
+    parse_packets,
+    reason_text,
+)
 from wire.v1 import QOS, Channel, shared, subscription
 
 log = logging.getLogger(__name__)
 
 #: What the hub receives. ``cmd`` is hub -> edge, so the hub does not subscribe to it.
 INTAKE_CHANNELS: Final = (Channel.DATA, Channel.STATE, Channel.EVENT, Channel.CMD_ACK)
-#: How often a blocked hand-over re-checks whether the intake is stopping.
-_HANDOVER_POLL_S: Final = 0.25
 #: MQTT 5 caps Receive Maximum at 65535.
 _MAX_RECEIVE_MAXIMUM: Final = 65535
-#: How much :class:`_BufferedClient` asks the socket for at once.
-_READ_CHUNK: Final = 256 * 1024
+#: The packet identifier of our one SUBSCRIBE per connection.
+_SUBSCRIBE_ID: Final = 1
+#: Largest packet accepted from the broker (a wire payload is far smaller; this bounds memory per packet).
+_MAX_PACKET: Final = 64 * 1024 * 1024
 
 
-class _BufferedClient(paho.Client):
-    """paho's client, reading the socket in large chunks instead of three ``recv`` calls per packet.
+class IntakeQueue:
+    """A bounded queue of messages from the intake to the pipeline, both on the event loop.
 
-    Why: paho-mqtt 2.2 reads every packet with ``recv(1)`` for the command byte, ``recv(1)`` per byte of the
-    remaining length and one more for the body, and goes back to ``select`` after each packet. Profiled under
-    load (single-reading messages) the network thread spent over half of its time there. This overrides two
-    private methods whose contract is stable across paho-mqtt 2.x (``_sock_recv(bufsize) -> bytes``, raising
-    ``BlockingIOError`` when nothing is there, ``b""`` at end of stream; ``loop_read``); the buffer belongs to
-    one socket and is dropped when paho reconnects. It also skips paho's per-topic callback matching (no
-    ``message_callback_add`` here). The integration tests run the intake through it.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-        self._rsock: object | None = None
-
-    def _buffered(self) -> bool:
-        return self._rpos < len(self._rbuf) and self._rsock is self._sock
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if not self._buffered():
-            data = super()._sock_recv(max(bufsize, _READ_CHUNK))
-            if len(data) <= bufsize:
-                self._rbuf, self._rpos = b"", 0
-                return data
-            self._rbuf, self._rpos, self._rsock = data, 0, self._sock
-        start = self._rpos
-        self._rpos = min(start + bufsize, len(self._rbuf))
-        return self._rbuf[start : self._rpos]
-
-    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
-        # paho matches every message against its per-topic callbacks first (a recursive generator per
-        # message: a tenth of the hub's time in the profile); the intake registers none, so call on_message.
-        on_message = self.on_message
-        if on_message is None:
-            return
-        with self._in_callback_mutex:
-            try:
-                on_message(self, self._userdata, message)
-            except Exception as err:
-                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
-                if not self.suppress_exceptions:
-                    raise
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        # Packets already in the buffer do not make the socket readable: handle them before select() again.
-        rc = super().loop_read(max_packets)
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self._buffered():
-            rc = super().loop_read(1)
-        return rc
-
-
-class _QuietWhenStopping(logging.Filter):
-    """Drop paho's ERROR "Client is not connected" that it logs when stopped before ever connecting.
-
-    paho-mqtt 2.2 ``loop_forever`` runs one ``_loop`` after the first-connection retry loop is told to stop,
-    with no socket; that is our own stop, not an error.
-    """
-
-    def __init__(self, stopping: threading.Event) -> None:
-        super().__init__()
-        self._stopping = stopping
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (self._stopping.is_set() and str(record.msg).startswith("Client is not connected"))
-
-
-class Handover:
-    """A bounded queue from one producer thread (paho's) to the event loop, without a round trip per item.
-
-    Loop side, the interface of :class:`asyncio.Queue` the pipeline uses: :meth:`get_nowait`, :meth:`get`,
-    :meth:`qsize` (and :meth:`put_nowait` for tests). Thread side, :meth:`put_blocking`: appends, waiting while
-    ``maxsize`` items are held, and schedules a wake-up of the loop only if a :meth:`get` is waiting.
+    The pipeline's side is the interface of :class:`asyncio.Queue` it uses (:meth:`get_nowait`, :meth:`get`,
+    :meth:`qsize`); the intake puts a whole read's messages at once with :meth:`put_many` (allowed past
+    ``maxsize``: they are already read) and stops reading while :attr:`full`; :meth:`on_space` tells it when
+    the queue has room again (half empty).
     """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._items: deque[InboundMessage] = deque()
-        self._space = threading.Condition(threading.Lock())
-        self._space_waiters = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._getter: asyncio.Future[None] | None = None
-        self._wake_pending = False
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._space_callback: Callable[[], None] | None = None
 
     def qsize(self) -> int:
         return len(self._items)
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def on_space(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once when the queue drops to half of ``maxsize`` (None: forget it)."""
+        self._space_callback = callback
 
     def get_nowait(self) -> InboundMessage:
         try:
             item = self._items.popleft()
         except IndexError:
             raise asyncio.QueueEmpty from None
-        if self._space_waiters:
-            with self._space:
-                self._space.notify()
+        if self._space_callback is not None and len(self._items) <= self.maxsize // 2:
+            callback, self._space_callback = self._space_callback, None
+            callback()
         return item
 
     async def get(self) -> InboundMessage:
         """The next item, waiting for one. Cancelling it never loses an item (items are taken only here)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._items:
-                return self.get_nowait()
-            getter: asyncio.Future[None] = loop.create_future()
+        while not self._items:
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._getter = getter
             try:
-                # The producer appends before it looks at _getter: look again now that _getter is set.
-                if not self._items:
-                    await getter
+                await getter
             finally:
                 self._getter = None
+        return self.get_nowait()
 
     def put_nowait(self, item: InboundMessage) -> None:
-        """Loop side (tests): append without waiting."""
         self._items.append(item)
-        getter = self._getter
-        if getter is not None and not getter.done():
-            getter.set_result(None)
+        self._wake()
 
-    def put_blocking(self, item: InboundMessage, timeout_s: float) -> bool:
-        """Thread side: append ``item``; False if no room came within ``timeout_s`` (nothing was appended)."""
-        if len(self._items) >= self.maxsize:
-            with self._space:
-                self._space_waiters += 1
-                try:
-                    while len(self._items) >= self.maxsize:
-                        if not self._space.wait(timeout_s):
-                            return False
-                finally:
-                    self._space_waiters -= 1
-        self._items.append(item)
-        if self._getter is not None and not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            try:
-                self._loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop is closed; the item stays unacknowledged
-                return True
-        return True
+    def put_many(self, items: list[InboundMessage]) -> None:
+        self._items.extend(items)
+        self._wake()
 
     def _wake(self) -> None:
-        self._wake_pending = False
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
@@ -218,18 +145,104 @@ def topic_filters(shared_group: str | None) -> list[str]:
     return filters
 
 
+class _Refused(Exception):
+    """The broker refused the CONNECT (reason in the message)."""
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to the broker: parses what arrives, hands PUBLISHes to the intake, writes its packets."""
+
+    def __init__(self, intake: MqttIntake, number: int) -> None:
+        self._intake = intake
+        self.number = number
+        self.transport: asyncio.Transport | None = None
+        self._buf = b""
+        self.connack: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
+        self.suback: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.last_read = time.monotonic()
+        self.last_write = time.monotonic()
+        self.paused = False
+        self.keepalive_s = intake._settings.keepalive_s
+        self._acks: list[bytes] = []
+        self._flush_scheduled = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = time.monotonic()
+        buf = self._buf + data if self._buf else data
+        try:
+            packets, used = parse_packets(buf, _MAX_PACKET)
+        except MqttProtocolError as exc:
+            self.drop(f"malformed packet from the broker: {exc}")
+            return
+        self._buf = buf[used:] if used < len(buf) else b""
+        if packets:
+            self._intake._received(self, packets)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for future in (self.connack, self.suback):
+            if not future.done():
+                future.set_exception(ConnectionError(str(exc) if exc else "the broker closed the connection"))
+        if not self.closed.done():
+            self.closed.set_result(str(exc) if exc else "the broker closed the connection")
+
+    # our side
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.last_write = time.monotonic()
+
+    def ack(self, packet_id: int) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self._acks.append(encode_puback(packet_id))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_acks)
+        return True
+
+    def flush_acks(self) -> None:
+        self._flush_scheduled = False
+        if self._acks:
+            acks, self._acks = self._acks, []
+            self.write(b"".join(acks))
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.last_read = time.monotonic()
+            self.transport.resume_reading()
+
+    def drop(self, why: str) -> None:
+        if not self.closed.done():
+            self.closed.set_result(why)
+        if self.transport is not None:
+            self.transport.abort()
+
+
 class MqttIntake:
     """Subscribes to the v1 topics and puts :class:`~hub.ingest.InboundMessage` on ``queue``, unacknowledged.
 
-    ``async with`` starts the network thread (it connects and reconnects by itself with capped backoff, so an
-    unreachable broker does not stop the hub); leaving the block disconnects and joins the thread. Call
-    :meth:`stop_accepting` first to stop handing over new messages while the pipeline drains.
+    ``async with`` starts the connection task (it connects and reconnects by itself with capped backoff, so an
+    unreachable broker does not stop the hub); leaving the block disconnects. Call :meth:`stop_accepting` first
+    to stop handing over new messages while the pipeline drains.
     """
 
     def __init__(
         self,
         settings: MqttSettings,
-        queue: Handover,
+        queue: IntakeQueue,
         *,
         receive_maximum: int = _MAX_RECEIVE_MAXIMUM,
         stop_timeout_s: float = 10.0,
@@ -239,18 +252,16 @@ class MqttIntake:
         self._receive_maximum = max(1, min(receive_maximum, _MAX_RECEIVE_MAXIMUM))
         self._stop_timeout_s = stop_timeout_s
         self.filters = topic_filters(settings.shared_group)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: paho.Client | None = None
-        self._accepting = threading.Event()
-        self._stopping = threading.Event()
-        self._quiet = _QuietWhenStopping(self._stopping)
-        self._connected = threading.Event()
-        self._subscribed = threading.Event()
-        self._connection = 0  # written by the network thread only
+        self._ssl: ssl.SSLContext | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._conn: _Connection | None = None
+        self._accepting = False
+        self._connected = False
+        self._subscribed = False
+        self._connection = 0
         self._ever_connected = False
-        self._down_logged = False
         self._refused_reason = ""
-        self._subscribe_mid: int | None = None
+        self._topics: dict[bytes, str] = {}
         self.counters: dict[str, int] = {
             "received": 0,
             "connects": 0,
@@ -264,43 +275,13 @@ class MqttIntake:
 
     async def __aenter__(self) -> Self:
         s = self._settings
-        self._loop = asyncio.get_running_loop()
-        self._queue.bind(self._loop)
-        client = _BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-            reconnect_on_failure=True,
-        )
-        client.manual_ack_set(True)
-        paho_log = logging.getLogger(f"{__name__}.paho")
-        paho_log.addFilter(self._quiet)
-        client.enable_logger(paho_log)
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
         if s.tls:
             try:
-                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
+                self._ssl = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
             except (ssl.SSLError, OSError, ValueError) as exc:
                 raise StartupError(f"MQTT TLS setup failed (ca_file {s.ca_file}): {exc}") from exc
-        client.connect_timeout = s.connect_timeout_s
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = s.session_expiry_s
-        # How many unacknowledged messages the broker may send us. Mosquitto honours it for MQTT 5 clients
-        # instead of its max_inflight_messages (default 20), which would cap a batch at 20 messages.
-        properties.ReceiveMaximum = self._receive_maximum
-        client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=properties)
-        self._client = client
-        self._accepting.set()
-        if client.loop_start() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise StartupError("could not start the MQTT network thread")
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="hub-mqtt")
         log.info(
             "MQTT intake: broker %s:%d%s as %r, session expiry %d s, subscribing %s",
             s.host,
@@ -319,35 +300,37 @@ class MqttIntake:
 
     def stop_accepting(self) -> None:
         """Hand over no more messages (they stay unacknowledged and the broker redelivers them later)."""
-        self._accepting.clear()
+        self._accepting = False
 
     async def close(self) -> None:
-        """Disconnect (after the acks queued so far: paho writes its packets in order) and join the thread."""
+        """Send the acks collected so far and a DISCONNECT (the broker keeps the session), then stop."""
         self.stop_accepting()
-        self._subscribed.clear()
-        client, self._client = self._client, None
-        if client is None:
-            return
-        self._stopping.set()
-        client.disconnect()
-        stopped = asyncio.to_thread(client.loop_stop)
-        try:
-            await asyncio.wait_for(stopped, self._stop_timeout_s)
-        except TimeoutError:
-            log.warning("the MQTT network thread did not stop within %.0f s", self._stop_timeout_s)
-        self._connected.clear()
-        logging.getLogger(f"{__name__}.paho").removeFilter(self._quiet)
+        task, self._task = self._task, None
+        conn = self._conn
+        if conn is not None and conn.transport is not None:
+            conn.flush_acks()
+            if self._connected:
+                conn.write(DISCONNECT_PACKET)
+            conn.transport.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), self._stop_timeout_s)
+        if self._connected:
+            log.info("disconnected from the broker")
+        self._connected = self._subscribed = False
+        self._queue.on_space(None)
 
     # ------------------------------------------------------------------------------------------ status
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected
 
     @property
     def subscribed(self) -> bool:
         """Connected, and the broker has answered the subscription."""
-        return self._connected.is_set() and self._subscribed.is_set()
+        return self._connected and self._subscribed
 
     async def wait_subscribed(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` until connected and subscribed; return whether that happened."""
@@ -361,144 +344,203 @@ class MqttIntake:
     # ------------------------------------------------------------------------------------------ acks
 
     def ack(self, message: InboundMessage) -> bool:
-        """Send the PUBACK of ``message`` (QoS 1). Never raises; False if it was not sent."""
+        """Send the PUBACK of ``message`` (QoS 1), with the others of this turn of the loop. False if not sent."""
         if message.qos == 0:
             return True
-        client = self._client
-        if client is None or message.connection != self._connection or not self._connected.is_set():
+        conn = self._conn
+        if conn is None or message.connection != conn.number or not self._connected or not conn.ack(message.mid):
             # The broker resends it on the new connection (MQTT 5 section 4.4); that copy gets the ack.
             self.counters["acks_of_old_connection"] += 1
-            return False
-        try:
-            rc = client.ack(message.mid, message.qos)
-        except (OSError, ValueError) as exc:  # paho raises little here; never let an ack break the pipeline
-            log.warning("could not send the ack of message %d: %s", message.mid, exc)
-            return False
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return False
         self.counters["acks_sent"] += 1
         return True
 
-    # ------------------------------------------------------------------------------------------ callbacks
-    # Everything below runs in paho's network thread.
+    # ------------------------------------------------------------------------------------------ connection
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            text = str(reason_code)
-            if text != self._refused_reason:
-                self._refused_reason = text
-                log.error(
-                    "the broker %s:%d refused the connection: %s; retrying",
-                    self._settings.host,
-                    self._settings.port,
-                    text,
+    async def _run(self) -> None:
+        s = self._settings
+        delay = float(s.reconnect_min_s)
+        down_logged = False
+        while True:
+            reason = ""
+            try:
+                await self._session()  # returns only by raising why the connection ended
+            except _Refused as exc:
+                text = str(exc)
+                if text != self._refused_reason:
+                    self._refused_reason = text
+                    log.error(  # noqa: TRY400 - the reason is the broker's answer, no traceback to show
+                        "the broker %s:%d refused the connection: %s; retrying", s.host, s.port, text
+                    )
+            except (OSError, TimeoutError, ConnectionError, MqttProtocolError, ssl.SSLError) as exc:
+                reason = str(exc) or type(exc).__name__
+            was_connected = self._connected
+            self._connected = self._subscribed = False
+            self._queue.on_space(None)
+            if was_connected:
+                self.counters["disconnects"] += 1
+                down_logged = True
+                delay = float(s.reconnect_min_s)
+                log.warning(
+                    "lost the connection to the broker (%s); reconnecting with backoff up to %d s",
+                    reason,
+                    s.reconnect_max_s,
                 )
-            return
+            elif reason and not down_logged:
+                down_logged = True
+                log.warning(
+                    "cannot reach the broker %s:%d; retrying with backoff up to %d s", s.host, s.port, s.reconnect_max_s
+                )
+                log.debug("connecting to the broker failed: %s", reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, float(s.reconnect_max_s))
+
+    async def _session(self) -> None:
+        """Connect, subscribe, and serve one connection until it ends (raises why it ended)."""
+        s = self._settings
+        loop = asyncio.get_running_loop()
+        number = self._connection + 1
+        async with asyncio.timeout(s.connect_timeout_s):
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self, number),
+                s.host,
+                s.port,
+                ssl=self._ssl,
+                server_hostname=s.host if self._ssl else None,
+            )
+        try:
+            await self._handshake(conn, number)
+            why = await self._serve(conn)
+        finally:
+            if conn.transport is not None:
+                conn.transport.abort()
+            if self._conn is conn:
+                self._conn = None
+        raise ConnectionError(why)
+
+    async def _handshake(self, conn: _Connection, number: int) -> None:
+        s = self._settings
+        conn.write(
+            encode_connect(
+                s.client_id,
+                keepalive_s=s.keepalive_s,
+                clean_start=False,
+                session_expiry_s=s.session_expiry_s,
+                receive_maximum=self._receive_maximum,
+                username=s.username,
+                password=s.password.get_secret_value() if s.password else None,
+            )
+        )
+        async with asyncio.timeout(s.connect_timeout_s):
+            connack = decode_connack((await conn.connack).body)
+        if connack.reason_code >= 0x80:
+            detail = f" ({connack.reason_string})" if connack.reason_string else ""
+            raise _Refused(reason_text(connack.reason_code) + detail)
         self._refused_reason = ""
-        self._down_logged = False
-        self._connection += 1
+        self._connection = number
+        self._conn = conn
         self.counters["connects"] += 1
-        if self._ever_connected and not flags.session_present:
+        keepalive = connack.properties.get(SERVER_KEEP_ALIVE, s.keepalive_s)
+        conn.keepalive_s = int(keepalive) if isinstance(keepalive, int) else s.keepalive_s
+        if self._ever_connected and not connack.session_present:
             log.warning(
                 "the broker had no session for %r (expired or broker restarted without persistence): "
                 "messages published while the hub was away are lost",
-                self._settings.client_id,
+                s.client_id,
             )
         self._ever_connected = True
-        log.info(
-            "connected to the broker %s:%d (session present: %s)",
-            self._settings.host,
-            self._settings.port,
-            flags.session_present,
-        )
-        options = SubscribeOptions(qos=QOS)
-        result, mid = client.subscribe([(f, options) for f in self.filters])
-        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            log.error("could not send the subscription: %s", paho.error_string(result))
-        self._subscribe_mid = mid
-        self._connected.set()
+        log.info("connected to the broker %s:%d (session present: %s)", s.host, s.port, connack.session_present)
+        self._connected = True
+        conn.write(encode_subscribe(_SUBSCRIBE_ID, self.filters, QOS))
 
-    def _on_subscribe(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: Sequence[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        if mid != self._subscribe_mid:
-            return
-        for topic_filter, code in zip(self.filters, reason_codes, strict=False):
-            if code.is_failure:
-                log.error("the broker refused the subscription to %s: %s", topic_filter, code)
-        self._subscribed.set()
+    async def _serve(self, conn: _Connection) -> str:
+        """Wait for the SUBACK, then keep the connection alive until it closes; return why it closed."""
+        keepalive_s = conn.keepalive_s
+        tick = max(0.5, keepalive_s / 4) if keepalive_s else 1.0
+        while not conn.closed.done():
+            if not self._subscribed and conn.suback.done():
+                self._suback(conn)
+            now = time.monotonic()
+            if keepalive_s:
+                if now - conn.last_write >= keepalive_s / 2:
+                    conn.write(PINGREQ_PACKET)
+                if not conn.paused and now - conn.last_read > keepalive_s * 1.5:
+                    conn.drop(f"nothing from the broker for {keepalive_s * 1.5:.0f} s")
+                    break
+            waiting: set[asyncio.Future[object]] = {conn.closed}  # type: ignore[arg-type]
+            if not conn.suback.done():
+                waiting.add(conn.suback)  # type: ignore[arg-type]
+            await asyncio.wait(waiting, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
+        return conn.closed.result() if conn.closed.done() else "closed"
 
-    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        if not self._down_logged:
-            self._down_logged = True
-            log.warning(
-                "cannot reach the broker %s:%d; retrying with backoff up to %d s",
-                self._settings.host,
-                self._settings.port,
-                self._settings.reconnect_max_s,
-            )
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        self._subscribed.clear()
-        if not was_connected:
-            return
-        self.counters["disconnects"] += 1
-        if self._client is None:
-            log.info("disconnected from the broker")
-        else:
-            self._down_logged = True
-            log.warning(
-                "lost the connection to the broker (%s); reconnecting with backoff up to %d s",
-                reason_code,
-                self._settings.reconnect_max_s,
-            )
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.counters["received"] += 1
+    def _suback(self, conn: _Connection) -> None:
         try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            raw: bytes = getattr(msg, "_topic", b"")
-            topic = raw.decode("utf-8", errors="replace")
-        message = InboundMessage(
-            topic=topic,
-            payload=bytes(msg.payload),
-            mid=msg.mid,
-            qos=msg.qos,
-            retain=bool(msg.retain),
-            received=time.time(),
-            connection=self._connection,
-        )
-        if not self._hand_over(message):
-            self.counters["not_handed_over"] += 1
+            suback = decode_suback(conn.suback.result().body)
+        except (MqttProtocolError, ConnectionError) as exc:
+            conn.drop(f"bad SUBACK: {exc}")
+            return
+        for topic_filter, code in zip(self.filters, suback.reason_codes, strict=False):
+            if code >= 0x80:
+                log.error("the broker refused the subscription to %s: %s", topic_filter, reason_text(code))
+        self._subscribed = True
 
-    def _hand_over(self, message: InboundMessage) -> bool:
-        """Put ``message`` on the queue, blocking this thread while the queue is full (back-pressure)."""
-        loop = self._loop
-        while True:
-            if loop is None or loop.is_closed() or not self._accepting.is_set():
-                # Left unacknowledged: the broker redelivers it to the next session.
-                return False
-            if self._queue.put_blocking(message, _HANDOVER_POLL_S):
-                return True
+    # ------------------------------------------------------------------------------------------ receiving
+
+    def _received(self, conn: _Connection, packets: list[Publish | Packet]) -> None:
+        """Called by the connection with every packet of one read, in order."""
+        messages: list[InboundMessage] = []
+        accepting = self._accepting
+        number = conn.number
+        now = time.time()
+        topics = self._topics
+        dropped = 0
+        for packet in packets:
+            if type(packet) is Publish:
+                raw = packet.topic
+                topic = topics.get(raw)
+                if topic is None:
+                    topic = raw.decode("utf-8", errors="replace")
+                    if len(topics) >= 10_000:
+                        topics.clear()
+                    topics[raw] = topic
+                if accepting:
+                    messages.append(
+                        InboundMessage(topic, packet.payload, packet.packet_id, packet.qos, packet.retain, now, number)
+                    )
+                else:
+                    dropped += 1  # left unacknowledged: the broker redelivers it to the next session
+            else:
+                self._control(conn, packet)  # type: ignore[arg-type]
+        if messages:
+            self.counters["received"] += len(messages)
+            self._queue.put_many(messages)
+            if self._queue.full:
+                conn.pause()
+                self._queue.on_space(conn.resume)
+        if dropped:
+            self.counters["received"] += dropped
+            self.counters["not_handed_over"] += dropped
+
+    def _control(self, conn: _Connection, packet: Packet) -> None:
+        kind = packet.type
+        if kind == CONNACK:
+            if not conn.connack.done():
+                conn.connack.set_result(packet)
+            else:
+                conn.drop("a second CONNACK from the broker")
+        elif kind == SUBACK:
+            if not conn.suback.done():
+                conn.suback.set_result(packet)
+        elif kind == PINGRESP:
+            pass
+        elif kind == DISCONNECT:
+            try:
+                code, reason = decode_disconnect(packet.body)
+            except MqttProtocolError as exc:
+                code, reason = 0x81, str(exc)
+            conn.drop(f"the broker disconnected: {reason_text(code)}{f' ({reason})' if reason else ''}")
+        elif kind == PUBREL:  # QoS 2 is never subscribed; complete the flow anyway rather than stall the session
+            with contextlib.suppress(MqttProtocolError):
+                conn.write(bytes((0x70, 2)) + decode_packet_id(packet.body, "PUBREL").to_bytes(2, "big"))
+        else:
+            log.debug("ignored an MQTT packet of type %d from the broker", kind)

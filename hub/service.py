@@ -29,7 +29,7 @@ from hub.errors import HubError
 from hub.influx import InfluxWriter
 from hub.ingest import Observer, Pipeline, RetryPolicy
 from hub.metrics import HealthReporter, render_prometheus
-from hub.mqtt import Handover, MqttIntake
+from hub.mqtt import IntakeQueue, MqttIntake
 from hub.routes.services import Operations
 from hub.spill import Spill
 
@@ -62,7 +62,7 @@ class Hub:
             if s.spill.dir is not None:
                 spill = Spill(s.spill.dir, max_bytes=s.spill.max_bytes, segment_bytes=s.spill.segment_bytes)
                 stack.callback(spill.close)
-            queue = Handover(s.batch.queue_size)
+            queue = IntakeQueue(s.batch.queue_size)
             self._intake = await stack.enter_async_context(
                 MqttIntake(s.mqtt, queue, receive_maximum=s.batch.max_pending_messages + s.batch.queue_size)
             )
