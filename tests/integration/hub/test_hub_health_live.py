@@ -224,9 +224,15 @@ async def test_gateway_dying_silently_is_offline_within_one_and_a_half_keepalive
                 latency = at - keeper.last_sent
                 assert latency >= 1.5 * keepalive_s, f"offline {latency:.2f} s after the last message: too early"
                 assert latency <= 1.5 * keepalive_s + HUB_CHECK_TOLERANCE_S, f"offline after {latency:.2f} s"
-                assert not watcher.wills, "the broker's will came first: the hub did not use the promise"
-                assert transition.reason.startswith("silent for "), transition.reason
-                assert f"keep-alive of {keepalive_s} s its birth promised (session {gw.session})" in transition.reason
+                if transition.reason.startswith("silent for "):  # the hub's own clock (almost always first)
+                    promised = f"keep-alive of {keepalive_s} s its birth promised (session {gw.session})"
+                    assert promised in transition.reason
+                else:
+                    # Both act at 1.5 x keep-alive: once in a while Mosquitto's 5-second check falls just then and
+                    # its will arrives first. The bound above holds all the same; the hub's own verdict is pinned
+                    # by the next test (a gateway that keeps its connection, hence no will).
+                    assert transition.reason == "gateway death: connection lost", transition.reason
+                    assert watcher.wills, "offline by a will that the watcher did not see"
                 for device in ("aq-01", "wl-01"):
                     last = seen.of(device)[-1][1]
                     expected = ("unknown", f"gateway {SITE}/{GATEWAY} offline: {transition.reason}")
