@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import hub.ingest
+import hub.ingest.pipeline
 from hub.config import InfluxSettings
 from hub.deadletter import Quarantine
 from hub.influx import InfluxWriter
@@ -337,7 +337,7 @@ async def test_an_internal_error_dead_letters_the_message_and_the_pipeline_goes_
     def broken(*args: object) -> str:
         raise KeyError("boom")
 
-    monkeypatch.setattr(hub.ingest, "device_event_line", broken)
+    monkeypatch.setattr(hub.ingest.pipeline, "device_event_line", broken)
     h = await make()
     event = json.dumps({"session": SESSION, "device": "aq-01", "type": "device_up", "ts": TS}).encode()
     await h.put(msg(1, event, "ioc/v1/site-a/gw-1/event"), msg(2, data(1)))
@@ -370,7 +370,9 @@ async def test_observers_see_every_decoded_message_and_a_failing_one_breaks_noth
     seen: list[tuple[str, str, str]] = []
 
     def good(site: str, gateway: str, payload: object) -> None:
-        seen.append((site, gateway, type(payload).__name__))
+        # A data payload is an instance of a DataBatch subclass (hub.ingest.decode): observers use isinstance.
+        kind = next(t for t in (State, DataBatch, Event, CommandAck) if isinstance(payload, t))
+        seen.append((site, gateway, kind.__name__))
 
     def bad(site: str, gateway: str, payload: object) -> None:
         raise KeyError("registry bug")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hub.lineproto import format_contract_fields
 from hub.points import device_event_line, gateway_state_line, reading_lines
 from wire import v1
 
@@ -60,3 +61,19 @@ def test_device_event_line() -> None:
     )
     no_reason = v1.Event(session=SESSION, device="aq-01", type=v1.EventType.DEVICE_UP, ts=TS)
     assert device_event_line("s", "g", no_reason).endswith(' reason="" 1764331200123')
+
+
+def test_inlined_field_formatting_matches_format_contract_fields() -> None:
+    values: list[dict[str, bool | int | float | str]] = [
+        {"a": 1.5, "b": True, "c": False, "d": 7, "e": 'say "hi" \\ there', "f": -0.0},
+        {"a": float("nan"), "b": 2},
+        {"a": float("inf"), "b": float("-inf")},  # nothing representable: no line
+        {"big": 2**63 - 1, "x": ""},
+    ]
+    readings = [v1.Reading(device="d-1", kind="k", ts=1_764_300_000_000 + i, metrics=m) for i, m in enumerate(values)]
+    lines, dropped = reading_lines("s", "g", v1.DataBatch(session="sess-0001", seq=1, readings=readings))
+    expected = [format_contract_fields(m) for m in values]
+    assert dropped == sum(bad for _, bad in expected) == 3
+    prefix = "k,device=d-1,gateway=g,kind=k,site=s "
+    assert all(line.startswith(prefix) for line in lines)
+    assert [line[len(prefix) : line.rindex(" ")] for line in lines] == [text for text, _ in expected if text]
