@@ -1,5 +1,10 @@
 """``ioc hub [--config FILE]``: run the hub until SIGINT or SIGTERM.
 
+``ioc hub check [--config FILE] [--env-file FILE]`` checks the settings (and the alert rules and inventory files
+they name) without starting anything and prints what the hub would use, secrets masked; with ``--env-file`` the
+``IOC_HUB_*`` variables come from that systemd environment file only, as the unit would get them (the deployment
+checks a rendered file with it before putting it in place).
+
 ``ioc hub token create --role ROLE [--wards W ...] [--name N] [--config FILE]`` creates an API token in the
 hub's database (``registry.url``) and prints it (only its hash is stored); ``ioc hub token list`` and
 ``ioc hub token revoke ID`` list and revoke tokens.
@@ -15,12 +20,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
 from pathlib import Path
 
-from hub.config import HubSettings, load_settings
+from hub.config import ENV_PREFIX, HubSettings, load_settings
 from hub.errors import ConfigError, HubError
 from hub.service import run_hub
 
@@ -49,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if getattr(args, "hub_command", None) == "token":
         return token_main(args)
+    if getattr(args, "hub_command", None) == "check":
+        return check_main(args)
     try:
         settings = load_settings(args.config)
         check_operations_files(settings)
@@ -107,12 +115,93 @@ async def _run(settings: HubSettings) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------------- check
+
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Variables of a systemd ``EnvironmentFile=``: ``KEY=value`` or ``KEY="value"`` (backslash escapes), comments
+    and blank lines skipped. A line that is none of these is a :class:`ConfigError` naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the environment file: {exc}") from exc
+    env: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            raise ConfigError(f"{path}:{number}: not a KEY=value line")
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            quote, value = value[0], value[1:-1]
+            if quote == '"':
+                value = re.sub(r"\\(.)", r"\1", value)
+        env[key] = value
+    return env
+
+
+def check_main(args: argparse.Namespace) -> int:
+    config = getattr(args, "config", None)
+    try:
+        if args.env_file is not None:
+            env = read_env_file(args.env_file)
+            for name in [n for n in os.environ if n.upper().startswith(ENV_PREFIX)]:
+                del os.environ[name]
+            os.environ.update({k: v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)})
+        settings = load_settings(config)
+        check_operations_files(settings)
+    except ConfigError as exc:
+        where = f"{args.env_file}: " if args.env_file is not None else ""
+        sys.stderr.write(f"ioc hub check: {where}{exc}\n")
+        return EXIT_CONFIG
+    sys.stdout.write(describe(settings))
+    return EXIT_OK
+
+
+def describe(settings: HubSettings) -> str:
+    """What the hub would use, one line per item; no secret is printed."""
+    s = settings
+    broker = f"{'mqtts' if s.mqtt.tls else 'mqtt'}://{s.mqtt.host}:{s.mqtt.port}"
+    group = f", shared group {s.mqtt.shared_group}" if s.mqtt.shared_group else ""
+    influx = f"{s.influx.url} ({s.influx.api}"
+    influx += f", database {s.influx.database})" if s.influx.api == "v1" else f", bucket {s.influx.bucket})"
+    registry = _mask_url(s.registry.url) if s.registry.url else "(unset: a temporary SQLite file, removed at stop)"
+    lines = [
+        f"broker     {broker} as {s.mqtt.username or '(anonymous)'}, client id {s.mqtt.client_id}{group}",
+        f"influxdb   {influx}",
+        f"api        http://{s.http.host}:{s.http.port}",
+        f"registry   {registry}",
+        f"spill      {s.spill.dir or '(off)'}",
+        f"rules      {s.alerts.rules_file or '(built-in: device and gateway offline)'}",
+        f"inventory  {s.registry.inventory_file or '(none)'}",
+        "settings ok",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _mask_url(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 # ---------------------------------------------------------------------------------------------- tokens
 
 
 def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     """``ioc hub token create|list|revoke``."""
     sub = parser.add_subparsers(dest="hub_command", metavar="COMMAND")
+    check = sub.add_parser("check", help="check the settings, alert rules and inventory without starting the hub")
+    check.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help="YAML settings file")
+    check.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="take the IOC_HUB_* variables from this systemd environment file only (as the unit would)",
+    )
     token = sub.add_parser("token", help="manage API tokens in the hub's database (registry.url)")
     actions = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a token and print it (shown once)")

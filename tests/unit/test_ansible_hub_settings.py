@@ -36,8 +36,14 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def render(tmp_path: Path, *extra: str) -> Path:
     """Run the hub role's settings tasks for the example hub host into ``tmp_path/root``; the env file."""
+    done = run_settings_tasks(tmp_path, *extra)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    return tmp_path / "root/etc/ioc-hub/hub.env"
+
+
+def run_settings_tasks(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     tls = tmp_path / "tls"
-    tls.mkdir()
+    tls.mkdir(exist_ok=True)
     (tls / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n")
     playbook = tmp_path / "hub-settings.yml"
     playbook.write_text(
@@ -46,19 +52,17 @@ def render(tmp_path: Path, *extra: str) -> Path:
               "tasks": [{"name": "Render", "ansible.builtin.include_role": {"name": "hub", "tasks_from": "settings"}}]}]
         )
     )  # fmt: skip
-    done = subprocess.run(
+    return subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(EXAMPLE / "hosts.yml"), "-l", "hub-01", str(playbook),
          "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", "ansible_become=false",
          "-e", f"hub_root={tmp_path / 'root'}", "-e", f"ioc_tls_dir={tls}", "-e", "hub_group=root",
-         "-e", "hub_systemd=false", *extra],
+         "-e", "hub_systemd=false", "-e", f"hub_ioc={BIN / 'ioc'}", *extra],
         cwd=ANSIBLE_DIR,
         env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
              "ANSIBLE_VAULT_PASSWORD_FILE": str(EXAMPLE / "vault-password.EXAMPLE"),
              "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "ANSIBLE_NOCOLOR": "1"},
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    return tmp_path / "root/etc/ioc-hub/hub.env"
 
 
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="the target interpreter /usr/bin/python3 is missing")
@@ -86,6 +90,19 @@ def test_example_hub_env_is_accepted_by_hub_config(tmp_path: Path, monkeypatch: 
     assert settings.dead_letters.path == state / "dead-letters.db"
     assert settings.spill.dir == state / "spill"
     assert settings.registry.url == f"sqlite:///{state}/registry.db"
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="the target interpreter /usr/bin/python3 is missing")
+def test_a_bad_setting_fails_the_render_and_keeps_the_old_file(tmp_path: Path) -> None:
+    env_file = render(tmp_path)
+    before = env_file.read_bytes()
+    done = run_settings_tasks(tmp_path, "-e", '{"hub_settings": {"batch": {"max_in_flight": "lots"}}}')
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    # The release's `ioc hub check --env-file` refused the rendered file, naming the variable and the field.
+    assert "ioc hub check" in output
+    assert "IOC_HUB_BATCH__MAX_IN_FLIGHT: batch.max_in_flight" in output
+    assert env_file.read_bytes() == before
 
 
 @pytest.mark.skipif(shutil.which("ansible-vault", path=str(BIN)) is None, reason="ansible-vault is not installed")
