@@ -171,9 +171,9 @@ def test_the_same_alert_always_gives_the_same_line() -> None:
     ("targets", "message"),
     [
         ({"critical": 60.0}, "no target for severity info, warning, major"),
-        (RESOLVE_TARGETS_S | {"major": 0.0}, "'major' must be a positive number of seconds: 0.0"),
-        (RESOLVE_TARGETS_S | {"info": "1h"}, "'info' must be a positive number of seconds: '1h'"),
-        (RESOLVE_TARGETS_S | {"info": True}, "'info' must be a positive number of seconds: True"),
+        ({**RESOLVE_TARGETS_S, "major": 0.0}, "'major' must be a positive number of seconds: 0.0"),
+        ({**RESOLVE_TARGETS_S, "info": "1h"}, "'info' must be a positive number of seconds: '1h'"),
+        ({**RESOLVE_TARGETS_S, "info": True}, "'info' must be a positive number of seconds: True"),
     ],
 )
 def test_bad_targets_are_refused_by_name(targets: dict[str, Any], message: str) -> None:
@@ -183,7 +183,7 @@ def test_bad_targets_are_refused_by_name(targets: dict[str, Any], message: str) 
 
 
 def test_custom_targets_are_used() -> None:
-    targets = check_targets(RESOLVE_TARGETS_S | {"critical": 600})
+    targets = check_targets({**RESOLVE_TARGETS_S, "critical": 600})
     assert "in_time=0.0" in resolved_line(_resolved("critical", timedelta(minutes=11)), targets)
     assert "target_s=600.0" in resolved_line(_resolved("critical", timedelta(minutes=9)), targets)
 
@@ -196,7 +196,14 @@ def test_job_refuses_non_positive_periods(name: str, tmp_path: Any) -> None:
         async def write(_body: bytes) -> None:
             return None
 
+        periods = {"interval_s": 60.0, "backfill_s": 60.0, "overlap_s": 60.0} | {name: 0.0}
         with pytest.raises(ValueError, match=f"{name} must be positive"):
-            AlertSeriesJob(db, write, **{name: 0.0})
+            AlertSeriesJob(
+                db,
+                write,
+                interval_s=periods["interval_s"],
+                backfill_s=periods["backfill_s"],
+                overlap_s=periods["overlap_s"],
+            )
     finally:
         db.close()
