@@ -30,8 +30,8 @@ from dashboards.registry import Snapshot
 __all__ = ["CAMERA_PROFILES", "LEADERSHIP", "METRICS", "OPERATIONS", "SIGN_PROFILES", "all_boards"]
 
 
-def all_boards(snap: Snapshot, *, online_target_pct: float = 95.0) -> list[Board]:
-    """Every board, operations first."""
+def all_boards(snap: Snapshot, *, online_target_pct: float = 95.0, in_time_target_pct: float = 90.0) -> list[Board]:
+    """Every board, operations first. The targets are percentages (devices online; incidents resolved in time)."""
     return [
         health_board(snap),
         site_board(),
@@ -41,5 +41,5 @@ def all_boards(snap: Snapshot, *, online_target_pct: float = 95.0) -> list[Board
         *([cameras_board()] if snap.empty or snap.has(profiles=CAMERA_PROFILES) else []),
         *([displays_board()] if snap.empty or snap.has(profiles=SIGN_PROFILES) else []),
         *per_site_boards(snap),
-        city_board(snap, online_target_pct),
+        city_board(snap, online_target_pct, in_time_target_pct),
     ]

@@ -51,8 +51,12 @@ class Rendered:
     gazetteer: dict[str, Any] | None
 
 
-def render_all(snap: Snapshot, locale: Locale, *, online_target_pct: float = 95.0) -> Rendered:
-    boards: Sequence[Board] = all_boards(snap, online_target_pct=online_target_pct)
+def render_all(
+    snap: Snapshot, locale: Locale, *, online_target_pct: float = 95.0, in_time_target_pct: float = 90.0
+) -> Rendered:
+    boards: Sequence[Board] = all_boards(
+        snap, online_target_pct=online_target_pct, in_time_target_pct=in_time_target_pct
+    )
     uids = [b.uid for b in boards]
     duplicates = sorted({u for u in uids if uids.count(u) > 1})
     if duplicates:
@@ -131,10 +135,11 @@ def build(
     locale: Locale = "en",
     grafana_dashboards: str = DEFAULT_GRAFANA_DASHBOARDS,
     online_target_pct: float = 95.0,
+    in_time_target_pct: float = 90.0,
 ) -> BuildReport:
     """Write the provisioning tree under ``out``; return what was written, left alone and removed."""
     report = BuildReport()
-    rendered = render_all(snap, locale, online_target_pct=online_target_pct)
+    rendered = render_all(snap, locale, online_target_pct=online_target_pct, in_time_target_pct=in_time_target_pct)
     _put(out / "provisioning/datasources/ioc-influxdb.yaml", _yaml(provisioning(target)), out, report)
     for folder in FOLDERS:
         provider = {

@@ -47,6 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--influx-flavour", choices=("v1", "v2", "v3"), default="v1", help="InfluxDB major version")
     p.add_argument("--influx-user", default="", help="1.x user Grafana reads as (password from the environment)")
     p.add_argument("--online-target", type=float, default=95.0, help="target share of devices online, percent")
+    p.add_argument(
+        "--in-time-target", type=float, default=90.0, help="target share of incidents resolved in time, percent"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,12 +86,20 @@ def _snapshot(args: argparse.Namespace) -> Snapshot:
     return Snapshot()
 
 
+def _targets(args: argparse.Namespace) -> dict[str, float]:
+    """The boards' targets in percent; ValueError naming the option outside 0..100."""
+    for option, value in (("--online-target", args.online_target), ("--in-time-target", args.in_time_target)):
+        if not 0 <= value <= 100:
+            raise ValueError(f"{option} must be a percentage 0..100, not {value}")
+    return {"online_target_pct": args.online_target, "in_time_target_pct": args.in_time_target}
+
+
 def main(args: argparse.Namespace) -> int:
     locale: Locale = args.locale
     try:
         target = InfluxTarget(args.influx_url, args.influx_db, args.influx_flavour, args.influx_user)
         snap = _snapshot(args)
-        rendered = render_all(snap, locale, online_target_pct=args.online_target)  # checks the uids once
+        rendered = render_all(snap, locale, **_targets(args))  # checks the uids once
     except (ValueError, RegistryError) as exc:
         _err(f"ioc dashboards: {exc}")
         return 2
@@ -100,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
                 target,
                 locale=locale,
                 grafana_dashboards=args.grafana_path,
-                online_target_pct=args.online_target,
+                **_targets(args),
             )
         except OSError as exc:
             _err(f"ioc dashboards build: cannot write under {args.out}: {exc.strerror or exc}")
@@ -158,7 +169,7 @@ def _watch(args: argparse.Namespace, target: InfluxTarget, secret: str, locale: 
         signal.signal(sig, lambda *_: stop.set())
     push_on_change(
         api,
-        lambda: render_all(_snapshot(args), locale, online_target_pct=args.online_target),
+        lambda: render_all(_snapshot(args), locale, **_targets(args)),
         target,
         stop,
         every_s=args.every,

@@ -69,7 +69,15 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "panel.aqi_dominant": ("Main pollutant", "Thông số chính"),
     # panels: leadership
     "panel.online_share": ("Devices online, share", "Tỷ lệ thiết bị trực tuyến"),
-    "panel.online_share_by_ward": ("Gateways online by ward", "Tỷ lệ gateway trực tuyến theo phường"),
+    "panel.online_share_by_ward": ("Devices online by ward", "Tỷ lệ thiết bị trực tuyến theo phường"),
+    "panel.alerts_open": ("Open alerts now, by severity", "Cảnh báo đang mở theo mức độ"),
+    "panel.alerts_open_by_ward": ("Open alerts now, by ward", "Cảnh báo đang mở theo phường"),
+    "panel.alerts_trend": ("Open alerts over time, by severity", "Diễn biến số cảnh báo đang mở theo mức độ"),
+    "panel.resolved_in_time": ("Incidents resolved in time", "Tỷ lệ sự cố được xử lý đúng hạn"),
+    "panel.resolved_in_time_by_ward": (
+        "Incidents resolved in time, by ward",
+        "Tỷ lệ sự cố được xử lý đúng hạn theo phường",
+    ),
     "panel.kpi_latest": ("City indicators", "Chỉ tiêu của thành phố"),
     "panel.kpi_trend": ("City indicators over time", "Diễn biến chỉ tiêu"),
     "panel.faults_trend": ("Device faults (changes out of online)", "Sự cố thiết bị (chuyển khỏi trực tuyến)"),
@@ -124,6 +132,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "unit.devices": ("devices", "thiết bị"),
     "unit.gateways": ("gateways", "gateway"),
     "unit.events": ("events", "sự kiện"),
+    "unit.alerts": ("alerts", "cảnh báo"),
     "unit.readings": ("readings", "bản ghi"),
     "unit.messages": ("messages", "tin nhắn"),
     "unit.lines": ("lines", "bản ghi"),
@@ -154,6 +163,26 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "desc.uptime": (
         "Share of the minutes in the time range each device was online (from its health transitions).",
         "Tỷ lệ số phút trong khoảng thời gian mà thiết bị ở trạng thái trực tuyến (theo các lần chuyển trạng thái).",
+    ),
+    "desc.alerts_open": (
+        (
+            "Alerts firing or acknowledged and not yet resolved (critical, major, warning, info), counted by the "
+            "hub every minute; wards from the device registry."
+        ),
+        (
+            "Các cảnh báo đang phát hoặc đã được tiếp nhận nhưng chưa xử lý xong (nghiêm trọng, lớn, cảnh báo, "
+            "thông tin), máy chủ trung tâm đếm mỗi phút; phường theo danh mục thiết bị."
+        ),
+    ),
+    "desc.resolved_in_time": (
+        (
+            "Share of the alerts resolved in the time range that were resolved within the target of their "
+            "severity (critical 1 h, major 4 h, warning and info 24 h); green at or above the target share."
+        ),
+        (
+            "Tỷ lệ cảnh báo đã xử lý xong trong khoảng thời gian được xử lý trong thời hạn theo mức độ (nghiêm "
+            "trọng 1 giờ, lớn 4 giờ, cảnh báo và thông tin 24 giờ); màu xanh khi đạt hoặc vượt mục tiêu."
+        ),
     ),
     "desc.kpi": (
         "Indicators posted to the hub (POST /api/v1/kpis) by the departments that own them.",

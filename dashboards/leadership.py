@@ -4,21 +4,116 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from dashboards.model import Board, Panel, Query, Threshold
 from dashboards.panels import (
     AQI_THRESHOLDS,
     FAULTS_PER_HOUR,
     GREEN,
     LEADERSHIP,
+    ORANGE,
     RED,
     aqi_hourly_panel,
     regex_of,
 )
 from dashboards.registry import Snapshot
 
+#: "Now" for the open-alert count: the hub writes the ``alerts`` gauge every minute (hub/alerts/series.py); a
+#: count older than this is not shown as current (No data tells that the job is not running).
+OPEN_ALERTS_FRESH: Final = "15m"
+#: Open alerts (firing + acknowledged) per ward and severity at the last point of each series, then summed.
+OPEN_NOW: Final = (
+    'SELECT sum("open") FROM (SELECT last("open") AS "open" FROM "alerts" WHERE time > now() - '
+    + OPEN_ALERTS_FRESH
+    + ' {where}GROUP BY "ward", "severity") GROUP BY {by}'
+)
+#: The trend: the last count of each series in each interval, summed per severity.
+OPEN_TREND: Final = (
+    'SELECT sum("open") FROM (SELECT last("open") AS "open" FROM "alerts" WHERE $timeFilter '
+    'GROUP BY time($__interval), "ward", "severity" fill(none)) WHERE $timeFilter '
+    'GROUP BY time($__interval), "severity" fill(none)'
+)
+#: Share of alerts resolved in the board's range that were resolved within their severity's target.
+IN_TIME_SHARE: Final = 'SELECT mean("in_time") * 100 FROM "alert_resolved" WHERE $timeFilter'
 
-def city_board(snap: Snapshot, online_target_pct: float) -> Board:
-    """Leadership: the city on one screen (devices online per ward against a target, VN_AQI per ward, KPIs)."""
+
+def _alert_panels(in_time_target_pct: float) -> list[Panel]:
+    """Open alerts now (by severity and by ward), their trend, and incidents resolved in time (city, per ward)."""
+    counts = (Threshold(None, GREEN), Threshold(1, ORANGE))
+    in_time = (Threshold(None, RED), Threshold(in_time_target_pct, GREEN))
+    bars = {"orientation": "horizontal", "displayMode": "lcd", "reduceOptions": {"calcs": ["lastNotNull"]}}
+    return [
+        Panel(
+            "stat",
+            "panel.alerts_open",
+            (Query(OPEN_NOW.format(where="", by='"severity"'), alias="$tag_severity"),),
+            unit="alerts",
+            width=8,
+            height=7,
+            description="desc.alerts_open",
+            thresholds=counts,
+            decimals=0,
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"]},
+                "colorMode": "background",
+                "textMode": "value_and_name",
+            },
+        ),
+        Panel(
+            "bargauge",
+            "panel.alerts_open_by_ward",
+            (Query(OPEN_NOW.format(where="AND \"ward\" != '' ", by='"ward"'), alias="$tag_ward"),),
+            unit="alerts",
+            width=16,
+            height=7,
+            thresholds=counts,
+            min=0,
+            decimals=0,
+            options=bars,
+        ),
+        Panel(
+            "timeseries",
+            "panel.alerts_trend",
+            (Query(OPEN_TREND, alias="$tag_severity"),),
+            unit="alerts",
+            width=24,
+            height=8,
+            decimals=0,
+            custom={"stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 30, "lineInterpolation": "stepAfter"},
+        ),
+        Panel(
+            "gauge",
+            "panel.resolved_in_time",
+            (Query(IN_TIME_SHARE),),
+            unit="percent",
+            width=6,
+            height=7,
+            description="desc.resolved_in_time",
+            thresholds=in_time,
+            min=0,
+            max=100,
+            decimals=1,
+        ),
+        Panel(
+            "bargauge",
+            "panel.resolved_in_time_by_ward",
+            (Query(IN_TIME_SHARE + ' AND "ward" != \'\' GROUP BY "ward"', alias="$tag_ward"),),
+            unit="percent",
+            width=18,
+            height=7,
+            thresholds=in_time,
+            min=0,
+            max=100,
+            decimals=1,
+            options=bars,
+        ),
+    ]
+
+
+def city_board(snap: Snapshot, online_target_pct: float, in_time_target_pct: float = 90.0) -> Board:
+    """Leadership: the city on one screen (devices online per ward against a target, VN_AQI per ward, open
+    alerts and their trend, incidents resolved in time against a target, KPIs)."""
     target = (Threshold(None, RED), Threshold(online_target_pct, GREEN))
     online_share = (
         'SELECT mean("up") * 100 FROM (SELECT floor(last("code") / 3) AS "up" FROM "device_health" '
@@ -98,6 +193,7 @@ def city_board(snap: Snapshot, online_target_pct: float) -> Board:
         )
     elif snap.empty:
         panels.append(aqi_hourly_panel(""))
+    panels += _alert_panels(in_time_target_pct)
     panels += [
         Panel(
             "table",

@@ -3,12 +3,16 @@ loaded by the simulated city (``ioc.demo``: simulators, edge agents, the hub) an
 
 The demo runs once for the session (its own state folder, its own stack); its hub computes VN_AQI every few
 seconds (``IOC_HUB_AQI__INTERVAL_S``) and writes its own health; KPIs are posted through ``POST /api/v1/kpis``
-with a technician token. Queries go to InfluxDB's
+with a technician token. Alerts come from the demo hub's own engine, with a rules file of this test
+(``IOC_HUB_ALERTS__RULES_FILE``: every PM2.5 reading breaches), and are resolved through ``POST
+/api/v1/alerts/{id}/resolve``; the alert figures job (hub/alerts/series.py) then records them in InfluxDB from the
+hub's database (in this process, as long as hub/service.py does not run the job itself). Queries go to InfluxDB's
 ``/query`` exactly as Grafana's InfluxQL datasource sends them, after the same macro and variable substitution.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -27,6 +31,11 @@ import yaml
 from dashboards.boards import CAMERA_PROFILES, SIGN_PROFILES
 from dashboards.build import render_all
 from dashboards.registry import Snapshot, parse
+from hub.alerts.series import AlertSeriesJob
+from hub.config import InfluxSettings
+from hub.influx import InfluxWriter
+from hub.registry.db import Database
+from hub.registry.registry import Registry
 from ioc.demo import demo_city
 from ioc.stack import influx_query, influx_write
 
@@ -41,6 +50,17 @@ KPIS = (
     "dvc_on_time_rate,97.5,2026-11-27T08:00:00+07:00,quan-1,%,95\n"
     "citizen_feedback,42,2026-11-27T08:00:00+07:00,quan-3,,\n"
 )
+#: The demo hub's alert rules: the hub's defaults, and one that every PM2.5 reading breaches, so that alerts
+#: fire (and, resolved by hand, fire again) in every ward with a PM sensor within seconds.
+RULES: dict[str, Any] = {
+    "rules": [
+        {"id": "pm25-demo", "type": "threshold", "kinds": ["air_quality"], "metric": "pm25", "above": 0,
+         "clear": -1, "severity": "major"},
+        {"id": "device-offline", "type": "offline", "for_s": 60, "severity": "major"},
+        {"id": "gateway-offline", "type": "offline", "target": "gateway", "for_s": 30, "severity": "critical"},
+    ]
+}  # fmt: skip
+ALERTS_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,10 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     """The simulated city, loaded: readings of every demo device, VN_AQI, hub health, KPIs."""
     state = tmp_path_factory.mktemp("demo-city")
     registry = f"sqlite:///{state / 'hub.db'}"
+    rules = state / "alert-rules.yaml"
+    rules.write_text(yaml.safe_dump(RULES), encoding="utf-8")
     env = {
+        "IOC_HUB_ALERTS__RULES_FILE": str(rules),
         # Only for the demo's children: its hub runs its periodic jobs every few seconds, and its database is a
         # file, so a token can be created for it with `ioc hub token create`. Not left set for other tests.
         "IOC_HUB_AQI__INTERVAL_S": "3",
@@ -130,6 +153,8 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
         _seed_pm_history(url, db, snap)
         _wait_for_data(url, db, snap)
         _post_kpis(doc, registry)
+        _resolve_alerts(doc)
+        asyncio.run(_record_alerts(registry, url, db))
         yield City(url, db, snap, bool(doc.get("rtsp", {}).get("available", True)))
         stack.close()
         # ioc.demo reads each simulator's port from its stdout pipe and leaves the pipe open; closed here, once
@@ -181,6 +206,37 @@ def _post_kpis(doc: dict[str, Any], registry: str) -> None:
     response = httpx.post(f"{doc['hub_url']}/api/v1/kpis", content=KPIS, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     assert response.json() == {"stored": 2}
+
+
+def _resolve_alerts(doc: dict[str, Any]) -> None:
+    """Wait for the demo hub's first alerts and resolve them by hand, as an operator would (they fire again at
+    the next reading: open and resolved alerts both exist)."""
+    headers = {"Authorization": f"Bearer {doc['hub_token']}"}
+    deadline = time.monotonic() + ALERTS_TIMEOUT_S
+    items: list[dict[str, Any]] = []
+    while not items and time.monotonic() < deadline:
+        response = httpx.get(f"{doc['hub_url']}/api/v1/alerts?state=open", headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        time.sleep(0.5)
+    assert items, f"the demo hub fired no alert within {ALERTS_TIMEOUT_S} s"
+    assert all(a["ward"] for a in items if a["rule"] == "pm25-demo"), items
+    for alert in items:
+        response = httpx.post(f"{doc['hub_url']}/api/v1/alerts/{alert['id']}/resolve", headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+
+
+async def _record_alerts(registry_url: str, url: str, db: str) -> None:
+    """One run of the alert figures job on the demo hub's database and InfluxDB (hub/alerts/series.py)."""
+    database = Database(registry_url)
+    try:
+        registry = Registry(database)
+        await asyncio.to_thread(registry.load)
+        async with InfluxWriter(InfluxSettings(url=url, database=db)) as writer:
+            result = await AlertSeriesJob(database, writer.write, registry).run_once()
+        assert result.resolved_points > 0, result
+    finally:
+        database.close()
 
 
 #: Grafana's InfluxQL datasource escapes these in a variable's value used inside a regex.

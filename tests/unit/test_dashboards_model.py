@@ -281,3 +281,30 @@ def test_cli_build_writes_and_reports_and_refuses_a_bad_registry(
     bad_url = parser.parse_args(["build", "--out", str(out), "--influx-url", "influx:8086"])
     assert main(bad_url) == 2
     assert "http://" in capsys.readouterr().err
+
+
+def test_city_board_shows_open_alerts_and_incidents_resolved_in_time_against_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    city = next(b for b in all_boards(demo_snapshot(), in_time_target_pct=80.0) if b.uid == "ioc-lead-city")
+    panels = {p.title: p for p in city.panels}
+    # The measurements the hub's alert figures job writes (hub/alerts/series.py, docs/storage.md).
+    assert '"alerts"' in panels["panel.alerts_open"].queries[0].text
+    assert panels["panel.alerts_open"].queries[0].alias == "$tag_severity"
+    assert panels["panel.alerts_open_by_ward"].queries[0].alias == "$tag_ward"
+    assert "$timeFilter" in panels["panel.alerts_trend"].queries[0].text
+    in_time = panels["panel.resolved_in_time"]
+    assert '"alert_resolved"' in in_time.queries[0].text
+    assert [t.value for t in in_time.thresholds] == [None, 80.0]
+    assert [t.value for t in panels["panel.resolved_in_time_by_ward"].thresholds] == [None, 80.0]
+    # The CLI passes --in-time-target on, and refuses a share outside 0..100 by the option's name.
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "out"
+    assert main(parser.parse_args(["build", "--out", str(out), "--in-time-target", "85"])) == 0
+    board = json.loads((out / "dashboards/leadership/ioc-lead-city.json").read_text())
+    gauge = next(p for p in board["panels"] if p["title"] == text("panel.resolved_in_time", "en"))
+    assert [s["value"] for s in gauge["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 85.0]
+    capsys.readouterr()
+    assert main(parser.parse_args(["build", "--out", str(out), "--in-time-target", "120"])) == 2
+    assert "--in-time-target must be a percentage 0..100, not 120" in capsys.readouterr().err
