@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from hub.alerts.rules import Severity
 from hub.errors import ConfigError
 from wire.v1 import ID_PATTERN
 
@@ -279,6 +280,12 @@ class AlertSettings(_Section):
 
     #: The rules file (YAML); unset: device-offline and gateway-offline rules only.
     rules_file: FilePath | None = None
+    #: How often the alert figures for the boards (measurements ``alerts`` and ``alert_resolved``, hub/alerts/series.py)
+    #: are written to InfluxDB; 0 turns the job off.
+    series_interval_s: float = Field(default=60.0, ge=0, le=3600)
+    #: Seconds within which an alert of a severity counts as resolved in time, replacing the defaults of
+    #: hub/alerts/series.py (critical 1 h, major 4 h, warning and info 24 h) for the severities given.
+    resolve_targets_s: dict[Severity, Annotated[float, Field(gt=0, le=365 * 86_400)]] = Field(default_factory=dict)
 
 
 class CommandSettings(_Section):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob, running_alert_series_job
 from hub.api import ApiServer, create_app
 from hub.aqi import AqiJob, running_aqi_job
 from hub.config import HubSettings
@@ -97,6 +98,15 @@ class Hub:
                 stack.push_async_callback(_cancel, reporter_task)
             if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
                 await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
+            if s.alerts.series_interval_s > 0:  # alert figures for the boards (hub/alerts/series.py), same lifetime
+                series = AlertSeriesJob(
+                    self._operations.db,
+                    self._writer.write,
+                    self._operations.registry,
+                    interval_s=s.alerts.series_interval_s,
+                    targets=dict(RESOLVE_TARGETS_S) | {str(k): v for k, v in s.alerts.resolve_targets_s.items()},
+                )
+                await stack.enter_async_context(running_alert_series_job(series))
             app = create_app(self, self._operations)
             app.state.kpi_sink = self._writer  # POST /api/v1/kpis stores through the hub's writer (hub/kpis.py)
             self._api = await stack.enter_async_context(ApiServer(app, s.http))
