@@ -190,6 +190,18 @@ def device_kinds(site: dict[str, Any]) -> dict[str, str]:
     return {d["id"]: load_profile(d["profile"]).kind for d in site["devices"]}
 
 
+#: The hub's example alert rules, shipped with the package.
+EXAMPLE_RULES = Path(__file__).resolve().parents[1] / "hub" / "alerts" / "example-rules.yaml"
+
+
+def write_demo_rules(path: Path) -> Path:
+    """The example rules without their webhooks (they point at a receiver the demo does not run); ``path``."""
+    doc = yaml.safe_load(EXAMPLE_RULES.read_text(encoding="utf-8"))
+    doc.pop("webhooks", None)
+    write_private(path, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return path
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` readable by the owner only, atomically (readers never see half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -237,6 +249,9 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
             # loads at start: ward-limited tokens and the boards' ward filters then have wards to work on.
             inventory = state_dir / "inventory.yaml"
             write_private(inventory, yaml.safe_dump(city_inventory(sites), sort_keys=False, allow_unicode=True))
+            # The example alert rules (hub/alerts/example-rules.yaml) without its webhooks, which point nowhere
+            # here; an IOC_HUB_ALERTS__RULES_FILE of the caller's wins.
+            rules = os.environ.get("IOC_HUB_ALERTS__RULES_FILE") or str(write_demo_rules(state_dir / "rules.yaml"))
             children.start(
                 "hub",
                 ioc_argv("hub"),
@@ -251,6 +266,7 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                     "IOC_HUB_HTTP__PORT": str(hub_port),
                     "IOC_HUB_REGISTRY__URL": hub_db,
                     "IOC_HUB_REGISTRY__INVENTORY_FILE": str(inventory),
+                    "IOC_HUB_ALERTS__RULES_FILE": rules,
                 },
             )
             hub_url = f"http://127.0.0.1:{hub_port}"
@@ -332,7 +348,8 @@ def run_demo(state_dir: Path, duration: float | None, stop: threading.Event, sit
         print(
             f"\nDemo running: {len(doc['sites'])} sites, {len(kinds) - signs - cameras} Modbus sensors, "
             f"{signs} NTCIP signs, {cameras} cameras {streams}.\n"
-            f"  hub API      {doc['hub_url']}/api/v1/health\n"
+            f"  operator     {doc['hub_url']}/  (paste the admin token hub_token from demo.json)\n"
+            f"  hub API      {doc['hub_url']}/api/v1/docs  (Authorization: Bearer <hub_token>)\n"
             f"  InfluxDB     {doc['influxdb']['url']}  database {doc['influxdb']['database']}\n"
             f"  endpoints    {state_dir / 'demo.json'}\n"
             "Stop with Ctrl-C" + (f" (or it stops by itself after {duration:.0f} s)." if duration else "."),

@@ -177,6 +177,18 @@ def test_a_killed_edge_agent_is_a_gateway_failure_and_the_demo_goes_on(tmp_path:
                 break
             assert time.monotonic() < deadline, f"after the failure only {fresh} reported"
             time.sleep(1)
+        # The demo's hub runs the example alert rules: gateway-offline fires for the dead gateway (for_s 30 s).
+        headers = {"Authorization": f"Bearer {doc['hub_token']}"}
+        deadline = time.monotonic() + 60
+        while True:
+            answer = httpx.get(f"{doc['hub_url']}/api/v1/alerts", params={"rule": "gateway-offline"}, headers=headers)
+            assert answer.status_code == 200, answer.text
+            fired = [a for a in answer.json()["items"] if a["state"] == "firing"]
+            if fired:
+                break
+            assert time.monotonic() < deadline, f"no gateway-offline alert: {answer.json()}"
+            time.sleep(1)
+        assert [(a["site"], a["severity"]) for a in fired] == [(victim, "critical")]
         assert proc.poll() is None, f"the demo stopped when a gateway failed:\n{log.read_text()}"
     finally:
         proc.send_signal(signal.SIGINT)
