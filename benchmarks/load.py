@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 SITE: Final = "bench"
 PROBE_GATEWAY: Final = "probe"
-DEFAULT_GATEWAYS: Final = 4
+DEFAULT_GATEWAYS: Final = 8
 POLL_S: Final = 0.05
 #: After the generator is done: how long the hub may take to store the backlog.
 DRAIN_TIMEOUT_S: Final = 120.0

@@ -1,7 +1,8 @@
 """A load generator of simulated gateways publishing the wire contract, in a process of its own.
 
 Child side: ``python -m benchmarks.loadgen`` reads one JSON line of :class:`LoadConfig` on stdin, connects one
-paho-mqtt client (MQTT 5, QoS 1) per gateway account and answers ``{"event": "ready"}``. On ``{"cmd": "go"}``
+MQTT 5 connection per gateway account (a minimal asyncio publisher on the hub's codec, :mod:`hub.mqttcodec`; QoS 1)
+and answers ``{"event": "ready"}``. On ``{"cmd": "go"}``
 it publishes ``data`` batches for ``duration_s`` at ``rate`` messages/s in total (0: as fast as the outstanding
 cap allows), round robin over the gateways, waits for every PUBACK and answers ``{"event": "done", ...}`` with
 the counts (:class:`LoadResult`), then exits.
@@ -270,7 +271,9 @@ async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResul
     result = LoadResult()
     try:
         await asyncio.gather(*(c.connect(config.host, config.port) for c in everyone))
-        _answer("ready", gateways=len(clients), receive_maximum=min(c.quota for c in everyone))
+        quota = min(c.quota for c in everyone)
+        log.info("%d gateways connected; the broker's Receive Maximum: %d per connection", len(clients), quota)
+        _answer("ready", gateways=len(clients), receive_maximum=quota)
         if go is not None:
             await asyncio.to_thread(go.wait)
         base_ts = config.base_ts_ms or int(time.time() * 1000) - 600_000
