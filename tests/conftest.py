@@ -1,19 +1,33 @@
 """Fixtures shared by every test tier.
 
 ``stack`` starts the real Mosquitto and InfluxDB once per session (lazily: a unit-only run never starts it);
-``influx_db`` gives each test its own fresh database on that InfluxDB.
+``influx_db`` gives each test its own fresh database on that InfluxDB. ``postgres`` starts a PostgreSQL server
+the same way (skipped, with the reason, where PostgreSQL cannot be had); ``postgres_url`` gives each test its
+own fresh database on it, as a SQLAlchemy URL for the hub's ``registry.url``.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ioc.stack import LocalStack, StackEndpoints, create_database, drop_database, ensure_packages
+from ioc.stack import (
+    LocalStack,
+    PostgresServer,
+    StackEndpoints,
+    StackError,
+    create_database,
+    drop_database,
+    ensure_packages,
+    postgres_available,
+)
 
 #: The gateways every test session's broker has accounts for (account names "site-a.gw-1", ...).
 STACK_GATEWAYS: tuple[tuple[str, str], ...] = (("site-a", "gw-1"), ("site-b", "gw-2"), ("demo", "gw-1"))
@@ -34,6 +48,39 @@ def influx_db(stack: StackEndpoints) -> Iterator[str]:
     create_database(stack.influx_url, name)
     yield name
     drop_database(stack.influx_url, name)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (``ioc.stack.postgres``), started on first use.
+
+    Its folder is one of its own under /tmp, not pytest's: as root, PostgreSQL runs as the ``postgres`` user,
+    who cannot enter /tmp/pytest-of-root."""
+    try:
+        ensure_packages()  # as root, installs postgresql when missing
+    except StackError as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    reason = postgres_available()
+    if reason is not None:
+        pytest.skip(f"PostgreSQL unavailable: {reason}")
+    state_dir = Path(tempfile.mkdtemp(prefix="ioc-test-pg-"))
+    state_dir.chmod(0o711)
+    server = PostgresServer(state_dir)
+    try:
+        with server:
+            yield server
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A database created for this test only on the session's PostgreSQL (its SQLAlchemy URL), dropped after."""
+    assert postgres.endpoints is not None
+    name = f"test_{secrets.token_hex(6)}"
+    postgres.create_database(name)
+    yield postgres.endpoints.url(name)
+    postgres.drop_database(name)
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,12 @@ thread (writes are applied in the order they were submitted, and SQLite has a si
 :meth:`Database.read` runs one in a small pool of reader threads (SQLite in WAL mode lets readers run beside
 the writer). Each call gets its own session and commits when the function returns.
 
-URLs: ``sqlite:///path/to/hub.db`` (default ``sqlite:///ioc-hub.db``, created on first start) or
-``postgresql+psycopg://user:password@host/ioc`` (needs a PostgreSQL driver installed, e.g. ``psycopg``). The
-schema is created on start when missing (``create_all``); it is the same on both.
+URLs: ``sqlite:///path/to/hub.db`` (default ``sqlite:///ioc-hub.db``, created on first start; one hub process)
+or ``postgresql+psycopg://user:password@host/ioc`` (several hub processes; the ``psycopg`` driver comes with the
+``hub`` extra). Other databases are refused at start. The schema is created on start when missing
+(``create_all``); it is the same on both. On PostgreSQL, hubs starting together create it one after the other
+(an advisory lock), and every write that two hubs may make at once is one the database settles: an upsert
+for the registry, a unique key for open alerts.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 TABLE_MODULES = ("hub.registry.models", "hub.health.store", "hub.alerts.store", "hub.commands", "hub.auth")
 #: Reader threads (API list and history queries).
 READERS = 4
+#: How long connecting to PostgreSQL may take before the call fails (libpq ``connect_timeout``, seconds).
+PG_CONNECT_TIMEOUT_S = 10
+#: The key of the advisory lock hubs take on PostgreSQL while creating the schema (any fixed bigint).
+PG_SCHEMA_LOCK = 0x10C_5C4E
+#: The backends the hub supports.
+BACKENDS = ("sqlite", "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -77,13 +86,16 @@ def create_db_engine(url: str) -> Engine:
     except ArgumentError as exc:
         raise StartupError(f"registry.url {url!r} is not a database URL: {exc}") from exc
     shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() not in BACKENDS:
+        raise StartupError(f"registry.url {shown}: the hub supports {' and '.join(BACKENDS)} only")
     try:
         if parsed.get_backend_name() == "sqlite":
             connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
             engine = create_engine(url, connect_args=connect_args)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=READERS + 1)
+            connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+            engine = create_engine(url, pool_pre_ping=True, pool_size=READERS + 1, connect_args=connect_args)
     except (NoSuchModuleError, ImportError) as exc:
         raise StartupError(f"registry.url {shown}: the database driver is not installed ({exc})") from exc
     return engine
@@ -110,7 +122,14 @@ class Database:
             importlib.import_module(module)
         shown = make_url(self.url).render_as_string(hide_password=True)
         try:
-            Base.metadata.create_all(self.engine)
+            if self.is_sqlite:
+                Base.metadata.create_all(self.engine)
+            else:
+                # Two hubs starting together would both find a table missing and both create it; the loser
+                # fails on a duplicate name. The lock is held until this transaction (DDL included) commits.
+                with self.engine.begin() as connection:
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_SCHEMA_LOCK})")
+                    Base.metadata.create_all(connection)
         except SQLAlchemyError as exc:
             raise StartupError(f"registry.url {shown}: cannot create the schema: {exc}") from exc
         log.debug("database %s ready", shown)

@@ -23,9 +23,10 @@ from datetime import date
 from typing import Any, Final
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from hub.registry.db import Database
+from hub.registry.db import Database, utcnow
 from hub.registry.inventory import Inventory
 from hub.registry.models import DeviceRow, SiteRow
 from wire.v1 import State
@@ -307,37 +308,29 @@ def _row_values(device: Device) -> dict[str, Any]:
     }
 
 
-def _chunks(items: list[str]) -> Iterable[list[str]]:
+def _chunks(items: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
 
 
 def _persist(session: Session, sites: list[dict[str, Any]], devices: list[dict[str, Any]]) -> None:
-    """Upsert with one SELECT per chunk (not per row)."""
-    site_ids = [s["id"] for s in sites]
-    existing_sites = {
-        row.id: row
-        for chunk in _chunks(site_ids)
-        for row in session.scalars(select(SiteRow).where(SiteRow.id.in_(chunk)))
-    }
-    for values in sites:
-        site_row = existing_sites.get(values["id"])
-        if site_row is None:
-            session.add(SiteRow(**values))
-        else:
-            for key, value in values.items():
-                setattr(site_row, key, value)
-    session.flush()
-    device_ids = [d["id"] for d in devices]
-    existing = {
-        row.id: row
-        for chunk in _chunks(device_ids)
-        for row in session.scalars(select(DeviceRow).where(DeviceRow.id.in_(chunk)))
-    }
-    for values in devices:
-        device_row = existing.get(values["id"])
-        if device_row is None:
-            session.add(DeviceRow(**values))
-        else:
-            for key, value in values.items():
-                setattr(device_row, key, value)
+    """Upsert sites, then devices (they refer to sites), in chunks of one statement each."""
+    _upsert(session, SiteRow, sites)
+    _upsert(session, DeviceRow, devices)
+
+
+def _upsert(session: Session, model: type[SiteRow] | type[DeviceRow], rows: list[dict[str, Any]]) -> None:
+    """``INSERT ... ON CONFLICT (id) DO UPDATE``, the same statement on SQLite and PostgreSQL.
+
+    Atomic per row, so two hubs on one PostgreSQL writing the same birth at once both succeed (a SELECT, then
+    an INSERT of the rows not found, fails for the second one on the primary key). Rows go in id order, so two
+    such statements lock rows in the same order and cannot deadlock. ``first_seen`` is set on insert only.
+    """
+    if not rows:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    for chunk in _chunks(sorted(rows, key=lambda r: str(r["id"]))):
+        stmt = insert(model).values([{**row, "updated": now} for row in chunk])
+        changed = {key: stmt.excluded[key] for key in chunk[0] if key != "id"} | {"updated": stmt.excluded.updated}
+        session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))

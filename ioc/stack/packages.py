@@ -30,16 +30,18 @@ _SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/u
 class Package:
     """A Debian package and the binaries the stack needs from it.
 
-    ``lib_files`` are for packages without a binary (plugins): paths under a library directory
-    (``/usr/lib/<multiarch>/`` or ``/usr/lib/``) whose presence shows the package is installed.
-    ``optional``: the stack runs without it (what needs it reports itself "unavailable"); installed when we
-    can, only warned about when we cannot.
+    ``lib_files`` are for packages without a binary on PATH (plugins, PostgreSQL's versioned folder): paths
+    under a library directory (``/usr/lib/<multiarch>/`` or ``/usr/lib/``), glob patterns allowed, whose
+    presence shows the package is installed.
+    ``optional``: the stack runs without it (what needs it reports itself "unavailable", ``needed_for`` says
+    what); installed when we can, only warned about when we cannot.
     """
 
     name: str
     binaries: tuple[str, ...]
     lib_files: tuple[str, ...] = ()
     optional: bool = False
+    needed_for: str = ""
 
 
 #: mosquitto 2.0.11 and influxdb 1.6.7 on Debian 12; mosquitto-clients for publishing by hand (docs/protocol.md).
@@ -49,10 +51,26 @@ PACKAGES: tuple[Package, ...] = (
     Package("influxdb", ("influxd",)),
     # Camera simulation and probing (devices/sim/rtsp.py, devices/drivers/camera/): ffprobe reads the stream
     # that VLC serves over RTSP; vlc-plugin-base carries the mp4 demuxer and the RTP/RTSP stream output.
-    Package("ffmpeg", ("ffmpeg", "ffprobe"), optional=True),
-    Package("vlc-bin", ("cvlc",), optional=True),
-    Package("vlc-plugin-base", (), ("vlc/plugins/stream_out/libstream_out_rtp_plugin.so",), optional=True),
+    Package("ffmpeg", ("ffmpeg", "ffprobe"), optional=True, needed_for="camera streams"),
+    Package("vlc-bin", ("cvlc",), optional=True, needed_for="camera streams"),
+    Package(
+        "vlc-plugin-base",
+        (),
+        ("vlc/plugins/stream_out/libstream_out_rtp_plugin.so",),
+        optional=True,
+        needed_for="camera streams",
+    ),
     Package("chromium", ("chromium",)),  # the operator page test (tests/integration/hub/test_operator_page.py)
+    # The hub's database for several hub instances (ioc/stack/postgres.py); Debian 12 ships 15, under
+    # /usr/lib/postgresql/15/bin (not on PATH). Installing it also lets Debian create and start its own
+    # "main" cluster; the stack never uses that one.
+    Package(
+        "postgresql",
+        (),
+        ("postgresql/*/bin/postgres", "postgresql/*/bin/initdb"),
+        optional=True,
+        needed_for="the PostgreSQL registry",
+    ),
 )
 
 _apt_updated = False
@@ -87,9 +105,18 @@ _LIB_GLOBS = ("/usr/lib/*-linux-gnu", "/usr/lib")
 
 
 def find_lib_file(relative: str) -> Path | None:
-    """The absolute path of ``relative`` under a library directory, or None."""
+    """The absolute path of ``relative`` under a library directory, or None.
+
+    ``relative`` may be a glob pattern (``postgresql/*/bin/postgres``): the last match in sorted order then,
+    which for a version folder is the newest of one or two digits.
+    """
     for pattern in _LIB_GLOBS:
         for directory in sorted(Path("/").glob(pattern.lstrip("/"))):
+            if any(c in relative for c in "*?["):
+                matches = sorted(p for p in directory.glob(relative) if p.is_file())
+                if matches:
+                    return matches[-1]
+                continue
             candidate = directory / relative
             if candidate.is_file():
                 return candidate
@@ -146,7 +173,7 @@ def _apt(args: list[str], timeout: float) -> None:
 
 
 def ensure_packages() -> None:
-    """Make sure every package of :data:`PACKAGES` is installed (the broker, the database, ffmpeg and VLC).
+    """Make sure every package of :data:`PACKAGES` is installed (the broker, InfluxDB, ffmpeg, VLC, PostgreSQL...).
 
     When something is missing and we run as root: ``apt-get update`` (once per process) and
     ``apt-get install -y --no-install-recommends`` the missing packages, non-interactively. Otherwise raise
@@ -163,9 +190,11 @@ def ensure_packages() -> None:
         if set(missing) <= optional:
             if not _optional_warned:
                 _optional_warned = True
+                unavailable = sorted({p.needed_for for p in PACKAGES if p.name in missing and p.needed_for})
                 log.warning(
-                    "optional Debian package(s) missing: %s (camera streams unavailable); to install: %s",
+                    "optional Debian package(s) missing: %s (unavailable: %s); to install: %s",
                     ", ".join(missing),
+                    ", ".join(unavailable) or "nothing the stack needs",
                     install_command(missing),
                 )
             return

@@ -19,7 +19,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ioc.stack.errors import StackError
 
@@ -75,13 +75,27 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES, start: int = 0) -> str:
 class ChildProcess:
     """A started program whose stdout and stderr go to ``log_path``."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        user: tuple[int, int] | None = None,
+    ) -> None:
+        """``user``: (uid, gid) to run as, without supplementary groups (a root runner starting a program that
+        refuses root). The credentials change before ``preexec_fn`` sets the parent-death signal, which a change
+        of credentials would otherwise clear (prctl(2))."""
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self._log_file: IO[bytes] = log_path.open("ab")
         # The log is appended to across runs; tails and errors show only this run's lines.
         self._log_start = self._log_file.tell()
+        as_user: dict[str, Any] = {}
+        if user is not None:
+            as_user = {"user": user[0], "group": user[1], "extra_groups": []}
         try:
             self._proc = subprocess.Popen(  # noqa: S603 - argv is built by the stack runner from resolved binaries
                 self.argv,
@@ -92,6 +106,7 @@ class ChildProcess:
                 close_fds=True,
                 start_new_session=True,
                 preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid, no locks
+                **as_user,
             )
         except OSError as exc:
             self._log_file.close()
