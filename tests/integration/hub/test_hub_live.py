@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -410,3 +411,27 @@ async def test_a_stalled_pipeline_leaves_messages_with_the_broker(
     rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 12)
     assert [r["pm25"] for r in rows] == [float(seq) for seq in range(1, 13)]
     await wait_for(lambda: second.pipeline.stats.acks >= 12, "12 acks")
+
+
+async def test_a_refused_login_is_an_error_naming_the_reason_and_the_hub_keeps_retrying(
+    stack: StackEndpoints, influx_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = hub_settings(stack, influx_db, client_id=f"hub-refused-{influx_db}")
+    wrong = settings.model_copy(
+        update={
+            "mqtt": settings.mqtt.model_copy(update={"password": SecretStr("wrong"), "reconnect_max_s": 1}),
+        }
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[Hub] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_hub(wrong, stop, on_ready=ready.set_result))
+    hub = await asyncio.wait_for(ready, 15)
+    await asyncio.sleep(3)  # a few attempts (backoff 1 s)
+    assert not hub.intake.connected
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    errors = [r.getMessage() for r in caplog.records if r.name == "hub.mqtt" and r.levelno == logging.ERROR]
+    expected = f"the broker {stack.mqtt_host}:{stack.mqtt_port} refused the connection: "
+    assert len(errors) == 1, errors  # once per reason, though retried
+    assert errors[0].startswith(expected)
+    assert "not authorized (0x87)" in errors[0] or "bad user name or password (0x86)" in errors[0]
