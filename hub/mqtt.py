@@ -427,6 +427,10 @@ class MqttIntake:
                 clean_start=False,
                 session_expiry_s=s.session_expiry_s,
                 receive_maximum=self._receive_maximum,
+                # The broker must not send us more (MQTT 5 section 3.1.2.11.4: it drops such a message for this
+                # session instead); without it, one oversized message would be refused by the parser, the
+                # connection dropped, and the message redelivered forever.
+                maximum_packet_size=_MAX_PACKET,
                 username=s.username,
                 password=s.password.get_secret_value() if s.password else None,
             )

@@ -116,6 +116,7 @@ SESSION_EXPIRY_INTERVAL: Final = 0x11
 SERVER_KEEP_ALIVE: Final = 0x13
 REASON_STRING: Final = 0x1F
 RECEIVE_MAXIMUM: Final = 0x21
+MAXIMUM_PACKET_SIZE: Final = 0x27
 
 
 class MqttProtocolError(ValueError):
@@ -201,6 +202,7 @@ def encode_connect(
     clean_start: bool = False,
     session_expiry_s: int | None = None,
     receive_maximum: int | None = None,
+    maximum_packet_size: int | None = None,
     username: str | None = None,
     password: str | None = None,
 ) -> bytes:
@@ -219,6 +221,10 @@ def encode_connect(
         if not 1 <= receive_maximum <= 0xFFFF:
             raise ValueError(f"receive maximum out of range: {receive_maximum}")
         props += bytes((RECEIVE_MAXIMUM,)) + _U16.pack(receive_maximum)
+    if maximum_packet_size is not None:
+        if not 1 <= maximum_packet_size <= 0xFFFFFFFF:
+            raise ValueError(f"maximum packet size out of range: {maximum_packet_size}")
+        props += bytes((MAXIMUM_PACKET_SIZE,)) + _U32.pack(maximum_packet_size)
     body = _string("MQTT") + bytes((5, flags)) + _U16.pack(keepalive_s) + encode_varint(len(props)) + props
     body += _string(client_id)
     if username is not None:

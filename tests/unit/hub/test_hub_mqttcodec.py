@@ -62,6 +62,13 @@ def test_connect_carries_clean_start_off_session_expiry_receive_maximum_and_cred
     )
 
 
+def test_connect_may_carry_a_maximum_packet_size() -> None:
+    packet = encode_connect("c", keepalive_s=5, clean_start=True, maximum_packet_size=64 * 1024 * 1024)
+    assert packet == b"\x10\x13\x00\x04MQTT\x05\x02\x00\x05\x05\x27\x04\x00\x00\x00\x00\x01c"
+    with pytest.raises(ValueError, match="maximum packet size out of range"):
+        encode_connect("c", keepalive_s=5, maximum_packet_size=0)
+
+
 def test_subscribe_and_puback_bytes() -> None:
     assert encode_subscribe(1, ["a/+", "$share/g/b/#"], 1) == (
         b"\x82\x18\x00\x01\x00\x00\x03a/+\x01\x00\x0c$share/g/b/#\x01"
