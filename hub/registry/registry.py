@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Final
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 #: Fields both a birth and the inventory may state; a difference is a conflict.
 COMPARED: Final = ("kind", "profile", "site", "gateway", "interval_s")
-#: Rows per ``IN (...)`` query when persisting many devices.
-_CHUNK: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,13 +306,8 @@ def _row_values(device: Device) -> dict[str, Any]:
     }
 
 
-def _chunks(items: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
 def _persist(session: Session, sites: list[dict[str, Any]], devices: list[dict[str, Any]]) -> None:
-    """Upsert sites, then devices (they refer to sites), in chunks of one statement each."""
+    """Upsert sites, then devices (they refer to sites)."""
     _upsert(session, SiteRow, sites)
     _upsert(session, DeviceRow, devices)
 
@@ -329,8 +322,9 @@ def _upsert(session: Session, model: type[SiteRow] | type[DeviceRow], rows: list
     if not rows:
         return
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(model)
+    changed = {key: stmt.excluded[key] for key in rows[0] if key != "id"} | {"updated": stmt.excluded.updated}
     now = utcnow()
-    for chunk in _chunks(sorted(rows, key=lambda r: str(r["id"]))):
-        stmt = insert(model).values([{**row, "updated": now} for row in chunk])
-        changed = {key: stmt.excluded[key] for key in chunk[0] if key != "id"} | {"updated": stmt.excluded.updated}
-        session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
+    # One statement, many parameter sets: SQLAlchemy sends them as batched multi-row INSERTs ("insertmanyvalues").
+    params = [{**row, "updated": now} for row in sorted(rows, key=lambda r: str(r["id"]))]
+    session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed), params)

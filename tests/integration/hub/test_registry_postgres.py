@@ -109,6 +109,21 @@ async def test_a_correction_clears_the_conflict_in_the_database(db: Database) ->
     assert stored == []
 
 
+async def test_an_update_keeps_first_seen_and_moves_updated(db: Database) -> None:
+    registry = Registry(db)
+    registry.apply_birth("site-a", "gw-1", birth(DeviceInfo("aq-01", "air_quality", "pm", 5.0)))
+    await registry.flush()
+    before = db.run_sync(lambda s: s.execute(select(DeviceRow.first_seen, DeviceRow.updated)).one())
+    registry.apply_birth("site-a", "gw-1", birth(DeviceInfo("aq-01", "air_quality", "pm", 10.0), session="s-2"))
+    await registry.flush()
+    after = db.run_sync(
+        lambda s: s.execute(select(DeviceRow.first_seen, DeviceRow.updated, DeviceRow.interval_s)).one()
+    )
+    assert after.first_seen == before.first_seen
+    assert after.updated > before.updated
+    assert after.interval_s == 10.0
+
+
 def test_two_hubs_starting_together_create_the_schema_once(postgres_url: str) -> None:
     """Both check for the tables, find none and create them: the loser would fail on a duplicate type or
     relation unless creation is serialised. (PostgreSQL only: several hubs on one SQLite file is not a
