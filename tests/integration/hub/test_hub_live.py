@@ -435,3 +435,19 @@ async def test_a_refused_login_is_an_error_naming_the_reason_and_the_hub_keeps_r
     assert len(errors) == 1, errors  # once per reason, though retried
     assert errors[0].startswith(expected)
     assert "not authorized (0x87)" in errors[0] or "bad user name or password (0x86)" in errors[0]
+
+
+@pytest.mark.slow
+async def test_an_idle_hub_keeps_its_connection_alive_with_pings(
+    stack: StackEndpoints, influx_db: str, hubs: HubRunner, publish: Publish
+) -> None:
+    settings = hub_settings(stack, influx_db, client_id=f"hub-idle-{influx_db}")
+    quick = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"keepalive_s": 5})})
+    hub = await hubs.start(quick)
+    # Mosquitto drops a client silent for 1.5 x keep-alive (7.5 s): only the PINGREQs keep this one.
+    await asyncio.sleep(9)
+    assert hub.intake.connected
+    assert (hub.intake.counters["connects"], hub.intake.counters["disconnects"]) == (1, 0)
+    await publish(f"{TOPIC}/data", data(1, reading("aq-01", "air_quality", TS, pm25=3)))
+    rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 1)
+    assert rows == [{"time": TS, "pm25": 3.0}]
