@@ -144,7 +144,10 @@ class AlertStore:
         """Resolve the open alert of (subject, rule), if any (the condition cleared)."""
 
         def resolve(session: Session) -> dict[str, Any] | None:
-            row = session.scalars(select(AlertRow).where(AlertRow.open_key == f"{subject}|{rule}")).first()
+            # FOR UPDATE: another hub resolving it at the same moment makes this one wait, then PostgreSQL
+            # re-checks the WHERE on the row it committed (open_key now NULL) and finds nothing: one "resolved".
+            open_now = select(AlertRow).where(AlertRow.open_key == f"{subject}|{rule}").with_for_update()
+            row = session.scalars(open_now).first()
             if row is None:
                 return None
             _close(row, by, resolution)

@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 from sqlalchemy import func, select
 
-from hub.alerts.store import AlertRow, AlertStore
+from hub.alerts.store import AlertConflict, AlertRow, AlertStore
 from hub.registry.db import Database
 
 pytestmark = pytest.mark.integration
@@ -79,5 +79,40 @@ async def test_many_openers_through_two_pools_leave_one_open_alert_per_round(db:
             lambda s: s.scalar(select(func.count()).select_from(AlertRow).where(AlertRow.open_key.is_not(None)))
         )
         assert (rows, open_rows) == (5, 0)
+    finally:
+        other.close()
+
+
+async def test_two_hubs_clearing_the_same_alert_resolve_it_once(db: Database) -> None:
+    """Both hubs see the condition clear: one resolves the alert (and notifies), the other finds nothing open."""
+    other = Database(db.url)
+    try:
+        stores = [AlertStore(db), AlertStore(other)]
+        values = {"rule": "fps-low", "subject": "cam-01", "severity": "major", "message": "x"}
+        for round_ in range(10):
+            await stores[0].open(dict(values))
+            results = await asyncio.gather(*(s.resolve_open("cam-01", "fps-low", "system", "cleared") for s in stores))
+            assert sum(r is not None for r in results) == 1, f"round {round_}: {results}"
+    finally:
+        other.close()
+
+
+async def test_two_operators_resolving_one_alert_through_two_hubs_one_wins(db: Database) -> None:
+    """The other gets the conflict (HTTP 409 in the API), not a second resolution over the first."""
+    other = Database(db.url)
+    try:
+        stores = [AlertStore(db), AlertStore(other)]
+        values = {"rule": "fps-low", "subject": "cam-01", "severity": "major", "message": "x"}
+        for round_ in range(10):
+            alert, _ = await stores[0].open(dict(values))
+            results = await asyncio.gather(
+                *(s.resolve(alert["id"], f"op-{n}", "fixed") for n, s in enumerate(stores)), return_exceptions=True
+            )
+            conflicts = [r for r in results if isinstance(r, AlertConflict)]
+            done = [r for r in results if isinstance(r, dict)]
+            assert (len(done), len(conflicts)) == (1, 1), f"round {round_}: {results}"
+            stored = await stores[1].get(alert["id"])
+            assert stored is not None
+            assert stored["resolved_by"] == done[0]["resolved_by"]
     finally:
         other.close()
