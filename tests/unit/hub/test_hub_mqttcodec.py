@@ -150,14 +150,15 @@ def test_a_packet_over_the_limit_is_refused_before_it_is_buffered() -> None:
 
 def test_connack_suback_and_disconnect_are_decoded() -> None:
     packets, _ = parse_packets(b"\x20\x06\x01\x00\x03\x13\x00\x1e" + b"\x90\x06\x00\x01\x00\x01\x00\x87" + b"\xe0\x00")
-    assert [p.type for p in packets if isinstance(p, Packet)] == [CONNACK, SUBACK, DISCONNECT]
-    connack = decode_connack(packets[0][2])
+    control = [p for p in packets if isinstance(p, Packet)]
+    assert [p.type for p in control] == [CONNACK, SUBACK, DISCONNECT]
+    connack = decode_connack(control[0].body)
     assert connack.session_present
     assert connack.reason_code == 0
     assert connack.properties == {0x13: 30}  # server keep alive
-    suback = decode_suback(packets[1][2])
+    suback = decode_suback(control[1].body)
     assert (suback.packet_id, suback.reason_codes) == (1, (0x01, 0x00, 0x87))
-    assert decode_disconnect(packets[2][2]) == (0, "")
+    assert decode_disconnect(control[2].body) == (0, "")
     reason = b"\x8e\x07\x1f\x00\x04gone"
     assert decode_disconnect(reason) == (0x8E, "gone")
     assert decode_connack(b"\x00\x86").reason_code == 0x86
