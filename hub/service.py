@@ -9,7 +9,7 @@ Start order (and, reversed, stop order), by :class:`contextlib.AsyncExitStack`:
 4. the API server.
 
 So a graceful stop is: API down, intake stops, pending batches flushed and acked, then the MQTT disconnect
-(after the acks: paho sends its packets in order), then the HTTP client closes.
+(the collected acks are written first, then the DISCONNECT), then the HTTP client closes.
 """
 
 from __future__ import annotations
