@@ -74,7 +74,7 @@ class MqttSettings(_Section):
     keepalive_s: int = Field(default=60, ge=5, le=65535)
     #: Timeout of the TCP/TLS connect to the broker.
     connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    #: Reconnect backoff: doubles from min to max (paho-mqtt's reconnect delay).
+    #: Reconnect backoff: doubles from min to max.
     reconnect_min_s: int = Field(default=1, ge=1, le=300)
     reconnect_max_s: int = Field(default=30, ge=1, le=3600)
 
@@ -157,7 +157,7 @@ class BatchSettings(_Section):
     max_in_flight: int = Field(default=2, ge=1, le=64)
     #: Messages received but not yet acknowledged; at the cap the hub stops taking messages from the broker.
     max_pending_messages: int = Field(default=20_000, ge=1, le=10_000_000)
-    #: The bounded hand-over queue between the MQTT network thread and the pipeline.
+    #: The bounded queue between the MQTT intake and the pipeline (the intake stops reading while it is full).
     queue_size: int = Field(default=1000, ge=1, le=1_000_000)
     #: On stop, how long to keep trying to store what was received before leaving it to the broker's session.
     drain_timeout_s: float = Field(default=10.0, ge=0, le=600)
