@@ -133,6 +133,9 @@ class HealthMonitor:
         self._listeners: list[Listener] = []
         self._intake_ok: Callable[[], bool] | None = None
         self._blind_at = float("-inf")
+        #: The earliest moment a promised gateway may turn silent, as of the last tick (``run`` wakes up then,
+        #: so the verdict comes at 1.5 x keep-alive rather than up to a tick later).
+        self._next_silence = float("inf")
         """Monotonic time the hub last could not hear the gateways (see :meth:`watch_intake`)."""
         self._intake_failing = False
         if registry is not None:
@@ -319,24 +322,7 @@ class HealthMonitor:
                 blind = True
             if blind:
                 self._blind_at = now
-        for g in self.gateways.values():
-            change = g.machine.tick(now)
-            if change is not None:
-                self._emit_gateway(g, change.old, change.new, change.reason)
-            promised = g.keepalive_s
-            if (
-                promised is not None
-                and g.machine.raw is _ONLINE
-                and now - max(g.heard, self._blind_at) >= SILENCE_FACTOR * promised
-            ):
-                g.silent = True
-                self._propose_gateway(
-                    g,
-                    Health.OFFLINE,
-                    f"silent for {now - g.heard:.1f} s: nothing within {SILENCE_FACTOR:g} x the keep-alive of "
-                    f"{promised:g} s its birth promised (session {g.session})",
-                    now,
-                )
+        self._next_silence = self._tick_gateways(now)
         for d in self.devices.values():
             change = d.machine.tick(now)
             if change is not None:
@@ -353,10 +339,35 @@ class HealthMonitor:
                 d, Health.OFFLINE, f"no reading for {now - d.last_seen:.1f} s (timeout {timeout:g} s)", now
             )
 
+    def _tick_gateways(self, now: float) -> float:
+        """Flap ends and silence verdicts of the gateways; the earliest moment one may turn silent next."""
+        next_silence = float("inf")
+        for g in self.gateways.values():
+            change = g.machine.tick(now)
+            if change is not None:
+                self._emit_gateway(g, change.old, change.new, change.reason)
+            promised = g.keepalive_s
+            if promised is None or g.machine.raw is not _ONLINE:
+                continue
+            silent_at = max(g.heard, self._blind_at) + SILENCE_FACTOR * promised
+            if now < silent_at:
+                next_silence = min(next_silence, silent_at)
+            else:
+                g.silent = True
+                self._propose_gateway(
+                    g,
+                    Health.OFFLINE,
+                    f"silent for {now - g.heard:.1f} s: nothing within {SILENCE_FACTOR:g} x the keep-alive of "
+                    f"{promised:g} s its birth promised (session {g.session})",
+                    now,
+                )
+        return next_silence
+
     async def run(self) -> None:
-        """The clock, until cancelled."""
+        """The clock, until cancelled: every ``tick_s``, and at the earliest moment a gateway may turn silent."""
         while True:
-            await asyncio.sleep(self.policy.tick_s)
+            wait = min(self.policy.tick_s, self._next_silence - self._clock())
+            await asyncio.sleep(max(wait, 0.001))
             try:
                 self.tick()
             except Exception:

@@ -137,8 +137,8 @@ async def test_device_that_stops_answering_is_offline_within_two_intervals_and_r
 BROKER_CHECK_PERIOD_S = 5.0
 
 #: A gateway whose birth promised ``keepalive_s`` is offline 1.5 x keep-alive after its last message, seen by the
-#: hub's own clock, which looks every ``HealthPolicy.tick_s`` (0.25 s); the rest is the last message's way to the
-#: hub and the event loop's lag on two shared cores under a full test run.
+#: hub's own clock, which wakes at that deadline (``HealthMonitor.run``); the tolerance is the last message's way
+#: to the hub and the event loop's lag on two shared cores under a full test run.
 HUB_CHECK_TOLERANCE_S = 1.0
 
 

@@ -372,3 +372,24 @@ def test_a_failing_intake_check_counts_as_not_hearing() -> None:
         clock.now += 0.5
         monitor.tick()
     assert states(seen, GATEWAY_KEY) == ["online"]
+
+
+async def test_the_clock_wakes_at_the_silence_deadline_not_a_tick_later() -> None:
+    """With a tick far longer than the keep-alive, ``run`` still gives the verdict at 1.5 x keep-alive: it
+    sleeps until the earliest moment a promised gateway may turn silent."""
+    loop = asyncio.get_running_loop()
+    monitor = HealthMonitor(None, HealthPolicy(tick_s=30.0, flap=FlapPolicy(60, 4, 30)), clock=loop.time)
+    offline = asyncio.Event()
+    monitor.subscribe(lambda t: offline.set() if (t.key, t.new) == (GATEWAY_KEY, "offline") else None)
+    monitor.observe(SITE, GW, birth("sess-0001", interval=600.0, keepalive_s=1))
+    heard = loop.time()
+    monitor.observe(SITE, GW, data("aq-01", "wl-01"))
+    monitor.tick()  # the first tick learns the deadline (run's first sleep is a whole tick otherwise)
+    clock = asyncio.create_task(monitor.run())
+    try:
+        # Half the tick: a verdict that waited for the next tick fails here.
+        await asyncio.wait_for(offline.wait(), timeout=15)
+        took = loop.time() - heard
+    finally:
+        clock.cancel()
+    assert took >= 1.5, f"offline {took:.2f} s after the last message, before 1.5 x keep-alive"
