@@ -27,7 +27,8 @@ def test_a_small_run_measures_the_agent(tmp_path: Path) -> None:
     assert sample.counts["rss_samples"] == 3
     m = sample.metrics
     assert 10 < m["agent_rss_anon_mib"] < m["agent_rss_mib"] <= m["agent_rss_max_mib"] <= m["agent_peak_rss_mib"]
-    assert 0 < m["agent_cpu_pct"] < 100
+    # 3 devices for 3 s may use less than one 10 ms clock tick of CPU: 0 is a measurement too.
+    assert 0 <= m["agent_cpu_pct"] < 100
     assert (tmp_path / "logs" / "agent-run1.log").read_text().count("published birth") == 1
 
 

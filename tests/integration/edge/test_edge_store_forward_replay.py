@@ -117,6 +117,10 @@ async def test_the_backlog_is_replayed_in_order_under_the_rate_while_live_readin
     during = [b for at, b in received if not b.replay and replayed[0][0] < at < replayed[-1][0]]
     assert len(during) >= 10
     live_seqs = [int(r.metrics["seq"]) for _, b in received if not b.replay for r in b.readings]
-    assert live_seqs == list(range(len(early_live), len(early_live) + len(live_seqs)))
+    # At least once: a publish not acknowledged in time redoes the session and resends what was unacknowledged,
+    # so a reading may come twice (InfluxDB collapses it), but never out of order and never missing.
+    first_seen = list(dict.fromkeys(live_seqs))
+    assert first_seen == list(range(len(early_live), len(early_live) + len(first_seen)))
+    assert len(live_seqs) == len(first_seen) or stats.reconnects > 0, "a duplicate without a redone session"
     assert {r.device for _, b in received if not b.replay for r in b.readings} == {"l-0"}
     assert [b.seq for _, b in received] == list(range(1, len(received) + 1))  # one session, no gap
