@@ -96,6 +96,9 @@ class TransitionSink:
         self._retry_max_s = retry_max_s
         self._influx_down = False
         self._wake = asyncio.Event()
+        #: One InfluxDB write at a time: a ``flush`` waits for the one in flight, so when it returns every line
+        #: added before it has been written, in order.
+        self._write_lock = asyncio.Lock()
         self.stored = 0
         self.written = 0
 
@@ -151,6 +154,10 @@ class TransitionSink:
             self.stored += len(rows)
 
     async def _write_lines(self) -> bool:
+        async with self._write_lock:
+            return await self._write_pending_lines()
+
+    async def _write_pending_lines(self) -> bool:
         if not self._lines or self._writer is None:
             return True
         batch = list(self._lines)

@@ -393,3 +393,33 @@ async def test_the_clock_wakes_at_the_silence_deadline_not_a_tick_later() -> Non
     finally:
         clock.cancel()
     assert took >= 1.5, f"offline {took:.2f} s after the last message, before 1.5 x keep-alive"
+
+
+async def test_sink_flush_returns_only_when_a_write_in_flight_has_landed() -> None:
+    """``flush`` means: every line added before it is in InfluxDB. A write already on its way (the sink's own
+    clock took those lines) must land before flush returns, and the lines keep their order."""
+    written: list[list[str]] = []
+    calls = 0
+    release = asyncio.Event()
+
+    class SlowWriter:
+        async def write(self, body: bytes) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await release.wait()  # the first write hangs until released
+            written.append(body.decode().splitlines())
+
+    sink = TransitionSink(None, SlowWriter(), flush_s=3600)
+    monitor, _clock, _seen = make()
+    monitor.subscribe(sink.add)
+    monitor.observe(SITE, GW, birth())  # gateway online, two devices unknown -> nothing for devices yet
+    first = asyncio.create_task(sink.flush())  # takes the gateway's line and hangs in the writer
+    await asyncio.sleep(0)
+    monitor.observe(SITE, GW, data("aq-01"))
+    second = asyncio.create_task(sink.flush())
+    await asyncio.sleep(0.05)
+    assert not second.done(), "flush returned while an earlier write was still in flight"
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert [[line.split(",")[0] for line in batch] for batch in written] == [["gateway_health"], ["device_health"]]
