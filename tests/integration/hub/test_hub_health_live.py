@@ -401,7 +401,9 @@ async def test_cut_link_marks_gateway_offline_and_devices_unknown_then_recovers(
             await wait_until(lambda: seen.first(f"{SITE}/{GATEWAY}", "online", at), 30)
             await wait_until(lambda: health.device_state("aq-1").value == "online", 10)
             await wait_until(lambda: health.device_state("weather-1").value == "online", 10)
-        assert seen.states("aq-1")[:3] == ["online", "unknown", "online"]
+        # Online when the link was cut (waited for above), then unknown with its gateway, then online again. (Before
+        # the cut a first poll may time out on a busy machine: what came before it is not this test's subject.)
+        assert [t.new for at, t in seen.of("aq-1") if at >= cut][:2] == ["unknown", "online"]
 
 
 @pytest.mark.timeout(90)
