@@ -154,12 +154,25 @@ def check_main(args: argparse.Namespace) -> int:
             os.environ.update({k: v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)})
         settings = load_settings(config)
         check_operations_files(settings)
+        if settings.registry.url is not None:
+            check_database_url(settings.registry.url)
     except ConfigError as exc:
         where = f"{args.env_file}: " if args.env_file is not None else ""
         sys.stderr.write(f"ioc hub check: {where}{exc}\n")
         return EXIT_CONFIG
     sys.stdout.write(describe(settings))
     return EXIT_OK
+
+
+def check_database_url(url: str) -> None:
+    """A URL of a database the hub supports, whose driver is installed (nothing is connected)."""
+    from hub.errors import StartupError  # noqa: PLC0415 - only this subcommand needs it
+    from hub.registry.db import create_db_engine  # noqa: PLC0415
+
+    try:
+        create_db_engine(url).dispose()
+    except StartupError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def describe(settings: HubSettings) -> str:
@@ -184,8 +197,14 @@ def describe(settings: HubSettings) -> str:
 
 
 def _mask_url(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with its password hidden (SQLAlchemy's rendering, as hub/registry/db.py logs it)."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - only this subcommand needs it
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
 
 
 # ---------------------------------------------------------------------------------------------- tokens

@@ -412,7 +412,9 @@ class MqttIntake:
             await self._handshake(conn, number)
             why = await self._serve(conn)
         finally:
-            if conn.transport is not None:
+            # A transport already closing was closed by close() (acks and DISCONNECT still buffered: let them go
+            # out) or aborted by drop(); any other is aborted here.
+            if conn.transport is not None and not conn.transport.is_closing():
                 conn.transport.abort()
             if self._conn is conn:
                 self._conn = None
@@ -483,9 +485,16 @@ class MqttIntake:
         except (MqttProtocolError, ConnectionError) as exc:
             conn.drop(f"bad SUBACK: {exc}")
             return
+        refused = 0
         for topic_filter, code in zip(self.filters, suback.reason_codes, strict=False):
             if code >= 0x80:
+                refused += 1
                 log.error("the broker refused the subscription to %s: %s", topic_filter, reason_text(code))
+        if refused == len(self.filters):
+            # Nothing would ever arrive: not subscribed, so the connection is made again (with backoff) rather
+            # than passed off as working (health would judge every gateway silent while the hub hears nothing).
+            conn.drop("the broker refused every subscription")
+            return
         self._subscribed = True
 
     # ------------------------------------------------------------------------------------------ receiving

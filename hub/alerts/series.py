@@ -306,6 +306,10 @@ class AlertSeriesJob:
                 if not self._failing:
                     log.warning("alert figures for InfluxDB failed, retrying every %g s: %s", self.interval_s, exc)
                 self._failing = True
+            except Exception:  # a bug must not end the job for the hub's lifetime, nor surface at its stop
+                if not self._failing:
+                    log.exception("alert figures for InfluxDB failed, retrying every %g s", self.interval_s)
+                self._failing = True
             else:
                 if self._failing:
                     log.info(

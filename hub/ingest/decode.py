@@ -7,8 +7,12 @@ structs that keep every other constraint (lengths, ranges, types, checked inside
 patterns, then checks each *distinct* string against the contract's own patterns once and remembers the ones
 that passed (bounded sets). Anything it does not accept goes to ``decode_for``, so a refused payload gets the
 contract's own error, and nothing the contract refuses is ever accepted (``tests/unit/hub/test_hub_decode.py``
-compares both on valid and invalid payloads). The result is a :class:`~wire.v1.DataBatch` (a subclass of it)
-whose readings are :class:`~wire.v1.Reading` instances.
+compares both on valid and invalid payloads), with one exception: a JSON object that repeats a key. msgspec keeps
+the last value of a repeated key in both; the contract's struct checks the pattern of every occurrence, this one
+only of the value kept, so ``{"device": "BAD", "device": "aq-1", ...}`` is refused there and stored as ``aq-1``
+here. What is stored is valid either way; no encoder of ours repeats a key.
+
+The result is a :class:`~wire.v1.DataBatch` (a subclass of it) whose readings are :class:`~wire.v1.Reading` instances.
 """
 
 from __future__ import annotations

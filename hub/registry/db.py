@@ -84,7 +84,7 @@ def create_db_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise StartupError(f"registry.url {url!r} is not a database URL: {exc}") from exc
+        raise StartupError(f"registry.url is not a database URL: {exc}") from exc
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() not in BACKENDS:
         raise StartupError(f"registry.url {shown}: the hub supports {' and '.join(BACKENDS)} only")

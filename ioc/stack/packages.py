@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -104,16 +105,22 @@ def binary(name: str) -> Path:
 _LIB_GLOBS = ("/usr/lib/*-linux-gnu", "/usr/lib")
 
 
+def _version_key(path: Path) -> tuple[tuple[int, ...] | tuple[()], str]:
+    """Sort key: the numbers of the path's parts (``/usr/lib/postgresql/15/bin`` -> 15), then the path."""
+    numbers = tuple(int(n) for part in path.parts for n in re.findall(r"\d+", part))
+    return numbers, str(path)
+
+
 def find_lib_file(relative: str) -> Path | None:
     """The absolute path of ``relative`` under a library directory, or None.
 
-    ``relative`` may be a glob pattern (``postgresql/*/bin/postgres``): the last match in sorted order then,
-    which for a version folder is the newest of one or two digits.
+    ``relative`` may be a glob pattern (``postgresql/*/bin/postgres``): the newest match then, version folders
+    compared as numbers (15 after 9.6).
     """
     for pattern in _LIB_GLOBS:
         for directory in sorted(Path("/").glob(pattern.lstrip("/"))):
             if any(c in relative for c in "*?["):
-                matches = sorted(p for p in directory.glob(relative) if p.is_file())
+                matches = sorted((p for p in directory.glob(relative) if p.is_file()), key=_version_key)
                 if matches:
                     return matches[-1]
                 continue

@@ -181,7 +181,8 @@ class PostgresServer:
             raise StackError(reason)
         user = run_as_user()
         try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # As root the server runs as another user, who must be able to pass through the state folder.
+            self.state_dir.mkdir(mode=0o700 if user is None else 0o711, parents=True, exist_ok=True)
             if user is not None:
                 check_reachable(self.base, user)
             password = self._init_cluster(user)

@@ -54,6 +54,16 @@ def test_postgres_password_is_masked(tmp_path: Path) -> None:
     assert "hunter2" not in result.stdout
 
 
+def test_url_without_user_and_unsupported_database(tmp_path: Path) -> None:
+    masked = run_check(env={"IOC_HUB_REGISTRY__URL": "postgresql+psycopg://:hunter2@db.city/ioc"})
+    assert masked.returncode == 0, masked.stderr
+    assert "hunter2" not in masked.stdout
+    refused = run_check(env={"IOC_HUB_REGISTRY__URL": "mysql://ioc:hunter2@db.city/ioc"})
+    assert refused.returncode == 2
+    assert "registry.url" in refused.stderr
+    assert "hunter2" not in refused.stderr
+
+
 def test_bad_value_in_the_env_file_exits_2_naming_file_variable_and_field(tmp_path: Path) -> None:
     env_file = tmp_path / "hub.env"
     env_file.write_text('IOC_HUB_MQTT__PORT="abc"\n', encoding="utf-8")

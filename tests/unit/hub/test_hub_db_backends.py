@@ -15,7 +15,7 @@ from hub.registry.db import Database
     [
         ("mysql+pymysql://hub:s3cret@db/ioc",
          "registry.url mysql+pymysql://hub:***@db/ioc: the hub supports sqlite and postgresql only"),
-        ("not a url", "registry.url 'not a url' is not a database URL"),
+        ("not a url", "registry.url is not a database URL"),
         ("postgresql+nosuchdriver://hub:s3cret@db/ioc", "hub:***@db/ioc: the database driver is not installed"),
     ],
 )  # fmt: skip

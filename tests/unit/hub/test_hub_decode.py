@@ -85,3 +85,16 @@ def test_a_name_learnt_from_a_good_batch_does_not_let_a_bad_one_through() -> Non
         decoder.decode(batch(r_device=f"d-{n}", r_metrics={f"m{n}": 1}))
     with pytest.raises(ContractError, match=r"readings\[0\]\.device"):
         decoder.decode(batch(r_device="BAD"))
+
+
+def test_a_repeated_key_is_the_one_documented_difference() -> None:
+    """msgspec keeps a repeated key's last value in both decoders; the contract's struct also checks the pattern of
+    the earlier occurrence, the fast one does not (hub/ingest/decode.py says so). What is stored is valid."""
+    payload = (
+        b'{"v": 1, "session": "sess-0001", "seq": 1, "readings": '
+        b'[{"device": "BAD", "device": "aq-1", "kind": "air_quality", "ts": 1764331200000, "metrics": {"pm25": 1.0}}]}'
+    )
+    with pytest.raises(ContractError):
+        decode_for(Channel.DATA, payload)
+    [reading] = DataDecoder().decode(payload).readings
+    assert reading.device == "aq-1"

@@ -26,9 +26,12 @@ async def test_a_cancelled_get_loses_nothing() -> None:
     queue = IntakeQueue(maxsize=1)
     waiting = asyncio.create_task(queue.get())
     await asyncio.sleep(0.01)
+    # The race that matters: a put wakes the waiting get, which is cancelled before it resumes.
+    queue.put_nowait(message(3))
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
-    queue.put_nowait(message(3))
+    assert waiting.cancelled()
+    assert queue.qsize() == 1
     assert (await asyncio.wait_for(queue.get(), 1)).mid == 3
 
 
