@@ -201,6 +201,10 @@ class Hub:
     async def influx_reachable(self) -> bool:
         return self._writer is not None and await self._writer.ping()
 
+    @property
+    def pending_messages(self) -> int:
+        return self.pipeline.pending_messages
+
     def ingest_stats(self) -> dict[str, Any]:
         data = self.pipeline.snapshot()
         data["mqtt"] = {"connected": self.mqtt_connected, **self.intake.counters}

@@ -135,12 +135,17 @@ class Pipeline(StorageSide):
         """The tag names an enrichment may use."""
         return self._enrichment_tags
 
+    @property
+    def pending_messages(self) -> int:
+        """Messages received and not yet acknowledged."""
+        return len(self._pending)
+
     def gauges(self) -> dict[str, int]:
         """Current levels: unacknowledged messages, queued messages, lines in the open batch, writes running,
         and the spill's batches, lines and bytes (0 without a spill)."""
         spill = self.spill
         return {
-            "pending_messages": len(self._pending),
+            "pending_messages": self.pending_messages,
             "queued_messages": self._queue.qsize(),
             "batch_lines": self._batch_lines,
             "writes_in_flight": len(self._writes),
