@@ -64,6 +64,7 @@ import httpx
 from hub.config import AqiSettings, InfluxSettings
 from hub.errors import StorageError, StorageUnavailable
 from hub.lineproto import FieldValue, line
+from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -462,7 +463,5 @@ async def running_aqi_job(job: AqiJob) -> AsyncIterator[AqiJob]:
     try:
         yield job
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await job.aclose()

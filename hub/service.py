@@ -33,6 +33,7 @@ from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import IntakeQueue, MqttIntake
 from hub.routes.services import Operations
 from hub.spill import Spill
+from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Hub:
                     interval_s=s.metrics.interval_s,
                 )
                 reporter_task = asyncio.create_task(reporter.run(), name="hub-health-report")
-                stack.push_async_callback(_cancel, reporter_task)
+                stack.push_async_callback(cancel_and_wait, reporter_task)
             if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
                 await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
             if s.alerts.series_interval_s > 0:  # alert figures for the boards (hub/alerts/series.py), same lifetime
@@ -150,9 +151,7 @@ class Hub:
                 left,
                 timeout,
             )
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         except Exception:
             log.exception("the pipeline failed while draining")
 
@@ -229,12 +228,6 @@ class Hub:
             if not task.cancelled() and task.exception() is not None:
                 raise HubError(f"{task.get_name()} failed: {task.exception()!r}") from task.exception()
         raise HubError(f"{', '.join(t.get_name() for t in done)} stopped unexpectedly")
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def run_hub(settings: HubSettings, stop: asyncio.Event, *, on_ready: Callable[[Hub], None] | None = None) -> None:

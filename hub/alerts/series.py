@@ -50,6 +50,7 @@ from hub.errors import StorageError
 from hub.lineproto import LineProtocolError, line
 from hub.registry.db import Database
 from hub.registry.registry import Registry
+from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,4 @@ async def running_alert_series_job(job: AlertSeriesJob) -> AsyncIterator[AlertSe
     try:
         yield job
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
