@@ -14,69 +14,34 @@ import itertools
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 import yaml
+from edge_support import WAIT_S, MessageLog, Received, admin_client
 
 from devices.sim.modbus import ModbusSimulator
 from edge.agent import run_agent
 from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
 from ioc.stack import StackEndpoints
-from wire.v1 import ContractError, DataBatch, DeviceInfo, Event, EventType, State, decode, decode_for, parse_topic
+from wire.v1 import DataBatch, DeviceInfo, Event, EventType, State, decode
 
 pytestmark = pytest.mark.integration
 
 SITE, GATEWAY = "site-a", "gw-1"
 ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
 INTERVAL_S = 0.5
-WAIT_S = 20.0
 REPO = Path(__file__).parents[3]
 
 
-@dataclass(frozen=True)
-class Received:
-    channel: str
-    payload: Any
-    retained: bool
-    at: float
-
-
-class Recorder:
+class Recorder(MessageLog):
     """Subscribes as admin to the gateway's topics and keeps every message, decoded with the contract."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.messages: list[Received] = []
-        self._changed = asyncio.Event()
-
-    async def _collect(self) -> None:
-        async for message in self.client.messages:
-            channel = parse_topic(str(message.topic)).channel
-            assert isinstance(message.payload, bytes)
-            try:
-                payload: Any = decode_for(channel, message.payload)
-            except ContractError as exc:
-                channel_name, payload = "invalid", f"{message.topic}: {exc}"
-            else:
-                channel_name = channel.value
-            self.messages.append(Received(channel_name, payload, bool(message.retain), time.monotonic()))
-            self._changed.set()
 
     async def wait_for(self, predicate: Callable[[list[Received]], Any], within_s: float = WAIT_S) -> Any:
         """Until ``predicate(messages)`` is truthy; returns its value."""
-        async with asyncio.timeout(within_s):
-            while True:
-                result = predicate(self.messages)
-                if result:
-                    return result
-                self._changed.clear()
-                await self._changed.wait()
+        return await self.until(lambda: predicate(self.messages), within_s)
 
     def states(self, *, live: bool = True) -> list[State]:
         return [m.payload for m in self.messages if m.channel == "state" and (not live or not m.retained)]
@@ -92,26 +57,13 @@ class Recorder:
         ]
 
 
-def admin_client(stack: StackEndpoints, name: str) -> aiomqtt.Client:
-    user, password = stack.credentials("admin")
-    return aiomqtt.Client(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        username=user,
-        password=password,
-        identifier=f"test-edge-{name}-{time.monotonic_ns()}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        timeout=10,
-    )
-
-
 @contextlib.asynccontextmanager
 async def recording(stack: StackEndpoints) -> AsyncIterator[Recorder]:
     async with admin_client(stack, "recorder") as client:
         recorder = Recorder(client)
         for channel in ("state", "data", "event"):
             await client.subscribe(f"{ROOT}/{channel}", qos=1)
-        task = asyncio.create_task(recorder._collect())
+        task = asyncio.create_task(recorder.collect())
         try:
             yield recorder
         finally:

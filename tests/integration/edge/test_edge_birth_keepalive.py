@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 import yaml
+from edge_support import MessageLog, Received, admin_client
 
 from devices.driver import now_ms
 from devices.sim.modbus import ModbusSimulator
@@ -34,56 +33,20 @@ from wire.v1 import (
     AckStatus,
     Command,
     CommandAck,
-    ContractError,
     DeviceInfo,
     State,
     decode,
-    decode_for,
     encode,
-    parse_topic,
 )
 
 pytestmark = pytest.mark.integration
 
 SITE, GATEWAY = "site-a", "gw-1"
 ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
-WAIT_S = 20.0
 
 
-@dataclass(frozen=True)
-class Received:
-    channel: str
-    payload: Any
-    retained: bool
-    at: float
-
-
-class Hub:
+class Hub(MessageLog):
     """The hub's side over the broker: records state, data and acks of the gateway, sends commands."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.messages: list[Received] = []
-        self._changed = asyncio.Event()
-
-    async def collect(self) -> None:
-        async for message in self.client.messages:
-            assert isinstance(message.payload, bytes)
-            channel = parse_topic(str(message.topic)).channel
-            try:
-                payload: Any = decode_for(channel, message.payload)
-                name = channel.value
-            except ContractError as exc:
-                name, payload = "invalid", str(exc)
-            self.messages.append(Received(name, payload, bool(message.retain), time.monotonic()))
-            self._changed.set()
-
-    async def until(self, predicate: Callable[[], Any], within_s: float = WAIT_S) -> Any:
-        async with asyncio.timeout(within_s):
-            while not (result := predicate()):
-                self._changed.clear()
-                await self._changed.wait()
-            return result
 
     def births(self, session: str | None = None) -> list[State]:
         return [
@@ -106,19 +69,6 @@ class Hub:
             )
         )
         return ack
-
-
-def admin_client(stack: StackEndpoints, name: str) -> aiomqtt.Client:
-    user, password = stack.credentials("admin")
-    return aiomqtt.Client(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        username=user,
-        password=password,
-        identifier=f"test-edge-{name}-{time.monotonic_ns()}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        timeout=10,
-    )
 
 
 async def retained_state(stack: StackEndpoints) -> State:

@@ -19,6 +19,7 @@ from typing import Any
 import aiomqtt
 import pytest
 import yaml
+from edge_support import admin_client
 
 from devices.driver import REGISTRY, DriverConfig, DriverSpec, MetricValue, Reading, now_ms
 from devices.errors import DeviceConfigError, DeviceResponseError
@@ -154,17 +155,7 @@ class Hub:
 
 @contextlib.asynccontextmanager
 async def agent_and_hub(stack: StackEndpoints, path: Path) -> AsyncIterator[Hub]:
-    user, password = stack.credentials("admin")
-    client = aiomqtt.Client(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        username=user,
-        password=password,
-        identifier=f"test-edge-cmd-hub-{time.monotonic_ns()}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        timeout=10,
-    )
-    async with client:
+    async with admin_client(stack, "cmd-hub") as client:
         hub = Hub(client)
         await client.subscribe(f"{ROOT}/cmd/ack", qos=1)
         await client.subscribe(f"{ROOT}/data", qos=1)

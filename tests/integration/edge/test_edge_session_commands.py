@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 
-import aiomqtt
 import pytest
+from edge_support import admin_client
 
 from edge.config import BrokerConfig, PublishConfig
 from edge.events import EventQueue
@@ -28,19 +27,6 @@ pytestmark = pytest.mark.integration
 SITE, GATEWAY = "site-a", "gw-1"
 ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
 TS = 1_764_331_200_000
-
-
-def admin(stack: StackEndpoints) -> aiomqtt.Client:
-    user, password = stack.credentials("admin")
-    return aiomqtt.Client(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        username=user,
-        password=password,
-        identifier=f"test-edge-cmd-{time.monotonic_ns()}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        timeout=10,
-    )
 
 
 def publisher(stack: StackEndpoints, stats: EdgeStats, handler: object) -> Publisher:
@@ -85,7 +71,7 @@ async def test_commands_reach_the_handler_undecoded_and_acks_reach_the_hub(stack
 
     stats = EdgeStats()
     command = Command(id="c-1", device="aq-1", action="read_now", ts=TS)
-    async with admin(stack) as hub, connected(publisher(stack, stats, handler)) as pub:
+    async with admin_client(stack, "cmd") as hub, connected(publisher(stack, stats, handler)) as pub:
         await hub.subscribe(f"{ROOT}/cmd/ack", qos=1)
         # Subscribed before the birth: a command sent right after connecting is delivered.
         for payload in (b"boom", b"not json at all", encode(command)):
@@ -134,7 +120,7 @@ async def test_an_ack_without_a_connection_is_refused(stack: StackEndpoints) -> 
 
 async def test_a_command_without_a_handler_is_counted_and_ignored(stack: StackEndpoints) -> None:
     stats = EdgeStats()
-    async with admin(stack) as hub, connected(publisher(stack, stats, None)) as pub:
+    async with admin_client(stack, "cmd") as hub, connected(publisher(stack, stats, None)) as pub:
         await hub.publish(f"{ROOT}/cmd", b"{}", qos=1)
         await until(lambda: stats.commands_received >= 1)
         assert pub.session is not None  # the session goes on

@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import aiomqtt
 import pytest
 import yaml
+from edge_support import admin_client
 
 from ioc.stack import StackEndpoints
 from wire.v1 import State, decode
@@ -36,19 +36,6 @@ ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
 REPO = Path(__file__).parents[3]
 AGENT = Path(__file__).with_name("edge_counter_agent.py")
 KEEPALIVE_S = 5
-
-
-def admin(stack: StackEndpoints, name: str) -> aiomqtt.Client:
-    user, password = stack.credentials("admin")
-    return aiomqtt.Client(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        username=user,
-        password=password,
-        identifier=f"test-session-{name}-{time.monotonic_ns()}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        timeout=10,
-    )
 
 
 class States:
@@ -77,7 +64,7 @@ class States:
 
 @contextlib.asynccontextmanager
 async def watching(stack: StackEndpoints) -> AsyncIterator[States]:
-    async with admin(stack, "watch") as client:
+    async with admin_client(stack, "watch") as client:
         states = States()
         await client.subscribe(f"{ROOT}/state", qos=1)
         task = asyncio.create_task(states.collect(client))
@@ -90,7 +77,7 @@ async def watching(stack: StackEndpoints) -> AsyncIterator[States]:
 
 
 async def retained(stack: StackEndpoints) -> State:
-    async with admin(stack, "retained") as client:
+    async with admin_client(stack, "retained") as client:
         await client.subscribe(f"{ROOT}/state", qos=1)
         async with asyncio.timeout(10):
             async for message in client.messages:
