@@ -12,7 +12,7 @@ from typing import Any
 import aiomqtt
 
 from ioc.stack import StackEndpoints
-from wire.v1 import ContractError, decode_for, parse_topic
+from wire.v1 import ContractError, State, decode, decode_for, parse_topic
 
 WAIT_S = 20.0
 
@@ -69,3 +69,15 @@ class MessageLog:
                 self._changed.clear()
                 await self._changed.wait()
             return result
+
+
+async def retained_state(stack: StackEndpoints, root: str) -> State:
+    """What a newcomer sees on ``{root}/state``: the retained message."""
+    async with admin_client(stack, "retained") as client:
+        await client.subscribe(f"{root}/state", qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                assert message.retain
+                assert isinstance(message.payload, bytes)
+                return decode(message.payload, State)
+    raise AssertionError("no retained state")

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 import yaml
-from edge_support import WAIT_S, MessageLog, Received, admin_client
+from edge_support import WAIT_S, MessageLog, Received, admin_client, retained_state
 
 from devices.sim.modbus import ModbusSimulator
 from edge.agent import run_agent
 from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
 from ioc.stack import StackEndpoints
-from wire.v1 import DataBatch, DeviceInfo, Event, EventType, State, decode
+from wire.v1 import DataBatch, DeviceInfo, Event, EventType, State
 
 pytestmark = pytest.mark.integration
 
@@ -70,18 +70,6 @@ async def recording(stack: StackEndpoints) -> AsyncIterator[Recorder]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def retained_state(stack: StackEndpoints) -> State:
-    """What a newcomer sees on the state topic: the retained message."""
-    async with admin_client(stack, "retained") as client:
-        await client.subscribe(f"{ROOT}/state", qos=1)
-        async with asyncio.timeout(10):
-            async for message in client.messages:
-                assert message.retain
-                assert isinstance(message.payload, bytes)
-                return decode(message.payload, State)
-    raise AssertionError("no retained state")
 
 
 class Relay:
@@ -204,7 +192,7 @@ async def test_birth_data_and_clean_shutdown(stack: StackEndpoints) -> None:
             ]
             assert birth.agent
             await recorder.wait_for(lambda _: len(recorder.batches(session)) >= 4)
-            assert (await retained_state(stack)) == birth
+            assert (await retained_state(stack, ROOT)) == birth
             await recorder.wait_for(lambda _: len(recorder.events(session)) >= 2)
             stop.set()
         # run_agent has returned: the clean shutdown is complete.
@@ -212,7 +200,7 @@ async def test_birth_data_and_clean_shutdown(stack: StackEndpoints) -> None:
             lambda ms: next((s for s in recorder.states() if not s.online and s.session == session), None)
         )
         assert death.reason == "shutdown"
-        assert (await retained_state(stack)) == death
+        assert (await retained_state(stack, ROOT)) == death
 
         batches = recorder.batches(session)
         assert [b.seq for b in batches] == list(range(1, len(batches) + 1))

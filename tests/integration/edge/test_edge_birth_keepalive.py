@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from edge_support import MessageLog, Received, admin_client
+from edge_support import MessageLog, Received, admin_client, retained_state
 
 from devices.driver import now_ms
 from devices.sim.modbus import ModbusSimulator
@@ -35,7 +35,6 @@ from wire.v1 import (
     CommandAck,
     DeviceInfo,
     State,
-    decode,
     encode,
 )
 
@@ -69,18 +68,6 @@ class Hub(MessageLog):
             )
         )
         return ack
-
-
-async def retained_state(stack: StackEndpoints) -> State:
-    """What a newcomer sees on the state topic: the retained message."""
-    async with admin_client(stack, "retained") as client:
-        await client.subscribe(f"{ROOT}/state", qos=1)
-        async with asyncio.timeout(10):
-            async for message in client.messages:
-                assert message.retain
-                assert isinstance(message.payload, bytes)
-                return decode(message.payload, State)
-    raise AssertionError("no retained state")
 
 
 @contextlib.asynccontextmanager
@@ -159,7 +146,7 @@ async def test_the_birth_follows_set_interval_and_reload(stack: StackEndpoints, 
             assert birth.ts is not None
             assert second.ts >= birth.ts
             assert second.keepalive_s == birth.keepalive_s == 30
-            assert await retained_state(stack) == second  # what a hub starting now sees
+            assert await retained_state(stack, ROOT) == second  # what a hub starting now sees
 
             # Refused commands change nothing, and announce nothing.
             assert (await hub.ask("weather-1", "set_interval", params={"interval_s": -1})).status is AckStatus.ERROR
@@ -174,7 +161,7 @@ async def test_the_birth_follows_set_interval_and_reload(stack: StackEndpoints, 
                 ("weather-1", "weather", 0.5),
                 ("aq-1", "air_quality", 1.0),
             ]
-            assert await retained_state(stack) == third
+            assert await retained_state(stack, ROOT) == third
             # The refused commands in between did not add a birth: the third is the reload's.
             assert len(hub.births(session)) == 3
             # A reload of the same file changes nothing and announces nothing; the set_interval after it does.

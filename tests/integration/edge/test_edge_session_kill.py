@@ -24,7 +24,7 @@ from typing import Any
 import aiomqtt
 import pytest
 import yaml
-from edge_support import admin_client
+from edge_support import admin_client, retained_state
 
 from ioc.stack import StackEndpoints
 from wire.v1 import State, decode
@@ -74,17 +74,6 @@ async def watching(stack: StackEndpoints) -> AsyncIterator[States]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def retained(stack: StackEndpoints) -> State:
-    async with admin_client(stack, "retained") as client:
-        await client.subscribe(f"{ROOT}/state", qos=1)
-        async with asyncio.timeout(10):
-            async for message in client.messages:
-                assert message.retain
-                assert isinstance(message.payload, bytes)
-                return decode(message.payload, State)
-    raise AssertionError("no retained state")
 
 
 def write_config(tmp_path: Path, stack: StackEndpoints, port: int) -> Path:
@@ -187,19 +176,19 @@ async def test_a_killed_agent_is_declared_offline_by_its_will_and_a_restart_wins
         first = await start_agent(stack, config, log)
         try:
             birth: State = await states.wait_for(birth_not_in(set()))
-            assert await retained(stack) == birth
+            assert await retained_state(stack, ROOT) == birth
             first.send_signal(signal.SIGKILL)
             assert await first.wait() == -signal.SIGKILL
             will: State = await states.wait_for(will_of(birth.session), within_s=10)
             assert (will.online, will.reason, will.ts) == (False, "connection lost", None)
-            assert await retained(stack) == will
+            assert await retained_state(stack, ROOT) == will
 
             second = await start_agent(stack, config, log)
             try:
                 reborn: State = await states.wait_for(birth_not_in({birth.session}))
                 assert reborn.session != birth.session
                 await asyncio.sleep(1.5 * KEEPALIVE_S + 2)  # longer than any keepalive of the old connection
-                assert await retained(stack) == reborn
+                assert await retained_state(stack, ROOT) == reborn
                 assert [s.session for s in states.live if not s.online] == [birth.session]
             finally:
                 assert await stop(second) == 0, log.read_text()
@@ -207,7 +196,7 @@ async def test_a_killed_agent_is_declared_offline_by_its_will_and_a_restart_wins
             if first.returncode is None:
                 first.kill()
                 await first.wait()
-    death = await retained(stack)
+    death = await retained_state(stack, ROOT)
     assert (death.online, death.session, death.reason) == (False, reborn.session, "shutdown")
 
 
@@ -224,7 +213,7 @@ async def test_after_a_half_open_death_the_old_will_comes_before_the_new_birth(
             await first.wait()
             await asyncio.sleep(1.0)
             assert will_of(birth.session)(states.live) is None, "the broker saw the death: not half-open"
-            assert await retained(stack) == birth  # the broker still believes the old session
+            assert await retained_state(stack, ROOT) == birth  # the broker still believes the old session
 
             # The restarted agent connects directly; the broker takes the old session over.
             second = await start_agent(stack, write_config(tmp_path, stack, stack.mqtt_port), log)
@@ -233,7 +222,7 @@ async def test_after_a_half_open_death_the_old_will_comes_before_the_new_birth(
                 sessions = [(s.online, s.session) for s in states.live]
                 assert sessions.index((False, birth.session)) < sessions.index((True, reborn.session))
                 await asyncio.sleep(1.5 * KEEPALIVE_S + 2)  # the old connection's keepalive would have expired
-                assert await retained(stack) == reborn
+                assert await retained_state(stack, ROOT) == reborn
                 assert [s for s in states.live if not s.online and s.session == reborn.session] == []
                 assert [s.session for s in states.live if not s.online] == [birth.session]
             finally:
