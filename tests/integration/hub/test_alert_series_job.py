@@ -170,8 +170,9 @@ async def test_the_hub_runs_the_job_with_its_settings(stack: StackEndpoints, inf
             r = await http.post(f"/api/v1/alerts/{items[0]['id']}/resolve", headers=auth(tok["operator"]))
             assert r.status_code == 200, r.text
             await wait_until(lambda: _resolved(stack.influx_url, influx_db))
-            await wait_until(lambda: _gauge(stack.influx_url, influx_db).get(("ben-thanh", "critical"), (1,))[0] == 0)
-            await asyncio.sleep(1.0)  # five more runs of the job: the resolved alert is still one point
+            # (The breach goes on, so the engine may open a new alert after the manual resolve: the gauge need not
+            # drop to 0.) Five more runs of the job: the resolved alert is still one point.
+            await asyncio.sleep(1.0)
             [point] = _resolved(stack.influx_url, influx_db)
             assert (point["ward"], point["severity"], point["rule"]) == ("ben-thanh", "critical", "pm25-high")
             assert (point["in_time"], point["target_s"]) == (0, 0.001)
