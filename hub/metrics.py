@@ -62,6 +62,7 @@ _GAUGES: Final = (
     ("pending_messages", "pending_messages", "Messages received, not yet acknowledged"),
     ("queued_messages", "queued_messages", "Messages in the hand-over queue from the MQTT thread"),
     ("batch_lines", "open_batch_lines", "Lines in the batch being filled"),
+    ("ready_lines", "ready_lines", "Lines of closed batches waiting for a write slot"),
     ("writes_in_flight", "writes_in_flight", "InfluxDB writes running"),
     ("spill_batches", "spill_batches", "Batches held in the spill"),
     ("spill_lines", "spill_lines", "Lines held in the spill"),

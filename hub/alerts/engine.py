@@ -109,15 +109,23 @@ class AlertEngine:
     def observe(self, site: str, gateway: str, payload: object) -> None:
         if not isinstance(payload, DataBatch) or payload.replay:
             return
+        # On the ingest hot path: only the work the loaded rules need (no stale rule: no last-reading table; no
+        # threshold or bits rule: no look at the values).
+        stale_rules, by_metric = self._stale, self._by_metric
+        if not stale_rules and not by_metric:
+            return
         now = self._clock()
         for reading in payload.readings:
-            self._last_reading[reading.device] = (now, site, gateway, reading.kind)
-            for stale in self._stale:
-                cond = self._conds.get((reading.device, stale.id))
-                if cond is not None and (cond.breaching or cond.open):  # open: also one taken over at start
-                    self._clear(reading.device, stale.id, cond, "data arrives again")
+            if stale_rules:
+                self._last_reading[reading.device] = (now, site, gateway, reading.kind)
+                for stale in stale_rules:
+                    cond = self._conds.get((reading.device, stale.id))
+                    if cond is not None and (cond.breaching or cond.open):  # open: also one taken over at start
+                        self._clear(reading.device, stale.id, cond, "data arrives again")
+            if not by_metric:
+                continue
             for metric, value in reading.metrics.items():
-                rules = self._by_metric.get(metric)
+                rules = by_metric.get(metric)
                 if not rules or isinstance(value, str):
                     continue
                 number = float(value)

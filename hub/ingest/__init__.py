@@ -2,8 +2,11 @@
 
 Messages arrive on a bounded queue from the intake (the MQTT adapter), unacknowledged. Each is decoded against
 the wire contract by its channel, turned into InfluxDB lines (:mod:`hub.points`), and added to the current batch;
-a batch is written when it holds ``max_lines`` lines or its first message has waited ``max_delay_ms``, with up to
-``max_in_flight`` writes at once.
+a batch is closed when it holds ``max_lines`` lines or its first message has waited ``max_delay_ms``, and written
+with up to ``max_in_flight`` writes at once. A closed batch that finds every slot taken waits in a ready queue
+while decoding goes on (the CPU work is done while InfluxDB is busy, not after); batches that waited go out merged,
+up to four times ``max_lines`` lines per write, so a backlog after a slow moment is written in fewer, larger
+requests. Everything waiting counts toward ``max_pending_messages``.
 
 Acknowledgements go back to the broker **only after storage** (InfluxDB answered 204), and in the order the
 messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): a message that needs no write

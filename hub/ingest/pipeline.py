@@ -93,7 +93,12 @@ class Pipeline(StorageSide):
         self._batch: list[Pending] = []
         self._batch_lines = 0
         self._batch_deadline: float | None = None  # loop time
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._running = 0  # InfluxDB writes running (spill-only tasks are not counted)
+        #: Closed batches waiting for a write slot (the storage side merges them) and their lines.
+        self._ready: deque[tuple[list[Pending], int]] = deque()
+        self._ready_lines = 0
+        self._closed_for_good = False  # run() returned: start no more writes
         self._writes: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         self._closing = False
@@ -106,6 +111,8 @@ class Pipeline(StorageSide):
         self._observer_failures: set[tuple[int, type[BaseException]]] = set()
         self._enrichment_tags = frozenset(enrichment_tags)
         self._enrichment: Enrichment = NO_ENRICHMENT
+        #: (site, gateway) -> that gateway's line prefixes (hub.points.reading_lines), rebuilt after an enrichment.
+        self._prefixes: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
 
     # ------------------------------------------------------------------------------------------ control
 
@@ -129,6 +136,7 @@ class Pipeline(StorageSide):
         on the allow-list or cannot be written; the previous map stays in force then.
         """
         self._enrichment = build_enrichment(mapping, self._enrichment_tags)
+        self._prefixes = {}
 
     @property
     def enrichment_tags(self) -> frozenset[str]:
@@ -148,6 +156,7 @@ class Pipeline(StorageSide):
             "pending_messages": self.pending_messages,
             "queued_messages": self._queue.qsize(),
             "batch_lines": self._batch_lines,
+            "ready_lines": self._ready_lines,
             "writes_in_flight": len(self._writes),
             "spill_batches": spill.records if spill else 0,
             "spill_lines": spill.lines if spill else 0,
@@ -171,6 +180,7 @@ class Pipeline(StorageSide):
             await self._consume()
             await self._drain()
         finally:
+            self._closed_for_good = True
             for task in (*self._writes, *helpers):
                 task.cancel()
             if self._writes or helpers:
@@ -195,6 +205,8 @@ class Pipeline(StorageSide):
             if now >= next_housekeeping:
                 next_housekeeping = now + _TICK_S
                 self._dead_letter_log.flush()
+                if self._ready:
+                    self._dispatch()  # InfluxDB may have become slow meanwhile: spill what waits
 
     async def _drain(self) -> None:
         """Everything the intake handed over before it stopped, then the open batch, then the writes."""
@@ -211,7 +223,9 @@ class Pipeline(StorageSide):
             if self._batch_lines >= self._max_lines:
                 await self._flush()
         await self._flush()
-        while self._writes:
+        while self._writes or self._ready:
+            if not self._writes:
+                self._dispatch()
             await asyncio.wait(set(self._writes))
         while self._held:
             self._raise_failure()
@@ -318,7 +332,12 @@ class Pipeline(StorageSide):
                 self._quarantine(entry, DeadLetterKind.CARDINALITY, refused)
                 if not batch.readings:
                     return True  # nothing left to write; acked once the quarantine has it
-        entry.lines, dropped = reading_lines(site, gateway, batch, self._enrichment)
+        prefixes = self._prefixes.get((site, gateway))
+        if prefixes is None:
+            if len(self._prefixes) >= _TOPIC_CACHE_SIZE:
+                self._prefixes.clear()
+            prefixes = self._prefixes[(site, gateway)] = {}
+        entry.lines, dropped = reading_lines(site, gateway, batch, self._enrichment, prefixes)
         stats.values_dropped += dropped
         if not entry.lines:
             if entry.held:  # already quarantined for its refused names
@@ -326,7 +345,7 @@ class Pipeline(StorageSide):
             self._dead_letter(entry.message, DeadLetterKind.UNREPRESENTABLE, "no metric value can be written")
             return False
         if not batch.replay:
-            entry.newest_ts = max(r.ts for r in batch.readings)
+            entry.newest_ts = max([r.ts for r in batch.readings])
         return True
 
     def _notify(self, site: str, gateway: str, payload: Payload) -> None:

@@ -20,6 +20,8 @@ log = logging.getLogger("hub.ingest")
 
 #: The write-back wakes this often to look at the spill.
 _TICK_S = 0.5
+#: Batches that waited for a write slot are merged into writes of up to this many times ``max_lines`` lines.
+_MERGE_BATCHES = 4
 
 
 class StorageSide:
@@ -48,7 +50,12 @@ class StorageSide:
     _batch: list[Pending]
     _batch_lines: int
     _batch_deadline: float | None
-    _slots: asyncio.Semaphore
+    _max_lines: int
+    _max_in_flight: int
+    _running: int
+    _ready: deque[tuple[list[Pending], int]]
+    _ready_lines: int
+    _closed_for_good: bool
     _writes: set[asyncio.Task[None]]
     _failure: BaseException | None
     _storage_down: bool
@@ -59,17 +66,48 @@ class StorageSide:
     # ------------------------------------------------------------------------------------------ storage side
 
     async def _flush(self) -> None:
-        if not self._batch:
-            return
-        entries, self._batch, self._batch_lines, self._batch_deadline = self._batch, [], 0, None
-        if self._influx_slow():
-            # Every write slot is taken by a write running for spill_after_s: do not wait, spill this batch.
+        """Close the open batch (it waits in the ready queue for a write slot) and start what can start.
+
+        Never waits for a slot: while every slot is taken the intake side goes on decoding and building lines,
+        bounded by ``max_pending_messages``, and the batches that queued up meanwhile go out merged into fewer,
+        larger writes (up to ``_MERGE_BATCHES`` x ``max_lines`` lines) when slots come free.
+        """
+        if self._batch:
+            self._ready.append((self._batch, self._batch_lines))
+            self._ready_lines += self._batch_lines
+            self._batch, self._batch_lines, self._batch_deadline = [], 0, None
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start writes of the ready batches while slots are free; spill them when InfluxDB is slow."""
+        ready = self._ready
+        while ready:
+            if self._running >= self._max_in_flight:
+                if not self._influx_slow():
+                    return
+                # Every slot is taken by a write running for spill_after_s: spill what waits, do not wait.
+                self._start(self._take_ready(all_of_it=True), spill_only=True)
+                continue
+            self._start(self._take_ready(), spill_only=False)
+
+    def _take_ready(self, *, all_of_it: bool = False) -> list[Pending]:
+        """The oldest ready batch, merged with the next ones while the write stays within its line budget."""
+        ready = self._ready
+        entries, lines = ready.popleft()
+        budget = self._max_lines * _MERGE_BATCHES
+        while ready and (all_of_it or lines + ready[0][1] <= budget):
+            more, count = ready.popleft()
+            entries.extend(more)
+            lines += count
+        self._ready_lines -= lines
+        return entries
+
+    def _start(self, entries: list[Pending], *, spill_only: bool) -> None:
+        if spill_only:
             task = asyncio.create_task(self._store(entries, spill_only=True), name="hub-spill")
-            self._writes.add(task)
-            task.add_done_callback(self._write_done)
-            return
-        await self._slots.acquire()
-        task = asyncio.create_task(self._store_batch(entries), name="hub-write")
+        else:
+            self._running += 1
+            task = asyncio.create_task(self._store_batch(entries), name="hub-write")
         self._writes.add(task)
         task.add_done_callback(self._write_done)
 
@@ -84,7 +122,7 @@ class StorageSide:
             raise RuntimeError("a write task failed unexpectedly") from self._failure
 
     def _influx_slow(self) -> bool:
-        if self.spill is None or not self._slots.locked() or not self._write_started:
+        if self.spill is None or self._running < self._max_in_flight or not self._write_started:
             return False
         running_s = asyncio.get_running_loop().time() - min(self._write_started.values())
         slow = running_s >= self._spill_after_s
@@ -103,7 +141,9 @@ class StorageSide:
             await self._store(entries)
         finally:
             del self._write_started[task]
-            self._slots.release()
+            self._running -= 1
+            if not self._closed_for_good:
+                self._dispatch()
 
     async def _store(self, entries: list[Pending], *, spill_only: bool = False) -> None:
         line_count = sum(len(e.lines) for e in entries)

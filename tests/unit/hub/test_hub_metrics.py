@@ -23,6 +23,7 @@ def snapshot(received: int, readings: int) -> dict[str, object]:
             "pending_messages": 7,
             "queued_messages": 1,
             "batch_lines": 0,
+            "ready_lines": 25,
             "writes_in_flight": 2,
             "spill_batches": 1,
             "spill_lines": 10,
@@ -47,6 +48,7 @@ def test_prometheus_text_is_well_formed_and_carries_the_figures() -> None:
     assert 'ioc_hub_seq_gaps_total{gateway="site-a/gw-1"} 3\n' in text
     assert "ioc_hub_spill_bytes 4096\n" in text
     assert "ioc_hub_writes_in_flight 2\n" in text
+    assert "ioc_hub_ready_lines 25\n" in text
     assert "ioc_hub_mqtt_connected 1\n" in text
     assert 'ioc_hub_write_seconds_bucket{le="0.025"} 1\n' in text
     assert 'ioc_hub_write_seconds_bucket{le="+Inf"} 2\n' in text

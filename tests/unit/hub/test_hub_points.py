@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from hub import points
 from hub.lineproto import format_contract_fields
-from hub.points import device_event_line, gateway_state_line, reading_lines
+from hub.points import DEFAULT_ENRICHMENT_TAGS, build_enrichment, device_event_line, gateway_state_line, reading_lines
 from wire import v1
 
 TS = 1_764_331_200_123
@@ -77,3 +80,40 @@ def test_inlined_field_formatting_matches_format_contract_fields() -> None:
     prefix = "k,device=d-1,gateway=g,kind=k,site=s "
     assert all(line.startswith(prefix) for line in lines)
     assert [line[len(prefix) : line.rindex(" ")] for line in lines] == [text for text, _ in expected if text]
+
+
+def test_a_prefix_cache_is_reused_across_batches_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(points, "PREFIX_CACHE_SIZE", 2)
+    cache: dict[tuple[str, str], str] = {}
+
+    def batch(*devices: str) -> v1.DataBatch:
+        readings = [v1.Reading(device=d, kind="meter", ts=TS, metrics={"v": 1.5}) for d in devices]
+        return v1.DataBatch(session=SESSION, seq=1, readings=readings)
+
+    lines, _ = reading_lines("s", "g", batch("d-1"), prefixes=cache)
+    assert lines == ["meter,device=d-1,gateway=g,kind=meter,site=s v=1.5 1764331200123"]
+    assert cache == {("meter", "d-1"): "meter,device=d-1,gateway=g,kind=meter,site=s "}
+    # What is in the cache is what the next batch uses (the pipeline gives each gateway its own cache and
+    # drops them all when the enrichment changes).
+    cache[("meter", "d-1")] = "meter,device=d-1,district=x,gateway=g,kind=meter,site=s "
+    lines, _ = reading_lines("s", "g", batch("d-1", "d-2", "d-3"), prefixes=cache)
+    assert lines[0] == "meter,device=d-1,district=x,gateway=g,kind=meter,site=s v=1.5 1764331200123"
+    assert lines[2] == "meter,device=d-3,gateway=g,kind=meter,site=s v=1.5 1764331200123"
+    assert len(cache) <= 2  # cleared when full, then refilled
+
+
+def test_lines_without_a_cache_are_the_same_as_with_one() -> None:
+    batch = v1.DataBatch(
+        session=SESSION,
+        seq=1,
+        readings=[
+            v1.Reading(device="aq-01", kind="air_quality", ts=TS, metrics={"pm25": 35.2, "ok": True, "n": 3}),
+            v1.Reading(device="aq-01", kind="air_quality", ts=TS + 1, metrics={"pm25": float("inf"), "s": "a b"}),
+        ],
+    )
+    enrichment = build_enrichment({"aq-01": {"district": "q1"}}, DEFAULT_ENRICHMENT_TAGS)
+    cache: dict[tuple[str, str], str] = {}
+    first = reading_lines("s", "g", batch, enrichment, cache)
+    assert first == reading_lines("s", "g", batch, enrichment, cache) == reading_lines("s", "g", batch, enrichment)
+    prefix = "air_quality,device=aq-01,district=q1,gateway=g,kind=air_quality,site=s"
+    assert first == ([f"{prefix} pm25=35.2,ok=true,n=3.0 {TS}", f'{prefix} s="a b" {TS + 1}'], 1)
