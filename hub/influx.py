@@ -1,12 +1,13 @@
-"""The InfluxDB writer: line protocol POSTed over HTTP with httpx, to the v1 or the v2 write API.
+"""The InfluxDB writer: line protocol POSTed over HTTP with the hub's own client (:mod:`hub.httpclient`), to
+the v1 or the v2 write API.
 
 - ``api: v1`` (default): ``POST {url}/write?db={database}&precision=ms``, basic auth when a username is set.
   Works on InfluxDB 1.x, on 2.x through a DBRP mapping and on 3.x.
 - ``api: v2``: ``POST {url}/api/v2/write?org={org}&bucket={bucket}&precision=ms`` with
   ``Authorization: Token {token}``. Works on InfluxDB 2.x, 3.x and Cloud.
 
-Both send the body optionally gzip-compressed (``Content-Encoding: gzip``). Which API, path, query and auth is
-decided once, when the writer is made (docs/storage.md).
+Both send the body optionally gzip-compressed (``Content-Encoding: gzip``). Which API, path, query and headers
+is decided once, when the writer is made (docs/storage.md). Connections are kept alive and reused.
 
 Outcomes, translated at this boundary:
 
@@ -16,9 +17,9 @@ Outcomes, translated at this boundary:
   stored): :class:`~hub.errors.StorageRejected` with InfluxDB's own error text (``error`` in v1's JSON body,
   ``message`` in v2's).
 - everything else (connection refused, timeout, ``5xx``, ``429``, ``401``/``403`` credentials, ``404`` database,
-  org or bucket not found): :class:`~hub.errors.StorageUnavailable`. The data is fine; an operator or time fixes
-  the rest, so the pipeline retries and holds the acknowledgements. Refused credentials are also logged here, once
-  until a write succeeds again, since only an operator can fix them.
+  org or bucket not found, an answer that is not valid HTTP): :class:`~hub.errors.StorageUnavailable`. The data
+  is fine; an operator or time fixes the rest, so the pipeline retries and holds the acknowledgements. Refused
+  credentials are also logged here, once until a write succeeds again, since only an operator can fix them.
 
 ``Retry-After`` (sent by v2 with ``429``/``503``) is not honoured: the pipeline's capped backoff paces retries.
 
@@ -31,17 +32,18 @@ unreachable InfluxDB is what the spill is for, and a refused ``CREATE`` is logge
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import logging
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
-
-import httpx
+from urllib.parse import quote, urlencode
 
 from hub.config import InfluxSettings
-from hub.errors import StorageError, StorageRejected, StorageUnavailable
+from hub.errors import ConfigError, StorageError, StorageRejected, StorageUnavailable
+from hub.httpclient import HttpClient, HttpConnectionError, HttpError, HttpTimeout, Response
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +52,16 @@ _COMPRESS_IN_THREAD_BYTES: Final = 256 * 1024
 #: Level 1: most of the size gain of gzip on line protocol for a fraction of the CPU of level 6.
 _GZIP_LEVEL: Final = 1
 _MAX_ERROR_TEXT: Final = 1024
+_LINE_PROTOCOL: Final = "text/plain; charset=utf-8"
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: Response) -> str:
     """InfluxDB's error message from its JSON body (v1: ``error``, v2: ``message``), else the start of the body."""
-    text = response.text
+    text = response.body.decode("utf-8", errors="replace")
     try:
         data = json.loads(text)
     except ValueError:
-        return text[:_MAX_ERROR_TEXT].strip() or response.reason_phrase
+        return text[:_MAX_ERROR_TEXT].strip() or response.reason
     if isinstance(data, dict):
         for key in ("error", "message"):
             if isinstance(data.get(key), str):
@@ -70,72 +73,70 @@ def _error_text(response: httpx.Response) -> str:
 class _WritePlan:
     """Where and how to write, decided once from the settings."""
 
-    path: str
-    params: dict[str, str]
-    headers: dict[str, str]
-    auth: httpx.Auth | None
+    #: Path and URL-encoded query of every write, e.g. ``/write?db=ioc&precision=ms``.
+    target: str
+    #: Sent with every request: the credentials, if any.
+    auth_headers: dict[str, str]
+    #: Sent with every write: the credentials and, with gzip on, ``Content-Encoding``.
+    write_headers: dict[str, str]
     #: Answers that refuse the data itself.
     rejected: frozenset[int]
     #: What a 404 means, e.g. "no database 'ioc'".
     not_found: str
     #: Where the lines go, for logs: "database 'ioc'" or "org 'city' bucket 'ioc'".
-    target: str
+    where: str
 
 
 def _plan(s: InfluxSettings) -> _WritePlan:
+    auth: dict[str, str] = {}
     if s.api == "v2":
         # The config check guarantees all three for v2; this narrows the types.
         if s.token is None or s.org is None or s.bucket is None:
             raise StorageError("influx.api is 'v2' but influx.token, influx.org or influx.bucket is missing")
-        target = f"org {s.org!r} bucket {s.bucket!r}"
-        return _WritePlan(
-            path="/api/v2/write",
-            params={"org": s.org, "bucket": s.bucket, "precision": "ms"},
-            headers={"Authorization": f"Token {s.token.get_secret_value()}"},
-            auth=None,
-            # 422: points refused (outside retention, schema), the others stored (InfluxDB 2.x write docs).
-            rejected=frozenset({400, 413, 422}),
-            not_found=f"no {target}",
-            target=target,
-        )
-    auth = None
-    if s.username is not None:
-        auth = httpx.BasicAuth(s.username, s.password.get_secret_value() if s.password else "")
+        path, params = "/api/v2/write", {"org": s.org, "bucket": s.bucket, "precision": "ms"}
+        auth["Authorization"] = f"Token {s.token.get_secret_value()}"
+        # 422: points refused (outside retention, schema), the others stored (InfluxDB 2.x write docs).
+        rejected = frozenset({400, 413, 422})
+        where = f"org {s.org!r} bucket {s.bucket!r}"
+        not_found = f"no {where}"
+    else:
+        path, params = "/write", {"db": s.database, "precision": "ms"}
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password else ""
+            auth["Authorization"] = "Basic " + base64.b64encode(f"{s.username}:{password}".encode()).decode("ascii")
+        rejected = frozenset({400, 413})
+        where = f"database {s.database!r}"
+        not_found = f"no {where}"
+    write_headers = {**auth, "Content-Encoding": "gzip"} if s.gzip else auth
     return _WritePlan(
-        path="/write",
-        params={"db": s.database, "precision": "ms"},
-        headers={},
-        auth=auth,
-        rejected=frozenset({400, 413}),
-        not_found=f"no database {s.database!r}",
-        target=f"database {s.database!r}",
+        target=f"{path}?{urlencode(params, quote_via=quote)}",
+        auth_headers=auth,
+        write_headers=write_headers,
+        rejected=rejected,
+        not_found=not_found,
+        where=where,
     )
 
 
 class InfluxWriter:
     """Writes line protocol to one InfluxDB database or bucket. Use as ``async with InfluxWriter(settings) as w``."""
 
-    def __init__(self, settings: InfluxSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: InfluxSettings) -> None:
         self._settings = settings
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
         self._plan = _plan(settings)
         self._auth_refused = False
 
     @property
     def target(self) -> str:
         """Where the lines go, for logs: ``database 'ioc'`` (v1) or ``org 'city' bucket 'ioc'`` (v2)."""
-        return self._plan.target
+        return self._plan.where
 
     async def __aenter__(self) -> Self:
-        s = self._settings
-        self._client = httpx.AsyncClient(
-            base_url=s.url,
-            auth=self._plan.auth,
-            timeout=httpx.Timeout(s.timeout_s),
-            transport=self._transport,
-            headers={"Content-Type": "text/plain; charset=utf-8", **self._plan.headers},
-        )
+        try:
+            self._client = HttpClient(self._settings.url)
+        except ValueError as exc:
+            raise ConfigError(f"influx.url: {exc}") from exc
         return self
 
     async def __aexit__(
@@ -146,29 +147,31 @@ class InfluxWriter:
             self._client = None
 
     @property
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> HttpClient:
         if self._client is None:
             raise StorageError("InfluxWriter used outside 'async with'")
         return self._client
 
     async def write(self, body: bytes) -> None:
         """Store ``body`` (line protocol, newline-separated). See the module docstring for the errors."""
-        headers: dict[str, str] = {}
         content = body
         if self._settings.gzip:
             if len(body) > _COMPRESS_IN_THREAD_BYTES:
                 content = await asyncio.to_thread(gzip.compress, body, _GZIP_LEVEL)
             else:
                 content = gzip.compress(body, _GZIP_LEVEL)
-            headers["Content-Encoding"] = "gzip"
-        url, plan = self._settings.url, self._plan
+        url, plan, timeout_s = self._settings.url, self._plan, self._settings.timeout_s
         try:
-            response = await self._http.post(plan.path, params=plan.params, content=content, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise StorageUnavailable(f"InfluxDB at {url} did not answer within {self._settings.timeout_s} s") from exc
-        except httpx.HTTPError as exc:
-            raise StorageUnavailable(f"cannot reach InfluxDB at {url}: {exc!r}") from exc
-        status = response.status_code
+            response = await self._http.post(
+                plan.target, content, plan.write_headers, timeout_s=timeout_s, content_type=_LINE_PROTOCOL
+            )
+        except HttpTimeout as exc:
+            raise StorageUnavailable(f"InfluxDB at {url} did not answer within {timeout_s} s") from exc
+        except HttpConnectionError as exc:
+            raise StorageUnavailable(f"cannot reach InfluxDB at {url}: {exc}") from exc
+        except HttpError as exc:
+            raise StorageUnavailable(f"InfluxDB at {url} sent an answer that is not valid HTTP: {exc}") from exc
+        status = response.status
         if 200 <= status < 300:
             if self._auth_refused:
                 self._auth_refused = False
@@ -180,7 +183,7 @@ class InfluxWriter:
         if status in (401, 403):
             what = "token (influx.token)" if self._settings.api == "v2" else "credentials (influx.username/password)"
             message = (
-                f"InfluxDB at {url} refused the {what} for writing to {plan.target} "
+                f"InfluxDB at {url} refused the {what} for writing to {plan.where} "
                 f"(HTTP {status}, authentication/authorization failed): {reason}"
             )
             if not self._auth_refused:
@@ -191,15 +194,21 @@ class InfluxWriter:
             raise StorageUnavailable(f"InfluxDB at {url} has {plan.not_found} (HTTP 404): {reason}")
         raise StorageUnavailable(f"InfluxDB at {url} answered HTTP {status}: {reason}")
 
+    async def _get_ping(self, timeout_s: float) -> Response | None:
+        """``GET /ping``'s answer, None if InfluxDB does not answer (within ``timeout_s``, at most the setting)."""
+        try:
+            return await self._http.request(
+                "GET", "/ping", headers=self._plan.auth_headers, timeout_s=min(timeout_s, self._settings.timeout_s)
+            )
+        except HttpError:
+            return None
+
     async def server_version(self, timeout_s: float = 5.0) -> str | None:
         """The ``X-Influxdb-Version`` header of ``GET /ping`` ('' if absent), None if InfluxDB does not answer."""
-        try:
-            response = await self._http.get("/ping", timeout=min(timeout_s, self._settings.timeout_s))
-        except httpx.HTTPError:
+        response = await self._get_ping(timeout_s)
+        if response is None or response.status not in (200, 204):
             return None
-        if response.status_code not in (200, 204):
-            return None
-        return str(response.headers.get("X-Influxdb-Version", ""))
+        return response.headers.get("x-influxdb-version", "")
 
     async def prepare(self) -> str | None:
         """Log the server version; with v1, create the database and retention policy if allowed. Never raises.
@@ -239,23 +248,22 @@ class InfluxWriter:
 
     async def _query(self, statement: str) -> str:
         """Run one InfluxQL statement through ``POST /query``; '' on success, else what went wrong."""
+        target = "/query?" + urlencode({"q": statement}, quote_via=quote)
         try:
-            response = await self._http.post("/query", params={"q": statement})
-        except httpx.HTTPError as exc:
-            return repr(exc)
-        if response.status_code != 200:
-            return f"HTTP {response.status_code}: {_error_text(response)}"
+            response = await self._http.post(target, b"", self._plan.auth_headers, timeout_s=self._settings.timeout_s)
+        except HttpError as exc:
+            return str(exc)
+        if response.status != 200:
+            return f"HTTP {response.status}: {_error_text(response)}"
         try:
-            results = response.json().get("results", [])
+            answer = json.loads(response.body)
         except ValueError:
             return "not a JSON answer"
+        results = answer.get("results", []) if isinstance(answer, dict) else []
         errors = [r["error"] for r in results if isinstance(r, dict) and "error" in r]
         return "; ".join(str(e) for e in errors)
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """True if InfluxDB answers ``GET /ping`` with 204 within ``timeout_s``."""
-        try:
-            response = await self._http.get("/ping", timeout=min(timeout_s, self._settings.timeout_s))
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 204
+        response = await self._get_ping(timeout_s)
+        return response is not None and response.status == 204

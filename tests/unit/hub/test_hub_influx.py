@@ -1,11 +1,23 @@
-"""The InfluxDB writer's request and how each answer is translated (the real server: tests/integration/hub)."""
+"""The InfluxDB writer (v1 API) against an HTTP server on loopback: its requests, how each answer is translated,
+and ``prepare`` (the server version from ``/ping``, database and retention creation, never fatal).
+
+The server answers per InfluxDB 1.x's documented ``/write``, ``/ping`` (``X-Influxdb-Version``) and ``/query``
+(``{"results": [{"statement_id": 0, "error": "..."}]}``) contracts; the real server is exercised in
+``tests/integration/hub`` (``test_hub_selfhealth.py`` for ``prepare``). The v2 API: ``test_hub_influx_v2.py``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 from hub.config import InfluxSettings
@@ -15,35 +27,94 @@ from hub.influx import InfluxWriter
 BODY = b"m,device=a x=1.0 1764331200000"
 
 
-async def test_request_is_a_gzip_post_to_write_with_ms_precision_and_basic_auth() -> None:
-    seen: list[httpx.Request] = []
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(204)
 
-    settings = InfluxSettings(url="http://db.test:8086/", database="city", username="hub", password="pw")
-    async with InfluxWriter(settings, transport=httpx.MockTransport(handler)) as writer:
-        await writer.write(BODY)
-    (request,) = seen
+#: An answer: status, extra headers, body; None: never answer.
+Answer = tuple[int, dict[str, str], bytes] | None
+
+
+@dataclass
+class LocalInflux:
+    """An HTTP/1.1 server with keep-alive that records each request and answers it with ``answer(request)``."""
+
+    answer: Callable[[Seen], Answer] = lambda seen: (204, {}, b"")
+    requests: list[Seen] = field(default_factory=list)
+    connections: int = 0
+    url: str = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                line, *lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = line.split(" ")
+                headers = {name.strip().lower(): value.strip() for name, value in (x.split(":", 1) for x in lines if x)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                url = urlsplit(target)
+                self.requests.append(Seen(method, url.path, parse_qs(url.query), headers, body))
+                answer = self.answer(self.requests[-1])
+                if answer is None:
+                    await reader.read()  # until the client gives up
+                    return
+                status, extra, content = answer
+                head_lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Content-Length: {len(content)}"]
+                head_lines += [f"{name}: {value}" for name, value in extra.items()]
+                writer.write(("\r\n".join(head_lines) + "\r\n\r\n").encode("latin-1") + content)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed the connection
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def influx() -> AsyncIterator[LocalInflux]:
+    fake = LocalInflux()
+    listener = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    fake.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    async with listener:
+        yield fake
+
+
+def json_answer(status: int, data: object) -> Answer:
+    return status, {"Content-Type": "application/json"}, json.dumps(data).encode()
+
+
+# ------------------------------------------------------------------------------------------------ writes
+
+
+async def test_request_is_a_gzip_post_to_write_with_ms_precision_and_basic_auth(influx: LocalInflux) -> None:
+    settings = InfluxSettings(url=influx.url + "/", database="city", username="hub", password="pw")
+    async with InfluxWriter(settings) as writer:
+        for _ in range(3):
+            await writer.write(BODY)
+    request = influx.requests[0]
     assert request.method == "POST"
-    assert str(request.url) == "http://db.test:8086/write?db=city&precision=ms"
+    assert request.path == "/write"
+    assert request.query == {"db": ["city"], "precision": ["ms"]}
     assert request.headers["content-encoding"] == "gzip"
-    assert gzip.decompress(request.content) == BODY
+    assert request.headers["content-type"] == "text/plain; charset=utf-8"
+    assert gzip.decompress(request.body) == BODY
     assert request.headers["authorization"] == "Basic " + base64.b64encode(b"hub:pw").decode()
+    assert (len(influx.requests), influx.connections) == (3, 1)  # one kept-alive connection
 
 
-async def test_gzip_can_be_turned_off() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(204)
-
-    async with InfluxWriter(InfluxSettings(gzip=False), transport=httpx.MockTransport(handler)) as writer:
+async def test_gzip_can_be_turned_off_and_a_path_prefix_is_kept(influx: LocalInflux) -> None:
+    async with InfluxWriter(InfluxSettings(url=influx.url + "/influx", gzip=False, database="a b&c")) as writer:
         await writer.write(BODY)
-    assert seen[0].content == BODY
-    assert "content-encoding" not in seen[0].headers
+    (request,) = influx.requests
+    assert request.body == BODY
+    assert "content-encoding" not in request.headers
+    assert "authorization" not in request.headers
+    assert request.path == "/influx/write"
+    assert request.query == {"db": ["a b&c"], "precision": ["ms"]}
 
 
 @pytest.mark.parametrize(
@@ -57,26 +128,92 @@ async def test_gzip_can_be_turned_off() -> None:
         (503, b"", StorageUnavailable, "HTTP 503: Service Unavailable"),
     ],
 )
-async def test_answers_are_translated(status: int, body: bytes, error: type[Exception], text: str) -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
-    async with InfluxWriter(InfluxSettings(), transport=transport) as writer:
+async def test_answers_are_translated(
+    influx: LocalInflux, status: int, body: bytes, error: type[Exception], text: str
+) -> None:
+    influx.answer = lambda seen: (status, {}, body)
+    async with InfluxWriter(InfluxSettings(url=influx.url)) as writer:
         with pytest.raises(error, match=text) as info:
             await writer.write(BODY)
     if isinstance(info.value, StorageRejected):
         assert info.value.status == status
 
 
-async def test_connection_errors_and_timeouts_are_unavailable() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
-
-    async with InfluxWriter(InfluxSettings(), transport=httpx.MockTransport(refuse)) as writer:
-        with pytest.raises(StorageUnavailable, match="cannot reach InfluxDB"):
+async def test_connection_errors_timeouts_and_broken_answers_are_unavailable(influx: LocalInflux) -> None:
+    listener = await asyncio.start_server(influx.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()  # nothing listens on that port any more
+    async with InfluxWriter(InfluxSettings(url=f"http://127.0.0.1:{port}")) as writer:
+        with pytest.raises(StorageUnavailable, match=f"cannot reach InfluxDB at http://127.0.0.1:{port}: "):
             await writer.write(BODY)
         assert not await writer.ping()
-    async with InfluxWriter(InfluxSettings(timeout_s=3), transport=httpx.MockTransport(slow)) as writer:
-        with pytest.raises(StorageUnavailable, match=r"did not answer within 3\.0 s"):
+
+    influx.answer = lambda seen: None
+    async with InfluxWriter(InfluxSettings(url=influx.url, timeout_s=0.3)) as writer:
+        with pytest.raises(StorageUnavailable, match=rf"InfluxDB at {influx.url} did not answer within 0\.3 s"):
             await writer.write(BODY)
+
+    influx.answer = lambda seen: (500, {"Content-Length": "x"}, b"")
+    async with InfluxWriter(InfluxSettings(url=influx.url)) as writer:
+        with pytest.raises(StorageUnavailable, match=r"sent an answer that is not valid HTTP: .*Content-Length"):
+            await writer.write(BODY)
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+
+
+async def test_version_is_read_and_the_database_and_retention_policy_are_created(
+    influx: LocalInflux, caplog: pytest.LogCaptureFixture
+) -> None:
+    def answer(seen: Seen) -> Answer:
+        if seen.path == "/ping":
+            assert seen.method == "GET"
+            return 204, {"X-Influxdb-Version": "1.8.10"}, b""
+        assert (seen.method, seen.path) == ("POST", "/query")
+        assert seen.headers["authorization"] == "Basic " + base64.b64encode(b"hub:pw").decode()
+        return json_answer(200, {"results": [{"statement_id": 0}]})
+
+    influx.answer = answer
+    caplog.set_level(logging.INFO, logger="hub.influx")
+    settings = InfluxSettings(url=influx.url, database='my"db', retention="90d", username="hub", password="pw")
+    async with InfluxWriter(settings) as writer:
+        assert await writer.prepare() == "1.8.10"
+        assert await writer.ping()
+    assert [r.query["q"] for r in influx.requests if r.path == "/query"] == [
+        ['CREATE DATABASE "my\\"db"'],
+        ['CREATE RETENTION POLICY "ioc_retention" ON "my\\"db" DURATION 90d REPLICATION 1 DEFAULT'],
+    ]
+    assert any("version 1.8.10" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_refused_create_is_logged_not_raised_and_v2_creates_nothing(
+    influx: LocalInflux, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refusing(seen: Seen) -> Answer:
+        if seen.path == "/ping":
+            return 204, {"X-Influxdb-Version": "1.6.7"}, b""
+        return json_answer(200, {"results": [{"statement_id": 0, "error": "requires admin privilege"}]})
+
+    influx.answer = refusing
+    async with InfluxWriter(InfluxSettings(url=influx.url)) as writer:
+        assert await writer.prepare() == "1.6.7"
+    assert any("requires admin privilege" in r.getMessage() for r in caplog.records)
+
+    influx.requests.clear()
+    influx.answer = lambda seen: (204, {"X-Influxdb-Version": "v2.7.1"}, b"")
+    settings = InfluxSettings(url=influx.url, api="v2", token="t0ken", org="city", bucket="ioc")
+    async with InfluxWriter(settings) as writer:
+        assert await writer.prepare() == "v2.7.1"
+    assert [r.path for r in influx.requests] == ["/ping"], "the v2 API must not run InfluxQL"
+
+
+async def test_an_unreachable_influxdb_is_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    async with InfluxWriter(InfluxSettings(url=f"http://127.0.0.1:{port}")) as writer:
+        assert await writer.prepare() is None
+        assert await writer.server_version() is None
+    assert any("does not answer /ping" in r.getMessage() for r in caplog.records)

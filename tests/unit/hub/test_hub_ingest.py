@@ -2,7 +2,7 @@
 the message that causes it, bound what is pending, dead-letter bad input.
 
 The real :class:`hub.influx.InfluxWriter` talks to a small in-process stand-in for InfluxDB's ``/write`` (an
-httpx transport) so that failures can be scripted; the same rules run against the real InfluxDB and Mosquitto
+HTTP server on loopback) so that failures can be scripted; the same rules run against the real InfluxDB and Mosquitto
 in ``tests/integration/hub``.
 """
 
@@ -13,10 +13,11 @@ import gzip
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 import hub.ingest.pipeline
@@ -43,27 +44,57 @@ class FakeInflux:
     requests: int = 0
     gate: asyncio.Event | None = None
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """One ``POST``: its status and JSON body."""
         self.requests += 1
         if self.gate is not None:
             await self.gate.wait()
-        assert request.url.path == "/write"
-        assert dict(request.url.params) == {"db": "ioc", "precision": "ms"}
-        body = request.content
-        if request.headers.get("content-encoding") == "gzip":
+        url = urlsplit(target)
+        assert url.path == "/write"
+        assert parse_qs(url.query) == {"db": ["ioc"], "precision": ["ms"]}
+        if headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         if self.unavailable > 0:
             self.unavailable -= 1
-            return httpx.Response(503, json={"error": "engine busy"})
+            return 503, b'{"error":"engine busy"}'
         lines = body.decode().split("\n")
         bad = [line for line in lines if "reject_me" in line]
         good = [line for line in lines if "reject_me" not in line]
         self.lines.extend(good)  # InfluxDB 1.x writes the good lines of a partial write
         if bad:
-            return httpx.Response(
-                400, json={"error": f"partial write: field type conflict: {bad[0][:20]} dropped={len(bad)}"}
-            )
-        return httpx.Response(204)
+            error = f"partial write: field type conflict: {bad[0][:20]} dropped={len(bad)}"
+            return 400, json.dumps({"error": error}).encode()
+        return 204, b""
+
+
+@asynccontextmanager
+async def served(influx: FakeInflux) -> AsyncIterator[InfluxSettings]:
+    """``influx`` behind an HTTP/1.1 server on loopback (keep-alive); yields the settings to reach it."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line, *lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines if x)}
+                body = await reader.readexactly(int(headers["content-length"]))
+                status, content = await influx.handle(line.split(" ")[1], headers, body)
+                writer.write(b"HTTP/1.1 %d -\r\nContent-Length: %d\r\n\r\n%s" % (status, len(content), content))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the writer closed the connection (or gave up on an answer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield InfluxSettings(url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 @dataclass
@@ -116,7 +147,7 @@ Make = Callable[..., Awaitable[Harness]]
 @pytest.fixture
 async def make() -> AsyncIterator[Make]:
     created: list[Harness] = []
-    writers: list[InfluxWriter] = []
+    stack = AsyncExitStack()
 
     async def factory(
         influx: FakeInflux | None = None,
@@ -131,9 +162,8 @@ async def make() -> AsyncIterator[Make]:
         spill_after_s: float = 5.0,
     ) -> Harness:
         influx = influx or FakeInflux()
-        writer = InfluxWriter(InfluxSettings(url="http://influx.test"), transport=httpx.MockTransport(influx.handle))
-        await writer.__aenter__()
-        writers.append(writer)
+        settings = await stack.enter_async_context(served(influx))
+        writer = await stack.enter_async_context(InfluxWriter(settings))
         queue: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=queue_size)
         acker = RecordingAcker()
         pipeline = Pipeline(
@@ -159,8 +189,7 @@ async def make() -> AsyncIterator[Make]:
         if not h.task.done():
             h.task.cancel()
             await asyncio.gather(h.task, return_exceptions=True)
-    for w in writers:
-        await w.__aexit__(None, None, None)
+    await stack.aclose()
 
 
 async def test_messages_are_acked_after_storage_in_arrival_order_bad_ones_included(make: Make) -> None:
@@ -183,9 +212,7 @@ async def test_a_bad_message_waits_for_the_stored_message_before_it() -> None:
     influx = FakeInflux(gate=asyncio.Event())
     acker = RecordingAcker()
     queue: asyncio.Queue[InboundMessage] = asyncio.Queue()
-    async with InfluxWriter(
-        InfluxSettings(url="http://influx.test"), transport=httpx.MockTransport(influx.handle)
-    ) as writer:
+    async with served(influx) as settings, InfluxWriter(settings) as writer:
         pipeline = Pipeline(queue, acker, writer, max_delay_ms=5)
         task = asyncio.create_task(pipeline.run())
         await queue.put(msg(1, data(1)))
