@@ -8,8 +8,10 @@ cap allows), round robin over the gateways, waits for every PUBACK and answers `
 the counts (:class:`LoadResult`), then exits.
 
 Each gateway has its own session and ``seq`` (1, 2, ...). Reading ``k`` (0-based within a gateway) is device
-``d{k % devices}`` at ``base_ts_ms + k // devices``: no two readings of a device share a timestamp, so no point
-overwrites another and ``count(value)`` in InfluxDB must equal the readings sent. Measurement ``bench_load``,
+``{gateway}-d{k % devices}`` at ``base_ts_ms + k // devices``: no two readings of a device share a timestamp, so no
+point overwrites another and ``count(value)`` in InfluxDB must equal the readings sent. Device ids are unique across
+gateways, as in a city's registry (the same id under several gateways would be one device moving between them on
+every message, which the hub's health monitor follows at a cost no real deployment sees). Measurement ``bench_load``,
 metrics ``value`` (float) and ``ok`` (bool).
 
 Optional: every ``bad_every``-th message is malformed instead (cycling through not-JSON, a contract violation
@@ -129,6 +131,7 @@ class _Gateway(asyncio.Protocol):
         self.session = f"load-{secrets.token_hex(6)}"
         self.seq = 0
         self.k = 0
+        self.device_prefix = f"{account.gateway}-d".encode()
         self.quota = 65535
         self.inflight = 0
         self._next_id = 0
@@ -252,8 +255,8 @@ def _batch(client: _Gateway, config: LoadConfig, base_ts: int) -> bytes:
         k = client.k
         client.k += 1
         parts.append(
-            b'{"device":"d%d","kind":"bench_load","ts":%d,"metrics":{"value":%d.5,"ok":true}}'
-            % (k % devices, base_ts + k // devices, k)
+            b'{"device":"%s%d","kind":"bench_load","ts":%d,"metrics":{"value":%d.5,"ok":true}}'
+            % (client.device_prefix, k % devices, base_ts + k // devices, k)
         )
     return b'{"session":"%s","seq":%d,"readings":[%s]}' % (client.session.encode(), client.seq, b",".join(parts))
 
