@@ -8,7 +8,9 @@ byte and word order are exercised end to end. Addresses between a unit's registe
 across a hole succeeds); addresses outside them answer exception 2, as a real device would.
 
 Fault knobs, per unit: :meth:`set_offline` (requests are swallowed: the client times out), :meth:`set_busy`
-(the next ``n`` requests answer exception 6), :meth:`set_value` (pin a value until :meth:`unpin`).
+(the next ``n`` requests answer exception 6), :meth:`set_value` (pin a value until :meth:`unpin`),
+:meth:`set_delay` (answers come that much later: a slow device). What a test may count: :attr:`connections`
+(client connections open now), :attr:`traffic` (requests being answered now, and the most at once so far).
 
 It uses pymodbus' SimDevice datastore; the device ``action`` hook (documented to run before every request
 with the live registers, "modify inline") is where the current image is copied in and faults are injected.
@@ -105,6 +107,16 @@ def _initial(spec: RegisterSpec, hints: SimHints) -> float | bool:
 
 
 @dataclass
+class Traffic:
+    """Requests being served at once, over all units of a simulator (one client connection that serialises its
+    requests never has more than one)."""
+
+    in_flight: int = 0
+    max_in_flight: int = 0
+    served: int = 0
+
+
+@dataclass
 class SimulatedUnit:
     """One unit of the simulator: a profile's register image and its fault state."""
 
@@ -114,6 +126,8 @@ class SimulatedUnit:
     offline: bool = False
     busy_remaining: int = 0
     requests: int = 0
+    delay_s: float = 0.0
+    traffic: Traffic = field(default_factory=Traffic)
     _points: dict[str, _Point] = field(default_factory=dict)
     _registers: dict[str, _RegisterImage] = field(default_factory=dict)
     _bits: dict[str, _BitImage] = field(default_factory=dict)
@@ -266,6 +280,23 @@ class SimulatedUnit:
     ) -> ExcCodes | None:
         """Runs before pymodbus serves a request for this unit: inject faults, then expose the current values."""
         self.requests += 1
+        traffic = self.traffic
+        traffic.in_flight += 1
+        traffic.max_in_flight = max(traffic.max_in_flight, traffic.in_flight)
+        try:
+            if self.delay_s and not self.offline:
+                await asyncio.sleep(self.delay_s)
+            return self._serve(function_code, current_registers, set_values)
+        finally:
+            traffic.in_flight -= 1
+            traffic.served += 1
+
+    def _serve(
+        self,
+        function_code: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
         if self.offline:
             # With ignore_missing_devices=True the server sends nothing for NoSuchIdException: the client sees
             # a timeout, exactly like a powered-off device on an RS485 line behind a gateway.
@@ -310,12 +341,14 @@ class ModbusSimulator:
             raise ValueError("update_interval_s must be > 0")
         rng = random.Random(seed)
         loaded = [p if isinstance(p, Profile) else load_profile(p) for p in profiles]
+        #: Requests being answered now and the most at once so far, over all units.
+        self.traffic = Traffic()
         self.host = host
         self.requested_port = port
         self.update_interval_s = update_interval_s
         self.framer = FramerType.RTU if framer == "rtu" else FramerType.SOCKET
         self.units: dict[int, SimulatedUnit] = {
-            i + 1: SimulatedUnit(i + 1, profile, rng) for i, profile in enumerate(loaded)
+            i + 1: SimulatedUnit(i + 1, profile, rng, traffic=self.traffic) for i, profile in enumerate(loaded)
         }
         self._server: ModbusTcpServer | None = None
         self._updater: asyncio.Task[None] | None = None
@@ -327,6 +360,13 @@ class ModbusSimulator:
         if self._port is None:
             raise RuntimeError("the simulator is not running")
         return self._port
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now (counted by the pymodbus server)."""
+        if self._server is None:
+            return 0
+        return len(self._server.active_connections)
 
     def describe(self) -> dict[str, object]:
         """What the CLI prints: where it listens and which profile each unit id serves."""
@@ -405,6 +445,13 @@ class ModbusSimulator:
         if n < 0:
             raise ValueError("n must be >= 0")
         self.unit(unit_id).busy_remaining = n
+
+    def set_delay(self, unit_id: int, seconds: float) -> None:
+        """The unit answers ``seconds`` late (0: at once). Keep it below the client's timeout: pymodbus' server
+        stamps an answer with the last request received on its connection, so a later request would get it."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self.unit(unit_id).delay_s = seconds
 
     def set_value(self, unit_id: int, name: str, value: MetricValue) -> None:
         """Pin a register to ``value`` (engineering units) until :meth:`unpin`."""

@@ -38,6 +38,10 @@ class ModbusTcpConfig(ModbusCommonConfig):
 
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=502, ge=1, le=65535)
+    share_connection: bool = Field(
+        default=False,
+        description="one TCP connection (one request at a time) for all units of this host and port that set it",
+    )
 
 
 class ModbusRtuConfig(ModbusCommonConfig):

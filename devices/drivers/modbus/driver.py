@@ -1,16 +1,19 @@
-"""The Modbus driver: one connection to one unit, polled by a plan made at load time.
+"""The Modbus driver: one unit, polled by a plan made at load time, over a link it may share with other units.
 
 Built from a profile and an instance config (:mod:`devices.drivers.modbus.config`). At construction the
 profile's registers are merged into read requests (:func:`~devices.drivers.modbus.plan.plan_reads`) and each
 register gets its precomputed decoder (:mod:`~devices.drivers.modbus.codec`); the plan is logged once. A poll
 then runs the requests in order and calls the decoders: no string parsing, no type dispatch.
 
-Errors are translated here and nowhere else (pymodbus never leaks out):
+The connection is a :class:`~devices.drivers.modbus.link.ModbusLink`: the units on one serial port (and the
+``modbus_tcp`` units of one host and port that set ``share_connection``) share one client, one request at a
+time. Errors are translated here and in :mod:`~devices.drivers.modbus.link`, nowhere else (pymodbus never
+leaks out):
 
-- cannot connect, no answer within ``timeout_s``, broken connection -> :class:`DeviceUnavailable`; the
-  connection is dropped and the next poll reconnects (a late answer could otherwise be taken for the next one);
+- cannot connect, no answer within ``timeout_s``, broken connection -> :class:`DeviceUnavailable`; the next
+  poll reconnects if the connection is gone (what happens to a connection after a timeout: see ``link.py``);
 - exception code 6 (slave device busy) -> retried up to ``retries_busy`` times with a short, growing pause,
-  then :class:`DeviceBusy`;
+  then :class:`DeviceBusy` (the link is free for other units during the pauses);
 - any other exception code, or an answer of the wrong length -> :class:`DeviceResponseError`.
 
 pymodbus' own retries and automatic reconnects are switched off, so the timeout stated is the timeout applied.
@@ -19,29 +22,25 @@ pymodbus' own retries and automatic reconnects are switched off, so the timeout 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from devices.driver import MetricValue, Reading, now_ms
 from devices.drivers.modbus.codec import Decoder, codec_for
 from devices.drivers.modbus.config import ModbusCommonConfig
+from devices.drivers.modbus.link import LinkSpec, LinkUser, ModbusLink, SerialClaim, link_for, note_use
 from devices.drivers.modbus.plan import ReadRequest, plan_reads
-from devices.errors import DeviceBusy, DeviceConfigError, DeviceResponseError, DeviceUnavailable
+from devices.errors import DeviceBusy, DeviceConfigError, DeviceResponseError
 from devices.profile import BIT_TABLES, Profile
 
 log = logging.getLogger(__name__)
 
-#: Added to ``timeout_s`` for the outer guard around each pymodbus call, so pymodbus' own timeout normally
-#: fires first and the guard only catches a call that hangs for another reason.
-TIMEOUT_MARGIN_S: Final = 0.5
 #: Upper bound of the pause between two busy retries.
 BUSY_PAUSE_CAP_S: Final = 2.0
 
@@ -57,31 +56,6 @@ EXCEPTION_NAMES: Final[dict[int, str]] = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
-
-
-class ModbusClient(Protocol):
-    """The part of pymodbus' async clients this driver uses."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    async def connect(self) -> bool: ...
-
-    def close(self) -> None: ...
-
-    def read_coils(self, address: int, *, count: int = ..., device_id: int = ...) -> Awaitable[ModbusPDU]: ...
-
-    def read_discrete_inputs(self, address: int, *, count: int = ..., device_id: int = ...) -> Awaitable[ModbusPDU]: ...
-
-    def read_holding_registers(
-        self, address: int, *, count: int = ..., device_id: int = ...
-    ) -> Awaitable[ModbusPDU]: ...
-
-    def read_input_registers(self, address: int, *, count: int = ..., device_id: int = ...) -> Awaitable[ModbusPDU]: ...
-
-
-ClientFactory = Callable[[], ModbusClient]
-_Reader = Callable[..., Awaitable[ModbusPDU]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,34 +74,27 @@ class _Step:
     is_bits: bool
 
 
-def _readers(client: ModbusClient) -> dict[str, _Reader]:
-    return {
-        "coil": client.read_coils,
-        "discrete": client.read_discrete_inputs,
-        "holding": client.read_holding_registers,
-        "input": client.read_input_registers,
-    }
-
-
 class ModbusDriver:
-    """Polls one Modbus unit (over TCP or RTU, depending on the client factory) as its profile describes."""
+    """Polls one Modbus unit (over TCP or RTU, as ``link`` says) as its profile describes."""
 
     def __init__(
         self,
         config: ModbusCommonConfig,
         profile: Profile,
-        client_factory: ClientFactory,
+        link: LinkSpec,
         where: str,
+        *,
+        serial_claim: SerialClaim | None = None,
     ) -> None:
         if profile.driver != "modbus":
             raise DeviceConfigError(f"profile {profile.id!r} is for driver {profile.driver!r}, not modbus")
         self.config = config
         self.profile = profile
         self.where = where
-        self._client_factory = client_factory
-        self._client: ModbusClient | None = None
-        self._readers: dict[str, _Reader] = {}
-        self._call_timeout_s = config.timeout_s + TIMEOUT_MARGIN_S
+        self.link_spec = link
+        self.user = LinkUser(where, config.unit_id, config.timeout_s, config.pause_after_connect_s)
+        self._link: ModbusLink | None = None
+        self._serial_claim = serial_claim
         self._steps = tuple(
             _Step(
                 request=req,
@@ -137,11 +104,12 @@ class ModbusDriver:
             for req in plan_reads(profile.registers, max_gap=config.max_gap)
         )
         log.info(
-            "%s: profile %s, %d metrics in %d requests per poll",
+            "%s: profile %s, %d metrics in %d requests per poll%s",
             where,
             profile.id,
             len(profile.registers),
             len(self._steps),
+            f", on the shared link {link.key}" if link.shared else "",
         )
         for line in self.describe_plan():
             log.info("%s:   %s", where, line)
@@ -152,25 +120,27 @@ class ModbusDriver:
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        return self._link is not None and self._link.connected
+
+    @property
+    def link(self) -> ModbusLink | None:
+        """The link in use (``None`` before the first open or poll and after close)."""
+        return self._link
 
     async def open(self) -> None:
         """Connect. Raises :class:`DeviceUnavailable` if the device cannot be reached within ``timeout_s``."""
-        if not self.connected:
-            await self._connect()
+        await self._join().open(self.user)
 
     async def poll(self) -> list[Reading]:
-        """Run the plan once; reconnects first if the last poll lost the connection."""
-        if not self.connected:
-            self._drop()
-            await self._connect()
+        """Run the plan once; the link reconnects first if the connection was lost."""
+        link = self._join()
         ts_ms = now_ms()
         metrics: dict[str, MetricValue] = {}
         pause = self.config.pause_between_requests_s
         for index, step in enumerate(self._steps):
             if index and pause:
                 await asyncio.sleep(pause)
-            data = await self._read(step)
+            data = await self._read(link, step)
             for field in step.fields:
                 value = field.decode(data, field.offset)
                 if value is not None:
@@ -180,41 +150,38 @@ class ModbusDriver:
         return [Reading(ts_ms=ts_ms, metrics=metrics)]
 
     async def close(self) -> None:
-        """Drop the connection. Never raises."""
-        self._drop()
+        """Leave the link (closing it if no other unit uses it). Never raises."""
+        note_use()
+        self._release_claim()
+        link, self._link = self._link, None
+        if link is not None:
+            link.detach(self.user)
 
-    async def _connect(self) -> None:
-        client = self._client_factory()
-        try:
-            async with asyncio.timeout(self._call_timeout_s):
-                ok = await client.connect()
-        except TimeoutError:
-            ok = False
-        except (OSError, ModbusException) as exc:
-            log.debug("%s: connect failed: %s", self.where, exc)
-            ok = False
-        if not ok:
-            with contextlib.suppress(OSError, ModbusException):
-                client.close()
-            raise DeviceUnavailable(f"{self.where}: cannot connect within {self.config.timeout_s:g} s")
-        self._client = client
-        self._readers = _readers(client)
-        if self.config.pause_after_connect_s:
-            await asyncio.sleep(self.config.pause_after_connect_s)
+    def _join(self) -> ModbusLink:
+        """The link, joined on first use (or again in a new event loop, as tests do)."""
+        note_use()
+        link = self._link
+        if link is not None and not link.bound_to_running_loop():
+            link.detach(self.user)
+            link = self._link = None
+        if link is None:
+            self._release_claim()
+            link = self._link = link_for(self.link_spec, self.user)
+        return link
 
-    def _drop(self) -> None:
-        client, self._client = self._client, None
-        self._readers = {}
-        if client is not None:
-            with contextlib.suppress(OSError, ModbusException):
-                client.close()
+    def _release_claim(self) -> None:
+        if self._serial_claim is not None:
+            self._serial_claim.release()
+            self._serial_claim = None
 
-    async def _read(self, step: _Step) -> Sequence[int]:
+    async def _read(self, link: ModbusLink, step: _Step) -> Sequence[int]:
         """One request, retried while the device says it is busy (bounded, growing pause with jitter)."""
         attempt = 0
+        req = step.request
         while True:
             try:
-                return await self._read_once(step)
+                response = await link.request(self.user, req.table, req.address, req.count)
+                return self._check(step, response)
             except DeviceBusy:
                 if attempt >= self.config.retries_busy:
                     raise
@@ -222,33 +189,6 @@ class ModbusDriver:
                 attempt += 1
                 log.debug("%s: busy, retry %d in %.2f s", self.where, attempt, pause)
                 await asyncio.sleep(pause * random.uniform(0.5, 1.0))
-
-    async def _read_once(self, step: _Step) -> Sequence[int]:
-        req = step.request
-        reader = self._readers.get(req.table)
-        if reader is None:  # the connection was dropped by an earlier request of this poll
-            raise DeviceUnavailable(f"{self.where}: not connected")
-        try:
-            async with asyncio.timeout(self._call_timeout_s):
-                response = await reader(req.address, count=req.count, device_id=self.config.unit_id)
-        except TimeoutError as exc:
-            self._drop()
-            raise DeviceUnavailable(
-                f"{self.where}: no answer to {req.table} {req.address}+{req.count} within {self.config.timeout_s:g} s"
-            ) from exc
-        except (ConnectionException, ModbusIOException, OSError) as exc:
-            # ModbusIOException is how pymodbus reports "no response within timeout" (and answers it could not
-            # match to the request): either way the link is not trustworthy until reconnected.
-            self._drop()
-            raise DeviceUnavailable(f"{self.where}: no valid answer to {req.table} {req.address}+{req.count}") from exc
-        except ModbusException as exc:
-            raise DeviceResponseError(f"{self.where}: {req.table} {req.address}+{req.count}: {exc}") from exc
-        except asyncio.CancelledError:
-            # Cancelled mid-request (the caller's poll timeout): the answer may still come and be mistaken
-            # for the next request's, so start afresh.
-            self._drop()
-            raise
-        return self._check(step, response)
 
     def _check(self, step: _Step, response: ModbusPDU) -> Sequence[int]:
         req = step.request
