@@ -26,7 +26,7 @@ from devices.drivers.modbus.link import (
     links_of_running_loop,
     note_use,
 )
-from devices.errors import DeviceConfigError, DeviceUnavailable
+from devices.errors import DeviceConfigError, DeviceResponseError, DeviceUnavailable
 from devices.profile import Profile
 
 ONE_REGISTER = Profile.model_validate(
@@ -44,10 +44,12 @@ ONE_REGISTER = Profile.model_validate(
 
 @dataclass
 class Answer:
-    """How the scripted server answers one request: after ``delay_s``, with ``value`` in every register."""
+    """How the scripted server answers one request: after ``delay_s``, with ``value`` in every register (as an
+    answer of ``function_code``)."""
 
     delay_s: float
     value: int
+    function_code: int = 3
 
 
 @dataclass
@@ -85,7 +87,7 @@ class ScriptedServer:
 
     async def _answer(self, writer: asyncio.StreamWriter, answer: Answer, tid: bytes, unit: int, count: int) -> None:
         await asyncio.sleep(answer.delay_s)
-        pdu = bytes([3, 2 * count]) + answer.value.to_bytes(2, "big") * count
+        pdu = bytes([answer.function_code, 2 * count]) + answer.value.to_bytes(2, "big") * count
         if self.framing == "tcp":
             frame = tid + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
         else:
@@ -168,6 +170,19 @@ async def test_rtu_a_late_answer_within_the_quiet_time_is_not_taken_for_the_next
             # The next request waited for the late answer and then for RTU_QUIET_S of silence.
             assert time.monotonic() - started >= RTU_QUIET_S
             assert server.connections == 1
+        finally:
+            await d.close()
+
+
+async def test_rtu_an_answer_of_another_function_code_is_refused() -> None:
+    # An input-register answer (fc 4) of the same length, as a late answer to another request could be.
+    script = [Answer(delay_s=0.0, value=111, function_code=4), Answer(delay_s=0.0, value=222)]
+    async with ScriptedServer("rtu", script).running() as server:
+        d = driver(server, timeout_s=0.5)
+        try:
+            with pytest.raises(DeviceResponseError, match="answer of function code 4"):
+                await d.poll()
+            assert await value(d) == 222
         finally:
             await d.close()
 
