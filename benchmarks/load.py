@@ -142,11 +142,16 @@ def _one_run(
     try:
         with contextlib.ExitStack() as running:
             # Several hubs share the load through an MQTT 5 shared subscription, as deployed hubs scale out.
-            shared = {"IOC_HUB_MQTT__SHARED_GROUP": "bench"} if hubs > 1 else {}
+            # The first runs the operations side on every gateway's messages (mqtt.observe: all), the others store.
+            def shared(i: int) -> dict[str, str]:
+                if hubs == 1:
+                    return {}
+                return {"IOC_HUB_MQTT__SHARED_GROUP": "bench", "IOC_HUB_MQTT__OBSERVE": "all" if i == 0 else "none"}
+
             procs = [
                 running.enter_context(
                     HubProcess(
-                        ep, db, f"{hub_client_id}-{i}", log_dir / f"hub{i}-run{run}.log", cwd=cwd, extra_env=shared
+                        ep, db, f"{hub_client_id}-{i}", log_dir / f"hub{i}-run{run}.log", cwd=cwd, extra_env=shared(i)
                     )
                 )
                 for i in range(hubs)

@@ -180,11 +180,17 @@ def describe(settings: HubSettings) -> str:
     s = settings
     broker = f"{'mqtts' if s.mqtt.tls else 'mqtt'}://{s.mqtt.host}:{s.mqtt.port}"
     group = f", shared group {s.mqtt.shared_group}" if s.mqtt.shared_group else ""
+    observe = {
+        "share": "what this hub stores",
+        "all": "every gateway, on its own connection (the operations hub)",
+        "none": "nothing (storage only)",
+    }[s.mqtt.observe_mode]
     influx = f"{s.influx.url} ({s.influx.api}"
     influx += f", database {s.influx.database})" if s.influx.api == "v1" else f", bucket {s.influx.bucket})"
     registry = _mask_url(s.registry.url) if s.registry.url else "(unset: a temporary SQLite file, removed at stop)"
     lines = [
         f"broker     {broker} as {s.mqtt.username or '(anonymous)'}, client id {s.mqtt.client_id}{group}",
+        f"operations {observe}",
         f"influxdb   {influx}",
         f"api        http://{s.http.host}:{s.http.port}",
         f"registry   {registry}",

@@ -69,8 +69,14 @@ class MqttSettings(_Section):
     client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=128)
     #: How long the broker keeps the session of a stopped hub (MQTT 5 Session Expiry Interval).
     session_expiry_s: int = Field(default=3600, ge=0, le=0xFFFFFFFF)
-    #: Subscribe as ``$share/{group}/...`` so several hub processes split the load.
+    #: Subscribe as ``$share/{group}/...`` so several hub processes split the load (then set ``observe``).
     shared_group: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
+    #: What feeds this hub's operations side (registry, health, alerts, commands, live events): ``share`` the
+    #: messages it stores (one hub: everything; the default without ``shared_group``); ``all`` a second,
+    #: unshared connection (``{client_id}-observe``, QoS 0) that hears every gateway, for the one operations hub
+    #: of a group; ``none`` nothing (a storage-only hub of a group). Required with ``shared_group``: ``share``
+    #: there would judge health and alerts on a part of the traffic (docs/deployment.md, "Several hubs").
+    observe: Literal["share", "all", "none"] | None = None
     keepalive_s: int = Field(default=60, ge=5, le=65535)
     #: Timeout of the TCP/TLS connect to the broker.
     connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -84,7 +90,20 @@ class MqttSettings(_Section):
             raise ValueError("mqtt.ca_file is set but mqtt.tls is off")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("mqtt.reconnect_max_s is smaller than mqtt.reconnect_min_s")
+        if self.shared_group is not None and self.observe is None:
+            raise ValueError(
+                "mqtt.shared_group is set: set mqtt.observe to 'all' on the one hub that runs the operations side "
+                "(health, alerts, commands) and to 'none' on the storage-only hubs ('share' judges health on a "
+                "part of the traffic)"
+            )
+        if self.observe == "all" and len(self.client_id) > 128 - len("-observe"):
+            raise ValueError("mqtt.client_id is too long for mqtt.observe 'all' (its '-observe' connection)")
         return self
+
+    @property
+    def observe_mode(self) -> Literal["share", "all", "none"]:
+        """``observe`` with its default filled in (``share``)."""
+        return self.observe or "share"
 
 
 class InfluxSettings(_Section):

@@ -145,6 +145,11 @@ def topic_filters(shared_group: str | None) -> list[str]:
     return filters
 
 
+def observer_client_id(client_id: str) -> str:
+    """The client id of a hub's observer connection (``mqtt.observe: all``)."""
+    return f"{client_id}-observe"
+
+
 class _Refused(Exception):
     """The broker refused the CONNECT (reason in the message)."""
 
@@ -246,7 +251,15 @@ class MqttIntake:
         *,
         receive_maximum: int = _MAX_RECEIVE_MAXIMUM,
         stop_timeout_s: float = 10.0,
+        observer: bool = False,
     ) -> None:
+        """``observer``: the operations hub's second connection (``mqtt.observe: all``): client id
+        ``{client_id}-observe``, never the shared group, QoS 0, clean start and no session (nothing to acknowledge:
+        the storing subscription is what must not lose messages; what this one misses while away is no loss)."""
+        if observer:
+            own_id = observer_client_id(settings.client_id)
+            settings = settings.model_copy(update={"client_id": own_id, "shared_group": None, "session_expiry_s": 0})
+        self._observer = observer
         self._settings = settings
         self._queue = queue
         self._receive_maximum = max(1, min(receive_maximum, _MAX_RECEIVE_MAXIMUM))
@@ -283,7 +296,8 @@ class MqttIntake:
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name="hub-mqtt")
         log.info(
-            "MQTT intake: broker %s:%d%s as %r, session expiry %d s, subscribing %s",
+            "MQTT %s: broker %s:%d%s as %r, session expiry %d s, subscribing %s",
+            "observer (QoS 0, feeds the operations side)" if self._observer else "intake",
             s.host,
             s.port,
             " (TLS)" if s.tls else "",
@@ -426,7 +440,7 @@ class MqttIntake:
             encode_connect(
                 s.client_id,
                 keepalive_s=s.keepalive_s,
-                clean_start=False,
+                clean_start=self._observer,
                 session_expiry_s=s.session_expiry_s,
                 receive_maximum=self._receive_maximum,
                 # The broker must not send us more (MQTT 5 section 3.1.2.11.4: it drops such a message for this
@@ -448,7 +462,7 @@ class MqttIntake:
         self.counters["connects"] += 1
         keepalive = connack.properties.get(SERVER_KEEP_ALIVE, s.keepalive_s)
         conn.keepalive_s = int(keepalive) if isinstance(keepalive, int) else s.keepalive_s
-        if self._ever_connected and not connack.session_present:
+        if self._ever_connected and not connack.session_present and not self._observer:
             log.warning(
                 "the broker had no session for %r (expired or broker restarted without persistence): "
                 "messages published while the hub was away are lost",
@@ -457,7 +471,7 @@ class MqttIntake:
         self._ever_connected = True
         log.info("connected to the broker %s:%d (session present: %s)", s.host, s.port, connack.session_present)
         self._connected = True
-        conn.write(encode_subscribe(_SUBSCRIBE_ID, self.filters, QOS))
+        conn.write(encode_subscribe(_SUBSCRIBE_ID, self.filters, 0 if self._observer else QOS))
 
     async def _serve(self, conn: _Connection) -> str:
         """Wait for the SUBACK, then keep the connection alive until it closes; return why it closed."""

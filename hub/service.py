@@ -29,6 +29,7 @@ from hub.deadletter import DeadLetter, Quarantine
 from hub.errors import HubError
 from hub.influx import InfluxWriter
 from hub.ingest import Observer, Pipeline, RetryPolicy
+from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import IntakeQueue, MqttIntake
 from hub.routes.services import Operations
@@ -50,6 +51,8 @@ class Hub:
         self._pipeline_task: asyncio.Task[None] | None = None
         self._api: ApiServer | None = None
         self._operations: Operations | None = None
+        self._observer_feed: ObserverFeed | None = None
+        self._observer_intake: MqttIntake | None = None
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -83,8 +86,19 @@ class Hub:
                 spill_after_s=s.spill.slow_write_s,
                 enrichment_tags=s.cardinality.enrichment_tags,
             )
-            # Before the pipeline runs, so that no retained birth is missed.
-            self._pipeline.add_observer(self._operations.observe)
+            # Before the pipeline runs, so that no retained birth is missed. What feeds the operations side:
+            # mqtt.observe (share: what this hub stores; all: an unshared observer connection; none: nothing).
+            observe = s.mqtt.observe_mode
+            if observe == "share":
+                self._pipeline.add_observer(self._operations.observe)
+            elif observe == "all":
+                observer_queue = IntakeQueue(s.batch.queue_size)
+                self._observer_feed = ObserverFeed(observer_queue, [self._operations.observe])
+                feed_task = asyncio.create_task(self._observer_feed.run(), name="hub-observer-feed")
+                stack.push_async_callback(cancel_and_wait, feed_task)
+                self._observer_intake = await stack.enter_async_context(
+                    MqttIntake(s.mqtt, observer_queue, observer=True)
+                )
             self._operations.on_enrichment(self._pipeline.set_enrichment)
             self._pipeline_task = asyncio.create_task(self._pipeline.run(), name="hub-pipeline")
             stack.push_async_callback(self._drain)
@@ -179,8 +193,13 @@ class Hub:
         return self._pipeline
 
     def add_observer(self, observer: Observer) -> None:
-        """Call ``observer(site, gateway, payload)`` for every decoded message (cheap calls only: hub.ingest)."""
-        self.pipeline.add_observer(observer)
+        """Call ``observer(site, gateway, payload)`` for every decoded message this hub's operations side sees
+        (``mqtt.observe``: what it stores, or every gateway's through the observer connection; cheap calls only:
+        hub.ingest)."""
+        if self._observer_feed is not None:
+            self._observer_feed.add_observer(observer)
+        else:
+            self.pipeline.add_observer(observer)
 
     def set_enrichment(self, mapping: Mapping[str, Mapping[str, str]]) -> None:
         """Replace the ``device -> {tag: value}`` enrichment of stored lines (allow-listed tags; hub.ingest)."""
@@ -208,6 +227,9 @@ class Hub:
         data = self.pipeline.snapshot()
         data["mqtt"] = {"connected": self.mqtt_connected, **self.intake.counters}
         data["influx"] = {"writes_failing": not self.pipeline.storage_ok}
+        if self._observer_feed is not None:
+            connected = self._observer_intake is not None and self._observer_intake.connected
+            data["observer"] = {"connected": connected, **self._observer_feed.counters}
         return data
 
     def metrics_text(self) -> str:

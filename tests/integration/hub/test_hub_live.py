@@ -59,6 +59,7 @@ def hub_settings(
             client_id=client_id,
             session_expiry_s=session_expiry_s,
             shared_group=shared_group,
+            observe="none" if shared_group else None,
         ),
         influx=InfluxSettings(
             url=influx_url or stack.influx_url, database=database, retry_initial_s=0.05, retry_max_s=0.2

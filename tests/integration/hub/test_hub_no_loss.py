@@ -261,7 +261,7 @@ def test_two_hubs_on_one_shared_subscription_each_store_part_and_together_all(
             f"noloss-a-{secrets.token_hex(3)}",
             log_path(tmp_path, "hub-a"),
             cwd=ROOT,
-            extra_env=hub_env(tmp_path, "a", IOC_HUB_MQTT__SHARED_GROUP=group),
+            extra_env=hub_env(tmp_path, "a", IOC_HUB_MQTT__SHARED_GROUP=group, IOC_HUB_MQTT__OBSERVE="all"),
         ) as hub_a,
         HubProcess(
             ep,
@@ -269,7 +269,7 @@ def test_two_hubs_on_one_shared_subscription_each_store_part_and_together_all(
             f"noloss-b-{secrets.token_hex(3)}",
             log_path(tmp_path, "hub-b"),
             cwd=ROOT,
-            extra_env=hub_env(tmp_path, "b", IOC_HUB_MQTT__SHARED_GROUP=group),
+            extra_env=hub_env(tmp_path, "b", IOC_HUB_MQTT__SHARED_GROUP=group, IOC_HUB_MQTT__OBSERVE="none"),
         ) as hub_b,
         LoadProcess(config, log_path(tmp_path, "load"), cwd=ROOT) as load,
     ):

@@ -42,9 +42,23 @@ def test_good_settings_are_described_without_secrets(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "broker     mqtt://broker.city.example:1883 as hub" in result.stdout
     assert "database city" in result.stdout
+    assert "operations what this hub stores" in result.stdout
     assert "sqlite:////var/lib/ioc-hub/hub.db" in result.stdout
     assert result.stdout.endswith("settings ok\n")
     assert "s3cr" not in result.stdout + result.stderr
+
+
+def test_a_shared_group_needs_observe_and_says_which_side_this_hub_plays(tmp_path: Path) -> None:
+    env_file = tmp_path / "hub.env"
+    env_file.write_text("IOC_HUB_MQTT__SHARED_GROUP=hubs\n", encoding="utf-8")
+    result = run_check("--env-file", str(env_file))
+    assert result.returncode == 2
+    assert "mqtt.shared_group is set: set mqtt.observe to 'all' on the one hub" in result.stderr
+    env_file.write_text("IOC_HUB_MQTT__SHARED_GROUP=hubs\nIOC_HUB_MQTT__OBSERVE=all\n", encoding="utf-8")
+    result = run_check("--env-file", str(env_file))
+    assert result.returncode == 0, result.stderr
+    assert ", shared group hubs" in result.stdout
+    assert "operations every gateway, on its own connection (the operations hub)" in result.stdout
 
 
 def test_postgres_password_is_masked(tmp_path: Path) -> None:

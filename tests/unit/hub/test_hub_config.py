@@ -65,6 +65,12 @@ def test_file_then_environment_overrides_it(tmp_path: Path, monkeypatch: pytest.
         ("influx:\n  url: db:8086\n", "hub.yaml: influx.url: must be an http:// or https:// URL"),
         ("influx:\n  api: v3\n", "hub.yaml: influx.api: Input should be 'v1' or 'v2'"),
         ("mqtt:\n  shared_group: Hubs!\n", "hub.yaml: mqtt.shared_group: String should match pattern"),
+        ("mqtt:\n  shared_group: hubs\n", "mqtt.shared_group is set: set mqtt.observe to 'all' on the one hub"),
+        ("mqtt:\n  observe: everything\n", "hub.yaml: mqtt.observe: Input should be 'share', 'all' or 'none'"),
+        (
+            f"mqtt:\n  shared_group: hubs\n  observe: all\n  client_id: {'h' * 125}\n",
+            "mqtt.client_id is too long for mqtt.observe 'all'",
+        ),
         (
             "mqtt:\n  ca_file: /nonexistent/ca.pem\n  tls: true\n",
             "hub.yaml: mqtt.ca_file: Path does not point to a file",
