@@ -42,7 +42,8 @@ class AlertRow(Base):
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     acked_by: Mapped[str | None] = mapped_column(String(100), default=None)
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # Indexed: the boards' series job reads the alerts resolved since its last run (hub/alerts/series.py).
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None, index=True)
     resolved_by: Mapped[str | None] = mapped_column(String(100), default=None)
     resolution: Mapped[str | None] = mapped_column(String(300), default=None)
 

@@ -116,20 +116,24 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     def create_schema(self) -> None:
-        """Create missing tables (blocking; called once at start)."""
+        """Create missing tables, and the indexes an older database's tables lack (blocking; once at start).
+
+        ``create_all`` makes a table's indexes only with the table; an index added to the models later (e.g.
+        ``alerts.resolved_at``) is created here on a database made before it (``checkfirst``)."""
         # The modules that declare tables, imported here so that the metadata is complete whoever calls this.
         for module in TABLE_MODULES:
             importlib.import_module(module)
         shown = make_url(self.url).render_as_string(hide_password=True)
         try:
-            if self.is_sqlite:
-                Base.metadata.create_all(self.engine)
-            else:
-                # Two hubs starting together would both find a table missing and both create it; the loser
-                # fails on a duplicate name. The lock is held until this transaction (DDL included) commits.
-                with self.engine.begin() as connection:
+            with self.engine.begin() as connection:
+                if not self.is_sqlite:
+                    # Two hubs starting together would both find a table missing and both create it; the loser
+                    # fails on a duplicate name. The lock is held until this transaction (DDL included) commits.
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_SCHEMA_LOCK})")
-                    Base.metadata.create_all(connection)
+                Base.metadata.create_all(connection)
+                for table in Base.metadata.sorted_tables:
+                    for index in table.indexes:
+                        index.create(connection, checkfirst=True)
         except SQLAlchemyError as exc:
             raise StartupError(f"registry.url {shown}: cannot create the schema: {exc}") from exc
         log.debug("database %s ready", shown)

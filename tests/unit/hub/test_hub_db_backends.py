@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect
 
 from hub.errors import StartupError
 from hub.registry.db import Database
@@ -38,3 +40,22 @@ def test_an_unreachable_postgresql_is_a_startup_error_without_the_password() -> 
         db.close()
     assert f"registry.url postgresql+psycopg://hub:***@127.0.0.1:{port}/ioc: cannot create the schema" in str(err.value)
     assert "s3cret" not in str(err.value)
+
+
+def test_an_index_added_to_the_models_later_is_created_on_an_older_database(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        db.create_schema()
+
+        def indexes() -> set[str]:
+            return {str(i["name"]) for i in inspect(db.engine).get_indexes("alerts")}
+
+        assert "ix_alerts_resolved_at" in indexes()
+        with db.engine.begin() as connection:  # a database made before the index existed
+            connection.exec_driver_sql("DROP INDEX ix_alerts_resolved_at")
+        assert "ix_alerts_resolved_at" not in indexes()
+        db.create_schema()
+        assert "ix_alerts_resolved_at" in indexes()
+        db.create_schema()  # and again: nothing to do, no error
+    finally:
+        db.close()
