@@ -6,7 +6,8 @@ a batch is closed when it holds ``max_lines`` lines or its first message has wai
 with up to ``max_in_flight`` writes at once. A closed batch that finds every slot taken waits in a ready queue
 while decoding goes on (the CPU work is done while InfluxDB is busy, not after); batches that waited go out merged,
 up to four times ``max_lines`` lines per write, so a backlog after a slow moment is written in fewer, larger
-requests. Everything waiting counts toward ``max_pending_messages``.
+requests. Everything waiting counts toward ``max_pending_messages``, and the waiting lines are capped at eight
+times ``max_lines`` (past that the intake waits too), so memory stays bounded by lines as well as by messages.
 
 Acknowledgements go back to the broker **only after storage** (InfluxDB answered 204), and in the order the
 messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): a message that needs no write

@@ -36,6 +36,10 @@ log = logging.getLogger("hub.ingest")
 
 #: The idle loop wakes this often to notice a stop and to log dead-letter summaries.
 _TICK_S = 0.5
+#: Lines of closed batches allowed to wait for a write slot, in batches of ``max_lines``: past it the intake
+#: waits too, so that the lines held in memory stay bounded whatever the size of the messages (10,000-reading
+#: replays included), not only the number of unacknowledged messages.
+_READY_BATCHES = 8
 #: Parsed topics kept (cleared when full; bounded by gateways x channels in practice).
 _TOPIC_CACHE_SIZE = 10_000
 
@@ -98,6 +102,7 @@ class Pipeline(StorageSide):
         #: Closed batches waiting for a write slot (the storage side merges them) and their lines.
         self._ready: deque[tuple[list[Pending], int]] = deque()
         self._ready_lines = 0
+        self._max_ready_lines = max_lines * _READY_BATCHES
         self._closed_for_good = False  # run() returned: start no more writes
         self._writes: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
@@ -191,7 +196,7 @@ class Pipeline(StorageSide):
         next_housekeeping = loop.time() + _TICK_S
         while not self._closing:
             self._raise_failure()
-            if len(self._pending) >= self._max_pending:
+            if self._full():
                 await self._wait_for_room()
                 continue
             message = await self._next_message(self._wait_s(loop.time()))
@@ -212,7 +217,7 @@ class Pipeline(StorageSide):
         """Everything the intake handed over before it stopped, then the open batch, then the writes."""
         while True:
             self._raise_failure()
-            if len(self._pending) >= self._max_pending:
+            if self._full():
                 await self._wait_for_room()
                 continue
             try:
@@ -261,7 +266,7 @@ class Pipeline(StorageSide):
     async def _wait_for_room(self) -> None:
         # The open batch may hold the oldest pending messages: write it, or room would never come.
         await self._flush()
-        if len(self._pending) >= self._max_pending:
+        if self._full():
             self._room.clear()
             # Bounded wait, so that run() notices a failed write task or a stop.
             with contextlib.suppress(TimeoutError):

@@ -55,6 +55,7 @@ class StorageSide:
     _running: int
     _ready: deque[tuple[list[Pending], int]]
     _ready_lines: int
+    _max_ready_lines: int
     _closed_for_good: bool
     _writes: set[asyncio.Task[None]]
     _failure: BaseException | None
@@ -69,8 +70,9 @@ class StorageSide:
         """Close the open batch (it waits in the ready queue for a write slot) and start what can start.
 
         Never waits for a slot: while every slot is taken the intake side goes on decoding and building lines,
-        bounded by ``max_pending_messages``, and the batches that queued up meanwhile go out merged into fewer,
-        larger writes (up to ``_MERGE_BATCHES`` x ``max_lines`` lines) when slots come free.
+        bounded by ``max_pending_messages`` and by the ready queue's line cap (:meth:`_full`); the batches that
+        queued up meanwhile go out merged into fewer, larger writes (up to ``_MERGE_BATCHES`` x ``max_lines``
+        lines) when slots come free.
         """
         if self._batch:
             self._ready.append((self._batch, self._batch_lines))
@@ -100,6 +102,8 @@ class StorageSide:
             entries.extend(more)
             lines += count
         self._ready_lines -= lines
+        if not self._full():
+            self._room.set()
         return entries
 
     def _start(self, entries: list[Pending], *, spill_only: bool) -> None:
@@ -314,5 +318,9 @@ class StorageSide:
             entry = pending.popleft()
             if self._acker.ack(entry.message):
                 self.stats.acks += 1
-        if len(pending) < self._max_pending:
+        if not self._full():
             self._room.set()
+
+    def _full(self) -> bool:
+        """No more messages now: ``max_pending_messages`` unacknowledged, or the ready queue at its line cap."""
+        return len(self._pending) >= self._max_pending or self._ready_lines >= self._max_ready_lines

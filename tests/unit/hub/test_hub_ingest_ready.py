@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from hub.ingest import InboundMessage, Pipeline, RetryPolicy
+from hub.ingest import pipeline as pipeline_side
 from hub.ingest import storage as storage_side
 
 TS = 1_764_331_200_000
@@ -64,21 +65,21 @@ async def test_intake_goes_on_while_slots_are_taken_and_waiting_batches_are_merg
     try:
         await queue.put(msg(1))
         await until(lambda: writer.running == 1)  # message 1's write holds the only slot
-        for mid in range(2, 11):
+        for mid in range(2, 10):
             await queue.put(msg(mid))
-        # All nine decoded and turned into lines while the slot is taken: nothing waits on the queue.
-        await until(lambda: pipeline.stats.messages_received == 10)
+        # All eight decoded and turned into lines while the slot is taken: nothing waits on the queue.
+        await until(lambda: pipeline.stats.messages_received == 9)
         assert queue.qsize() == 0
-        assert pipeline.gauges()["ready_lines"] == 9
-        assert pipeline.gauges()["pending_messages"] == 10
+        assert pipeline.gauges()["ready_lines"] == 8
+        assert pipeline.gauges()["pending_messages"] == 9
         assert acks.acked == []
         writer.gate.set()
-        await until(lambda: len(acks.acked) == 10)
-        assert acks.acked == list(range(1, 11))
-        # One line per batch (max_lines=1); the nine that waited went out as writes of up to 4 (_MERGE_BATCHES).
+        await until(lambda: len(acks.acked) == 9)
+        assert acks.acked == list(range(1, 10))
+        # One line per batch (max_lines=1); the eight that waited went out as writes of 4 (_MERGE_BATCHES).
         assert storage_side._MERGE_BATCHES == 4
-        assert [len(w) for w in writer.writes] == [1, 4, 4, 1]
-        assert [line.split(" ")[1] for w in writer.writes for line in w] == [f"pm25={m}.0" for m in range(1, 11)]
+        assert [len(w) for w in writer.writes] == [1, 4, 4]
+        assert [line.split(" ")[1] for w in writer.writes for line in w] == [f"pm25={m}.0" for m in range(1, 10)]
         assert writer.most_running == 1
         assert pipeline.gauges()["ready_lines"] == 0
     finally:
@@ -124,3 +125,27 @@ async def test_a_stop_writes_every_waiting_batch_before_returning() -> None:
     await asyncio.wait_for(task, 5)
     assert acks.acked == list(range(1, 8))
     assert sum(len(w) for w in writer.writes) == 7
+
+
+async def test_the_lines_waiting_for_a_slot_are_capped_whatever_the_message_count_allows() -> None:
+    writer = GatedWriter()
+    acks = Acks()
+    queue: asyncio.Queue[InboundMessage] = asyncio.Queue()
+    pipeline = Pipeline(queue, acks, writer, max_lines=1, max_delay_ms=1, max_in_flight=1)
+    cap = 1 * pipeline_side._READY_BATCHES
+    task = asyncio.create_task(pipeline.run())
+    try:
+        for mid in range(1, 31):
+            await queue.put(msg(mid))
+        await until(lambda: pipeline.gauges()["ready_lines"] == cap)
+        await asyncio.sleep(0.1)
+        # One line in the write that holds the slot, eight waiting; the rest stays on the queue, unread.
+        assert pipeline.gauges()["ready_lines"] == cap
+        assert pipeline.stats.messages_received == cap + 1
+        assert queue.qsize() == 30 - cap - 1
+        writer.gate.set()
+        await until(lambda: len(acks.acked) == 30)
+        assert acks.acked == list(range(1, 31))
+    finally:
+        pipeline.close()
+        await asyncio.wait_for(task, 5)
