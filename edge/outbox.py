@@ -77,6 +77,10 @@ class Outbox(Protocol):
     async def wait(self, timeout_s: float | None) -> None:
         """Return when readings were put (or ``timeout_s`` passed)."""
 
+    async def settle(self) -> None:
+        """Return once every reading put so far is written and readable (counted in :meth:`lane_len`): a put
+        of a device task stopped mid-write goes on in the background, and a shutdown drain must see it."""
+
     def live_enqueued_at(self) -> float | None:
         """When the oldest live reading was put (``time.monotonic()``; 0 for "long ago"), None if none is."""
         ...
@@ -138,6 +142,9 @@ class MemoryOutbox:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._changed.wait()
+
+    async def settle(self) -> None:
+        return  # put() is complete when it returns
 
     def live_enqueued_at(self) -> float | None:
         live = self._lanes[Lane.LIVE]

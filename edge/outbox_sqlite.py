@@ -266,6 +266,12 @@ class SqliteOutbox:
             log.error("%s; they will be sent again", exc)  # noqa: TRY400 - the message says it all
         self._sync_levels(0)
 
+    async def settle(self) -> None:
+        # The writer writes until nothing is pending (group commit), so once it is done every put so far is in.
+        writer = self._writer
+        if writer is not None:
+            await asyncio.shield(writer)
+
     async def wait(self, timeout_s: float | None) -> None:
         self._changed.clear()
         try:

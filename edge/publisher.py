@@ -509,6 +509,8 @@ class Publisher:
         limit = self._publish_config.drain_timeout_s
         try:
             async with asyncio.timeout(limit):
+                # Readings a stopping device task was still writing are sent too, not left for the next start.
+                await self._outbox.settle()
                 while len(self._events):
                     await self._send_event(client, session)
                 for lane in (Lane.LIVE, Lane.BACKLOG):  # no rate limit: the drain is bounded in time

@@ -4,6 +4,7 @@ on SQLite (in memory and on disk); and the plain in-memory stand-in."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -335,3 +336,22 @@ async def test_the_default_outbox_is_bounded_by_bytes_alone_and_its_count_stays_
 )
 def test_describe_bounds(max_bytes: int, max_readings: int | None, text: str) -> None:
     assert describe_bounds(max_bytes, max_readings) == text
+
+
+async def test_settle_waits_for_a_put_whose_caller_was_cancelled(box: SqliteOutbox) -> None:
+    # The outbox's one worker thread busy for a moment, so that the write below is surely still in flight.
+    busy = asyncio.create_task(box._call(lambda: time.sleep(0.3)))
+    await asyncio.sleep(0.01)
+    # A device task stopped mid-put: its readings are counted as queued, and written in the background.
+    put = asyncio.create_task(box.put([reading(i) for i in range(20)]))
+    await asyncio.sleep(0.01)
+    put.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await put
+    assert box.lane_len(Lane.LIVE) == 0  # not written yet: a drain that looked now would find nothing
+    await box.settle()
+    # A shutdown drain that settles first sees (and sends) all of them.
+    assert box.lane_len(Lane.LIVE) == 20
+    assert busy.done()
+    assert ns(await box.peek(100, Lane.LIVE)) == list(range(20))
+    await box.settle()  # nothing pending: returns at once
