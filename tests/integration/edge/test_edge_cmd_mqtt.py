@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 import yaml
-from edge_support import admin_client
+from edge_support import MessageLog, admin_client
 
 from devices.driver import REGISTRY, DriverConfig, DriverSpec, MetricValue, Reading, now_ms
 from devices.errors import DeviceConfigError, DeviceResponseError
@@ -28,13 +27,12 @@ from devices.sim.ntcip import NtcipSimulator
 from edge.agent import run_agent
 from edge.config import load_config
 from ioc.stack import StackEndpoints
-from wire.v1 import AckStatus, Command, CommandAck, ContractError, DataBatch, decode, encode
+from wire.v1 import AckStatus, Channel, Command, CommandAck, DataBatch, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SITE, GATEWAY = "site-a", "gw-1"
 ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
-WAIT_S = 15.0
 
 
 class SignOptions(DriverConfig):
@@ -110,35 +108,20 @@ def gateway_config(stack: StackEndpoints, sim_port: int, profile: Path, extra: l
     }
 
 
-class Hub:
-    """The hub's side: sends commands as admin, keeps every ack and data batch of the gateway."""
+class Hub(MessageLog):
+    """The hub's side: sends commands as admin; every ack and data batch of the gateway, decoded (MessageLog)."""
 
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.acks: dict[str, CommandAck] = {}
-        self.batches: list[DataBatch] = []
-        self.invalid: list[str] = []
-        self._changed = asyncio.Event()
+    @property
+    def acks(self) -> dict[str, CommandAck]:
+        return {m.payload.id: m.payload for m in self.messages if m.channel == Channel.CMD_ACK.value}
 
-    async def collect(self) -> None:
-        async for message in self.client.messages:
-            assert isinstance(message.payload, bytes)
-            try:
-                if str(message.topic).endswith("/cmd/ack"):
-                    ack = decode(message.payload, CommandAck)
-                    self.acks[ack.id] = ack
-                else:
-                    self.batches.append(decode(message.payload, DataBatch))
-            except ContractError as exc:
-                self.invalid.append(str(exc))
-            self._changed.set()
+    @property
+    def batches(self) -> list[DataBatch]:
+        return [m.payload for m in self.messages if m.channel == Channel.DATA.value]
 
-    async def until(self, predicate: Callable[[], Any], within_s: float = WAIT_S) -> Any:
-        async with asyncio.timeout(within_s):
-            while not (result := predicate()):
-                self._changed.clear()
-                await self._changed.wait()
-            return result
+    @property
+    def invalid(self) -> list[str]:
+        return [m.payload for m in self.messages if m.channel == "invalid"]
 
     async def send(self, payload: bytes) -> None:
         await self.client.publish(f"{ROOT}/cmd", payload, qos=1)
