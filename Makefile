@@ -6,12 +6,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?=
 
-.PHONY: venv packages lint typecheck test test-fast bench demo schema docs clean
+.PHONY: venv lock lockcheck packages lint typecheck test test-fast bench demo schema docs clean
 
-$(STAMP): pyproject.toml
+# The virtualenv is built from the committed locks (requirements/, docs/dependencies.md), with hashes checked;
+# the project itself goes in editable and without dependencies. A changed lock rebuilds the virtualenv from
+# scratch, so nothing of the old set stays behind.
+LOCKS := requirements/bootstrap.txt requirements/dev.txt
+$(STAMP): pyproject.toml $(LOCKS)
+	@if [ -e $(STAMP) ] && [ -n "$(filter requirements/%,$?)" ]; then echo "make: the lock changed, rebuilding $(VENV)"; rm -rf $(VENV); fi
 	PYTHON=$(PYTHON) scripts/bootstrap-venv.sh $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/bootstrap.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,6 +25,14 @@ venv: $(STAMP)
 # Debian packages the local stack runs (mosquitto, influxdb); installed only when missing and root.
 packages: $(STAMP)
 	$(BIN)/ioc stack ensure
+
+# Refresh the locks from pyproject.toml's ranges (a deliberate commit, after `make test` passes on them).
+lock: $(STAMP)
+	scripts/lock.sh
+
+# The installed set is exactly the lock: nothing upgraded, added or missing by hand.
+lockcheck: $(STAMP)
+	$(BIN)/python scripts/check_lock.py $(LOCKS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,7 +45,7 @@ typecheck: $(STAMP)
 # Three workers on two cores: the long integration tests mostly wait (two-minute outages, ansible runs), and
 # each worker starts its own stack on free ports. One file stays on one worker (its module fixtures are shared).
 PYTEST_WORKERS ?= 3
-test: lint typecheck packages
+test: lockcheck lint typecheck packages
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # While iterating: everything but the slow suites.
