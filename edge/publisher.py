@@ -4,7 +4,8 @@ On every connect the publisher picks a new session id, registers the Last Will `
 reason="connection lost")`` (retained, QoS 1) and publishes the retained birth ``State(online=True, devices=[...])``.
 While connected, two pumps run side by side:
 
-- data: batches of up to ``max_batch`` readings, as ``DataBatch(session, seq=1, 2, 3...)``; a reading leaves
+- data: batches of up to ``max_batch`` readings and :data:`wire.v1.MAX_MESSAGE_BYTES` bytes (a batch that would
+  be larger is cut, :func:`encode_batch`), as ``DataBatch(session, seq=1, 2, 3...)``; a reading leaves
   the outbox only after its QoS 1 publish was acknowledged, so on a disconnect it stays and goes out after the
   reconnect. What was queued when a session's connect attempt began is its backlog, sent marked ``replay``;
   live readings go first (when a batch is full or its oldest has waited ``max_delay_ms``), the backlog
@@ -58,6 +59,7 @@ from types import TracebackType
 from typing import Final, Self
 
 import aiomqtt
+import msgspec
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.driver import now_ms
@@ -71,7 +73,7 @@ from edge.outbox_replay import ReplayLimiter, Step, next_step
 from edge.session import Session
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
-from wire.v1 import QOS, Channel, CommandAck, DataBatch, DeviceInfo, Reading, encode, topic
+from wire.v1 import MAX_MESSAGE_BYTES, QOS, Channel, CommandAck, DataBatch, DeviceInfo, Reading, encode, topic
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,47 @@ def tls_context(broker: BrokerConfig) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"broker.ca_file: cannot load {broker.ca_file}: {exc}") from exc
+
+
+#: Encodes one reading as it appears inside a batch (to measure a batch over the limit).
+_encode_reading: Final = msgspec.json.Encoder().encode
+
+
+class ReadingTooLarge(ValueError):
+    """One reading alone encodes to more than the message limit: no batch can carry it."""
+
+
+def encode_batch(
+    session_id: str, seq: int, readings: Sequence[Reading], *, replay: bool, max_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[bytes, int]:
+    """The ``DataBatch`` of the longest prefix of ``readings`` that encodes to at most ``max_bytes``, and how
+    many readings it holds (the rest go in the next batch). Raise :class:`ReadingTooLarge` when even the first
+    reading alone is too large.
+
+    Batches are counted in readings (``publish.max_batch``) but the contract bounds a message in bytes
+    (:data:`wire.v1.MAX_MESSAGE_BYTES`; the broker and the hub refuse more). The common case costs one encode;
+    only a batch over the limit has its readings measured one by one, and is cut where the bytes run out.
+    """
+    payload = encode(DataBatch(session=session_id, seq=seq, readings=list(readings), replay=replay))
+    if len(payload) <= max_bytes:
+        return payload, len(readings)
+    sizes = [len(_encode_reading(r)) for r in readings]
+    # The batch is its envelope plus the readings joined by commas (msgspec writes JSON without spaces).
+    envelope = len(payload) - sum(sizes) - (len(sizes) - 1)
+    total = envelope - 1
+    count = 0
+    for size in sizes:
+        if total + size + 1 > max_bytes:
+            break
+        total += size + 1
+        count += 1
+    if count == 0:
+        raise ReadingTooLarge(
+            f"a reading of device {readings[0].device!r} encodes to {sizes[0]} bytes, "
+            f"more than a message may hold ({max_bytes} bytes with its batch)"
+        )
+    payload = encode(DataBatch(session=session_id, seq=seq, readings=list(readings[:count]), replay=replay))
+    return payload, count
 
 
 class Publisher:
@@ -457,10 +500,18 @@ class Publisher:
         if not queued:
             return 0
         replay = lane is Lane.BACKLOG
-        count = len(queued)
         readings = [q.reading for q in queued]
-        batch = DataBatch(session=session.id, seq=session.next_seq(), readings=readings, replay=replay)
-        await self._publish(client, self._data_topic, encode(batch))
+        try:
+            payload, count = encode_batch(session.id, session.last_seq + 1, readings, replay=replay)
+        except ReadingTooLarge as exc:
+            # Never sendable (the broker would close the connection over it, again and again): drop it, loudly.
+            log.error("dropping a reading that no message can carry: %s", exc)  # noqa: TRY400 - no traceback
+            await self._outbox.commit(queued[0].position, lane)
+            self._stats.values_dropped += 1  # a whole reading that broke the contract's size
+            return 1
+        session.next_seq()  # the seq just encoded
+        queued, readings = queued[:count], readings[:count]
+        await self._publish(client, self._data_topic, payload)
         if self._latency is not None and not replay:
             acked_ms = now_ms()
             self._latency.add(acked_ms - r.ts for r in readings)

@@ -41,6 +41,13 @@ MAX_READINGS_PER_BATCH: Final = 10_000
 MAX_METRICS_PER_READING: Final = 256
 MAX_STRING_VALUE: Final = 1024
 MAX_DEVICES_PER_GATEWAY: Final = 4096
+#: The largest legitimate message, in bytes of encoded payload (4 MiB). A replay batch of the most readings a
+#: batch may hold (10,000) of a typical sensor (four float metrics, ~190 bytes each) is ~1.9 MB; the limit
+#: leaves twice that, and is larger than the largest reading the contract allows (256 metrics of 1024-character
+#: strings, ~1.6 MB) and the largest birth (4096 devices, ~1.5 MB), so an agent can always send what it holds
+#: by splitting batches by bytes (a 10,000-reading batch of 24-metric power meters, ~9.5 MB, goes as three).
+#: The edge never publishes more; the broker and the hub refuse more (``docs/protocol.md``, "Sizes").
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 
 _ID_RE: Final = re.compile(ID_PATTERN)
 
