@@ -20,6 +20,14 @@ Inputs, all from the ingest observer (no database on this path: dictionaries onl
   will says the gateway is gone.
 
 Effective changes go to the listeners as :class:`Transition` records (persisted, written to InfluxDB, alerts).
+
+A device belongs to one gateway (its owner in the registry): a birth, reading or event about a device the
+registry gives to another gateway never re-homes it here either (the ingest admission refuses those first).
+
+**Problems** are what a gateway does wrong while it is up, shown beside its state (``gateway()``, and ``device()``
+for each device behind it) without changing it: ``clock_skew`` (readings stamped outside the accepted window,
+reported by the ingest admission through :meth:`HealthMonitor.report_problem`). A problem is logged once when it
+starts and once when it clears, which it does after ``problem_quiet_s`` without a new report.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ class HealthPolicy:
     flap: FlapPolicy = field(default_factory=FlapPolicy)
     #: How often the clock checks inactivity and the end of flapping.
     tick_s: float = 0.25
+    #: A gateway's problem (``clock_skew``...) clears after this long without a new report.
+    problem_quiet_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +77,21 @@ class Transition:
 #: gives up on a silent client after 1.5 x keep-alive too: MQTT 5.0, 3.1.2.10).
 SILENCE_FACTOR: Final = 1.5
 
+#: The gateway stamps readings outside [now - max replay age, now + max skew] (the ingest admission refused them).
+CLOCK_SKEW: Final = "clock_skew"
+
 _ONLINE: Final = Health.ONLINE
 _DEGRADED: Final = Health.DEGRADED
 _OFFLINE: Final = Health.OFFLINE
+
+
+@dataclass(slots=True)
+class _Problem:
+    detail: str
+    since_ms: int
+    last: float
+    """Monotonic time of the last report."""
+    count: int = 1
 
 
 @dataclass(slots=True)
@@ -88,6 +110,8 @@ class _Gateway:
     """Every device seen behind it (announced or with readings)."""
     announced: set[str] = field(default_factory=set)
     """The devices of its last birth."""
+    problems: dict[str, _Problem] = field(default_factory=dict)
+    """By name: what it does wrong while up (``clock_skew``), until quiet for ``problem_quiet_s``."""
 
 
 @dataclass(slots=True)
@@ -156,6 +180,7 @@ class HealthMonitor:
     # ------------------------------------------------------------------------------------------ queries
 
     def device(self, device_id: str) -> dict[str, Any] | None:
+        """Its health; ``problems`` are its gateway's (the device's readings are what they concern)."""
         d = self.devices.get(device_id)
         if d is None:
             return None
@@ -164,6 +189,7 @@ class HealthMonitor:
             "reason": d.machine.reason,
             "flapping": d.machine.flapping,
             "last_seen_ms": d.last_seen_ms,
+            "problems": _problems(d.owner) if d.owner is not None else [],
         }
 
     def device_state(self, device_id: str) -> Health:
@@ -174,7 +200,29 @@ class HealthMonitor:
         g = self.gateways.get(f"{site}/{gateway}")
         if g is None:
             return None
-        return {"state": g.machine.state.value, "reason": g.machine.reason, "flapping": g.machine.flapping}
+        return {
+            "state": g.machine.state.value,
+            "reason": g.machine.reason,
+            "flapping": g.machine.flapping,
+            "problems": _problems(g),
+        }
+
+    def problems(self, site: str, gateway: str) -> list[dict[str, Any]]:
+        """The gateway's current problems, by name."""
+        g = self._pairs.get((site, gateway))
+        return _problems(g) if g is not None else []
+
+    def report_problem(self, site: str, gateway: str, name: str, detail: str) -> None:
+        """The gateway does ``name`` wrong (``clock_skew``); it shows until ``problem_quiet_s`` without a report."""
+        g = self._gateway(site, gateway)
+        now = self._clock()
+        problem = g.problems.get(name)
+        if problem is None:
+            g.problems[name] = _Problem(detail, int(self._wall() * 1000), now)
+            log.warning("gateway %s/%s: problem %s: %s", site, gateway, name, detail)
+            return
+        problem.detail, problem.last = detail, now
+        problem.count += 1
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -204,6 +252,11 @@ class HealthMonitor:
             g = _Gateway(site, gateway, HealthMachine(self.policy.flap))
             self._pairs[(site, gateway)] = self.gateways[f"{site}/{gateway}"] = g
         return g
+
+    def _elsewhere(self, device_id: str, g: _Gateway) -> bool:
+        """Whether the registry gives ``device_id`` to another gateway than ``g`` (then ``g`` cannot re-home it)."""
+        registry = self._registry
+        return registry is not None and registry.owned_elsewhere(g.site, g.gateway, device_id)
 
     def _device(self, device_id: str, site: str, gateway: str) -> _Device:
         d = self.devices.get(device_id)
@@ -243,6 +296,8 @@ class HealthMonitor:
                 d.owner = None
             g.announced = announced
             for info in state.devices:
+                if self._elsewhere(info.id, g):
+                    continue
                 d = self._device(info.id, site, gateway)
                 d.kind, d.interval_s = info.kind, info.interval_s
                 d.last_seen = now  # the inactivity clock starts at the birth
@@ -268,6 +323,8 @@ class HealthMonitor:
         for reading in batch.readings:
             d = devices.get(reading.device)
             if d is None or d.owner is not g:
+                if self._elsewhere(reading.device, g):
+                    continue
                 d = self._device(reading.device, g.site, g.gateway)
                 d.kind = reading.kind
             d.last_seen = now
@@ -277,6 +334,8 @@ class HealthMonitor:
                 self._propose_device(d, Health.ONLINE, "reading received", now)
 
     def _event(self, g: _Gateway, event: Event, now: float) -> None:
+        if self._elsewhere(event.device, g):
+            return
         d = self._device(event.device, g.site, g.gateway)
         raw = {
             EventType.DEVICE_DOWN: Health.OFFLINE,
@@ -294,6 +353,8 @@ class HealthMonitor:
                 if not device.site or not device.gateway:
                     continue
                 d = self._device(device.id, device.site, device.gateway)
+            elif device.site and device.gateway and (d.site, d.gateway) != (device.site, device.gateway):
+                d = self._device(device.id, device.site, device.gateway)  # moved by a technician
             d.inactivity_s = device.inactivity_s
             d.kind = d.kind or device.kind
             if d.interval_s is None:
@@ -323,6 +384,7 @@ class HealthMonitor:
             if blind:
                 self._blind_at = now
         self._next_silence = self._tick_gateways(now)
+        self._clear_problems(now)
         for d in self.devices.values():
             change = d.machine.tick(now)
             if change is not None:
@@ -362,6 +424,23 @@ class HealthMonitor:
                     now,
                 )
         return next_silence
+
+    def _clear_problems(self, now: float) -> None:
+        quiet = self.policy.problem_quiet_s
+        for g in self.gateways.values():
+            if not g.problems:
+                continue
+            for name, problem in list(g.problems.items()):
+                if now - problem.last >= quiet:
+                    del g.problems[name]
+                    log.info(
+                        "gateway %s/%s: problem %s cleared (%d reports, none for %g s)",
+                        g.site,
+                        g.gateway,
+                        name,
+                        problem.count,
+                        quiet,
+                    )
 
     async def run(self) -> None:
         """The clock, until cancelled: every ``tick_s``, and at the earliest moment a gateway may turn silent."""
@@ -415,3 +494,10 @@ class HealthMonitor:
                 listener(stamped)
             except Exception:
                 log.exception("health: a transition listener failed")
+
+
+def _problems(g: _Gateway) -> list[dict[str, Any]]:
+    return [
+        {"problem": name, "detail": p.detail, "since_ms": p.since_ms, "count": p.count}
+        for name, p in sorted(g.problems.items())
+    ]

@@ -1,7 +1,9 @@
-"""Registry tables: sites and devices.
+"""Registry tables: sites, devices and device moves.
 
-A device row keeps what each source said (``announced``: the last gateway birth, ``inventory``: the last
-inventory import) next to the merged, effective columns, so a conflict can always be shown with both sides.
+A device row keeps what each source said (``announced``: the last birth of its own gateway, ``inventory``: the
+last inventory import) next to the merged, effective columns, so a conflict can always be shown with both sides.
+Its ``site`` and ``gateway`` are its owner: the only gateway whose births, data, events and acks about it the
+hub accepts. A change of owner is a technician's act, one ``device_moves`` row each (who, when, from, to).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, DateTime, Float, ForeignKey, String
+from sqlalchemy import Date, DateTime, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.registry.db import Base, utcnow
@@ -46,3 +48,22 @@ class DeviceRow(Base):
     conflicts: Mapped[list[Any]] = mapped_column(default=list)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class DeviceMoveRow(Base):
+    """A device given to another gateway by a technician (API) or an inventory import. A new table, so a
+    database made before it gets it from ``create_all`` (no column added to an existing table)."""
+
+    __tablename__ = "device_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(String(64), index=True)
+    from_site: Mapped[str | None] = mapped_column(String(64), default=None)
+    from_gateway: Mapped[str | None] = mapped_column(String(64), default=None)
+    to_site: Mapped[str | None] = mapped_column(String(64), default=None)
+    to_gateway: Mapped[str] = mapped_column(String(64))
+    #: ``api`` (POST /api/v1/devices/{id}/move) or ``inventory`` (an import that states another gateway).
+    source: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str] = mapped_column(String(100), default="")
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

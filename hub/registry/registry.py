@@ -11,46 +11,99 @@ database is written behind (births and imports are rare) and read once at start.
 They merge: a birth's values win for what it announces (it is what the gateway really runs), the inventory
 fills in the rest. Where both state a value and they differ, a :class:`Conflict` is recorded on the device,
 logged once, returned by the import and shown by the API, until one side is corrected.
+
+**A device belongs to one gateway** (its owner: ``Device.site`` / ``Device.gateway``): the one the inventory
+states, else the first gateway that announced it. A site box can be captured, so a birth never re-homes a device:
+one listing a device owned by another gateway leaves it where it is, and the claim is a :class:`Conflict`
+(``source="owner"``) until that gateway's next birth drops it. Moving a device is a technician's act: an
+inventory import that states another gateway, or :meth:`Registry.move` (``POST /api/v1/devices/{id}/move``);
+each is a :class:`Move` (who, when, from, to), logged and persisted. :meth:`Registry.owners` is the map the
+ingest pipeline checks gateway input against (pushed to it on every change, like the enrichment).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from hub.registry.db import Database, utcnow
+from hub.registry.db import Database, iso, utcnow
 from hub.registry.inventory import Inventory
-from hub.registry.models import DeviceRow, SiteRow
+from hub.registry.models import DeviceMoveRow, DeviceRow, SiteRow
 from wire.v1 import State
 
 log = logging.getLogger(__name__)
 
 #: Fields both a birth and the inventory may state; a difference is a conflict.
 COMPARED: Final = ("kind", "profile", "site", "gateway", "interval_s")
+#: Fields the owner's birth gives (what the gateway runs); the inventory fills in those no birth gave.
+MERGED: Final = ("kind", "profile", "interval_s", "driver")
+#: ``Conflict.source`` of a birth from another gateway than the device's owner.
+OWNER: Final = "owner"
+#: ``Move.source``: a technician through the API, or an inventory import.
+MOVED_BY_API: Final = "api"
+MOVED_BY_INVENTORY: Final = "inventory"
 
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """Birth and inventory disagree about one field of one device."""
+    """Birth and inventory disagree about one field of one device (``source="inventory"``), or a gateway
+    (``announced``: ``site/gateway``) announced a device owned by another (``inventory``: the owner) and the
+    device was not moved (``source="owner"``)."""
 
     device: str
     field: str
     announced: Any
     inventory: Any
+    source: str = "inventory"
 
     def describe(self) -> str:
+        if self.source == OWNER:
+            return (
+                f"device {self.device}: announced by gateway {self.announced}, but it belongs to {self.inventory}; "
+                "not moved (a technician moves a device: the inventory or POST /api/v1/devices/{id}/move)"
+            )
         return (
             f"device {self.device}: {self.field} is {self.announced!r} in the gateway's birth "
             f"but {self.inventory!r} in the inventory"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A device given to another gateway: by whom (``source`` api or inventory, ``by`` the token's label or the
+    inventory's source), when and why."""
+
+    device: str
+    from_site: str | None
+    from_gateway: str | None
+    to_site: str | None
+    to_gateway: str
+    source: str
+    by: str
+    reason: str
+    at: datetime
+
+    def describe(self) -> str:
+        return (
+            f"device {self.device} moved from {_place(self.from_site, self.from_gateway)} to "
+            f"{_place(self.to_site, self.to_gateway)} by {self.by} ({self.source})"
+            + (f": {self.reason}" if self.reason else "")
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "at": iso(self.at)}
+
+
+def _place(site: str | None, gateway: str | None) -> str:
+    return f"{site or '?'}/{gateway}" if gateway else "no gateway"
 
 
 @dataclass(slots=True)
@@ -79,16 +132,27 @@ class Device:
     announced: dict[str, Any] | None = None
     inventory: dict[str, Any] | None = None
     conflicts: list[Conflict] = field(default_factory=list)
+    claims: set[tuple[str, str]] = field(default_factory=set)
+    """Other gateways (site, gateway) whose current birth lists this device."""
+
+    @property
+    def owner(self) -> str:
+        return _place(self.site, self.gateway)
 
     def merge(self) -> list[Conflict]:
-        """Recompute the effective fields from both sources; return the conflicts (also kept on the device)."""
+        """Recompute the effective fields from both sources; return the conflicts (also kept on the device).
+
+        ``site`` and ``gateway`` are the owner, set by the registry (never by a birth of another gateway); a
+        device without an owning gateway yet is at the inventory's site."""
         inv = self.inventory or {}
         ann = self.announced or {}
-        for name in ("kind", "profile", "site", "gateway", "interval_s", "driver"):
+        for name in MERGED:
             if name in ann:
                 setattr(self, name, ann[name])
             elif name in inv:
                 setattr(self, name, inv[name])
+        if self.gateway is None:
+            self.site = inv.get("site")
         for name in ("lat", "lon", "inactivity_s"):
             setattr(self, name, inv.get(name))
         self.installed = date.fromisoformat(inv["installed"]) if "installed" in inv else None
@@ -97,6 +161,10 @@ class Device:
             Conflict(self.id, name, ann[name], inv[name])
             for name in COMPARED
             if name in ann and name in inv and ann[name] != inv[name]
+        ]
+        self.conflicts += [
+            Conflict(self.id, "gateway", f"{site}/{gateway}", self.owner, OWNER)
+            for site, gateway in sorted(self.claims)
         ]
         return self.conflicts
 
@@ -130,6 +198,8 @@ class Registry:
         self._listeners: list[Listener] = []
         self._writes: set[asyncio.Future[None]] = set()
         self._logged_conflicts: set[Conflict] = set()
+        #: (site, gateway) -> the devices of another owner its current birth lists.
+        self._claims: dict[tuple[str, str], set[str]] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -138,14 +208,27 @@ class Registry:
         if self._db is None:
             return
 
-        def read(session: Session) -> tuple[list[SiteRow], list[DeviceRow]]:
-            return list(session.scalars(select(SiteRow))), list(session.scalars(select(DeviceRow)))
+        def read(session: Session) -> tuple[list[SiteRow], list[DeviceRow], set[str]]:
+            moved = select(DeviceMoveRow.device).where(DeviceMoveRow.source == MOVED_BY_API).distinct()
+            return (
+                list(session.scalars(select(SiteRow))),
+                list(session.scalars(select(DeviceRow))),
+                set(session.scalars(moved)),
+            )
 
-        sites, devices = self._db.run_sync(read)
+        sites, devices, moved_by_api = self._db.run_sync(read)
         for s in sites:
             self.sites[s.id] = Site(s.id, s.name, s.ward, s.lat, s.lon)
         for d in devices:
-            device = Device(d.id, announced=d.announced, inventory=d.inventory)
+            device = Device(d.id, site=d.site, gateway=d.gateway, announced=d.announced, inventory=d.inventory)
+            inv = d.inventory or {}
+            stated = inv.get("gateway")
+            legacy = stated is not None and d.id not in moved_by_api
+            if legacy and (stated, inv.get("site", d.site)) != (d.gateway, d.site):
+                # A row written before devices had owners holds the last birth's gateway; the inventory's wins
+                # (only a technician's move through the API, recorded, may leave a device elsewhere).
+                device.site = inv.get("site", d.site if d.gateway == stated else None)
+                device.gateway = stated
             device.merge()
             self.devices[d.id] = device
         log.info("registry: %d sites and %d devices loaded", len(self.sites), len(self.devices))
@@ -174,6 +257,38 @@ class Registry:
     def conflicts(self) -> list[Conflict]:
         return [c for d in self.devices.values() for c in d.conflicts]
 
+    def owners(self) -> dict[str, tuple[str, str]]:
+        """device id -> (site, gateway) of its owner, for every device that has one (the ingest admission's map)."""
+        return {
+            d.id: (d.site, d.gateway) for d in self.devices.values() if d.site is not None and d.gateway is not None
+        }
+
+    def owns(self, site: str, gateway: str, device_id: str) -> bool:
+        """Whether ``device_id`` belongs to ``site``/``gateway`` (False for a device of no or another owner)."""
+        d = self.devices.get(device_id)
+        return d is not None and d.gateway == gateway and d.site == site
+
+    def owned_elsewhere(self, site: str, gateway: str, device_id: str) -> bool:
+        """Whether ``device_id`` belongs to another gateway than ``site``/``gateway`` (False when it has none)."""
+        d = self.devices.get(device_id)
+        return d is not None and d.gateway is not None and (d.gateway != gateway or d.site not in (None, site))
+
+    async def moves(self, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The device's moves, newest first."""
+        if self._db is None:
+            return []
+
+        def query(session: Session) -> list[dict[str, Any]]:
+            rows = session.scalars(
+                select(DeviceMoveRow)
+                .where(DeviceMoveRow.device == device_id)
+                .order_by(DeviceMoveRow.id.desc())
+                .limit(limit)
+            )
+            return [_move_of(r).as_dict() for r in rows]
+
+        return await self._db.read(query)
+
     def enrichment(self) -> dict[str, dict[str, str]]:
         """device id -> extra InfluxDB tags from the registry (``district``: the ward of its site)."""
         out: dict[str, dict[str, str]] = {}
@@ -194,7 +309,20 @@ class Registry:
             self.sites[site] = Site(site, name=site)
             changed_sites.append(self.sites[site])
         changed: list[Device] = []
+        key = (site, gateway)
+        claimed: set[str] = set()
         for info in state.devices:
+            device = self.devices.get(info.id)
+            if device is None:
+                device = self.devices[info.id] = Device(info.id)
+            if not self._take(device, site, gateway):
+                # Owned by another gateway: left where it is, the claim reported until this gateway drops it.
+                claimed.add(info.id)
+                if key not in device.claims:
+                    device.claims.add(key)
+                    device.merge()
+                    changed.append(device)
+                continue
             announced = {
                 "kind": info.kind,
                 "profile": info.profile,
@@ -203,19 +331,78 @@ class Registry:
                 "site": site,
                 "gateway": gateway,
             }
-            device = self.devices.get(info.id)
-            if device is None:
-                device = self.devices[info.id] = Device(info.id)
-            elif device.announced == announced:
+            if device.announced == announced:
                 continue
             device.announced = announced
             device.merge()
             changed.append(device)
+        for device_id in sorted(self._claims.pop(key, set()) - claimed):
+            device = self.devices[device_id]
+            if key in device.claims:
+                device.claims.discard(key)
+                device.merge()
+                changed.append(device)
+        if claimed:
+            self._claims[key] = claimed
         self._changed(changed_sites, changed)
         return [c for d in changed for c in d.conflicts]
 
-    def apply_inventory(self, inventory: Inventory) -> ImportResult:
-        """Merge an inventory: sites are replaced by the inventory's, devices' inventory sides too."""
+    def _take(self, device: Device, site: str, gateway: str) -> bool:
+        """Whether a birth of ``site``/``gateway`` may describe ``device``: its owner's, or the first one to
+        announce a device of no owning gateway yet (which becomes its owner)."""
+        if device.gateway is None:
+            device.site, device.gateway = site, gateway
+            return True
+        if device.gateway != gateway:
+            return False
+        if device.site is None:  # the inventory named the gateway, not its site
+            device.site = site
+        return device.site == site
+
+    def move(self, device_id: str, site: str, gateway: str, *, by: str, reason: str = "") -> Move | None:
+        """Give a device to ``site``/``gateway`` (a technician's act); the move, or None if it is there already.
+        Raises :class:`KeyError` for an unknown device."""
+        device = self.devices[device_id]
+        changed_sites: list[Site] = []
+        if site not in self.sites:
+            self.sites[site] = Site(site, name=site)
+            changed_sites.append(self.sites[site])
+        move = self._set_owner(device, site, gateway, MOVED_BY_API, by=by, reason=reason)
+        if move is None:
+            return None
+        device.merge()
+        self._changed(changed_sites, [device], [move])
+        return move
+
+    def _set_owner(
+        self, device: Device, site: str | None, gateway: str, source: str, *, by: str, reason: str
+    ) -> Move | None:
+        """Make ``site``/``gateway`` the owner; a :class:`Move` when it had another one (logged), else None."""
+        if (device.site, device.gateway) == (site, gateway):
+            return None
+        before_site, before_gateway = device.site, device.gateway
+        device.site, device.gateway = site, gateway
+        if site is not None:
+            device.claims.discard((site, gateway))
+            self._claims.get((site, gateway), set()).discard(device.id)
+        if before_gateway is None:
+            return None
+        if device.announced is not None and before_site is not None:
+            # The former owner's current birth lists it: a claim now, until that gateway's next birth drops it.
+            device.claims.add((before_site, before_gateway))
+            self._claims.setdefault((before_site, before_gateway), set()).add(device.id)
+        # What the former owner announced no longer describes it; the new owner's next birth does.
+        device.announced = None
+        move = Move(device.id, before_site, before_gateway, site, gateway, source, by[:100], reason[:300], utcnow())
+        log.warning("registry: %s", move.describe())
+        return move
+
+    def apply_inventory(self, inventory: Inventory, *, by: str = "inventory") -> ImportResult:
+        """Merge an inventory: sites are replaced by the inventory's, devices' inventory sides too.
+
+        A device whose inventory entry states another (site, gateway) than the last import did (or that has no
+        owning gateway yet) belongs to that gateway from now on: a move recorded with ``by``. An entry that
+        states the same place as before leaves a device a technician moved through the API where it is."""
         sites_added = sites_updated = devices_added = devices_updated = 0
         changed_sites: list[Site] = []
         for entry in inventory.sites:
@@ -228,6 +415,7 @@ class Registry:
             self.sites[entry.id] = site
             changed_sites.append(site)
         changed: list[Device] = []
+        moves: list[Move] = []
         for dev in inventory.devices:
             if dev.site is not None and dev.site not in self.sites:
                 self.sites[dev.site] = Site(dev.site, name=dev.site)
@@ -242,14 +430,23 @@ class Registry:
                 continue
             else:
                 devices_updated += 1
+            before = device.inventory or {}
             device.inventory = asserted
+            stated = asserted.get("gateway")
+            if stated is not None and (
+                device.gateway is None or (before.get("site"), before.get("gateway")) != (dev.site, stated)
+            ):
+                place = dev.site if dev.site is not None else (device.site if device.gateway == stated else None)
+                move = self._set_owner(device, place, stated, MOVED_BY_INVENTORY, by=by, reason="")
+                if move is not None:
+                    moves.append(move)
             device.merge()
             changed.append(device)
-        self._changed(changed_sites, changed)
+        self._changed(changed_sites, changed, moves)
         conflicts = [c for d in self.devices.values() for c in d.conflicts]
         return ImportResult(sites_added, sites_updated, devices_added, devices_updated, conflicts)
 
-    def _changed(self, sites: list[Site], devices: list[Device]) -> None:
+    def _changed(self, sites: list[Site], devices: list[Device], moves: Sequence[Move] = ()) -> None:
         for device in devices:
             for conflict in device.conflicts:
                 if conflict not in self._logged_conflicts:
@@ -264,12 +461,12 @@ class Registry:
             for listener in self._listeners:
                 listener(affected)
         if self._db is not None:
-            self._submit(list(sites), [_row_values(d) for d in devices])
+            self._submit(list(sites), [_row_values(d) for d in devices], [_move_values(m) for m in moves])
 
-    def _submit(self, sites: list[Site], devices: list[dict[str, Any]]) -> None:
+    def _submit(self, sites: list[Site], devices: list[dict[str, Any]], moves: list[dict[str, Any]]) -> None:
         assert self._db is not None
         site_values = [asdict(s) for s in sites]
-        future = asyncio.ensure_future(self._db.write(lambda session: _persist(session, site_values, devices)))
+        future = asyncio.ensure_future(self._db.write(lambda session: _persist(session, site_values, devices, moves)))
         self._writes.add(future)
         future.add_done_callback(self._write_done)
 
@@ -283,7 +480,7 @@ class Registry:
         assert self._db is not None
         sites = [asdict(s) for s in self.sites.values()]
         devices = [_row_values(d) for d in self.devices.values()]
-        self._db.run_sync(lambda session: _persist(session, sites, devices))
+        self._db.run_sync(lambda session: _persist(session, sites, devices, []))
 
 
 def _row_values(device: Device) -> dict[str, Any]:
@@ -306,10 +503,31 @@ def _row_values(device: Device) -> dict[str, Any]:
     }
 
 
-def _persist(session: Session, sites: list[dict[str, Any]], devices: list[dict[str, Any]]) -> None:
-    """Upsert sites, then devices (they refer to sites)."""
+def _move_values(move: Move) -> dict[str, Any]:
+    return asdict(move)
+
+
+def _move_of(row: DeviceMoveRow) -> Move:
+    return Move(
+        row.device,
+        row.from_site,
+        row.from_gateway,
+        row.to_site,
+        row.to_gateway,
+        row.source,
+        row.by,
+        row.reason,
+        row.at,
+    )
+
+
+def _persist(
+    session: Session, sites: list[dict[str, Any]], devices: list[dict[str, Any]], moves: list[dict[str, Any]]
+) -> None:
+    """Upsert sites, then devices (they refer to sites), then add the moves: one transaction."""
     _upsert(session, SiteRow, sites)
     _upsert(session, DeviceRow, devices)
+    session.add_all(DeviceMoveRow(**values) for values in moves)
 
 
 def _upsert(session: Session, model: type[SiteRow] | type[DeviceRow], rows: list[dict[str, Any]]) -> None:

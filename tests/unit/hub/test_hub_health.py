@@ -268,7 +268,12 @@ def test_a_gateway_silent_for_one_and_a_half_keepalives_is_offline_and_its_devic
     for device in ("aq-01", "wl-01"):
         last = [t for t in seen if t.key == device][-1]
         assert (last.new, last.reason) == ("unknown", f"gateway {GATEWAY_KEY} offline: {offline.reason}")
-    assert monitor.gateway(SITE, GW) == {"state": "offline", "reason": offline.reason, "flapping": False}
+    assert monitor.gateway(SITE, GW) == {
+        "state": "offline",
+        "reason": offline.reason,
+        "flapping": False,
+        "problems": [],
+    }
 
 
 def test_the_will_after_the_silence_changes_nothing_and_a_new_birth_brings_it_back() -> None:

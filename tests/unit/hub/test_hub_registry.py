@@ -133,12 +133,13 @@ def test_birth_and_inventory_merge_and_conflicts_are_reported() -> None:
     assert registry.apply_inventory(fixed).conflicts == []
 
 
-def test_birth_from_another_gateway_than_the_inventory_says_is_a_conflict() -> None:
+def test_birth_from_another_gateway_than_the_inventory_says_is_a_conflict_and_does_not_move_it() -> None:
     registry = Registry()
     registry.apply_inventory(parse_mapping({"devices": [{"id": "aq-01", "site": "s1", "gateway": "gw-1"}]}, "x"))
     conflicts = registry.apply_birth("s2", "gw-9", birth(DeviceInfo("aq-01", "air_quality", "p", 5.0)))
-    found = {(c.field, c.announced, c.inventory) for c in conflicts}
-    assert found == {("site", "s2", "s1"), ("gateway", "gw-9", "gw-1")}
+    found = {(c.field, c.announced, c.inventory, c.source) for c in conflicts}
+    assert found == {("gateway", "s2/gw-9", "s1/gw-1", "owner")}
+    assert (registry.devices["aq-01"].site, registry.devices["aq-01"].gateway) == ("s1", "gw-1")
 
 
 async def test_registry_persists_and_reloads(tmp_path: Path) -> None:
