@@ -10,6 +10,11 @@
 
 ``/metrics`` and ``/api/v1/ingest/stats`` are open unless ``http.metrics_need_token`` (then a viewer token): counters
 only, read by a Prometheus scrape and the benchmarks (docs/api.md).
+
+Every answer carries the security headers, and every ``/api/`` request is checked for its token and body size
+before its body is read (hub/routes/guard.py). The OpenAPI document is served at ``/api/v1/openapi.json``; the
+HTML docs (Swagger UI, ReDoc) are off: FastAPI loads their scripts from a CDN into the page's origin, the same
+origin that holds the operator's token. With ``http.tls_cert_file`` and ``http.tls_key_file`` the API is HTTPS.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from types import TracebackType
@@ -26,14 +32,17 @@ from typing import Annotated, Any, Protocol, Self
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse
+from starlette.types import ASGIApp
 
 from hub.config import HttpSettings
 from hub.deadletter import DeadLetter
 from hub.errors import StartupError
+from hub.kpis import MAX_BODY_BYTES as KPI_MAX_BODY_BYTES
 from hub.kpis import router as kpis_router
 from hub.metrics import render_prometheus
 from hub.routes import alerts, devices, events, inventory, sites, tokens, web
 from hub.routes.deps import Technician, require
+from hub.routes.guard import ApiGate, SecurityHeaders
 from hub.routes.services import Operations
 from hub.routes.web import static_files
 
@@ -50,6 +59,10 @@ OPERATIONS_ROUTERS = (
     events.router,
     web.router,
 )
+#: The routes that take more than ``http.max_body_bytes``: their own documented limits.
+ROUTE_BODY_LIMITS = {f"{API_PREFIX}/kpis": KPI_MAX_BODY_BYTES, f"{API_PREFIX}/inventory": inventory.MAX_BODY}
+#: ``/api/`` paths served without a token (liveness probes, the API's description).
+OPEN_API_PATHS = frozenset({f"{API_PREFIX}/health", f"{API_PREFIX}/openapi.json"})
 
 
 class HubStatus(Protocol):
@@ -83,11 +96,35 @@ def intake_check(hub: HubStatus, max_pending_messages: int) -> Callable[[], bool
     return intake_ok
 
 
+class HubApp(FastAPI):
+    """FastAPI with :class:`SecurityHeaders` around its whole stack, so that the answers of Starlette's own error
+    handler (500), outermost of the stack a FastAPI app builds, carry the headers too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(hub: HubStatus, operations: Operations | None = None) -> FastAPI:
     """The API app, reading everything from ``hub``; the operations routes (hub/routes/) and every route that
-    needs a token use ``operations`` (without it they answer 503)."""
-    app = FastAPI(title="IOC hub", version="1", docs_url=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
-    counters_need_token = operations is not None and operations.settings.http.metrics_need_token
+    needs a token use ``operations`` (without it they answer 503). The ``http`` settings are the operations'
+    (the defaults without them)."""
+    app = HubApp(
+        title="IOC hub",
+        version="1",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
+    http = operations.settings.http if operations is not None else HttpSettings()
+    counters_need_token = operations is not None and http.metrics_need_token
+    app.add_middleware(
+        ApiGate,
+        max_body_bytes=http.max_body_bytes,
+        route_limits=ROUTE_BODY_LIMITS,
+        authenticate=operations.tokens.authenticate if operations is not None else None,
+        open_paths=OPEN_API_PATHS if counters_need_token else OPEN_API_PATHS | {f"{API_PREFIX}/ingest/stats"},
+    )
     if operations is not None:
         operations.health.watch_intake(intake_check(hub, operations.settings.batch.max_pending_messages))
     counters_access = [Depends(require("viewer"))] if counters_need_token else []
@@ -167,6 +204,19 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_tls_files(settings: HttpSettings) -> None:
+    """Load the certificate and key once, as uvicorn will, so that a bad pair stops the start naming the fields
+    (uvicorn would fail inside its serving task with the bare OpenSSL error)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise StartupError(
+            f"http.tls_cert_file {settings.tls_cert_file} and http.tls_key_file {settings.tls_key_file}: "
+            f"not a PEM certificate and its private key ({exc})"
+        ) from exc
+
+
 class ApiServer:
     """Serves ``app`` on ``settings.host:port`` as a task of the running loop; port 0 picks a free port."""
 
@@ -181,10 +231,16 @@ class ApiServer:
     @property
     def url(self) -> str:
         host = self._settings.host
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        scheme = "https" if self._settings.tls else "http"
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
 
     async def __aenter__(self) -> Self:
-        sock = _bind(self._settings.host, self._settings.port)
+        s = self._settings
+        tls: dict[str, Any] = {}
+        if s.tls_cert_file is not None and s.tls_key_file is not None:
+            _check_tls_files(s)
+            tls = {"ssl_certfile": str(s.tls_cert_file), "ssl_keyfile": str(s.tls_key_file)}
+        sock = _bind(s.host, s.port)
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self._app,
@@ -192,6 +248,7 @@ class ApiServer:
             log_config=None,  # keep the process's logging setup
             access_log=False,
             timeout_graceful_shutdown=5,
+            **tls,
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="hub-api")

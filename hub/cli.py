@@ -5,9 +5,9 @@ they name) without starting anything and prints what the hub would use, secrets 
 ``IOC_HUB_*`` variables come from that systemd environment file only, as the unit would get them (the deployment
 checks a rendered file with it before putting it in place).
 
-``ioc hub token create --role ROLE [--wards W ...] [--name N] [--config FILE]`` creates an API token in the
-hub's database (``registry.url``) and prints it (only its hash is stored); ``ioc hub token list`` and
-``ioc hub token revoke ID`` list and revoke tokens.
+``ioc hub token create --role ROLE [--wards W ...] [--name N] [--expires-in 90d] [--config FILE]`` creates an API
+token (expiring after ``--expires-in``, else never) in the hub's database (``registry.url``) and prints it (only
+its hash is stored); ``ioc hub token list`` and ``ioc hub token revoke ID`` list and revoke tokens.
 
 Exit codes: 0 after a graceful stop, 2 for bad settings (the message names the file or variable and the
 field), 1 when a component fails.
@@ -233,6 +233,12 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--wards", nargs="+", metavar="WARD", help="limit the token to these wards")
     create.add_argument("--name", default="", help="who or what the token is for")
+    create.add_argument(
+        "--expires-in",
+        type=duration_s,
+        metavar="DURATION",
+        help="the token stops working after this long: a number with s, m, h or d (90d, 12h); default never",
+    )
     actions.add_parser("list", help="list tokens (never the secrets)")
     revoke = actions.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id", metavar="ID")
@@ -242,6 +248,23 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument(
                 "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help="the hub's YAML settings file"
             )
+
+
+_DURATION_RE = re.compile(r"^([0-9]{1,9})([smhd]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+#: The bounds of ``--expires-in`` (the API's ``expires_in_s`` has the same; hub/auth.py MAX_EXPIRES_IN_S).
+_EXPIRES_IN_MIN_S, _EXPIRES_IN_MAX_S = 60, 10 * 366 * 86_400
+
+
+def duration_s(text: str) -> int:
+    """``90d``, ``12h``, ``30m``, ``600s`` or ``600`` as seconds, between 1 min and 10 years (argparse type)."""
+    match = _DURATION_RE.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (a number with s, m, h or d: 90d, 12h)")
+    seconds = int(match[1]) * _UNIT_S[match[2]]
+    if not _EXPIRES_IN_MIN_S <= seconds <= _EXPIRES_IN_MAX_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 1 minute and 10 years")
+    return seconds
 
 
 def token_main(args: argparse.Namespace) -> int:
@@ -271,7 +294,9 @@ def token_main(args: argparse.Namespace) -> int:
             action = args.token_command
             if action == "create":
                 token, _ = db.run_sync(
-                    lambda s: create_token_in(s, args.role, wards=args.wards, name=args.name, created_by="cli")
+                    lambda s: create_token_in(
+                        s, args.role, wards=args.wards, name=args.name, created_by="cli", expires_in_s=args.expires_in
+                    )
                 )
                 sys.stdout.write(token + "\n")
             elif action == "list":

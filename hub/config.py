@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from hub.alerts.rules import Severity
 from hub.errors import ConfigError
-from wire.v1 import ID_PATTERN
+from wire.v1 import ID_PATTERN, MAX_MESSAGE_BYTES
 
 ENV_PREFIX: Final = "IOC_HUB_"
 #: Secrets that ship in examples. Refused unless the broker is on loopback (a developer's machine).
@@ -83,6 +83,10 @@ class MqttSettings(_Section):
     #: Reconnect backoff: doubles from min to max.
     reconnect_min_s: int = Field(default=1, ge=1, le=300)
     reconnect_max_s: int = Field(default=30, ge=1, le=3600)
+    #: Payload bytes the queue from the intake to the pipeline holds at most, besides ``batch.queue_size``
+    #: messages: the intake stops reading from the broker while either is reached (at least the contract's
+    #: largest message, ``wire.v1.MAX_MESSAGE_BYTES``).
+    queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=MAX_MESSAGE_BYTES, le=1024**4)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -245,6 +249,30 @@ class HttpSettings(_Section):
     #: counters only (no payload, device or ward), and a Prometheus scrape or the benchmarks read them without a
     #: token. ``/api/v1/health`` always stays open (liveness probes); ``/api/v1/dead-letters`` always needs one.
     metrics_need_token: bool = False
+    #: The largest request body, in bytes, refused with 413 before it is read (from ``Content-Length``, or
+    #: counted as it streams in). ``POST /api/v1/kpis`` (2 MiB) and ``POST /api/v1/inventory`` (20 MiB) have
+    #: their own larger limits.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: HTTPS: the certificate file (PEM, the server's certificate then its chain). Both TLS files or neither;
+    #: unset: plain HTTP (behind a TLS-terminating proxy, or on loopback).
+    tls_cert_file: FilePath | None = None
+    #: HTTPS: the certificate's private key (PEM, unencrypted; readable by the hub's user only).
+    tls_key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("http.tls_cert_file", "http.tls_key_file")
+                if self.tls_key_file is None
+                else ("http.tls_key_file", "http.tls_cert_file")
+            )
+            raise ValueError(f"{missing} is not set but {given} is: HTTPS needs both (or neither, for plain HTTP)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
 
 class AqiSettings(_Section):

@@ -13,7 +13,13 @@ intake needs (:mod:`hub.mqttcodec`) on an asyncio transport:
   hub's session; and the transport stops reading while the :class:`IntakeQueue` is full (QoS 0 is outside
   Receive Maximum).
 - Every complete packet of a read (up to 256 KiB) is parsed in one pass and handed to the queue at once; the
-  pipeline's PUBACKs are collected and written with one ``write`` per turn of the loop.
+  pipeline's PUBACKs are collected and written with one ``write`` per turn of the loop. A packet split over many
+  reads is buffered in time linear in its size (:class:`~hub.mqttcodec.PacketReader`).
+- Bounded by bytes: the CONNECT's Maximum Packet Size is :data:`~hub.mqttcodec.MAX_PACKET_BYTES` (the contract's
+  largest message, :data:`wire.v1.MAX_MESSAGE_BYTES`, plus MQTT's overhead), so the broker never sends more
+  (MQTT 5 section 3.1.2.11.4: it drops such a message for this session); a larger packet anyway is refused as
+  soon as its header is read, with a DISCONNECT "packet too large" (section 4.13). The queue to the pipeline is
+  bounded in payload bytes (``mqtt.queue_max_bytes``) as well as in messages.
 - Acks of a message delivered on an older connection are not sent: after a reconnect the broker resends every
   unacknowledged message (MQTT 5 section 4.4), and the resent copy gets the ack.
 - Keep-alive: a PINGREQ when nothing was written for half the keep-alive; a connection that brought nothing
@@ -44,6 +50,7 @@ from hub.mqttcodec import (
     CONNACK,
     DISCONNECT,
     DISCONNECT_PACKET,
+    MAX_PACKET_BYTES,
     PINGREQ_PACKET,
     PINGRESP,
     PUBREL,
@@ -51,15 +58,16 @@ from hub.mqttcodec import (
     SUBACK,
     MqttProtocolError,
     Packet,
+    PacketReader,
     Publish,
     decode_connack,
     decode_disconnect,
     decode_packet_id,
     decode_suback,
     encode_connect,
+    encode_disconnect,
     encode_puback,
     encode_subscribe,
-    parse_packets,
     reason_text,
 )
 from wire.v1 import QOS, Channel, shared, subscription
@@ -70,23 +78,27 @@ log = logging.getLogger(__name__)
 INTAKE_CHANNELS: Final = (Channel.DATA, Channel.STATE, Channel.EVENT, Channel.CMD_ACK)
 #: MQTT 5 caps Receive Maximum at 65535.
 _MAX_RECEIVE_MAXIMUM: Final = 65535
+#: Default bound of an :class:`IntakeQueue` in payload bytes (that of ``mqtt.queue_max_bytes``).
+MAX_QUEUE_BYTES: Final[int] = MqttSettings.model_fields["queue_max_bytes"].default
 #: The packet identifier of our one SUBSCRIBE per connection.
 _SUBSCRIBE_ID: Final = 1
-#: Largest packet accepted from the broker (a wire payload is far smaller; this bounds memory per packet).
-_MAX_PACKET: Final = 64 * 1024 * 1024
 
 
 class IntakeQueue:
-    """A bounded queue of messages from the intake to the pipeline, both on the event loop.
+    """A queue of messages from the intake to the pipeline, both on the event loop, bounded in messages and in
+    payload bytes.
 
     The pipeline's side is the interface of :class:`asyncio.Queue` it uses (:meth:`get_nowait`, :meth:`get`,
-    :meth:`qsize`); the intake puts a whole read's messages at once with :meth:`put_many` (allowed past
-    ``maxsize``: they are already read) and stops reading while :attr:`full`; :meth:`on_space` tells it when
-    the queue has room again (half empty).
+    :meth:`qsize`); the intake puts a whole read's messages at once with :meth:`put_many` (allowed past the
+    bounds: they are already read) and stops reading while :attr:`full` (``maxsize`` messages or ``max_bytes``
+    bytes of payload); :meth:`on_space` tells it when the queue has room again (half empty on both counts).
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, max_bytes: int = MAX_QUEUE_BYTES) -> None:
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        #: Payload bytes of the messages in the queue.
+        self.bytes = 0
         self._items: deque[InboundMessage] = deque()
         self._getter: asyncio.Future[None] | None = None
         self._space_callback: Callable[[], None] | None = None
@@ -96,7 +108,7 @@ class IntakeQueue:
 
     @property
     def full(self) -> bool:
-        return len(self._items) >= self.maxsize
+        return len(self._items) >= self.maxsize or self.bytes >= self.max_bytes
 
     def on_space(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` once when the queue drops to half of ``maxsize`` (None: forget it)."""
@@ -107,7 +119,12 @@ class IntakeQueue:
             item = self._items.popleft()
         except IndexError:
             raise asyncio.QueueEmpty from None
-        if self._space_callback is not None and len(self._items) <= self.maxsize // 2:
+        self.bytes -= len(item.payload)
+        if (
+            self._space_callback is not None
+            and len(self._items) <= self.maxsize // 2
+            and self.bytes <= self.max_bytes // 2
+        ):
             callback, self._space_callback = self._space_callback, None
             callback()
         return item
@@ -125,10 +142,12 @@ class IntakeQueue:
 
     def put_nowait(self, item: InboundMessage) -> None:
         self._items.append(item)
+        self.bytes += len(item.payload)
         self._wake()
 
     def put_many(self, items: list[InboundMessage]) -> None:
         self._items.extend(items)
+        self.bytes += sum(len(item.payload) for item in items)
         self._wake()
 
     def _wake(self) -> None:
@@ -161,7 +180,7 @@ class _Connection(asyncio.Protocol):
         self._intake = intake
         self.number = number
         self.transport: asyncio.Transport | None = None
-        self._buf = b""
+        self._reader = PacketReader(MAX_PACKET_BYTES)
         self.connack: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
         self.suback: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -179,13 +198,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
-        buf = self._buf + data if self._buf else data
         try:
-            packets, used = parse_packets(buf, _MAX_PACKET)
+            packets = self._reader.feed(data)
         except MqttProtocolError as exc:
-            self.drop(f"malformed packet from the broker: {exc}")
+            if exc.packets:  # those before it in the same read are good
+                self._intake._received(self, exc.packets)
+            self._intake.counters["refused_packets"] += 1
+            self.drop(f"refused a packet from the broker: {exc}", exc.reason_code)
             return
-        self._buf = buf[used:] if used < len(buf) else b""
         if packets:
             self._intake._received(self, packets)
 
@@ -229,11 +249,17 @@ class _Connection(asyncio.Protocol):
             self.last_read = time.monotonic()
             self.transport.resume_reading()
 
-    def drop(self, why: str) -> None:
+    def drop(self, why: str, reason_code: int | None = None) -> None:
+        """Close the connection; with ``reason_code``, after a DISCONNECT saying why (MQTT 5 section 4.13)."""
         if not self.closed.done():
             self.closed.set_result(why)
         if self.transport is not None:
-            self.transport.abort()
+            if reason_code is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+                self.transport.write(encode_disconnect(reason_code))
+                self.transport.close()  # sends what is buffered, the DISCONNECT last
+            else:
+                self.transport.abort()
 
 
 class MqttIntake:
@@ -282,6 +308,7 @@ class MqttIntake:
             "acks_sent": 0,
             "acks_of_old_connection": 0,
             "not_handed_over": 0,
+            "refused_packets": 0,
         }
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -446,7 +473,7 @@ class MqttIntake:
                 # The broker must not send us more (MQTT 5 section 3.1.2.11.4: it drops such a message for this
                 # session instead); without it, one oversized message would be refused by the parser, the
                 # connection dropped, and the message redelivered forever.
-                maximum_packet_size=_MAX_PACKET,
+                maximum_packet_size=MAX_PACKET_BYTES,
                 username=s.username,
                 password=s.password.get_secret_value() if s.password else None,
             )

@@ -9,7 +9,10 @@ for) comes out as a :class:`Packet` with its raw body, decoded by :func:`decode_
 and :func:`decode_disconnect` (MQTT 5.0, OASIS standard, sections 2 and 3).
 
 A malformed packet raises :class:`MqttProtocolError` naming what is wrong; the intake then drops the connection
-(the broker redelivers every unacknowledged message to the next one).
+(the broker redelivers every unacknowledged message to the next one). A packet larger than the intake's limit
+(:data:`MAX_PACKET_BYTES`: the contract's largest message plus MQTT's overhead) raises :class:`PacketTooLarge` as
+soon as its fixed header is read, before its body is buffered. :class:`PacketReader` keeps what a read left
+over, in time and memory linear in the packet's size.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
+
+from wire.v1 import MAX_MESSAGE_BYTES
 
 # Packet types (upper nibble of the first byte).
 CONNECT: Final = 1
@@ -37,6 +42,13 @@ DISCONNECT_PACKET: Final = b"\xe0\x00"  # reason 0x00 (normal): the broker keeps
 
 #: Largest Remaining Length (four bytes of variable byte integer).
 MAX_REMAINING_LENGTH: Final = 268_435_455
+#: What MQTT adds around a PUBLISH payload: the fixed header (1 byte and a Remaining Length of up to 4), the topic
+#: (2 bytes of length and, for a v1 topic, at most ~150), the packet identifier (2) and the properties (a length
+#: byte; neither the agents nor the broker put others on our messages). 1 KiB is ample.
+PUBLISH_OVERHEAD_BYTES: Final = 1024
+#: The largest packet of the contract, as MQTT 5 counts a packet's size (section 3.1.2.11.4: every byte of it,
+#: fixed header included): the hub's Maximum Packet Size, and the broker's ``max_packet_size``.
+MAX_PACKET_BYTES: Final = MAX_MESSAGE_BYTES + PUBLISH_OVERHEAD_BYTES
 
 _CLIENT_ONLY: Final = frozenset({0, CONNECT, SUBSCRIBE, PINGREQ})
 _PUBACK: Final = struct.Struct(">BBH")
@@ -121,6 +133,17 @@ MAXIMUM_PACKET_SIZE: Final = 0x27
 
 class MqttProtocolError(ValueError):
     """Bytes that are not a valid MQTT 5 packet (what is wrong is in the message)."""
+
+    #: The reason code of the DISCONNECT that refuses it (MQTT 5 section 4.13: malformed packet).
+    reason_code: int = 0x81
+    #: The complete packets before the refused one in the same buffer (set by :func:`parse_packets`).
+    packets: list[Publish | Packet] = []  # noqa: RUF012 - replaced per instance, never mutated
+
+
+class PacketTooLarge(MqttProtocolError):
+    """A packet larger than the Maximum Packet Size we announced (MQTT 5 section 3.1.2.11.4)."""
+
+    reason_code = 0x95
 
 
 def reason_text(code: int) -> str:
@@ -250,6 +273,11 @@ def encode_publish(topic: str, payload: bytes, *, qos: int, packet_id: int = 0, 
     return _packet((PUBLISH << 4) | (qos << 1) | int(retain), head + payload)
 
 
+def encode_disconnect(reason_code: int) -> bytes:
+    """A DISCONNECT with a reason code and no properties (section 3.14.2)."""
+    return bytes((DISCONNECT << 4, 1, reason_code))
+
+
 def encode_puback(packet_id: int) -> bytes:
     """PUBACK with reason success (its reason code and properties left out, section 3.4.2.1)."""
     return _PUBACK.pack(0x40, 2, packet_id)
@@ -265,9 +293,19 @@ def encode_pubrel_or_comp(packet_type: int, packet_id: int) -> bytes:
 def parse_packets(data: bytes, max_packet: int = MAX_REMAINING_LENGTH) -> tuple[list[Publish | Packet], int]:
     """Every complete packet at the start of ``data`` and how many bytes they took; a partial packet stays.
 
-    Raise :class:`MqttProtocolError` for a malformed packet (a packet longer than ``max_packet`` included).
+    Raise :class:`MqttProtocolError` for a malformed packet, :class:`PacketTooLarge` for one of more than
+    ``max_packet`` bytes in all (fixed header included, as MQTT 5 counts Maximum Packet Size) as soon as its
+    header is there.
     """
     out: list[Publish | Packet] = []
+    try:
+        return _parse(data, max_packet, out)
+    except MqttProtocolError as exc:
+        exc.packets = out
+        raise
+
+
+def _parse(data: bytes, max_packet: int, out: list[Publish | Packet]) -> tuple[list[Publish | Packet], int]:
     pos = 0
     end = len(data)
     while end - pos >= 2:
@@ -289,9 +327,9 @@ def parse_packets(data: bytes, max_packet: int = MAX_REMAINING_LENGTH) -> tuple[
                 shift += 7
                 if shift > 21:
                     raise MqttProtocolError("malformed remaining length (more than four bytes)")
-        if length > max_packet:
-            raise MqttProtocolError(f"packet of {length} bytes is larger than the limit of {max_packet}")
         stop = i + length
+        if stop - pos > max_packet:
+            raise PacketTooLarge(f"packet of {stop - pos} bytes is larger than the limit of {max_packet}")
         if stop > end:
             return out, pos
         kind = first >> 4
@@ -303,6 +341,60 @@ def parse_packets(data: bytes, max_packet: int = MAX_REMAINING_LENGTH) -> tuple[
             out.append(Packet(kind, first & 0x0F, data[i:stop]))
         pos = stop
     return out, pos
+
+
+def packet_size(data: bytes | bytearray | memoryview) -> int:
+    """The size in all of the packet starting at ``data[0]``, or 0 while its Remaining Length is incomplete."""
+    length = 0
+    for n in range(1, min(len(data), 5)):
+        byte = data[n]
+        length |= (byte & 0x7F) << (7 * (n - 1))
+        if not byte & 0x80:
+            return 1 + n + length
+    return 0
+
+
+class PacketReader:
+    """The packets of a byte stream as it arrives in reads of any size, in time and memory linear in its length.
+
+    A packet split over many reads is appended to one ``bytearray`` (amortised O(1) a byte) and parsed once
+    complete: once its header is in, its size is known (:func:`packet_size`) and it is not looked at again before
+    that many bytes are there. (Joining the leftover and each new read into a new ``bytes`` copies everything
+    buffered on every read: quadratic in a packet's size.) A packet over ``max_packet`` raises
+    :class:`PacketTooLarge` when its header arrives, before its body is buffered.
+    """
+
+    def __init__(self, max_packet: int = MAX_PACKET_BYTES) -> None:
+        self.max_packet = max_packet
+        self._buf = bytearray()
+        #: Size of the partial packet in ``_buf`` (0: its header is not complete yet).
+        self._need = 0
+        #: Times the parser ran (a partial packet whose size is known is not parsed again until complete).
+        self.parses = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a partial packet held."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Publish | Packet]:
+        """Every packet completed by ``data``, in order (raises :class:`MqttProtocolError` on a malformed one)."""
+        buf = self._buf
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return []
+            data = bytes(buf)
+            buf.clear()
+        self.parses += 1
+        packets, used = parse_packets(data, self.max_packet)
+        if used < len(data):
+            rest = memoryview(data)[used:]
+            buf += rest
+            self._need = packet_size(rest)
+        else:
+            self._need = 0
+        return packets
 
 
 def _publish(data: bytes, first: int, i: int, stop: int) -> Publish:  # noqa: PLR0912 - one pass, inlined

@@ -67,7 +67,7 @@ class Hub:
             if s.spill.dir is not None:
                 spill = Spill(s.spill.dir, max_bytes=s.spill.max_bytes, segment_bytes=s.spill.segment_bytes)
                 stack.callback(spill.close)
-            queue = IntakeQueue(s.batch.queue_size)
+            queue = IntakeQueue(s.batch.queue_size, s.mqtt.queue_max_bytes)
             self._intake = await stack.enter_async_context(
                 MqttIntake(s.mqtt, queue, receive_maximum=s.batch.max_pending_messages + s.batch.queue_size)
             )
@@ -92,7 +92,7 @@ class Hub:
             if observe == "share":
                 self._pipeline.add_observer(self._operations.observe)
             elif observe == "all":
-                observer_queue = IntakeQueue(s.batch.queue_size)
+                observer_queue = IntakeQueue(s.batch.queue_size, s.mqtt.queue_max_bytes)
                 self._observer_feed = ObserverFeed(observer_queue, [self._operations.observe])
                 feed_task = asyncio.create_task(self._observer_feed.run(), name="hub-observer-feed")
                 stack.push_async_callback(cancel_and_wait, feed_task)

@@ -5,6 +5,9 @@ POSTed to it as JSON ``{"event": ..., "alert": {...}}``. A delivery is retried o
 HTTP 408, 429 or 5xx, up to ``retries`` more times with capped exponential backoff and jitter; other answers are
 final. Every attempt is written to the ``webhook_deliveries`` table (``GET /api/v1/alerts/{id}/deliveries``).
 The queue is bounded: beyond ``max_queued`` waiting events, new ones are dropped and counted.
+
+A webhook URL usually holds a secret, so the delivery log and the hub's logs name the webhook (``name``) and
+never hold its URL: an error text that quotes a URL (some of httpx's do) has it replaced by the name.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from typing import Any
 
@@ -27,6 +31,12 @@ RETRY_STATUS = frozenset({408, 429})
 #: Backoff between attempts: min(max, initial * 2^n), jittered to [d/2, d].
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 60.0
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+
+
+def scrub(text: str, hook: Webhook) -> str:
+    """``text`` with the webhook's URL, and any other URL in it, replaced by ``<name>``."""
+    return _URL.sub(f"<{hook.name}>", text.replace(hook.url, f"<{hook.name}>"))
 
 
 class Notifier:
@@ -80,8 +90,9 @@ class Notifier:
             hook, event, alert = await self._queue.get()
             try:
                 await self.deliver(client, hook, event, alert)
-            except Exception:
-                log.exception("webhooks: delivery to %s failed unexpectedly", hook.url)
+            except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the worker
+                # Not log.exception: a traceback's text may quote the URL.
+                log.error("webhooks: delivery to %s failed unexpectedly: %s", hook.name, scrub(repr(exc), hook))  # noqa: TRY400
 
     async def deliver(self, client: httpx.AsyncClient, hook: Webhook, event: str, alert: dict[str, Any]) -> bool:
         """Deliver one event, retrying; True if the receiver took it."""
@@ -94,7 +105,7 @@ class Notifier:
                 response = await client.post(hook.url, json=body, headers=hook.headers, timeout=hook.timeout_s)
                 status = response.status_code
             except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
+                error = scrub(f"{type(exc).__name__}: {exc}", hook)[:500]
             ok = status is not None and 200 <= status < 300
             retryable = status is None or status in RETRY_STATUS or status >= 500
             if status is not None and not ok:
@@ -103,7 +114,7 @@ class Notifier:
                 {
                     "alert_id": alert["id"],
                     "event": event,
-                    "url": hook.url,
+                    "webhook": hook.name,
                     "attempt": attempt,
                     "ok": ok,
                     "status_code": status,
@@ -119,5 +130,5 @@ class Notifier:
             ceiling = min(RETRY_MAX_S, self._retry_initial_s * 2 ** (attempt - 1))
             await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
         self.failed += 1
-        log.warning("webhooks: %s of alert %s not delivered to %s (%s)", event, alert["id"], hook.url, error)
+        log.warning("webhooks: %s of alert %s not delivered to %s (%s)", event, alert["id"], hook.name, error)
         return False

@@ -11,7 +11,7 @@
       - {id: gateway-offline, type: offline, target: gateway, for_s: 0, severity: critical}
       - {id: stale-data, type: stale, max_age_s: 600}
     webhooks:
-      - {url: "https://chat.example/hooks/ioc", min_severity: major, retries: 5, timeout_s: 5}
+      - {name: chat-ops, url: "https://chat.example/hooks/ioc", min_severity: major, retries: 5, timeout_s: 5}
 
 - ``threshold``: fires when ``metric`` is above ``above`` (or below ``below``) continuously for ``for_s``;
   resolves by itself only when it crosses the separate ``clear`` level (hysteresis: a value between the two
@@ -23,6 +23,9 @@
   is online (the data stopped, whatever the agent thinks of the device); clears at the next reading.
 
 ``kinds`` and ``devices`` restrict a rule (empty: every device).
+
+A webhook's ``url`` usually holds a secret (a chat token in the path or query): the hub shows and logs a webhook
+by its ``name`` only (default ``webhook-<n>``, its position in the list from 1), never by its URL.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hub.errors import ConfigError
 from wire.v1 import ID_PATTERN, KIND_PATTERN, METRIC_PATTERN
@@ -103,6 +106,8 @@ Rule = Annotated[ThresholdRule | BitsRule | OfflineRule | StaleRule, Field(discr
 
 class Webhook(_Model):
     url: Annotated[str, Field(pattern=r"^https?://[^\s/]+", max_length=2000)]
+    #: How the webhook is shown in the delivery log and the hub's logs; unique in the file.
+    name: Annotated[str, Field(pattern=ID_PATTERN)] = ""
     min_severity: Severity = "warning"
     #: Attempts after the first one; capped exponential backoff between them.
     retries: Annotated[int, Field(ge=0, le=20)] = 5
@@ -113,6 +118,16 @@ class Webhook(_Model):
 class RulesFile(_Model):
     rules: list[Rule] = []
     webhooks: list[Webhook] = []
+
+    @field_validator("webhooks")
+    @classmethod
+    def _name_webhooks(cls, webhooks: list[Webhook]) -> list[Webhook]:
+        named = [w if w.name else w.model_copy(update={"name": f"webhook-{i}"}) for i, w in enumerate(webhooks, 1)]
+        names = [w.name for w in named]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"webhook name {twice[0]!r} is used twice")
+        return named
 
     @model_validator(mode="after")
     def _unique(self) -> Self:

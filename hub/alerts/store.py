@@ -54,7 +54,9 @@ class DeliveryRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     alert_id: Mapped[int] = mapped_column(Integer, index=True)
     event: Mapped[str] = mapped_column(String(16))
-    url: Mapped[str] = mapped_column(String(2000))
+    # The webhook's name (hub/alerts/rules.py), never its URL, which holds secrets. The column keeps the name
+    # ``url`` that databases made before hold; rows from then hold URLs and are shown without them.
+    webhook: Mapped[str] = mapped_column("url", String(2000))
     attempt: Mapped[int] = mapped_column(Integer)
     ok: Mapped[bool] = mapped_column(Boolean)
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -214,7 +216,7 @@ class AlertStore:
                     "id": r.id,
                     "alert_id": r.alert_id,
                     "event": r.event,
-                    "url": r.url,
+                    "webhook": r.webhook if "://" not in r.webhook else "(a URL, recorded before webhooks had names)",
                     "attempt": r.attempt,
                     "ok": r.ok,
                     "status_code": r.status_code,

@@ -1,6 +1,6 @@
 """Authentication (bearer tokens, roles) and access to the operations services, as FastAPI dependencies.
 
-- no or malformed ``Authorization: Bearer`` header, unknown or revoked token: **401** with
+- no or malformed ``Authorization: Bearer`` header, unknown, revoked or expired token: **401** with
   ``WWW-Authenticate: Bearer``;
 - a valid token without the role the route needs: **403** naming the role needed and the token's role;
 - a resource outside a ward-limited token's wards: **404**, as if it did not exist (no existence leak).
@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hub.auth import Principal
+from hub.routes.guard import BEARER_REFUSED, NO_BEARER, PRINCIPAL_STATE
 from hub.routes.services import Operations
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `ioc hub token create --role ROLE`.")
@@ -37,17 +38,17 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing bearer token (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        principal = await operations(request).tokens.authenticate(credentials.credentials)
+        # Authenticated already, before the body was read, for /api/ paths (hub/routes/guard.py); /metrics and
+        # the counters with ``http.metrics_need_token`` come here with the header alone.
+        principal: Principal | None = getattr(request.state, PRINCIPAL_STATE, None)
         if principal is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"}
-            )
+            if credentials is None or credentials.scheme.lower() != "bearer":
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, NO_BEARER, headers={"WWW-Authenticate": "Bearer"})
+            principal = await operations(request).tokens.authenticate(credentials.credentials)
+            if principal is None:
+                raise HTTPException(
+                    status.HTTP_401_UNAUTHORIZED, BEARER_REFUSED, headers={"WWW-Authenticate": "Bearer"}
+                )
         if not principal.has(role):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

@@ -16,9 +16,10 @@ router = APIRouter(tags=["events"])
     responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
 )
 async def events(principal: Viewer, ops: Ops, request: Request) -> StreamingResponse:
-    """Live device, gateway and alert changes (server-sent events)."""
+    """Live device, gateway and alert changes (server-sent events); the stream ends, with ``event: closed``,
+    within a few seconds of its token's revocation or expiry."""
     return StreamingResponse(
-        ops.events.stream(principal, request),
+        ops.events.stream(principal, request, ops.tokens.active),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -1,4 +1,8 @@
-"""``/api/v1/tokens`` (role admin): create (the token is in the answer, once), list, revoke."""
+"""``/api/v1/tokens`` (role admin): create (the token is in the answer, once), list, revoke.
+
+An admin limited to wards manages only tokens limited to wards within its own: it creates only those, lists
+only those, and revoking another answers 404 as if it did not exist (``Principal.manages``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.auth import MAX_EXPIRES_IN_S
 from hub.routes.deps import Admin, Ops, not_found
 from wire.v1 import ID_PATTERN
 
@@ -20,25 +25,30 @@ class TokenRequest(BaseModel):
     name: Annotated[str, Field(max_length=100)] = ""
     #: Limit the token to these wards; omitted: every ward.
     wards: Annotated[list[Annotated[str, Field(pattern=ID_PATTERN)]], Field(min_length=1, max_length=100)] | None = None
+    #: The token stops working this many seconds after its creation; omitted: it does not expire.
+    expires_in_s: Annotated[int, Field(ge=60, le=MAX_EXPIRES_IN_S)] | None = None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_token(principal: Admin, ops: Ops, body: TokenRequest) -> dict[str, Any]:
     """A new token; ``token`` is shown only in this answer (only its hash is stored)."""
-    if principal.wards is not None:
-        outside = sorted(set(body.wards or []) - principal.wards) if body.wards is not None else ["(every ward)"]
-        if outside:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"this token may only create tokens within its wards (not {', '.join(outside)})",
-            )
-    token, row = await ops.tokens.create(body.role, wards=body.wards, name=body.name, created_by=principal.label)
+    if not principal.manages(body.wards):
+        assert principal.wards is not None
+        outside = sorted(set(body.wards) - principal.wards) if body.wards is not None else ["(every ward)"]
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"this token may only create tokens within its wards (not {', '.join(outside)})",
+        )
+    token, row = await ops.tokens.create(
+        body.role, wards=body.wards, name=body.name, created_by=principal.label, expires_in_s=body.expires_in_s
+    )
     return {**row, "token": token}
 
 
 @router.get("")
 async def list_tokens(principal: Admin, ops: Ops) -> dict[str, Any]:
-    items = await ops.tokens.list_tokens()
+    """The tokens this admin manages (every token for an admin not limited to wards); never their secrets."""
+    items = await ops.tokens.list_tokens(by=principal)
     return {"total": len(items), "items": items}
 
 
@@ -46,8 +56,9 @@ async def list_tokens(principal: Admin, ops: Ops) -> dict[str, Any]:
 async def revoke_token(
     principal: Admin, ops: Ops, token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
 ) -> dict[str, Any]:
-    """Revoke a token (it stops working within 30 s in every hub process)."""
-    row = await ops.tokens.revoke(token_id)
+    """Revoke a token (it stops working within 30 s in every hub process; its open event streams end within a
+    few seconds)."""
+    row = await ops.tokens.revoke(token_id, by=principal)
     if row is None:
         raise not_found("token", token_id)
     return row
