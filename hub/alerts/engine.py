@@ -7,6 +7,10 @@ stored before the resolve that follows it. The database's unique constraint on o
 
 After a manual resolve, the condition starts afresh: if it still holds (or comes back), the alert fires again
 after the rule's ``for_s`` (a peer's known failure is an alarm cleared by hand that never fires again).
+
+Components may raise alerts of their own that no rule file describes (:meth:`AlertEngine.raise_alert`, e.g. the
+security alerts of :mod:`hub.alerts.security`): same table, same one-open-alert guarantee, same listeners
+(webhooks, live events), resolved by the component (:meth:`AlertEngine.resolve_alert`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from hub.alerts.rules import BitsRule, OfflineRule, RulesFile, StaleRule, ThresholdRule
-from hub.alerts.store import AlertStore
+from hub.alerts.store import AlertRow, AlertStore, alert_dict
 from hub.health.machine import Health
 from hub.health.monitor import HealthMonitor, Transition
 from hub.registry.registry import Registry
@@ -214,6 +221,74 @@ class AlertEngine:
         if isinstance(found, ThresholdRule) and cond.value is not None:
             # Inside the hysteresis band the condition is not "back": it must breach again.
             cond.breaching = found.breaches(cond.value)
+
+    # ------------------------------------------------------------------------------------------ raised by components
+
+    def is_open(self, subject: str, rule_id: str) -> bool:
+        cond = self._conds.get((subject, rule_id))
+        return cond is not None and cond.open
+
+    def raise_alert(
+        self,
+        subject: str,
+        rule_id: str,
+        *,
+        subject_type: str,
+        site: str,
+        gateway: str,
+        severity: str,
+        message: str,
+        value: float | None = None,
+        kind: str = "",
+    ) -> bool:
+        """Open an alert no rule file describes, at once; False if one is open for (subject, rule) already."""
+        cond = self._cond(subject, rule_id)
+        if cond.open:
+            return False
+        cond.open, cond.breaching = True, False
+        cond.site, cond.gateway, cond.kind, cond.subject_type = site, gateway, kind, subject_type
+        cond.message, cond.value = message, value
+        ward = self._registry.ward_of_site(site) if self._registry is not None else None
+        values = {
+            "rule": rule_id,
+            "subject": subject,
+            "subject_type": subject_type,
+            "site": site,
+            "gateway": gateway,
+            "ward": ward,
+            "kind": kind,
+            "severity": severity,
+            "message": message[:600],
+            "value": value,
+        }
+        self._enqueue(lambda: self._open(values))
+        return True
+
+    def update_alert(self, subject: str, rule_id: str, *, value: float, message: str) -> None:
+        """Refresh the value and message of the open alert of (subject, rule) (a count of repeats)."""
+        cond = self._conds.get((subject, rule_id))
+        if cond is None or not cond.open:
+            return
+        cond.value, cond.message = value, message
+        self._enqueue(lambda: self._update(subject, rule_id, value, message[:600]))
+
+    def resolve_alert(self, subject: str, rule_id: str, why: str) -> None:
+        """Resolve the open alert of (subject, rule) that a component raised (its condition is over)."""
+        cond = self._conds.get((subject, rule_id))
+        if cond is not None:
+            self._clear(subject, rule_id, cond, why)
+
+    async def _update(self, subject: str, rule_id: str, value: float, message: str) -> None:
+        key = f"{subject}|{rule_id}"
+
+        def update(session: Session) -> dict[str, Any] | None:
+            row = session.scalars(select(AlertRow).where(AlertRow.open_key == key)).first()
+            if row is None:
+                return None
+            row.value, row.message = value, message
+            return alert_dict(row)
+
+        await self._store.db.write(update)
 
     # ------------------------------------------------------------------------------------------ actions
 

@@ -1,0 +1,146 @@
+"""Security alerts from the ingest admission's refusals: one open alert per (gateway, reason) however many
+refusals, the count refreshed, resolved after a quiet period; every refusal counted per gateway. On the real
+alert store (SQLite) and engine, whose listeners are the webhooks and the live events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.alerts.engine import AlertEngine
+from hub.alerts.rules import RulesFile
+from hub.alerts.security import SecurityAlerts
+from hub.alerts.store import AlertStore
+from hub.ingest.admission import Refusal, RefusalReason
+from hub.registry.db import Database
+from hub.registry.inventory import parse_mapping
+from hub.registry.registry import Registry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    database.create_schema()
+    yield database
+    database.close()
+
+
+def refusal(reason: RefusalReason, device: str = "aq-01", gateway: str = "gw-9") -> Refusal:
+    return Refusal("s2", gateway, reason, device, f"{reason.value} about {device}")
+
+
+def make(db: Database) -> tuple[SecurityAlerts, AlertEngine, AlertStore, Clock, list[tuple[str, str, str]]]:
+    clock = Clock()
+    registry = Registry()
+    registry.apply_inventory(parse_mapping({"sites": [{"id": "s2", "ward": "quan-3"}]}, "x"))
+    store = AlertStore(db)
+    engine = AlertEngine(RulesFile(), store, registry, clock=clock)
+    events: list[tuple[str, str, str]] = []
+    engine.subscribe(lambda event, alert: events.append((event, alert["rule"], alert["subject"])))
+    return SecurityAlerts(engine, quiet_s=300, update_s=10, clock=clock), engine, store, clock, events
+
+
+async def open_alerts(store: AlertStore) -> list[dict[str, Any]]:
+    return sorted(await store.open_alerts(), key=lambda a: a["rule"])
+
+
+async def test_a_storm_of_refusals_is_one_alert_per_gateway_and_reason_with_its_count(db: Database) -> None:
+    security, engine, store, clock, events = make(db)
+    for i in range(500):
+        security.observe(refusal(RefusalReason.FOREIGN_DEVICE, device=f"d-{i % 7}"))
+    for _ in range(3):
+        security.observe(refusal(RefusalReason.FIELD_TYPE))
+    security.observe(refusal(RefusalReason.UNANNOUNCED_DEVICE))  # counted, not an alert (rebirth asked)
+    security.observe(refusal(RefusalReason.CLOCK_SKEW))  # counted, not an alert (a health problem)
+    security.observe(refusal(RefusalReason.HUB_OWNED_KIND, gateway="gw-1"))
+    await engine.drain()
+
+    alerts = await open_alerts(store)
+    assert [(a["rule"], a["subject"], a["severity"], a["subject_type"], a["ward"]) for a in alerts] == [
+        ("security-field-type", "s2/gw-9", "major", "gateway", "quan-3"),
+        ("security-foreign-device", "s2/gw-9", "critical", "gateway", "quan-3"),
+        ("security-hub-owned-kind", "s2/gw-1", "critical", "gateway", "quan-3"),
+    ]
+    assert sorted(events) == [
+        ("fired", "security-field-type", "s2/gw-9"),
+        ("fired", "security-foreign-device", "s2/gw-9"),
+        ("fired", "security-hub-owned-kind", "s2/gw-1"),
+    ]
+    assert security.counts("s2", "gw-9") == {
+        "foreign_device": 500,
+        "field_type": 3,
+        "unannounced_device": 1,
+        "clock_skew": 1,
+    }
+    assert security.counts("s2", "gw-1") == {"hub_owned_kind": 1}
+
+    # The count reaches the alert row, at most once per update period.
+    clock.now += 10
+    security.tick()
+    await engine.drain()
+    foreign = next(a for a in await open_alerts(store) if a["rule"] == "security-foreign-device")
+    assert foreign["value"] == 500.0
+    assert "refused 500 times" in foreign["message"]
+    assert len(events) == 3  # a refreshed count notifies nobody
+
+
+async def test_a_security_alert_resolves_after_the_quiet_period_and_a_new_refusal_opens_another(db: Database) -> None:
+    security, engine, store, clock, events = make(db)
+    security.observe(refusal(RefusalReason.DEVICE_RATE))
+    clock.now += 299
+    security.observe(refusal(RefusalReason.DEVICE_RATE))  # the quiet period starts again
+    clock.now += 299
+    security.tick()
+    await engine.drain()
+    assert [a["rule"] for a in await open_alerts(store)] == ["security-device-rate"]
+
+    clock.now += 1
+    security.tick()
+    await engine.drain()
+    assert await open_alerts(store) == []
+    _, resolved = await store.query(states=["resolved"])
+    assert resolved[0]["resolution"] == "condition cleared: no device_rate refusal for 300 s (2 in all)"
+
+    security.observe(refusal(RefusalReason.DEVICE_RATE))
+    await engine.drain()
+    assert [e[0] for e in events] == ["fired", "resolved", "fired"]
+
+
+async def test_after_a_manual_resolve_the_next_refusal_opens_a_new_alert(db: Database) -> None:
+    security, engine, store, _clock, events = make(db)
+    security.observe(refusal(RefusalReason.UNKNOWN_KIND))
+    await engine.drain()
+    alert = (await open_alerts(store))[0]
+    await store.resolve(alert["id"], "operator", "checked the cabinet")
+    engine.manual_resolved(alert["subject"], alert["rule"])
+
+    security.observe(refusal(RefusalReason.UNKNOWN_KIND))
+    await engine.drain()
+    assert [(a["rule"], a["value"]) for a in await open_alerts(store)] == [("security-unknown-kind", 1.0)]
+    assert [e[0] for e in events] == ["fired", "fired"]
+
+
+async def test_open_security_alerts_of_a_previous_run_are_taken_over_and_resolve_when_quiet(db: Database) -> None:
+    security, engine, store, _clock, _events = make(db)
+    security.observe(refusal(RefusalReason.FOREIGN_DEVICE))
+    await engine.drain()
+
+    again, engine2, _store, clock2, events2 = make(db)
+    await engine2.load()
+    await again.load(store)
+    clock2.now += 300
+    again.tick()
+    await engine2.drain()
+    assert await open_alerts(store) == []
+    assert events2 == [("resolved", "security-foreign-device", "s2/gw-9")]
