@@ -72,8 +72,11 @@ async def run_agent(
     def announce_devices() -> None:
         publisher.set_devices([p.info() for p in scheduler.plans()])
 
+    async def rebirth() -> str:
+        return await publisher.rebirth()
+
     commands = CommandDispatcher(
-        config.gateway, scheduler, send_ack, reload=reload, on_devices_changed=announce_devices
+        config.gateway, scheduler, send_ack, reload=reload, on_devices_changed=announce_devices, rebirth=rebirth
     )
     latency = LatencyWindow()
     metrics = AgentMetrics(

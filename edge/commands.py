@@ -15,6 +15,9 @@ Actions (``docs/protocol.md``, "cmd and cmd/ack"):
   camera, ``display_message`` on a sign: ``params`` go to the driver as they are; its detail is the ack's.
 - ``reload_config``, addressed to the gateway id: rereads the config file and applies added, removed and
   changed devices without restarting the process; a bad file is an ``error`` ack and the old config stays.
+- ``rebirth`` (:data:`wire.v1.REBIRTH`), addressed to the gateway id: publishes a fresh retained birth of the
+  current session (the devices served now) and acks ``ok`` once the broker has it (Sparkplug B's
+  "Node Control/Rebirth": the hub asks when it got data for a device the birth it holds did not announce).
 
 Statuses: ``ok``; ``unsupported`` for an action this device does not have (its driver does not declare it);
 ``timeout`` when the device did not answer within the command's ``timeout_s`` (or its own poll timeout, for
@@ -44,11 +47,12 @@ import msgspec
 
 from devices.driver import MetricValue, now_ms
 from devices.errors import DeviceError
-from edge.errors import ConfigError
+from edge.errors import ConfigError, UplinkError
 from edge.scheduler import ActionNotSupported, PollFailed, UnknownDevice
 from edge.tasks import cancel_and_wait
 from wire.v1 import (
     MAX_METRICS_PER_READING,
+    REBIRTH,
     AckStatus,
     Command,
     CommandAck,
@@ -90,6 +94,9 @@ class DeviceControl(Protocol):
 AckSender = Callable[[CommandAck], Awaitable[bool]]
 #: Rereads and applies the config; returns what changed as (detail, counts). Raises :class:`ConfigError`.
 Reloader = Callable[[], Awaitable[tuple[str, dict[str, int]]]]
+#: Publishes a fresh birth of the current session and returns once the broker has it, saying what was published
+#: (:meth:`edge.publisher.Publisher.rebirth`). Raises (:class:`edge.errors.UplinkError`) when it cannot.
+Rebirther = Callable[[], Awaitable[str]]
 
 
 class CommandRefused(Exception):
@@ -136,12 +143,14 @@ class CommandDispatcher:
         reload: Reloader | None = None,
         max_running: int = DEFAULT_MAX_RUNNING,
         on_devices_changed: Callable[[], None] | None = None,
+        rebirth: Rebirther | None = None,
     ) -> None:
         self.gateway = check_id(gateway, "gateway")
         self.stats = CommandStats()
         self._devices = devices
         self._send_ack = send_ack
         self._reload = reload
+        self._rebirth = rebirth
         #: Called after every ``set_interval`` and ``reload_config``, whatever their outcome (a reload may fail
         #: half-way): the agent announces the devices served in a new birth if they changed.
         self._on_devices_changed = on_devices_changed
@@ -258,6 +267,9 @@ class CommandDispatcher:
             if command.action == RELOAD_CONFIG:
                 detail, counts = await self._reload_config(command)
                 result: dict[str, MetricValue] = dict(counts)
+            elif command.action == REBIRTH:
+                async with asyncio.timeout(command.timeout_s):
+                    detail, result = await self._publish_rebirth(command), {}
             else:
                 async with asyncio.timeout(command.timeout_s):
                     detail, result = await self._device_action(command)
@@ -285,7 +297,7 @@ class CommandDispatcher:
             status, detail = (AckStatus.TIMEOUT if exc.timed_out else AckStatus.ERROR), exc.reason
         elif isinstance(exc, TimeoutError):
             status, detail = AckStatus.TIMEOUT, f"no answer from {command.device!r} within {command.timeout_s:g} s"
-        elif not isinstance(exc, DeviceError | ConfigError | ValueError):
+        elif not isinstance(exc, DeviceError | ConfigError | UplinkError | ValueError):
             log.error(
                 "command %s (%s on %s) failed unexpectedly",
                 command.id,
@@ -301,7 +313,7 @@ class CommandDispatcher:
             raise CommandRefused(
                 AckStatus.ERROR,
                 f"{command.action!r} is addressed to the gateway id {self.gateway!r}; "
-                f"the gateway itself only takes {RELOAD_CONFIG!r}",
+                f"the gateway itself only takes {RELOAD_CONFIG!r} and {REBIRTH!r}",
             )
         if command.action == SET_INTERVAL:
             interval_s = _interval_param(command.params)
@@ -333,6 +345,16 @@ class CommandDispatcher:
             raise CommandRefused(AckStatus.UNSUPPORTED, "this agent was not started from a config file")
         async with self._reload_lock:
             return await self._reload()
+
+    async def _publish_rebirth(self, command: Command) -> str:
+        if command.device != self.gateway:
+            raise CommandRefused(
+                AckStatus.ERROR, f"{REBIRTH!r} is addressed to the gateway id {self.gateway!r}, not to a device"
+            )
+        _no_params(command)
+        if self._rebirth is None:
+            raise CommandRefused(AckStatus.UNSUPPORTED, "this agent cannot publish a birth on request")
+        return await self._rebirth()
 
     def _ack(
         self, command: Command, status: AckStatus, detail: str, result: dict[str, MetricValue] | None = None

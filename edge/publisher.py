@@ -215,6 +215,15 @@ class Publisher:
         self._devices = devices
         self._devices_changed.set()
 
+    async def rebirth(self) -> str:
+        """Publish a fresh birth of the current session now (the ``rebirth`` command), returning once the broker
+        has it: what was published. :class:`UplinkError` when not connected (the next connect's birth follows)."""
+        client, session = self._client, self.session
+        if client is None or session is None:
+            raise UplinkError("not connected to the broker; the next connect publishes a birth")
+        await self._publish_birth(client, session, again=True)
+        return f"birth {session.births} of session {session.id} published ({len(self._devices)} devices)"
+
     @property
     def keepalive_s(self) -> int | None:
         """The ``keepalive_s`` of the birth: the promise of a data message at least that often, if kept."""

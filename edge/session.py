@@ -37,6 +37,8 @@ class Session:
     id: str = field(default_factory=new_session_id)
     started_ms: int = field(default_factory=now_ms)
     last_seq: int = 0
+    births: int = 0
+    """Births made for this session: the first at connect, then one per change of devices or rebirth request."""
 
     def next_seq(self) -> int:
         """The ``seq`` of the next data message: 1, 2, 3... within this session."""
@@ -45,6 +47,7 @@ class Session:
 
     def birth(self, agent: str, devices: Sequence[DeviceInfo], keepalive_s: int | None = None) -> State:
         """``keepalive_s`` (the connection's MQTT keep-alive) promises a ``data`` message at least that often."""
+        self.births += 1
         return State(
             online=True, session=self.id, ts=now_ms(), agent=agent, devices=list(devices), keepalive_s=keepalive_s
         )

@@ -156,6 +156,13 @@ class Command(msgspec.Struct, frozen=True):
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
 
 
+#: ``Command.action`` of a request for a new birth, addressed to the gateway id itself (``device``): the agent
+#: publishes a fresh retained birth of its current session, the devices it serves now, then acks ``ok``. The
+#: hub sends it when a gateway sends data for a device its current birth did not announce (as Sparkplug B's
+#: "Node Control/Rebirth": data is accepted only for what the node's birth declared).
+REBIRTH: Final = "rebirth"
+
+
 class AckStatus(StrEnum):
     OK = "ok"
     ERROR = "error"
