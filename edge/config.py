@@ -15,6 +15,7 @@ file (or variable), the device (index and id) and the field, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import types
@@ -39,7 +40,7 @@ from pydantic_core import PydanticCustomError
 
 from edge.errors import ConfigError
 from edge.plan import DevicePlan, DevicePlanError, build_device_plans
-from edge.problems import device_label, dotted, pydantic_message
+from edge.problems import device_label, dotted, plain_tcp_to_remote_broker, pydantic_message
 from wire.v1 import ID_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_READINGS_PER_BATCH, METRIC_PATTERN
 
 ENV_PREFIX: Final = "IOC_EDGE_"
@@ -47,6 +48,16 @@ ENV_PREFIX: Final = "IOC_EDGE_"
 DEFAULT_POLL_TIMEOUT_CAP_S: Final = 10.0
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def _is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Section(BaseModel):
@@ -60,7 +71,11 @@ class BrokerConfig(_Section):
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
+    #: TLS to the broker. Required for a broker that is not on loopback, unless ``allow_plain_tcp`` is set.
     tls: bool = False
+    #: Allow plain TCP (no TLS) to a broker that is not on loopback: the password and data then cross the
+    #: network in the clear. For a private network only; the agent logs a warning at start.
+    allow_plain_tcp: bool = False
     #: CA bundle to verify the broker with (TLS only); the system's CAs when unset.
     ca_file: FilePath | None = None
     #: MQTT keepalive; a dead link is noticed after 1.5 x this at the latest.
@@ -79,7 +94,14 @@ class BrokerConfig(_Section):
             raise ValueError("broker.ca_file is set but broker.tls is off")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("broker.reconnect_max_s is smaller than broker.reconnect_min_s")
+        if self.plain_tcp_to_remote and not self.allow_plain_tcp:
+            raise ValueError(plain_tcp_to_remote_broker(self.host))
         return self
+
+    @property
+    def plain_tcp_to_remote(self) -> bool:
+        """No TLS to a broker that is not on loopback (``localhost``, 127.0.0.0/8, ::1)."""
+        return not self.tls and not _is_loopback(self.host)
 
 
 class PublishConfig(_Section):

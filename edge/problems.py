@@ -53,3 +53,20 @@ class Problem:
     def render(self, source: str) -> str:
         parts = [source, device_label(self.index, self.device_id), self.field or "", self.message]
         return ": ".join(p for p in parts if p)
+
+
+def plain_tcp_to_remote_broker(host: str) -> str:
+    """The problem of a broker off this machine reached without TLS, naming the field that fixes it."""
+    return (
+        f"broker.tls is off for the broker {host!r}, which is not on loopback: turn broker.tls on (the gateway's "
+        "password and data would cross the network in the clear), or set broker.allow_plain_tcp for a private "
+        "network"
+    )
+
+
+def plain_tcp_warning(host: str) -> str:
+    """What the agent logs at start when ``broker.allow_plain_tcp`` lets it reach a remote broker without TLS."""
+    return (
+        f"plain TCP to the broker {host!r}, which is not on loopback (broker.allow_plain_tcp): the gateway's "
+        "password and data cross the network in the clear"
+    )

@@ -70,6 +70,7 @@ from edge.events import EventQueue
 from edge.latency import LatencyWindow
 from edge.outbox import Lane, Outbox
 from edge.outbox_replay import ReplayLimiter, Step, next_step
+from edge.problems import plain_tcp_warning
 from edge.session import Session
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
@@ -232,6 +233,8 @@ class Publisher:
     # ------------------------------------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
+        if self._broker.plain_tcp_to_remote:
+            log.warning(plain_tcp_warning(self._broker.host))
         self._task = asyncio.create_task(self._run(), name="edge-publisher")
         return self
 

@@ -111,8 +111,9 @@ class CommandPublisher:
             protocol=MQTTProtocolVersion.MQTTv5,
             reconnect_on_failure=True,
         )
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
+        username, password = s.credentials("command")  # its own account: may write cmd, read cmd/ack
+        if username is not None:
+            client.username_pw_set(username, password)
         if s.tls:
             try:
                 client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)

@@ -56,13 +56,25 @@ class _Section(BaseModel):
 
 
 class MqttSettings(_Section):
-    """The broker connection of the hub's intake."""
+    """The hub's broker connections: the intake, the observer (``observe: all``) and the commands."""
 
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=1883, ge=1, le=65535)
+    #: The intake's account: reads ``data``, ``state``, ``event`` and ``cmd/ack`` of every gateway, writes nothing.
     username: str | None = None
     password: SecretStr | None = None
+    #: The observer connection's account (``observe: all``), with the intake's ACL; unset: the intake's account.
+    observer_username: str | None = None
+    observer_password: SecretStr | None = None
+    #: The command connection's account: writes ``cmd``, reads ``cmd/ack``; unset: the intake's account (which a
+    #: broker with the narrow ACLs of ioc/stack and the ansible role does not let write ``cmd``).
+    command_username: str | None = None
+    command_password: SecretStr | None = None
+    #: TLS to the broker. Required for a broker that is not on loopback, unless ``allow_plain_tcp`` is set.
     tls: bool = False
+    #: Allow plain TCP (no TLS) to a broker that is not on loopback: passwords and data then cross the network
+    #: in the clear. For a private network only; the hub logs a warning at start.
+    allow_plain_tcp: bool = False
     #: CA bundle to verify the broker with (TLS only); the system's CAs when unset.
     ca_file: FilePath | None = None
     #: Stable across restarts: the broker keeps this session's unacknowledged messages while the hub is away.
@@ -102,7 +114,35 @@ class MqttSettings(_Section):
             )
         if self.observe == "all" and len(self.client_id) > 128 - len("-observe"):
             raise ValueError("mqtt.client_id is too long for mqtt.observe 'all' (its '-observe' connection)")
+        if not self.tls and not self.allow_plain_tcp and not is_loopback(self.host):
+            raise PydanticCustomError(
+                "plain_tcp_to_remote_broker",
+                "is off for the broker '{host}', which is not on loopback: turn mqtt.tls on (passwords and data "
+                "would cross the network in the clear), or set mqtt.allow_plain_tcp for a private network",
+                {"field": "mqtt.tls", "host": self.host},
+            )
+        for name in ("observer", "command"):
+            if (getattr(self, f"{name}_username") is None) != (getattr(self, f"{name}_password") is None):
+                raise PydanticCustomError(
+                    "account_half_set",
+                    "and mqtt.{name}_password are set together (or neither: the intake's account)",
+                    {"field": f"mqtt.{name}_username", "name": name},
+                )
         return self
+
+    @property
+    def plain_tcp_to_remote(self) -> bool:
+        """Plain TCP to a broker not on loopback (allowed by ``allow_plain_tcp``): worth a warning at start."""
+        return not self.tls and not is_loopback(self.host)
+
+    def credentials(self, connection: Literal["intake", "observer", "command"]) -> tuple[str | None, str | None]:
+        """(username, password) of a connection's account (the intake's where its own is unset)."""
+        username, password = self.username, self.password
+        if connection == "observer" and self.observer_username is not None:
+            username, password = self.observer_username, self.observer_password
+        elif connection == "command" and self.command_username is not None:
+            username, password = self.command_username, self.command_password
+        return username, password.get_secret_value() if password is not None else None
 
     @property
     def observe_mode(self) -> Literal["share", "all", "none"]:
@@ -394,6 +434,8 @@ class HubSettings(BaseSettings):
                     "placeholder_secret",
                     "is a placeholder secret; set a real one "
                     "(placeholders are accepted only when mqtt.host is loopback, not '{host}')",
+            ("mqtt.observer_password", self.mqtt.observer_password),
+            ("mqtt.command_password", self.mqtt.command_password),
                     {"field": name, "host": self.mqtt.host},
                 )
         return self
@@ -442,9 +484,11 @@ def _refuse_unknown_env(env: Mapping[str, str]) -> None:
                 )
 
 
-_SECRET_FIELDS: Final = frozenset({"password", "token"})
+_SECRET_FIELDS: Final = frozenset({"password", "token", "observer_password", "command_password"})
 #: Checks across fields that name the field they are about in their context (``ctx["field"]``).
-_CROSS_FIELD_ERRORS: Final = frozenset({"placeholder_secret", "v2_setting_missing"})
+_CROSS_FIELD_ERRORS: Final = frozenset(
+    {"placeholder_secret", "v2_setting_missing", "plain_tcp_to_remote_broker", "account_half_set"}
+)
 
 
 def _describe(exc: ValidationError, config_file: Path | None, env: Mapping[str, str]) -> str:

@@ -320,15 +320,22 @@ class MqttIntake:
                 self._ssl = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
             except (ssl.SSLError, OSError, ValueError) as exc:
                 raise StartupError(f"MQTT TLS setup failed (ca_file {s.ca_file}): {exc}") from exc
+        if s.plain_tcp_to_remote and not self._observer:
+            log.warning(
+                "MQTT: plain TCP to the broker %s, which is not on loopback (mqtt.allow_plain_tcp): the hub's "
+                "passwords and every gateway's data cross the network in the clear",
+                s.host,
+            )
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name="hub-mqtt")
         log.info(
-            "MQTT %s: broker %s:%d%s as %r, session expiry %d s, subscribing %s",
+            "MQTT %s: broker %s:%d%s as %r (account %s), session expiry %d s, subscribing %s",
             "observer (QoS 0, feeds the operations side)" if self._observer else "intake",
             s.host,
             s.port,
             " (TLS)" if s.tls else "",
             s.client_id,
+            s.credentials("observer" if self._observer else "intake")[0] or "none",
             s.session_expiry_s,
             ", ".join(self.filters),
         )
@@ -463,6 +470,7 @@ class MqttIntake:
 
     async def _handshake(self, conn: _Connection, number: int) -> None:
         s = self._settings
+        username, password = s.credentials("observer" if self._observer else "intake")
         conn.write(
             encode_connect(
                 s.client_id,
@@ -474,8 +482,8 @@ class MqttIntake:
                 # session instead); without it, one oversized message would be refused by the parser, the
                 # connection dropped, and the message redelivered forever.
                 maximum_packet_size=MAX_PACKET_BYTES,
-                username=s.username,
-                password=s.password.get_secret_value() if s.password else None,
+                username=username,
+                password=password,
             )
         )
         async with asyncio.timeout(s.connect_timeout_s):

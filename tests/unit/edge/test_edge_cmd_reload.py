@@ -113,7 +113,7 @@ async def test_settings_applied_only_at_start_are_named(running: Running) -> Non
         running.path,
         document(
             [host("host-a"), host("host-b"), host("host-c")],
-            broker={"host": "mqtt.example.org", "port": 8883},
+            broker={"host": "mqtt.example.org", "port": 8883, "tls": True},
             self_metrics={"interval_s": 10},
         ),
     )

@@ -31,6 +31,7 @@ def test_good_settings_are_described_without_secrets(tmp_path: Path) -> None:
     env_file.write_text(
         "# rendered by the hub role\n"
         'IOC_HUB_MQTT__HOST="broker.city.example"\n'
+        "IOC_HUB_MQTT__ALLOW_PLAIN_TCP=true\n"
         'IOC_HUB_MQTT__USERNAME="hub"\n'
         'IOC_HUB_MQTT__PASSWORD="s3cr\\"et"\n'
         'IOC_HUB_REGISTRY__URL="sqlite:////var/lib/ioc-hub/hub.db"\n'

@@ -116,8 +116,8 @@ def test_placeholder_secret_refused_unless_broker_on_loopback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret_field: str
 ) -> None:
     yaml_text = {
-        "mqtt": "mqtt:\n  host: broker.city.example\n  password: changeme\n",
-        "influx": "mqtt:\n  host: broker.city.example\ninflux:\n  password: changeme\n",
+        "mqtt": "mqtt:\n  host: broker.city.example\n  tls: true\n  password: changeme\n",
+        "influx": "mqtt:\n  host: broker.city.example\n  tls: true\ninflux:\n  password: changeme\n",
     }[secret_field]
     path = write(tmp_path, yaml_text)
     with pytest.raises(ConfigError) as info:
@@ -130,6 +130,7 @@ def test_placeholder_secret_refused_unless_broker_on_loopback(
 
 def test_placeholder_secret_from_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IOC_HUB_MQTT__HOST", "10.0.0.5")
+    monkeypatch.setenv("IOC_HUB_MQTT__TLS", "true")
     monkeypatch.setenv("IOC_HUB_INFLUX__PASSWORD", "ChangeMe")
     with pytest.raises(ConfigError, match=r"environment variable IOC_HUB_INFLUX__PASSWORD: influx\.password: is a"):
         load_settings()
