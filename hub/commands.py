@@ -4,8 +4,14 @@
 - The hub publishes with its own MQTT connection (client id ``{mqtt.client_id}-cmd``, the hub's account, which
   may write under ``ioc/#``; see ``ioc/stack/mosquitto.py``), separate from the intake, whose thread may be
   blocked by back-pressure: a command must not wait behind a backlog of telemetry.
-- The ack comes back through the ingest observer (:meth:`CommandService.observe`), matched by command id and
-  checked against the gateway it was sent to.
+- The ack comes back through the ingest observer (:meth:`CommandService.observe`), matched by command id. A site
+  box can be captured, so an ack is the command's outcome only if the command was sent to that very gateway,
+  for the ack's device, and the gateway still owns that device (the registry's owner; the gateway id itself for
+  the agent's own commands). Any other ack is refused: counted per gateway (:attr:`CommandService.refused_acks`)
+  and logged once per gateway. An ack of a command sent to it that is no longer awaited (timed out) is late.
+- ``rebirth`` (:meth:`CommandService.request_rebirth`): when a gateway sends data for a device its current
+  birth did not announce, the hub asks it for a new birth, at most once per gateway per ``rebirth_interval_s``
+  (as Sparkplug B's "Node Control/Rebirth"); recorded like any command.
 - Outcomes: ``ok``, ``error``, ``unsupported`` and ``timeout`` as the agent acks them; ``timeout`` also when no
   ack arrives within the command's ``timeout_s`` plus :data:`ACK_GRACE_S` (the agent gives up at ``timeout_s``
   and says so; the grace covers the way back); ``error`` when the gateway is known to be offline or the hub has
@@ -21,6 +27,8 @@ import secrets
 import ssl
 import threading
 import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self
@@ -38,7 +46,7 @@ from hub.health.machine import Health
 from hub.health.monitor import HealthMonitor
 from hub.registry.db import Base, Database, iso, utcnow
 from hub.registry.registry import Registry
-from wire.v1 import QOS, Channel, Command, CommandAck, MetricValue, encode, topic
+from wire.v1 import QOS, REBIRTH, Channel, Command, CommandAck, MetricValue, encode, topic
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,8 @@ ACK_GRACE_S: Final = 2.0
 #: How long a publish may wait for the broker's PUBACK.
 PUBLISH_TIMEOUT_S: Final = 5.0
 PENDING: Final = "pending"
+#: Commands remembered as sent (id -> site, gateway, device), to tell a late ack from a forged one.
+SENT_REMEMBERED: Final = 10_000
 
 
 class CommandRow(Base):
@@ -184,25 +194,91 @@ class CommandService:
         health: HealthMonitor | None = None,
         *,
         max_pending: int = 1000,
+        rebirth_interval_s: float = 60.0,
+        rebirth_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._publisher = publisher
         self._db = db
         self._registry = registry
         self._health = health
         self._max_pending = max_pending
-        self._pending: dict[str, tuple[str, str, asyncio.Future[CommandAck]]] = {}
+        self._rebirth_interval_s = rebirth_interval_s
+        self._rebirth_timeout_s = rebirth_timeout_s
+        self._clock = clock
+        self._pending: dict[str, asyncio.Future[CommandAck]] = {}
+        self._sent: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._rebirths: dict[tuple[str, str], float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.late_acks = 0
+        #: Refused acks by ``site/gateway``.
+        self.refused_acks: Counter[str] = Counter()
 
     def observe(self, site: str, gateway: str, payload: object) -> None:
         if not isinstance(payload, CommandAck):
             return
-        waiting = self._pending.get(payload.id)
-        if waiting is None or waiting[:2] != (site, gateway):
+        problem = self._ack_problem(site, gateway, payload)
+        if problem:
+            self._refuse_ack(site, gateway, payload, problem)
+            return
+        future = self._pending.get(payload.id)
+        if future is None:
             self.late_acks += 1
             return
-        future = waiting[2]
         if not future.done():
             future.set_result(payload)
+
+    def _ack_problem(self, site: str, gateway: str, ack: CommandAck) -> str:
+        """Why ``ack`` from ``site``/``gateway`` cannot be a command's outcome ('' when it can)."""
+        sent = self._sent.get(ack.id)
+        if sent is None or sent[:2] != (site, gateway):
+            return f"an ack of command {ack.id}, which the hub did not send to this gateway"
+        if ack.device != sent[2]:
+            return f"an ack of command {ack.id} about device {ack.device}, but the command was for {sent[2]}"
+        if ack.device != gateway and not self._registry.owns(site, gateway, ack.device):
+            device = self._registry.devices.get(ack.device)
+            owner = device.owner if device is not None else "no gateway"
+            return f"an ack about device {ack.device}, which belongs to {owner}"
+        return ""
+
+    def _refuse_ack(self, site: str, gateway: str, ack: CommandAck, problem: str) -> None:
+        key = f"{site}/{gateway}"
+        self.refused_acks[key] += 1
+        # Once per gateway at WARNING (a captured gateway may send thousands), then DEBUG.
+        level = logging.WARNING if self.refused_acks[key] == 1 else logging.DEBUG
+        log.log(level, "commands: refused from gateway %s: %s (%s)", key, problem, ack.status.value)
+
+    def request_rebirth(self, site: str, gateway: str, why: str) -> bool:
+        """Ask ``site``/``gateway`` for a new birth (``rebirth``), unless asked within ``rebirth_interval_s``;
+        whether it was sent. Runs in its own task (recorded and awaited like any command)."""
+        now = self._clock()
+        last = self._rebirths.get((site, gateway))
+        if last is not None and now - last < self._rebirth_interval_s:
+            return False
+        self._rebirths[(site, gateway)] = now
+        log.info("commands: asking gateway %s/%s for a new birth: %s", site, gateway, why)
+        coro = self.send_to_gateway(
+            site, gateway, REBIRTH, {}, timeout_s=self._rebirth_timeout_s, requested_by=f"hub: {why}"[:100]
+        )
+        task = asyncio.ensure_future(self._quietly(coro))
+        task.set_name(f"hub-rebirth-{site}-{gateway}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _quietly(self, coro: Awaitable[dict[str, Any]]) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("commands: a rebirth request failed")
+
+    async def close(self) -> None:
+        """Cancel the rebirth requests still waiting for their ack."""
+        tasks, self._tasks = set(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def send(
         self,
@@ -289,7 +365,10 @@ class CommandService:
         if len(self._pending) >= self._max_pending:
             return "error", f"too many commands waiting for an ack ({self._max_pending})", {}
         future: asyncio.Future[CommandAck] = asyncio.get_running_loop().create_future()
-        self._pending[command.id] = (site, gateway, future)
+        self._pending[command.id] = future
+        self._sent[command.id] = (site, gateway, command.device)
+        while len(self._sent) > SENT_REMEMBERED:
+            self._sent.popitem(last=False)
         try:
             problem = await self._publisher.publish(topic(site, gateway, Channel.CMD), encode(command))
             if problem:

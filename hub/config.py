@@ -360,6 +360,9 @@ class HealthSettings(_Section):
     flap_window_s: float = Field(default=300.0, gt=0, le=86_400)
     #: ...until its state has not changed for this long.
     flap_quiet_s: float = Field(default=120.0, ge=0, le=86_400)
+    #: A gateway's problem (``clock_skew``: readings stamped outside the accepted window) is shown until this long
+    #: has passed without a new report.
+    problem_quiet_s: float = Field(default=600.0, gt=0, le=7 * 86_400)
 
 
 class AlertSettings(_Section):
@@ -373,6 +376,9 @@ class AlertSettings(_Section):
     #: Seconds within which an alert of a severity counts as resolved in time, replacing the defaults of
     #: hub/alerts/series.py (critical 1 h, major 4 h, warning and info 24 h) for the severities given.
     resolve_targets_s: dict[Severity, Annotated[float, Field(gt=0, le=365 * 86_400)]] = Field(default_factory=dict)
+    #: A security alert (a gateway's input refused as foreign_device, hub_owned_kind, unknown_kind, field_type or
+    #: device_rate; hub/alerts/security.py) resolves after this long without such a refusal from that gateway.
+    security_quiet_s: float = Field(default=900.0, gt=0, le=7 * 86_400)
 
 
 class CommandSettings(_Section):
@@ -380,6 +386,9 @@ class CommandSettings(_Section):
 
     #: The default ``timeout_s`` of a command when the request gives none.
     timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: A gateway that sends data for a device its current birth did not announce is asked for a new birth
+    #: (``rebirth``) at most once per this many seconds.
+    rebirth_interval_s: float = Field(default=60.0, gt=0, le=86_400)
 
 
 class HubSettings(BaseSettings):

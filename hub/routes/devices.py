@@ -1,4 +1,9 @@
-"""``GET /api/v1/devices`` (filters, pagination), ``GET /api/v1/devices/{id}``, device commands."""
+"""``GET /api/v1/devices`` (filters, pagination), ``GET /api/v1/devices/{id}``, device commands, and moving a
+device to another gateway (``POST /api/v1/devices/{id}/move``, ``GET /api/v1/devices/{id}/moves``).
+
+A device belongs to one gateway (hub/registry/registry.py); a birth never moves it. Moving it is a technician's
+act: role technician or admin, and a ward-limited token only from and to a site of its wards. The move is
+recorded (who, when, from, to, why), logged, and the ingest admission's owners map follows at once."""
 
 from __future__ import annotations
 
@@ -20,7 +25,12 @@ HealthState = Literal["unknown", "online", "degraded", "offline"]
 
 
 def device_item(ops: Ops, device: Device) -> dict[str, Any]:
-    health = ops.health.device(device.id) or {"state": "unknown", "reason": "not seen yet", "last_seen_ms": None}
+    health = ops.health.device(device.id) or {
+        "state": "unknown",
+        "reason": "not seen yet",
+        "last_seen_ms": None,
+        "problems": [],
+    }
     return {
         "id": device.id,
         "kind": device.kind,
@@ -37,6 +47,8 @@ def device_item(ops: Ops, device: Device) -> dict[str, Any]:
         "state": health["state"],
         "reason": health["reason"],
         "last_seen_ms": health["last_seen_ms"],
+        # Its gateway's problems (clock_skew...): what the device's readings suffer from.
+        "problems": health["problems"],
         "conflicts": len(device.conflicts),
     }
 
@@ -159,3 +171,70 @@ async def get_command(
     if device is None and principal.wards is not None:
         raise not_found("command", command_id)
     return command
+
+
+class MoveRequest(BaseModel):
+    """Where the device is now: the site and gateway that own it from now on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: Annotated[str, Field(pattern=ID_PATTERN)]
+    gateway: Annotated[str, Field(pattern=ID_PATTERN)]
+    reason: Annotated[str, Field(max_length=300, examples=["cabinet replaced"])] = ""
+
+
+class MoveRecord(BaseModel):
+    """One move: from where to where, by whom (``source`` ``api`` or ``inventory``), when (ISO 8601) and why."""
+
+    device: str
+    from_site: str | None
+    from_gateway: str | None
+    to_site: str | None
+    to_gateway: str
+    source: str
+    by: str
+    reason: str
+    at: str | None
+
+
+class MoveAnswer(BaseModel):
+    """``moved`` false: the device belonged to that gateway already (nothing recorded)."""
+
+    moved: bool
+    move: MoveRecord | None
+    site: str | None
+    gateway: str | None
+
+
+class MovesAnswer(BaseModel):
+    total: int
+    items: list[MoveRecord]
+
+
+@router.post(
+    "/devices/{device_id}/move",
+    response_model=MoveAnswer,
+    responses={404: {"description": "unknown device"}, 403: {"description": "target site outside the wards"}},
+)
+async def move_device(principal: Technician, ops: Ops, device_id: IdPath, body: MoveRequest) -> MoveAnswer:
+    """Give the device to another gateway (a technician's act). From then on only that gateway's births, data,
+    events and acks about it are accepted; the move is recorded with the token's name and logged."""
+    device = visible_device(ops, principal, device_id)
+    if not principal.sees(ops.registry.ward_of_site(body.site)):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"site {body.site!r} is not in this token's wards: it cannot move devices there"
+        )
+    move = ops.registry.move(device_id, body.site, body.gateway, by=principal.label, reason=body.reason)
+    await ops.registry.flush()
+    record = MoveRecord.model_validate(move.as_dict()) if move is not None else None
+    return MoveAnswer(moved=move is not None, move=record, site=device.site, gateway=device.gateway)
+
+
+@router.get("/devices/{device_id}/moves", response_model=MovesAnswer)
+async def device_moves(
+    principal: Viewer, ops: Ops, device_id: IdPath, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> MovesAnswer:
+    """The device's moves, newest first."""
+    visible_device(ops, principal, device_id)
+    items = [MoveRecord.model_validate(m) for m in await ops.registry.moves(device_id, limit)]
+    return MovesAnswer(total=len(items), items=items)

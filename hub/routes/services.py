@@ -4,7 +4,13 @@ live events, with one lifecycle (``async with Operations(settings, writer)``).
 :meth:`Operations.observe` is the ingest observer (hub.ingest): it runs on the event loop for every decoded
 state, data, event and command-ack message and touches memory only; databases are written behind by the
 components' own tasks. The registry's district per device is pushed to the pipeline's enrichment map
-(``on_enrichment``) whenever a birth or an import changes it.
+(``on_enrichment``), and each device's owning gateway to the pipeline's admission (``on_owners``), whenever a
+birth, an import or a move changes them.
+
+:meth:`Operations.on_refusal` is the refusal observer (hub.ingest.admission): every refusal is counted per
+gateway; ``foreign_device``, ``hub_owned_kind``, ``unknown_kind``, ``field_type`` and ``device_rate`` raise a
+security alert (hub/alerts/security.py), ``unannounced_device`` asks the gateway for a new birth
+(``CommandService.request_rebirth``), ``clock_skew`` gives the gateway a ``clock_skew`` health problem.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from typing import Self
 from hub.alerts.engine import AlertEngine
 from hub.alerts.notify import Notifier
 from hub.alerts.rules import DEFAULT_RULES, load_rules
+from hub.alerts.security import SecurityAlerts
 from hub.alerts.store import AlertStore
 from hub.auth import TokenStore
 from hub.commands import CommandPublisher, CommandService
 from hub.config import HubSettings
 from hub.health.machine import FlapPolicy
-from hub.health.monitor import HealthMonitor, HealthPolicy
+from hub.health.monitor import CLOCK_SKEW, HealthMonitor, HealthPolicy
 from hub.health.store import LineWriter, TransitionSink
+from hub.ingest.admission import Refusal, RefusalReason
 from hub.registry.db import Database
 from hub.registry.inventory import load_file
 from hub.registry.registry import Device, Registry
@@ -38,6 +46,8 @@ from wire.v1 import State
 log = logging.getLogger(__name__)
 
 EnrichmentSink = Callable[[Mapping[str, Mapping[str, str]]], None]
+#: Takes device id -> (site, gateway) of its owner (``Pipeline.set_owners``).
+OwnersSink = Callable[[Mapping[str, tuple[str, str]]], None]
 
 
 class Operations:
@@ -53,12 +63,14 @@ class Operations:
     tokens: TokenStore
     events: EventHub
     sink: TransitionSink
+    security: SecurityAlerts
 
     def __init__(self, settings: HubSettings, writer: LineWriter | None = None) -> None:
         self.settings = settings
         self._writer = writer
         self._stack: contextlib.AsyncExitStack | None = None
         self._enrichment: EnrichmentSink | None = None
+        self._owners: list[OwnersSink] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: Path | None = None
 
@@ -79,7 +91,7 @@ class Operations:
             self.registry = Registry(self.db)
             await asyncio.to_thread(self.registry.load)
             if inventory is not None:
-                result = self.registry.apply_inventory(inventory)
+                result = self.registry.apply_inventory(inventory, by=f"inventory file {s.registry.inventory_file}")
                 log.info(
                     "inventory %s: %d devices added, %d updated, %d conflicts",
                     s.registry.inventory_file,
@@ -88,20 +100,31 @@ class Operations:
                     len(result.conflicts),
                 )
             h = s.health
-            policy = HealthPolicy(h.inactivity_factor, FlapPolicy(h.flap_window_s, h.flap_changes, h.flap_quiet_s))
+            flap = FlapPolicy(h.flap_window_s, h.flap_changes, h.flap_quiet_s)
+            policy = HealthPolicy(h.inactivity_factor, flap, problem_quiet_s=h.problem_quiet_s)
             self.health = HealthMonitor(self.registry, policy)
             self.sink = TransitionSink(self.db, self._writer)
             self.health.subscribe(self.sink.add)
             self.alert_store = AlertStore(self.db)
             self.alerts = AlertEngine(rules, self.alert_store, self.registry, self.health)
             await self.alerts.load()
+            self.security = SecurityAlerts(self.alerts, quiet_s=s.alerts.security_quiet_s)
+            await self.security.load(self.alert_store)
             self.notifier = Notifier(list(rules.webhooks), self.alert_store)
             self.alerts.subscribe(self.notifier.enqueue)
             self.events = EventHub(self.registry.ward_of_site)
             self.health.subscribe(self.events.transition)
             self.alerts.subscribe(self.events.alert)
             publisher = await stack.enter_async_context(CommandPublisher(s.mqtt))
-            self.commands = CommandService(publisher, self.db, self.registry, self.health)
+            self.commands = CommandService(
+                publisher,
+                self.db,
+                self.registry,
+                self.health,
+                rebirth_interval_s=s.commands.rebirth_interval_s,
+                rebirth_timeout_s=s.commands.timeout_s,
+            )
+            stack.push_async_callback(self.commands.close)
             self.tokens = TokenStore(self.db)
             self.registry.subscribe(self._registry_changed)
             stack.push_async_callback(self._stop_tasks)
@@ -109,6 +132,7 @@ class Operations:
                 ("hub-health-clock", self.health.run()),
                 ("hub-health-sink", self.sink.run()),
                 ("hub-alerts", self.alerts.run()),
+                ("hub-security-alerts", self.security.run()),
                 ("hub-webhooks", self.notifier.run()),
                 ("hub-last-seen", self._publish_last_seen()),
             ):
@@ -160,8 +184,37 @@ class Operations:
         except (ValueError, TypeError):
             log.exception("registry: the enrichment map was refused")
 
+    def on_owners(self, sink: OwnersSink) -> None:
+        """``sink(device -> (site, gateway))`` now and after every registry change (the pipeline's admission, and
+        the observer feed's on a hub of a group)."""
+        self._owners.append(sink)
+        self._push_owners([sink])
+
+    def _push_owners(self, sinks: list[OwnersSink] | None = None) -> None:
+        if not self._owners:
+            return
+        owners = self.registry.owners()
+        for sink in sinks if sinks is not None else self._owners:
+            try:
+                sink(owners)
+            except (ValueError, TypeError):
+                log.exception("registry: the owners map was refused")
+
     def _registry_changed(self, devices: list[Device]) -> None:
         self._push_enrichment()
+        self._push_owners()
+
+    def on_refusal(self, refusal: Refusal) -> None:
+        """The refusal observer (hub.ingest.admission): cheap, never raises."""
+        try:
+            self.security.observe(refusal)
+            if refusal.reason is RefusalReason.UNANNOUNCED_DEVICE:
+                why = f"data for {refusal.device}, which its current birth did not announce"
+                self.commands.request_rebirth(refusal.site, refusal.gateway, why)
+            elif refusal.reason is RefusalReason.CLOCK_SKEW:
+                self.health.report_problem(refusal.site, refusal.gateway, CLOCK_SKEW, refusal.detail)
+        except Exception:
+            log.exception("operations: handling a refusal failed")
 
     def observe(self, site: str, gateway: str, payload: object) -> None:
         """The ingest observer."""

@@ -52,6 +52,10 @@ async def list_gateways(principal: Viewer, ops: Ops) -> dict[str, Any]:
                 "reason": gw.machine.reason,
                 "flapping": gw.machine.flapping,
                 "devices": len(gw.devices),
+                # What it does wrong while up (clock_skew...), and what the hub refused of it since it started.
+                "problems": ops.health.problems(gw.site, gw.gateway),
+                "refusals": ops.security.counts(gw.site, gw.gateway),
+                "refused_acks": ops.commands.refused_acks.get(key, 0),
             }
         )
     return {"total": len(items), "items": items}

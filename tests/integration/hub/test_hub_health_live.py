@@ -246,6 +246,7 @@ async def test_gateway_dying_silently_is_offline_within_one_and_a_half_keepalive
                     "state": "offline",
                     "reason": transition.reason,
                     "flapping": False,
+                    "problems": [],
                 }
             finally:
                 gw.close()
