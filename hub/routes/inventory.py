@@ -59,6 +59,7 @@ async def import_inventory(principal: Technician, ops: Ops, request: Request) ->
         inventory = await asyncio.to_thread(parse_text, text, fmt, "body")
     except InventoryError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    result = ops.registry.apply_inventory(inventory)
+    # A device the inventory puts under another gateway is moved: recorded with the token that imported it.
+    result = ops.registry.apply_inventory(inventory, by=f"inventory import by {principal.label}")
     await ops.registry.flush()
     return result.as_dict()

@@ -138,6 +138,16 @@ async def test_another_gateways_birth_does_not_move_a_device_and_a_technician_do
         assert (r.json()["gateway"], r.json()["ward"]) == ("gw-2", "quan-3")
         assert hub.operations.health.devices["wl-01"].gateway == "gw-2"
 
+        # The inventory is the other way to move a device, recorded with the token that imported it.
+        body = {"devices": [{"id": "cam-02", "site": "site-a", "gateway": "gw-1"}]}
+        r = await http.post("/api/v1/inventory", json=body, headers=auth(tok["technician"]))
+        assert r.status_code == 200, r.text
+        assert pushed[-1]["cam-02"] == ("site-a", "gw-1")
+        r = await http.get("/api/v1/devices/cam-02/moves", headers=auth(tok["viewer"]))
+        [imported] = r.json()["items"]
+        assert (imported["from_gateway"], imported["to_gateway"], imported["source"]) == ("gw-2", "gw-1", "inventory")
+        assert imported["by"].startswith("inventory import by test-technician (")
+
 
 @pytest.mark.timeout(60)
 async def test_an_ack_counts_only_from_the_commands_gateway_for_its_device_while_it_owns_it(
