@@ -94,7 +94,9 @@ async def test_registry_persists_merges_and_reloads(db: Database) -> None:
     assert (aq.installed, aq.inactivity_s, aq.tags) == (date(2025, 3, 1), 30.0, {"owner": "doe"})
     # The conflict is stored as well as recomputed: the API reads it from the row.
     stored = db.run_sync(lambda s: s.get(DeviceRow, "cam-01").conflicts)  # type: ignore[union-attr]
-    assert stored == [{"device": "cam-01", "field": "kind", "announced": "display", "inventory": "camera"}]
+    assert stored == [
+        {"device": "cam-01", "field": "kind", "announced": "display", "inventory": "camera", "source": "inventory"}
+    ]
 
 
 async def test_a_correction_clears_the_conflict_in_the_database(db: Database) -> None:
