@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
         print(f"lock: the virtualenv differs from {' + '.join(argv)}:", file=sys.stderr)
         for line in problems:
             print(f"  {line}", file=sys.stderr)
-        print("lock: rebuild it with `make clean venv` (or refresh the lock on purpose: docs/dependencies.md)", file=sys.stderr)
+        hint = "rebuild it with `make clean venv` (or refresh the lock on purpose: docs/dependencies.md)"
+        print(f"lock: {hint}", file=sys.stderr)
         return 1
     print(f"lock: {len(locked)} packages installed exactly as locked")
     return 0

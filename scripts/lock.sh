@@ -15,9 +15,13 @@ cd "$root"
 uv=${UV:-.venv/bin/uv}
 common=(--python-version 3.11 --python-platform linux --generate-hashes --quiet
         --custom-compile-command "make lock")
-"$uv" pip compile "${common[@]}" --upgrade pyproject.toml --extra dev -o requirements/dev.txt
+# `make lock` moves every package to its newest release within pyproject's ranges; LOCK_UPGRADE=0 keeps the
+# current pins and only adds or removes what pyproject.toml's change asks for.
+upgrade=()
+if [ "${LOCK_UPGRADE:-1}" = 1 ]; then upgrade=(--upgrade); fi
+"$uv" pip compile "${common[@]}" "${upgrade[@]}" pyproject.toml --extra dev -o requirements/dev.txt
 # edge and hub are subsets of the dev lock, constrained to its versions: a site box runs what the tests ran.
 "$uv" pip compile "${common[@]}" pyproject.toml --extra edge -c requirements/dev.txt -o requirements/edge.txt
 "$uv" pip compile "${common[@]}" pyproject.toml --extra hub -c requirements/dev.txt -o requirements/hub.txt
-"$uv" pip compile "${common[@]}" --upgrade requirements/bootstrap.in -o requirements/bootstrap.txt
+"$uv" pip compile "${common[@]}" "${upgrade[@]}" requirements/bootstrap.in -o requirements/bootstrap.txt
 echo "lock: requirements/ refreshed; run make test before committing it" >&2

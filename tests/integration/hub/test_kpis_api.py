@@ -5,7 +5,7 @@ stubbed; and on a running hub with real tokens (401, 403, 200 for the technician
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -21,8 +21,12 @@ from ioc.stack import StackEndpoints, influx_query
 
 pytestmark = pytest.mark.integration
 
-TS = "2026-11-27T08:00:00+07:00"
+#: Yesterday 08:00 in Vietnam and today's UTC date, relative to when the test runs: a KPI store may keep a
+#: retention window, and a fixed date would pass only until it falls out of it.
+_VN = timezone(timedelta(hours=7))
+TS = (datetime.now(_VN) - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0).isoformat()
 TS_MS = int(datetime.fromisoformat(TS).timestamp() * 1000)
+DAY = datetime.now(UTC).date()
 
 
 @pytest.fixture
@@ -68,7 +72,11 @@ async def test_good_json_is_stored(client: httpx.AsyncClient, stack: StackEndpoi
 async def test_good_csv_is_stored_and_a_repost_overwrites(
     client: httpx.AsyncClient, stack: StackEndpoints, influx_db: str
 ) -> None:
-    csv = f"kpi,value,ts,ward,unit\nincidents_on_time,88.0,{TS},quan-3,%\nincidents_on_time,91,2026-11-28,quan-3,%\n"
+    csv = (
+        "kpi,value,ts,ward,unit\n"
+        f"incidents_on_time,88.0,{TS},quan-3,%\n"
+        f"incidents_on_time,91,{DAY.isoformat()},quan-3,%\n"
+    )
     response = await client.post("/api/v1/kpis", content=csv, headers={"Content-Type": "text/csv; charset=utf-8"})
     assert response.status_code == 200, response.text
     assert response.json() == {"stored": 2}
@@ -77,8 +85,8 @@ async def test_good_csv_is_stored_and_a_repost_overwrites(
     response = await client.post("/api/v1/kpis", content=fix, headers={"Content-Type": "text/csv"})
     assert response.status_code == 200, response.text
     values = sorted((r["time"], r["value"]) for r in stored(stack, influx_db))
-    midnight = int(datetime(2026, 11, 28, tzinfo=UTC).timestamp() * 1000)
-    assert values == [(TS_MS, 89.5), (midnight, 91)]
+    midnight = int(datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC).timestamp() * 1000)
+    assert values == sorted([(TS_MS, 89.5), (midnight, 91)])
 
 
 BAD_JSON = [
