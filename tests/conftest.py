@@ -37,7 +37,10 @@ STACK_GATEWAYS: tuple[tuple[str, str], ...] = (("site-a", "gw-1"), ("site-b", "g
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
     """The session's local stack: Mosquitto with accounts hub, admin and one per gateway; InfluxDB."""
     ensure_packages()
-    with LocalStack(tmp_path_factory.mktemp("stack"), gateways=STACK_GATEWAYS) as endpoints:
+    # Gateway accounts not bound to the agent's client id: test helpers play gateways (fake gateways, recorders)
+    # under ids of their own, beside real agents. The bound configuration has its own stack in
+    # tests/integration/test_broker_security.py.
+    with LocalStack(tmp_path_factory.mktemp("stack"), gateways=STACK_GATEWAYS, bind_client_ids=False) as endpoints:
         yield endpoints
 
 

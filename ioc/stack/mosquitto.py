@@ -1,29 +1,51 @@
 """Mosquitto 2.0 for the local stack: accounts, ACLs, the generated config, and a real readiness probe.
 
-Accounts: ``hub`` (read/write ``ioc/#``), ``admin`` (read/write ``#``, for people and tests publishing by hand) and
-one per gateway named ``{site}.{gateway}``, which may publish only under ``ioc/v1/{site}/{gateway}/`` and read only
-its own ``cmd`` topic (see ``wire/v1.py`` for the topic layout).
+Accounts and ACLs live in Mosquitto's dynamic-security plugin (``mosquitto_dynamic_security.so``, its JSON file
+written here at every start), chosen over ``use_username_as_clientid`` because it binds a client id to one
+account without changing anyone else's: a gateway's account ``{site}.{gateway}`` may connect only with the
+gateway's own client id (:func:`gateway_client_id`, the one the agent uses), so no gateway account can connect
+as another gateway or as the hub, knock it offline (a second connection with a client id takes over the first,
+MQTT 5 section 3.1.4) or take its persistent session. ``use_username_as_clientid`` is global: it would also
+rename the hub's and the people's connections, so two ``admin`` sessions or two hubs of a group on one
+account would throw each other out.
+
+- ``hub`` (the hub's intake) and ``hub-observe`` (its observer connection) read ``data``, ``state``, ``event``
+  and ``cmd/ack`` of every gateway (also as ``$share/{group}/...``) and write nothing;
+- ``hub-cmd`` (the hub's command connection) writes ``cmd`` and reads ``cmd/ack``;
+- ``admin`` reads and writes ``#``, for people and tests publishing by hand;
+- one per gateway, ``{site}.{gateway}``, may publish only its own ``state``, ``data``, ``event`` and
+  ``cmd/ack`` and read only its own ``cmd`` (see ``wire/v1.py`` for the topic layout).
+
+The hub's accounts are not bound to a client id: several hub processes of a group may share them (each with
+its own ``mqtt.client_id``); what a gateway can do to them is already ruled out by the gateway's own binding.
+The broker also refuses every packet larger than ``hub.mqttcodec.MAX_PACKET_BYTES`` (``max_packet_size``,
+mosquitto.conf(5); :data:`MAX_PACKET_SIZE`): the contract's largest message (``wire.v1.MAX_MESSAGE_BYTES``) plus
+MQTT's overhead; a client that sends one is disconnected and the message goes nowhere.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 import os
 import re
 import secrets
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from hub.mqttcodec import MAX_PACKET_BYTES
 from ioc.stack.errors import StackError
-from ioc.stack.packages import binary
+from ioc.stack.packages import binary, find_lib_file
 from ioc.stack.process import ChildProcess
 
 log = logging.getLogger(__name__)
@@ -34,8 +56,16 @@ log = logging.getLogger(__name__)
 #: beyond this bound. 100,000 holds 10 s of the benchmark's 10,000 msgs/s on top of the hub's own Receive
 #: Maximum (~21,000 in flight); at ~1 KB a 10-reading message that is ~100 MB of broker memory at worst.
 MAX_QUEUED_MESSAGES = 100_000
-#: How long ``mosquitto_passwd`` may take to hash every password.
-PASSWD_TIMEOUT_S = 30.0
+#: The broker's ``max_packet_size``, so that it refuses exactly the packets larger than the contract needs
+#: (``hub.mqttcodec.MAX_PACKET_BYTES``, counted as MQTT 5 counts a packet: every byte). Mosquitto 2.0 compares
+#: Remaining Length + 1 with it (``packet__read`` in lib/packet_mosq.c), leaving out the rest of the fixed header:
+#: a packet of this size has a 4-byte Remaining Length (2 MiB and more), so the setting is 4 less.
+MAX_PACKET_SIZE: Final = MAX_PACKET_BYTES - 4
+#: The dynamic-security plugin of Debian's mosquitto package (under /usr/lib/<multiarch>/).
+DYNSEC_PLUGIN: Final = "mosquitto_dynamic_security.so"
+#: PBKDF2-SHA512 iterations of the plugin's password hashes (its own tool, mosquitto_ctrl, uses 101; these
+#: passwords are random and the stack is local, so few is enough).
+HASH_ITERATIONS: Final = 1000
 #: One readiness probe: the TCP connect plus waiting for CONNACK.
 PROBE_TIMEOUT_S = 2.0
 
@@ -45,11 +75,13 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 @dataclass(frozen=True)
 class Account:
-    """A broker account: its generated password and its ACL lines (``topic read|write|readwrite <filter>``)."""
+    """A broker account: its generated password, its ACL lines (``topic read|write|readwrite <filter>``, as in
+    a Mosquitto ACL file) and the one client id it may use (None: any)."""
 
     username: str
     password: str
     acl: tuple[str, ...]
+    client_id: str | None = None
 
 
 def gateway_account(site: str, gateway: str) -> str:
@@ -57,12 +89,31 @@ def gateway_account(site: str, gateway: str) -> str:
     return f"{site}.{gateway}"
 
 
-def build_accounts(gateways: Iterable[tuple[str, str]]) -> dict[str, Account]:
-    """``hub``, ``admin`` and one account per gateway, each with a fresh random password."""
-    accounts = {
-        "hub": Account("hub", secrets.token_urlsafe(24), ("topic readwrite ioc/#",)),
-        "admin": Account("admin", secrets.token_urlsafe(24), ("topic readwrite #",)),
-    }
+def gateway_client_id(site: str, gateway: str) -> str:
+    """The client id a gateway's account is bound to: the edge agent's own (``edge.publisher.client_id``)."""
+    return f"ioc-edge-{site}-{gateway}"
+
+
+#: What the hub's intake and observer read (``wire.v1.INTAKE_CHANNELS`` of every gateway).
+HUB_READ: Final = tuple(f"topic read ioc/v1/+/+/{c}" for c in ("data", "state", "event", "cmd/ack"))
+#: What the hub's command connection may do.
+HUB_CMD: Final = ("topic write ioc/v1/+/+/cmd", "topic read ioc/v1/+/+/cmd/ack")
+#: The hub's accounts: intake, observer, commands (``mqtt.username``, ``mqtt.observer_username``,
+#: ``mqtt.command_username`` in the hub's settings).
+HUB_ACCOUNTS: Final = {"hub": HUB_READ, "hub-observe": HUB_READ, "hub-cmd": HUB_CMD}
+
+
+def gateway_acl(site: str, gateway: str) -> tuple[str, ...]:
+    root = f"ioc/v1/{site}/{gateway}"
+    return (*(f"topic write {root}/{c}" for c in ("state", "data", "event", "cmd/ack")), f"topic read {root}/cmd")
+
+
+def build_accounts(gateways: Iterable[tuple[str, str]], *, bind_client_ids: bool = True) -> dict[str, Account]:
+    """The hub's three, ``admin`` and one account per gateway, each with a fresh random password; each gateway's
+    bound to its client id unless ``bind_client_ids`` is off (for test helpers that play a gateway with ids
+    of their own)."""
+    accounts = {name: Account(name, secrets.token_urlsafe(24), acl) for name, acl in HUB_ACCOUNTS.items()}
+    accounts["admin"] = Account("admin", secrets.token_urlsafe(24), ("topic readwrite #",))
     for site, gateway in gateways:
         for what, value in (("site", site), ("gateway", gateway)):
             if not _ID_RE.match(value):
@@ -70,9 +121,60 @@ def build_accounts(gateways: Iterable[tuple[str, str]]) -> dict[str, Account]:
         name = gateway_account(site, gateway)
         if name in accounts:
             raise StackError(f"gateway {name} is listed twice")
-        root = f"ioc/v1/{site}/{gateway}"
-        accounts[name] = Account(name, secrets.token_urlsafe(24), (f"topic write {root}/#", f"topic read {root}/cmd"))
+        bound = gateway_client_id(site, gateway) if bind_client_ids else None
+        accounts[name] = Account(name, secrets.token_urlsafe(24), gateway_acl(site, gateway), bound)
     return accounts
+
+
+def dynsec_acls(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """ACL-file lines as the dynamic-security plugin's ACLs: ``write`` is publishClientSend; ``read`` is
+    publishClientReceive and subscribePattern, also as an MQTT 5 shared subscription (the plugin checks the
+    whole filter, ``$share/{group}/`` included)."""
+    acls: list[dict[str, Any]] = []
+    for line in lines:
+        _, access, topic_filter = line.split(" ", 2)
+        kinds = []
+        if access in ("write", "readwrite"):
+            kinds.append(("publishClientSend", topic_filter))
+        if access in ("read", "readwrite"):
+            kinds += [
+                ("publishClientReceive", topic_filter),
+                ("subscribePattern", topic_filter),
+                ("subscribePattern", f"$share/+/{topic_filter}"),
+            ]
+        acls += [{"acltype": kind, "topic": t, "priority": 0, "allow": True} for kind, t in kinds]
+    return acls
+
+
+def dynsec_config(accounts: dict[str, Account], iterations: int = HASH_ITERATIONS) -> dict[str, Any]:
+    """The dynamic-security plugin's file: one client and one role per account; anything not granted refused."""
+    clients = []
+    roles = []
+    for account in accounts.values():
+        salt = secrets.token_bytes(12)
+        digest = hashlib.pbkdf2_hmac("sha512", account.password.encode(), salt, iterations)
+        client: dict[str, Any] = {
+            "username": account.username,
+            "password": base64.b64encode(digest).decode(),
+            "salt": base64.b64encode(salt).decode(),
+            "iterations": iterations,
+            "roles": [{"rolename": account.username}],
+        }
+        if account.client_id is not None:
+            client["clientid"] = account.client_id
+        clients.append(client)
+        roles.append({"rolename": account.username, "acls": dynsec_acls(account.acl)})
+    return {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -83,38 +185,26 @@ def _write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
-def write_password_file(path: Path, accounts: dict[str, Account]) -> None:
-    """Write ``user:password`` lines, then let ``mosquitto_passwd -U`` hash them in place (one call for all)."""
-    _write_private(path, "".join(f"{a.username}:{a.password}\n" for a in accounts.values()))
-    argv = [str(binary("mosquitto_passwd")), "-U", str(path)]
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=PASSWD_TIMEOUT_S, check=False)  # noqa: S603
-    except subprocess.TimeoutExpired as exc:
-        raise StackError(f"mosquitto_passwd -U {path} did not finish within {PASSWD_TIMEOUT_S:.0f} s") from exc
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr).decode(errors="replace").strip()
-        raise StackError(f"mosquitto_passwd -U {path} failed ({done.returncode}): {output}")
-
-
-def write_acl_file(path: Path, accounts: dict[str, Account]) -> None:
-    blocks = [f"user {a.username}\n" + "".join(f"{line}\n" for line in a.acl) for a in accounts.values()]
-    _write_private(path, "# generated by ioc.stack; rewritten on every start\n\n" + "\n".join(blocks))
+def write_dynsec_file(path: Path, accounts: dict[str, Account]) -> None:
+    _write_private(path, json.dumps(dynsec_config(accounts), indent=1) + "\n")
 
 
 def write_config(state_dir: Path, host: str, port: int, accounts: dict[str, Account]) -> Path:
-    """Write ``mosquitto.conf``, ``mosquitto.passwd`` and ``mosquitto.acl`` under ``state_dir``; return the config."""
+    """Write ``mosquitto.conf`` and ``dynamic-security.json`` under ``state_dir``; return the config."""
     persistence = state_dir / "mosquitto-data"
     persistence.mkdir(mode=0o700, exist_ok=True)
-    passwd = state_dir / "mosquitto.passwd"
-    acl = state_dir / "mosquitto.acl"
-    write_password_file(passwd, accounts)
-    write_acl_file(acl, accounts)
+    plugin = find_lib_file(DYNSEC_PLUGIN)
+    if plugin is None:
+        raise StackError(f"{DYNSEC_PLUGIN} not found (Debian package mosquitto 2.0); run `ioc stack ensure`")
+    dynsec = state_dir / "dynamic-security.json"
+    write_dynsec_file(dynsec, accounts)
     lines = [
         "# generated by ioc.stack; rewritten on every start",
         f"listener {port} {host}",
         "allow_anonymous false",
-        f"password_file {passwd}",
-        f"acl_file {acl}",
+        f"plugin {plugin}",
+        f"plugin_opt_config_file {dynsec}",
+        f"max_packet_size {MAX_PACKET_SIZE}",
         "persistence true",
         f"persistence_location {persistence}/",
         "log_dest stderr",

@@ -47,7 +47,7 @@ class Package:
 
 #: mosquitto 2.0.11 and influxdb 1.6.7 on Debian 12; mosquitto-clients for publishing by hand (docs/protocol.md).
 PACKAGES: tuple[Package, ...] = (
-    Package("mosquitto", ("mosquitto", "mosquitto_passwd")),
+    Package("mosquitto", ("mosquitto", "mosquitto_passwd"), ("mosquitto_dynamic_security.so",)),
     Package("mosquitto-clients", ("mosquitto_pub", "mosquitto_sub")),
     Package("influxdb", ("influxd",)),
     # Camera simulation and probing (devices/sim/rtsp.py, devices/drivers/camera/): ffprobe reads the stream

@@ -51,9 +51,12 @@ class StackEndpoints:
     state_dir: Path
     #: account name -> (username, password); kept out of repr so passwords do not end up in logs.
     accounts: Mapping[str, tuple[str, str]] = field(repr=False, hash=False)
+    #: account name -> the only client id it may connect with (gateways: the agent's own); others take any.
+    client_ids: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def credentials(self, account: str) -> tuple[str, str]:
-        """(username, password) of ``account``: "hub", "admin" or "{site}.{gateway}"."""
+        """(username, password) of ``account``: "hub" (the hub's intake), "hub-observe", "hub-cmd", "admin" or
+        "{site}.{gateway}"."""
         try:
             return self.accounts[account]
         except KeyError:
@@ -61,13 +64,40 @@ class StackEndpoints:
                 f"no broker account {account!r} in this stack; it has: {', '.join(sorted(self.accounts))}"
             ) from None
 
+    def client_id(self, account: str, default: str) -> str:
+        """The client id ``account`` must connect with, or ``default`` for an account bound to none."""
+        self.credentials(account)
+        return self.client_ids.get(account, default)
+
+    def hub_accounts(self) -> dict[str, str]:
+        """The hub's three accounts as ``MqttSettings`` fields: ``username``/``password`` (intake),
+        ``observer_username``/``observer_password``, ``command_username``/``command_password``."""
+        out: dict[str, str] = {}
+        for prefix, account in (("", "hub"), ("observer_", "hub-observe"), ("command_", "hub-cmd")):
+            out[f"{prefix}username"], out[f"{prefix}password"] = self.credentials(account)
+        return out
+
+    def hub_mqtt_env(self) -> dict[str, str]:
+        """The hub's broker settings for this stack as ``IOC_HUB_MQTT__*`` variables: host, port and its three
+        accounts (intake, observer, commands)."""
+        env = {"IOC_HUB_MQTT__HOST": self.mqtt_host, "IOC_HUB_MQTT__PORT": str(self.mqtt_port)}
+        env.update({f"IOC_HUB_MQTT__{key.upper()}": value for key, value in self.hub_accounts().items()})
+        return env
+
     def to_json(self) -> dict[str, Any]:
         """The endpoints and every account's password, as written to ``credentials.json`` and demo files."""
         return {
             "mqtt": {
                 "host": self.mqtt_host,
                 "port": self.mqtt_port,
-                "accounts": {name: {"username": u, "password": p} for name, (u, p) in self.accounts.items()},
+                "accounts": {
+                    name: {
+                        "username": u,
+                        "password": p,
+                        **({"client_id": c} if (c := self.client_ids.get(name)) else {}),
+                    }
+                    for name, (u, p) in self.accounts.items()
+                },
             },
             "influxdb": {"url": self.influx_url, "database": self.influx_db},
             "state_dir": str(self.state_dir),
@@ -96,6 +126,8 @@ class LocalStack:
     (``mosquitto.log``, ``influxd.log``). Passwords are new on every start. Each service has ``ready_timeout``
     seconds (default :data:`DEFAULT_READY_TIMEOUT_S`) to become ready; on exit each gets ``stop_timeout`` seconds
     (default 10) after SIGTERM before SIGKILL. Only one stack at a time may use a given ``state_dir``.
+    ``bind_client_ids`` (on by default): each gateway's account connects only with the gateway's own client id
+    (:mod:`ioc.stack.mosquitto`); off only for tests whose helpers play a gateway under ids of their own.
     """
 
     def __init__(
@@ -106,9 +138,11 @@ class LocalStack:
         *,
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+        bind_client_ids: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.gateways = tuple(gateways)
+        self.bind_client_ids = bind_client_ids
         self.influx_db = influx_db
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
@@ -142,7 +176,7 @@ class LocalStack:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._take_lock()
         try:
-            accounts = mosquitto.build_accounts(self.gateways)
+            accounts = mosquitto.build_accounts(self.gateways, bind_client_ids=self.bind_client_ids)
             mqtt_port = self._start_mosquitto(accounts)
             influx_url = self._start_influxdb()
             influxdb.create_database(influx_url, self.influx_db)
@@ -153,6 +187,7 @@ class LocalStack:
                 influx_db=self.influx_db,
                 state_dir=self.state_dir,
                 accounts=types.MappingProxyType({n: (a.username, a.password) for n, a in accounts.items()}),
+                client_ids=types.MappingProxyType({n: a.client_id for n, a in accounts.items() if a.client_id}),
             )
             self._write_credentials(ep)
         except OSError as exc:

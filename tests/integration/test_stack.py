@@ -56,10 +56,13 @@ class Session:
         return code
 
 
-def connect_result(ep: StackEndpoints, username: str | None, password: str | None) -> ReasonCode:
+def connect_result(
+    ep: StackEndpoints, username: str | None, password: str | None, client_id: str | None = None
+) -> ReasonCode:
     """CONNECT with MQTT 5 and return the CONNACK reason code."""
     codes: queue.Queue[ReasonCode] = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{secrets.token_hex(4)}", protocol=mqtt.MQTTv5)
+    client_id = client_id or f"t-{secrets.token_hex(4)}"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
     client.on_connect = lambda _c, _u, _f, rc, _p: codes.put(rc)
@@ -142,11 +145,11 @@ def test_gateway_publishes_only_under_its_own_topics(stack: StackEndpoints) -> N
 def test_gateway_reads_its_commands_but_not_others(stack: StackEndpoints) -> None:
     with session(stack, "admin") as admin, session(stack, "site-a.gw-1") as gateway:
         gateway.subscribe("ioc/v1/site-a/gw-1/cmd")
-        # Mosquitto grants a subscription it will never deliver on (ACLs are checked per message), so
-        # subscribe to the other gateway's commands and check nothing arrives.
+        # The dynamic-security plugin refuses the subscription itself; subscribe to the other gateway's
+        # commands anyway and check nothing arrives (0x10: no subscriber matched, MQTT 5 section 3.4.2.1).
         gateway.client.subscribe("ioc/v1/site-b/gw-2/cmd", qos=1)
-        gateway.subacks.get(timeout=TIMEOUT_S)
-        assert admin.publish("ioc/v1/site-b/gw-2/cmd", b"not yours") == 0
+        assert [code.value for code in gateway.subacks.get(timeout=TIMEOUT_S)] == [0x87]
+        assert admin.publish("ioc/v1/site-b/gw-2/cmd", b"not yours") == 0x10
         assert admin.publish("ioc/v1/site-a/gw-1/cmd", b"yours") == 0
         msg = gateway.messages.get(timeout=TIMEOUT_S)
         assert (msg.topic, msg.payload) == ("ioc/v1/site-a/gw-1/cmd", b"yours")
@@ -200,7 +203,15 @@ def test_credentials_file_is_private_and_complete(stack: StackEndpoints) -> None
     doc = json.loads(path.read_text())
     assert doc == stack.to_json()
     assert doc["mqtt"]["port"] == stack.mqtt_port
-    assert set(doc["mqtt"]["accounts"]) == {"hub", "admin", "site-a.gw-1", "site-b.gw-2", "demo.gw-1"}
+    assert set(doc["mqtt"]["accounts"]) == {
+        "hub",
+        "hub-observe",
+        "hub-cmd",
+        "admin",
+        "site-a.gw-1",
+        "site-b.gw-2",
+        "demo.gw-1",
+    }
     assert doc["mqtt"]["accounts"]["hub"]["password"] == stack.credentials("hub")[1]
 
 
@@ -342,7 +353,8 @@ def test_ioc_stack_up_prints_endpoints_and_stops_on_sigterm(tmp_path: Path) -> N
         assert doc["influxdb"]["database"] == "ioc"
         assert httpx.get(f"{doc['influxdb']['url']}/ping", timeout=TIMEOUT_S).status_code == 204
         ep = StackEndpoints("127.0.0.1", ep_port, doc["influxdb"]["url"], "ioc", tmp_path, {})
-        assert connect_result(ep, gw["username"], gw["password"]).value == 0
+        assert gw["client_id"] == "ioc-edge-site-a-gw-1"  # `ioc stack up` binds gateways to their ids
+        assert connect_result(ep, gw["username"], gw["password"], gw["client_id"]).value == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

@@ -18,7 +18,6 @@ from typing import Any
 import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from pydantic import SecretStr
 
 from hub.auth import create_token_in
 from hub.config import (
@@ -54,7 +53,6 @@ def ops_settings(
     inventory: dict[str, Any] | None = None,
     metrics_need_token: bool = False,
 ) -> HubSettings:
-    user, password = stack.credentials("hub")
     rules_file = None
     if rules is not None:
         rules_file = tmp_path / "rules.yaml"
@@ -67,8 +65,7 @@ def ops_settings(
         mqtt=MqttSettings(
             host=stack.mqtt_host,
             port=stack.mqtt_port,
-            username=user,
-            password=SecretStr(password),
+            **stack.hub_accounts(),  # intake, observer, commands: each its own account
             client_id=f"hub-ops-{secrets.token_hex(4)}",
             session_expiry_s=0,
         ),
