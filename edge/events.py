@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from edge.stats import EdgeStats
-from wire.v1 import Event, EventType
+from wire.v1 import Event, EventType, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class DeviceEvent:
     reason: str = ""
 
     def to_wire(self, session: str) -> Event:
-        reason = self.reason if len(self.reason) <= MAX_REASON else self.reason[: MAX_REASON - 3] + "..."
+        reason = clean_text(self.reason, MAX_REASON)
         return Event(session=session, device=self.device, type=self.type, ts=self.ts_ms, reason=reason)
 
 

@@ -17,7 +17,7 @@ from typing import Final
 from devices.driver import MetricValue
 from devices.driver import Reading as DriverReading
 from edge.stats import EdgeStats
-from wire.v1 import MAX_METRICS_PER_READING, MAX_STRING_VALUE, METRIC_PATTERN, Reading
+from wire.v1 import MAX_METRICS_PER_READING, MAX_STRING_VALUE, METRIC_PATTERN, Reading, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class ReadingFilter:
         clean: dict[str, MetricValue] = {}
         for name, value in metrics.items():
             if name not in self._good_names:
-                if not isinstance(name, str) or not _METRIC_RE.match(name):
+                if not isinstance(name, str) or not _METRIC_RE.fullmatch(name):
                     self._drop_value(str(name), f"name does not match {METRIC_PATTERN}")
                     continue
                 self._good_names.add(name)
@@ -82,7 +82,8 @@ class ReadingFilter:
             if len(clean) >= MAX_METRICS_PER_READING:
                 self._drop_value(name, f"more than {MAX_METRICS_PER_READING} metrics in one reading")
                 continue
-            clean[name] = value
+            # A device's text may hold a newline or a control character, which the contract refuses.
+            clean[name] = clean_text(value, MAX_STRING_VALUE) if isinstance(value, str) else value
         return clean
 
     def _drop_value(self, name: str, why: str) -> None:

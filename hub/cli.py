@@ -278,7 +278,7 @@ def token_main(args: argparse.Namespace) -> int:
     if url is None:
         problem = "registry.url is not set (IOC_HUB_REGISTRY__URL or registry.url in --config): tokens live there"
     elif getattr(args, "wards", None):
-        bad = [w for w in args.wards if not _WARD_RE.match(w)]
+        bad = [w for w in args.wards if not _WARD_RE.fullmatch(w)]
         if bad:
             problem = f"--wards: {', '.join(map(repr, bad))} is not a valid ward id"
     if problem or url is None:

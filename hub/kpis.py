@@ -124,7 +124,7 @@ def _id(field: str, raw: Any, pattern: re.Pattern[str], required: bool) -> str:
         if required:
             raise RowError(field, "is required")
         return ""
-    if not isinstance(raw, str) or not pattern.match(raw):
+    if not isinstance(raw, str) or not pattern.fullmatch(raw):
         raise RowError(field, f"must be an id of lower-case letters, digits, '_' or '-' (got {raw!r})")
     return raw
 

@@ -79,6 +79,18 @@ def _tag_prefix(measurement_e: str, base: list[tuple[str, str]], extra: tuple[tu
 
 #: Tag prefixes kept per gateway by a caller's cache (cleared when full; devices x kinds of one gateway).
 PREFIX_CACHE_SIZE: Final = 10_000
+#: Escaped field keys remembered (cleared when full): metric names, a few hundred in a city.
+FIELD_KEY_CACHE_SIZE: Final = 100_000
+_FIELD_KEYS: dict[str, str] = {}
+
+
+def _field_key(name: str) -> str:
+    """``name`` escaped as a field key (raise :class:`LineProtocolError` for a newline), remembered."""
+    key = escape_key(name)
+    if len(_FIELD_KEYS) >= FIELD_KEY_CACHE_SIZE:
+        _FIELD_KEYS.clear()
+    _FIELD_KEYS[name] = key
+    return key
 
 
 def reading_lines(  # noqa: PLR0912 - the hot loop, inlined on purpose
@@ -95,33 +107,35 @@ def reading_lines(  # noqa: PLR0912 - the hot loop, inlined on purpose
     this gateway's ``(kind, device) -> "measurement,tags "``, kept between batches; the caller clears it when
     the enrichment changes (and gives each (site, gateway) its own).
     """
-    # site and gateway come from a parsed topic, device and kind from a decoded batch: the contract's ID and
-    # kind patterns leave nothing to escape in them (the escaping was measurable on the hot path).
-    site_e = site
-    gateway_e = gateway
-    # Tag keys in sorted order: device, gateway, kind, site. The prefix repeats for every reading of a
-    # device, so it is built once per (kind, device), and kept between batches when the caller gives a cache.
+    # site and gateway come from a parsed topic, device and kind from a decoded batch, all checked against the
+    # contract's patterns, which leave nothing to escape. They are escaped all the same (once per prefix, so the
+    # hot path does not pay): a mistake upstream must not become a line of the sender's choosing.
+    site_e = escape_key(site)
+    gateway_e = escape_key(gateway)
     if prefixes is None:
         prefixes = {}
     lines: list[str] = []
     append = lines.append
     dropped = 0
+    field_keys = _FIELD_KEYS
     for reading in batch.readings:
         key = (reading.kind, reading.device)
         prefix = prefixes.get(key)
         if prefix is None:
-            kind_e = reading.kind
+            measurement_e = escape_measurement(reading.kind)
+            kind_e = escape_key(reading.kind)
+            device_e = escape_key(reading.device)
             extra = enrichment.get(reading.device)
             if extra is None:
-                prefix = f"{kind_e},device={reading.device},gateway={gateway_e},kind={kind_e},site={site_e} "
+                prefix = f"{measurement_e},device={device_e},gateway={gateway_e},kind={kind_e},site={site_e} "
             else:
                 base = [
-                    ("device", f",device={reading.device}"),
+                    ("device", f",device={device_e}"),
                     ("gateway", f",gateway={gateway_e}"),
                     ("kind", f",kind={kind_e}"),
                     ("site", f",site={site_e}"),
                 ]
-                prefix = _tag_prefix(kind_e, base, extra) + " "
+                prefix = _tag_prefix(measurement_e, base, extra) + " "
             if len(prefixes) >= PREFIX_CACHE_SIZE:
                 prefixes.clear()
             prefixes[key] = prefix
@@ -129,20 +143,26 @@ def reading_lines(  # noqa: PLR0912 - the hot loop, inlined on purpose
         # reading_lines; values are dispatched on their type (the contract's: float, bool, int, str).
         fields: list[str] = []
         for name, value in reading.metrics.items():
+            fkey = field_keys.get(name)
+            if fkey is None:
+                fkey = _field_key(name)
             if value.__class__ is float:  # exact type: msgspec decodes floats as float (isinstance costs more)
                 if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
-                    fields.append(f"{name}={value!r}")
+                    fields.append(f"{fkey}={value!r}")
                 else:
                     dropped += 1
             elif value is True:
-                fields.append(f"{name}=true")
+                fields.append(f"{fkey}=true")
             elif value is False:
-                fields.append(f"{name}=false")
+                fields.append(f"{fkey}=false")
             elif isinstance(value, str):
-                fields.append(f'{name}="{value.translate(_STRING_ESCAPES)}"')
+                if "\n" in value or "\r" in value:  # the contract refuses them; never let one end a line
+                    dropped += 1
+                else:
+                    fields.append(f'{fkey}="{value.translate(_STRING_ESCAPES)}"')
             else:
                 try:
-                    fields.append(f"{name}={float(value)!r}")
+                    fields.append(f"{fkey}={float(value)!r}")
                 except OverflowError:
                     dropped += 1
         if fields:

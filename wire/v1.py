@@ -29,12 +29,29 @@ VERSION: Final = 1
 TOPIC_ROOT: Final = "ioc/v1"
 QOS: Final = 1
 
+# Every pattern must match the whole string. These are written ``^...$`` for JSON Schema (ECMAScript) and
+# pydantic (Rust regex), where ``$`` is the end of the text. Python's ``$`` also matches before a final newline,
+# and msgspec checks a pattern with ``re.search``: the structs below use :func:`_whole`, which puts ``(?!\n)``
+# before the ``$`` (valid in ECMAScript too, so the JSON Schema carries it), so that ``"aq-01\n"``, which would
+# end a line of InfluxDB line protocol early, is refused. Python code of ours matches with ``fullmatch``.
+
 #: Site, gateway, device and command IDs: lowercase letters, digits and '-', starting with a letter or digit.
 ID_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,63}$"
 #: Metric names become InfluxDB field keys: snake_case, starting with a letter.
 METRIC_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
 #: Device kinds become InfluxDB measurements: snake_case, starting with a letter.
 KIND_PATTERN: Final = r"^[a-z][a-z0-9_]{0,31}$"
+#: Free text (string values, reasons, details, names): no control characters (C0, DEL, C1) and no Unicode line
+#: or paragraph separator, so no text of a gateway's can break a line or a log record wherever it is written.
+TEXT_PATTERN: Final = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
+
+
+def _whole(pattern: str) -> str:
+    """``^...$`` as a pattern that ``re.search`` (msgspec) matches against the whole string only."""
+    if not (pattern.startswith("^") and pattern.endswith("$")):
+        raise ValueError(f"pattern {pattern!r} is not anchored ^...$")
+    return pattern[:-1] + r"(?!\n)$"
+
 
 #: Limits that keep one message from exhausting the hub.
 MAX_READINGS_PER_BATCH: Final = 10_000
@@ -50,15 +67,18 @@ MAX_DEVICES_PER_GATEWAY: Final = 4096
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 
 _ID_RE: Final = re.compile(ID_PATTERN)
+_TEXT = _whole(TEXT_PATTERN)
 
-Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="Lowercase a-z, 0-9 and '-'.")]
-Kind = Annotated[str, msgspec.Meta(pattern=KIND_PATTERN, description="Device kind; the measurement name.")]
-MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_PATTERN)]
+Id = Annotated[str, msgspec.Meta(pattern=_whole(ID_PATTERN), description="Lowercase a-z, 0-9 and '-'.")]
+Kind = Annotated[str, msgspec.Meta(pattern=_whole(KIND_PATTERN), description="Device kind; the measurement name.")]
+MetricName = Annotated[str, msgspec.Meta(pattern=_whole(METRIC_PATTERN))]
 #: Milliseconds since the Unix epoch (UTC). 2000-01-01 .. 2100-01-01 rejects seconds and microseconds by mistake.
 TimestampMs = Annotated[int, msgspec.Meta(ge=946_684_800_000, lt=4_102_444_800_000)]
-ShortText = Annotated[str, msgspec.Meta(max_length=MAX_STRING_VALUE)]
+ShortText = Annotated[str, msgspec.Meta(max_length=MAX_STRING_VALUE, pattern=_TEXT)]
 MetricValue = bool | int | float | ShortText
-SessionId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="Opaque, unique per connect.")]
+SessionId = Annotated[
+    str, msgspec.Meta(pattern=_whole(r"^[A-Za-z0-9_-]{8,64}$"), description="Opaque, unique per connect.")
+]
 
 
 class Channel(StrEnum):
@@ -79,9 +99,9 @@ class DeviceInfo(msgspec.Struct, frozen=True):
 
     id: Id
     kind: Kind
-    profile: Annotated[str, msgspec.Meta(max_length=128)]
+    profile: Annotated[str, msgspec.Meta(max_length=128, pattern=_TEXT)]
     interval_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)]
-    driver: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    driver: Annotated[str, msgspec.Meta(max_length=64, pattern=_TEXT)] = ""
 
 
 class State(msgspec.Struct, frozen=True):
@@ -95,9 +115,9 @@ class State(msgspec.Struct, frozen=True):
     session: SessionId
     v: Literal[1] = 1
     ts: TimestampMs | None = None
-    agent: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    agent: Annotated[str, msgspec.Meta(max_length=64, pattern=_TEXT)] = ""
     devices: Annotated[list[DeviceInfo], msgspec.Meta(max_length=MAX_DEVICES_PER_GATEWAY)] = []
-    reason: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    reason: Annotated[str, msgspec.Meta(max_length=256, pattern=_TEXT)] = ""
     #: Birth only: the session's MQTT keep-alive. An agent that sets it promises to publish on ``data`` at least
     #: once every ``keepalive_s`` while connected, so a hub that hears nothing from the gateway for
     #: 1.5 x ``keepalive_s`` may take it as gone before the broker's keep-alive check delivers the will.
@@ -141,7 +161,7 @@ class Event(msgspec.Struct, frozen=True):
     type: EventType
     ts: TimestampMs
     v: Literal[1] = 1
-    reason: Annotated[str, msgspec.Meta(max_length=512)] = ""
+    reason: Annotated[str, msgspec.Meta(max_length=512, pattern=_TEXT)] = ""
 
 
 class Command(msgspec.Struct, frozen=True):
@@ -149,7 +169,7 @@ class Command(msgspec.Struct, frozen=True):
 
     id: Id
     device: Id
-    action: Annotated[str, msgspec.Meta(pattern=METRIC_PATTERN)]
+    action: Annotated[str, msgspec.Meta(pattern=_whole(METRIC_PATTERN))]
     ts: TimestampMs
     v: Literal[1] = 1
     params: dict[str, MetricValue] = {}
@@ -179,7 +199,7 @@ class CommandAck(msgspec.Struct, frozen=True):
     status: AckStatus
     ts: TimestampMs
     v: Literal[1] = 1
-    detail: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    detail: Annotated[str, msgspec.Meta(max_length=1024, pattern=_TEXT)] = ""
     #: what the command produced (for ``read_now``: the metrics read), flat like a reading's metrics
     result: Annotated[dict[MetricName, MetricValue], msgspec.Meta(max_length=MAX_METRICS_PER_READING)] = {}
 
@@ -213,9 +233,20 @@ class ContractError(ValueError):
     """A topic or payload that does not follow the v1 contract. The message says what is wrong."""
 
 
+_TEXT_UNSAFE: Final = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]")
+
+
+def clean_text(text: str, max_length: int) -> str:
+    """``text`` as :data:`TEXT_PATTERN` allows it: each control character or line separator made a space, and
+    cut to ``max_length`` characters (ending in ``...`` when cut). For text an agent did not choose (an exception's
+    message, a device's answer) on its way into a payload."""
+    text = _TEXT_UNSAFE.sub(" ", text)
+    return text if len(text) <= max_length else text[: max_length - 3] + "..."
+
+
 def check_id(value: str, what: str) -> str:
     """Return ``value`` if it is a valid ID, else raise :class:`ContractError` naming ``what``."""
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ContractError(f"{what} {value!r} is not a valid ID (lowercase a-z, 0-9 and '-', max 64)")
     return value
 

@@ -110,7 +110,7 @@ class DataDecoder:
         return True
 
     def _learn(self, known: set[str], pattern: re.Pattern[str], value: str) -> bool:
-        # msgspec checks a pattern with re.search; so does this (same result for '$' before a final newline).
+        # msgspec checks a pattern with re.search; so does this, with the same patterns (wire.v1._whole).
         if pattern.search(value) is None:
             return False
         if len(known) >= self._known_cap:
