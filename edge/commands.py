@@ -59,6 +59,7 @@ from wire.v1 import (
     ContractError,
     Reading,
     check_id,
+    clean_text,
     decode,
 )
 
@@ -414,4 +415,4 @@ def _valid_id(value: object) -> bool:
 
 
 def _cut(text: str) -> str:
-    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+    return clean_text(text, MAX_DETAIL)

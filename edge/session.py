@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from devices.driver import now_ms
-from wire.v1 import DeviceInfo, State
+from wire.v1 import DeviceInfo, State, clean_text
 
 #: ``State.reason`` of the Last Will: the broker publishes it when the connection ends without DISCONNECT.
 REASON_CONNECTION_LOST = "connection lost"
@@ -57,4 +57,4 @@ class Session:
         return State(online=False, session=self.id, reason=REASON_CONNECTION_LOST)
 
     def death(self, reason: str = REASON_SHUTDOWN) -> State:
-        return State(online=False, session=self.id, ts=now_ms(), reason=reason[:256])
+        return State(online=False, session=self.id, ts=now_ms(), reason=clean_text(reason, 256))
