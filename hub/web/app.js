@@ -250,6 +250,13 @@ async function stream() {
       headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
       signal: controller.signal,
     });
+    if (response.status === 401) {
+      // The token was revoked or expired (the hub also ends an open stream then): ask for another one.
+      setLive(false);
+      if (state.stream === controller) state.stream = null;
+      askToken(t("bad_token"));
+      return;
+    }
     if (!response.ok) throw new Error(`events: HTTP ${response.status}`);
     setLive(true);
     // Reload once connected: nothing that happened before the stream started is missed.

@@ -1,6 +1,7 @@
 """The operator page under the hub's Content-Security-Policy in a real headless browser (Debian's chromium driven
 by Playwright): it loads its data and the live stream with no violation reported, while the policy is in force
-(an injected inline script does not run) and nothing may frame the page (``frame-ancestors 'none'``)."""
+(an injected inline script does not run) and nothing may frame the page (``frame-ancestors 'none'``); when its
+token is revoked, the stream ends and the page asks for another token."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from ops_support import ops_settings, running_hub, tokens, wait_until
+from ops_support import auth, ops_settings, running_hub, tokens, wait_until
 from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
 
 from ioc.stack import StackEndpoints
@@ -86,4 +88,13 @@ async def test_the_operator_page_works_under_the_policy(
         frame = framer.frame_locator("#hub")
         await expect(frame.locator("h1[data-i18n=title]")).to_have_count(0)
         await framer.close()
+
+        # The page's token is revoked: the hub ends its event stream and the page asks for another token.
+        token_id = tok["viewer"].split("_")[1]
+        async with httpx.AsyncClient(base_url=hub.api_url, timeout=10) as http:
+            r = await http.delete(f"/api/v1/tokens/{token_id}", headers=auth(tok["admin"]))
+            assert r.status_code == 200
+        await expect(page.locator("#login")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        await expect(page.locator("#login-error")).to_have_text("Token không hợp lệ", timeout=UI_TIMEOUT_MS)
+        await expect(page.locator("#live")).to_have_class("live off", timeout=UI_TIMEOUT_MS)
         await page.close()
