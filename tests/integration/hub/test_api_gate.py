@@ -123,6 +123,17 @@ async def test_token_and_body_limit_are_checked_before_the_body_is_read(
         assert status == 413
         assert json.loads(body)["limit_bytes"] == 4096
         assert_security_headers(headers)
+        # A route that reads the raw body itself (the KPI upload, 2 MiB): a chunked body past its limit.
+        chunk = b"dvc_on_time_rate,97.5\n" * 4000
+        chunks = b"".join(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for _ in range(25))
+        assert len(chunks) > 2 * 1024 * 1024
+        status, _, body = await raw_request(
+            url,
+            f"POST /api/v1/kpis HTTP/1.1\nHost: hub\nAuthorization: Bearer {tok['technician']}\n"
+            "Content-Type: text/csv\nTransfer-Encoding: chunked",
+            chunks,
+        )
+        assert (status, json.loads(body)["limit_bytes"]) == (413, 2 * 1024 * 1024)
         # The inventory import (its own limit, 20 MiB) with a Content-Length above it.
         status, _, body = await raw_request(
             url,
