@@ -434,6 +434,8 @@ class HubSettings(BaseSettings):
             return self
         secrets = (
             ("mqtt.password", self.mqtt.password),
+            ("mqtt.observer_password", self.mqtt.observer_password),
+            ("mqtt.command_password", self.mqtt.command_password),
             ("influx.password", self.influx.password),
             ("influx.token", self.influx.token),
         )
@@ -443,8 +445,6 @@ class HubSettings(BaseSettings):
                     "placeholder_secret",
                     "is a placeholder secret; set a real one "
                     "(placeholders are accepted only when mqtt.host is loopback, not '{host}')",
-            ("mqtt.observer_password", self.mqtt.observer_password),
-            ("mqtt.command_password", self.mqtt.command_password),
                     {"field": name, "host": self.mqtt.host},
                 )
         return self
