@@ -4,8 +4,10 @@ It starts the local stack (Mosquitto with authentication and per-gateway account
 processes exactly as they run in production: the hub (``ioc hub``), the simulated city (``ioc sim city``: per
 site Modbus sensors, one or two NTCIP signs and ONVIF/RTSP cameras, and each gateway's edge config) and one
 edge agent per site (``ioc edge run``, each with its own broker account), so stopping one agent is a real
-gateway failure. Readings of all three device kinds reach InfluxDB within seconds. The endpoints are written
-to ``{state_dir}/demo.json`` and printed.
+gateway failure. Readings of all three device kinds reach InfluxDB within seconds. The endpoints and the
+secrets (broker passwords, the hub's admin API token) are written to ``{state_dir}/demo.json``, readable by its
+owner only (0600); the terminal shows the endpoints and where the secrets are, never the secrets themselves
+(a terminal is scrolled back, shared on screen and kept in logs).
 """
 
 from __future__ import annotations
@@ -205,8 +207,11 @@ def write_demo_rules(path: Path) -> Path:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` readable by the owner only, atomically (readers never see half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)
+    # Created 0600 (not chmod-ed after writing, which leaves the secrets readable under the umask meanwhile).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
     tmp.replace(path)
 
 
@@ -240,7 +245,6 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
         children = Children(log_dir)
         try:
             hub_port = free_port()
-            hub_user, hub_password = ep.credentials("hub")
             # Issue 6: the hub's database (registry, health, alerts, API tokens) in the state dir, and an admin
             # API token created in it for demo.json ("hub_token"; send it as "Authorization: Bearer <token>").
             hub_db = f"sqlite:///{state_dir / 'hub.db'}"
@@ -256,10 +260,8 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                 "hub",
                 ioc_argv("hub"),
                 env={
-                    "IOC_HUB_MQTT__HOST": ep.mqtt_host,
-                    "IOC_HUB_MQTT__PORT": str(ep.mqtt_port),
-                    "IOC_HUB_MQTT__USERNAME": hub_user,
-                    "IOC_HUB_MQTT__PASSWORD": hub_password,
+                    # Host, port and the hub's three broker accounts (intake, observer, commands).
+                    **ep.hub_mqtt_env(),
                     "IOC_HUB_MQTT__CLIENT_ID": "ioc-hub-demo",
                     "IOC_HUB_INFLUX__URL": ep.influx_url,
                     "IOC_HUB_INFLUX__DATABASE": ep.influx_db,
@@ -297,7 +299,7 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                     "port": ep.mqtt_port,
                     "accounts": {
                         name: {"username": u, "password": p}
-                        for name in ("hub", "admin")
+                        for name in ("hub", "hub-observe", "hub-cmd", "admin")
                         for (u, p) in [ep.credentials(name)]
                     },
                 },
@@ -338,20 +340,33 @@ def hub_summary(hub_url: str) -> str:
     return "hub: " + ", ".join(f"{k}={stats[k]}" for k in keys if k in stats)
 
 
+def without_secrets(doc: dict[str, Any], where: Path) -> dict[str, Any]:
+    """``demo.json``'s document as the terminal shows it: each secret replaced by where to find it."""
+    pointer = f"(in {where})"
+    shown = {**doc, "hub_token": pointer}
+    mqtt = doc["mqtt"]
+    shown["mqtt"] = {
+        **mqtt,
+        "accounts": {name: {**account, "password": pointer} for name, account in mqtt["accounts"].items()},
+    }
+    return shown
+
+
 def run_demo(state_dir: Path, duration: float | None, stop: threading.Event, sites: int = DEFAULT_SITES) -> None:
     with demo_city(state_dir, sites) as running:
         doc = running.doc
-        print(json.dumps(doc, indent=2))
+        secrets_file = state_dir / "demo.json"
+        print(json.dumps(without_secrets(doc, secrets_file), indent=2))
         kinds = [kind for site in doc["sites"] for kind in site["devices"].values()]
         signs, cameras = kinds.count("sign"), kinds.count("camera")
         streams = "with streams" if doc["rtsp"]["available"] else f"without streams ({doc['rtsp'].get('reason')})"
         print(
             f"\nDemo running: {len(doc['sites'])} sites, {len(kinds) - signs - cameras} Modbus sensors, "
             f"{signs} NTCIP signs, {cameras} cameras {streams}.\n"
-            f"  operator     {doc['hub_url']}/  (paste the admin token hub_token from demo.json)\n"
+            f"  operator     {doc['hub_url']}/  (paste the admin token hub_token from {secrets_file})\n"
             f"  hub API      {doc['hub_url']}/api/v1/docs  (Authorization: Bearer <hub_token>)\n"
             f"  InfluxDB     {doc['influxdb']['url']}  database {doc['influxdb']['database']}\n"
-            f"  endpoints    {state_dir / 'demo.json'}\n"
+            f"  secrets      {secrets_file}  (owner only: the API token and the broker passwords)\n"
             "Stop with Ctrl-C" + (f" (or it stops by itself after {duration:.0f} s)." if duration else "."),
             flush=True,
         )
