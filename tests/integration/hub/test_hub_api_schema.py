@@ -63,6 +63,11 @@ async def test_schemathesis_finds_no_server_error(stack: StackEndpoints, influx_
             f"Authorization: Bearer {tok['admin']}",
             "--exclude-path",
             "/api/v1/events",
+            # A generated move gives these devices a gateway, and a generated command for them would then wait
+            # for an ack beyond the request timeout; the move route's answers are tested in
+            # test_hub_ownership_live.py.
+            "--exclude-path",
+            "/api/v1/devices/{device_id}/move",
             "--phases",
             "examples,coverage,fuzzing",
             "--max-examples",

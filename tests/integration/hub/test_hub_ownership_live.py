@@ -117,6 +117,11 @@ async def test_another_gateways_birth_does_not_move_a_device_and_a_technician_do
         assert r.status_code == 404  # a device outside its wards does not exist for it
         assert registry.owners()["wl-01"] == ("site-a", "gw-1")
 
+        for bad in ({"site": "site-b"}, {**move, "gateway": "GW 2"}, {**move, "colour": "red"}):
+            r = await http.post("/api/v1/devices/wl-01/move", json=bad, headers=auth(tok["technician"]))
+            assert r.status_code == 422, bad
+        r = await http.post("/api/v1/devices/nope-01/move", json=move, headers=auth(tok["technician"]))
+        assert r.status_code == 404
         r = await http.post("/api/v1/devices/wl-01/move", json=move, headers=auth(tok["technician"]))
         assert r.status_code == 200, r.text
         answer = r.json()
