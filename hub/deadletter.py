@@ -44,6 +44,10 @@ class DeadLetterKind(StrEnum):
     """The hub failed on it (a bug): kept here with the error, and logged with its traceback."""
     CARDINALITY = "cardinality"
     """Metric names beyond the per-device cap (``cardinality.max_metrics_per_device``); the rest was stored."""
+    REFUSED = "refused"
+    """What the gateway may not write (hub.ingest.admission): another gateway's device, an unannounced device, a
+    hub-owned or unknown kind, a value of another field type, a timestamp out of bounds, too many new devices.
+    The error names each refusal; what the gateway may write of the message was stored."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,22 @@ from wire.v1 import DataBatch, Event, MetricValue, Reading, State
 
 GATEWAY_STATE: Final = "gateway_state"
 DEVICE_EVENT: Final = "device_event"
+#: Every measurement the hub writes itself (docs/storage.md); none of them can be a reading's kind.
+#: tests/unit/hub/test_admission.py checks that each module's own constant is in it.
+HUB_MEASUREMENTS: Final = frozenset(
+    {
+        GATEWAY_STATE,
+        DEVICE_EVENT,
+        "device_health",
+        "gateway_health",
+        "alerts",
+        "alert_resolved",
+        "kpi",
+        "vn_aqi",
+        "hub_health",
+        "hub_seq_gaps",
+    }
+)
 #: Tags of reading and event lines; an enrichment may never replace them.
 BASE_TAGS: Final = frozenset({"device", "gateway", "kind", "site", "type"})
 #: Tag names an enrichment (the device registry) may add to a device's lines by default (``tags.enrichment``).

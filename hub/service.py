@@ -29,6 +29,7 @@ from hub.deadletter import DeadLetter, Quarantine
 from hub.errors import HubError
 from hub.influx import InfluxWriter
 from hub.ingest import Observer, Pipeline, RetryPolicy
+from hub.ingest.admission import Admission
 from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import IntakeQueue, MqttIntake
@@ -85,21 +86,28 @@ class Hub:
                 max_metrics_per_device=s.cardinality.max_metrics_per_device,
                 spill_after_s=s.spill.slow_write_s,
                 enrichment_tags=s.cardinality.enrichment_tags,
+                admission=Admission(s.admission.rules()),
             )
             # Before the pipeline runs, so that no retained birth is missed. What feeds the operations side:
             # mqtt.observe (share: what this hub stores; all: an unshared observer connection; none: nothing).
             observe = s.mqtt.observe_mode
+            # Refusals of admission reach the operations side from the same place its observations come from.
             if observe == "share":
                 self._pipeline.add_observer(self._operations.observe)
+                self._pipeline.add_refusal_observer(self._operations.on_refusal)
             elif observe == "all":
                 observer_queue = IntakeQueue(s.batch.queue_size, s.mqtt.queue_max_bytes)
-                self._observer_feed = ObserverFeed(observer_queue, [self._operations.observe])
+                feed_admission = Admission(s.admission.rules())
+                self._observer_feed = ObserverFeed(observer_queue, [self._operations.observe], feed_admission)
+                self._observer_feed.add_refusal_observer(self._operations.on_refusal)
+                self._operations.on_owners(feed_admission.set_owners)
                 feed_task = asyncio.create_task(self._observer_feed.run(), name="hub-observer-feed")
                 stack.push_async_callback(cancel_and_wait, feed_task)
                 self._observer_intake = await stack.enter_async_context(
                     MqttIntake(s.mqtt, observer_queue, observer=True)
                 )
             self._operations.on_enrichment(self._pipeline.set_enrichment)
+            self._operations.on_owners(self._pipeline.set_owners)
             self._pipeline_task = asyncio.create_task(self._pipeline.run(), name="hub-pipeline")
             stack.push_async_callback(self._drain)
             if s.metrics.interval_s > 0:  # hub_health points (hub/metrics.py); stopped before the pipeline drains

@@ -8,6 +8,9 @@ or stored: a message this feed misses (the hub restarting, a QoS 0 drop by the b
 since the storing subscription has it; health and alerts judge on the next one, and births are retained.
 
 A payload that does not decode is counted and skipped here: the hub whose share brings it quarantines it.
+What a gateway may not write (:mod:`hub.ingest.admission`) is left out of what the observers see, exactly as
+the pipeline leaves it out, and the refusals go to this feed's refusal observers (the operations side's security
+alerts, rebirth requests and clock problems; the storing hubs only count theirs).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from hub.ingest.admission import Admission, RefusalObserver
 from hub.ingest.decode import DataDecoder
 from hub.ingest.messages import InboundMessage, MessageSource, Observer
-from wire.v1 import Channel, ContractError, Payload, Topic, decode_for, parse_topic
+from wire.v1 import Channel, ContractError, DataBatch, Event, Payload, State, Topic, decode_for, parse_topic
 
 log = logging.getLogger("hub.ingest.observe")
 
@@ -28,16 +32,29 @@ _TOPIC_CACHE_SIZE = 10_000
 class ObserverFeed:
     """``await run()``: take messages from ``queue`` until cancelled, decode them, call every observer."""
 
-    def __init__(self, queue: MessageSource, observers: list[Observer] | None = None) -> None:
+    def __init__(
+        self, queue: MessageSource, observers: list[Observer] | None = None, admission: Admission | None = None
+    ) -> None:
         self._queue = queue
         self._observers: tuple[Observer, ...] = tuple(observers or ())
+        self.admission = admission
+        self._refusal_observers: tuple[RefusalObserver, ...] = ()
         self._decoder = DataDecoder()
         self._topics: dict[str, Topic] = {}
         self._failures: set[tuple[int, type[BaseException]]] = set()
-        self.counters: dict[str, int] = {"received": 0, "observed": 0, "undecodable": 0, "observer_errors": 0}
+        self.counters: dict[str, int] = {
+            "received": 0,
+            "observed": 0,
+            "undecodable": 0,
+            "refused": 0,
+            "observer_errors": 0,
+        }
 
     def add_observer(self, observer: Observer) -> None:
         self._observers = (*self._observers, observer)
+
+    def add_refusal_observer(self, observer: RefusalObserver) -> None:
+        self._refusal_observers = (*self._refusal_observers, observer)
 
     async def run(self) -> None:
         queue = self._queue
@@ -59,6 +76,11 @@ class ObserverFeed:
         if payload is None or topic is None:
             self.counters["undecodable"] += 1
             return
+        if self.admission is not None:
+            payload = self._admit(topic, payload)
+            if payload is None:
+                self.counters["refused"] += 1
+                return
         self.counters["observed"] += 1
         for observer in self._observers:
             try:
@@ -74,6 +96,31 @@ class ObserverFeed:
                         topic.site,
                         topic.gateway,
                     )
+
+    def _admit(self, topic: Topic, payload: Payload) -> Payload | None:
+        admission = self.admission
+        assert admission is not None
+        admitted: Payload | None
+        if isinstance(payload, DataBatch):
+            admitted, refusals = admission.data(topic.site, topic.gateway, payload)
+        elif isinstance(payload, State):
+            admitted, refusals = admission.state(topic.site, topic.gateway, payload)
+        elif isinstance(payload, Event):
+            refusals = admission.event(topic.site, topic.gateway, payload)
+            admitted = None if refusals else payload
+        else:
+            return payload
+        for observer in self._refusal_observers:
+            for refusal in refusals:
+                try:
+                    observer(refusal)
+                except Exception as exc:
+                    self.counters["observer_errors"] += 1
+                    key = (id(observer), type(exc))
+                    if key not in self._failures:
+                        self._failures.add(key)
+                        log.exception("refusal observer %r failed (logged once per observer and error type)", observer)
+        return admitted
 
     def _decode(self, message: InboundMessage) -> tuple[Payload | None, Topic | None]:
         topic = self._topics.get(message.topic)

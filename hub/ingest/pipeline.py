@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog, Quarantine, QuarantineError
+from hub.ingest.admission import Admission, Refusal, RefusalObserver, describe
 from hub.ingest.decode import DataDecoder
 from hub.ingest.messages import Acker, InboundMessage, LineWriter, MessageSource, Observer, Pending, RetryPolicy
 from hub.ingest.storage import StorageSide
@@ -65,6 +66,7 @@ class Pipeline(StorageSide):
         spill: Spill | None = None,
         max_metrics_per_device: int | None = None,
         spill_after_s: float = 5.0,
+        admission: Admission | None = None,
     ) -> None:
         self._queue = queue
         self._acker = acker
@@ -87,6 +89,9 @@ class Pipeline(StorageSide):
         self._write_started: dict[asyncio.Task[Any], float] = {}
         self._slow_logged = False
         self.metric_cap = MetricCap(max_metrics_per_device) if max_metrics_per_device else None
+        #: What each gateway may write (None: everything the contract accepts, as in tests of the storage side).
+        self.admission = admission
+        self._refusal_observers: tuple[RefusalObserver, ...] = ()
         self.states = GatewayStates()
         self.seqs = SeqTracker()
         self._dead_letter_log = OncePerKindLog(log)
@@ -133,6 +138,15 @@ class Pipeline(StorageSide):
 
     def remove_observer(self, observer: Observer) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
+
+    def add_refusal_observer(self, observer: RefusalObserver) -> None:
+        """Call ``observer(refusal)`` for every refusal of admission from now on (see hub.ingest.admission)."""
+        self._refusal_observers = (*self._refusal_observers, observer)
+
+    def set_owners(self, owners: Mapping[str, tuple[str, str]]) -> None:
+        """Replace the registry's map ``device -> (site, gateway)`` that admission checks ownership against."""
+        if self.admission is not None:
+            self.admission.set_owners(owners)
 
     def set_enrichment(self, mapping: Mapping[str, Mapping[str, str]]) -> None:
         """Replace the enrichment map ``device -> {tag: value}`` as a whole (atomically, for lines built next).
@@ -285,16 +299,9 @@ class Pipeline(StorageSide):
     def _file(self, message: InboundMessage) -> None:
         stats = self.stats
         stats.messages_received += 1
-        topic = self._topics.get(message.topic)
+        topic = self._topics.get(message.topic) or self._parse_topic(message)
         if topic is None:
-            try:
-                topic = parse_topic(message.topic)
-            except ContractError as exc:
-                self._dead_letter(message, DeadLetterKind.BAD_TOPIC, str(exc))
-                return
-            if len(self._topics) >= _TOPIC_CACHE_SIZE:
-                self._topics.clear()
-            self._topics[message.topic] = topic
+            return
         stats.count_channel(topic.channel.value)
         try:
             payload = self._decode(topic.channel, message.payload)
@@ -302,9 +309,14 @@ class Pipeline(StorageSide):
             malformed = not isinstance(exc.__cause__, msgspec.ValidationError)
             self._dead_letter(message, DeadLetterKind.MALFORMED if malformed else DeadLetterKind.CONTRACT, str(exc))
             return
+        entry = Pending(message)
+        if self.admission is not None:
+            admitted = self._admit(entry, topic, payload)
+            if admitted is None:
+                return
+            payload = admitted
         if self._observers:
             self._notify(topic.site, topic.gateway, payload)
-        entry = Pending(message)
         if isinstance(payload, DataBatch):
             if not self._data_lines(entry, topic.site, topic.gateway, payload):
                 return
@@ -319,6 +331,56 @@ class Pipeline(StorageSide):
         else:
             entry.done = True
             self._release()
+
+    def _parse_topic(self, message: InboundMessage) -> Topic | None:
+        """The parsed topic, remembered; None when it is not a v1 topic (dead-lettered)."""
+        try:
+            topic = parse_topic(message.topic)
+        except ContractError as exc:
+            self._dead_letter(message, DeadLetterKind.BAD_TOPIC, str(exc))
+            return None
+        if len(self._topics) >= _TOPIC_CACHE_SIZE:
+            self._topics.clear()
+        self._topics[message.topic] = topic
+        return topic
+
+    def _admit(self, entry: Pending, topic: Topic, payload: Payload) -> Payload | None:
+        """What of ``payload`` the gateway may write; None when nothing (dead-lettered, acknowledged in order)."""
+        admission = self.admission
+        assert admission is not None
+        site, gateway = topic.site, topic.gateway
+        admitted: Payload | None
+        if isinstance(payload, DataBatch):
+            admitted, refusals = admission.data(site, gateway, payload)
+            if admitted is None:  # its sequence number still counts: a refused batch is no gap
+                self.stats.seq_gaps += self.seqs.observe(site, gateway, payload.session, payload.seq)
+        elif isinstance(payload, State):
+            admitted, refusals = admission.state(site, gateway, payload)
+        elif isinstance(payload, Event):
+            refusals = admission.event(site, gateway, payload)
+            admitted = None if refusals else payload
+        else:
+            return payload
+        if not refusals:
+            return admitted
+        self._report_refusals(refusals)
+        if admitted is None:
+            self._dead_letter(entry.message, DeadLetterKind.REFUSED, describe(refusals))
+            return None
+        self._quarantine(entry, DeadLetterKind.REFUSED, describe(refusals))
+        return admitted
+
+    def _report_refusals(self, refusals: list[Refusal]) -> None:
+        for observer in self._refusal_observers:
+            for refusal in refusals:
+                try:
+                    observer(refusal)
+                except Exception as exc:
+                    self.stats.observer_errors += 1
+                    key = (id(observer), type(exc))
+                    if key not in self._observer_failures:
+                        self._observer_failures.add(key)
+                        log.exception("refusal observer %r failed (logged once per observer and error type)", observer)
 
     def _decode(self, channel: Channel, payload: bytes) -> Payload:
         if channel is Channel.DATA:
@@ -444,4 +506,5 @@ class Pipeline(StorageSide):
         data["seq_gaps_by_gateway"] = dict(self.seqs.gaps)
         data.update(self.gauges())
         data["gateways"] = {"known": len(self.states), "online": self.states.online_count}
+        data["refusals_by_gateway"] = self.admission.refusals_by_gateway() if self.admission is not None else {}
         return data

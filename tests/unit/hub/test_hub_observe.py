@@ -58,7 +58,7 @@ async def test_decoded_messages_reach_every_observer_and_bad_ones_are_counted_no
     assert isinstance(later[1], State)
     assert later[1].session == "sess-0002"
     assert len(later) == 2
-    assert feed.counters == {"received": 5, "observed": 2, "undecodable": 3, "observer_errors": 0}
+    assert feed.counters == {"received": 5, "observed": 2, "undecodable": 3, "refused": 0, "observer_errors": 0}
 
 
 def test_a_failing_observer_is_counted_logged_once_and_the_others_still_run(caplog: pytest.LogCaptureFixture) -> None:
