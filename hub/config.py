@@ -30,7 +30,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from hub.alerts.rules import Severity
 from hub.errors import ConfigError
-from wire.v1 import ID_PATTERN, MAX_MESSAGE_BYTES
+from hub.ingest.admission import DEFAULT_KINDS, AdmissionRules
+from hub.points import HUB_MEASUREMENTS
+from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_MESSAGE_BYTES
 
 ENV_PREFIX: Final = "IOC_HUB_"
 #: Secrets that ship in examples. Refused unless the broker is on loopback (a developer's machine).
@@ -226,6 +228,41 @@ class BatchSettings(_Section):
     drain_timeout_s: float = Field(default=10.0, ge=0, le=600)
 
 
+class AdmissionSettings(_Section):
+    """What a gateway may write, beyond the contract (hub/ingest/admission.py, docs/security.md)."""
+
+    #: The kinds (measurements) gateways may write: those of the device profiles the hub knows. Add the kinds of a
+    #: city's own profiles here; the hub's own measurements (alerts, kpi, vn_aqi, device_health...) are refused.
+    kinds: list[Annotated[str, Field(pattern=KIND_PATTERN)]] = Field(default_factory=lambda: list(DEFAULT_KINDS))
+    #: Oldest reading accepted, in seconds before now: at least the longest outage an agent's outbox holds and
+    #: replays (edge ``publish.outbox``). Older readings are dead-lettered.
+    max_replay_age_s: float = Field(default=30 * 86_400, ge=60, le=10 * 365 * 86_400)
+    #: Newest reading accepted, in seconds after now (a gateway's clock running ahead); past it the reading is
+    #: dead-lettered and the gateway gets a ``clock_skew`` problem.
+    max_clock_skew_s: float = Field(default=300, ge=1, le=86_400)
+    #: New device ids a gateway may announce at once (the contract's largest birth by default)...
+    new_devices_burst: int = Field(default=MAX_DEVICES_PER_GATEWAY, ge=1, le=1_000_000)
+    #: ...and how many more a minute after that.
+    new_devices_per_minute: float = Field(default=6.0, gt=0, le=100_000)
+
+    @field_validator("kinds")
+    @classmethod
+    def _no_hub_measurement(cls, kinds: list[str]) -> list[str]:
+        owned = sorted(set(kinds) & HUB_MEASUREMENTS)
+        if owned:
+            raise ValueError(f"{', '.join(owned)}: measurements the hub writes itself cannot be gateways' kinds")
+        return kinds
+
+    def rules(self) -> AdmissionRules:
+        return AdmissionRules(
+            kinds=frozenset(self.kinds),
+            max_replay_age_s=self.max_replay_age_s,
+            max_clock_skew_s=self.max_clock_skew_s,
+            new_devices_burst=self.new_devices_burst,
+            new_devices_per_minute=self.new_devices_per_minute,
+        )
+
+
 class DeadLetterSettings(_Section):
     """The quarantine of refused messages (``GET /api/v1/dead-letters``)."""
 
@@ -405,6 +442,7 @@ class HubSettings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
     batch: BatchSettings = BatchSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     spill: SpillSettings = SpillSettings()
     cardinality: CardinalitySettings = CardinalitySettings()
