@@ -15,7 +15,9 @@ logged once, returned by the import and shown by the API, until one side is corr
 **A device belongs to one gateway** (its owner: ``Device.site`` / ``Device.gateway``): the one the inventory
 states, else the first gateway that announced it. A site box can be captured, so a birth never re-homes a device:
 one listing a device owned by another gateway leaves it where it is, and the claim is a :class:`Conflict`
-(``source="owner"``) until that gateway's next birth drops it. Moving a device is a technician's act: an
+(``source="owner"``) until that gateway's next birth drops it. The ingest admission takes such devices out of a
+birth before the registry sees it and reports them (``foreign_device``): :meth:`Registry.note_claim` records
+those claims, which last until a birth of that gateway comes without one. Moving a device is a technician's act: an
 inventory import that states another gateway, or :meth:`Registry.move` (``POST /api/v1/devices/{id}/move``);
 each is a :class:`Move` (who, when, from, to), logged and persisted. :meth:`Registry.owners` is the map the
 ingest pipeline checks gateway input against (pushed to it on every change, like the enrichment).
@@ -67,7 +69,7 @@ class Conflict:
     def describe(self) -> str:
         if self.source == OWNER:
             return (
-                f"device {self.device}: announced by gateway {self.announced}, but it belongs to {self.inventory}; "
+                f"device {self.device}: claimed by gateway {self.announced}, but it belongs to {self.inventory}; "
                 "not moved (a technician moves a device: the inventory or POST /api/v1/devices/{id}/move)"
             )
         return (
@@ -200,6 +202,8 @@ class Registry:
         self._logged_conflicts: set[Conflict] = set()
         #: (site, gateway) -> the devices of another owner its current birth lists.
         self._claims: dict[tuple[str, str], set[str]] = {}
+        #: (site, gateway) -> the claims the ingest admission reported since that gateway's last birth.
+        self._noted: dict[tuple[str, str], set[str]] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -336,6 +340,8 @@ class Registry:
             device.announced = announced
             device.merge()
             changed.append(device)
+        # Claims the admission reported (it took them out of this birth) stand with the birth's own.
+        claimed |= self._noted.pop(key, set()) & self._claims.get(key, set())
         for device_id in sorted(self._claims.pop(key, set()) - claimed):
             device = self.devices[device_id]
             if key in device.claims:
@@ -346,6 +352,22 @@ class Registry:
             self._claims[key] = claimed
         self._changed(changed_sites, changed)
         return [c for d in changed for c in d.conflicts]
+
+    def note_claim(self, site: str, gateway: str, device_id: str) -> None:
+        """``site``/``gateway`` wrote about ``device_id``, which another gateway owns (the ingest admission's
+        ``foreign_device`` refusal): a conflict until a birth of that gateway comes without such a claim. Cheap when
+        the claim is known already (a repeat is one set lookup)."""
+        device = self.devices.get(device_id)
+        key = (site, gateway)
+        if device is None or device.gateway is None or not self.owned_elsewhere(site, gateway, device_id):
+            return
+        self._noted.setdefault(key, set()).add(device_id)
+        if key in device.claims:
+            return
+        device.claims.add(key)
+        self._claims.setdefault(key, set()).add(device_id)
+        device.merge()
+        self._changed([], [device])
 
     def _take(self, device: Device, site: str, gateway: str) -> bool:
         """Whether a birth of ``site``/``gateway`` may describe ``device``: its owner's, or the first one to

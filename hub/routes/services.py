@@ -9,7 +9,8 @@ birth, an import or a move changes them.
 
 :meth:`Operations.on_refusal` is the refusal observer (hub.ingest.admission): every refusal is counted per
 gateway; ``foreign_device``, ``hub_owned_kind``, ``unknown_kind``, ``field_type`` and ``device_rate`` raise a
-security alert (hub/alerts/security.py), ``unannounced_device`` asks the gateway for a new birth
+security alert (hub/alerts/security.py), ``foreign_device`` is also the registry's owner conflict (the claim the
+admission took out of a birth), ``unannounced_device`` asks the gateway for a new birth
 (``CommandService.request_rebirth``), ``clock_skew`` gives the gateway a ``clock_skew`` health problem.
 """
 
@@ -208,7 +209,9 @@ class Operations:
         """The refusal observer (hub.ingest.admission): cheap, never raises."""
         try:
             self.security.observe(refusal)
-            if refusal.reason is RefusalReason.UNANNOUNCED_DEVICE:
+            if refusal.reason is RefusalReason.FOREIGN_DEVICE:
+                self.registry.note_claim(refusal.site, refusal.gateway, refusal.device)
+            elif refusal.reason is RefusalReason.UNANNOUNCED_DEVICE:
                 why = f"data for {refusal.device}, which its current birth did not announce"
                 self.commands.request_rebirth(refusal.site, refusal.gateway, why)
             elif refusal.reason is RefusalReason.CLOCK_SKEW:

@@ -3,7 +3,7 @@ their own broker accounts: another gateway's birth does not move a device, only 
 the token's wards), acks that are not the command's gateway's own are refused, and the refusals the ingest
 admission reports raise one security alert per (gateway, reason), ask for a rebirth and show ``clock_skew``.
 
-The refusals are handed to ``Operations.on_refusal`` as the pipeline's admission does (hub.ingest.admission)."""
+The refusals come from the ingest pipeline's admission (hub.ingest.admission) of the gateways' real messages."""
 
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from ops_support import Gateway, auth, now_ms, ops_settings, running_hub, tokens
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge.publisher import client_id
-from hub.ingest.admission import Refusal, RefusalReason
 from ioc.stack import StackEndpoints
-from wire.v1 import REBIRTH, AckStatus, Command, CommandAck, State, decode, encode
+from wire.v1 import REBIRTH, AckStatus, Command, CommandAck, DataBatch, Reading, State, decode, encode
 
 pytestmark = [pytest.mark.integration]
 
@@ -216,7 +215,9 @@ async def test_an_ack_counts_only_from_the_commands_gateway_for_its_device_while
 async def test_refusals_raise_one_alert_per_gateway_and_reason_ask_for_a_rebirth_and_show_clock_skew(
     stack: StackEndpoints, influx_db: str, tmp_path: Path, gateways: tuple[CommandedGateway, CommandedGateway]
 ) -> None:
-    gw1, _gw2 = gateways
+    """A captured gw-1 writes about gw-2's camera, about devices its birth did not announce, and with its clock an
+    hour ahead: all through the real intake and its admission."""
+    gw1, gw2 = gateways
     async with (
         running_hub(ops_settings(stack, influx_db, tmp_path, inventory=INVENTORY)) as hub,
         httpx.AsyncClient(base_url=hub.api_url, timeout=30) as http,
@@ -224,25 +225,27 @@ async def test_refusals_raise_one_alert_per_gateway_and_reason_ask_for_a_rebirth
         viewer = auth((await tokens(hub))["viewer"])
         ops = hub.operations
         gw1.birth(GW1_DEVICES)
-        await wait_until(lambda: ops.health.gateway("site-a", "gw-1") is not None)
+        gw2.birth([("cam-02", "camera", 10.0)])
+        await wait_until(lambda: len(ops.registry.owners()) == 3)
 
-        for i in range(50):
-            ops.on_refusal(Refusal("site-a", "gw-1", RefusalReason.FOREIGN_DEVICE, "cam-02", f"data #{i}"))
+        for i in range(20):
+            gw1.data(("cam-02", "camera", {"fps": float(i)}))
+        gw1.birth([*GW1_DEVICES, ("cam-02", "camera", 10.0)])  # claims it in a birth too
         for device in ("th-01", "th-02", "th-03"):
-            ops.on_refusal(Refusal("site-a", "gw-1", RefusalReason.UNANNOUNCED_DEVICE, device, "not in its birth"))
-        ops.on_refusal(Refusal("site-a", "gw-1", RefusalReason.CLOCK_SKEW, "aq-01", "stamped 3600 s ahead"))
+            gw1.data((device, "weather", {"temperature_c": 31.0}))
+        gw1.seq += 1
+        ahead = Reading("aq-01", "air_quality", now_ms() + 3_600_000, {"pm25": 12.0})
+        gw1.raw("data", encode(DataBatch(session=gw1.session, seq=gw1.seq, readings=[ahead])))
 
         # One rebirth request however many unannounced devices; the agent's ack is its outcome.
         await wait_until(lambda: gw1.commands)
         [rebirth] = gw1.commands
         assert (rebirth.action, rebirth.device, dict(rebirth.params)) == (REBIRTH, "gw-1", {})
-        gw1.ack(rebirth.id, "gw-1", "birth 2 of session s published (2 devices)")
+        gw1.ack(rebirth.id, "gw-1", "birth 3 of session s published (2 devices)")
         recorded = await wait_until(lambda: _finished(ops.commands.history("gw-1", 10)))
         assert [(c["action"], c["status"], c["requested_by"]) for c in recorded] == [
             ("rebirth", "ok", "hub: data for th-01, which its current birth did not announce")
         ]
-        await asyncio.sleep(0.5)
-        assert len(gw1.commands) == 1
 
         async def open_alerts() -> list[dict[str, Any]]:
             r = await http.get("/api/v1/alerts", params={"state": "open"}, headers=viewer)
@@ -250,7 +253,7 @@ async def test_refusals_raise_one_alert_per_gateway_and_reason_ask_for_a_rebirth
             return items
 
         await wait_until(open_alerts)
-        [alert] = await open_alerts()
+        [alert] = await open_alerts()  # one alert for 21 foreign_device refusals
         assert (alert["rule"], alert["subject"], alert["severity"], alert["ward"]) == (
             "security-foreign-device",
             "site-a/gw-1",
@@ -258,13 +261,26 @@ async def test_refusals_raise_one_alert_per_gateway_and_reason_ask_for_a_rebirth
             "quan-1",
         )
 
-        r = await http.get("/api/v1/gateways", headers=viewer)
-        [gateway] = [g for g in r.json()["items"] if g["key"] == "site-a/gw-1"]
-        assert gateway["refusals"] == {"foreign_device": 50, "unannounced_device": 3, "clock_skew": 1}
-        assert [(p["problem"], p["detail"]) for p in gateway["problems"]] == [("clock_skew", "stamped 3600 s ahead")]
-        assert gateway["state"] == "online"
+        async def gateway() -> dict[str, Any]:
+            r = await http.get("/api/v1/gateways", headers=viewer)
+            [found] = [g for g in r.json()["items"] if g["key"] == "site-a/gw-1"]
+            return found if found["refusals"].get("clock_skew") else {}
+
+        answer = await wait_until(gateway)
+        assert answer["refusals"] == {"foreign_device": 21, "unannounced_device": 3, "clock_skew": 1}
+        assert [p["problem"] for p in answer["problems"]] == ["clock_skew"]
+        assert answer["problems"][0]["detail"].endswith("s beyond the allowed clock skew")
+        assert answer["state"] == "online"
         r = await http.get("/api/v1/devices/aq-01", headers=viewer)
         assert [p["problem"] for p in r.json()["problems"]] == ["clock_skew"]
+        # The claim in gw-1's birth is the registry's owner conflict; the camera stays gw-2's.
+        r = await http.get("/api/v1/registry/conflicts", headers=viewer)
+        assert [(c["device"], c["announced"], c["source"]) for c in r.json()["items"]] == [
+            ("cam-02", "site-a/gw-1", "owner")
+        ]
+        assert ops.registry.owners()["cam-02"] == ("site-b", "gw-2")
+        await asyncio.sleep(0.5)
+        assert len(gw1.commands) == 1
 
 
 async def _finished(history: Any) -> list[dict[str, Any]]:

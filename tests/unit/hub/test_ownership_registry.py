@@ -163,3 +163,19 @@ async def test_a_database_made_before_owners_opens_with_the_inventory_gateway_as
         assert [m["from_gateway"] for m in await again.moves("th-01")] == ["gw-9"]
     finally:
         db.close()
+
+
+def test_a_claim_the_admission_took_out_of_a_birth_is_a_conflict_until_a_birth_comes_without_one() -> None:
+    registry = Registry()
+    registry.apply_birth("s1", "gw-1", birth(AQ))
+    # The ingest admission refuses gw-9's claim (foreign_device) and hands the registry the birth without it.
+    registry.note_claim("s2", "gw-9", "aq-01")
+    registry.apply_birth("s2", "gw-9", birth(session="sess-0009"))
+    assert [(c.device, c.announced, c.source) for c in registry.conflicts()] == [("aq-01", "s2/gw-9", "owner")]
+    assert registry.conflicts()[0].describe().startswith("device aq-01: claimed by gateway s2/gw-9, but it belongs")
+    registry.note_claim("s1", "gw-1", "aq-01")  # its owner: no claim
+    registry.note_claim("s2", "gw-9", "nope-01")  # unknown to the registry: nothing to claim
+    assert len(registry.conflicts()) == 1
+    registry.apply_birth("s2", "gw-9", birth(session="sess-0010"))  # no refusal came with this one
+    assert registry.conflicts() == []
+    assert registry.owners() == {"aq-01": ("s1", "gw-1")}
