@@ -16,6 +16,7 @@ itself. What this proves and what it cannot is written down in docs/deployment.m
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -41,7 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ioc.stack import StackEndpoints, influx_query
-from ioc.stack.mosquitto import build_accounts
+from ioc.stack.mosquitto import MAX_PACKET_SIZE, build_accounts, dynsec_acls, dynsec_config
 from ioc.stack.packages import binary
 from ioc.stack.process import ChildProcess
 from wire.v1 import Channel, DataBatch, State, decode_for
@@ -68,6 +69,8 @@ GATEWAY_A = ("site-a", "gw-1")
 GATEWAY_B = ("site-b", "gw-2")
 PASSWORDS = {
     "hub": "hub-" + secrets.token_urlsafe(12),
+    "hub-observe": "hub-observe-" + secrets.token_urlsafe(12),
+    "hub-cmd": "hub-cmd-" + secrets.token_urlsafe(12),
     "admin": "admin-" + secrets.token_urlsafe(12),
     "site-a.gw-1": "gw-a-" + secrets.token_urlsafe(12),
     # Characters that need escaping in the environment file and in YAML.
@@ -223,6 +226,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Broke
         "mosquitto_tls_key_src": str(tls.key),
         "mosquitto_password_salt_key": secrets.token_urlsafe(16),
         "mosquitto_hub_password": PASSWORDS["hub"],
+        "mosquitto_hub_observer_password": PASSWORDS["hub-observe"],
+        "mosquitto_hub_command_password": PASSWORDS["hub-cmd"],
         "mosquitto_gateways": [
             {"site": site, "gateway": gw, "password": PASSWORDS[f"{site}.{gw}"]} for site, gw in (GATEWAY_A, GATEWAY_B)
         ],
@@ -249,16 +254,31 @@ def broker(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Broke
         proc.stop()
 
 
-def new_client(protocol: MQTTProtocolVersion = mqtt.MQTTv5) -> mqtt.Client:
-    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{secrets.token_hex(4)}", protocol=protocol)
+def client_id_of(account: str | None) -> str:
+    """The client id a gateway's account is bound to (the agent's own); any other account takes any."""
+    if account is not None and account in {f"{site}.{gw}" for site, gw in (GATEWAY_A, GATEWAY_B)}:
+        return "ioc-edge-" + account.replace(".", "-", 1)
+    return f"t-{secrets.token_hex(4)}"
+
+
+def new_client(
+    protocol: MQTTProtocolVersion = mqtt.MQTTv5, account: str | None = None, client_id: str | None = None
+) -> mqtt.Client:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or client_id_of(account), protocol=protocol)
 
 
 def connect_code(
-    port: int, ca: Path, username: str | None, password: str | None, *, raise_errors: bool = True
+    port: int,
+    ca: Path,
+    username: str | None,
+    password: str | None,
+    *,
+    raise_errors: bool = True,
+    client_id: str | None = None,
 ) -> int | None:
     """CONNECT over TLS with MQTT 5; the CONNACK reason code (None: no CONNACK, when not raising)."""
     codes: queue.Queue[ReasonCode] = queue.Queue()
-    client = new_client()
+    client = new_client(account=username, client_id=client_id)
     client.tls_set(ca_certs=str(ca))
     if username is not None:
         client.username_pw_set(username, password)
@@ -315,7 +335,7 @@ class Session:
 
 @contextmanager
 def session(broker: Broker, account: str, protocol: MQTTProtocolVersion = mqtt.MQTTv5) -> Iterator[Session]:
-    client = new_client(protocol)
+    client = new_client(protocol, account)
     client.tls_set(ca_certs=str(broker.ca))
     client.username_pw_set(account, PASSWORDS[account])
     s = Session(client)
@@ -356,31 +376,34 @@ def test_mosquitto_role_second_run_changes_nothing(broker: Broker) -> None:
 
 def test_broker_files_are_private_and_anonymous_is_off(broker: Broker) -> None:
     etc = broker.root / "etc/mosquitto"
-    for name in ("ioc.passwd", "ioc.acl", "certs/server.key"):
+    for name in ("dynamic-security.json", "certs/server.key"):
         assert (etc / name).stat().st_mode & 0o777 == 0o640, name
+    assert not (etc / "ioc.passwd").exists()
+    assert not (etc / "ioc.acl").exists()
     conf = (etc / "mosquitto.conf").read_text(encoding="utf-8").splitlines()
     assert "allow_anonymous false" in conf
     assert "persistence true" in conf
+    assert f"max_packet_size {MAX_PACKET_SIZE}" in conf
+    assert f"plugin_opt_config_file {etc / 'dynamic-security.json'}" in conf
     # One listener only, the TLS one: no plain-text listener unless mosquitto_loopback_port asks for one.
     assert [line for line in conf if line.startswith("listener ")] == [f"listener {broker.port} 127.0.0.1"]
-    passwd = (etc / "ioc.passwd").read_text(encoding="utf-8")
-    assert all(p not in passwd for p in PASSWORDS.values()), "a password is in the clear"
+    accounts = (etc / "dynamic-security.json").read_text(encoding="utf-8")
+    assert all(p not in accounts for p in PASSWORDS.values()), "a password is in the clear"
 
 
 def test_broker_acl_is_the_local_stacks(broker: Broker) -> None:
-    """The deployed ACL grants exactly what ioc/stack/mosquitto.py grants the hub and each gateway."""
-    deployed: dict[str, list[str]] = {}
-    user = ""
-    for line in (broker.root / "etc/mosquitto/ioc.acl").read_text(encoding="utf-8").splitlines():
-        if line.startswith("user "):
-            user = line.removeprefix("user ")
-            deployed[user] = []
-        elif line.startswith("topic "):
-            deployed[user].append(line)
+    """The deployed accounts grant exactly what ioc/stack/mosquitto.py grants the hub's three accounts and each
+    gateway, each gateway bound to the same client id."""
+    deployed = json.loads((broker.root / "etc/mosquitto/dynamic-security.json").read_text(encoding="utf-8"))
+    roles = {role["rolename"]: role["acls"] for role in deployed["roles"]}
+    clients = {client["username"]: client for client in deployed["clients"]}
     stack = build_accounts([GATEWAY_A, GATEWAY_B])
-    for name in ("hub", "admin", "site-a.gw-1", "site-b.gw-2"):
-        assert deployed[name] == list(stack[name].acl), name
-    assert set(deployed) == set(stack)
+    for name in ("hub", "hub-observe", "hub-cmd", "admin", "site-a.gw-1", "site-b.gw-2"):
+        assert roles[name] == dynsec_acls(stack[name].acl), name
+        assert clients[name].get("clientid") == stack[name].client_id, name
+        assert clients[name]["roles"] == [{"rolename": name}], name
+    assert set(clients) == set(roles) == set(stack)
+    assert deployed["defaultACLAccess"] == dynsec_config(stack)["defaultACLAccess"]
 
 
 def test_anonymous_client_is_refused(broker: Broker) -> None:
@@ -392,6 +415,17 @@ def test_wrong_password_is_refused(broker: Broker) -> None:
     assert connect_code(broker.port, broker.ca, "site-a.gw-1", PASSWORDS["site-b.gw-2"]) == NOT_AUTHORIZED
     # The right password works: the refusals above are about the password.
     assert connect_code(broker.port, broker.ca, "site-a.gw-1", PASSWORDS["site-a.gw-1"]) == 0
+
+
+def test_a_gateway_account_connects_only_with_its_own_client_id(broker: Broker) -> None:
+    """Bound in the dynamic-security plugin: another gateway's or the hub's client id is refused (so it can
+    neither knock that client offline nor take its session; tests/integration/test_broker_security.py shows
+    that part on the local stack, which binds them the same way)."""
+    with session(broker, "site-a.gw-1") as gw_a:
+        for client_id in ("ioc-edge-site-b-gw-2", "ioc-hub-central", "anything"):
+            code = connect_code(broker.port, broker.ca, "site-a.gw-1", PASSWORDS["site-a.gw-1"], client_id=client_id)
+            assert code == NOT_AUTHORIZED, client_id
+        assert gw_a.publish(topic(GATEWAY_A, "data"), b"still connected") == 0x10  # no subscriber, but accepted
 
 
 def mqtt311_connect_packet(username: str, password: str) -> bytes:
@@ -442,17 +476,14 @@ def test_gateway_cannot_publish_under_another_gateway_mqtt311(broker: Broker) ->
 
 
 def test_gateway_reads_only_its_own_commands(broker: Broker) -> None:
-    """Gateway A subscribing to gateway B's commands gets none of them.
-
-    Mosquitto 2.0's ACL file is enforced when a message is delivered: the SUBSCRIBE itself is granted (later
-    versions may answer 0x87), and nothing the subscriber may not read is ever sent to it.
-    """
-    with session(broker, "hub") as hub, session(broker, "site-a.gw-1") as gw_a:
+    """Gateway A subscribing to gateway B's commands gets none of them (the dynamic-security plugin refuses the
+    SUBSCRIBE with 0x87, and nothing the subscriber may not read is ever sent to it)."""
+    with session(broker, "hub-cmd") as hub, session(broker, "admin") as admin, session(broker, "site-a.gw-1") as gw_a:
         for foreign in (topic(GATEWAY_B, "cmd"), topic(GATEWAY_B, "data"), "ioc/#"):
             assert gw_a.subscribe(foreign) in (1, NOT_AUTHORIZED), foreign
-        assert hub.publish(topic(GATEWAY_B, "cmd"), b"for b") == 0
-        assert hub.publish(topic(GATEWAY_B, "data"), b"b data") == 0
-        assert hub.publish(topic(GATEWAY_A, "data"), b"a data") == 0
+        assert hub.publish(topic(GATEWAY_B, "cmd"), b"for b") in (0, 0x10)
+        assert admin.publish(topic(GATEWAY_B, "data"), b"b data") in (0, 0x10)
+        assert admin.publish(topic(GATEWAY_A, "data"), b"a data") in (0, 0x10)
         assert gw_a.received(0.5) == []
         assert gw_a.subscribe(topic(GATEWAY_A, "cmd")) == 1
         assert hub.publish(topic(GATEWAY_A, "cmd"), b"for a") == 0
@@ -463,8 +494,10 @@ def test_gateway_reads_only_its_own_commands(broker: Broker) -> None:
 
 
 def test_hub_reads_every_gateway_and_commands_them(broker: Broker) -> None:
+    """The intake account reads, the command account commands; neither may do the other's part."""
     with (
         session(broker, "hub") as hub,
+        session(broker, "hub-cmd") as commands,
         session(broker, "site-a.gw-1") as gw_a,
         session(broker, "site-b.gw-2") as gw_b,
     ):
@@ -473,10 +506,14 @@ def test_hub_reads_every_gateway_and_commands_them(broker: Broker) -> None:
         assert gw_a.publish(topic(GATEWAY_A, "data"), b"a") == 0
         assert gw_b.publish(topic(GATEWAY_B, "data"), b"b") == 0
         assert sorted(hub.received(0.5)) == [(topic(GATEWAY_A, "data"), b"a"), (topic(GATEWAY_B, "data"), b"b")]
-        assert hub.publish(topic(GATEWAY_B, "cmd"), b"restart") == 0
+        assert hub.publish(topic(GATEWAY_B, "cmd"), b"forged") == NOT_AUTHORIZED
+        assert commands.publish(topic(GATEWAY_B, "cmd"), b"restart") == 0
         assert gw_b.received(0.5) == [(topic(GATEWAY_B, "cmd"), b"restart")]
-        # The hub's account is limited to ioc/.
-        assert hub.publish("elsewhere/x", b"x") == NOT_AUTHORIZED
+        assert commands.subscribe("ioc/v1/+/+/data") == NOT_AUTHORIZED
+        # Nothing else, anywhere.
+        for account in (hub, commands):
+            assert account.publish("elsewhere/x", b"x") == NOT_AUTHORIZED
+            assert account.publish(topic(GATEWAY_A, "data"), b"x") == NOT_AUTHORIZED
 
 
 # ------------------------------------------------------------------------------------------------ edge agent
@@ -756,7 +793,9 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory, broker: Broker, wheelhous
         "hub_mqtt_ca_src": str(broker.ca),
         "hub_settings": {
             "mqtt": {"host": "localhost", "port": broker.port, "tls": True, "username": "hub",
-                     "password": PASSWORDS["hub"], "client_id": f"test-hub-{secrets.token_hex(4)}"},
+                     "password": PASSWORDS["hub"], "observer_username": "hub-observe",
+                     "observer_password": PASSWORDS["hub-observe"], "command_username": "hub-cmd",
+                     "command_password": PASSWORDS["hub-cmd"], "client_id": f"test-hub-{secrets.token_hex(4)}"},
             "influx": {"url": "http://127.0.0.1:1", "database": "ioc"},  # the test points it at its own database
             "http": {"host": "127.0.0.1", "port": 0},
         },

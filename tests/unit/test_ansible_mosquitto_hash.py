@@ -94,4 +94,37 @@ def test_bad_input_is_refused_with_a_clear_message(
 
 
 def test_registered_as_an_ansible_filter() -> None:
-    assert plugin.FilterModule().filters() == {"mosquitto_passwd_hash": hash_fn}
+    assert plugin.FilterModule().filters() == {
+        "mosquitto_passwd_hash": hash_fn,
+        "mosquitto_dynsec_config": plugin.mosquitto_dynsec_config,
+    }
+
+
+def test_the_dynsec_file_is_the_local_stacks_with_stable_hashes() -> None:
+    """The role's ``mosquitto_dynsec_config`` writes what ioc/stack/mosquitto.py writes (ACLs, bound client ids,
+    PBKDF2-SHA512 hashes the plugin checks), with salts stable across runs."""
+    from ioc.stack.mosquitto import build_accounts, dynsec_config  # noqa: PLC0415 - this test only
+
+    stack = build_accounts([("site-a", "gw-1")])
+    accounts = [
+        {
+            "username": a.username,
+            "password": a.password,
+            "acl": list(a.acl),
+            **({"client_id": a.client_id} if a.client_id else {}),
+        }
+        for a in stack.values()
+    ]
+    make: Callable[..., dict[str, object]] = plugin.mosquitto_dynsec_config
+    deployed = make(accounts, "salt-key", 1000)
+    assert deployed == make(accounts, "salt-key", 1000)  # idempotent: no restart on a second run
+    local = dynsec_config(stack, 1000)
+    assert deployed["roles"] == local["roles"]
+    assert deployed["defaultACLAccess"] == local["defaultACLAccess"]
+    clients = deployed["clients"]
+    assert isinstance(clients, list)
+    for client, account in zip(clients, stack.values(), strict=True):
+        assert client.get("clientid") == account.client_id
+        salt = base64.b64decode(client["salt"])
+        digest = hashlib.pbkdf2_hmac("sha512", account.password.encode(), salt, 1000)
+        assert base64.b64decode(client["password"]) == digest
