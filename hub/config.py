@@ -222,6 +222,8 @@ class BatchSettings(_Section):
     max_in_flight: int = Field(default=2, ge=1, le=64)
     #: Messages received but not yet acknowledged; at the cap the hub stops taking messages from the broker.
     max_pending_messages: int = Field(default=20_000, ge=1, le=10_000_000)
+    #: ...or when their payloads add up to this many bytes (memory stays bounded whatever the messages' sizes).
+    max_pending_bytes: int = Field(default=256 * 1024 * 1024, ge=MAX_MESSAGE_BYTES, le=1024**4)
     #: The bounded queue between the MQTT intake and the pipeline (the intake stops reading while it is full).
     queue_size: int = Field(default=1000, ge=1, le=1_000_000)
     #: On stop, how long to keep trying to store what was received before leaving it to the broker's session.

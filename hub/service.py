@@ -80,6 +80,7 @@ class Hub:
                 max_delay_ms=s.batch.max_delay_ms,
                 max_in_flight=s.batch.max_in_flight,
                 max_pending_messages=s.batch.max_pending_messages,
+                max_pending_bytes=s.batch.max_pending_bytes,
                 retry=RetryPolicy(s.influx.retry_initial_s, s.influx.retry_max_s),
                 dead_letters=quarantine,
                 spill=spill,

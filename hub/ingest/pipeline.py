@@ -48,7 +48,7 @@ _TOPIC_CACHE_SIZE = 10_000
 class Pipeline(StorageSide):
     """Consumes the intake queue until :meth:`close`, then drains it, writes what is pending and returns."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - sets every field both halves (intake and storage) share, in one place
         self,
         queue: MessageSource,
         acker: Acker,
@@ -58,6 +58,7 @@ class Pipeline(StorageSide):
         max_delay_ms: int = 250,
         max_in_flight: int = 2,
         max_pending_messages: int = 20_000,
+        max_pending_bytes: int = 256 * 1024 * 1024,
         retry: RetryPolicy | None = None,
         dead_letters: DeadLetterRing | None = None,
         stats: IngestStats | None = None,
@@ -74,6 +75,10 @@ class Pipeline(StorageSide):
         self._max_lines = max_lines
         self._max_delay_s = max_delay_ms / 1000
         self._max_pending = max_pending_messages
+        #: Payload bytes of the unacknowledged messages, and their cap: with messages of up to the contract's
+        #: largest size, a count alone would let a few gateways' big batches take gigabytes.
+        self._pending_bytes = 0
+        self._max_pending_bytes = max_pending_bytes
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self.stats = stats or IngestStats()
@@ -173,6 +178,7 @@ class Pipeline(StorageSide):
         spill = self.spill
         return {
             "pending_messages": self.pending_messages,
+            "pending_bytes": self._pending_bytes,
             "queued_messages": self._queue.qsize(),
             "batch_lines": self._batch_lines,
             "ready_lines": self._ready_lines,
@@ -326,6 +332,7 @@ class Pipeline(StorageSide):
             entry.lines = [device_event_line(topic.site, topic.gateway, payload, self._enrichment)]
         # A CommandAck is counted only; command tracking comes with the command API.
         self._pending.append(entry)
+        self._pending_bytes += len(entry.message.payload)
         if entry.lines:
             self._add_to_batch(entry)
         else:
@@ -446,6 +453,7 @@ class Pipeline(StorageSide):
         entry = Pending(message, done=True)
         self._quarantine(entry, kind, error)
         self._pending.append(entry)
+        self._pending_bytes += len(entry.message.payload)
         self._release()
 
     def _quarantine(self, entry: Pending, kind: DeadLetterKind, error: str) -> None:

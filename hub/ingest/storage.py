@@ -32,6 +32,8 @@ class StorageSide:
     _writer: LineWriter
     _max_delay_s: float
     _max_pending: int
+    _max_pending_bytes: int
+    _pending_bytes: int
     _retry: RetryPolicy
     _clock: Any
     stats: IngestStats
@@ -316,11 +318,17 @@ class StorageSide:
         pending = self._pending
         while pending and pending[0].done and not pending[0].held:
             entry = pending.popleft()
+            self._pending_bytes -= len(entry.message.payload)
             if self._acker.ack(entry.message):
                 self.stats.acks += 1
         if not self._full():
             self._room.set()
 
     def _full(self) -> bool:
-        """No more messages now: ``max_pending_messages`` unacknowledged, or the ready queue at its line cap."""
-        return len(self._pending) >= self._max_pending or self._ready_lines >= self._max_ready_lines
+        """No more messages now: ``max_pending_messages`` or ``max_pending_bytes`` unacknowledged, or the ready
+        queue at its line cap."""
+        return (
+            len(self._pending) >= self._max_pending
+            or self._pending_bytes >= self._max_pending_bytes
+            or self._ready_lines >= self._max_ready_lines
+        )

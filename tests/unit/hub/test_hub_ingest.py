@@ -156,6 +156,7 @@ async def make() -> AsyncIterator[Make]:
         max_delay_ms: int = 20,
         max_in_flight: int = 2,
         max_pending_messages: int = 20_000,
+        max_pending_bytes: int = 256 * 1024 * 1024,
         spill: Spill | None = None,
         dead_letters: Quarantine | None = None,
         max_metrics_per_device: int | None = None,
@@ -174,6 +175,7 @@ async def make() -> AsyncIterator[Make]:
             max_delay_ms=max_delay_ms,
             max_in_flight=max_in_flight,
             max_pending_messages=max_pending_messages,
+            max_pending_bytes=max_pending_bytes,
             retry=RetryPolicy(0.01, 0.02),
             spill=spill,
             dead_letters=dead_letters,
@@ -295,6 +297,25 @@ async def test_intake_is_paused_at_max_pending_messages(make: Make) -> None:
     influx.gate.set()
     await h.until(lambda: len(h.acker.acked) == 10)
     assert h.acker.acked == list(range(1, 11))
+    await h.stop()
+
+
+async def test_intake_is_paused_at_max_pending_bytes(make: Make) -> None:
+    influx = FakeInflux(gate=asyncio.Event())
+    size = len(data(1))
+    # three messages' payloads reach the byte cap (the third crosses it), far below the message cap
+    h = await make(influx, max_pending_bytes=2 * size + 1, max_in_flight=1, max_delay_ms=1)
+    await h.put(*(msg(i, data(i)) for i in range(1, 11)))
+    await asyncio.sleep(0.2)
+    gauges = h.pipeline.gauges()
+    assert gauges["pending_messages"] == 3
+    assert gauges["pending_bytes"] == sum(len(data(i)) for i in (1, 2, 3))
+    assert h.queue.qsize() == 7
+    assert influx.gate is not None
+    influx.gate.set()
+    await h.until(lambda: len(h.acker.acked) == 10)
+    assert h.acker.acked == list(range(1, 11))
+    assert h.pipeline.gauges()["pending_bytes"] == 0
     await h.stop()
 
 
