@@ -2,7 +2,12 @@
 test_hub_commands_live, test_operator_page): a hub with its database in the test's folder, tokens of every role,
 and a gateway simulated with a plain paho client under the gateway's own broker account (birth with a Last
 Will, data, events, and a silent death: the client stops talking but keeps its socket, so the broker publishes
-the will after 1.5 x keep-alive, as for a gateway whose power or link was cut)."""
+the will after 1.5 x keep-alive, as for a gateway whose power or link was cut).
+
+:func:`birth_payload` is the birth for tests that publish by other means (test_hub_live, test_hub_selfhealth):
+the hub's admission (hub/ingest/admission.py) stores a gateway's data only for the devices its current birth
+announced, stamped within [now - 30 days, now + 300 s], so a test publishes a birth first and times relative to
+now."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import contextlib
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +41,21 @@ from hub.service import Hub
 from ioc.stack import StackEndpoints
 from wire.v1 import DataBatch, DeviceInfo, Event, EventType, Reading, State, encode
 
-TS = 1_764_331_200_000
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def birth_payload(session: str, devices: Iterable[tuple[str, str]], *, ts: int | None = None) -> bytes:
+    """A birth (``online: true``) of ``session`` announcing ``devices`` as (id, kind), stamped ``ts`` (default now):
+    publish it retained on the gateway's ``state`` topic before its data."""
+    state = State(
+        online=True,
+        session=session,
+        ts=now_ms() if ts is None else ts,
+        devices=[DeviceInfo(device, kind, "test-profile", 60.0) for device, kind in devices],
+    )
+    return encode(state)
 
 
 def ops_settings(
@@ -243,4 +258,14 @@ class Relay:
         self._writers.clear()
 
 
-__all__ = ["TS", "Gateway", "Relay", "auth", "now_ms", "ops_settings", "running_hub", "tokens", "wait_until"]
+__all__ = [
+    "Gateway",
+    "Relay",
+    "auth",
+    "birth_payload",
+    "now_ms",
+    "ops_settings",
+    "running_hub",
+    "tokens",
+    "wait_until",
+]

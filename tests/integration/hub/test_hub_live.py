@@ -4,7 +4,9 @@ The hub runs in the test's event loop with ``run_hub``, exactly as ``ioc hub`` r
 paho clients logged in with the stack's broker accounts (a gateway account can publish only under its own
 topics). Each test has its own database and its own hub client id.
 
-Other tests may leave retained ``state`` messages on the broker, so state assertions filter by session.
+Other tests may leave retained ``state`` messages on the broker, so state assertions filter by session. Each test
+publishes the gateway's birth before its data (the hub's admission stores data only for announced devices), with
+times relative to now (it refuses readings older than 30 days).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from ops_support import birth_payload
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import SecretStr
 
@@ -35,7 +38,9 @@ SITE, GATEWAY = "site-a", "gw-1"
 GATEWAY_ACCOUNT = f"{SITE}.{GATEWAY}"
 TOPIC = f"ioc/v1/{SITE}/{GATEWAY}"
 SESSION = "live-sess-0001"
-TS = 1_764_331_200_123
+TS = int(time.time() * 1000) - 60_000
+#: What the gateway's birth announces (id, kind).
+DEVICES = (("aq-01", "air_quality"), ("wl-02", "water_level"))
 
 
 def hub_settings(
@@ -164,6 +169,11 @@ async def wait_for(condition: Callable[[], bool], what: str, within_s: float = 1
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+async def announce(publish: Publish, *, ts: int | None = None) -> None:
+    """The gateway's birth (retained, as an agent publishes it) announcing :data:`DEVICES`."""
+    await publish(f"{TOPIC}/state", birth_payload(SESSION, DEVICES, ts=ts), retain=True)
+
+
 def data(seq: int, *readings: dict[str, Any], session: str = SESSION) -> str:
     return json.dumps({"v": 1, "session": session, "seq": seq, "readings": list(readings)})
 
@@ -185,7 +195,7 @@ async def test_data_state_and_events_are_stored_exactly(
     stack: StackEndpoints, influx_db: str, hubs: HubRunner, publish: Publish
 ) -> None:
     hub = await hubs.start(hub_settings(stack, influx_db, client_id=f"hub-{influx_db}"))
-    await publish(f"{TOPIC}/state", json.dumps({"online": True, "session": SESSION, "ts": TS - 1000, "agent": "t"}))
+    await announce(publish, ts=TS - 1000)
     await publish(
         f"{TOPIC}/data",
         data(
@@ -266,6 +276,7 @@ async def test_bad_messages_are_dead_lettered_and_the_ones_around_them_stored(
     stack: StackEndpoints, influx_db: str, hubs: HubRunner, publish: Publish
 ) -> None:
     hub = await hubs.start(hub_settings(stack, influx_db, client_id=f"hub-{influx_db}"))
+    await announce(publish)
     await publish(f"{TOPIC}/data", data(1, reading("aq-01", "air_quality", TS, pm25=1)))
     await publish(f"{TOPIC}/data", b"{not json")
     await publish(f"{TOPIC}/data", data(2, reading("aq-01", "Air Quality", TS + 1, pm25=2)))  # kind violates pattern
@@ -274,7 +285,7 @@ async def test_bad_messages_are_dead_lettered_and_the_ones_around_them_stored(
 
     rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 2)
     assert rows == [{"time": TS, "pm25": 1.0}, {"time": TS + 3, "pm25": 4.0}]
-    await wait_for(lambda: hub.pipeline.stats.acks >= 5, "5 acks")
+    await wait_for(lambda: hub.pipeline.stats.acks >= 6, "6 acks (the birth and the 5 data messages)")
     stats = hub.pipeline.stats
     assert stats.dead_letters == {"malformed": 1, "contract": 1, "bad_topic": 1}
     assert stats.seq_gaps == 2  # seq 2 and 3 never reached the pipeline as data of this gateway session
@@ -302,24 +313,26 @@ async def test_a_field_type_conflict_dead_letters_only_that_message(
     stack: StackEndpoints, influx_db: str, hubs: HubRunner, publish: Publish
 ) -> None:
     hub = await hubs.start(hub_settings(stack, influx_db, client_id=f"hub-{influx_db}", max_delay_ms=400))
+    await announce(publish)
     await publish(f"{TOPIC}/data", data(1, reading("wl-02", "water_level", TS, level=1.5)))
     await wait_rows(stack, influx_db, 'SELECT "level" FROM "water_level"', 1)
-    # One batch: a string where InfluxDB already holds floats, between two good messages.
+    # One batch: a string where a float was stored first, between two good messages. Admission refuses it
+    # (the type of water_level.level is fixed by its first value), so InfluxDB never refuses the batch.
     await publish(f"{TOPIC}/data", data(2, reading("wl-02", "water_level", TS + 1, level=2.5)))
     await publish(f"{TOPIC}/data", data(3, reading("wl-02", "water_level", TS + 2, level="high")))
     await publish(f"{TOPIC}/data", data(4, reading("wl-02", "water_level", TS + 3, level=3.5)))
 
-    await wait_for(lambda: hub.pipeline.stats.acks >= 4, "4 acks")
+    await wait_for(lambda: hub.pipeline.stats.acks >= 5, "5 acks (the birth and the 4 data messages)")
     rows = await wait_rows(stack, influx_db, 'SELECT "level" FROM "water_level"', 3)
     assert rows == [
         {"time": TS, "level": 1.5},
         {"time": TS + 1, "level": 2.5},
         {"time": TS + 3, "level": 3.5},
     ]
-    assert hub.pipeline.stats.dead_letters == {"rejected": 1}
+    assert hub.pipeline.stats.dead_letters == {"refused": 1}
     (letter,) = hub.pipeline.dead_letters.latest(10)
-    assert letter.kind == "rejected"
-    assert "field type conflict" in letter.error
+    assert letter.kind == "refused"
+    assert letter.error == "field_type wl-02: water_level.level is a float field, got a string"
     assert json.loads(letter.payload)["seq"] == 3
 
 
@@ -333,15 +346,16 @@ async def test_nothing_is_acked_before_storage_so_the_broker_redelivers_to_the_n
             stack, influx_db, client_id=client_id, influx_url=dead_influx, session_expiry_s=120, drain_timeout_s=0.5
         )
     )
+    await announce(publish)
     for seq in (1, 2, 3):
         await publish(f"{TOPIC}/data", data(seq, reading("aq-01", "air_quality", TS + seq, pm25=seq)))
     await wait_for(
-        lambda: first.intake.counters["received"] >= 3 and first.pipeline.stats.write_retries >= 2,
-        "3 messages received and the writes retried",
+        lambda: first.intake.counters["received"] >= 4 and first.pipeline.stats.write_retries >= 2,
+        "the birth and 3 data messages received and the writes retried",
     )
     assert first.pipeline.stats.acks == 0
     assert first.intake.counters["acks_sent"] == 0
-    assert first.pipeline.gauges()["pending_messages"] == 3
+    assert first.pipeline.gauges()["pending_messages"] == 4  # the birth (its gateway_state point) and the data
     async with httpx.AsyncClient(base_url=first.api_url, timeout=5) as api:
         health = (await api.get("/api/v1/health")).json()
     assert health["status"] == "degraded"
@@ -365,13 +379,15 @@ async def test_a_graceful_stop_writes_and_acks_what_is_pending(
     first = await hubs.start(
         hub_settings(stack, influx_db, client_id=client_id, session_expiry_s=120, max_delay_ms=60_000)
     )
+    await announce(publish)
     await publish(f"{TOPIC}/data", data(1, reading("aq-01", "air_quality", TS, pm25=7)))
-    await wait_for(lambda: first.pipeline.gauges()["batch_lines"] == 1, "the message in the open batch")
+    # The birth's gateway_state point and the reading.
+    await wait_for(lambda: first.pipeline.gauges()["batch_lines"] == 2, "the birth and the message in the open batch")
     assert await asyncio.to_thread(influx_query, stack.influx_url, influx_db, 'SELECT * FROM "air_quality"') == []
     await hubs.stop(first)
     rows = await asyncio.to_thread(influx_query, stack.influx_url, influx_db, 'SELECT "pm25" FROM "air_quality"')
     assert rows == [{"time": TS, "pm25": 7.0}]
-    assert first.pipeline.stats.acks == 1
+    assert first.pipeline.stats.acks == 2
 
     # It was acknowledged: the session of the same client id holds nothing to redeliver.
     second = await hubs.start(hub_settings(stack, influx_db, client_id=client_id))
@@ -382,6 +398,7 @@ async def test_a_graceful_stop_writes_and_acks_what_is_pending(
 async def test_shared_subscription(stack: StackEndpoints, influx_db: str, hubs: HubRunner, publish: Publish) -> None:
     hub = await hubs.start(hub_settings(stack, influx_db, client_id=f"hub-{influx_db}", shared_group="hubs"))
     assert hub.intake.filters[0] == "$share/hubs/ioc/v1/+/+/data"
+    await announce(publish)  # after subscribing: a shared subscription gets no retained message (MQTT 5 4.8.2)
     await publish(f"{TOPIC}/data", data(1, reading("aq-01", "air_quality", TS, pm25=9)))
     rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 1)
     assert rows == [{"time": TS, "pm25": 9.0}]
@@ -399,6 +416,7 @@ async def test_a_stalled_pipeline_leaves_messages_with_the_broker(
         update={"batch": settings.batch.model_copy(update={"queue_size": 2, "max_pending_messages": 3})}
     )
     first = await hubs.start(small)
+    await announce(publish)
     for seq in range(1, 13):
         await publish(f"{TOPIC}/data", data(seq, reading("aq-01", "air_quality", TS + seq, pm25=seq)))
     await wait_for(lambda: first.pipeline.gauges()["pending_messages"] == 3, "the pipeline full")
@@ -411,7 +429,7 @@ async def test_a_stalled_pipeline_leaves_messages_with_the_broker(
     second = await hubs.start(hub_settings(stack, influx_db, client_id=client_id))
     rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 12)
     assert [r["pm25"] for r in rows] == [float(seq) for seq in range(1, 13)]
-    await wait_for(lambda: second.pipeline.stats.acks >= 12, "12 acks")
+    await wait_for(lambda: second.pipeline.stats.acks >= 13, "13 acks (the birth and the 12 data messages)")
 
 
 async def test_a_refused_login_is_an_error_naming_the_reason_and_the_hub_keeps_retrying(
@@ -449,6 +467,7 @@ async def test_an_idle_hub_keeps_its_connection_alive_with_pings(
     await asyncio.sleep(9)
     assert hub.intake.connected
     assert (hub.intake.counters["connects"], hub.intake.counters["disconnects"]) == (1, 0)
+    await announce(publish)
     await publish(f"{TOPIC}/data", data(1, reading("aq-01", "air_quality", TS, pm25=3)))
     rows = await wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 1)
     assert rows == [{"time": TS, "pm25": 3.0}]
