@@ -263,6 +263,30 @@ class InfluxWriter:
         errors = [r["error"] for r in results if isinstance(r, dict) and "error" in r]
         return "; ".join(str(e) for e in errors)
 
+    async def field_types(self) -> dict[tuple[str, str], str]:
+        """``(measurement, field) -> type`` as InfluxDB already holds them (``SHOW FIELD KEYS``, v1 API), so that
+        admission refuses a value of another type from the first message after a restart. A field listed with two
+        types (shards written before types were checked) is left out: the next value fixes it. Never raises; {}
+        when InfluxDB does not answer or with the v2 API (types are then learnt from the traffic)."""
+        s = self._settings
+        if s.api != "v1":
+            return {}
+        target = "/query?" + urlencode({"q": "SHOW FIELD KEYS", "db": s.database}, quote_via=quote)
+        try:
+            response = await self._http.request("GET", target, headers=self._plan.auth_headers, timeout_s=s.timeout_s)
+            answer = json.loads(response.body) if response.status == 200 else {}
+        except (HttpError, ValueError) as exc:
+            log.warning(
+                "InfluxDB at %s: SHOW FIELD KEYS failed (%s); field types are learnt from the traffic", s.url, exc
+            )
+            return {}
+        seen: dict[tuple[str, str], set[str]] = {}
+        for result in answer.get("results", []) if isinstance(answer, dict) else []:
+            for series in result.get("series", []) if isinstance(result, dict) else []:
+                for key, kind in series.get("values", []):
+                    seen.setdefault((str(series.get("name")), str(key)), set()).add(str(kind))
+        return {key: kinds.pop() for key, kinds in seen.items() if len(kinds) == 1}
+
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """True if InfluxDB answers ``GET /ping`` with 204 within ``timeout_s``."""
         response = await self._get_ping(timeout_s)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -60,6 +61,8 @@ class Hub:
         async with contextlib.AsyncExitStack() as stack:
             self._writer = await stack.enter_async_context(InfluxWriter(s.influx))
             await self._writer.prepare()  # logs the InfluxDB version; v1: creates the database where allowed
+            # Admission's rules, with the field types InfluxDB already holds (a restart forgets none of them).
+            admission_rules = dataclasses.replace(s.admission.rules(), field_types=await self._writer.field_types())
             # Registry, health, alerts, commands, tokens (issue 6); stops after the intake and the drain.
             self._operations = await stack.enter_async_context(Operations(s, self._writer))
             quarantine = Quarantine(s.dead_letters.keep, s.dead_letters.payload_bytes, s.dead_letters.path)
@@ -87,7 +90,7 @@ class Hub:
                 max_metrics_per_device=s.cardinality.max_metrics_per_device,
                 spill_after_s=s.spill.slow_write_s,
                 enrichment_tags=s.cardinality.enrichment_tags,
-                admission=Admission(s.admission.rules()),
+                admission=Admission(admission_rules),
             )
             # Before the pipeline runs, so that no retained birth is missed. What feeds the operations side:
             # mqtt.observe (share: what this hub stores; all: an unshared observer connection; none: nothing).
@@ -98,7 +101,7 @@ class Hub:
                 self._pipeline.add_refusal_observer(self._operations.on_refusal)
             elif observe == "all":
                 observer_queue = IntakeQueue(s.batch.queue_size, s.mqtt.queue_max_bytes)
-                feed_admission = Admission(s.admission.rules())
+                feed_admission = Admission(admission_rules)
                 self._observer_feed = ObserverFeed(observer_queue, [self._operations.observe], feed_admission)
                 self._observer_feed.add_refusal_observer(self._operations.on_refusal)
                 self._operations.on_owners(feed_admission.set_owners)
