@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from ops_support import birth_payload
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import SecretStr
 
@@ -33,8 +34,6 @@ from hub.service import Hub, run_hub
 from ioc.stack import StackEndpoints, drop_database, influx_query
 
 pytestmark = pytest.mark.integration
-
-TS = 1_764_331_200_000
 
 
 def settings(stack: StackEndpoints, database: str, tmp_path: Path, **influx: object) -> HubSettings:
@@ -76,14 +75,14 @@ async def running(s: HubSettings) -> AsyncIterator[Hub]:
         await asyncio.wait_for(task, 20)
 
 
-def publish(stack: StackEndpoints, topic: str, payload: bytes) -> None:
+def publish(stack: StackEndpoints, topic: str, payload: bytes, *, retain: bool = False) -> None:
     user, password = stack.credentials("site-a.gw-1")
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
     client.username_pw_set(user, password)
     client.connect(stack.mqtt_host, stack.mqtt_port)
     client.loop_start()
     try:
-        info = client.publish(topic, payload, qos=1)
+        info = client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(timeout=5)
         assert info.is_published()
     finally:
@@ -114,7 +113,11 @@ async def test_metrics_are_served_as_prometheus_text_and_written_as_hub_health_p
     stack: StackEndpoints, influx_db: str, tmp_path: Path
 ) -> None:
     async with running(settings(stack, influx_db, tmp_path)) as hub:
-        reading = f'{{"device": "aq-01", "kind": "air_quality", "ts": {TS}, "metrics": {{"pm25": 1}}}}'
+        # The birth first (admission stores data only for announced devices): its gateway_state point is a line.
+        birth = birth_payload("selfhealth-1", [("aq-01", "air_quality")])
+        await asyncio.to_thread(publish, stack, "ioc/v1/site-a/gw-1/state", birth, retain=True)
+        ts = int(time.time() * 1000)
+        reading = f'{{"device": "aq-01", "kind": "air_quality", "ts": {ts}, "metrics": {{"pm25": 1}}}}'
         body = f'{{"session": "selfhealth-1", "seq": 1, "readings": [{reading}]}}'
         await asyncio.to_thread(publish, stack, "ioc/v1/site-a/gw-1/data", body.encode())
         await asyncio.to_thread(publish, stack, "ioc/v1/site-a/gw-1/data", b"{broken")
@@ -123,12 +126,12 @@ async def test_metrics_are_served_as_prometheus_text_and_written_as_hub_health_p
             while True:
                 response = await http.get("/metrics")
                 text = response.text
-                if "ioc_hub_lines_written_total 1\n" in text or time.monotonic() > deadline:
+                if "ioc_hub_lines_written_total 2\n" in text or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
-        assert "ioc_hub_lines_written_total 1\n" in text
+        assert "ioc_hub_lines_written_total 2\n" in text
         assert 'ioc_hub_dead_letters_total{kind="malformed"} 1\n' in text
         assert "ioc_hub_mqtt_connected 1\n" in text
         assert "ioc_hub_spill_bytes 0\n" in text
@@ -136,8 +139,8 @@ async def test_metrics_are_served_as_prometheus_text_and_written_as_hub_health_p
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline + 5:
             rows = influx_query(stack.influx_url, influx_db, 'SELECT * FROM "hub_health" WHERE "hub" = \'hub-test\'')
-            if any(r.get("lines_written", 0) == 1.0 for r in rows):
+            if any(r.get("lines_written", 0) == 2.0 for r in rows):
                 break
             await asyncio.sleep(0.2)
-    assert any(r.get("lines_written") == 1.0 and r.get("dead_letters") == 1.0 for r in rows), rows[-1:]
+    assert any(r.get("lines_written") == 2.0 and r.get("dead_letters") == 1.0 for r in rows), rows[-1:]
     assert rows[-1]["mqtt_connected"] is True
