@@ -2,7 +2,8 @@
 
 Nothing of ours produces the message: it is the JSON from the docs, sent with Mosquitto's own
 ``mosquitto_pub`` under a gateway's broker account. The hub runs as a child process (``ioc hub``), as it does
-in production.
+in production. As the docs say, the gateway's birth (retained) comes first, and timestamps are those of now: the
+hub stores data only for devices the birth announced, stamped within its accepted window (hub/ingest/admission.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,35 @@ from ioc.stack import StackEndpoints, influx_query
 pytestmark = pytest.mark.integration
 
 SITE, GATEWAY = "site-b", "gw-2"
+
+
+def birth(ts: int) -> str:
+    """The birth example of docs/protocol.md, section `state`, verbatim apart from whitespace and its ``ts``."""
+    return json.dumps(
+        {
+            "v": 1,
+            "online": True,
+            "session": "k3J9xQ2mPzA1",
+            "ts": ts,
+            "agent": "0.1.0",
+            "devices": [
+                {
+                    "id": "aq-01",
+                    "kind": "air_quality",
+                    "profile": "pm-sensor-rs485",
+                    "interval_s": 5.0,
+                    "driver": "modbus_tcp",
+                },
+                {
+                    "id": "wl-02",
+                    "kind": "water_level",
+                    "profile": "water-level-rs485",
+                    "interval_s": 10.0,
+                    "driver": "modbus_rtu",
+                },
+            ],
+        }
+    )
 
 
 def free_port() -> int:
@@ -81,7 +111,7 @@ def hub(stack: StackEndpoints, influx_db: str, tmp_path: Path) -> Iterator[str]:
             log.close()
 
 
-def mosquitto_pub(stack: StackEndpoints, account: str, topic: str, payload: str) -> None:
+def mosquitto_pub(stack: StackEndpoints, account: str, topic: str, payload: str, *, retain: bool = False) -> None:
     binary = shutil.which("mosquitto_pub")
     assert binary, "mosquitto_pub missing: the stack runner installs mosquitto-clients"
     user, password = stack.credentials(account)
@@ -104,6 +134,7 @@ def mosquitto_pub(stack: StackEndpoints, account: str, topic: str, payload: str)
             topic,
             "-m",
             payload,
+            *(["-r"] if retain else []),
         ],
         check=True,
         timeout=10,
@@ -122,7 +153,10 @@ def wait_rows(stack: StackEndpoints, db: str, q: str, n: int, timeout: float = 2
 
 
 def test_documented_data_message_is_stored_exactly(stack: StackEndpoints, influx_db: str, hub: str) -> None:
-    # The example of docs/protocol.md, section `data`, verbatim apart from whitespace.
+    ts = int(time.time() * 1000) - 60_000
+    mosquitto_pub(stack, f"{SITE}.{GATEWAY}", f"ioc/v1/{SITE}/{GATEWAY}/state", birth(ts - 1000), retain=True)
+    # The example of docs/protocol.md, section `data`, verbatim apart from whitespace and the times (moved to now,
+    # 877 ms apart as in the docs).
     payload = json.dumps(
         {
             "v": 1,
@@ -133,13 +167,13 @@ def test_documented_data_message_is_stored_exactly(stack: StackEndpoints, influx
                 {
                     "device": "aq-01",
                     "kind": "air_quality",
-                    "ts": 1764331200123,
+                    "ts": ts,
                     "metrics": {"pm25": 35.2, "pm10": 61.0},
                 },
                 {
                     "device": "wl-02",
                     "kind": "water_level",
-                    "ts": 1764331201000,
+                    "ts": ts + 877,
                     "metrics": {"level_m": 1.82, "alarm": False},
                 },
             ],
@@ -150,7 +184,7 @@ def test_documented_data_message_is_stored_exactly(stack: StackEndpoints, influx
     aq = wait_rows(stack, influx_db, 'SELECT * FROM "air_quality"', 1)
     assert aq == [
         {
-            "time": 1764331200123,
+            "time": ts,
             "device": "aq-01",
             "gateway": GATEWAY,
             "kind": "air_quality",
@@ -162,7 +196,7 @@ def test_documented_data_message_is_stored_exactly(stack: StackEndpoints, influx
     wl = wait_rows(stack, influx_db, 'SELECT * FROM "water_level"', 1)
     assert wl == [
         {
-            "time": 1764331201000,
+            "time": ts + 877,
             "alarm": False,
             "device": "wl-02",
             "gateway": GATEWAY,
@@ -183,15 +217,17 @@ def test_malformed_message_by_hand_is_dead_lettered_and_the_next_one_stored(
     stack: StackEndpoints, influx_db: str, hub: str, tmp_path: Path
 ) -> None:
     topic = f"ioc/v1/{SITE}/{GATEWAY}/data"
+    ts = int(time.time() * 1000) - 60_000
+    mosquitto_pub(stack, f"{SITE}.{GATEWAY}", f"ioc/v1/{SITE}/{GATEWAY}/state", birth(ts), retain=True)
     mosquitto_pub(stack, f"{SITE}.{GATEWAY}", topic, "{not json")
     mosquitto_pub(stack, f"{SITE}.{GATEWAY}", topic, '{"v":1,"session":"k3J9xQ2mPzA1","seq":1,"readings":[]}')
     good = (
         '{"v":1,"session":"k3J9xQ2mPzA1","seq":2,"readings":[{"device":"aq-01","kind":"air_quality",'
-        '"ts":1764331260000,"metrics":{"pm25":40}}]}'
+        f'"ts":{ts + 1000},"metrics":{{"pm25":40}}}}]}}'
     )
     mosquitto_pub(stack, f"{SITE}.{GATEWAY}", topic, good)
     rows = wait_rows(stack, influx_db, 'SELECT "pm25" FROM "air_quality"', 1)
-    assert rows == [{"time": 1764331260000, "pm25": 40.0}]
+    assert rows == [{"time": ts + 1000, "pm25": 40.0}]
     token = create_token(registry_url(tmp_path), "technician")  # dead letters hold raw payloads
     letters = httpx.get(f"{hub}/api/v1/dead-letters", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
     items = letters["items"] if isinstance(letters, dict) else letters
