@@ -11,11 +11,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from lineproto_reader import Point, Value, read
 
 from hub.ingest.admission import Admission, AdmissionRules
 from hub.ingest.decode import DataDecoder
 from hub.points import HUB_MEASUREMENTS, reading_lines
-from tests.unit.hub.lineproto_reader import Point, Value, read
 from wire.v1 import Channel, ContractError, DataBatch, DeviceInfo, MetricValue, State, decode_for
 
 NOW_S = 2_000_000_000.0
