@@ -1,6 +1,9 @@
-// Operator page: sites and devices with live state, active alerts (acknowledge), a device's transitions.
+// Operator page: sites and devices with live state, active alerts (acknowledge), a device's transitions, and
+// the problems of gateways (clock_skew...) on their site and on their devices' rows.
 // Plain JavaScript, no build step. Reads the API with a bearer token kept in localStorage; live updates come
-// from GET /api/v1/events (server-sent events, read with fetch so that the token travels in a header).
+// from GET /api/v1/events (server-sent events, read with fetch so that the token travels in a header). A
+// gateway's problems are not events (they start and clear without a state change): GET /api/v1/gateways is
+// read again every GATEWAYS_REFRESH_MS while the stream is live.
 "use strict";
 
 const I18N = {
@@ -13,7 +16,8 @@ const I18N = {
     last_seen: "Lần cuối", reason: "Lý do", ack: "Xác nhận", acked_by: "Đã xác nhận bởi", no_alerts: "Không có cảnh báo",
     ward: "Phường/Quận", gateway: "Gateway", never: "chưa thấy", ago: "trước", bad_token: "Token không hợp lệ",
     forbidden: "Token không đủ quyền", firing: "đang báo", acknowledged: "đã xác nhận", devices: "thiết bị",
-    site: "Địa điểm", profile: "Cấu hình", no_transitions: "Chưa có",
+    site: "Địa điểm", profile: "Cấu hình", no_transitions: "Chưa có", problems: "Sự cố", since: "từ",
+    times: "lần", problem_clock_skew: "Đồng hồ gateway bị lệch",
   },
   en: {
     title: "Device operations", disconnected: "Disconnected", live: "Live", logout: "Change token",
@@ -24,15 +28,20 @@ const I18N = {
     last_seen: "Last seen", reason: "Reason", ack: "Acknowledge", acked_by: "Acknowledged by", no_alerts: "No alerts",
     ward: "Ward", gateway: "Gateway", never: "never", ago: "ago", bad_token: "Invalid token",
     forbidden: "The token lacks the role", firing: "firing", acknowledged: "acknowledged", devices: "devices",
-    site: "Site", profile: "Profile", no_transitions: "None yet",
+    site: "Site", profile: "Profile", no_transitions: "None yet", problems: "Problems", since: "since",
+    times: "times", problem_clock_skew: "Gateway clock is off",
   },
 };
+
+// How often the gateways (and their problems) are read again while the page is live.
+const GATEWAYS_REFRESH_MS = 15_000;
 
 const state = {
   lang: localStorage.getItem("ioc.lang") || "vi",
   token: localStorage.getItem("ioc.token") || "",
   sites: new Map(),
   devices: new Map(),
+  gateways: new Map(),
   alerts: new Map(),
   filter: "",
   stream: null,
@@ -93,7 +102,45 @@ async function loadAll() {
   }
   const alerts = await api("/api/v1/alerts?state=open&limit=1000");
   state.alerts = new Map(alerts.items.map((a) => [a.id, a]));
+  await loadGateways(false);
   render();
+}
+
+// Problems that changed show at once; an unchanged answer costs no rendering (a wall screen may show thousands
+// of devices).
+async function loadGateways(renderChanges = true) {
+  const answer = await api("/api/v1/gateways");
+  const before = problemsSignature();
+  state.gateways = new Map(answer.items.map((g) => [g.key, g]));
+  if (renderChanges && problemsSignature() !== before) renderSites();
+}
+
+function problemsSignature() {
+  return JSON.stringify([...state.gateways.values()]
+    .filter((g) => g.problems && g.problems.length)
+    .map((g) => [g.key, g.problems.map((p) => [p.problem, p.detail])]));
+}
+
+// A device's problems are its gateway's: the latest gateway answer, else what the device answer carried.
+function deviceProblems(d) {
+  const gw = state.gateways.get(`${d.site}/${d.gateway}`);
+  return (gw ? gw.problems : d.problems) || [];
+}
+
+// "Gateway clock is off: <the hub's detail> (since <time>, 3 times)"; a problem the page has no words for
+// yet is named by its code.
+function problemTitle(p) {
+  const key = `problem_${p.problem}`;
+  const label = t(key) === key ? p.problem : t(key);
+  const when = [];
+  if (p.since_ms) when.push(`${t("since")} ${new Date(p.since_ms).toLocaleString(state.lang === "vi" ? "vi-VN" : "en-GB")}`);
+  if (p.count > 1) when.push(`${p.count} ${t("times")}`);
+  return `${label}: ${p.detail}${when.length ? ` (${when.join(", ")})` : ""}`;
+}
+
+// The code itself on the badge (what the API, the logs and the docs call it); its meaning and detail on hover.
+function problemBadge(p) {
+  return el("span", { class: "problem", dataset: { problem: p.problem }, title: problemTitle(p), text: p.problem });
 }
 
 function stateBadge(value) {
@@ -143,7 +190,7 @@ function deviceRow(d) {
     { class: "device", dataset: { device: d.id, state: d.state }, onclick: () => showDevice(d.id) },
     el("td", { text: d.id }),
     el("td", { class: "col-kind", text: d.kind }),
-    el("td", {}, stateBadge(d.state)),
+    el("td", {}, stateBadge(d.state), ...deviceProblems(d).map(problemBadge)),
     el("td", { class: "last-seen", dataset: { ms: String(d.last_seen_ms || "") }, text: ago(d.last_seen_ms) }),
     el("td", { class: "col-reason reason", text: d.reason || "" }),
   );
@@ -163,10 +210,16 @@ function renderSites() {
     const devices = bySite.get(siteId).sort((a, b) => a.id.localeCompare(b.id));
     const head = el("tr", {}, ...["device", "kind", "state", "last_seen", "reason"].map((k) =>
       el("th", { class: `col-${k}`, text: t(k) })));
+    const troubled = [...state.gateways.values()]
+      .filter((g) => g.site === siteId && g.problems && g.problems.length)
+      .sort((a, b) => a.gateway.localeCompare(b.gateway))
+      .map((g) => el("li", { class: "gateway", dataset: { gateway: g.key } },
+        `${t("gateway")} ${g.gateway} `, ...g.problems.map(problemBadge)));
     return el(
       "div",
       { class: "site", dataset: { site: siteId } },
       el("h3", {}, site.name || siteId, el("small", { text: `${site.ward ? t("ward") + " " + site.ward + " · " : ""}${devices.length} ${t("devices")}` })),
+      ...(troubled.length ? [el("ul", { class: "gateway-problems", "aria-label": t("problems") }, ...troubled)] : []),
       el("table", {}, el("thead", {}, head), el("tbody", {}, ...devices.map(deviceRow))),
     );
   });
@@ -205,6 +258,10 @@ async function showDevice(id) {
   const info = [["kind", d.kind], ["profile", d.profile], ["site", d.site], ["gateway", d.gateway], ["ward", d.ward],
     ["state", t(`state_${d.state}`)], ["reason", d.reason], ["last_seen", ago(d.last_seen_ms)]];
   $("#detail-info").replaceChildren(...info.flatMap(([k, v]) => [el("dt", { text: t(k) }), el("dd", { text: v ?? "" })]));
+  if (d.problems && d.problems.length) {
+    $("#detail-info").append(el("dt", { text: t("problems") }), el("dd", { class: "problems" },
+      ...d.problems.flatMap((p) => [problemBadge(p), ` ${problemTitle(p)} `])));
+  }
   const items = d.transitions.map((tr) =>
     el("li", {}, `${new Date(tr.ts_ms).toLocaleString()} `, stateBadge(tr.old), " → ", stateBadge(tr.new), ` ${tr.reason}`));
   $("#transitions").replaceChildren(...(items.length ? items : [el("li", { class: "muted", text: t("no_transitions") })]));
@@ -217,7 +274,9 @@ function onEvent(kind, data) {
       d.state = data.state;
       d.reason = data.reason;
     } else {
-      state.devices.set(data.device, { id: data.device, kind: "", site: data.site, state: data.state, reason: data.reason });
+      state.devices.set(data.device, {
+        id: data.device, kind: "", site: data.site, gateway: data.gateway, state: data.state, reason: data.reason,
+      });
     }
     renderSummary();
     updateRow(state.devices.get(data.device));
@@ -261,6 +320,7 @@ async function stream() {
     setLive(true);
     // Reload once connected: nothing that happened before the stream started is missed.
     await loadAll();
+    refreshGateways(controller);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
@@ -286,6 +346,19 @@ async function stream() {
   }
   setLive(false);
   if (state.stream === controller) setTimeout(stream, 2000);
+}
+
+// While this stream is the page's: a failed read is retried at the next period (the stream notices a bad token).
+async function refreshGateways(controller) {
+  while (state.stream === controller && !controller.signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, GATEWAYS_REFRESH_MS));
+    if (state.stream !== controller || controller.signal.aborted) return;
+    try {
+      await loadGateways();
+    } catch (err) {
+      console.warn("gateways:", err);
+    }
+  }
 }
 
 function askToken(message = "") {
