@@ -192,7 +192,7 @@ def describe(settings: HubSettings) -> str:
         f"broker     {broker} as {s.mqtt.username or '(anonymous)'}, client id {s.mqtt.client_id}{group}",
         f"operations {observe}",
         f"influxdb   {influx}",
-        f"api        http://{s.http.host}:{s.http.port}",
+        f"api        {'https' if s.http.tls else 'http'}://{s.http.host}:{s.http.port}",
         f"registry   {registry}",
         f"spill      {s.spill.dir or '(off)'}",
         f"rules      {s.alerts.rules_file or '(built-in: device and gateway offline)'}",

@@ -62,6 +62,20 @@ def test_a_shared_group_needs_observe_and_says_which_side_this_hub_plays(tmp_pat
     assert "operations every gateway, on its own connection (the operations hub)" in result.stdout
 
 
+def test_the_api_is_https_when_the_tls_files_are_set(tmp_path: Path) -> None:
+    plain = run_check(env={"IOC_HUB_HTTP__HOST": "10.0.0.5", "IOC_HUB_HTTP__PORT": "8443"})
+    assert plain.returncode == 0, plain.stderr
+    assert "api        http://10.0.0.5:8443\n" in plain.stdout
+    cert, key = tmp_path / "hub.crt", tmp_path / "hub.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")  # only named: check reads neither file
+    key.write_text("-----BEGIN PRIVATE KEY-----\n", encoding="utf-8")
+    tls = {"IOC_HUB_HTTP__TLS_CERT_FILE": str(cert), "IOC_HUB_HTTP__TLS_KEY_FILE": str(key)}
+    result = run_check(env={"IOC_HUB_HTTP__HOST": "10.0.0.5", "IOC_HUB_HTTP__PORT": "8443", **tls})
+    assert result.returncode == 0, result.stderr
+    assert "api        https://10.0.0.5:8443\n" in result.stdout
+    assert "api        http://" not in result.stdout
+
+
 def test_postgres_password_is_masked(tmp_path: Path) -> None:
     result = run_check(env={"IOC_HUB_REGISTRY__URL": "postgresql+psycopg://ioc:hunter2@db.city/ioc"})
     assert result.returncode == 0, result.stderr
