@@ -364,7 +364,7 @@ def run_demo(state_dir: Path, duration: float | None, stop: threading.Event, sit
             f"\nDemo running: {len(doc['sites'])} sites, {len(kinds) - signs - cameras} Modbus sensors, "
             f"{signs} NTCIP signs, {cameras} cameras {streams}.\n"
             f"  operator     {doc['hub_url']}/  (paste the admin token hub_token from {secrets_file})\n"
-            f"  hub API      {doc['hub_url']}/api/v1/docs  (Authorization: Bearer <hub_token>)\n"
+            f"  hub API      {doc['hub_url']}/api/v1/openapi.json  (calls: Authorization: Bearer <hub_token>)\n"
             f"  InfluxDB     {doc['influxdb']['url']}  database {doc['influxdb']['database']}\n"
             f"  secrets      {secrets_file}  (owner only: the API token and the broker passwords)\n"
             "Stop with Ctrl-C" + (f" (or it stops by itself after {duration:.0f} s)." if duration else "."),
