@@ -332,10 +332,11 @@ class Admission:
         """The birth with only the devices the gateway may announce (its new announced set), or the death."""
         refusals = _Refusals(site, gateway)
         if state.ts is not None:
-            now_ms = int(self._clock() * 1000)
-            oldest, newest = now_ms - self._max_replay_ms, now_ms + self._max_skew_ms
-            if not oldest <= state.ts <= newest:
-                refusals.add(RefusalReason.CLOCK_SKEW, "", _skew_detail(state.ts, oldest, newest))
+            # Only a time ahead is a skew: a retained birth replayed to a hub that subscribes is as old as the
+            # gateway's session, which may be months.
+            newest = int(self._clock() * 1000) + self._max_skew_ms
+            if state.ts > newest:
+                refusals.add(RefusalReason.CLOCK_SKEW, "", _skew_detail(state.ts, 0, newest))
                 state = msgspec.structs.replace(state, ts=None)  # stored at its arrival instead
         if not state.online:
             return state, self._report(refusals)

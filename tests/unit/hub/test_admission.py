@@ -188,7 +188,14 @@ def test_timestamps_outside_the_window_are_refused_as_clock_skew(offset_ms: int,
     assert reasons(admission.event(*A, event)) == ([] if admitted else [("clock_skew", "aq-01")])
 
 
-def test_a_skewed_birth_is_admitted_without_its_time() -> None:
+def test_an_old_retained_birth_is_no_skew() -> None:
+    admission, _ = make()
+    state, refused = admission.state(*A, birth(("aq-01", "air_quality"), ts=NOW_MS - 400 * 86_400_000))
+    assert refused == []
+    assert state.ts == NOW_MS - 400 * 86_400_000
+
+
+def test_a_birth_from_the_future_is_admitted_without_its_time() -> None:
     admission, clock = make()
     state, refused = admission.state(*A, birth(("aq-01", "air_quality"), ts=NOW_MS + 3_600_000))
     assert state.ts is None
