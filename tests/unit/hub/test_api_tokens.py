@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -163,7 +164,11 @@ def test_ioc_hub_token_create_expires_in(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("IOC_HUB_")}
     env["IOC_HUB_REGISTRY__URL"] = f"sqlite:///{tmp_path / 'hub.db'}"
     run = [sys.executable, "-m", "ioc.cli", "hub", "token"]
-    before = utcnow()
+    # The expiry is measured against the creation time the CLI itself stored, not against this process's clock:
+    # the two processes' wall clocks need not agree (``make timeless`` moves this one only). The CLI stamps
+    # ``expires`` and then ``created`` within the one run, so the expiry is 2 h after creation, less at most the
+    # run's own duration (measured on the monotonic clock, which no one moves).
+    started = time.monotonic()
     created = subprocess.run(
         [*run, "create", "--role", "viewer", "--name", "temp", "--expires-in", "2h"],
         env=env,
@@ -172,12 +177,13 @@ def test_ioc_hub_token_create_expires_in(tmp_path: Path) -> None:
         timeout=60,
         check=True,
     )
+    took = timedelta(seconds=time.monotonic() - started)
     assert created.stdout.startswith("ioc_")
     listed = subprocess.run([*run, "list"], env=env, capture_output=True, text=True, timeout=60, check=True)
     (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
     assert row["name"] == "temp"
-    expires = datetime.fromisoformat(row["expires"])
-    assert before + timedelta(hours=2) <= expires <= utcnow() + timedelta(hours=2)
+    expires, created_at = datetime.fromisoformat(row["expires"]), datetime.fromisoformat(row["created"])
+    assert timedelta(hours=2) - took <= expires - created_at <= timedelta(hours=2)
     bad = subprocess.run(
         [*run, "create", "--role", "viewer", "--expires-in", "soon"],
         env=env,
