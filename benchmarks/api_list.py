@@ -62,7 +62,7 @@ def _inventory() -> dict[str, Any]:
     devices = [
         {
             "id": f"dev-{i:05d}",
-            "kind": ("air_quality", "camera", "display", "water_level")[i % 4],
+            "kind": ("air_quality", "camera", "sign", "water_level")[i % 4],
             "site": f"site-{i % SITES:02d}",
             "gateway": "gw-1",
             "tags": {"owner": "bench"},
@@ -89,7 +89,7 @@ def _publish_gateways(endpoints: StackEndpoints) -> None:
             devices = _gateway_devices(index)
             now = int(time.time() * 1000)
             session = f"bench{secrets.token_hex(6)}"
-            kinds = ("air_quality", "camera", "display", "water_level")
+            kinds = ("air_quality", "camera", "sign", "water_level")
             birth = State(
                 online=True,
                 session=session,

@@ -1,9 +1,14 @@
 """The real hub as a child process (``python -m ioc.cli hub``), configured by environment variables as in
-production, and read through its own HTTP API."""
+production, and read through its own HTTP API.
+
+The hub's admission (hub/ingest/admission.py) stores only kinds of ``admission.kinds``: a benchmark that writes
+measurements of its own (``bench_load``, ``bench_probe``...) gives them with :func:`admission_env`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,6 +22,7 @@ from typing import IO, Any, Final, Self
 import httpx
 
 from benchmarks.errors import BenchmarkError
+from hub.ingest.admission import DEFAULT_KINDS
 from ioc.stack import StackEndpoints
 
 #: The hub has this long to serve ``/api/v1/health`` with MQTT connected.
@@ -25,6 +31,11 @@ START_TIMEOUT_S: Final = 30.0
 HTTP_TIMEOUT_S: Final = 5.0
 #: After SIGTERM: the hub's own drain (10 s by default) plus its shutdown, before SIGKILL.
 STOP_TIMEOUT_S: Final = 25.0
+
+
+def admission_env(*kinds: str) -> dict[str, str]:
+    """The hub's environment for ``admission.kinds``: the shipped profiles' kinds and ``kinds``."""
+    return {"IOC_HUB_ADMISSION__KINDS": json.dumps(sorted({*DEFAULT_KINDS, *kinds}))}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -2,11 +2,14 @@
 
 One :class:`~ioc.stack.LocalStack` (fresh state folder) serves every run. Each run:
 
-1. creates a fresh database and starts the hub on it as a child process (``python -m ioc.cli hub``);
+1. creates a fresh database and starts the hub on it as a child process (``python -m ioc.cli hub``; its
+   ``admission.kinds`` include the workload's kinds and ``bench_probe``);
 2. starts the publisher process (:mod:`benchmarks.publisher`), which builds its payloads and connects as the
    gateway account ``site-a.gw-1``;
-3. publishes one probe message (measurement ``bench_probe``) and waits until the hub has stored it: the hub's
-   subscription is live and its first write to the new database is done (not timed);
+3. publishes the gateway's birth (retained) announcing the workload's devices and the probe device, and waits
+   until the hub has stored it (the hub stores data only for announced devices); then one probe message
+   (measurement ``bench_probe``) until the hub has stored it: the hub's subscription is live and its first
+   write of data to the new database is done (not timed);
 4. **timed**: from the publisher's first publish until the hub's ``GET /api/v1/ingest/stats`` reports every line
    written and every message acknowledged **and** ``SELECT count(*)`` per measurement finds exactly every point;
 5. reads the hub's peak RSS (``VmHWM``) and CPU use, stops the hub (it must exit 0), drops the database.
@@ -28,13 +31,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.hubproc import HubProcess
+from benchmarks.hubproc import HubProcess, admission_env
 from benchmarks.procs import CpuMeter, peak_rss_bytes
 from benchmarks.publisher import PublisherConfig, PublisherProcess, now
 from benchmarks.results import BenchmarkResult, RunSample
-from benchmarks.workload import Workload
+from benchmarks.workload import KINDS, Workload
 from ioc.stack import LocalStack, StackEndpoints, StackError, create_database, drop_database, influx_query
-from wire.v1 import Channel, DataBatch, Reading, encode, topic
+from wire.v1 import Channel, DataBatch, DeviceInfo, Reading, State, encode, topic
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +106,53 @@ def _probe_payload(attempt: int) -> str:
     return encode(batch).decode()
 
 
-def _probe(hub: HubProcess, pub: PublisherProcess, deadline: _Deadline) -> None:
-    """Publish probe messages until the hub has stored one (its subscription is live, the database written)."""
+def _stored(url: str, db: str, query: str) -> bool:
+    """Whether ``query`` finds a point in InfluxDB."""
+    return bool(influx_query(url, db, query))
+
+
+def _announce(
+    hub: HubProcess, pub: PublisherProcess, workload: Workload, *, url: str, db: str, deadline: _Deadline
+) -> None:
+    """Publish the gateway's birth (the workload's devices and the probe device); wait until the hub stored it.
+
+    Looked up by its session in InfluxDB: the hub's line count would not tell it from the previous run's birth,
+    still retained on the broker and delivered to this run's hub when it subscribes."""
+    devices = [workload.device(index) for index in range(workload.devices)]
+    birth = State(
+        online=True,
+        session=workload.session,
+        ts=int(time.time() * 1000),
+        agent="bench",
+        devices=[
+            *(DeviceInfo(device, spec.kind, "bench", 1.0) for device, spec in devices),
+            DeviceInfo("probe", PROBE_KIND, "bench", 1.0),
+        ],
+    )
+    pub.send({"cmd": "birth", "topic": topic(SITE, GATEWAY, Channel.STATE), "payload": encode(birth).decode()})
+    pub.expect("born", deadline.left("announcing the gateway"))
+    # Its gateway_state point; the session is ours (bench-<hex>), never input.
+    query = f'SELECT "online" FROM "gateway_state" WHERE "session" = \'{workload.session}\''  # noqa: S608
+    if not _wait_until(lambda: _stored(url, db, query), PROBE_STORED_TIMEOUT_S, deadline, "announcing"):
+        raise BenchmarkError(f"the hub did not store the gateway's birth:\n{hub.log_tail()}")
+
+
+def _probe(hub: HubProcess, pub: PublisherProcess, url: str, db: str, deadline: _Deadline) -> None:
+    """Publish probe messages until the hub has stored one (its subscription is live, the database written) and
+    acknowledged everything it received."""
+    query = f'SELECT "value" FROM "{PROBE_KIND}"'  # noqa: S608 - a constant
+
+    def idle() -> bool:
+        stats = hub.stats()
+        return not (stats["pending_messages"] or stats["queued_messages"])
+
     for attempt in range(1, PROBE_ATTEMPTS + 1):
         pub.send({"cmd": "probe", "payload": _probe_payload(attempt)})
         pub.expect("probed", deadline.left("probing"))
-        if _wait_until(lambda: hub.stats()["lines_written"] >= 1, PROBE_STORED_TIMEOUT_S, deadline, "probing"):
+        if _wait_until(lambda: _stored(url, db, query), PROBE_STORED_TIMEOUT_S, deadline, "probing"):
+            # InfluxDB shows the point before the hub has seen its write answered and acknowledged the message.
+            if not _wait_until(idle, PROBE_STORED_TIMEOUT_S, deadline, "probing"):
+                raise BenchmarkError(f"the hub stored the probe but stays busy: {hub.stats()}")
             return
         log.info("the probe was not stored within %.0f s; probing again", PROBE_STORED_TIMEOUT_S)
     raise BenchmarkError(f"the hub stored none of {PROBE_ATTEMPTS} probe messages:\n{hub.log_tail()}")
@@ -180,11 +224,19 @@ def _one_run(
     create_database(ep.influx_url, db)
     try:
         with (
-            HubProcess(ep, db, hub_client_id, log_dir / f"hub-run{run}.log", cwd=cwd) as hub,
+            HubProcess(
+                ep,
+                db,
+                hub_client_id,
+                log_dir / f"hub-run{run}.log",
+                cwd=cwd,
+                extra_env=admission_env(*(spec.kind for spec in KINDS), PROBE_KIND),
+            ) as hub,
             PublisherProcess(config, log_dir / f"publisher-run{run}.log", cwd=cwd) as pub,
         ):
             pub.expect("ready", min(PUBLISHER_READY_TIMEOUT_S, deadline.left("starting the publisher")))
-            _probe(hub, pub, deadline)
+            _announce(hub, pub, workload, url=ep.influx_url, db=db, deadline=deadline)
+            _probe(hub, pub, ep.influx_url, db, deadline)
             base = hub.stats()
             if base["pending_messages"] or base["queued_messages"]:
                 raise BenchmarkError(f"the hub is busy before the run: {base}")

@@ -1,8 +1,9 @@
 """``load``: simulated gateways publish the wire contract at a set rate for a set time; how much the hub stores.
 
 One :class:`~ioc.stack.LocalStack` (gateway accounts ``bench/gw-0..N-1`` and ``bench/probe``) serves every run.
-Each run: a fresh database, the real hub as a child process (``python -m ioc.cli hub``), the load generator as
-another (:mod:`benchmarks.loadgen`). Measured:
+Each run: a fresh database, the real hub as a child process (``python -m ioc.cli hub``; its ``admission.kinds``
+include the measurements ``bench_load`` and ``bench_probe``), the load generator as another
+(:mod:`benchmarks.loadgen`), whose gateways' births the hub has stored before the clock starts. Measured:
 
 - ``readings_per_s``, ``messages_per_s``: readings (messages) counted in InfluxDB divided by the time from the
   first publish until the hub reported every line written and every message acknowledged;
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.hubproc import HubProcess
+from benchmarks.hubproc import HubProcess, admission_env
 from benchmarks.loadgen import LOAD_MEASUREMENT, PROBE_MEASUREMENT, GatewayAccount, LoadConfig, LoadProcess, monotonic
 from benchmarks.procs import CpuMeter, peak_rss_bytes
 from benchmarks.results import BenchmarkResult, RunSample
@@ -44,6 +45,8 @@ POLL_S: Final = 0.05
 DRAIN_TIMEOUT_S: Final = 120.0
 #: ...and how long it may sit idle with lines missing before they count as lost.
 IDLE_GIVE_UP_S: Final = 5.0
+#: The gateways' births (published when the generator connects): how long the hubs may take to store them.
+BIRTHS_TIMEOUT_S: Final = 30.0
 
 
 def gateway_names(count: int) -> list[tuple[str, str]]:
@@ -144,9 +147,11 @@ def _one_run(
             # Several hubs share the load through an MQTT 5 shared subscription, as deployed hubs scale out.
             # The first runs the operations side on every gateway's messages (mqtt.observe: all), the others store.
             def shared(i: int) -> dict[str, str]:
+                kinds = admission_env(LOAD_MEASUREMENT, PROBE_MEASUREMENT)
                 if hubs == 1:
-                    return {}
-                return {"IOC_HUB_MQTT__SHARED_GROUP": "bench", "IOC_HUB_MQTT__OBSERVE": "all" if i == 0 else "none"}
+                    return kinds
+                group = {"IOC_HUB_MQTT__SHARED_GROUP": "bench", "IOC_HUB_MQTT__OBSERVE": "all" if i == 0 else "none"}
+                return {**kinds, **group}
 
             procs = [
                 running.enter_context(
@@ -158,7 +163,7 @@ def _one_run(
             ]
             load = running.enter_context(LoadProcess(config, log_dir / f"loadgen-run{run}.log", cwd=cwd))
             probes = running.enter_context(_ProbeWatcher(ep.influx_url, db))
-            base = _stats(procs)
+            base = _wait_births_stored(procs, ep.influx_url, db, load.sessions)
             meter = CpuMeter({**{f"hub{i}": p.pid for i, p in enumerate(procs)}, "publisher": load.pid, **stack_pids})
             meter.start()
             go = monotonic()
@@ -224,6 +229,26 @@ def _one_run(
     return RunSample(metrics=metrics, counts=counts)
 
 
+def _wait_births_stored(procs: list[HubProcess], url: str, db: str, sessions: list[str]) -> dict[str, Any]:
+    """Until InfluxDB holds the gateway_state point of every birth (by session) and the hubs hold nothing; their
+    stats then. By session: a line count would not tell them from the previous run's births, still retained on
+    the broker and delivered to this run's hubs when they subscribe."""
+    deadline = monotonic() + BIRTHS_TIMEOUT_S
+    missing = set(sessions)
+    while True:
+        if missing:
+            rows = influx_query(url, db, 'SELECT "session" FROM "gateway_state"', timeout=10.0)
+            missing -= {row["session"] for row in rows}
+        stats = _stats(procs)
+        if not missing and stats["pending_messages"] == 0 and stats["queued_messages"] == 0:
+            return stats
+        if monotonic() > deadline:
+            raise BenchmarkError(
+                f"the hubs did not store {len(missing)} of the gateways' births within {BIRTHS_TIMEOUT_S} s"
+            )
+        time.sleep(POLL_S)
+
+
 def _wait_stored(procs: list[HubProcess], base: dict[str, Any], expected_lines: int) -> dict[str, Any]:
     """Poll the hubs until they wrote ``expected_lines`` more lines and hold nothing; their last stats."""
     deadline = monotonic() + DRAIN_TIMEOUT_S
@@ -257,6 +282,18 @@ def _stats(procs: list[HubProcess]) -> dict[str, Any]:
         for gateway, n in stats.get("seq_gaps_by_gateway", {}).items():
             total["seq_gaps_by_gateway"][gateway] = total["seq_gaps_by_gateway"].get(gateway, 0) + n
     return total
+
+
+def _failure(counts: dict[str, int]) -> str:
+    """Why a finished run fails the benchmark ("" when it does not)."""
+    why = []
+    if counts["lost"]:
+        why.append(f"lost {counts['lost']} of {counts['sent']} readings")
+    if counts["dead_letters"]:
+        why.append(f"{counts['dead_letters']} messages dead-lettered (the hub's log says why)")
+    if counts["probes_sent"] and not counts["probes_seen"]:
+        why.append(f"none of {counts['probes_sent']} probes was seen in InfluxDB")
+    return ", ".join(why)
 
 
 def run_load_benchmark(
@@ -314,8 +351,9 @@ def run_load_benchmark(
                     log.error("%s %s (logs in %s)", name, result.error, log_dir)  # noqa: TRY400 - the report
                     break
                 result.samples.append(sample)
-            # Every run counts toward the medians; any loss fails the benchmark (zero loss is the target).
-            lossy = [(i, s.counts) for i, s in enumerate(result.samples, 1) if s.counts["lost"]]
-            if lossy and not result.error:
-                result.error = "; ".join(f"run {i}: lost {c['lost']} of {c['sent']} readings" for i, c in lossy)
+            # Every run counts toward the medians; any loss fails the benchmark (zero loss is the target), and so
+            # does a dead letter (the generator sends none) or a run whose probes never showed (no latency figure).
+            failed = [(i, _failure(s.counts)) for i, s in enumerate(result.samples, 1)]
+            if any(why for _, why in failed) and not result.error:
+                result.error = "; ".join(f"run {i}: {why}" for i, why in failed if why)
     return result

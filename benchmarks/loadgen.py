@@ -1,11 +1,13 @@
 """A load generator of simulated gateways publishing the wire contract, in a process of its own.
 
 Child side: ``python -m benchmarks.loadgen`` reads one JSON line of :class:`LoadConfig` on stdin, connects one
-MQTT 5 connection per gateway account (a minimal asyncio publisher on the hub's codec, :mod:`hub.mqttcodec`; QoS 1)
-and answers ``{"event": "ready"}``. On ``{"cmd": "go"}``
-it publishes ``data`` batches for ``duration_s`` at ``rate`` messages/s in total (0: as fast as the outstanding
-cap allows), round robin over the gateways, waits for every PUBACK and answers ``{"event": "done", ...}`` with
-the counts (:class:`LoadResult`), then exits.
+MQTT 5 connection per gateway account (a minimal asyncio publisher on the hub's codec, :mod:`hub.mqttcodec`; QoS 1),
+publishes each gateway's birth (retained, announcing its devices; the probe gateway's announces ``probe-d0``: the hub
+stores data only for the devices a gateway's birth announced), waits for their PUBACKs and answers
+``{"event": "ready", "sessions": [...]}`` (the births' sessions, by which the parent finds them stored). On
+``{"cmd": "go"}`` it publishes ``data`` batches for ``duration_s`` at ``rate`` messages/s in total (0: as fast
+as the outstanding cap allows), round robin over the gateways, waits for every PUBACK and answers
+``{"event": "done", ...}`` with the counts (:class:`LoadResult`), then exits.
 
 Each gateway has its own session and ``seq`` (1, 2, ...). Reading ``k`` (0-based within a gateway) is device
 ``{gateway}-d{k % devices}`` at ``base_ts_ms + k // devices``: no two readings of a device share a timestamp, so no
@@ -16,8 +18,8 @@ metrics ``value`` (float) and ``ok`` (bool).
 
 Optional: every ``bad_every``-th message is malformed instead (cycling through not-JSON, a contract violation
 and a wrong type; counted as ``bad_sent``, never part of the readings), and a probe message (measurement
-``bench_probe``, field ``n``, ``ts`` = wall-clock publish time in ms) every ``probe_interval_s`` on the probe
-gateway, from which the parent measures publish-to-queryable latency.
+``bench_probe``, device ``probe-d0``, field ``n``, ``ts`` = wall-clock publish time in ms) every
+``probe_interval_s`` on the probe gateway, from which the parent measures publish-to-queryable latency.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ from typing import IO, Any, Final, Self
 
 from benchmarks.errors import BenchmarkError
 from hub import mqttcodec
+from wire.v1 import MAX_DEVICES_PER_GATEWAY, DeviceInfo, State, encode
 
 log = logging.getLogger(__name__)
 
 LOAD_MEASUREMENT: Final = "bench_load"
 PROBE_MEASUREMENT: Final = "bench_probe"
+#: Not the probe gateway's own id (``probe``), which the hub keeps for the agent's own readings (kind ``agent``).
+PROBE_DEVICE: Final = "probe-d0"
 CONNECT_TIMEOUT_S: Final = 10.0
 STOP_TIMEOUT_S: Final = 15.0
 _BAD_PAYLOADS: Final = (
@@ -226,6 +231,20 @@ class _Gateway(asyncio.Protocol):
         )
         self.inflight += 1
 
+    def birth(self, devices: list[tuple[str, str]]) -> None:
+        """Queue the retained birth of this session announcing ``devices`` (id, kind) (written by :meth:`flush`)."""
+        state = State(
+            online=True,
+            session=self.session,
+            ts=int(time.time() * 1000),
+            agent="loadgen",
+            devices=[DeviceInfo(device, kind, "bench", 3600.0) for device, kind in devices],
+        )
+        self._next_id = self._next_id % 65535 + 1
+        topic = f"ioc/v1/{self.account.site}/{self.account.gateway}/state"
+        self._out.append(mqttcodec.encode_publish(topic, encode(state), qos=1, packet_id=self._next_id, retain=True))
+        self.inflight += 1
+
     def flush(self) -> None:
         if self._out:
             if self.error or self.transport is None:
@@ -261,6 +280,31 @@ def _batch(client: _Gateway, config: LoadConfig, base_ts: int) -> bytes:
     return b'{"session":"%s","seq":%d,"readings":[%s]}' % (client.session.encode(), client.seq, b",".join(parts))
 
 
+async def _announce(clients: list[_Gateway], probe: _Gateway | None, config: LoadConfig, counter: _AckCounter) -> None:
+    """Every gateway's birth, acknowledged by the broker; the counter is reset afterwards (births are not load)."""
+    if config.devices > MAX_DEVICES_PER_GATEWAY:
+        raise BenchmarkError(f"{config.devices} devices: a birth announces at most {MAX_DEVICES_PER_GATEWAY}")
+    for client in clients:
+        client.birth([(f"{client.device_prefix.decode()}{i}", LOAD_MEASUREMENT) for i in range(config.devices)])
+    if probe is not None:
+        probe.birth([(PROBE_DEVICE, PROBE_MEASUREMENT)])
+    everyone = [*clients, *([probe] if probe else [])]
+    for client in everyone:
+        client.flush()
+    deadline = monotonic() + CONNECT_TIMEOUT_S
+    while counter.count + counter.rejected < len(everyone):
+        errors = [c.error for c in everyone if c.error]
+        if errors:
+            raise BenchmarkError(errors[0])
+        if monotonic() > deadline:
+            raise BenchmarkError(f"{counter.count} of {len(everyone)} births acknowledged within {CONNECT_TIMEOUT_S} s")
+        await asyncio.sleep(0.01)
+    if counter.rejected:
+        raise BenchmarkError(f"the broker refused {counter.rejected} births ({counter.rejection})")
+    counter.count = 0
+    counter.last = 0.0
+
+
 def run_load(config: LoadConfig, go: threading.Event | None = None) -> LoadResult:
     """Connect, (wait for ``go``,) publish for ``duration_s``, wait for the PUBACKs; the counts."""
     return asyncio.run(_run_load(config, go))
@@ -276,7 +320,9 @@ async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResul
         await asyncio.gather(*(c.connect(config.host, config.port) for c in everyone))
         quota = min(c.quota for c in everyone)
         log.info("%d gateways connected; the broker's Receive Maximum: %d per connection", len(clients), quota)
-        _answer("ready", gateways=len(clients), receive_maximum=quota)
+        await _announce(clients, probe, config, counter)
+        log.info("%d births published (retained) and acknowledged", len(everyone))
+        _answer("ready", gateways=len(clients), receive_maximum=quota, sessions=[c.session for c in everyone])
         if go is not None:
             await asyncio.to_thread(go.wait)
         base_ts = config.base_ts_ms or int(time.time() * 1000) - 600_000
@@ -296,8 +342,8 @@ async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResul
                 ts = int(time.time() * 1000)
                 probe.seq += 1
                 probe.add(
-                    b'{"session":"%s","seq":%d,"readings":[{"device":"probe","kind":"%s","ts":%d,'
-                    % (probe.session.encode(), probe.seq, PROBE_MEASUREMENT.encode(), ts)
+                    b'{"session":"%s","seq":%d,"readings":[{"device":"%s","kind":"%s","ts":%d,'
+                    % (probe.session.encode(), probe.seq, PROBE_DEVICE.encode(), PROBE_MEASUREMENT.encode(), ts)
                     + b'"metrics":{"n":%d}}]}' % result.probes
                 )
                 probe.flush()
@@ -396,6 +442,8 @@ class LoadProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._log: IO[bytes] | None = None
         self._events: queue.Queue[str | None] = queue.Queue()
+        #: The sessions of the gateways' births (the probe gateway's last), once ready.
+        self.sessions: list[str] = []
 
     def __enter__(self) -> Self:
         self._log = self._log_path.open("wb")
@@ -410,7 +458,7 @@ class LoadProcess:
         )
         threading.Thread(target=self._read, name="loadgen-stdout", daemon=True).start()
         self._send(self._config.to_json())
-        self._expect("ready", self._ready_timeout_s)
+        self.sessions = list(self._expect("ready", self._ready_timeout_s)["sessions"])
         return self
 
     def __exit__(

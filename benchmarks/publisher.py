@@ -5,6 +5,8 @@ Child side: ``python -m benchmarks.publisher`` reads one JSON line of :class:`Pu
 workload's payloads, connects with paho-mqtt (MQTT 5, QoS 1, ``max_inflight`` raised) and answers
 ``{"event": "ready"}``. Then, one JSON command per stdin line:
 
+- ``{"cmd": "birth", "topic": "<state topic>", "payload": "<json>"}``: publish the gateway's birth there,
+  retained, answer ``born`` once acked (the hub stores data only for the devices a birth announced);
 - ``{"cmd": "probe", "payload": "<json>"}``: publish one message to the data topic, answer ``probed`` once acked;
 - ``{"cmd": "go"}``: publish every payload as fast as paho takes them, wait for every PUBACK, answer ``done`` with
   ``first_publish`` and ``last_puback`` (``CLOCK_MONOTONIC`` seconds: one clock for every process on Linux) and
@@ -245,8 +247,8 @@ class _Publisher:
         if self._refused:
             raise BenchmarkError(f"the broker refused {c.username}: {self._refused}")
 
-    def _publish(self, payload: bytes | str) -> None:
-        info = self._client.publish(self._config.topic, payload, qos=1)
+    def _publish(self, payload: bytes | str, topic: str | None = None, *, retain: bool = False) -> None:
+        info = self._client.publish(topic or self._config.topic, payload, qos=1, retain=retain)
         if info.rc != self._paho.MQTT_ERR_SUCCESS:
             raise BenchmarkError(f"publish failed: {self._paho.error_string(info.rc)}")
 
@@ -260,9 +262,10 @@ class _Publisher:
         if not self._all_acked.wait(timeout_s):
             raise BenchmarkError(f"only {self.acked} of {self._target} PUBACKs within {timeout_s:.0f} s")
 
-    def probe(self, payload: str) -> None:
+    def probe(self, payload: str, topic: str | None = None, *, retain: bool = False) -> None:
+        """Publish one message (to the data topic unless ``topic``) and wait for its PUBACK."""
         self._arm(self.acked + 1)
-        self._publish(payload)
+        self._publish(payload, topic, retain=retain)
         self._wait(PROBE_TIMEOUT_S)
 
     def publish_all(self, payloads: list[bytes]) -> dict[str, Any]:
@@ -298,7 +301,10 @@ def child_main() -> int:
         _answer("ready", messages=len(payloads), payload_bytes=sum(map(len, payloads)))
         for line in sys.stdin:
             command = json.loads(line)
-            if command["cmd"] == "probe":
+            if command["cmd"] == "birth":
+                publisher.probe(command["payload"], command["topic"], retain=True)
+                _answer("born")
+            elif command["cmd"] == "probe":
                 publisher.probe(command["payload"])
                 _answer("probed")
             elif command["cmd"] == "go":
