@@ -81,7 +81,8 @@ def _publish_gateways(endpoints: StackEndpoints) -> None:
     """Births (retained) and one data batch per gateway, each under the gateway's own account."""
     for index, (site, gateway) in enumerate(GATEWAYS):
         user, password = endpoints.credentials(f"{site}.{gateway}")
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{gateway}-{secrets.token_hex(3)}")
+        client_id = endpoints.client_id(f"{site}.{gateway}", f"bench-{gateway}-{secrets.token_hex(3)}")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         client.username_pw_set(user, password)
         client.connect(endpoints.mqtt_host, endpoints.mqtt_port, keepalive=60)
         client.loop_start()

@@ -215,7 +215,7 @@ def _one_run(
         port=ep.mqtt_port,
         username=user,
         password=password,
-        client_id=f"bench-publisher-{run}-{secrets.token_hex(3)}",
+        client_id=ep.client_id(f"{SITE}.{GATEWAY}", f"bench-publisher-{run}-{secrets.token_hex(3)}"),
         topic=topic(SITE, GATEWAY, Channel.DATA),
         workload=workload,
         max_inflight=max_inflight,

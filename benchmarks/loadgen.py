@@ -42,6 +42,7 @@ from typing import IO, Any, Final, Self
 
 from benchmarks.errors import BenchmarkError
 from hub import mqttcodec
+from ioc.stack.mosquitto import gateway_client_id
 from wire.v1 import MAX_DEVICES_PER_GATEWAY, DeviceInfo, State, encode
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ class _Gateway(asyncio.Protocol):
                 assert self.transport is not None
                 self.transport.write(
                     mqttcodec.encode_connect(
-                        f"load-{self.account.gateway}-{secrets.token_hex(3)}",
+                        # The broker binds a gateway's account to the agent's client id (ioc/stack/mosquitto.py).
+                        gateway_client_id(self.account.site, self.account.gateway),
                         keepalive_s=60,
                         clean_start=True,
                         username=self.account.username,
