@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from hub.commands import CommandPublisher
 from hub.config import MqttSettings
 from hub.mqtt import IntakeQueue, MqttIntake
 from hub.mqttcodec import (
@@ -53,6 +54,7 @@ class RawClient:
         self.sock = socket.create_connection((stack.mqtt_host, stack.mqtt_port), timeout=10)
         self.reader = PacketReader(MAX_REMAINING_LENGTH)
         self.pending: list[Publish | Packet] = []
+        self.stashed: list[Publish] = []
         self.next_id = 1
         user, password = stack.credentials(account)
         self.sock.sendall(
@@ -94,6 +96,8 @@ class RawClient:
         while (packet := self.read(max(0.0, deadline - time.monotonic()))) is not None:
             if isinstance(packet, Packet) and packet.type == kind:
                 return packet
+            if isinstance(packet, Publish):
+                self.stashed.append(packet)  # for messages()
         raise AssertionError(f"no packet of type {kind} within {timeout_s} s")
 
     def publish(self, topic: str, payload: bytes) -> int:
@@ -120,8 +124,8 @@ class RawClient:
         raise AssertionError(f"the connection is still open after {timeout_s} s (got {out})")
 
     def messages(self, timeout_s: float) -> list[Publish]:
-        """Every PUBLISH that arrives within ``timeout_s``."""
-        out: list[Publish] = []
+        """Every PUBLISH that arrived while waiting for an acknowledgement, and those within ``timeout_s``."""
+        out, self.stashed = self.stashed, []
         deadline = time.monotonic() + timeout_s
         while (packet := self.read(max(0.0, deadline - time.monotonic()))) is not None:
             if isinstance(packet, Publish):
@@ -297,3 +301,48 @@ def test_a_gateway_writes_only_its_own_four_channels(stack: StackEndpoints, clie
     for topic in (CMD1, "ioc/v1/site-b/gw-2/data", "ioc/v1/site-a/gw-1/other", "elsewhere"):
         assert gateway.publish(topic, b"{}") == NOT_AUTHORIZED, topic
     assert gateway.subscribe(CMD1, "ioc/v1/site-b/gw-2/cmd", "ioc/v1/+/+/data") == (1, NOT_AUTHORIZED, NOT_AUTHORIZED)
+
+
+# ------------------------------------------------------------------------------------------------ the hub's side
+
+
+def hub_settings(stack: StackEndpoints, **accounts: str) -> MqttSettings:
+    """The hub's broker settings with a wrong intake password: only a connection on its own account gets in."""
+    return MqttSettings(
+        host=stack.mqtt_host,
+        port=stack.mqtt_port,
+        username="hub",
+        password="wrong",
+        client_id=f"hub-accounts-{secrets.token_hex(4)}",
+        reconnect_max_s=1,
+        **accounts,
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_the_hubs_observer_and_command_connections_log_in_with_their_own_accounts(
+    stack: StackEndpoints, clients: list[RawClient]
+) -> None:
+    observe_user, observe_password = stack.credentials("hub-observe")
+    cmd_user, cmd_password = stack.credentials("hub-cmd")
+    settings = hub_settings(
+        stack,
+        observer_username=observe_user,
+        observer_password=observe_password,
+        command_username=cmd_user,
+        command_password=cmd_password,
+    )
+    gateway = await asyncio.to_thread(connect, stack, clients, GW1)
+    assert await asyncio.to_thread(gateway.subscribe, CMD1) == (1,)
+    queue = IntakeQueue(100)
+    async with MqttIntake(settings, queue, observer=True) as observer, CommandPublisher(settings) as commands:
+        assert await observer.wait_subscribed(15)
+        assert await commands.wait_connected(15)
+        assert await commands.publish(CMD1, b"from the command account") == ""
+        assert await asyncio.to_thread(gateway.publish, DATA1, b"observed") == 0
+        message = await asyncio.wait_for(queue.get(), 10)
+        assert (message.topic, message.payload) == (DATA1, b"observed")
+    assert [m.payload for m in await asyncio.to_thread(gateway.messages, 2)] == [b"from the command account"]
+    # The intake itself, on the wrong password, never gets in.
+    async with MqttIntake(settings, IntakeQueue(10)) as intake:
+        assert not await intake.wait_subscribed(3)
