@@ -1,9 +1,10 @@
 """Remote commands: publish a :class:`wire.v1.Command` on the gateway's ``cmd`` topic, wait for its
 :class:`wire.v1.CommandAck`, record the outcome.
 
-- The hub publishes with its own MQTT connection (client id ``{mqtt.client_id}-cmd``, the hub's account, which
-  may write under ``ioc/#``; see ``ioc/stack/mosquitto.py``), separate from the intake, whose thread may be
-  blocked by back-pressure: a command must not wait behind a backlog of telemetry.
+- The hub publishes with its own MQTT connection (client id ``{mqtt.client_id}-cmd``, its own account
+  ``mqtt.command_username``, which may write ``cmd`` and read ``cmd/ack`` only; see ``ioc/stack/mosquitto.py``),
+  separate from the intake, whose thread may be blocked by back-pressure: a command must not wait behind a
+  backlog of telemetry.
 - The ack comes back through the ingest observer (:meth:`CommandService.observe`), matched by command id. A site
   box can be captured, so an ack is the command's outcome only if the command was sent to that very gateway,
   for the ack's device, and the gateway still owns that device (the registry's owner; the gateway id itself for
