@@ -107,7 +107,8 @@ class BrokerConfig(_Section):
 class PublishConfig(_Section):
     """How readings are batched, and how much is held while the broker is unreachable."""
 
-    #: Readings per data message at most.
+    #: Readings per data message at most; a batch whose encoding would pass the contract's byte limit
+    #: (``wire.v1.MAX_MESSAGE_BYTES``, 4 MiB) is cut there and the rest goes in the next message.
     max_batch: int = Field(default=500, ge=1, le=MAX_READINGS_PER_BATCH)
     #: A reading waits at most this long for its batch to fill before it is sent.
     max_delay_ms: int = Field(default=1000, ge=1, le=600_000)

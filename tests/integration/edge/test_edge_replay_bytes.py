@@ -1,0 +1,108 @@
+"""A replay of large readings against the real Mosquitto: batches of up to 10,000 readings are cut where the
+contract's byte limit (``wire.v1.MAX_MESSAGE_BYTES``) runs out, so the broker, which refuses larger packets,
+takes every message, and each reading arrives once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+import pytest
+
+from edge.config import BrokerConfig, PublishConfig
+from edge.events import EventQueue
+from edge.outbox_sqlite import SqliteOutbox
+from edge.outbox_store import OutboxStore
+from edge.publisher import Publisher
+from edge.stats import EdgeStats
+from ioc.stack import StackEndpoints
+from wire.v1 import MAX_MESSAGE_BYTES, MAX_READINGS_PER_BATCH, DataBatch, Reading, decode
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SITE, GATEWAY = "site-a", "gw-1"
+ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
+TS = 1_764_331_200_000
+BACKLOG = MAX_READINGS_PER_BATCH + 2000
+
+
+def meter(i: int) -> Reading:
+    """A power meter's reading: 24 metrics (~950 bytes encoded), as the eastron-sdm630 profile gives them."""
+    return Reading(
+        device=f"pm-{i % 7}",
+        kind="power_meter",
+        ts=TS + i,
+        metrics={f"metric_{m:02d}_total_w": 230.12345886230469 + i + m for m in range(24)},
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_a_replay_larger_than_a_message_goes_as_several_each_within_the_limit(
+    stack: StackEndpoints, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    store = OutboxStore(path, max_bytes=1 << 30, max_readings=10**6)
+    encode = msgspec.json.Encoder().encode
+    store.append([encode(meter(i)) for i in range(BACKLOG)])
+    store.close()
+    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
+    admin_user, admin_password = stack.credentials("admin")
+    stats = EdgeStats()
+    received: list[tuple[int, DataBatch]] = []
+    outbox = SqliteOutbox(path, max_bytes=1 << 30, max_readings=10**6, stats=stats)
+    async with (
+        aiomqtt.Client(
+            stack.mqtt_host,
+            stack.mqtt_port,
+            username=admin_user,
+            password=admin_password,
+            identifier=f"test-replay-bytes-{time.monotonic_ns()}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as admin,
+        outbox,
+    ):
+        await admin.subscribe(f"{ROOT}/data", qos=1)
+
+        async def record() -> None:
+            async for message in admin.messages:
+                assert isinstance(message.payload, bytes)
+                received.append((len(message.payload), decode(message.payload, DataBatch)))
+
+        recorder = asyncio.create_task(record())
+        publisher = Publisher(
+            site=SITE,
+            gateway=GATEWAY,
+            broker=BrokerConfig(host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password),
+            publish=PublishConfig(max_batch=MAX_READINGS_PER_BATCH, max_delay_ms=100, replay_rate=0, drain_timeout_s=2),
+            devices=[],
+            outbox=outbox,
+            events=EventQueue(stats),
+            stats=stats,
+            agent_version="test",
+        )
+        try:
+            async with publisher:
+                for _ in range(600):  # the recorder's list: no event to wait on
+                    if sum(len(b.readings) for _, b in received) >= BACKLOG:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+
+    sizes = [size for size, _ in received]
+    assert all(size <= MAX_MESSAGE_BYTES for size in sizes), sizes
+    whole = sum(sizes)
+    # As few as the bytes allow, give or take the cut at a 10,000-reading batch.
+    fewest = -(-whole // MAX_MESSAGE_BYTES)
+    assert fewest <= len(received) <= fewest + 1, sizes
+    readings = [r for _, b in received for r in b.readings]
+    assert [r.ts for r in readings] == [TS + i for i in range(BACKLOG)]  # each once, in order
+    assert all(b.replay for _, b in received)
+    assert [b.seq for _, b in received] == list(range(1, len(received) + 1))
+    assert stats.reconnects == 0  # no message was refused (a refused packet closes the connection)
