@@ -72,6 +72,7 @@ V2_ALL = {"IOC_HUB_INFLUX__API": "v2", "IOC_HUB_INFLUX__TOKEN": TOKEN, "IOC_HUB_
                 "IOC_HUB_INFLUX__BUCKET": "ioc",
                 "IOC_HUB_INFLUX__TOKEN": "changeme",
                 "IOC_HUB_MQTT__HOST": "mq",
+                "IOC_HUB_MQTT__TLS": "true",
             },
             "influx.token: is a placeholder secret",
         ),
