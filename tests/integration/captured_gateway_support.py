@@ -198,7 +198,7 @@ def send_oversized_publish(stack: StackEndpoints, account: str, topic: str) -> t
 class FloodPlan:
     """What the flooding process does: for ``duration_s``, batches of ``readings`` readings, alternately of its own
     announced ``devices`` (stored) and of ``foreign_device`` (another gateway's: refused), as fast as the broker
-    acknowledges them."""
+    acknowledges them or at ``bytes_per_s``."""
 
     host: str
     port: int
@@ -213,6 +213,8 @@ class FloodPlan:
     foreign_device: str
     #: The stored readings' times are ``base_ts + seq * readings + i`` ms: unique per (device, time), in the past.
     base_ts: int
+    #: The link's speed in payload bytes a second; 0: as fast as the broker acknowledges.
+    bytes_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,8 @@ def flood(plan: FloodPlan) -> FloodResult:
         with window:
             while len(sent) + 1 - counts["acked"] > FLOOD_WINDOW:  # +1: the birth
                 window.wait(1.0)
+        if plan.bytes_per_s:
+            time.sleep(max(0.0, sent_bytes / plan.bytes_per_s - (time.monotonic() - start)))  # the link's pace
         own = len(sent) % 2 == 0
         payload = _batch(plan, session, len(sent) + 1, own)
         sent.append((client.publish(f"{root}/data", payload, qos=1), own))
