@@ -3,7 +3,9 @@ since one test stops InfluxDB; named ``own_stack``, not ``stack``, so the sessio
 
 The hub runs as ``ioc hub`` child processes (:class:`benchmarks.hubproc.HubProcess`), the load as simulated
 gateways in another process (:mod:`benchmarks.loadgen`): every reading has its own (device, time), so
-``SELECT count("value")`` must equal the readings the broker acknowledged to the gateways.
+``SELECT count("value")`` must equal the readings the broker acknowledged to the gateways. The generator's
+gateways publish their births (retained) when they connect, and the hubs accept its kind ``bench_load``
+(``admission.kinds``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.hubproc import HubProcess
+from benchmarks.hubproc import HubProcess, admission_env
 from benchmarks.loadgen import LOAD_MEASUREMENT, GatewayAccount, LoadConfig, LoadProcess, LoadResult
 from hub.auth import create_token
 from ioc.stack import LocalStack, StackEndpoints, StackError, create_database, ensure_packages, influx_query
@@ -81,6 +83,7 @@ def hub_env(tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
         "IOC_HUB_INFLUX__TIMEOUT_S": "3",
         "IOC_HUB_INFLUX__RETRY_MAX_S": "2",
         "IOC_HUB_AQI__ENABLED": "false",
+        **admission_env(LOAD_MEASUREMENT),
         **extra,
     }
 
@@ -131,7 +134,10 @@ def test_hub_killed_with_sigkill_under_load_loses_nothing_after_restart(
 ) -> None:
     ep = endpoints(own_stack)
     client_id = f"noloss-kill-{secrets.token_hex(3)}"
-    env = hub_env(tmp_path, "hub")
+    # The registry outlives the hub, as a deployed hub's does: after the restart the broker resends the session's
+    # messages before the retained births (those come with the new subscription), and admission takes the
+    # gateways' devices from the registry until a birth arrives.
+    env = hub_env(tmp_path, "hub", IOC_HUB_REGISTRY__URL=f"sqlite:///{tmp_path / 'registry.db'}")
     config = load_config(ep, rate=400, duration_s=12)
     with LoadProcess(config, log_path(tmp_path, "load"), cwd=ROOT) as load:
         first = HubProcess(ep, db, client_id, log_path(tmp_path, "hub"), cwd=ROOT, extra_env=env)
@@ -254,7 +260,10 @@ def test_two_hubs_on_one_shared_subscription_each_store_part_and_together_all(
     group = f"hubs{secrets.token_hex(2)}"
     config = load_config(ep, rate=600, duration_s=10)
     hubs: list[dict[str, Any]] = []
+    # The generator first: its births are retained when the hubs subscribe, so each hub has every gateway's (a
+    # birth published later reaches only one hub of the group).
     with (
+        LoadProcess(config, log_path(tmp_path, "load"), cwd=ROOT) as load,
         HubProcess(
             ep,
             db,
@@ -271,7 +280,6 @@ def test_two_hubs_on_one_shared_subscription_each_store_part_and_together_all(
             cwd=ROOT,
             extra_env=hub_env(tmp_path, "b", IOC_HUB_MQTT__SHARED_GROUP=group, IOC_HUB_MQTT__OBSERVE="none"),
         ) as hub_b,
-        LoadProcess(config, log_path(tmp_path, "load"), cwd=ROOT) as load,
     ):
         load.go()
         result = load.wait_done(120)
@@ -281,4 +289,6 @@ def test_two_hubs_on_one_shared_subscription_each_store_part_and_together_all(
     lines = [h["lines_written"] for h in hubs]
     assert all(n > 0 for n in data), data
     assert sum(data) == result.published
-    assert sum(lines) == result.readings
+    # Each hub got every gateway's retained birth when it subscribed, and stored its gateway_state point.
+    assert [h["messages_by_channel"].get("state", 0) for h in hubs] == [len(GATEWAYS)] * 2
+    assert sum(lines) == result.readings + 2 * len(GATEWAYS)
