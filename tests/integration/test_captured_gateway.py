@@ -69,10 +69,10 @@ GW1_TOPIC, GW2_TOPIC = "ioc/v1/site-a/gw-1", "ioc/v1/site-b/gw-2"
 ALL_TIME = "time >= 0 AND time < 4102444800000ms"
 
 
-def refused(pattern: str, where: str) -> str:
+def refused(pattern: str, where: str, payload: str = "DataBatch") -> str:
     """The contract's error for a string that does not match ``pattern`` (``wire.v1``, whole-string) at ``where``."""
     whole = pattern[:-1] + r"(?!\n)$"
-    return f"DataBatch: Expected `str` matching regex {whole!r} - at {where}"
+    return f"{payload}: Expected `str` matching regex {whole!r} - at {where}"
 
 
 METRIC_REFUSED = refused(METRIC_PATTERN, "`key` in `$.readings[0].metrics`")
@@ -184,6 +184,19 @@ async def test_line_protocol_injection_forges_nothing_and_is_dead_lettered(
     # Through the device id and the kind, the line's measurement and tags.
     device_attack = gw1.raw([{"device": "th-01\n" + forged_alert, "kind": "weather", "ts": ts, "metrics": {"t": 1}}])
     kind_attack = gw1.raw([{"device": "th-01", "kind": "weather\n" + forged_alert, "ts": ts, "metrics": {"t": 1}}])
+    # Through the other texts that become lines or registry rows: an event's reason, a birth's device id and profile.
+    event = {"session": gw1.session, "device": "th-01", "type": "device_down", "ts": ts, "reason": "\n" + forged_alert}
+    births = [
+        {"online": True, "session": gw1.session, "ts": ts, "devices": [device]}
+        for device in (
+            {"id": "th-05\n" + forged_alert, "kind": "weather", "profile": "p", "interval_s": 1.0},
+            {"id": "th-05", "kind": "weather", "profile": "p\n" + forged_alert, "interval_s": 1.0},
+        )
+    ]
+    others = [json.dumps(event).encode(), *(json.dumps(birth).encode() for birth in births)]
+    gw1.publish("event", others[0])
+    for birth in others[1:]:
+        gw1.publish("state", birth)
     # Strings the line protocol must escape, not refuse: each is stored as one point, exactly as sent.
     verbatim = ['a "quoted" b', "comma, space=eq", "back\\slash", 'x\\"y', "trailing\\"]
     stored_ts = [ts - 10 - i for i in range(len(verbatim))]
@@ -212,9 +225,12 @@ async def test_line_protocol_injection_forges_nothing_and_is_dead_lettered(
         *((f"{GW1_TOPIC}/data", "contract", error) for _, error in attacks),
         (f"{GW1_TOPIC}/data", "contract", refused(ID_PATTERN, "`$.readings[0].device`")),
         (f"{GW1_TOPIC}/data", "contract", refused(KIND_PATTERN, "`$.readings[0].kind`")),
+        (f"{GW1_TOPIC}/event", "contract", refused(TEXT_PATTERN, "`$.reason`", "Event")),
+        (f"{GW1_TOPIC}/state", "contract", refused(ID_PATTERN, "`$.devices[0].id`", "State")),
+        (f"{GW1_TOPIC}/state", "contract", refused(TEXT_PATTERN, "`$.devices[0].profile`", "State")),
     ]
     answer = await live.get("/api/v1/dead-letters", limit=1000)
-    assert [d["payload"].encode() for d in reversed(answer["items"])] == [*sent, device_attack, kind_attack]
+    assert [d["payload"].encode() for d in reversed(answer["items"])] == [*sent, device_attack, kind_attack, *others]
     # Nothing forged in the registry either: gw-1's one device, the inventory's, and no other.
     devices = await live.get("/api/v1/devices")
     assert [(d["id"], d["site"], d["gateway"]) for d in devices["items"]] == [
@@ -589,6 +605,10 @@ CELLULAR_BYTES_PER_S = 50e6 / 8
 #: (batch.max_pending_bytes), small so that the memory bound below means something (defaults: 64 and 256 MiB).
 QUEUE_MAX_BYTES = 8 * 2**20
 MAX_PENDING_BYTES = 16 * 2**20
+#: How long the hub may take, after the flood, to store what it holds (~45 s after a 15 s flood at full speed here:
+#: the backlog the latency hole below is about). The flood's tests may take FLOOD_TIMEOUT_S in all.
+CATCH_UP_S = 150.0
+FLOOD_TIMEOUT_S = 300
 SUPPORT = Path(__file__).with_name("captured_gateway_support.py")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -686,7 +706,7 @@ class FloodOutcome:
     #: Publish -> stored latencies (s) of gw-1's readings before the flood, and of those published during it.
     usual: list[float]
     during: list[float]
-    #: gw-1's readings published during the flood that were not stored within 60 s of its end.
+    #: gw-1's readings published during the flood that were not stored within CATCH_UP_S of its end.
     missing: list[int]
     flood: FloodResult
     #: The oversized PUBLISH sent as gw-2 in the middle of the flood: CONNACK reason, packets before the close.
@@ -782,9 +802,9 @@ async def _flood(stack: StackEndpoints, database: str, tmp_path: Path, *, bytes_
             flood = await flooding
             ended = time.monotonic()
             await asyncio.to_thread(reporter.join)
-            # Within a minute of the flood's end (not asserted here: the tests below say what they expect).
+            # Within CATCH_UP_S of the flood's end (not asserted here: the tests below say what they expect).
             with contextlib.suppress(AssertionError):
-                await wait_until(lambda: not probe.missing(), timeout_s=60)
+                await wait_until(lambda: not probe.missing(), timeout_s=CATCH_UP_S)
             during = [t for ts, t in sorted(probe.latencies().items()) if ts not in usual]
             q = f"SELECT count(value) FROM weather WHERE gateway = 'gw-2' AND {ALL_TIME}"
 
@@ -793,7 +813,11 @@ async def _flood(stack: StackEndpoints, database: str, tmp_path: Path, *, bytes_
                 return int(rows[0]["count"]) if rows else 0
 
             with contextlib.suppress(AssertionError):
-                await wait_until(lambda: _at_least(flood_stored(), flood.stored_readings), timeout_s=60, every_s=0.2)
+                await wait_until(
+                    lambda: _at_least(flood_stored(), flood.stored_readings),
+                    timeout_s=max(1.0, ended + CATCH_UP_S - time.monotonic()),
+                    every_s=0.2,
+                )
             catch_up_s = time.monotonic() - ended
             sampler.cancel()
             thirds = [
@@ -830,6 +854,7 @@ async def _at_least(count: Any, wanted: int) -> bool:
     return bool(await count >= wanted)
 
 
+@pytest.mark.timeout(FLOOD_TIMEOUT_S)
 def test_under_a_flood_every_reading_is_stored_nothing_oversized_arrives_and_the_hubs_memory_stays_bounded(
     flood_outcome: FloodOutcome,
 ) -> None:
@@ -857,18 +882,21 @@ def test_under_a_flood_every_reading_is_stored_nothing_oversized_arrives_and_the
     assert o.rss_thirds[2] <= o.rss_thirds[0] + o.byte_bounds
 
 
+@pytest.mark.timeout(FLOOD_TIMEOUT_S)
 @pytest.mark.xfail(strict=True, reason=LATENCY_HOLE)
 def test_under_a_flood_another_gateways_readings_keep_their_usual_latency(flood_outcome: FloodOutcome) -> None:
     o = flood_outcome
     assert max(o.during) <= LATENCY_BOUND_S, f"latencies during the flood: {[round(t, 2) for t in o.during]}"
 
 
+@pytest.mark.timeout(FLOOD_TIMEOUT_S)
 @pytest.mark.xfail(strict=True, reason=BROKER_HOLE)
 def test_under_a_flood_the_brokers_memory_stays_bounded(flood_outcome: FloodOutcome) -> None:
     before, peak = flood_outcome.broker_rss
     assert peak - before <= BROKER_GROWTH_BOUND, f"Mosquitto's RSS: {before / 2**20:.0f} -> {peak / 2**20:.0f} MiB"
 
 
+@pytest.mark.timeout(FLOOD_TIMEOUT_S)
 def test_a_flood_at_a_cabinets_uplink_speed_delays_nobody_and_bounds_the_brokers_memory(
     cellular_flood_outcome: FloodOutcome,
 ) -> None:
