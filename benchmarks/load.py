@@ -153,6 +153,10 @@ def _one_run(
                 group = {"IOC_HUB_MQTT__SHARED_GROUP": "bench", "IOC_HUB_MQTT__OBSERVE": "all" if i == 0 else "none"}
                 return {**kinds, **group}
 
+            # The generator first: its births are retained when the hubs subscribe, so every hub of a group has
+            # every gateway's (a birth published afterwards reaches one hub of the group only, and a storage-only
+            # hub refuses the data of gateways whose birth it did not get).
+            load = running.enter_context(LoadProcess(config, log_dir / f"loadgen-run{run}.log", cwd=cwd))
             procs = [
                 running.enter_context(
                     HubProcess(
@@ -161,7 +165,6 @@ def _one_run(
                 )
                 for i in range(hubs)
             ]
-            load = running.enter_context(LoadProcess(config, log_dir / f"loadgen-run{run}.log", cwd=cwd))
             probes = running.enter_context(_ProbeWatcher(ep.influx_url, db))
             base = _wait_births_stored(procs, ep.influx_url, db, load.sessions)
             meter = CpuMeter({**{f"hub{i}": p.pid for i, p in enumerate(procs)}, "publisher": load.pid, **stack_pids})
