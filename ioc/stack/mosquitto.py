@@ -116,7 +116,7 @@ def build_accounts(gateways: Iterable[tuple[str, str]], *, bind_client_ids: bool
     accounts["admin"] = Account("admin", secrets.token_urlsafe(24), ("topic readwrite #",))
     for site, gateway in gateways:
         for what, value in (("site", site), ("gateway", gateway)):
-            if not _ID_RE.match(value):
+            if not _ID_RE.fullmatch(value):
                 raise StackError(f"gateway ({site!r}, {gateway!r}): {what} must match {_ID_RE.pattern}")
         name = gateway_account(site, gateway)
         if name in accounts:
