@@ -36,12 +36,10 @@ import httpx
 import psutil
 import pytest
 import pytest_asyncio
+from captured_gateway_flood import FloodPlan, FloodResult
 from captured_gateway_support import (
     CapturedGateway,
-    FloodPlan,
-    FloodResult,
     measurements,
-    now_ms,
     query,
     reading,
     rss_bytes,
@@ -52,7 +50,7 @@ from hub.config import AlertSettings
 from hub.mqttcodec import DISCONNECT, Packet
 from hub.service import Hub
 from ioc.stack import StackEndpoints, create_database, drop_database, influx_query
-from tests.integration.hub.ops_support import auth, ops_settings, running_hub, tokens, wait_until
+from tests.integration.hub.ops_support import auth, now_ms, ops_settings, running_hub, tokens, wait_until
 from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_MESSAGE_BYTES, METRIC_PATTERN, REBIRTH, TEXT_PATTERN, EventType
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -107,7 +105,7 @@ class Live:
         """Publish a reading of ``device`` (weather, announced) and wait until it is stored: every message ``gw``
         published before it has then been handled. Returns its time."""
         ts = now_ms()
-        gw.data(reading(device, "weather", {metric: 20.0}, ts))
+        gw.readings(reading(device, "weather", {metric: 20.0}, ts))
         q = f"SELECT {metric} FROM weather WHERE device = '{device}' AND time = {ts}ms"
         await wait_until(lambda: self.rows(q), timeout_s=15)
         return ts
@@ -168,7 +166,7 @@ async def test_line_protocol_injection_forges_nothing_and_is_dead_lettered(
     live: Live, gateways: tuple[CapturedGateway, CapturedGateway]
 ) -> None:
     gw1, _ = gateways
-    gw1.birth([("th-01", "weather")])
+    gw1.announce([("th-01", "weather")])
     ts = now_ms()
     forged_alert = f"alerts,site=site-b,gateway=gw-2,rule=forged value=1 {ts}"
     forged_reading = f"weather,device=th-02,gateway=gw-2,kind=weather,site=site-b temperature_c=99 {ts - 86_400_000}"
@@ -180,10 +178,12 @@ async def test_line_protocol_injection_forges_nothing_and_is_dead_lettered(
         ({"note": "ok\r" + forged_reading}, TEXT_REFUSED),
         ({"note": "ok\u2028" + forged_alert}, TEXT_REFUSED),
     ]
-    sent = [gw1.raw([{"device": "th-01", "kind": "weather", "ts": ts, "metrics": m}]) for m, _ in attacks]
+    sent = [gw1.raw_data([{"device": "th-01", "kind": "weather", "ts": ts, "metrics": m}]) for m, _ in attacks]
     # Through the device id and the kind, the line's measurement and tags.
-    device_attack = gw1.raw([{"device": "th-01\n" + forged_alert, "kind": "weather", "ts": ts, "metrics": {"t": 1}}])
-    kind_attack = gw1.raw([{"device": "th-01", "kind": "weather\n" + forged_alert, "ts": ts, "metrics": {"t": 1}}])
+    device_attack = gw1.raw_data(
+        [{"device": "th-01\n" + forged_alert, "kind": "weather", "ts": ts, "metrics": {"t": 1}}]
+    )
+    kind_attack = gw1.raw_data([{"device": "th-01", "kind": "weather\n" + forged_alert, "ts": ts, "metrics": {"t": 1}}])
     # Through the other texts that become lines or registry rows: an event's reason, a birth's device id and profile.
     event = {"session": gw1.session, "device": "th-01", "type": "device_down", "ts": ts, "reason": "\n" + forged_alert}
     births = [
@@ -194,13 +194,13 @@ async def test_line_protocol_injection_forges_nothing_and_is_dead_lettered(
         )
     ]
     others = [json.dumps(event).encode(), *(json.dumps(birth).encode() for birth in births)]
-    gw1.publish("event", others[0])
+    gw1.raw("event", others[0])
     for birth in others[1:]:
-        gw1.publish("state", birth)
+        gw1.raw("state", birth)
     # Strings the line protocol must escape, not refuse: each is stored as one point, exactly as sent.
     verbatim = ['a "quoted" b', "comma, space=eq", "back\\slash", 'x\\"y', "trailing\\"]
     stored_ts = [ts - 10 - i for i in range(len(verbatim))]
-    gw1.data(*(reading("th-01", "weather", {"note": v}, t) for v, t in zip(verbatim, stored_ts, strict=True)))
+    gw1.readings(*(reading("th-01", "weather", {"note": v}, t) for v, t in zip(verbatim, stored_ts, strict=True)))
     marker = await live.synced(gw1, "th-01")
 
     await live.assert_health_points(
@@ -249,13 +249,13 @@ async def test_a_birth_claiming_another_gateways_devices_moves_nothing_and_their
     """gw-2 is captured: it announces gw-1's th-01 (gw-1 announced it first) and aq-01 (gw-1's in the inventory),
     then writes readings and ``device_down`` events about them."""
     gw1, gw2 = gateways
-    gw1.birth([("th-01", "weather"), ("aq-01", "air_quality")])
+    gw1.announce([("th-01", "weather"), ("aq-01", "air_quality")])
     honest = await live.synced(gw1, "th-01")
-    gw2.birth([("th-02", "weather"), ("th-01", "weather"), ("aq-01", "air_quality")])
-    gw2.data(reading("th-01", "weather", {"temperature_c": 66.6}))
-    gw2.data(reading("aq-01", "air_quality", {"pm25": 666.0}))
-    gw2.event("th-01", EventType.DEVICE_DOWN)
-    gw2.event("aq-01", EventType.DEVICE_DOWN)
+    gw2.announce([("th-02", "weather"), ("th-01", "weather"), ("aq-01", "air_quality")])
+    gw2.readings(reading("th-01", "weather", {"temperature_c": 66.6}))
+    gw2.readings(reading("aq-01", "air_quality", {"pm25": 666.0}))
+    gw2.event("th-01", EventType.DEVICE_DOWN, "forged")
+    gw2.event("aq-01", EventType.DEVICE_DOWN, "forged")
     own = await live.synced(gw2, "th-02")
 
     # The registry: both still gw-1's; gw-2's claim is an owner conflict to look at, nothing more.
@@ -334,13 +334,13 @@ async def test_data_for_an_unannounced_device_is_refused_and_the_gateway_is_aske
     live: Live, gateways: tuple[CapturedGateway, CapturedGateway]
 ) -> None:
     gw1, _ = gateways
-    gw1.birth([("th-01", "weather")])
+    gw1.announce([("th-01", "weather")])
     first = await live.synced(gw1, "th-01")
     assert gw1.commands == []
-    gw1.data(reading("th-09", "weather", {"temperature_c": 40.0}))
+    gw1.readings(reading("th-09", "weather", {"temperature_c": 40.0}))
     # A batch of both: the announced device's reading is stored, the other's refused.
     announced = reading("th-01", "weather", {"temperature_c": 21.0}, first + 1)
-    gw1.data(announced, reading("th-09", "weather", {"temperature_c": 41.0}, first + 2))
+    gw1.readings(announced, reading("th-09", "weather", {"temperature_c": 41.0}, first + 2))
     last = await live.synced(gw1, "th-01")
 
     # The hub asks the gateway, on its own cmd topic, for a new birth: once, however many such readings.
@@ -376,10 +376,10 @@ async def test_hub_owned_and_unknown_kinds_are_refused_and_nothing_reaches_those
 ) -> None:
     gw1, _ = gateways
     owned = ("alerts", "kpi", "vn_aqi", "device_health")
-    gw1.birth([("th-01", "weather"), ("kpi-01", "kpi"), ("odd-01", "flux_capacitor")])
+    gw1.announce([("th-01", "weather"), ("kpi-01", "kpi"), ("odd-01", "flux_capacitor")])
     for kind in (*owned, "flux_capacitor"):
-        gw1.data(reading("th-01", kind, {"value": 1.0, "state": "offline"}))
-    gw1.data(reading("kpi-01", "kpi", {"value": 99.0}), reading("odd-01", "flux_capacitor", {"value": 1.21}))
+        gw1.readings(reading("th-01", kind, {"value": 1.0, "state": "offline"}))
+    gw1.readings(reading("kpi-01", "kpi", {"value": 99.0}), reading("odd-01", "flux_capacitor", {"value": 1.21}))
     marker = await live.synced(gw1, "th-01")
 
     # device_health is the hub's own: the one transition of th-01 it wrote, and nothing else.
@@ -434,19 +434,19 @@ async def test_a_string_in_a_numeric_field_is_refused_on_its_own_and_others_keep
 ) -> None:
     """gw-1 is captured; gw-2 writes weather.temperature_c as a number, as before and after the attack."""
     gw1, gw2 = gateways
-    gw1.birth([("th-01", "weather")])
-    gw2.birth([("th-02", "weather")])
+    gw1.announce([("th-01", "weather")])
+    gw2.announce([("th-02", "weather")])
     before = await live.synced(gw2, "th-02")
     await live.synced(gw1, "th-01")
     in_three_years = now_ms() + 3 * 365 * 86_400_000
-    gw1.data(reading("th-01", "weather", {"temperature_c": "hot"}, in_three_years))  # a future shard
-    gw1.data(reading("th-01", "weather", {"temperature_c": "hot"}))  # today's shard
+    gw1.readings(reading("th-01", "weather", {"temperature_c": "hot"}, in_three_years))  # a future shard
+    gw1.readings(reading("th-01", "weather", {"temperature_c": "hot"}))  # today's shard
     # One bad value among good ones: only it is refused.
     mixed = now_ms() - 5
-    gw1.data(reading("th-01", "weather", {"temperature_c": "hot", "humidity_pct": 80.0}, mixed))
+    gw1.readings(reading("th-01", "weather", {"temperature_c": "hot", "humidity_pct": 80.0}, mixed))
     await live.synced(gw1, "th-01")
     after = [await live.synced(gw2, "th-02") for _ in range(3)]
-    gw2.data(reading("th-02", "weather", {"temperature_c": 25.0}, in_three_years - 1))  # refused: clock, not type
+    gw2.readings(reading("th-02", "weather", {"temperature_c": 25.0}, in_three_years - 1))  # refused: clock, not type
     last = await live.synced(gw2, "th-02")
 
     assert await live.rows("SHOW FIELD KEYS FROM weather") == [
@@ -498,10 +498,10 @@ async def test_a_string_written_first_does_not_take_a_field_the_profiles_define_
 ) -> None:
     """weather.temperature_c is a number in the weather profiles (devices/profiles/xy-md02.yaml, deltaohm-hd2013-3)."""
     gw1, gw2 = gateways
-    gw1.birth([("th-01", "weather")])
-    gw2.birth([("th-02", "weather")])
-    gw1.data(reading("th-01", "weather", {"temperature_c": "hot"}, now_ms() - 10))
-    gw2.data(reading("th-02", "weather", {"temperature_c": 25.0}, now_ms() - 10))
+    gw1.announce([("th-01", "weather")])
+    gw2.announce([("th-02", "weather")])
+    gw1.readings(reading("th-01", "weather", {"temperature_c": "hot"}, now_ms() - 10))
+    gw2.readings(reading("th-02", "weather", {"temperature_c": 25.0}, now_ms() - 10))
     await live.synced(gw1, "th-01", "humidity_pct")
     await live.synced(gw2, "th-02", "humidity_pct")
 
@@ -523,7 +523,7 @@ async def test_timestamps_far_in_the_past_or_future_are_refused_and_the_gateway_
     live: Live, gateways: tuple[CapturedGateway, CapturedGateway]
 ) -> None:
     gw1, _ = gateways
-    gw1.birth([("th-01", "weather")])
+    gw1.announce([("th-01", "weather")])
     first = await live.synced(gw1, "th-01")
     assert (await _gateway(live, "site-a/gw-1"))["problems"] == []
     day = 86_400_000
@@ -535,8 +535,8 @@ async def test_timestamps_far_in_the_past_or_future_are_refused_and_the_gateway_
         "fifty years ahead": now + 50 * 365 * day,
     }
     for ts in times.values():
-        gw1.data(reading("th-01", "weather", {"temperature_c": 1.0}, ts))
-    gw1.event("th-01", EventType.DEVICE_DOWN, ts=now + 50 * 365 * day)
+        gw1.readings(reading("th-01", "weather", {"temperature_c": 1.0}, ts))
+    gw1.event_at("th-01", EventType.DEVICE_DOWN, now + 50 * 365 * day)
     marker = await live.synced(gw1, "th-01")
 
     rows = await live.rows(f"SELECT * FROM weather, device_event WHERE {ALL_TIME}")
@@ -609,7 +609,7 @@ MAX_PENDING_BYTES = 16 * 2**20
 #: the backlog the latency hole below is about). The flood's tests may take FLOOD_TIMEOUT_S in all.
 CATCH_UP_S = 150.0
 FLOOD_TIMEOUT_S = 300
-SUPPORT = Path(__file__).with_name("captured_gateway_support.py")
+FLOODER = Path(__file__).with_name("captured_gateway_flood.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -637,7 +637,7 @@ class LatencyProbe:
                 ts = now_ms()
                 with self._lock:
                     self.published[ts] = time.time()
-                self.gw.data(reading("th-01", "weather", {"temperature_c": float(i)}, ts))
+                self.gw.readings(reading("th-01", "weather", {"temperature_c": float(i)}, ts))
 
         thread = threading.Thread(target=run, name="gw-1-reporter", daemon=True)
         thread.start()
@@ -667,7 +667,7 @@ class LatencyProbe:
 
 
 async def run_flood(stack: StackEndpoints, gateway: tuple[str, str], plan: dict[str, Any]) -> FloodResult:
-    """The flooding gateway as its own process (captured_gateway_support.py run as a script)."""
+    """The flooding gateway as its own process (captured_gateway_flood.py)."""
     account = f"{gateway[0]}.{gateway[1]}"
     user, password = stack.credentials(account)
     full = FloodPlan(
@@ -682,7 +682,7 @@ async def run_flood(stack: StackEndpoints, gateway: tuple[str, str], plan: dict[
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(SUPPORT),
+        str(FLOODER),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -771,7 +771,7 @@ async def _flood(stack: StackEndpoints, database: str, tmp_path: Path, *, bytes_
     probe = LatencyProbe(gw1, stack, database)
     try:
         async with live_hub(stack, database, tmp_path, sections=sections) as live:
-            gw1.birth([("th-01", "weather")])
+            gw1.announce([("th-01", "weather")])
             await live.synced(gw1, "th-01")
             await asyncio.to_thread(probe.report(5, every_s=0.5).join)
             await wait_until(lambda: not probe.missing(), timeout_s=10)
