@@ -157,10 +157,16 @@ class IntakeQueue:
 
 
 def topic_filters(shared_group: str | None) -> list[str]:
-    """The subscription filters of the intake, as ``$share/{group}/...`` when a group is set."""
+    """The subscription filters of the intake, as ``$share/{group}/...`` when a group is set, but for ``state``.
+
+    Every hub of a group subscribes to ``state`` on its own: admission needs each gateway's birth on every hub
+    that may store its data, and a broker sends no retained message to a shared subscription (MQTT 5 section
+    4.8.2), so a hub joining or restarting would otherwise never learn the births already made. States are few
+    (a birth per connect); each hub stores their points, the same point for a birth stamped by the agent.
+    """
     filters = [subscription(channel) for channel in INTAKE_CHANNELS]
     if shared_group:
-        filters = [shared(shared_group, f) for f in filters]
+        filters = [f if f == subscription(Channel.STATE) else shared(shared_group, f) for f in filters]
     return filters
 
 

@@ -41,6 +41,7 @@ SEVERITIES: Final[dict[RefusalReason, str]] = {
     RefusalReason.UNKNOWN_KIND: "major",
     RefusalReason.FIELD_TYPE: "major",
     RefusalReason.DEVICE_RATE: "major",
+    RefusalReason.RESERVED_ID: "major",
 }
 RULE_PREFIX: Final = "security-"
 #: How often the clock looks for quiet alerts and counts to refresh.
@@ -54,6 +55,7 @@ _WHAT: Final[dict[RefusalReason, str]] = {
     RefusalReason.UNKNOWN_KIND: "wrote readings of a kind the hub does not know",
     RefusalReason.FIELD_TYPE: "wrote values of another type than their fields hold",
     RefusalReason.DEVICE_RATE: "announced new device ids faster than allowed",
+    RefusalReason.RESERVED_ID: "announced a device under the gateway's own id",
 }
 
 

@@ -12,7 +12,8 @@ A site box can be captured, so whatever its account publishes is hostile until c
 - the type of each (kind, metric) is fixed by its first stored value; a value of another type is refused on its
   own (``field_type``), so InfluxDB never refuses a whole batch of other gateways' data for a type conflict;
 - timestamps outside [now - max replay age, now + max skew] are refused (``clock_skew``);
-- new device ids per gateway are rate-limited (``device_rate``).
+- new device ids per gateway are rate-limited (``device_rate``);
+- a gateway's own id is its agent's, kind ``agent``: a birth cannot announce a device by that id (``reserved_id``).
 
 Each refusal is reported to the refusal observers (the security alert, the rebirth request, the gateway's
 ``clock_skew`` health problem) and counted per gateway; the message is dead-lettered with the refusals named,
@@ -44,6 +45,7 @@ class RefusalReason(StrEnum):
     FIELD_TYPE = "field_type"
     CLOCK_SKEW = "clock_skew"
     DEVICE_RATE = "device_rate"
+    RESERVED_ID = "reserved_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +347,9 @@ class Admission:
         kept: list[DeviceInfo] = []
         allowed: dict[str, str | None] = {gateway: AGENT_KIND}
         for info in state.devices:
+            if info.id == gateway:
+                refusals.add(RefusalReason.RESERVED_ID, info.id, f"{info.id!r} is the gateway's own id, its agent's")
+                continue
             if info.id in allowed:
                 continue  # announced twice in one birth: the first stands
             if info.kind in HUB_MEASUREMENTS or info.kind not in self._kinds:

@@ -219,6 +219,14 @@ def test_new_device_ids_are_rate_limited_per_gateway() -> None:
     assert reasons(refused) == [("device_rate", "d-4")]
 
 
+def test_the_gateways_own_id_is_its_agents() -> None:
+    admission, _ = make()
+    state, refused = admission.state(*A, birth(("gw-1", "weather"), ("aq-01", "air_quality")))
+    assert [d.id for d in state.devices] == ["aq-01"]
+    assert [(r.reason, r.device) for r in refused] == [(RefusalReason.RESERVED_ID, "gw-1")]
+    assert admission.data(*A, batch(reading("gw-1", "agent", cpu=1.0)))[1] == []
+
+
 def test_refusals_are_counted_per_gateway_and_described() -> None:
     admission, _ = make()
     admission.state(*A, birth(("aq-01", "air_quality")))

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from hub.config import MqttSettings
-from hub.mqtt import IntakeQueue, MqttIntake
+from hub.mqtt import IntakeQueue, MqttIntake, topic_filters
 
 CONNECT, SUBSCRIBE, PINGREQ = 1, 8, 12
 CONNACK_OK = b"\x20\x03\x00\x00\x00"  # session present 0, reason success, no properties
@@ -85,3 +85,14 @@ async def test_a_partly_granted_subscription_is_kept() -> None:
         await asyncio.sleep(1.5)
         assert intake.subscribed
         assert broker.connects == 1
+
+
+def test_a_group_shares_everything_but_state_which_every_hub_hears() -> None:
+    # admission needs every birth on every hub of the group, and retained births reach no shared subscription
+    assert topic_filters("ioc") == [
+        "$share/ioc/ioc/v1/+/+/data",
+        "ioc/v1/+/+/state",
+        "$share/ioc/ioc/v1/+/+/event",
+        "$share/ioc/ioc/v1/+/+/cmd/ack",
+    ]
+    assert topic_filters(None) == ["ioc/v1/+/+/data", "ioc/v1/+/+/state", "ioc/v1/+/+/event", "ioc/v1/+/+/cmd/ack"]
