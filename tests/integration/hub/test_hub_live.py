@@ -200,7 +200,7 @@ async def test_data_state_and_events_are_stored_exactly(
         f"{TOPIC}/data",
         data(
             1,
-            reading("aq-01", "air_quality", TS, pm25=35, pm10=61.5, ok=True, mode='run "A" \\ b\nc'),
+            reading("aq-01", "air_quality", TS, pm25=35, pm10=61.5, ok=True, mode='run "A" \\ b, c=d'),
             reading("wl-02", "water_level", TS + 877, level_m=1.82, alarm=False),
         ),
     )
@@ -215,7 +215,7 @@ async def test_data_state_and_events_are_stored_exactly(
     aq = await wait_rows(stack, influx_db, 'SELECT * FROM "air_quality"', 2)
     tags = {"device": "aq-01", "gateway": GATEWAY, "kind": "air_quality", "site": SITE}
     assert aq == [
-        {"time": TS, **tags, "mode": 'run "A" \\ b\nc', "ok": True, "pm10": 61.5, "pm25": 35.0},
+        {"time": TS, **tags, "mode": 'run "A" \\ b, c=d', "ok": True, "pm10": 61.5, "pm25": 35.0},
         {"time": TS + 5000, **tags, "mode": None, "ok": None, "pm10": None, "pm25": 36.5},
     ]
     wl = await wait_rows(stack, influx_db, 'SELECT * FROM "water_level"', 1)
