@@ -62,7 +62,9 @@ class Hub:
             self._writer = await stack.enter_async_context(InfluxWriter(s.influx))
             await self._writer.prepare()  # logs the InfluxDB version; v1: creates the database where allowed
             # Admission's rules, with the field types InfluxDB already holds (a restart forgets none of them).
-            admission_rules = dataclasses.replace(s.admission.rules(), field_types=await self._writer.field_types())
+            rules = s.admission.rules()
+            stored_types = await self._writer.field_types()
+            admission_rules = dataclasses.replace(rules, field_types={**stored_types, **rules.field_types})
             # Registry, health, alerts, commands, tokens (issue 6); stops after the intake and the drain.
             self._operations = await stack.enter_async_context(Operations(s, self._writer))
             quarantine = Quarantine(s.dead_letters.keep, s.dead_letters.payload_bytes, s.dead_letters.path)

@@ -31,6 +31,7 @@ from typing import Final
 
 import msgspec
 
+from hub.ingest.profile_fields import BOOLEAN, NUMBER, PROFILE_FIELD_TYPES
 from hub.points import HUB_MEASUREMENTS
 from wire.v1 import DataBatch, DeviceInfo, Event, MetricValue, Reading, State
 
@@ -81,8 +82,6 @@ AGENT_KIND: Final = "agent"
 MAX_FIELD_TYPES: Final = 100_000
 
 #: The field type a value is written as (hub.points writes every number as a float).
-NUMBER: Final = "float"
-BOOLEAN: Final = "boolean"
 STRING: Final = "string"
 _TYPE_OF: Final[dict[type, str]] = {float: NUMBER, int: NUMBER, bool: BOOLEAN, str: STRING}
 _MISSING: Final = object()
@@ -101,8 +100,9 @@ class AdmissionRules:
     new_devices_burst: int = 4096
     new_devices_per_minute: float = 6.0
     #: Field types already fixed, ``(measurement, field) -> "float" | "boolean" | "string"`` (InfluxDB's own words,
-    #: as ``SHOW FIELD KEYS`` gives them; an ``integer`` field is taken as a float one's rival and refused).
-    field_types: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: as ``SHOW FIELD KEYS`` gives them; an ``integer`` field is taken as a float one's rival and refused): the
+    #: shipped profiles' by default, and at start those InfluxDB already holds (the profiles' win).
+    field_types: Mapping[tuple[str, str], str] = field(default_factory=lambda: PROFILE_FIELD_TYPES)
 
     def __post_init__(self) -> None:
         owned = sorted(self.kinds & HUB_MEASUREMENTS)

@@ -481,22 +481,12 @@ async def test_a_string_in_a_numeric_field_is_refused_on_its_own_and_others_keep
     assert [(a["rule"], a["subject"]) for a in alerts["items"]] == [("security-field-type", "site-a/gw-1")]
 
 
-FIRST_WRITER_HOLE = (
-    "HOLE: a field's type is fixed by whichever gateway writes it first, not by the device profiles "
-    "(issue 14: 'fixed by its profile or by its first stored value'; the hub knows no profile types). On a database "
-    "that has no weather.temperature_c yet (a new city, a new kind, a metric not reported since the data expired), "
-    "captured gw-1 writes the string 'hot' first: it is stored, and every honest gateway's numbers for the field are "
-    "then refused, also after a restart (the hub reloads the type from InfluxDB): gw-2's 25.0 was dead-lettered "
-    "'field_type th-02: weather.temperature_c is a string field, got a float'."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=FIRST_WRITER_HOLE)
 @pytest.mark.timeout(90)
 async def test_a_string_written_first_does_not_take_a_field_the_profiles_define_as_numeric(
     live: Live, gateways: tuple[CapturedGateway, CapturedGateway]
 ) -> None:
-    """weather.temperature_c is a number in the weather profiles (devices/profiles/xy-md02.yaml, deltaohm-hd2013-3)."""
+    """weather.temperature_c is a number in the weather profiles (devices/profiles/xy-md02.yaml, deltaohm-hd2013-3),
+    so admission refuses a string for it from the first message on (hub/ingest/profile_fields.py)."""
     gw1, gw2 = gateways
     gw1.announce([("th-01", "weather")])
     gw2.announce([("th-02", "weather")])

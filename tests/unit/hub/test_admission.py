@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devices.profile import load_profile
 from hub import kpis, metrics
 from hub.alerts import series
 from hub.ingest.admission import DEFAULT_KINDS, Admission, AdmissionRules, Refusal, RefusalReason, describe
+from hub.ingest.profile_fields import PROFILE_FIELD_TYPES
 from hub.points import DEVICE_EVENT, GATEWAY_STATE, HUB_MEASUREMENTS
 from wire.v1 import DataBatch, DeviceInfo, Event, EventType, MetricValue, Reading, State
 
@@ -53,6 +55,25 @@ def reasons(refusals: list[Refusal]) -> list[tuple[str, str]]:
 def test_default_kinds_are_the_shipped_profiles_kinds_and_the_agents() -> None:
     kinds = {yaml.safe_load(p.read_text())["kind"] for p in (ROOT / "devices/profiles").glob("*.yaml")}
     assert set(DEFAULT_KINDS) == kinds | {"agent"}
+
+
+def test_profile_field_types_are_the_shipped_profiles() -> None:
+    declared = {
+        (profile.kind, register.name): "boolean" if register.type == "bool" else "float"
+        for profile in (load_profile(p) for p in sorted((ROOT / "devices/profiles").glob("*.yaml")))
+        for register in profile.registers
+    }
+    assert declared
+    assert dict(PROFILE_FIELD_TYPES) == declared
+
+
+def test_a_profiles_field_type_holds_from_the_first_message() -> None:
+    admission, _ = make()  # no value of weather.temperature_c seen yet
+    admission.state(*A, birth(("th-01", "weather")))
+    kept, refused = admission.data(*A, batch(reading("th-01", "weather", temperature_c="hot", humidity_pct=70)))
+    assert kept is not None
+    assert kept.readings[0].metrics == {"humidity_pct": 70}
+    assert [r.detail for r in refused] == ["weather.temperature_c is a float field, got a string"]
 
 
 def test_every_measurement_the_hub_writes_is_hub_owned() -> None:
