@@ -31,8 +31,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from hub.alerts.rules import Severity
 from hub.errors import ConfigError
 from hub.ingest.admission import DEFAULT_KINDS, AdmissionRules
+from hub.ingest.profile_fields import PROFILE_FIELD_TYPES
 from hub.points import HUB_MEASUREMENTS
-from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_MESSAGE_BYTES
+from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_MESSAGE_BYTES, METRIC_PATTERN
 
 ENV_PREFIX: Final = "IOC_HUB_"
 #: Secrets that ship in examples. Refused unless the broker is on loopback (a developer's machine).
@@ -246,6 +247,12 @@ class AdmissionSettings(_Section):
     new_devices_burst: int = Field(default=MAX_DEVICES_PER_GATEWAY, ge=1, le=1_000_000)
     #: ...and how many more a minute after that.
     new_devices_per_minute: float = Field(default=6.0, gt=0, le=100_000)
+    #: Field types of a city's own profiles, ``{kind: {metric: float|boolean|string}}``, fixed from the first
+    #: message like the shipped profiles' (hub/ingest/profile_fields.py); other fields take their first value's.
+    field_types: dict[
+        Annotated[str, Field(pattern=KIND_PATTERN)],
+        dict[Annotated[str, Field(pattern=METRIC_PATTERN)], Literal["float", "boolean", "string"]],
+    ] = {}
 
     @field_validator("kinds")
     @classmethod
@@ -262,6 +269,10 @@ class AdmissionSettings(_Section):
             max_clock_skew_s=self.max_clock_skew_s,
             new_devices_burst=self.new_devices_burst,
             new_devices_per_minute=self.new_devices_per_minute,
+            field_types={
+                **PROFILE_FIELD_TYPES,
+                **{(kind, metric): t for kind, fields in self.field_types.items() for metric, t in fields.items()},
+            },
         )
 
 

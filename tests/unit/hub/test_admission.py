@@ -257,3 +257,17 @@ def test_refusals_are_counted_per_gateway_and_described() -> None:
         "hub_owned_kind x-1: kind 'kpi' is a measurement the hub writes"
     )
     assert admission.refusals_by_gateway() == {"site-b/gw-2": {"foreign_device": 1, "hub_owned_kind": 1}}
+
+
+def test_a_citys_own_profile_types_join_the_shipped_ones_from_settings() -> None:
+    from hub.config import AdmissionSettings
+
+    rules = AdmissionSettings(kinds=["agent", "flood_gauge"], field_types={"flood_gauge": {"alarm": "boolean"}}).rules()
+    assert rules.field_types[("flood_gauge", "alarm")] == "boolean"
+    assert rules.field_types[("weather", "temperature_c")] == "float"
+    admission = Admission(rules, clock=Clock())
+    admission.state(*A, birth(("fg-1", "flood_gauge")))
+    _, refused = admission.data(*A, batch(reading("fg-1", "flood_gauge", alarm=1.0)))
+    assert [r.detail for r in refused] == ["flood_gauge.alarm is a boolean field, got a float"]
+    with pytest.raises(ValueError, match="alerts"):
+        AdmissionSettings(kinds=["alerts"])
