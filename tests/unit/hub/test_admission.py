@@ -11,6 +11,7 @@ import yaml
 from devices.profile import load_profile
 from hub import kpis, metrics
 from hub.alerts import series
+from hub.config import AdmissionSettings
 from hub.ingest.admission import DEFAULT_KINDS, Admission, AdmissionRules, Refusal, RefusalReason, describe
 from hub.ingest.profile_fields import PROFILE_FIELD_TYPES
 from hub.points import DEVICE_EVENT, GATEWAY_STATE, HUB_MEASUREMENTS
@@ -260,8 +261,6 @@ def test_refusals_are_counted_per_gateway_and_described() -> None:
 
 
 def test_a_citys_own_profile_types_join_the_shipped_ones_from_settings() -> None:
-    from hub.config import AdmissionSettings
-
     rules = AdmissionSettings(kinds=["agent", "flood_gauge"], field_types={"flood_gauge": {"alarm": "boolean"}}).rules()
     assert rules.field_types[("flood_gauge", "alarm")] == "boolean"
     assert rules.field_types[("weather", "temperature_c")] == "float"
