@@ -126,8 +126,7 @@ def reading_lines(  # noqa: PLR0912 - the hot loop, inlined on purpose
     # site and gateway come from a parsed topic, device and kind from a decoded batch, all checked against the
     # contract's patterns, which leave nothing to escape. They are escaped all the same (once per prefix, so the
     # hot path does not pay): a mistake upstream must not become a line of the sender's choosing.
-    site_e = escape_key(site)
-    gateway_e = escape_key(gateway)
+    site_e = gateway_e = ""
     if prefixes is None:
         prefixes = {}
     lines: list[str] = []
@@ -138,6 +137,8 @@ def reading_lines(  # noqa: PLR0912 - the hot loop, inlined on purpose
         key = (reading.kind, reading.device)
         prefix = prefixes.get(key)
         if prefix is None:
+            if not site_e:
+                site_e, gateway_e = escape_key(site), escape_key(gateway)
             measurement_e = escape_measurement(reading.kind)
             kind_e = escape_key(reading.kind)
             device_e = escape_key(reading.device)
