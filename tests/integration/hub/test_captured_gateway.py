@@ -45,12 +45,12 @@ from captured_gateway_support import (
     rss_bytes,
     send_oversized_publish,
 )
+from ops_support import auth, now_ms, ops_settings, running_hub, tokens, wait_until
 
 from hub.config import AlertSettings
 from hub.mqttcodec import DISCONNECT, Packet
 from hub.service import Hub
 from ioc.stack import StackEndpoints, create_database, drop_database, influx_query
-from tests.integration.hub.ops_support import auth, now_ms, ops_settings, running_hub, tokens, wait_until
 from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_MESSAGE_BYTES, METRIC_PATTERN, REBIRTH, TEXT_PATTERN, EventType
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from ops_support import Gateway, now_ms
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.mqttcodec import (
@@ -33,7 +34,6 @@ from hub.mqttcodec import (
     encode_publish,
 )
 from ioc.stack import StackEndpoints, influx_query
-from tests.integration.hub.ops_support import Gateway, now_ms
 from wire.v1 import Command, DataBatch, Event, EventType, MetricValue, Reading, State, decode, encode
 
 #: How long connecting and subscribing may take.
