@@ -19,6 +19,7 @@ coordinates; :func:`city_inventory` gives them to the hub) and gets the sensors 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 from dataclasses import dataclass, field
@@ -264,11 +265,15 @@ class SimulatedCity:
     def edge_config(
         self, site: SimulatedSite, *, broker_host: str = "127.0.0.1", broker_port: int = 1883
     ) -> dict[str, Any]:
-        """The site's edge config (``edge/config.py`` format) without the broker password."""
+        """The site's edge config (``edge/config.py`` format) without the broker password; TLS to a broker that
+        is not on this machine (the agent refuses plain TCP off loopback)."""
+        broker: dict[str, Any] = {"host": broker_host, "port": broker_port, "username": f"{site.site}.{site.gateway}"}
+        if not _on_loopback(broker_host):
+            broker["tls"] = True
         return {
             "site": site.site,
             "gateway": site.gateway,
-            "broker": {"host": broker_host, "port": broker_port, "username": f"{site.site}.{site.gateway}"},
+            "broker": broker,
             "publish": {"max_delay_ms": 500},
             "devices": self.devices(site),
         }
@@ -319,3 +324,12 @@ class SimulatedCity:
                 entry["config"] = str(self.config_paths[n])
             sites.append(entry)
         return {"host": self.host, "rtsp": rtsp, "sites": sites}
+
+
+def _on_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -42,6 +42,7 @@ async def test_every_site_config_loads_and_every_device_answers(tmp_path: Path) 
         for index, (path, site) in enumerate(zip(paths, city.sites, strict=True)):
             raw = yaml.safe_load(path.read_text())
             assert "password" not in raw["broker"], "the city never writes a secret"
+            assert raw["broker"]["tls"] is True, "a broker off loopback is reached over TLS"
             config = load_config(path, environ={})
             assert (config.site, config.gateway) == (site.site, "gw-1")
             assert (config.broker.host, config.broker.port, config.broker.username) == (
