@@ -12,39 +12,25 @@ from typing import Any
 import httpx
 import pytest
 from ops_support import auth, ops_settings, running_hub, tokens, wait_until
-from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
+from page_support import RECORD_VIOLATIONS, launched_chromium
+from playwright.async_api import Browser, ConsoleMessage, expect
 
 from ioc.stack import StackEndpoints
-from ioc.stack.packages import find_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 INVENTORY: dict[str, Any] = {
     "sites": [{"id": "site-a", "name": "Chợ Bến Thành", "ward": "quan-1"}],
     "devices": [{"id": "aq-01", "kind": "air_quality", "site": "site-a", "gateway": "gw-1"}],
 }
 #: A bound on the wait for the page, not a speed check (the machine is shared with the rest of a test run).
 UI_TIMEOUT_MS = 30_000
-#: Records every CSP violation the page reports (https://www.w3.org/TR/CSP3/#violation-events).
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__violations.push(e.violatedDirective + " " + e.blockedURI);
-});
-"""
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    chromium = find_binary("chromium")
-    assert chromium is not None, "chromium is not installed: ioc stack ensure (or apt-get install chromium)"
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launched_chromium() as b:
+        yield b
 
 
 @pytest.mark.timeout(240)

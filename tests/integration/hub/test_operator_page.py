@@ -11,23 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from ops_support import Gateway, auth, ops_settings, running_hub, tokens, wait_until
-from playwright.async_api import Browser, async_playwright, expect
+from page_support import launched_chromium
+from playwright.async_api import Browser, expect
 
 from ioc.stack import StackEndpoints
-from ioc.stack.packages import find_binary
 from wire.v1 import EventType
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 INVENTORY: dict[str, Any] = {"sites": [{"id": "site-a", "name": "Chợ Bến Thành", "ward": "quan-1"}]}
 RULES: dict[str, Any] = {
     "rules": [
@@ -43,14 +34,8 @@ UI_TIMEOUT_MS = 30_000
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    chromium = find_binary("chromium")
-    assert chromium is not None, "chromium is not installed: ioc stack ensure (or apt-get install chromium)"
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launched_chromium() as b:
+        yield b
 
 
 @pytest.mark.timeout(300)

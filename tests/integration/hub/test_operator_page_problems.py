@@ -15,15 +15,14 @@ from typing import Any
 
 import pytest
 from ops_support import Gateway, now_ms, ops_settings, running_hub, tokens, wait_until
-from playwright.async_api import Browser, ConsoleMessage, Response, async_playwright, expect
+from page_support import RECORD_VIOLATIONS, launched_chromium
+from playwright.async_api import Browser, ConsoleMessage, Response, expect
 
 from ioc.stack import StackEndpoints
-from ioc.stack.packages import find_binary
 from wire.v1 import DataBatch, Reading, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 INVENTORY: dict[str, Any] = {
     "sites": [
         {"id": "site-a", "name": "Chợ Bến Thành", "ward": "quan-1"},
@@ -33,13 +32,6 @@ INVENTORY: dict[str, Any] = {
 #: A bound on the wait for the page, not a speed check (the machine is shared with the rest of a test run); above
 #: the page's 15 s period for reading the gateways again.
 UI_TIMEOUT_MS = 30_000
-#: Records every CSP violation the page reports (https://www.w3.org/TR/CSP3/#violation-events).
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__violations.push(e.violatedDirective + " " + e.blockedURI);
-});
-"""
 
 
 def starts_with(text: str) -> re.Pattern[str]:
@@ -48,14 +40,8 @@ def starts_with(text: str) -> re.Pattern[str]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    chromium = find_binary("chromium")
-    assert chromium is not None, "chromium is not installed: ioc stack ensure (or apt-get install chromium)"
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launched_chromium() as b:
+        yield b
 
 
 @pytest.mark.timeout(300)
