@@ -33,7 +33,7 @@ import msgspec
 
 from hub.ingest.profile_fields import BOOLEAN, NUMBER, PROFILE_FIELD_TYPES
 from hub.points import HUB_MEASUREMENTS
-from wire.v1 import DataBatch, DeviceInfo, Event, MetricValue, Reading, State
+from wire.v1 import DataBatch, DeviceInfo, Event, MetricValue, Payload, Reading, State
 
 
 class RefusalReason(StrEnum):
@@ -225,6 +225,18 @@ class Admission:
         return True
 
     # ------------------------------------------------------------------------------------------ payloads
+
+    def admit(self, site: str, gateway: str, payload: Payload) -> tuple[Payload | None, list[Refusal]]:
+        """What of a decoded message the gateway may write (None: nothing), and the refusals: births, data and
+        events are checked; other channels pass as they are."""
+        if isinstance(payload, DataBatch):
+            return self.data(site, gateway, payload)
+        if isinstance(payload, State):
+            return self.state(site, gateway, payload)
+        if isinstance(payload, Event):
+            refusals = self.event(site, gateway, payload)
+            return (None if refusals else payload), refusals
+        return payload, []
 
     def data(self, site: str, gateway: str, batch: DataBatch) -> tuple[DataBatch | None, list[Refusal]]:
         """The readings ``site``/``gateway`` may write (``batch`` itself when all), and the refusals."""

@@ -21,7 +21,7 @@ import logging
 from hub.ingest.admission import Admission, RefusalObserver
 from hub.ingest.decode import DataDecoder
 from hub.ingest.messages import InboundMessage, MessageSource, Observer
-from wire.v1 import Channel, ContractError, DataBatch, Event, Payload, State, Topic, decode_for, parse_topic
+from wire.v1 import Channel, ContractError, Payload, Topic, decode_for, parse_topic
 
 log = logging.getLogger("hub.ingest.observe")
 
@@ -100,16 +100,7 @@ class ObserverFeed:
     def _admit(self, topic: Topic, payload: Payload) -> Payload | None:
         admission = self.admission
         assert admission is not None
-        admitted: Payload | None
-        if isinstance(payload, DataBatch):
-            admitted, refusals = admission.data(topic.site, topic.gateway, payload)
-        elif isinstance(payload, State):
-            admitted, refusals = admission.state(topic.site, topic.gateway, payload)
-        elif isinstance(payload, Event):
-            refusals = admission.event(topic.site, topic.gateway, payload)
-            admitted = None if refusals else payload
-        else:
-            return payload
+        admitted, refusals = admission.admit(topic.site, topic.gateway, payload)
         for observer in self._refusal_observers:
             for refusal in refusals:
                 try:

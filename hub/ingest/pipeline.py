@@ -355,19 +355,10 @@ class Pipeline(StorageSide):
         """What of ``payload`` the gateway may write; None when nothing (dead-lettered, acknowledged in order)."""
         admission = self.admission
         assert admission is not None
-        site, gateway = topic.site, topic.gateway
-        admitted: Payload | None
-        if isinstance(payload, DataBatch):
-            admitted, refusals = admission.data(site, gateway, payload)
-            if admitted is None:  # its sequence number still counts: a refused batch is no gap
-                self.stats.seq_gaps += self.seqs.observe(site, gateway, payload.session, payload.seq)
-        elif isinstance(payload, State):
-            admitted, refusals = admission.state(site, gateway, payload)
-        elif isinstance(payload, Event):
-            refusals = admission.event(site, gateway, payload)
-            admitted = None if refusals else payload
-        else:
-            return payload
+        admitted, refusals = admission.admit(topic.site, topic.gateway, payload)
+        if admitted is None and isinstance(payload, DataBatch):
+            # its sequence number still counts: a refused batch is no gap
+            self.stats.seq_gaps += self.seqs.observe(topic.site, topic.gateway, payload.session, payload.seq)
         if not refusals:
             return admitted
         self._report_refusals(refusals)
