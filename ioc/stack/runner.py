@@ -274,6 +274,32 @@ class LocalStack:
             influxdb.wait_ready(proc, self.endpoints.influx_url, self.ready_timeout)
         log.info("%s of the stack in %s started again (pid %d)", name, self.state_dir, proc.pid)
 
+    def exit_status(self, name: Service) -> int | None:
+        """The exit status of service ``name`` if it has exited by itself since it was started (a crash, a kill
+        from outside), else None while it runs: what a supervisor polls."""
+        child = self._running.get(name)
+        if child is None:
+            raise StackError(f"{name} was not started (or was stopped) in the stack in {self.state_dir}")
+        return child.returncode
+
+    def restart_service(self, name: Service) -> int:
+        """Start again a service that exited by itself, with the same config, port and data, and wait until it
+        is ready; its new pid. :class:`StackError` (with the log's tail) if it does not come up; a later call
+        tries again."""
+        child = self._running.get(name)
+        if child is not None:
+            if child.running():
+                raise StackError(f"{name} (pid {child.pid}) is still running in the stack in {self.state_dir}")
+            self.stop_service(name)  # reaps it and closes its log file
+        try:
+            self.start_service(name)
+        except StackError:
+            # A start that failed leaves nothing running (a child that never became ready is stopped).
+            if name in self._running:
+                self.stop_service(name)
+            raise
+        return self._pids[name]
+
     # ------------------------------------------------------------------------------------------- internals
 
     def _track(self, proc: ChildProcess) -> None:
