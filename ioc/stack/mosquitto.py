@@ -21,6 +21,18 @@ its own ``mqtt.client_id``); what a gateway can do to them is already ruled out 
 The broker also refuses every packet larger than ``hub.mqttcodec.MAX_PACKET_BYTES`` (``max_packet_size``,
 mosquitto.conf(5); :data:`MAX_PACKET_SIZE`): the contract's largest message (``wire.v1.MAX_MESSAGE_BYTES``) plus
 MQTT's overhead; a client that sends one is disconnected and the message goes nowhere.
+
+What the broker holds for one client session is bounded in messages and in payload bytes
+(:class:`SessionLimits`, the same in the ansible role). For the hub's persistent session that bound is also how
+long the hub may be away: the broker acknowledges a gateway's QoS 1 message as soon as it has queued it, and the
+agent then deletes the reading from its outbox, so what the broker drops beyond the bound is gone (it logs
+"Outgoing messages are being dropped for client ..." once, and the hub counts the gaps in ``seq`` when it is
+back). At a city of 500 gateways the defaults hold the hub's backlog for ~2.8 h at the example cabinet's rate
+and ~33 min if every cabinet sent a message a second; the arithmetic is at :data:`MAX_QUEUED_BYTES` and in
+docs/deployment.md. Mosquitto's ``memory_limit`` is not set: when it is reached Mosquitto refuses whichever
+allocation comes next and disconnects that client (the publisher of an incoming message, the receiver of an
+outgoing one; mosquitto.conf(5)), a healthy gateway or the hub as likely as the session that grew, instead of
+dropping only that session's overflow.
 """
 
 from __future__ import annotations
@@ -50,12 +62,62 @@ from ioc.stack.process import ChildProcess
 
 log = logging.getLogger(__name__)
 
-#: Broker-side queue per client session (QoS 1 messages beyond a client's in-flight window), above Mosquitto's
-#: default of 1000. The hub's session is the one that matters: whatever the hub has not taken yet (restarting,
-#: a GC or a slow InfluxDB write, the machine busy elsewhere) waits here, and Mosquitto *drops* QoS 1 messages
-#: beyond this bound. 100,000 holds 10 s of the benchmark's 10,000 msgs/s on top of the hub's own Receive
-#: Maximum (~21,000 in flight); at ~1 KB a 10-reading message that is ~100 MB of broker memory at worst.
-MAX_QUEUED_MESSAGES = 100_000
+# What Mosquitto 2.0.11 holds per client session, read in its source (src/database.c: db__ready_for_flight,
+# db__ready_for_queue, db__message_write_queued_out) and shown by tests/integration/test_broker_memory.py. Only
+# QoS 1 and 2 messages count, by payload bytes (not topic, properties or Mosquitto's ~0.4 KiB per message):
+# - offline (the hub restarting, or away): a new message is kept while the session holds less than
+#   max_queued_bytes and fewer than max_queued_messages messages, else dropped;
+# - connected: a new message is kept while the session (in flight and queued) holds less than
+#   max_inflight_bytes + max_queued_bytes, and fewer than Receive Maximum + max_queued_messages, else dropped.
+#   What it keeps it sends as far as the client's Receive Maximum allows: queued messages are moved in flight by
+#   count, so max_inflight_bytes matters only in that sum; but at 0 (the default) a message that the Receive
+#   Maximum lets in flight is never counted in bytes, and with the hub's 65,535 a connected but slow hub's
+#   session had no byte bound at all (a flood of 4 MiB messages: up to 256 GiB).
+# So the hub's session holds at most MAX_INFLIGHT_BYTES + MAX_QUEUED_BYTES of payload (1.25 GiB) plus ~0.4 KiB
+# a message (381 B measured with a data topic: 0.36 GiB for MAX_QUEUED_MESSAGES), ~1.6 GiB; while a connected
+# hub does not read its socket, the PUBLISH packets of what was sent to it hold a second copy of those payloads.
+
+#: Messages per session at most (QoS 1 and 2 beyond those in flight); Mosquitto's default is 1000. Chosen to meet
+#: :data:`MAX_QUEUED_BYTES` at ~1 KiB a message, the size of a city's data messages (the example cabinet's are
+#: 531 B, the benchmark's 10-reading ones ~1 KB), so that for those it is the byte bound that holds; a count of
+#: 100,000 held only 100 MB of them, 17 min at 100 msgs/s.
+MAX_QUEUED_MESSAGES = 1_000_000
+#: Payload bytes queued per session at most. Large enough for a hub restart or a maintenance window of a city's
+#: data, small enough for the hub host (which also runs InfluxDB, the hub and Grafana): at 500 gateways,
+#: - the example cabinet (edge/examples/gateway.yaml: four devices polled every 5 to 30 s, one 531 B message
+#:   every 5 s on average, 106 B/s) sends 53 KB/s and 100 msgs/s in all: 1 GiB is 5.6 h and 1,000,000 messages
+#:   2.8 h, so the hub may be away 2.8 h;
+#: - if every cabinet sent a message a second (``publish.max_delay_ms`` 1000: an agent sends about that at most
+#:   while its batches stay under 500 readings) of 1 KB: 500 KB/s and 500 msgs/s, 36 and 33 min.
+#: A longer outage needs both raised (``mosquitto_max_queued_bytes`` and ``mosquitto_max_queued_messages``),
+#: at ~1.4 KiB of broker memory per queued message of 1 KB.
+MAX_QUEUED_BYTES = 1024**3
+#: Payload bytes a connected session may hold beyond :data:`MAX_QUEUED_BYTES` (Mosquitto's default 0 counts
+#: nothing sent in bytes, see above). The hub's own cap on what it holds unacknowledged, ``batch.max_pending_bytes``
+#: (256 MiB by default), so that what a connected hub is working on does not eat into the queue's 1 GiB.
+MAX_INFLIGHT_BYTES = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """What Mosquitto holds for one client session: ``max_queued_messages``, ``max_queued_bytes`` and
+    ``max_inflight_bytes`` of mosquitto.conf(5) (0: no bound, as Mosquitto reads them)."""
+
+    max_queued_messages: int = MAX_QUEUED_MESSAGES
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
+
+    def config_lines(self) -> list[str]:
+        """The three lines of ``mosquitto.conf``."""
+        return [
+            f"max_queued_messages {self.max_queued_messages}",
+            f"max_queued_bytes {self.max_queued_bytes}",
+            f"max_inflight_bytes {self.max_inflight_bytes}",
+        ]
+
+
+#: The local stack's bounds, and the ansible role's defaults (tests/unit/test_ansible_defaults.py compares them).
+SESSION_LIMITS: Final = SessionLimits()
 #: The broker's ``max_packet_size``, so that it refuses exactly the packets larger than the contract needs
 #: (``hub.mqttcodec.MAX_PACKET_BYTES``, counted as MQTT 5 counts a packet: every byte). Mosquitto 2.0 compares
 #: Remaining Length + 1 with it (``packet__read`` in lib/packet_mosq.c), leaving out the rest of the fixed header:
@@ -189,8 +251,11 @@ def write_dynsec_file(path: Path, accounts: dict[str, Account]) -> None:
     _write_private(path, json.dumps(dynsec_config(accounts), indent=1) + "\n")
 
 
-def write_config(state_dir: Path, host: str, port: int, accounts: dict[str, Account]) -> Path:
-    """Write ``mosquitto.conf`` and ``dynamic-security.json`` under ``state_dir``; return the config."""
+def write_config(
+    state_dir: Path, host: str, port: int, accounts: dict[str, Account], *, limits: SessionLimits = SESSION_LIMITS
+) -> Path:
+    """Write ``mosquitto.conf`` and ``dynamic-security.json`` under ``state_dir``; return the config. ``limits``:
+    the per-session bounds (:data:`SESSION_LIMITS` unless a test needs small ones)."""
     persistence = state_dir / "mosquitto-data"
     persistence.mkdir(mode=0o700, exist_ok=True)
     plugin = find_lib_file(DYNSEC_PLUGIN)
@@ -215,7 +280,7 @@ def write_config(state_dir: Path, host: str, port: int, accounts: dict[str, Acco
         "connection_messages true",
         "log_timestamp true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        *limits.config_lines(),
         "set_tcp_nodelay true",
     ]
     if os.geteuid() == 0:
