@@ -9,6 +9,10 @@ checks a rendered file with it before putting it in place).
 token (expiring after ``--expires-in``, else never) in the hub's database (``registry.url``) and prints it (only
 its hash is stored); ``ioc hub token list`` and ``ioc hub token revoke ID`` list and revoke tokens.
 
+``ioc hub db status [--config FILE]`` tells where the hub's database stands against this hub's migrations (its
+revision, or empty, or made before migrations); ``ioc hub db upgrade`` upgrades it to the newest, as every start
+of the hub does (hub/registry/migrations/).
+
 Exit codes: 0 after a graceful stop, 2 for bad settings (the message names the file or variable and the
 field), 1 when a component fails.
 """
@@ -57,6 +61,8 @@ def main(args: argparse.Namespace) -> int:
         return token_main(args)
     if getattr(args, "hub_command", None) == "check":
         return check_main(args)
+    if getattr(args, "hub_command", None) == "db":
+        return db_main(args)
     try:
         settings = load_settings(args.config)
         check_operations_files(settings)
@@ -242,7 +248,11 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("list", help="list tokens (never the secrets)")
     revoke = actions.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id", metavar="ID")
-    for p in (create, *actions.choices.values()):
+    db = sub.add_parser("db", help="show or upgrade the schema of the hub's database (registry.url)")
+    db_actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_actions.add_parser("status", help="the database's schema revision against this hub's newest (reads only)")
+    db_actions.add_parser("upgrade", help="upgrade the schema to this hub's newest revision (every start does)")
+    for p in (create, *actions.choices.values(), *db_actions.choices.values()):
         if not any(a.dest == "config" for a in p._actions):
             # SUPPRESS: without it the subcommand's default would overwrite "ioc hub --config FILE token ..."
             p.add_argument(
@@ -312,4 +322,34 @@ def token_main(args: argparse.Namespace) -> int:
     except HubError as exc:
         sys.stderr.write(f"ioc hub token: {exc}\n")
         return EXIT_FAILED
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- db
+
+
+def db_main(args: argparse.Namespace) -> int:
+    """``ioc hub db status|upgrade``: one line saying where the schema stands, or what the upgrade did."""
+    try:
+        settings = load_settings(getattr(args, "config", None))
+    except ConfigError as exc:
+        sys.stderr.write(f"ioc hub db: {exc}\n")
+        return EXIT_CONFIG
+    url = settings.registry.url
+    if url is None:
+        sys.stderr.write("ioc hub db: registry.url is not set (IOC_HUB_REGISTRY__URL or registry.url in --config)\n")
+        return EXIT_CONFIG
+    from hub.registry.db import Database  # noqa: PLC0415 - only this subcommand needs it
+
+    try:
+        db = Database(url)
+        try:
+            done = db.create_schema() if args.db_command == "upgrade" else None
+            line = done.describe() if done is not None else db.schema_status().describe()
+        finally:
+            db.close()
+    except HubError as exc:
+        sys.stderr.write(f"ioc hub db: {exc}\n")
+        return EXIT_FAILED
+    sys.stdout.write(f"{_mask_url(url)}: {line}\n")
     return EXIT_OK

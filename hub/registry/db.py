@@ -7,10 +7,11 @@ the writer). Each call gets its own session and commits when the function return
 
 URLs: ``sqlite:///path/to/hub.db`` (default ``sqlite:///ioc-hub.db``, created on first start; one hub process)
 or ``postgresql+psycopg://user:password@host/ioc`` (several hub processes; the ``psycopg`` driver comes with the
-``hub`` extra). Other databases are refused at start. The schema is created on start when missing
-(``create_all``); it is the same on both. On PostgreSQL, hubs starting together create it one after the other
-(an advisory lock), and every write that two hubs may make at once is one the database settles: an upsert
-for the registry, a unique key for open alerts.
+``hub`` extra). Other databases are refused at start. At every start the hub brings the schema to the newest
+revision of its Alembic migrations (:mod:`hub.registry.migrations`): an empty database gets the whole schema, a
+database of an older hub is upgraded in place, its rows kept. The schema is the same on both. On PostgreSQL,
+hubs starting together migrate one after the other (an advisory lock), and every write that two hubs may make
+at once is one the database settles: an upsert for the registry, a unique key for open alerts.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import JSON, Engine, create_engine, event
+from sqlalchemy import JSON, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from hub.errors import StartupError
+
+if TYPE_CHECKING:
+    from hub.registry.migrations.runner import Status, Upgrade
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ TABLE_MODULES = ("hub.registry.models", "hub.health.store", "hub.alerts.store", 
 READERS = 4
 #: How long connecting to PostgreSQL may take before the call fails (libpq ``connect_timeout``, seconds).
 PG_CONNECT_TIMEOUT_S = 10
-#: The key of the advisory lock hubs take on PostgreSQL while creating the schema (any fixed bigint).
+#: The key of the advisory lock hubs take on PostgreSQL while migrating the schema (any fixed bigint).
 PG_SCHEMA_LOCK = 0x10C_5C4E
 #: The backends the hub supports.
 BACKENDS = ("sqlite", "postgresql")
@@ -53,6 +57,14 @@ class Base(DeclarativeBase):
     """Every table of the hub (registry, health, alerts, commands, tokens) shares this metadata."""
 
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012 - SQLAlchemy's documented form
+
+
+def hub_metadata() -> MetaData:
+    """Every table of the hub as its models declare them (the modules that declare tables are imported here, so
+    the metadata is complete whoever asks): what the newest migration must make."""
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return Base.metadata
 
 
 def utcnow() -> datetime:
@@ -115,28 +127,44 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def create_schema(self) -> None:
-        """Create missing tables, and the indexes an older database's tables lack (blocking; once at start).
+    def create_schema(self) -> Upgrade:
+        """Bring the schema to the newest migration (blocking; once at start): create it in an empty database,
+        upgrade an older hub's in place (also one made before migrations). What was done is logged and returned.
 
-        ``create_all`` makes a table's indexes only with the table; an index added to the models later (e.g.
-        ``alerts.resolved_at``) is created here on a database made before it (``checkfirst``)."""
-        # The modules that declare tables, imported here so that the metadata is complete whoever calls this.
-        for module in TABLE_MODULES:
-            importlib.import_module(module)
+        :class:`StartupError` naming the URL (without its password) when the database is unreachable, a
+        migration fails, or a newer hub migrated the database past what this one knows."""
+        from hub.registry.migrations import runner  # noqa: PLC0415 - Alembic only where a schema is prepared
+
         shown = make_url(self.url).render_as_string(hide_password=True)
         try:
             with self.engine.begin() as connection:
-                if not self.is_sqlite:
-                    # Two hubs starting together would both find a table missing and both create it; the loser
-                    # fails on a duplicate name. The lock is held until this transaction (DDL included) commits.
+                if self.is_sqlite:
+                    # pysqlite opens no transaction for DDL, so each statement of a migration would commit on its
+                    # own; in an explicit one a failed migration leaves nothing behind (SQLite's DDL is
+                    # transactional). IMMEDIATE takes the write lock at once: another process on the file waits
+                    # (busy_timeout) instead of migrating beside this one.
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    # Two hubs starting together would both find the database behind and both migrate it; the
+                    # loser would fail on a duplicate table, or apply a revision twice. The lock is held until
+                    # this transaction (DDL included: PostgreSQL's DDL is transactional) commits.
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_SCHEMA_LOCK})")
-                Base.metadata.create_all(connection)
-                for table in Base.metadata.sorted_tables:
-                    for index in table.indexes:
-                        index.create(connection, checkfirst=True)
+                done = runner.upgrade(connection)
+        except (SQLAlchemyError, StartupError) as exc:
+            raise StartupError(f"registry.url {shown}: cannot prepare the schema: {exc}") from exc
+        log.debug("database %s ready: %s", shown, done.describe())
+        return done
+
+    def schema_status(self) -> Status:
+        """Where the database's schema stands against this hub's migrations (reads only; ``ioc hub db status``)."""
+        from hub.registry.migrations import runner  # noqa: PLC0415 - Alembic only where a schema is looked at
+
+        try:
+            with self.engine.connect() as connection:
+                return runner.status(connection)
         except SQLAlchemyError as exc:
-            raise StartupError(f"registry.url {shown}: cannot create the schema: {exc}") from exc
-        log.debug("database %s ready", shown)
+            shown = make_url(self.url).render_as_string(hide_password=True)
+            raise StartupError(f"registry.url {shown}: cannot read the schema's revision: {exc}") from exc
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` with a session in the calling thread and commit (for start-up, the CLI and tests)."""

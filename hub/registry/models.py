@@ -51,8 +51,8 @@ class DeviceRow(Base):
 
 
 class DeviceMoveRow(Base):
-    """A device given to another gateway by a technician (API) or an inventory import. A new table, so a
-    database made before it gets it from ``create_all`` (no column added to an existing table)."""
+    """A device given to another gateway by a technician (API) or an inventory import. A database made before
+    this table gets it from the first migration (hub/registry/migrations/versions/r0001_first_schema.py)."""
 
     __tablename__ = "device_moves"
 

@@ -1,0 +1,1 @@
+"""The revisions of the hub database, one module each (``rNNNN_<slug>.py``, revision id ``NNNN``)."""
