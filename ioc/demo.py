@@ -4,10 +4,17 @@ It starts the local stack (Mosquitto with authentication and per-gateway account
 processes exactly as they run in production: the hub (``ioc hub``), the simulated city (``ioc sim city``: per
 site Modbus sensors, one or two NTCIP signs and ONVIF/RTSP cameras, and each gateway's edge config) and one
 edge agent per site (``ioc edge run``, each with its own broker account), so stopping one agent is a real
-gateway failure. Readings of all three device kinds reach InfluxDB within seconds. The endpoints and the
-secrets (broker passwords, the hub's admin API token) are written to ``{state_dir}/demo.json``, readable by its
-owner only (0600); the terminal shows the endpoints and where the secrets are, never the secrets themselves
-(a terminal is scrolled back, shared on screen and kept in logs).
+gateway failure. Readings of all three device kinds reach InfluxDB within seconds.
+
+It supervises them as production's systemd units do (:mod:`ioc.supervisor`): a process that fails (a crash,
+``kill -9``) is started again after its unit's ``RestartSec``, within its unit's start budget; one stopped
+cleanly (``kill``, SIGTERM) stays down. The terminal says what died, how, and when it came back, and
+``demo.json`` always names the processes running now. The demo stops only on Ctrl-C (SIGINT, SIGTERM) or after
+``--duration``.
+
+The endpoints and the secrets (broker passwords, the hub's admin API token) are written to
+``{state_dir}/demo.json``, readable by its owner only (0600); the terminal shows the endpoints and where the
+secrets are, never the secrets themselves (a terminal is scrolled back, shared on screen and kept in logs).
 """
 
 from __future__ import annotations
@@ -15,18 +22,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import yaml
@@ -34,14 +39,19 @@ import yaml
 from devices.profile import load_profile
 from devices.sim.city import GATEWAY, city_inventory, site_name
 from hub.auth import create_token
-from ioc.stack import LocalStack, StackEndpoints, ensure_packages
-from ioc.stack.process import die_with_parent
-
-log = logging.getLogger("ioc.demo")
-
-#: How long a child has to say it is ready (simulator port, hub API up).
-CHILD_READY_TIMEOUT_S = 30.0
-
+from ioc.demo_processes import (
+    CHILD_READY_TIMEOUT_S,
+    Children,
+    DemoError,
+    DemoRestarts,
+    hub_answers,
+    ioc_argv,
+    read_sim_port,
+    write_edge_configs,
+    write_private,
+)
+from ioc.stack import LocalStack, ensure_packages
+from ioc.supervisor import Supervisor
 
 #: Sites of the demo city by default (``--sites``).
 DEFAULT_SITES = 3
@@ -66,125 +76,22 @@ def main(args: argparse.Namespace) -> int:
         print(f"ioc demo: --sites must be 1..100, not {args.sites}", file=sys.stderr)
         return 2
     try:
-        run_demo(args.state_dir.resolve(), args.duration, stop, sites=args.sites)
+        failed = run_demo(args.state_dir.resolve(), args.duration, stop, sites=args.sites)
     except DemoError as exc:
         print(f"ioc demo: {exc}", file=sys.stderr)
         return 1
+    if failed:
+        # Exit 1 although the rest ran on: `make demo DURATION=...` must not pass with a part that stayed down.
+        down = "; ".join(f"{name} ({why})" for name, why in failed.items())
+        print(f"ioc demo: left down after failing: {down}; see {args.state_dir / 'logs'}", file=sys.stderr)
+        return 1
     return 0
-
-
-class DemoError(RuntimeError):
-    """The demo could not start; the message says which part and where its log is."""
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class Children:
-    """The demo's child processes; stops all of them (SIGTERM, then SIGKILL) whatever happens.
-
-    An *essential* child (the hub, the simulated city) that dies ends the demo. An edge agent is not essential:
-    on real hardware a gateway that stops is something the system must show (its will sets the site offline),
-    so the demo says so once and keeps running.
-    """
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.essential: set[str] = set()
-        self.reported: set[str] = set()
-        self._logs: list[IO[bytes]] = []
-
-    def start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None, *, essential: bool = True
-    ) -> subprocess.Popen[bytes]:
-        log_file = (self.log_dir / f"{name}.log").open("wb")
-        self._logs.append(log_file)
-        proc = subprocess.Popen(  # noqa: S603 - argv is built here from our own executable
-            argv,
-            stdout=subprocess.PIPE if name.startswith("sim-") else log_file,
-            stderr=log_file,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-            # If the demo itself is killed (-9), the kernel stops its children too.
-            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid, no locks
-        )
-        self.procs[name] = proc
-        if essential:
-            self.essential.add(name)
-        return proc
-
-    def check_alive(self) -> list[str]:
-        """Raise :class:`DemoError` if an essential child died; return the other children that died since the
-        last call (each reported once)."""
-        newly_dead: list[str] = []
-        for name, proc in self.procs.items():
-            if proc.poll() is None:
-                continue
-            if name in self.essential:
-                raise DemoError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
-            if name not in self.reported:
-                self.reported.add(name)
-                newly_dead.append(name)
-        return newly_dead
-
-    def stop_all(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM to every child, SIGKILL to those still running after ``timeout_s``; then close every pipe
-        and log file this object opened (a pipe left open is a ResourceWarning, and an fd per child)."""
-        try:
-            for proc in self.procs.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            for name, proc in self.procs.items():
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in time; killing it", name)
-                    proc.kill()
-                    proc.wait()
-        finally:
-            for proc in self.procs.values():
-                for stream in (proc.stdin, proc.stdout, proc.stderr):
-                    if stream is not None:
-                        stream.close()
-            for f in self._logs:
-                f.close()
-
-
-def ioc_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ioc.cli", *args]
-
-
-def read_sim_port(proc: subprocess.Popen[bytes], name: str) -> dict[str, Any]:
-    """The simulator prints one JSON line with its bound port as soon as it listens."""
-    assert proc.stdout is not None
-    result: list[bytes] = []
-    stdout = proc.stdout
-    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(CHILD_READY_TIMEOUT_S)
-    if not result or not result[0].strip():
-        raise DemoError(f"{name} did not report its port within {CHILD_READY_TIMEOUT_S:.0f} s")
-    info: dict[str, Any] = json.loads(result[0])
-    return info
-
-
-def edge_config(path: Path, ep: StackEndpoints) -> dict[str, Any]:
-    """The city's edge config of one gateway with its broker account filled in (the city writes no secret)."""
-    doc: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
-    user, password = ep.credentials(f"{doc['site']}.{doc['gateway']}")
-    doc["broker"] = {
-        **doc["broker"],
-        "host": ep.mqtt_host,
-        "port": ep.mqtt_port,
-        "username": user,
-        "password": password,
-    }
-    return doc
 
 
 def device_kinds(site: dict[str, Any]) -> dict[str, str]:
@@ -204,37 +111,52 @@ def write_demo_rules(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only, atomically (readers never see half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    # Created 0600 (not chmod-ed after writing, which leaves the secrets readable under the umask meanwhile).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    tmp.replace(path)
-
-
 def wait_for_hub(url: str, children: Children) -> None:
     deadline = time.monotonic() + CHILD_READY_TIMEOUT_S
     while time.monotonic() < deadline:
-        children.check_alive()
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/api/v1/health", timeout=1.0).status_code == 200:
-                return
+        children.check_started()
+        if hub_answers(url):
+            return
         time.sleep(0.2)
     raise DemoError(f"the hub's API did not answer at {url} within {CHILD_READY_TIMEOUT_S:.0f} s")
 
 
-@dataclass(frozen=True)
+def print_event(message: str) -> None:
+    """One line of what happened to the demo's processes, stamped with the local time, to the terminal."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+@dataclass
 class RunningDemo:
+    """The running demo: ``demo.json``'s document, the children, and the supervisor that restarts them."""
+
     doc: dict[str, Any]
     children: Children
+    supervisor: Supervisor
+    stack: LocalStack
+    state_dir: Path
+
+    def pids(self) -> dict[str, int]:
+        """Name -> pid of every process of the demo (the last one started under that name)."""
+        return {**self.stack.pids, **{name: proc.pid for name, proc in self.children.procs.items()}}
+
+    def write_state(self) -> None:
+        """``demo.json`` and ``pids`` as they are now: the pids of the running processes, and which are down
+        and why (after a restart, a pid in them is the new process's)."""
+        running = {name: pid for name, pid in self.pids().items() if self.supervisor.running(name)}
+        self.doc["processes"] = running
+        self.doc["down"] = self.supervisor.down()
+        write_private(self.state_dir / "pids", "".join(f"{pid}\n" for pid in running.values()))
+        write_private(self.state_dir / "demo.json", json.dumps(self.doc, indent=2) + "\n")
 
 
 @contextlib.contextmanager
-def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDemo]:
-    """Start everything; yield the endpoints document; stop everything on exit."""
+def demo_city(
+    state_dir: Path, sites: int = DEFAULT_SITES, say: Callable[[str], None] = print_event
+) -> Iterator[RunningDemo]:
+    """Start everything; yield the running demo; stop everything on exit. What happens to the processes
+    meanwhile (died, restarted, given up on) goes to ``say`` as :meth:`RunningDemo.supervisor`'s ``poll``
+    finds it."""
     ensure_packages()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_dir = state_dir / "logs"
@@ -243,6 +165,7 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
     stack = LocalStack(state_dir / "stack", gateways=gateways)
     with stack as ep:
         children = Children(log_dir)
+        restarts = DemoRestarts(state_dir, stack, ep, children, say)
         try:
             hub_port = free_port()
             # Issue 6: the hub's database (registry, health, alerts, API tokens) in the state dir, and an admin
@@ -262,6 +185,8 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                 env={
                     # Host, port and the hub's three broker accounts (intake, observer, commands).
                     **ep.hub_mqtt_env(),
+                    # A fixed client id: a restarted hub takes its persistent session back, with what the
+                    # broker kept for it meanwhile.
                     "IOC_HUB_MQTT__CLIENT_ID": "ioc-hub-demo",
                     "IOC_HUB_INFLUX__URL": ep.influx_url,
                     "IOC_HUB_INFLUX__DATABASE": ep.influx_db,
@@ -285,12 +210,10 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                 str(ep.mqtt_port),
             )
             city = read_sim_port(children.start("sim-city", city_argv), "sim-city")
-            for site in city["sites"]:
-                config_path = state_dir / f"edge-{site['site']}-{site['gateway']}.yaml"
-                config = edge_config(Path(site["config"]), ep)
-                write_private(config_path, yaml.safe_dump(config, sort_keys=False))
-                children.start(f"edge-{site['site']}", ioc_argv("edge", "run", str(config_path)), essential=False)
+            for name, config_path in write_edge_configs(state_dir, city, ep).items():
+                children.start(name, ioc_argv("edge", "run", str(config_path)))
             wait_for_hub(hub_url, children)
+            supervisor = restarts.supervisor = Supervisor(restarts.supervised(hub_url), say)
             doc = {
                 "hub_url": hub_url,
                 "hub_token": hub_token,
@@ -319,13 +242,14 @@ def demo_city(state_dir: Path, sites: int = DEFAULT_SITES) -> Iterator[RunningDe
                 ],
                 "rtsp": {k: v for k, v in city["rtsp"].items() if k in ("available", "reason")},
                 "logs": str(log_dir),
-                # Which process is which: stop an edge agent to see a gateway fail (kill -9 for its will).
-                "processes": {name: proc.pid for name, proc in children.procs.items()},
+                # Which process is which (refreshed on every restart): kill one (kill -9) to see it restarted
+                # as its systemd unit would; stop an agent (kill, SIGTERM) to see its gateway go offline.
+                "processes": {},
+                "down": {},
             }
-            pids = [*stack.pids.values(), *(p.pid for p in children.procs.values())]
-            write_private(state_dir / "pids", "\n".join(map(str, pids)) + "\n")
-            write_private(state_dir / "demo.json", json.dumps(doc, indent=2) + "\n")
-            yield RunningDemo(doc, children)
+            running = RunningDemo(doc, children, supervisor, stack, state_dir)
+            running.write_state()
+            yield running
         finally:
             children.stop_all()
 
@@ -352,7 +276,15 @@ def without_secrets(doc: dict[str, Any], where: Path) -> dict[str, Any]:
     return shown
 
 
-def run_demo(state_dir: Path, duration: float | None, stop: threading.Event, sites: int = DEFAULT_SITES) -> None:
+#: How often the demo looks at its processes (sooner when a restart is due).
+POLL_INTERVAL_S = 0.5
+
+
+def run_demo(
+    state_dir: Path, duration: float | None, stop: threading.Event, sites: int = DEFAULT_SITES
+) -> dict[str, str]:
+    """Run the demo until ``stop`` is set or ``duration`` seconds have passed, restarting what fails as systemd
+    would (:mod:`ioc.supervisor`); the processes it gave up on or would not restart, with why."""
     with demo_city(state_dir, sites) as running:
         doc = running.doc
         secrets_file = state_dir / "demo.json"
@@ -367,23 +299,22 @@ def run_demo(state_dir: Path, duration: float | None, stop: threading.Event, sit
             f"  hub API      {doc['hub_url']}/api/v1/openapi.json  (calls: Authorization: Bearer <hub_token>)\n"
             f"  InfluxDB     {doc['influxdb']['url']}  database {doc['influxdb']['database']}\n"
             f"  secrets      {secrets_file}  (owner only: the API token and the broker passwords)\n"
+            f'  processes    "processes" in {secrets_file}: kill -9 one and it is restarted as its systemd unit '
+            "would; stop one (kill) and it stays down\n"
             "Stop with Ctrl-C" + (f" (or it stops by itself after {duration:.0f} s)." if duration else "."),
             flush=True,
         )
+        supervisor = running.supervisor
         deadline = None if duration is None else time.monotonic() + duration
         next_summary = time.monotonic() + 10
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            stop.wait(0.5)
-            # The hub or the city dying is a failure of the demo, not something to hide (DemoError); an agent
-            # dying is a gateway failure the system itself shows, so the demo only says it.
-            for name in running.children.check_alive():
-                proc = running.children.procs[name]
-                print(
-                    f"{name} exited with {proc.returncode}: that gateway is down (the hub marks it offline); "
-                    "the demo goes on",
-                    flush=True,
-                )
+            due = supervisor.next_due()
+            stop.wait(POLL_INTERVAL_S if due is None else min(POLL_INTERVAL_S, max(0.0, due - time.monotonic())))
+            if supervisor.poll():
+                running.write_state()
             if time.monotonic() >= next_summary:
                 print(hub_summary(doc["hub_url"]), flush=True)
                 next_summary += 10
+        failed = supervisor.failed()
     print("Demo stopped.", flush=True)
+    return failed
