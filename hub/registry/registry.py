@@ -18,7 +18,8 @@ one listing a device owned by another gateway leaves it where it is, and the cla
 (``source="owner"``) until that gateway's next birth drops it. The ingest admission takes such devices out of a
 birth before the registry sees it and reports them (``foreign_device``): :meth:`Registry.note_claim` records
 those claims, which last until a birth of that gateway comes without one. Moving a device is a technician's act: an
-inventory import that states another gateway, or :meth:`Registry.move` (``POST /api/v1/devices/{id}/move``);
+inventory import that states another gateway, or :meth:`Registry.move` (``POST /api/v1/devices/{id}/move``),
+only to a site and gateway the registry knows (:meth:`Registry.check_place`: a mistyped target creates nothing);
 each is a :class:`Move` (who, when, from, to), logged and persisted. :meth:`Registry.owners` is the map the
 ingest pipeline checks gateway input against (pushed to it on every change, like the enrichment).
 """
@@ -102,6 +103,10 @@ class Move:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "at": iso(self.at)}
+
+
+class UnknownPlace(LookupError):
+    """A move to a site or a gateway the registry does not know; the message names which, and why."""
 
 
 def _place(site: str | None, gateway: str | None) -> str:
@@ -204,6 +209,8 @@ class Registry:
         self._claims: dict[tuple[str, str], set[str]] = {}
         #: (site, gateway) -> the claims the ingest admission reported since that gateway's last birth.
         self._noted: dict[tuple[str, str], set[str]] = {}
+        #: The gateways whose birth came since the hub started (one that announced no device is known by it alone).
+        self._born: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -272,6 +279,32 @@ class Registry:
         d = self.devices.get(device_id)
         return d is not None and d.gateway == gateway and d.site == site
 
+    def knows_gateway(self, site: str, gateway: str) -> bool:
+        """Whether ``site``/``gateway`` is a gateway the registry knows: its birth came since the hub started, or it
+        owns or claims a device, or the inventory puts a device under it. A scan of the devices: for a technician's
+        move, not the ingest path."""
+        key = (site, gateway)
+        if key in self._born:
+            return True
+        for d in self.devices.values():
+            if (d.site, d.gateway) == key or key in d.claims:
+                return True
+            inv = d.inventory
+            if inv is not None and inv.get("gateway") == gateway and inv.get("site", d.site) == site:
+                return True
+        return False
+
+    def check_place(self, site: str, gateway: str) -> None:
+        """:class:`UnknownPlace` unless the site is known (the inventory's sites, and those of births and of the
+        inventory's devices) and :meth:`knows_gateway` the gateway there."""
+        if site not in self.sites:
+            raise UnknownPlace(f"site {site!r} is not in the registry: neither the inventory nor a birth names it")
+        if not self.knows_gateway(site, gateway):
+            raise UnknownPlace(
+                f"gateway {gateway!r} of site {site!r} is not in the registry: no birth since the hub started, "
+                "inventory entry or device names it"
+            )
+
     def owned_elsewhere(self, site: str, gateway: str, device_id: str) -> bool:
         """Whether ``device_id`` belongs to another gateway than ``site``/``gateway`` (False when it has none)."""
         d = self.devices.get(device_id)
@@ -308,6 +341,7 @@ class Registry:
         """Record the devices a gateway announces; return the conflicts with the inventory."""
         if not state.online:
             return []
+        self._born.add((site, gateway))
         changed_sites: list[Site] = []
         if site not in self.sites:
             self.sites[site] = Site(site, name=site)
@@ -383,17 +417,15 @@ class Registry:
 
     def move(self, device_id: str, site: str, gateway: str, *, by: str, reason: str = "") -> Move | None:
         """Give a device to ``site``/``gateway`` (a technician's act); the move, or None if it is there already.
-        Raises :class:`KeyError` for an unknown device."""
+        Raises :class:`KeyError` for an unknown device and :class:`UnknownPlace` for a site or gateway the registry
+        does not know (:meth:`check_place`), changing nothing."""
         device = self.devices[device_id]
-        changed_sites: list[Site] = []
-        if site not in self.sites:
-            self.sites[site] = Site(site, name=site)
-            changed_sites.append(self.sites[site])
+        self.check_place(site, gateway)
         move = self._set_owner(device, site, gateway, MOVED_BY_API, by=by, reason=reason)
         if move is None:
             return None
         device.merge()
-        self._changed(changed_sites, [device], [move])
+        self._changed([], [device], [move])
         return move
 
     def _set_owner(

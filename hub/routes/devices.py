@@ -2,8 +2,9 @@
 device to another gateway (``POST /api/v1/devices/{id}/move``, ``GET /api/v1/devices/{id}/moves``).
 
 A device belongs to one gateway (hub/registry/registry.py); a birth never moves it. Moving it is a technician's
-act: role technician or admin, and a ward-limited token only from and to a site of its wards. The move is
-recorded (who, when, from, to, why), logged, and the ingest admission's owners map follows at once."""
+act: role technician or admin, and a ward-limited token only from and to a site of its wards; only to a site and
+gateway the registry knows (else 422, naming which, and nothing changes). The move is recorded (who, when, from,
+to, why), logged, and the ingest admission's owners map follows at once."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.commands import UnknownDevice
 from hub.health.store import recent_transitions
-from hub.registry.registry import Device
+from hub.registry.registry import Device, UnknownPlace
 from hub.routes.deps import Ops, Technician, Viewer, not_found
 from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_STRING_VALUE, METRIC_PATTERN
 
@@ -214,17 +215,27 @@ class MovesAnswer(BaseModel):
 @router.post(
     "/devices/{device_id}/move",
     response_model=MoveAnswer,
-    responses={404: {"description": "unknown device"}, 403: {"description": "target site outside the wards"}},
+    responses={
+        404: {"description": "unknown device"},
+        403: {"description": "target site outside the wards"},
+        422: {"description": "target site or gateway unknown to the registry, or an invalid body"},
+    },
 )
 async def move_device(principal: Technician, ops: Ops, device_id: IdPath, body: MoveRequest) -> MoveAnswer:
     """Give the device to another gateway (a technician's act). From then on only that gateway's births, data,
-    events and acks about it are accepted; the move is recorded with the token's name and logged."""
+    events and acks about it are accepted; the move is recorded with the token's name and logged. The target must
+    be a site and gateway the registry knows (the inventory, births, devices' owners): a mistyped one is refused
+    with 422 naming it, and nothing changes. A ward-limited token learns nothing of sites outside its wards: 403
+    for those, known or not."""
     device = visible_device(ops, principal, device_id)
     if not principal.sees(ops.registry.ward_of_site(body.site)):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"site {body.site!r} is not in this token's wards: it cannot move devices there"
         )
-    move = ops.registry.move(device_id, body.site, body.gateway, by=principal.label, reason=body.reason)
+    try:
+        move = ops.registry.move(device_id, body.site, body.gateway, by=principal.label, reason=body.reason)
+    except UnknownPlace as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     await ops.registry.flush()
     record = MoveRecord.model_validate(move.as_dict()) if move is not None else None
     return MoveAnswer(moved=move is not None, move=record, site=device.site, gateway=device.gateway)

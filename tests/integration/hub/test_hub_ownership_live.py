@@ -125,6 +125,34 @@ async def test_another_gateways_birth_does_not_move_a_device_and_a_technician_do
             assert r.status_code == 422, bad
         r = await http.post("/api/v1/devices/nope-01/move", json=move, headers=auth(tok["technician"]))
         assert r.status_code == 404
+        # A target the registry does not know (a typo) is refused, naming what is wrong, and changes nothing.
+        unknown_gateway = (
+            "gateway {!r} of site {!r} is not in the registry: no birth since the hub started, inventory entry or "
+            "device names it"
+        )
+        for target, detail in (
+            (
+                {**move, "site": "site-z"},
+                "site 'site-z' is not in the registry: neither the inventory nor a birth names it",
+            ),
+            ({**move, "gateway": "gw-9"}, unknown_gateway.format("gw-9", "site-b")),
+            ({**move, "site": "site-a"}, unknown_gateway.format("gw-2", "site-a")),  # gw-2 is site-b's
+        ):
+            r = await http.post("/api/v1/devices/wl-01/move", json=target, headers=auth(tok["technician"]))
+            assert (r.status_code, r.json()) == (422, {"detail": detail}), target
+        # A ward-limited token learns nothing about sites outside its wards, known or not.
+        r = await http.post(
+            "/api/v1/devices/wl-01/move", json={**move, "site": "site-z"}, headers=auth(tok["technician-quan-1"])
+        )
+        assert (r.status_code, r.json()["detail"]) == (
+            403,
+            "site 'site-z' is not in this token's wards: it cannot move devices there",
+        )
+        assert registry.owners()["wl-01"] == ("site-a", "gw-1")
+        r = await http.get("/api/v1/sites", headers=auth(tok["viewer"]))
+        assert [s["id"] for s in r.json()["items"]] == ["site-a", "site-b"]
+        r = await http.get("/api/v1/devices/wl-01/moves", headers=auth(tok["viewer"]))
+        assert r.json() == {"total": 0, "items": []}
         r = await http.post("/api/v1/devices/wl-01/move", json=move, headers=auth(tok["technician"]))
         assert r.status_code == 200, r.text
         answer = r.json()

@@ -60,6 +60,8 @@ def test_another_gateways_birth_data_and_events_do_not_re_home_or_judge_a_device
 def test_a_technicians_move_re_homes_the_device_in_health() -> None:
     monitor, registry, _clock, _seen = make()
     feed(monitor, registry, "s1", "gw-1", birth("aq-01"))
+    feed(monitor, registry, "s3", "gw-3", birth(session="sess-0003"))  # the new cabinet's gateway, nothing on it yet
+    assert monitor.gateways["s3/gw-3"].devices == set()
     registry.move("aq-01", "s3", "gw-3", by="tech")
     d = monitor.devices["aq-01"]
     assert (d.site, d.gateway) == ("s3", "gw-3")

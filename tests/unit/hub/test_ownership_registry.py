@@ -7,12 +7,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from hub.registry.db import Database
 from hub.registry.inventory import parse_mapping
 from hub.registry.models import DeviceMoveRow
-from hub.registry.registry import Device, Registry
+from hub.registry.registry import Device, Registry, UnknownPlace
 from wire.v1 import DeviceInfo, State
 
 AQ = DeviceInfo("aq-01", "air_quality", "pm-sensor-rs485", 5.0)
@@ -87,6 +88,7 @@ async def test_a_move_is_recorded_persisted_and_survives_reimporting_the_same_in
         )
         registry.apply_inventory(inventory)
         registry.apply_birth("s1", "gw-1", birth(AQ))
+        registry.apply_birth("s3", "gw-3", birth())  # the new cabinet's gateway, announcing nothing yet
         seen: list[Device] = []
         registry.subscribe(seen.extend)
 
@@ -120,6 +122,48 @@ async def test_a_move_is_recorded_persisted_and_survives_reimporting_the_same_in
         ]
     finally:
         db.close()
+
+
+def test_a_move_goes_only_to_a_site_and_gateway_the_registry_knows_and_a_refused_one_changes_nothing() -> None:
+    registry = Registry()
+    inventory = {
+        "sites": [{"id": "s1", "ward": "quan-1"}, {"id": "s2", "ward": "quan-3"}],
+        "devices": [
+            {"id": "aq-01", "site": "s1", "gateway": "gw-1"},
+            {"id": "cam-01", "site": "s2", "gateway": "gw-4"},
+        ],
+    }
+    registry.apply_inventory(parse_mapping(inventory, "inv.yaml"))
+    registry.apply_birth("s2", "gw-2", birth())  # known by its birth alone
+    registry.note_claim("s2", "gw-3", "aq-01")  # known by its claim alone (data about aq-01, no birth)
+    changes: list[str] = []
+    registry.subscribe(lambda devices: changes.extend(d.id for d in devices))
+    refused = {
+        ("s9", "gw-1"): "site 's9' is not in the registry: neither the inventory nor a birth names it",
+        ("s1", "gw-9"): (
+            "gateway 'gw-9' of site 's1' is not in the registry: no birth since the hub started, inventory entry or "
+            "device names it"
+        ),
+        ("s1", "gw-2"): (  # gw-2 is known at s2, not at s1
+            "gateway 'gw-2' of site 's1' is not in the registry: no birth since the hub started, inventory entry or "
+            "device names it"
+        ),
+    }
+    for (site, gateway), message in refused.items():
+        with pytest.raises(UnknownPlace) as caught:
+            registry.move("aq-01", site, gateway, by="tech")
+        assert str(caught.value) == message
+    assert (registry.owners(), sorted(registry.sites), changes) == (
+        {"aq-01": ("s1", "gw-1"), "cam-01": ("s2", "gw-4")},
+        ["s1", "s2"],
+        [],
+    )
+
+    # Each way the registry knows a gateway makes it a target: a birth, a claim, owning a device, and the inventory
+    # naming it for a device that has since moved away (s1/gw-1 for aq-01).
+    for place in (("s2", "gw-2"), ("s2", "gw-3"), ("s2", "gw-4"), ("s1", "gw-1")):
+        assert registry.move("aq-01", *place, by="tech") is not None
+        assert registry.owners()["aq-01"] == place
 
 
 #: The registry tables as the hub made them before devices had owners (SQLite, as ``create_schema`` wrote them).
