@@ -298,6 +298,26 @@ class SpillSettings(_Section):
     slow_write_s: float = Field(default=5.0, gt=0, le=600)
 
 
+class LanesSettings(_Section):
+    """How the hub is shared between gateways (hub/ingest/lanes.py, docs/security.md): a gateway sending more than
+    the hub stores, captured or replaying a long outage, takes its share and cannot delay the others' readings."""
+
+    #: Payload bytes a gateway's turn hands to the pipeline before the next gateway's turn (deficit round robin).
+    quantum_bytes: int = Field(default=256 * 1024, ge=1024, le=MAX_MESSAGE_BYTES)
+    #: One gateway's messages held in memory; past it the rest go to its overflow file (or wait, without one).
+    max_bytes: int = Field(default=4 * 1024**2, ge=64 * 1024, le=1024**4)
+    #: One gateway's messages taken by the pipeline and not yet stored; past it that gateway waits for its writes.
+    #: Less than ``batch.max_pending_bytes``, so that one gateway cannot fill the pipeline; 0: no share.
+    max_pending_bytes: int = Field(default=8 * 1024**2, ge=0, le=1024**4)
+    #: The overflow folder, this hub's own (two hub processes must not share one). Unset: ``{spill.dir}/overflow``
+    #: when the spill is on, else no overflow (a gateway past its share of memory then waits at the broker, in the
+    #: one queue of the hub's session, in front of the others).
+    overflow_dir: Path | None = None
+    #: Bytes of one gateway's overflow on disk, and of all of them; at a bound that gateway's messages wait.
+    overflow_gateway_max_bytes: int = Field(default=1024**3, ge=MAX_MESSAGE_BYTES, le=1024**5)
+    overflow_max_bytes: int = Field(default=8 * 1024**3, ge=MAX_MESSAGE_BYTES, le=1024**5)
+
+
 class CardinalitySettings(_Section):
     """The guards on what becomes a tag or a field in InfluxDB."""
 
@@ -458,6 +478,7 @@ class HubSettings(BaseSettings):
     admission: AdmissionSettings = AdmissionSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     spill: SpillSettings = SpillSettings()
+    lanes: LanesSettings = LanesSettings()
     cardinality: CardinalitySettings = CardinalitySettings()
     metrics: MetricsSettings = MetricsSettings()
     http: HttpSettings = HttpSettings()
@@ -478,6 +499,28 @@ class HubSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the file (which arrives as keyword arguments); no .env or secrets dir.
         return (env_settings, init_settings)
+
+    @property
+    def overflow_dir(self) -> Path | None:
+        """Where the lanes' overflow files go (``lanes.overflow_dir``, else beside the spill), or None."""
+        if self.lanes.overflow_dir is not None:
+            return self.lanes.overflow_dir
+        return self.spill.dir / "overflow" if self.spill.dir is not None else None
+
+    @model_validator(mode="after")
+    def _one_gateway_cannot_fill_the_pipeline(self) -> Self:
+        if self.lanes.max_pending_bytes >= self.batch.max_pending_bytes:
+            raise PydanticCustomError(
+                "lane_share",
+                "lanes.max_pending_bytes ({lane}) must be less than batch.max_pending_bytes ({total}): one gateway "
+                "could otherwise fill the pipeline in front of the others",
+                {
+                    "field": "lanes.max_pending_bytes",
+                    "lane": self.lanes.max_pending_bytes,
+                    "total": self.batch.max_pending_bytes,
+                },
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:

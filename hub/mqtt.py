@@ -10,9 +10,11 @@ intake needs (:mod:`hub.mqttcodec`) on an asyncio transport:
   broker keeps the subscriptions and every unacknowledged message, and redelivers them on reconnect.
 - Back-pressure instead of drops: the CONNECT's Receive Maximum is the hub's capacity (pending cap + queue
   size), so the broker stops sending once that many QoS 1 messages are unacknowledged and keeps the rest in the
-  hub's session; and the transport stops reading while the :class:`IntakeQueue` is full (QoS 0 is outside
-  Receive Maximum).
-- Every complete packet of a read (up to 256 KiB) is parsed in one pass and handed to the queue at once; the
+  hub's session; and the transport stops reading while the lanes (:class:`hub.ingest.lanes.FairQueue`, or an
+  observer's :class:`IntakeQueue`) are full (QoS 0 is outside Receive Maximum). The lanes keep the broker's
+  queue short even while one gateway sends more than the hub stores: that gateway's excess goes to its overflow
+  file, acknowledged once on disk.
+- Every complete packet of a read (up to 4 MiB) is parsed in one pass and handed to the queue at once; the
   pipeline's PUBACKs are collected and written with one ``write`` per turn of the loop. A packet split over many
   reads is buffered in time linear in its size (:class:`~hub.mqttcodec.PacketReader`).
 - Bounded by bytes: the CONNECT's Maximum Packet Size is :data:`~hub.mqttcodec.MAX_PACKET_BYTES` (the contract's
@@ -46,6 +48,7 @@ from typing import Final, Self
 from hub.config import MqttSettings
 from hub.errors import StartupError
 from hub.ingest import InboundMessage
+from hub.ingest.messages import IntakeSink
 from hub.mqttcodec import (
     CONNACK,
     DISCONNECT,
@@ -80,6 +83,8 @@ INTAKE_CHANNELS: Final = (Channel.DATA, Channel.STATE, Channel.EVENT, Channel.CM
 _MAX_RECEIVE_MAXIMUM: Final = 65535
 #: Default bound of an :class:`IntakeQueue` in payload bytes (that of ``mqtt.queue_max_bytes``).
 MAX_QUEUE_BYTES: Final[int] = MqttSettings.model_fields["queue_max_bytes"].default
+#: Bytes one read from the broker takes at most (:class:`_Connection`).
+READ_BUFFER_BYTES: Final = 4 * 1024 * 1024
 #: The packet identifier of our one SUBSCRIBE per connection.
 _SUBSCRIBE_ID: Final = 1
 
@@ -179,12 +184,18 @@ class _Refused(Exception):
     """The broker refused the CONNECT (reason in the message)."""
 
 
-class _Connection(asyncio.Protocol):
-    """One connection to the broker: parses what arrives, hands PUBLISHes to the intake, writes its packets."""
+class _Connection(asyncio.BufferedProtocol):
+    """One connection to the broker: parses what arrives, hands PUBLISHes to the intake, writes its packets.
+
+    A buffered protocol, so that one read takes up to :data:`READ_BUFFER_BYTES` (a plain protocol gets at most
+    256 KiB a turn of the event loop: with the pipeline busy ~10 ms a turn on a big message, ~25 MB/s, less than
+    one gateway's fast link, and the rest would wait at the broker in front of every other gateway's messages).
+    """
 
     def __init__(self, intake: MqttIntake, number: int) -> None:
         self._intake = intake
         self.number = number
+        self._read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
         self.transport: asyncio.Transport | None = None
         self._reader = PacketReader(MAX_PACKET_BYTES)
         self.connack: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
@@ -201,6 +212,12 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
@@ -279,7 +296,7 @@ class MqttIntake:
     def __init__(
         self,
         settings: MqttSettings,
-        queue: IntakeQueue,
+        queue: IntakeSink,
         *,
         receive_maximum: int = _MAX_RECEIVE_MAXIMUM,
         stop_timeout_s: float = 10.0,

@@ -31,6 +31,7 @@ from hub.errors import HubError
 from hub.influx import InfluxWriter
 from hub.ingest import Observer, Pipeline, RetryPolicy
 from hub.ingest.admission import Admission
+from hub.ingest.lanes import FairQueue
 from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import IntakeQueue, MqttIntake
@@ -55,6 +56,7 @@ class Hub:
         self._operations: Operations | None = None
         self._observer_feed: ObserverFeed | None = None
         self._observer_intake: MqttIntake | None = None
+        self._lanes: FairQueue | None = None
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -73,13 +75,28 @@ class Hub:
             if s.spill.dir is not None:
                 spill = Spill(s.spill.dir, max_bytes=s.spill.max_bytes, segment_bytes=s.spill.segment_bytes)
                 stack.callback(spill.close)
-            queue = IntakeQueue(s.batch.queue_size, s.mqtt.queue_max_bytes)
-            self._intake = await stack.enter_async_context(
-                MqttIntake(s.mqtt, queue, receive_maximum=s.batch.max_pending_messages + s.batch.queue_size)
+            # One lane per gateway between the intake and the pipeline (hub/ingest/lanes.py): made before the
+            # intake, left after it (its overflow files keep what the pipeline has not stored).
+            lanes = await stack.enter_async_context(
+                FairQueue(
+                    s.batch.queue_size,
+                    s.mqtt.queue_max_bytes,
+                    quantum_bytes=s.lanes.quantum_bytes,
+                    lane_max_bytes=s.lanes.max_bytes,
+                    lane_max_pending_bytes=s.lanes.max_pending_bytes,
+                    overflow_dir=s.overflow_dir,
+                    overflow_lane_max_bytes=s.lanes.overflow_gateway_max_bytes,
+                    overflow_max_bytes=s.lanes.overflow_max_bytes,
+                )
             )
+            self._lanes = lanes
+            self._intake = await stack.enter_async_context(
+                MqttIntake(s.mqtt, lanes, receive_maximum=s.batch.max_pending_messages + s.batch.queue_size)
+            )
+            lanes.bind(self._intake)
             self._pipeline = Pipeline(
-                queue,
-                self._intake,
+                lanes,
+                lanes,
                 self._writer,
                 max_lines=s.batch.max_lines,
                 max_delay_ms=s.batch.max_delay_ms,
@@ -168,6 +185,8 @@ class Hub:
         if intake is None or pipeline is None or task is None:
             return
         intake.stop_accepting()
+        if self._lanes is not None:
+            self._lanes.stop_reading_back()
         pipeline.close()
         timeout = self.settings.batch.drain_timeout_s
         try:
@@ -240,6 +259,9 @@ class Hub:
     def ingest_stats(self) -> dict[str, Any]:
         data = self.pipeline.snapshot()
         data["mqtt"] = {"connected": self.mqtt_connected, **self.intake.counters}
+        if self._lanes is not None:
+            data["lanes"] = {**self._lanes.gauges(), **self._lanes.counters}
+            data["overflow_by_gateway"] = self._lanes.overflow_by_gateway()
         data["influx"] = {"writes_failing": not self.pipeline.storage_ok}
         if self._observer_feed is not None:
             connected = self._observer_intake is not None and self._observer_intake.connected

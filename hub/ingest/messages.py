@@ -39,6 +39,22 @@ class MessageSource(Protocol):
     def qsize(self) -> int: ...
 
 
+class IntakeSink(Protocol):
+    """Where the MQTT intake puts what it reads: :class:`hub.ingest.lanes.FairQueue` (storing) or
+    :class:`hub.mqtt.IntakeQueue` (the observer connection)."""
+
+    @property
+    def full(self) -> bool:
+        """Stop reading from the broker."""
+        ...
+
+    def put_many(self, items: list[InboundMessage]) -> None: ...
+
+    def on_space(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once when reading may go on."""
+        ...
+
+
 class Acker(Protocol):
     """Acknowledges a message to the broker (the intake)."""
 

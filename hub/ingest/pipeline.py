@@ -41,6 +41,9 @@ _TICK_S = 0.5
 #: waits too, so that the lines held in memory stay bounded whatever the size of the messages (10,000-reading
 #: replays included), not only the number of unacknowledged messages.
 _READY_BATCHES = 8
+#: The longest the pipeline works without giving the event loop a turn, so that the intake reads (up to 4 MiB a
+#: turn, hub/mqtt.py) while messages keep coming.
+_YIELD_EVERY_S = 0.002
 #: Parsed topics kept (cleared when full; bounded by gateways x channels in practice).
 _TOPIC_CACHE_SIZE = 10_000
 
@@ -214,6 +217,7 @@ class Pipeline(StorageSide):
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         next_housekeeping = loop.time() + _TICK_S
+        next_yield = loop.time() + _YIELD_EVERY_S
         while not self._closing:
             self._raise_failure()
             if self._full():
@@ -223,6 +227,11 @@ class Pipeline(StorageSide):
             if message is not None:
                 self._handle(message)
             now = loop.time()
+            if now >= next_yield:
+                # Messages keep coming without a wait: let the intake read meanwhile, so that the broker's queue
+                # for the hub drains into the lanes (and their overflow) instead of growing at the broker.
+                await asyncio.sleep(0)
+                next_yield = loop.time() + _YIELD_EVERY_S
             if self._batch_lines >= self._max_lines or (
                 self._batch_deadline is not None and now >= self._batch_deadline
             ):
