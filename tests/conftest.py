@@ -31,16 +31,20 @@ from ioc.stack import (
 
 #: The gateways every test session's broker has accounts for (account names "site-a.gw-1", ...).
 STACK_GATEWAYS: tuple[tuple[str, str], ...] = (("site-a", "gw-1"), ("site-b", "gw-2"), ("demo", "gw-1"))
+#: The gateways that also have a second account ("site-b.gw-2.second": the gateway's ACL, a client id of its own),
+#: for a test that needs two connections on one gateway's topics at once: tests/integration/hub/
+#: test_captured_gateway.py sends an oversized packet on gw-2's data topic while gw-2 floods.
+STACK_SECOND_ACCOUNTS: tuple[tuple[str, str], ...] = (("site-b", "gw-2"),)
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
-    """The session's local stack: Mosquitto with accounts hub, admin and one per gateway; InfluxDB."""
+    """The session's local stack: Mosquitto with accounts hub, hub-observe, hub-cmd, admin and one per gateway,
+    each gateway's bound to the agent's client id as in production (a test playing a gateway connects with
+    ``stack.client_id(account, ...)``); InfluxDB."""
     ensure_packages()
-    # Gateway accounts not bound to the agent's client id: test helpers play gateways (fake gateways, recorders)
-    # under ids of their own, beside real agents. The bound configuration has its own stack in
-    # tests/integration/test_broker_security.py.
-    with LocalStack(tmp_path_factory.mktemp("stack"), gateways=STACK_GATEWAYS, bind_client_ids=False) as endpoints:
+    state_dir = tmp_path_factory.mktemp("stack")
+    with LocalStack(state_dir, gateways=STACK_GATEWAYS, second_accounts=STACK_SECOND_ACCOUNTS) as endpoints:
         yield endpoints
 
 

@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import socket
 import types
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,18 @@ _START_ATTEMPTS = 3
 
 #: The services a stack runs, by the name :meth:`LocalStack.stop_service` and :meth:`LocalStack.start_service` take.
 Service = Literal["mosquitto", "influxd"]
+#: What a gateway's second account adds to the gateway's account name (``site-b.gw-2.second``); no gateway account
+#: can end so (site and gateway ids hold no dot).
+SECOND_ACCOUNT_SUFFIX = ".second"
+
+
+def second_gateway_account(site: str, gateway: str) -> mosquitto.Account:
+    """A second account with the ACL of the gateway ``site``/``gateway``, bound to a client id of its own
+    (``second-{site}-{gateway}``, outside the agents' ``ioc-edge-`` ids), with a fresh random password."""
+    name = mosquitto.gateway_account(site, gateway) + SECOND_ACCOUNT_SUFFIX
+    return mosquitto.Account(
+        name, secrets.token_urlsafe(24), mosquitto.gateway_acl(site, gateway), f"second-{site}-{gateway}"
+    )
 
 
 @dataclass(frozen=True)
@@ -51,12 +64,13 @@ class StackEndpoints:
     state_dir: Path
     #: account name -> (username, password); kept out of repr so passwords do not end up in logs.
     accounts: Mapping[str, tuple[str, str]] = field(repr=False, hash=False)
-    #: account name -> the only client id it may connect with (gateways: the agent's own); others take any.
+    #: account name -> the only client id it may connect with (gateways: the agent's own; a gateway's second
+    #: account: ``second-{site}-{gateway}``); others take any.
     client_ids: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def credentials(self, account: str) -> tuple[str, str]:
-        """(username, password) of ``account``: "hub" (the hub's intake), "hub-observe", "hub-cmd", "admin" or
-        "{site}.{gateway}"."""
+        """(username, password) of ``account``: "hub" (the hub's intake), "hub-observe", "hub-cmd", "admin",
+        "{site}.{gateway}" or "{site}.{gateway}.second"."""
         try:
             return self.accounts[account]
         except KeyError:
@@ -68,6 +82,14 @@ class StackEndpoints:
         """The client id ``account`` must connect with, or ``default`` for an account bound to none."""
         self.credentials(account)
         return self.client_ids.get(account, default)
+
+    def second_account(self, account: str) -> str:
+        """The name of the second account of the gateway account ``account`` (``LocalStack``'s
+        ``second_accounts``): its ACL, another client id. :class:`KeyError`, naming the accounts there are, when the
+        stack was started without one."""
+        name = account + SECOND_ACCOUNT_SUFFIX
+        self.credentials(name)
+        return name
 
     def hub_accounts(self) -> dict[str, str]:
         """The hub's three accounts as ``MqttSettings`` fields: ``username``/``password`` (intake),
@@ -126,8 +148,11 @@ class LocalStack:
     (``mosquitto.log``, ``influxd.log``). Passwords are new on every start. Each service has ``ready_timeout``
     seconds (default :data:`DEFAULT_READY_TIMEOUT_S`) to become ready; on exit each gets ``stop_timeout`` seconds
     (default 10) after SIGTERM before SIGKILL. Only one stack at a time may use a given ``state_dir``.
-    ``bind_client_ids`` (on by default): each gateway's account connects only with the gateway's own client id
-    (:mod:`ioc.stack.mosquitto`); off only for tests whose helpers play a gateway under ids of their own.
+    Each gateway's account connects only with the gateway's own client id (:mod:`ioc.stack.mosquitto`), as in
+    production, so a second connection on it takes over the first (MQTT 5 section 3.1.4). For a test that needs
+    two connections on one gateway's topics at once, ``second_accounts`` lists gateways (of ``gateways``) that
+    also get a second account, ``{site}.{gateway}.second`` (:meth:`StackEndpoints.second_account`): the same ACL,
+    bound to a client id of its own. The demo and ``ioc stack up`` make none.
     """
 
     def __init__(
@@ -138,11 +163,14 @@ class LocalStack:
         *,
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
-        bind_client_ids: bool = True,
+        second_accounts: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.gateways = tuple(gateways)
-        self.bind_client_ids = bind_client_ids
+        self.second_accounts = tuple(second_accounts)
+        unknown = sorted(set(self.second_accounts) - set(self.gateways))
+        if unknown:
+            raise StackError(f"second accounts for gateways the stack does not have: {unknown}")
         self.influx_db = influx_db
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
@@ -176,7 +204,8 @@ class LocalStack:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._take_lock()
         try:
-            accounts = mosquitto.build_accounts(self.gateways, bind_client_ids=self.bind_client_ids)
+            accounts = mosquitto.build_accounts(self.gateways)
+            accounts.update((a.username, a) for a in (second_gateway_account(*gw) for gw in self.second_accounts))
             mqtt_port = self._start_mosquitto(accounts)
             influx_url = self._start_influxdb()
             influxdb.create_database(influx_url, self.influx_db)

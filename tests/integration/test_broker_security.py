@@ -3,7 +3,8 @@ limit refused, client ids bound to gateway accounts, and each of the hub's three
 
 A small blocking MQTT 5 client over a plain socket (packets from :mod:`hub.mqttcodec`) shows exact reason codes:
 CONNACK 0x87 "not authorized", PUBACK 0x87 for a publish outside the ACL, SUBACK 0x87 for a refused filter
-(MQTT 5 sections 3.2.2.2, 3.4.2.1, 3.9.3).
+(MQTT 5 sections 3.2.2.2, 3.4.2.1, 3.9.3). It runs on the test session's stack (tests/conftest.py), whose gateway
+accounts are bound to their agents' client ids as the demo, ``ioc stack up`` and the Ansible role bind them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from hub.mqttcodec import (
     encode_publish,
     encode_subscribe,
 )
-from ioc.stack import LocalStack, StackEndpoints
+from ioc.stack import StackEndpoints
 
 NOT_AUTHORIZED = 0x87
 GW1, GW2 = "site-a.gw-1", "site-b.gw-2"
@@ -133,14 +134,6 @@ class RawClient:
         return out
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
-    """A local stack as the demo and ``ioc stack`` run it: gateway accounts bound to their client ids (the test
-    session's shared stack leaves them unbound for helpers that play gateways)."""
-    with LocalStack(tmp_path_factory.mktemp("secure-stack"), gateways=[("site-a", "gw-1"), ("site-b", "gw-2")]) as ep:
-        yield ep
-
-
 @pytest.fixture
 def clients(stack: StackEndpoints) -> Iterator[list[RawClient]]:
     """Clients a test opens (``clients.append``) are closed after it."""
@@ -202,6 +195,21 @@ def test_a_gateway_account_connects_only_with_its_own_client_id(
 ) -> None:
     assert connect(stack, clients, GW1, "any-other-id").connack.reason_code == NOT_AUTHORIZED
     assert connect(stack, clients, GW1).connack.reason_code == 0
+
+
+def test_a_gateways_second_account_has_its_acl_and_a_client_id_of_its_own(
+    stack: StackEndpoints, clients: list[RawClient]
+) -> None:
+    """The test session's second account on gw-2's topics (tests/conftest.py): no more than gw-2 may do, and no
+    way to take gw-2's connection."""
+    second = stack.second_account(GW2)
+    assert connect(stack, clients, second, stack.client_id(GW2, "")).connack.reason_code == NOT_AUTHORIZED
+    gateway, other = connect(stack, clients, GW2), connect(stack, clients, second)
+    assert (gateway.connack.reason_code, other.connack.reason_code) == (0, 0)
+    assert other.publish("ioc/v1/site-b/gw-2/data", b"{}") in (0, 0x10)
+    assert other.publish(DATA1, b"{}") == NOT_AUTHORIZED
+    assert other.subscribe("ioc/v1/site-b/gw-2/cmd", CMD1) == (1, NOT_AUTHORIZED)
+    assert gateway.publish("ioc/v1/site-b/gw-2/data", b"{}") in (0, 0x10)  # both connections stand
 
 
 @pytest.mark.timeout(60)

@@ -78,7 +78,8 @@ def connect_result(
 @contextmanager
 def session(ep: StackEndpoints, account: str) -> Iterator[Session]:
     user, password = ep.credentials(account)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{secrets.token_hex(4)}", protocol=mqtt.MQTTv5)
+    client_id = ep.client_id(account, f"t-{secrets.token_hex(4)}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.username_pw_set(user, password)
     s = Session(client)
     connacks: queue.Queue[ReasonCode] = queue.Queue()
@@ -210,9 +211,22 @@ def test_credentials_file_is_private_and_complete(stack: StackEndpoints) -> None
         "admin",
         "site-a.gw-1",
         "site-b.gw-2",
+        "site-b.gw-2.second",
         "demo.gw-1",
     }
     assert doc["mqtt"]["accounts"]["hub"]["password"] == stack.credentials("hub")[1]
+    # The session's gateways are bound to their agents' client ids, as in production; gw-2's second account to one
+    # of its own. The hub's and admin accounts take any.
+    assert {name: a.get("client_id") for name, a in doc["mqtt"]["accounts"].items()} == {
+        "hub": None,
+        "hub-observe": None,
+        "hub-cmd": None,
+        "admin": None,
+        "site-a.gw-1": "ioc-edge-site-a-gw-1",
+        "site-b.gw-2": "ioc-edge-site-b-gw-2",
+        "site-b.gw-2.second": "second-site-b-gw-2",
+        "demo.gw-1": "ioc-edge-demo-gw-1",
+    }
 
 
 def _listening(port: int) -> bool:

@@ -117,13 +117,18 @@ def rss_bytes() -> int:
 
 
 def send_oversized_publish(stack: StackEndpoints, account: str, topic: str) -> tuple[int, list[Packet]]:
-    """Connect as ``account`` on a raw socket, send one QoS 1 PUBLISH a byte above the broker's limit
-    (``hub.mqttcodec.MAX_PACKET_BYTES``) and return (the CONNACK's reason code, what came back before the broker
-    closed the connection). Fails if the connection is still open after 10 s."""
-    user, password = stack.credentials(account)
+    """Open a second connection with the rights of the gateway account ``account`` on a raw socket, send one QoS 1
+    PUBLISH a byte above the broker's limit (``hub.mqttcodec.MAX_PACKET_BYTES``) and return (the CONNACK's reason
+    code, what came back before the broker closed the connection). Fails if the connection is still open after 10 s.
+
+    The connection is the stack's second account of that gateway (``StackEndpoints.second_account``: the same ACL,
+    its own client id): the gateway's own account is bound to one client id, and connecting with it again would
+    take over the connection it already has open (the flood's), not add one."""
+    second = stack.second_account(account)
+    user, password = stack.credentials(second)
     reader = PacketReader(MAX_REMAINING_LENGTH)
     with socket.create_connection((stack.mqtt_host, stack.mqtt_port), timeout=CONNECT_TIMEOUT_S) as sock:
-        client_id = stack.client_id(account, f"oversize-{secrets.token_hex(4)}")
+        client_id = stack.client_id(second, f"oversize-{secrets.token_hex(4)}")
         sock.sendall(encode_connect(client_id, keepalive_s=60, clean_start=True, username=user, password=password))
         got: list[Any] = []
         while not got:

@@ -137,7 +137,9 @@ async def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, ever
 
 
 class Gateway:
-    """A gateway speaking the v1 contract with a paho client under its own account."""
+    """A gateway speaking the v1 contract with a paho client under its own account and the client id that account
+    is bound to (the agent's): one at a time per gateway, as on the real broker, where a second connection with
+    it would take over the first."""
 
     def __init__(self, stack: StackEndpoints, site: str, gateway: str, *, keepalive_s: int = 60) -> None:
         self.site, self.gateway = site, gateway
@@ -145,9 +147,12 @@ class Gateway:
         self.root = f"ioc/v1/{site}/{gateway}"
         self.session = f"s{secrets.token_hex(6)}"
         self.seq = 0
-        user, password = stack.credentials(f"{site}.{gateway}")
+        account = f"{site}.{gateway}"
+        user, password = stack.credentials(account)
         client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"gw-{secrets.token_hex(4)}", protocol=MQTTProtocolVersion.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=stack.client_id(account, f"gw-{secrets.token_hex(4)}"),
+            protocol=MQTTProtocolVersion.MQTTv5,
         )
         client.username_pw_set(user, password)
         will = State(online=False, session=self.session, reason="connection lost")

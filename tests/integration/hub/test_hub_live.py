@@ -122,7 +122,7 @@ def publish(stack: StackEndpoints) -> Iterator[Publish]:
             user, password = stack.credentials(account)
             client = paho.Client(
                 CallbackAPIVersion.VERSION2,
-                client_id=f"test-pub-{account}-{time.monotonic_ns()}",
+                client_id=stack.client_id(account, f"test-pub-{account}-{time.monotonic_ns()}"),
                 protocol=MQTTProtocolVersion.MQTTv5,
             )
             client.username_pw_set(user, password)

@@ -77,7 +77,8 @@ async def running(s: HubSettings) -> AsyncIterator[Hub]:
 
 def publish(stack: StackEndpoints, topic: str, payload: bytes, *, retain: bool = False) -> None:
     user, password = stack.credentials("site-a.gw-1")
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client_id = stack.client_id("site-a.gw-1", f"selfhealth-gw-{secrets.token_hex(3)}")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
     client.username_pw_set(user, password)
     client.connect(stack.mqtt_host, stack.mqtt_port)
     client.loop_start()
