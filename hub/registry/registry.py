@@ -431,7 +431,8 @@ class Registry:
     def _set_owner(
         self, device: Device, site: str | None, gateway: str, source: str, *, by: str, reason: str
     ) -> Move | None:
-        """Make ``site``/``gateway`` the owner; a :class:`Move` when it had another one (logged), else None."""
+        """Make ``site``/``gateway`` the owner; a :class:`Move` when it had another one, or when a technician
+        (``source`` api) gives a device of no gateway its first (logged), else None."""
         if (device.site, device.gateway) == (site, gateway):
             return None
         before_site, before_gateway = device.site, device.gateway
@@ -440,8 +441,10 @@ class Registry:
             device.claims.discard((site, gateway))
             self._claims.get((site, gateway), set()).discard(device.id)
         if before_gateway is None:
-            return None
-        if device.announced is not None and before_site is not None:
+            if source != MOVED_BY_API:
+                # An import naming a new device's gateway says where it is, as it does for its site: no move.
+                return None
+        elif device.announced is not None and before_site is not None:
             # The former owner's current birth lists it: a claim now, until that gateway's next birth drops it.
             device.claims.add((before_site, before_gateway))
             self._claims.setdefault((before_site, before_gateway), set()).add(device.id)

@@ -166,6 +166,37 @@ def test_a_move_goes_only_to_a_site_and_gateway_the_registry_knows_and_a_refused
         assert registry.owners()["aq-01"] == place
 
 
+async def test_a_technician_giving_a_device_of_no_gateway_its_first_is_a_move_recorded_and_persisted(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    db.create_schema()
+    try:
+        registry = Registry(db)
+        registry.apply_inventory(parse_mapping({"devices": [{"id": "cam-01", "kind": "camera", "site": "s1"}]}, "x"))
+        registry.apply_birth("s1", "gw-1", birth())
+        pushed: list[dict[str, tuple[str, str]]] = []
+        registry.subscribe(lambda _devices: pushed.append(registry.owners()))
+
+        move = registry.move("cam-01", "s1", "gw-1", by="tech (t-1)", reason="wired to the new gateway")
+
+        assert move is not None
+        assert (
+            move.describe()
+            == "device cam-01 moved from no gateway to s1/gw-1 by tech (t-1) (api): wired to the new gateway"
+        )
+        assert pushed == [{"cam-01": ("s1", "gw-1")}]  # the admission's owners map and health hear it
+        await registry.flush()
+        again = Registry(db)
+        again.load()
+        assert again.owners() == {"cam-01": ("s1", "gw-1")}
+        assert [(m["from_site"], m["from_gateway"], m["to_gateway"]) for m in await again.moves("cam-01")] == [
+            ("s1", None, "gw-1")
+        ]
+    finally:
+        db.close()
+
+
 #: The registry tables as the hub made them before devices had owners (SQLite, as ``create_schema`` wrote them).
 SCHEMA_BEFORE_OWNERS = """
 CREATE TABLE sites (id VARCHAR(64) NOT NULL, name VARCHAR(200) NOT NULL, ward VARCHAR(64), lat FLOAT, lon FLOAT,
