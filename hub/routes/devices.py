@@ -179,8 +179,8 @@ class MoveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    site: Annotated[str, Field(pattern=ID_PATTERN)]
-    gateway: Annotated[str, Field(pattern=ID_PATTERN)]
+    site: Annotated[str, Field(pattern=ID_PATTERN, examples=["site-a"])]
+    gateway: Annotated[str, Field(pattern=ID_PATTERN, examples=["gw-1"])]
     reason: Annotated[str, Field(max_length=300, examples=["cabinet replaced"])] = ""
 
 

@@ -2,6 +2,12 @@
 with an admin token, on a running hub with a registry, the real broker and InfluxDB: no answer is a server error
 (5xx). The event stream (``/api/v1/events``) is left out: it never ends by design.
 
+A generated command must not wait for an ack beyond the request timeout: the inventory's devices have no gateway
+(a command for one is refused at once), and the one gateway the hub knows, site-a/gw-1, is offline (a command for
+it, or for a device a generated move gave it, is refused at once too). A move goes only to a gateway the registry
+knows, so the move route is fuzzed with the rest: its example body (site-a/gw-1) moves a device, generated targets
+are refused with 422.
+
 Environment quirk: ``grafana-client`` pulls in ``niquests`` and with it ``urllib3-future``, which replaces the
 ``urllib3`` package; schemathesis 4.32's requests transport counts pooled connections with ``pools.keys()``,
 which urllib3-future's pool container lacks, so every request errors. Schemathesis runs here with that counter
@@ -18,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_support import ops_settings, running_hub, tokens
+from ops_support import Gateway, ops_settings, running_hub, tokens, wait_until
 
 from ioc.stack import StackEndpoints
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Devices without a gateway: a generated command is refused at once instead of waiting for an ack.
+# Devices without a gateway: a command for one is refused at once instead of waiting for an ack.
 INVENTORY: dict[str, Any] = {
     "sites": [{"id": "site-a", "name": "Chợ Bến Thành", "ward": "quan-1"}],
     "devices": [{"id": "aq-01", "kind": "air_quality", "site": "site-a"}, {"id": "0", "kind": "camera"}],
@@ -46,6 +52,14 @@ async def test_schemathesis_finds_no_server_error(stack: StackEndpoints, influx_
     settings = ops_settings(stack, influx_db, tmp_path, inventory=INVENTORY)
     async with running_hub(settings) as hub:
         tok = await tokens(hub)
+        # site-a/gw-1 announces itself, then its connection drops: known to the registry (a move's target) and
+        # offline (commands for it are answered at once, without waiting for an ack).
+        gw = Gateway(stack, "site-a", "gw-1")
+        gw.birth([])
+        health = hub.operations.health
+        await wait_until(lambda: hub.operations.registry.knows_gateway("site-a", "gw-1"))
+        gw.close()
+        await wait_until(lambda: (health.gateway("site-a", "gw-1") or {}).get("state") == "offline")
         # Alerts 1 and 2 exist, so that the boundary values of {alert_id} reach the ack/resolve logic.
         for subject in ("aq-01", "0"):
             await hub.operations.alert_store.open(
@@ -63,11 +77,6 @@ async def test_schemathesis_finds_no_server_error(stack: StackEndpoints, influx_
             f"Authorization: Bearer {tok['admin']}",
             "--exclude-path",
             "/api/v1/events",
-            # A generated move gives these devices a gateway, and a generated command for them would then wait
-            # for an ack beyond the request timeout; the move route's answers are tested in
-            # test_hub_ownership_live.py.
-            "--exclude-path",
-            "/api/v1/devices/{device_id}/move",
             "--phases",
             "examples,coverage,fuzzing",
             "--max-examples",
@@ -96,3 +105,8 @@ async def test_schemathesis_finds_no_server_error(stack: StackEndpoints, influx_
         assert int(tested.group(1)) >= 20, text[-3000:]  # every operation but the stream
         assert cases is not None, text[-3000:]
         assert int(cases.group(2)) >= 500, text[-3000:]
+        # The move route was reached, not only refused: a device went to site-a/gw-1, and no generated target was
+        # taken (each was refused with 422, else the move would be here).
+        moves = [m for device in ("aq-01", "0") for m in await hub.operations.registry.moves(device)]
+        assert moves, "no generated move reached the registry"
+        assert {(m["to_site"], m["to_gateway"], m["source"]) for m in moves} == {("site-a", "gw-1", "api")}
