@@ -51,10 +51,8 @@ class RestartPolicy:
 
 #: Process kind -> its restart policy. Sources:
 #: - ``hub``: ansible/roles/hub/templates/ioc-hub.service.j2 (``Restart=on-failure``, ``RestartSec=5``,
-#:   ``RestartPreventExitStatus=2``). That unit sets no start budget, and systemd's default (5 starts in 10 s)
-#:   can never be reached 5 s apart: production restarts a hub that crashes at once forever. The demo gives it
-#:   the budget of the agent's unit instead (20 starts in 600 s), the project's own choice for a Python service
-#:   restarted every 5 s.
+#:   ``StartLimitIntervalSec=600``, ``StartLimitBurst=20``, ``RestartPreventExitStatus=2``; the budget is the
+#:   agent's: systemd's default, 5 starts in 10 s, is never reached 5 s apart).
 #: - ``edge``: ansible/roles/edge_agent/templates/ioc-edge.service.j2 (``RestartSec=5``,
 #:   ``StartLimitIntervalSec=600``, ``StartLimitBurst=20``, ``RestartPreventExitStatus=2``).
 #: - ``mosquitto``, ``influxd``: Debian 12's /lib/systemd/system/mosquitto.service and influxdb.service, which the

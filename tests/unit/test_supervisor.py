@@ -276,15 +276,7 @@ def test_the_agents_and_the_hubs_policies_are_their_units() -> None:
     edge = unit_settings(ROOT / "ansible/roles/edge_agent/templates/ioc-edge.service.j2")
     hub = unit_settings(ROOT / "ansible/roles/hub/templates/ioc-hub.service.j2")
     assert_policy_is_the_units(POLICIES["edge"], edge)
-    if "StartLimitBurst" in hub:
-        assert_policy_is_the_units(POLICIES["hub"], hub)
-    else:
-        # The hub's unit sets no budget (systemd's default never trips 5 s apart); the demo uses the agent's.
-        assert_policy_is_the_units(POLICIES["hub"], hub, budget=False)
-        assert (POLICIES["hub"].limit_interval_s, POLICIES["hub"].limit_burst) == (
-            POLICIES["edge"].limit_interval_s,
-            POLICIES["edge"].limit_burst,
-        )
+    assert_policy_is_the_units(POLICIES["hub"], hub)
 
 
 @pytest.mark.parametrize(("kind", "unit"), [("mosquitto", "mosquitto.service"), ("influxd", "influxdb.service")])
