@@ -1,10 +1,13 @@
 """Remote commands: publish a :class:`wire.v1.Command` on the gateway's ``cmd`` topic, wait for its
 :class:`wire.v1.CommandAck`, record the outcome.
 
-- The hub publishes with its own MQTT connection (client id ``{mqtt.client_id}-cmd``, its own account
-  ``mqtt.command_username``, which may write ``cmd`` and read ``cmd/ack`` only; see ``ioc/stack/mosquitto.py``),
-  separate from the intake, whose thread may be blocked by back-pressure: a command must not wait behind a
-  backlog of telemetry.
+- The hub publishes with QoS 1 on a connection of its own (:class:`CommandPublisher`, the hub's MQTT client of
+  :mod:`hub.mqtt`; client id ``{mqtt.client_id}-cmd``, its own account ``mqtt.command_username``, which may write
+  ``cmd`` and read ``cmd/ack`` only; see ``ioc/stack/mosquitto.py``), apart from the intake, whose account may
+  write nothing and whose reading pauses under back-pressure. A publish counts as sent only once the broker's
+  PUBACK says success: a refusal (e.g. ``not authorized (0x87)``, a topic outside the account's ACL) ends the
+  command as ``error`` with the broker's reason, as does no PUBACK within :data:`~hub.mqtt.PUBLISH_TIMEOUT_S` or a
+  connection lost before it (the command is not sent twice).
 - The ack comes back through the ingest observer (:meth:`CommandService.observe`), matched by command id. A site
   box can be captured, so an ack is the command's outcome only if the command was sent to that very gateway,
   for the ack's device, and the gateway still owns that device (the registry's owner; the gateway id itself for
@@ -25,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import ssl
-import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
@@ -34,27 +35,21 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import DateTime, Float, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from hub.config import MqttSettings
-from hub.errors import StartupError
 from hub.health.machine import Health
 from hub.health.monitor import HealthMonitor
+from hub.mqtt import MqttPublisher, PublishError
 from hub.registry.db import Base, Database, iso, utcnow
 from hub.registry.registry import Registry
-from wire.v1 import QOS, REBIRTH, Channel, Command, CommandAck, MetricValue, encode, topic
+from wire.v1 import REBIRTH, Channel, Command, CommandAck, MetricValue, encode, topic
 
 log = logging.getLogger(__name__)
 
 #: Extra wait beyond the command's own timeout for the agent's ack to travel back.
 ACK_GRACE_S: Final = 2.0
-#: How long a publish may wait for the broker's PUBACK.
-PUBLISH_TIMEOUT_S: Final = 5.0
 PENDING: Final = "pending"
 #: Commands remembered as sent (id -> site, gateway, device), to tell a late ack from a forged one.
 SENT_REMEMBERED: Final = 10_000
@@ -103,85 +98,38 @@ class UnknownDevice(LookupError):
 
 
 class CommandPublisher:
-    """A paho client in its own network thread, for publishing only (QoS 1, waits for the PUBACK)."""
+    """The hub's command connection: a :class:`hub.mqtt.MqttPublisher` with its own client id
+    (``{mqtt.client_id}-cmd``) and account (``mqtt.command_username``), publishing QoS 1 and waiting for the
+    broker's PUBACK; its log lines are this module's, prefixed ``commands:``."""
 
     def __init__(self, settings: MqttSettings) -> None:
-        self._settings = settings
-        self._client: paho.Client | None = None
-        self._connected = threading.Event()
+        self._mqtt = MqttPublisher(
+            settings, client_id=f"{settings.client_id}-cmd", account="command", logger=log, label="commands: "
+        )
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._mqtt.connected
 
     async def __aenter__(self) -> Self:
-        s = self._settings
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{s.client_id}-cmd"[:128],
-            protocol=MQTTProtocolVersion.MQTTv5,
-            reconnect_on_failure=True,
-        )
-        username, password = s.credentials("command")  # its own account: may write cmd, read cmd/ack
-        if username is not None:
-            client.username_pw_set(username, password)
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
-            except (ssl.SSLError, OSError, ValueError) as exc:
-                raise StartupError(f"commands: MQTT TLS setup failed (ca_file {s.ca_file}): {exc}") from exc
-        client.connect_timeout = s.connect_timeout_s
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=True)
-        client.loop_start()
-        self._client = client
+        await self._mqtt.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
-        self._connected.clear()
+        await self._mqtt.close()
 
     async def wait_connected(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not self.connected and time.monotonic() < deadline:  # noqa: ASYNC110 - set by paho's thread
-            await asyncio.sleep(0.02)
-        return self.connected
+        return await self._mqtt.wait_connected(timeout_s)
 
     async def publish(self, topic_name: str, payload: bytes) -> str:
-        """Publish; '' on success, else why it failed."""
-        client = self._client
-        if client is None or not self.connected:
-            return "the hub is not connected to the broker"
-        info = client.publish(topic_name, payload, qos=QOS)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            return f"publish failed: {paho.error_string(info.rc)}"
+        """Publish; '' once the broker acknowledged it, else why not (a refusal names the broker's reason)."""
         try:
-            await asyncio.to_thread(info.wait_for_publish, PUBLISH_TIMEOUT_S)
-        except (RuntimeError, ValueError) as exc:
-            return f"publish failed: {exc}"
-        if not info.is_published():
-            return f"the broker did not acknowledge the command within {PUBLISH_TIMEOUT_S:g} s"
+            await self._mqtt.publish(topic_name, payload)
+        except PublishError as exc:
+            return str(exc)
         return ""
-
-    def _on_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Properties | None
-    ) -> None:
-        if reason_code.is_failure:
-            log.error("commands: the broker refused the connection: %s", reason_code)
-            return
-        self._connected.set()
-
-    def _on_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Properties | None
-    ) -> None:
-        self._connected.clear()
 
 
 class CommandService:

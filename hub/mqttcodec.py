@@ -1,12 +1,13 @@
-"""The part of MQTT 5 the hub's intake speaks, as bytes: encoders for what it sends, a bulk parser for what it gets.
+"""The part of MQTT 5 the hub speaks, as bytes: encoders for what it sends, a bulk parser for what it gets.
 
 Written for speed on the hot path (profiled: paho-mqtt's per-packet Python work, MQTT 5 ``Properties`` parsing
 above all, was the largest single cost of the hub): :func:`parse_packets` splits every complete packet out of a
 read buffer in one pass and decodes PUBLISH packets right there, skipping their properties by length (the hub
 uses none of them: it sets no Topic Alias Maximum, so the broker sends no topic aliases). Everything else the
-broker may send (CONNACK, SUBACK, PINGRESP, DISCONNECT, PUBREL for a QoS 2 publish, which the hub never asks
-for) comes out as a :class:`Packet` with its raw body, decoded by :func:`decode_connack`, :func:`decode_suback`
-and :func:`decode_disconnect` (MQTT 5.0, OASIS standard, sections 2 and 3).
+broker may send (CONNACK, SUBACK, PUBACK of the hub's own QoS 1 publishes, PINGRESP, DISCONNECT, PUBREL for a QoS 2
+publish, which the hub never asks for) comes out as a :class:`Packet` with its raw body, decoded by
+:func:`decode_connack`, :func:`decode_suback`, :func:`decode_puback` and :func:`decode_disconnect` (MQTT 5.0,
+OASIS standard, sections 2 and 3).
 
 A malformed packet raises :class:`MqttProtocolError` naming what is wrong; the intake then drops the connection
 (the broker redelivers every unacknowledged message to the next one). A packet larger than the intake's limit
@@ -59,6 +60,7 @@ _U32: Final = struct.Struct(">I")
 REASONS: Final = {
     0x00: "success",
     0x04: "disconnect with will message",
+    0x10: "no matching subscribers",
     0x80: "unspecified error",
     0x81: "malformed packet",
     0x82: "protocol error",
@@ -76,6 +78,8 @@ REASONS: Final = {
     0x8E: "session taken over",
     0x8F: "topic filter invalid",
     0x90: "topic name invalid",
+    0x91: "packet identifier in use",
+    0x92: "packet identifier not found",
     0x93: "receive maximum exceeded",
     0x94: "topic alias invalid",
     0x95: "packet too large",
@@ -151,6 +155,12 @@ def reason_text(code: int) -> str:
     return f"{name} (0x{code:02X})" if name else f"reason code 0x{code:02X}"
 
 
+def reason_string(properties: dict[int, object]) -> str:
+    """The Reason String property of a packet's properties ('' when none; section 3.2.2.3.9)."""
+    value = properties.get(REASON_STRING)
+    return value if isinstance(value, str) else ""
+
+
 class Publish(NamedTuple):
     """A PUBLISH as received: the topic still as bytes (decoded by the caller), ``packet_id`` 0 for QoS 0."""
 
@@ -178,8 +188,19 @@ class ConnAck:
 
     @property
     def reason_string(self) -> str:
-        value = self.properties.get(REASON_STRING)
-        return value if isinstance(value, str) else ""
+        return reason_string(self.properties)
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    packet_id: int
+    #: 0x00 success, 0x10 no matching subscribers (also a success); 0x80 and above: the broker refused it.
+    reason_code: int
+    properties: dict[int, object] = field(default_factory=dict)
+
+    @property
+    def reason_string(self) -> str:
+        return reason_string(self.properties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +304,9 @@ def encode_puback(packet_id: int) -> bytes:
     return _PUBACK.pack(0x40, 2, packet_id)
 
 
-def encode_pubrel_or_comp(packet_type: int, packet_id: int) -> bytes:
-    return _PUBACK.pack(packet_type << 4 | (0x02 if packet_type == PUBREL else 0), 2, packet_id)
+def encode_pubcomp(packet_id: int) -> bytes:
+    """PUBCOMP with reason success, the answer to a PUBREL (section 3.7)."""
+    return _PUBACK.pack(PUBCOMP << 4, 2, packet_id)
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -546,6 +568,19 @@ def decode_suback(body: bytes) -> SubAck:
     return SubAck(packet_id, codes, props)
 
 
+def decode_puback(body: bytes) -> PubAck:
+    """A PUBACK: a Remaining Length of 2 means reason success and no properties (section 3.4.2.1)."""
+    packet_id = decode_packet_id(body, "PUBACK")
+    if len(body) == 2:
+        return PubAck(packet_id, 0x00)
+    props: dict[int, object] = {}
+    if len(body) > 3:
+        props, end = decode_properties(body, 3)
+        if end != len(body):
+            raise MqttProtocolError("PUBACK with bytes after its properties")
+    return PubAck(packet_id, body[2], props)
+
+
 def decode_disconnect(body: bytes) -> tuple[int, str]:
     """A server's DISCONNECT: its reason code and reason string ('' when none)."""
     if not body:
@@ -554,8 +589,7 @@ def decode_disconnect(body: bytes) -> tuple[int, str]:
     reason = ""
     if len(body) > 1:
         props, _ = decode_properties(body, 1)
-        value = props.get(REASON_STRING)
-        reason = value if isinstance(value, str) else ""
+        reason = reason_string(props)
     return code, reason
 
 

@@ -3,7 +3,7 @@
 Start order (and, reversed, stop order), by :class:`contextlib.AsyncExitStack`:
 
 1. the InfluxDB writer (HTTP client),
-2. the MQTT intake (network thread; connects and reconnects by itself),
+2. the MQTT intake (a task on the event loop, hub/mqtt.py; connects and reconnects by itself),
 3. the pipeline task; on stop: the intake stops handing over, the pipeline drains the queue, writes what is
    pending and acknowledges it, within ``batch.drain_timeout_s`` (what is left stays in the broker's session),
 4. the API server.

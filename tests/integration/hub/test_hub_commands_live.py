@@ -1,7 +1,8 @@
 """Commands end to end: ``POST /api/v1/devices/{id}/commands`` on a running hub -> the real broker -> a real edge
 agent -> an NTCIP 1203 sign simulator (its current message changes) or a Modbus simulator, and the ack back;
 outcomes ok, error, unsupported, timeout (the agent's and the hub's own), and refused while the gateway is
-offline; every command recorded with who asked."""
+offline; every command recorded with who asked. A command the broker refuses (its PUBACK says "not authorized":
+the command account may not write that topic) is recorded as failed with the broker's reason, not as sent."""
 
 from __future__ import annotations
 
@@ -141,3 +142,31 @@ async def test_commands_round_trip_to_a_sign_and_a_sensor(
         assert done["status"] == "error"
         assert done["detail"].startswith(f"gateway {SITE}/{GATEWAY} is offline")
         assert (await http.post("/api/v1/devices/nope/commands", json={"action": "x"}, headers=tech)).status_code == 404
+
+
+@pytest.mark.timeout(60)
+async def test_a_command_the_broker_refuses_is_recorded_as_failed_with_the_brokers_reason(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    settings = ops_settings(stack, influx_db, tmp_path, inventory=INVENTORY)
+    # The command connection logs in with the intake's account, which may read every gateway's topics and write
+    # none (ioc/stack/mosquitto.py): Mosquitto answers the publish on cmd with PUBACK 0x87.
+    intake_account = {"command_username": settings.mqtt.username, "command_password": settings.mqtt.password}
+    refused = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update=intake_account)})
+    async with (
+        running_hub(refused) as hub,
+        httpx.AsyncClient(base_url=hub.api_url, timeout=30) as http,
+    ):
+        tok = await tokens(hub)
+        r = await http.post(
+            "/api/v1/devices/vms-09/commands",
+            json={"action": "display_message", "params": {"text": "X"}, "timeout_s": 10},
+            headers=auth(tok["technician"]),
+        )
+        assert r.status_code == 200, r.text
+        done = r.json()
+        expected = "the broker refused the publish on ioc/v1/site-b/gw-2/cmd: not authorized (0x87)"
+        assert (done["status"], done["detail"]) == ("error", expected)
+        assert done["duration_ms"] < 5000  # the broker's answer, not a wait for an ack that cannot come
+        stored = await http.get(f"/api/v1/commands/{done['id']}", headers=auth(tok["viewer"]))
+        assert (stored.json()["status"], stored.json()["detail"]) == ("error", expected)

@@ -1,4 +1,4 @@
-"""The intake's MQTT 5 codec: what it encodes, what it parses, and the malformed or partial input it refuses."""
+"""The hub's MQTT 5 codec: what it encodes, what it parses, and the malformed or partial input it refuses."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from hub.mqttcodec import (
     decode_connack,
     decode_disconnect,
     decode_properties,
+    decode_puback,
     decode_suback,
     encode_connect,
     encode_puback,
+    encode_pubcomp,
     encode_publish,
     encode_subscribe,
     encode_varint,
@@ -191,3 +193,34 @@ def test_user_properties_may_repeat() -> None:
 def test_suback_without_codes_is_refused() -> None:
     with pytest.raises(MqttProtocolError, match="without reason codes"):
         decode_suback(b"\x00\x01\x00")
+
+
+@pytest.mark.parametrize(
+    ("body", "packet_id", "code", "reason"),
+    [
+        (b"\x00\x07", 7, 0x00, ""),  # Remaining Length 2: success, no properties (section 3.4.2.1)
+        (b"\x00\x07\x10", 7, 0x10, ""),  # no matching subscribers: a success; property length left out
+        (b"\x01\x00\x87\x00", 256, 0x87, ""),
+        (b"\xff\xff\x87\x07\x1f\x00\x04deny", 0xFFFF, 0x87, "deny"),
+    ],
+)
+def test_pubacks_are_decoded(body: bytes, packet_id: int, code: int, reason: str) -> None:
+    puback = decode_puback(body)
+    assert (puback.packet_id, puback.reason_code, puback.reason_string) == (packet_id, code, reason)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"\x00", "PUBACK of 1 bytes"),
+        (b"\x00\x01\x87\x05\x1f\x00", "run past the end"),
+        (b"\x00\x01\x87\x00\x00", "bytes after its properties"),
+    ],
+)
+def test_malformed_pubacks_are_refused(body: bytes, error: str) -> None:
+    with pytest.raises(MqttProtocolError, match=error):
+        decode_puback(body)
+
+
+def test_pubcomp_bytes() -> None:
+    assert encode_pubcomp(0x1234) == b"\x70\x02\x12\x34"  # section 3.7: reason success left out
