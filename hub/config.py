@@ -95,7 +95,7 @@ class MqttSettings(_Section):
     keepalive_s: int = Field(default=60, ge=5, le=65535)
     #: Timeout of the TCP/TLS connect to the broker.
     connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    #: Reconnect backoff: doubles from min to max.
+    #: Reconnect backoff: doubles from min to max, each wait a random time between half of it and all of it.
     reconnect_min_s: int = Field(default=1, ge=1, le=300)
     reconnect_max_s: int = Field(default=30, ge=1, le=3600)
     #: Payload bytes the queue from the intake to the pipeline holds at most, besides ``batch.queue_size``

@@ -1,6 +1,6 @@
 """The one error hierarchy of the hub.
 
-Library exceptions (paho-mqtt, httpx, pydantic, yaml, sockets) never cross the adapter that called the library:
+Library exceptions (httpx, pydantic, yaml, sockets) never cross the adapter that called the library:
 it raises one of these ``from`` them. The pipeline decides what to do by type alone: :class:`StorageUnavailable`
 is retried with backoff while the acknowledgements are held, :class:`StorageRejected` is narrowed down to the
 message that caused it, which is dead-lettered; :class:`ConfigError` stops start-up with exit code 2.

@@ -60,7 +60,7 @@ _COUNTERS: Final = (
 #: (snapshot key, metric name, help) of the gauges.
 _GAUGES: Final = (
     ("pending_messages", "pending_messages", "Messages received, not yet acknowledged"),
-    ("queued_messages", "queued_messages", "Messages in the hand-over queue from the MQTT thread"),
+    ("queued_messages", "queued_messages", "Messages in the lanes from the MQTT intake to the pipeline, in memory"),
     ("batch_lines", "open_batch_lines", "Lines in the batch being filled"),
     ("ready_lines", "ready_lines", "Lines of closed batches waiting for a write slot"),
     ("writes_in_flight", "writes_in_flight", "InfluxDB writes running"),

@@ -17,7 +17,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "wire": {"devices", "edge", "hub", "ioc", "dashboards", "paho", "aiomqtt", "fastapi", "httpx", "pymodbus"},
     "devices": {"edge", "hub", "ioc", "dashboards", "wire", "paho", "aiomqtt", "fastapi", "uvicorn", "influxdb_client"},
     "edge": {"hub", "ioc", "dashboards", "fastapi", "uvicorn", "httpx", "influxdb_client"},
-    "hub": {"devices", "edge", "ioc", "pymodbus", "aiomqtt"},
+    "hub": {"devices", "edge", "ioc", "pymodbus", "aiomqtt", "paho"},
     "dashboards": {"devices", "edge", "ioc", "paho", "aiomqtt", "pymodbus"},
 }
 
