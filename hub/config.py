@@ -98,9 +98,9 @@ class MqttSettings(_Section):
     #: Reconnect backoff: doubles from min to max, each wait a random time between half of it and all of it.
     reconnect_min_s: int = Field(default=1, ge=1, le=300)
     reconnect_max_s: int = Field(default=30, ge=1, le=3600)
-    #: Payload bytes the queue from the intake to the pipeline holds at most, besides ``batch.queue_size``
-    #: messages: the intake stops reading from the broker while either is reached (at least the contract's
-    #: largest message, ``wire.v1.MAX_MESSAGE_BYTES``).
+    #: Payload bytes the lanes from the intake to the pipeline hold in memory at most, besides ``batch.queue_size``
+    #: messages, and twice this waiting to be written to the lanes' overflow files: the intake stops reading from
+    #: the broker while any is reached (at least the contract's largest message, ``wire.v1.MAX_MESSAGE_BYTES``).
     queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=MAX_MESSAGE_BYTES, le=1024**4)
 
     @model_validator(mode="after")
