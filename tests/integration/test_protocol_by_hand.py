@@ -74,13 +74,14 @@ def registry_url(tmp_path: Path) -> str:
 def hub(stack: StackEndpoints, influx_db: str, tmp_path: Path) -> Iterator[str]:
     user, password = stack.credentials("hub")
     port = free_port()
+    client_id = f"hub-by-hand-{influx_db}"
     env = {
         **os.environ,
         "IOC_HUB_MQTT__HOST": stack.mqtt_host,
         "IOC_HUB_MQTT__PORT": str(stack.mqtt_port),
         "IOC_HUB_MQTT__USERNAME": user,
         "IOC_HUB_MQTT__PASSWORD": password,
-        "IOC_HUB_MQTT__CLIENT_ID": f"hub-by-hand-{influx_db}",
+        "IOC_HUB_MQTT__CLIENT_ID": client_id,
         "IOC_HUB_INFLUX__URL": stack.influx_url,
         "IOC_HUB_INFLUX__DATABASE": influx_db,
         "IOC_HUB_HTTP__PORT": str(port),
@@ -109,6 +110,39 @@ def hub(stack: StackEndpoints, influx_db: str, tmp_path: Path) -> Iterator[str]:
             if proc.poll() is None:
                 proc.kill()
             log.close()
+            # The hub's session outlives it (mqtt.session_expiry_s, an hour by default), subscribed to every
+            # gateway's data: on the shared session stack it would hold later tests' messages (a flood's too).
+            end_session(stack, "hub", client_id)
+
+
+def end_session(stack: StackEndpoints, account: str, client_id: str) -> None:
+    """End ``client_id``'s persistent session by hand: ``mosquitto_sub`` connects with that id and a clean start
+    (MQTT 5, no session expiry), subscribes and exits (``-E``), so the broker discards the session and its queue."""
+    binary = shutil.which("mosquitto_sub")
+    assert binary, "mosquitto_sub missing: the stack runner installs mosquitto-clients"
+    user, password = stack.credentials(account)
+    subprocess.run(
+        [
+            binary,
+            "-h",
+            stack.mqtt_host,
+            "-p",
+            str(stack.mqtt_port),
+            "-u",
+            user,
+            "-P",
+            password,
+            "-i",
+            client_id,
+            "-V",
+            "mqttv5",
+            "-t",
+            "ioc/v1/+/+/state",
+            "-E",
+        ],
+        check=True,
+        timeout=10,
+    )
 
 
 def mosquitto_pub(stack: StackEndpoints, account: str, topic: str, payload: str, *, retain: bool = False) -> None:
