@@ -242,15 +242,23 @@ class Fleet:
 
         self.wait(ready, timeout_s, lambda: f"the hub ready ({last}); log:\n{self.log_tail('hub')}")
 
-    def start_agent(self, gateway: str, config: Path, extra_env: dict[str, str] | None = None) -> str:
-        """Start ``gateway``'s agent on ``config``; its name under the supervisor."""
+    def start_agent(
+        self,
+        gateway: str,
+        config: Path,
+        extra_env: dict[str, str] | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> str:
+        """Start ``gateway``'s agent on ``config`` (its command through ``wrap``, e.g. into a network namespace);
+        its name under the supervisor."""
         name = agent_name(gateway)
         env = {
             "IOC_EDGE_BROKER__PASSWORD": self.ep.credentials(f"{SITE}.{gateway}")[1],
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
         }
-        self.children.start(name, [sys.executable, str(AGENT_SCRIPT), str(config)], env)
+        argv = [sys.executable, str(AGENT_SCRIPT), str(config)]
+        self.children.start(name, wrap(argv) if wrap is not None else argv, env)
         return name
 
     def pid(self, name: str) -> int:
