@@ -104,8 +104,10 @@ def heartbeat_after(keepalive_s: float) -> float:
 
 def client_id(site: str, gateway: str) -> str:
     """Stable per gateway: a reconnect takes over a half-open old connection at once (and fires its will
-    before the new birth), instead of leaving it to expire after the keepalive, maybe after our new birth."""
-    return f"ioc-edge-{site}-{gateway}"
+    before the new birth), instead of leaving it to expire after the keepalive, maybe after our new birth.
+    ``{site}.{gateway}``: ids cannot hold a dot, so no two gateways share one (with a dash, site ``a-b`` gateway
+    ``c`` and site ``a`` gateway ``b-c`` would; each could then knock the other offline)."""
+    return f"ioc-edge-{site}.{gateway}"
 
 
 def tls_context(broker: BrokerConfig) -> ssl.SSLContext | None:

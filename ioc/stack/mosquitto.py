@@ -153,7 +153,7 @@ def gateway_account(site: str, gateway: str) -> str:
 
 def gateway_client_id(site: str, gateway: str) -> str:
     """The client id a gateway's account is bound to: the edge agent's own (``edge.publisher.client_id``)."""
-    return f"ioc-edge-{site}-{gateway}"
+    return f"ioc-edge-{site}.{gateway}"
 
 
 #: What the hub's intake and observer read (``wire.v1.INTAKE_CHANNELS`` of every gateway).

@@ -257,7 +257,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Broke
 def client_id_of(account: str | None) -> str:
     """The client id a gateway's account is bound to (the agent's own); any other account takes any."""
     if account is not None and account in {f"{site}.{gw}" for site, gw in (GATEWAY_A, GATEWAY_B)}:
-        return "ioc-edge-" + account.replace(".", "-", 1)
+        return "ioc-edge-" + account
     return f"t-{secrets.token_hex(4)}"
 
 
@@ -422,7 +422,7 @@ def test_a_gateway_account_connects_only_with_its_own_client_id(broker: Broker) 
     neither knock that client offline nor take its session; tests/integration/test_broker_security.py shows
     that part on the local stack, which binds them the same way)."""
     with session(broker, "site-a.gw-1") as gw_a:
-        for client_id in ("ioc-edge-site-b-gw-2", "ioc-hub-central", "anything"):
+        for client_id in ("ioc-edge-site-b.gw-2", "ioc-hub-central", "anything"):
             code = connect_code(broker.port, broker.ca, "site-a.gw-1", PASSWORDS["site-a.gw-1"], client_id=client_id)
             assert code == NOT_AUTHORIZED, client_id
         assert gw_a.publish(topic(GATEWAY_A, "data"), b"still connected") == 0x10  # no subscriber, but accepted

@@ -222,10 +222,10 @@ def test_credentials_file_is_private_and_complete(stack: StackEndpoints) -> None
         "hub-observe": None,
         "hub-cmd": None,
         "admin": None,
-        "site-a.gw-1": "ioc-edge-site-a-gw-1",
-        "site-b.gw-2": "ioc-edge-site-b-gw-2",
+        "site-a.gw-1": "ioc-edge-site-a.gw-1",
+        "site-b.gw-2": "ioc-edge-site-b.gw-2",
         "site-b.gw-2.second": "second-site-b-gw-2",
-        "demo.gw-1": "ioc-edge-demo-gw-1",
+        "demo.gw-1": "ioc-edge-demo.gw-1",
     }
 
 
@@ -367,7 +367,7 @@ def test_ioc_stack_up_prints_endpoints_and_stops_on_sigterm(tmp_path: Path) -> N
         assert doc["influxdb"]["database"] == "ioc"
         assert httpx.get(f"{doc['influxdb']['url']}/ping", timeout=TIMEOUT_S).status_code == 204
         ep = StackEndpoints("127.0.0.1", ep_port, doc["influxdb"]["url"], "ioc", tmp_path, {})
-        assert gw["client_id"] == "ioc-edge-site-a-gw-1"  # `ioc stack up` binds gateways to their ids
+        assert gw["client_id"] == "ioc-edge-site-a.gw-1"  # `ioc stack up` binds gateways to their ids
         assert connect_result(ep, gw["username"], gw["password"], gw["client_id"]).value == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
