@@ -170,10 +170,9 @@ def gateway_acl(site: str, gateway: str) -> tuple[str, ...]:
     return (*(f"topic write {root}/{c}" for c in ("state", "data", "event", "cmd/ack")), f"topic read {root}/cmd")
 
 
-def build_accounts(gateways: Iterable[tuple[str, str]], *, bind_client_ids: bool = True) -> dict[str, Account]:
+def build_accounts(gateways: Iterable[tuple[str, str]]) -> dict[str, Account]:
     """The hub's three, ``admin`` and one account per gateway, each with a fresh random password; each gateway's
-    bound to its client id unless ``bind_client_ids`` is off (for test helpers that play a gateway with ids
-    of their own)."""
+    bound to its agent's client id (:func:`gateway_client_id`)."""
     accounts = {name: Account(name, secrets.token_urlsafe(24), acl) for name, acl in HUB_ACCOUNTS.items()}
     accounts["admin"] = Account("admin", secrets.token_urlsafe(24), ("topic readwrite #",))
     for site, gateway in gateways:
@@ -183,8 +182,9 @@ def build_accounts(gateways: Iterable[tuple[str, str]], *, bind_client_ids: bool
         name = gateway_account(site, gateway)
         if name in accounts:
             raise StackError(f"gateway {name} is listed twice")
-        bound = gateway_client_id(site, gateway) if bind_client_ids else None
-        accounts[name] = Account(name, secrets.token_urlsafe(24), gateway_acl(site, gateway), bound)
+        accounts[name] = Account(
+            name, secrets.token_urlsafe(24), gateway_acl(site, gateway), gateway_client_id(site, gateway)
+        )
     return accounts
 
 
