@@ -24,6 +24,9 @@ All methods are blocking (file I/O, fsync) and thread-safe; the pipeline calls t
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import logging
 import os
 import struct
@@ -31,7 +34,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 from hub.errors import HubError
 
@@ -80,6 +83,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def append_durably(f: io.FileIO, data: bytes, end: int) -> int:
+    """Append ``data`` to ``f`` (unbuffered, opened ``"ab"``, ``end`` bytes long) and fsync; return the new end.
+
+    On any error (a full disk) the file is cut back to ``end``: a part of ``data`` left in it would be followed by
+    the next append and read back as a corrupt record, taking the acknowledged records after it with it. (A
+    buffered file would also keep the rest of ``data`` in its buffer and write it with the next append.)
+    """
+    try:
+        _write_all(f, data)
+        os.fsync(f.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(f.fileno(), end)
+        raise
+    return end + len(data)
+
+
+def _write_all(f: io.FileIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = f.write(view)
+        if not written:
+            raise OSError(errno.EIO, f"the file took none of {len(view)} bytes")
+        view = view[written:]
+
+
 class Spill:
     """A bounded, durable FIFO of line-protocol batches in ``folder``."""
 
@@ -89,7 +118,7 @@ class Spill:
         self.segment_bytes = max(1, min(segment_bytes, max_bytes))
         self._lock = threading.Lock()
         self._segments: dict[int, int] = {}  # number -> size on disk
-        self._writer: BinaryIO | None = None
+        self._writer: io.FileIO | None = None
         self._writer_number = 0
         self._read_segment = 0
         self._read_offset = 0
@@ -180,9 +209,7 @@ class Spill:
                 raise SpillFull(f"spill {self.folder} is full ({self.size_bytes} of {self.max_bytes} bytes)")
             try:
                 writer = self._writable(len(record))
-                writer.write(record)
-                writer.flush()
-                os.fsync(writer.fileno())
+                append_durably(writer, record, self._segments[self._writer_number])
             except OSError as exc:
                 raise SpillError(f"spill {self.folder}: cannot write: {exc.strerror or exc}") from exc
             self._segments[self._writer_number] += len(record)
@@ -190,7 +217,7 @@ class Spill:
             self.lines += lines
             self.appended += 1
 
-    def _writable(self, size: int) -> BinaryIO:
+    def _writable(self, size: int) -> io.FileIO:
         current = self._segments.get(self._writer_number)
         if self._writer is not None and current is not None and current + size <= self.segment_bytes:
             return self._writer
@@ -201,7 +228,7 @@ class Spill:
         if not self._segments:
             self._read_segment, self._read_offset = self._writer_number, 0
         path = self._path(self._writer_number)
-        self._writer = path.open("ab")
+        self._writer = path.open("ab", buffering=0)
         self._segments[self._writer_number] = 0
         _fsync_dir(self.folder)
         return self._writer

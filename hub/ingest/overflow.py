@@ -24,7 +24,7 @@ written run on the event loop (bounded in bytes per call, usually from the page 
 
 from __future__ import annotations
 
-import contextlib
+import io
 import logging
 import os
 import re
@@ -36,6 +36,7 @@ from typing import BinaryIO, Final
 
 from hub.errors import HubError
 from hub.ingest.messages import InboundMessage
+from hub.spill import append_durably
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class OverflowFile:
     committed: int = 0
     #: The committed offset last saved in ``.done``.
     saved: int = 0
-    _writer: BinaryIO | None = field(default=None, repr=False)
+    _writer: io.FileIO | None = field(default=None, repr=False)
     _reader: BinaryIO | None = field(default=None, repr=False)
 
     @property
@@ -97,23 +98,16 @@ class OverflowFile:
         """Append ``records`` (:func:`encode_record`'s, joined) and fsync; return the new end. Blocking: call it
         from a worker thread, with the records encoded beforehand (on the event loop: the thread then needs the
         interpreter lock only around the write and the fsync, not once per message while the loop holds it)."""
-        before = -1
         try:
             created = self._writer is None
             if self._writer is None:
-                self._writer = self.path.open("ab")
-            before = self._writer.seek(0, os.SEEK_END)
-            self._writer.write(records)
-            self._writer.flush()
-            os.fsync(self._writer.fileno())
+                self._writer = self.path.open("ab", buffering=0)
+            end = append_durably(self._writer, records, self.written)
             if created:
                 _fsync_dir(self.path.parent)
-            return self._writer.tell()
         except OSError as exc:
-            if self._writer is not None and before >= 0:  # no part of a record left for the next append to follow
-                with contextlib.suppress(OSError):
-                    self._writer.truncate(before)
             raise OverflowFileError(f"overflow file {self.path}: cannot write: {exc.strerror or exc}") from exc
+        return end
 
     def read(self, offset: int, max_bytes: int) -> list[tuple[InboundMessage, int]]:
         """The messages of the records from ``offset`` (at least one, then up to ``max_bytes`` of them), each with

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hub.spill import Spill, SpillFull
+from hub.spill import Spill, SpillFull, append_durably
 
 
 def drain(spill: Spill) -> list[bytes]:
@@ -117,3 +120,29 @@ def test_a_corrupt_record_in_an_older_segment_skips_the_rest_of_that_segment_onl
     again.close()
     # The damaged record is cut off at start; every other batch comes back, in order.
     assert bodies == [f"batch number {i}".encode() for i in (0, 2, 3, 4, 5)]
+
+
+class _DiskFullAfter(io.FileIO):
+    """A file whose disk fills up after ``room`` more bytes: a write takes what fits, the next one fails."""
+
+    room = 0
+
+    def write(self, data: Any) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = super().write(bytes(data)[: self.room])
+        self.room -= taken
+        return taken
+
+
+def test_an_append_that_fails_on_a_full_disk_leaves_nothing_of_it_behind(tmp_path: Path) -> None:
+    path = tmp_path / "segment"
+    path.write_bytes(b"whole records")
+    with _DiskFullAfter(path, "ab") as f:
+        f.room = 5
+        with pytest.raises(OSError, match="No space left"):
+            append_durably(f, b"a record of 27 bytes, whole", len(b"whole records"))
+        assert path.read_bytes() == b"whole records"  # the 5 bytes that fitted are cut off again
+        f.room = 100
+        assert append_durably(f, b"+next", len(b"whole records")) == len(b"whole records+next")
+    assert path.read_bytes() == b"whole records+next"
