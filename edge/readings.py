@@ -3,7 +3,9 @@
 msgspec checks constraints only when decoding, so a ``wire.v1.Reading`` built by hand is not validated: this
 module is the edge's check. A bad metric name, a NaN or infinite float, an over-long string or an integer
 JSON cannot carry drops that value (warned once per device and metric); a reading left with no metric, or
-stamped outside the contract's time range, is dropped whole (warned once per device).
+stamped outside the contract's time range, is dropped whole (warned once per device). A device's stamps only
+go forward: a reading stamped at or before the device's previous one (the wall clock stepped back) is stamped a
+millisecond after it, so that it cannot overwrite a stored reading (counted in ``readings_restamped``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class ReadingFilter:
         self._good_names: set[str] = set()
         self._warned: set[str] = set()
         self._warned_readings: set[str] = set()
+        #: The newest stamp given to this device's readings (ms).
+        self._last_ts = 0
 
     def convert(self, readings: Iterable[DriverReading]) -> list[Reading]:
         out: list[Reading] = []
@@ -64,7 +68,15 @@ class ReadingFilter:
             if not metrics:
                 self._drop_reading("empty", "no metric left to send")
                 continue
-            out.append(Reading(device=self.device, kind=self.kind, ts=reading.ts_ms, metrics=metrics))
+            ts = reading.ts_ms
+            if ts <= self._last_ts:
+                # The wall clock stepped back (or a driver gave one instant twice): InfluxDB keeps one point per
+                # (series, millisecond), so a repeated stamp would overwrite a stored reading. A device's stamps
+                # only go forward, by a millisecond each, until the clock has caught up.
+                ts = self._last_ts + 1
+                self._stats.readings_restamped += 1
+            self._last_ts = ts
+            out.append(Reading(device=self.device, kind=self.kind, ts=ts, metrics=metrics))
         return out
 
     def _metrics(self, metrics: Mapping[str, MetricValue]) -> dict[str, MetricValue]:

@@ -34,6 +34,9 @@ class EdgeStats:
     readings_replayed: int = 0
     #: Metric values (or whole readings) that broke the wire contract (bad name, NaN, out-of-range time).
     values_dropped: int = 0
+    #: Readings stamped a millisecond after their device's previous one instead of at or before it (the wall
+    #: clock stepped back): kept instead of overwriting a stored reading (edge.readings).
+    readings_restamped: int = 0
     batches_sent: int = 0
     events_sent: int = 0
     events_dropped: int = 0

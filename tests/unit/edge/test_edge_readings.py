@@ -79,3 +79,19 @@ def test_at_most_256_metrics_per_reading() -> None:
     [reading] = ReadingFilter("aq-1", "air_quality", stats).convert([DriverReading(TS, metrics)])
     assert len(reading.metrics) == 256
     assert stats.values_dropped == 44
+
+
+def test_a_devices_stamps_only_go_forward_when_the_clock_steps_back() -> None:
+    stats = EdgeStats()
+    f = ReadingFilter("th-01", "weather", stats)
+    t = 1_800_000_000_000
+    sent = [f.convert([DriverReading(ts, {"temperature_c": float(i)})])[0] for i, ts in enumerate((t, t + 1000))]
+    # The clock steps back 20 s: the next readings would land on (or before) stored ones and overwrite them.
+    stepped = [f.convert([DriverReading(ts, {"temperature_c": 9.0})])[0] for ts in (t - 20_000, t - 19_000, t + 1000)]
+    assert [r.ts for r in sent + stepped] == [t, t + 1000, t + 1001, t + 1002, t + 1003]
+    assert stats.readings_restamped == 3
+    # Once the clock is past the last stamp, readings carry their own time again.
+    assert f.convert([DriverReading(t + 5000, {"temperature_c": 1.0})])[0].ts == t + 5000
+    assert stats.readings_restamped == 3
+    # Another device keeps its own stamps.
+    assert ReadingFilter("th-02", "weather", stats).convert([DriverReading(t - 20_000, {"x": 1.0})])[0].ts == t - 20_000
