@@ -75,7 +75,8 @@ def _segment_number(path: Path) -> int | None:
         return None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a new file's entry in ``path`` durable (its own fsync does not cover the folder)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -230,7 +231,7 @@ class Spill:
         path = self._path(self._writer_number)
         self._writer = path.open("ab", buffering=0)
         self._segments[self._writer_number] = 0
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         return self._writer
 
     def _close_writer(self) -> None:

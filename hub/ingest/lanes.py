@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from hub.ingest.messages import Acker, InboundMessage
+from hub.ingest.messages import Acker, InboundMessage, RetryPolicy
 from hub.ingest.overflow import OverflowFile, OverflowFileError, encode_record, lane_file_name, recover
 
 log = logging.getLogger("hub.ingest")
@@ -53,8 +53,6 @@ SEGMENT_BYTES: Final = 64 * 1024 * 1024
 READ_BACK_BYTES: Final = 1024 * 1024
 #: How often the committed offsets are saved (a crash handles at most this much again).
 SAVE_EVERY_S: Final = 1.0
-#: Backoff after a failed overflow write (the messages wait in memory meanwhile, unacknowledged).
-_WRITE_RETRY_S: Final = (0.5, 30.0)
 _TOPIC_CACHE_SIZE: Final = 10_000
 
 
@@ -170,6 +168,8 @@ class FairQueue:
         self._write_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reading_back = True
+        #: Backoff after a failed overflow write (the messages wait in memory meanwhile, unacknowledged).
+        self._retry = RetryPolicy()
         self.counters: dict[str, int] = {
             "overflowed_messages": 0,
             "overflowed_bytes": 0,
@@ -450,8 +450,7 @@ class FairQueue:
                     self.counters["overflow_write_errors"] += 1
                     if failures == 0:
                         log.error("%s; the messages wait unacknowledged and the write is retried", exc)  # noqa: TRY400
-                    low, high = _WRITE_RETRY_S
-                    await asyncio.sleep(min(high, low * 2**failures))
+                    await asyncio.sleep(self._retry.delay(failures))
                     failures += 1
                     self._write_wake.set()
                     break

@@ -36,7 +36,7 @@ from typing import BinaryIO, Final
 
 from hub.errors import HubError
 from hub.ingest.messages import InboundMessage
-from hub.spill import append_durably
+from hub.spill import append_durably, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ def encode_record(message: InboundMessage) -> bytes:
     crc = zlib.crc32(message.payload, zlib.crc32(topic))
     header = _HEADER.pack(_MAGIC, crc, len(message.payload), message.received, len(topic), int(message.retain))
     return b"".join((header, topic, message.payload))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(eq=False)
@@ -104,7 +96,7 @@ class OverflowFile:
                 self._writer = self.path.open("ab", buffering=0)
             end = append_durably(self._writer, records, self.written)
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         except OSError as exc:
             raise OverflowFileError(f"overflow file {self.path}: cannot write: {exc.strerror or exc}") from exc
         return end
