@@ -5,6 +5,13 @@ alert opens or resolves (never per message). Those writes go through one queue, 
 stored before the resolve that follows it. The database's unique constraint on open alerts
 (:mod:`hub.alerts.store`) is what guarantees one open alert per (subject, rule), also across hub processes.
 
+An offline alert resolves only once its entity has stayed back (online or degraded) for its rule's
+``clear_after_s``: offline again within that hold keeps the same alert open and counts the times offline in its
+value and message, so a flapping link opens one alert, not one per drop (the recovery delay alerting systems use
+against storms: Zabbix's recovery expression, Nagios' flap detection). Only the resolution waits: health states
+are taken at once. An entity that turns ``unknown`` (its gateway went) during the hold is not back: the hold
+starts again at its next return.
+
 After a manual resolve, the condition starts afresh: if it still holds (or comes back), the alert fires again
 after the rule's ``for_s`` (a peer's known failure is an alarm cleared by hand that never fires again).
 
@@ -52,6 +59,9 @@ class _Cond:
     value: float | None = None
     message: str = ""
     open: bool = False
+    #: Offline rules: when the entity came back while the alert was open (the hold runs), and how.
+    back_since: float | None = None
+    back_why: str = ""
 
 
 class AlertEngine:
@@ -104,6 +114,8 @@ class AlertEngine:
             cond = self._cond(alert["subject"], alert["rule"])
             cond.open = True
             cond.site, cond.gateway, cond.kind = alert["site"], alert["gateway"], alert["kind"]
+            if isinstance(self._rules.get(alert["rule"]), OfflineRule):
+                cond.value = alert["value"]  # the times offline, counted on
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -183,18 +195,38 @@ class AlertEngine:
             cond.site, cond.gateway, cond.kind, cond.subject_type = t.site, t.gateway, t.kind, t.entity
             if t.new == Health.OFFLINE:
                 cond.breaching, cond.since, cond.message = True, now, f"{t.entity} {t.key} offline: {t.reason}"
-                self._maybe_fire(t.key, rule.id, cond, now)
+                if not cond.open:
+                    cond.value = 1.0
+                    self._maybe_fire(t.key, rule.id, cond, now)
+                elif cond.back_since is not None:
+                    # Offline again within the hold: the same alert, one more time offline.
+                    cond.back_since = None
+                    times = (cond.value or 1.0) + 1
+                    message = (
+                        f"{cond.message} (offline {times:g} times, back for less than {rule.clear_after_s:g} s "
+                        "in between)"
+                    )
+                    self.update_alert(t.key, rule.id, value=times, message=message)
             elif t.new in (Health.ONLINE, Health.DEGRADED):
-                self._clear(t.key, rule.id, cond, f"{t.entity} {t.new}: {t.reason}")
+                why = f"{t.entity} {t.new}: {t.reason}"
+                if cond.open and rule.clear_after_s > 0:
+                    cond.breaching = False
+                    if cond.back_since is None:  # online then degraded is still back: the hold runs on
+                        cond.back_since, cond.back_why = now, why
+                else:
+                    self._clear(t.key, rule.id, cond, why)
             else:
-                # unknown (its gateway is offline): no verdict on the device; a pending alert waits
-                cond.breaching = False
+                # unknown (its gateway is offline): no verdict on the device; a pending alert waits, and so does
+                # a pending resolve (the device is not known to be back)
+                cond.breaching, cond.back_since = False, None
 
     def tick(self) -> None:
         now = self._clock()
         for (subject, rule_id), cond in self._conds.items():
             if cond.breaching and not cond.open:
                 self._maybe_fire(subject, rule_id, cond, now)
+            elif cond.back_since is not None and now - cond.back_since >= self._clear_after_s(rule_id):
+                self._clear(subject, rule_id, cond, f"{cond.back_why}; back for {now - cond.back_since:.0f} s")
         for rule in self._stale:
             for device, (seen, site, gateway, kind) in self._last_reading.items():
                 if now - seen < rule.max_age_s or not rule.applies_to(device, kind):
@@ -215,12 +247,14 @@ class AlertEngine:
         cond = self._conds.get((subject, rule))
         if cond is None:
             return
-        cond.open = False
+        cond.open, cond.back_since = False, None
         cond.since = self._clock()
         found = self._rules.get(rule)
         if isinstance(found, ThresholdRule) and cond.value is not None:
             # Inside the hysteresis band the condition is not "back": it must breach again.
             cond.breaching = found.breaches(cond.value)
+        elif isinstance(found, OfflineRule):
+            cond.value = 1.0  # an alert fired again counts its times offline afresh
 
     # ------------------------------------------------------------------------------------------ raised by components
 
@@ -296,6 +330,10 @@ class AlertEngine:
         rule = self._rules[rule_id]
         return 0.0 if isinstance(rule, StaleRule) else rule.for_s
 
+    def _clear_after_s(self, rule_id: str) -> float:
+        rule = self._rules.get(rule_id)
+        return rule.clear_after_s if isinstance(rule, OfflineRule) else 0.0
+
     def _maybe_fire(self, subject: str, rule_id: str, cond: _Cond, now: float) -> None:
         if cond.open or now - cond.since < self._for_s(rule_id):
             return
@@ -317,7 +355,7 @@ class AlertEngine:
         self._enqueue(lambda: self._open(values))
 
     def _clear(self, subject: str, rule_id: str, cond: _Cond, why: str) -> None:
-        cond.breaching = False
+        cond.breaching, cond.back_since = False, None
         if cond.open:
             cond.open = False
             self._enqueue(lambda: self._resolve(subject, rule_id, why))

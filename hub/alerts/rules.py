@@ -8,7 +8,7 @@
       - {id: camera-fps-low, type: threshold, kinds: [camera], metric: fps, below: 10, clear: 12, for_s: 30}
       - {id: display-error, type: bits, kinds: [display], metric: error_bits, mask: 255}
       - {id: device-offline, type: offline, for_s: 60, severity: major}
-      - {id: gateway-offline, type: offline, target: gateway, for_s: 0, severity: critical}
+      - {id: gateway-offline, type: offline, target: gateway, for_s: 0, clear_after_s: 60, severity: critical}
       - {id: stale-data, type: stale, max_age_s: 600}
     webhooks:
       - {name: chat-ops, url: "https://chat.example/hooks/ioc", min_severity: major, retries: 5, timeout_s: 5}
@@ -18,7 +18,11 @@
   levels changes nothing).
 - ``bits``: fires when ``metric & mask`` is not zero (a display controller's error bits), clears at zero.
 - ``offline``: fires when a device (or, with ``target: gateway``, a gateway) has been ``offline`` for ``for_s``;
-  resolves when it is back online or degraded. A flapping entity is ``degraded``, so it does not fire.
+  resolves once it has stayed back (online or degraded) for ``clear_after_s`` (default 60 s; 0: at once). Offline
+  again before that keeps the same alert open, its ``value`` counting the times offline, so a link that flaps
+  faster than the health machine's damping catches opens one alert, not one per drop (a recovery delay, as
+  Zabbix's recovery expression and Nagios' flap detection avoid alert storms). The health state itself changes
+  at once; only the alert's resolution waits. A flapping entity is ``degraded``, so it does not fire.
 - ``stale``: fires when a device that reported before has sent no reading for ``max_age_s`` while its gateway
   is online (the data stopped, whatever the agent thinks of the device); clears at the next reading.
 
@@ -90,10 +94,20 @@ class BitsRule(_Rule):
     for_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
 
 
+#: An offline rule's default ``clear_after_s``. Flap damping at its defaults (``health.flap_changes`` 6 within
+#: ``health.flap_window_s`` 300 s) takes an entity as flapping when its changes come 60 s apart or closer
+#: (300 / (6 - 1)): an offline alert held that long stays one alert through the changes that damping sees before
+#: it steps in, while an ordinary outage's alert resolves a minute after the entity is back.
+DEFAULT_CLEAR_AFTER_S = 60.0
+
+
 class OfflineRule(_Rule):
     type: Literal["offline"]
     target: Literal["device", "gateway"] = "device"
     for_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    #: An open alert resolves once the entity has stayed back (online or degraded) this long; offline again
+    #: before that keeps the same alert open (its value counts the times offline). 0: resolves at once.
+    clear_after_s: Annotated[float, Field(ge=0, le=86_400)] = DEFAULT_CLEAR_AFTER_S
 
 
 class StaleRule(_Rule):

@@ -1,6 +1,7 @@
-"""Alerts: rule file errors, threshold duration and clear level, bits, offline, stale, one open alert per
-(subject, rule) also with two engines racing on one database, re-fire after a manual resolve, webhooks with
-retries and a delivery log (against a real HTTP server on loopback)."""
+"""Alerts: rule file errors, threshold duration and clear level, bits, offline (one alert through a flapping link:
+resolved only once back for the rule's hold), stale, one open alert per (subject, rule) also with two engines
+racing on one database, re-fire after a manual resolve, webhooks with retries and a delivery log (against a real
+HTTP server on loopback)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 from hub.alerts.engine import AlertEngine
 from hub.alerts.notify import Notifier
-from hub.alerts.rules import RulesFile, Webhook, parse_rules
+from hub.alerts.rules import DEFAULT_CLEAR_AFTER_S, DEFAULT_RULES, OfflineRule, RulesFile, Webhook, parse_rules
 from hub.alerts.store import AlertStore
 from hub.errors import ConfigError
 from hub.health.machine import FlapPolicy
@@ -25,7 +26,7 @@ from hub.health.monitor import HealthMonitor, HealthPolicy
 from hub.registry.db import Database
 from hub.registry.inventory import parse_mapping
 from hub.registry.registry import Registry
-from wire.v1 import DataBatch, DeviceInfo, Reading, State
+from wire.v1 import DataBatch, DeviceInfo, Event, EventType, Reading, State
 
 TS = 1_764_331_200_000
 SITE, GW = "site-a", "gw-1"
@@ -87,6 +88,14 @@ def make(db: Database, rules: RulesFile = RULES) -> tuple[AlertEngine, AlertStor
         ({"rules": [{"id": "x", "type": "nonsense"}]}, "rules[0] (x): Input tag 'nonsense' found"),
         ({"rules": [{"id": "x", "type": "stale", "max_age_s": 1}, {"id": "x", "type": "stale", "max_age_s": 1}]},
          "rule id 'x' is used twice"),
+        ({"rules": [{"id": "x", "type": "offline", "clear_after_s": -1}]},
+         "rules[0] (x): clear_after_s: Input should be greater than or equal to 0"),
+        ({"rules": [{"id": "x", "type": "offline", "clear_after_s": "soon"}]},
+         "rules[0] (x): clear_after_s: Input should be a valid number"),
+        ({"rules": [{"id": "x", "type": "offline", "clear_after_s": 86_401}]},
+         "rules[0] (x): clear_after_s: Input should be less than or equal to 86400"),
+        ({"rules": [{"id": "x", "type": "threshold", "metric": "pm25", "above": 1, "clear": 0, "clear_after_s": 5}]},
+         "rules[0] (x): clear_after_s: unknown key"),
         ({"webhooks": [{"url": "ftp://x"}]}, "webhooks[0]: url: String should match"),
         ([1, 2], "rules.yaml: the top level must be a mapping"),
     ],
@@ -303,3 +312,236 @@ async def test_alerts_left_open_by_a_previous_run_clear_when_their_condition_doe
     await restarted.drain()
     assert [e for e, _ in events] == ["resolved", "resolved"]
     assert (await store.query(states=["firing"]))[0] == 0
+
+
+# ------------------------------------------------------------------------------------------ offline: the hold
+
+GW_KEY = f"{SITE}/{GW}"
+#: The gateway rule of the fault suite's flapping-link case (tests/faults/test_edge_faults.py): for_s scaled down
+#: to its 4 s cuts, the hold at its default; a threshold and a stale rule beside it.
+HOLD_RULES = parse_rules(
+    {
+        "rules": [
+            {"id": "gateway-offline", "type": "offline", "target": "gateway", "for_s": 1, "severity": "critical"},
+            {"id": "device-offline", "type": "offline", "for_s": 5, "severity": "major"},
+            {"id": "fps-low", "type": "threshold", "kinds": ["camera"], "metric": "fps", "below": 10, "clear": 12},
+            {"id": "stale", "type": "stale", "max_age_s": 30, "kinds": ["water_level"]},
+        ]
+    },
+    "rules.yaml",
+)  # fmt: skip
+
+
+def test_offline_rules_hold_their_alert_for_60_s_by_default() -> None:
+    assert DEFAULT_CLEAR_AFTER_S == 60.0
+    offline = [r for r in DEFAULT_RULES.rules if isinstance(r, OfflineRule)]
+    assert [(r.id, r.clear_after_s) for r in offline] == [("device-offline", 60.0), ("gateway-offline", 60.0)]
+
+
+def watched(
+    db: Database, rules: RulesFile = HOLD_RULES, policy: HealthPolicy | None = None
+) -> tuple[AlertEngine, AlertStore, HealthMonitor, Clock, list[tuple[str, int]]]:
+    """An engine fed by a health monitor on the same clock (the flap policy at its defaults unless given)."""
+    engine, store, clock, events = make(db, rules)
+    health = HealthMonitor(policy=policy or HealthPolicy(), clock=clock)
+    health.subscribe(engine.on_transition)
+    return engine, store, health, clock, events
+
+
+def gw_birth(n: int) -> State:
+    return State(
+        online=True,
+        session=f"sess-{n:04d}",
+        ts=TS,
+        devices=[DeviceInfo("aq-01", "air_quality", "p", 60.0), DeviceInfo("cam-01", "camera", "p", 60.0)],
+    )
+
+
+def gw_death(n: int) -> State:
+    return State(online=False, session=f"sess-{n:04d}", reason="connection lost")
+
+
+def advance(clock: Clock, health: HealthMonitor, engine: AlertEngine, seconds: float) -> None:
+    """Let ``seconds`` pass in the engine's tick steps (0.5 s), both clocks ticking."""
+    for _ in range(round(seconds / 0.5)):
+        clock.now += 0.5
+        health.tick()
+        engine.tick()
+
+
+async def test_a_flapping_gateway_gets_one_alert_resolved_once_back_for_the_hold(db: Database) -> None:
+    """The fault suite's flapping link (cut 5 times: 4 s down, 6 s up) with the default flap damping: offline at
+    the 1st, 3rd and 5th change, degraded (flapping) at the 6th; one alert, counting the three times offline."""
+    engine, store, health, clock, events = watched(db)
+    session = 1
+    health.observe(SITE, GW, gw_birth(session))
+    for _ in range(5):
+        health.observe(SITE, GW, gw_death(session))
+        advance(clock, health, engine, 4)
+        session += 1
+        health.observe(SITE, GW, gw_birth(session))
+        advance(clock, health, engine, 6)
+    await engine.drain()
+    # The states are truthful at once; only the alert's resolution waits.
+    gateway = health.gateway(SITE, GW)
+    assert gateway is not None
+    assert gateway["state"] == "degraded"
+    assert [e for e, _ in events] == ["fired"]
+    total, [alert] = await store.query()
+    assert total == 1
+    assert (alert["rule"], alert["subject"], alert["state"], alert["value"]) == (
+        "gateway-offline",
+        GW_KEY,
+        "firing",
+        3.0,
+    )
+    assert alert["message"] == (
+        f"gateway {GW_KEY} offline: gateway death: connection lost "
+        "(offline 3 times, back for less than 60 s in between)"
+    )
+    # Degraded (flapping) since the 6th change (the 3rd return), 26 s ago: resolved 60 s after it.
+    advance(clock, health, engine, 33.5)
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired"]
+    advance(clock, health, engine, 0.5)
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired", "resolved"]
+    _, [resolved] = await store.query(states=["resolved"])
+    assert resolved["id"] == alert["id"]
+    assert resolved["resolved_by"] == "system"
+    assert resolved["resolution"].startswith("condition cleared: gateway degraded: flapping: 6 changes within 300 s")
+    assert resolved["resolution"].endswith("; back for 60 s")
+
+
+async def test_an_outage_resolves_once_the_gateway_is_back_for_the_hold(db: Database) -> None:
+    engine, store, health, clock, events = watched(db)
+    health.observe(SITE, GW, gw_birth(1))
+    health.observe(SITE, GW, gw_death(1))
+    advance(clock, health, engine, 40)
+    health.observe(SITE, GW, gw_birth(2))
+    gateway = health.gateway(SITE, GW)
+    assert gateway is not None
+    assert gateway["state"] == "online"  # at once
+    advance(clock, health, engine, 59.5)
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired"]
+    advance(clock, health, engine, 0.5)
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired", "resolved"]
+    _, [alert] = await store.query(states=["resolved"])
+    assert alert["value"] == 1.0
+    assert alert["message"] == f"gateway {GW_KEY} offline: gateway death: connection lost"
+    assert alert["resolution"] == "condition cleared: gateway online: birth (session sess-0002); back for 60 s"
+
+
+async def test_offline_again_within_the_hold_keeps_the_alert_and_the_hold_starts_over(db: Database) -> None:
+    engine, store, health, clock, events = watched(db)
+    health.observe(SITE, GW, gw_birth(1))
+    health.observe(SITE, GW, gw_death(1))
+    advance(clock, health, engine, 40)
+    health.observe(SITE, GW, gw_birth(2))
+    advance(clock, health, engine, 50)  # back, but not for the hold
+    health.observe(SITE, GW, gw_death(2))
+    advance(clock, health, engine, 40)
+    await engine.drain()
+    total, [alert] = await store.query()
+    assert (total, alert["state"], alert["value"]) == (1, "firing", 2.0)
+    assert "(offline 2 times, back for less than 60 s in between)" in alert["message"]
+    health.observe(SITE, GW, gw_birth(3))
+    advance(clock, health, engine, 59.5)  # 109.5 s after the first return: the hold counts from the last one
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired"]
+    advance(clock, health, engine, 0.5)
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired", "resolved"]
+    # Once resolved, the next outage is a new alert.
+    health.observe(SITE, GW, gw_death(3))
+    advance(clock, health, engine, 2)
+    await engine.drain()
+    total, alerts = await store.query()
+    assert total == 2
+    assert [(a["state"], a["value"]) for a in alerts] == [("firing", 1.0), ("resolved", 2.0)]
+
+
+async def test_a_device_whose_gateway_goes_during_the_hold_is_not_back(db: Database) -> None:
+    """Unknown (its gateway went) is no verdict on the device: the resolve waits for its next return."""
+    engine, store, health, clock, events = watched(db)
+    health.observe(SITE, GW, gw_birth(1))
+    health.observe(SITE, GW, batch("aq-01", "air_quality", pm25=1))
+    health.observe(SITE, GW, Event("sess-0001", "aq-01", EventType.DEVICE_DOWN, TS, reason="no answer"))
+    advance(clock, health, engine, 10)
+    health.observe(SITE, GW, batch("aq-01", "air_quality", pm25=1))  # back: the hold starts
+    advance(clock, health, engine, 30)
+    health.observe(SITE, GW, gw_death(1))  # aq-01 unknown: the hold stops
+    advance(clock, health, engine, 40)
+    await engine.drain()
+    _, firing = await store.query(states=["firing"])
+    assert sorted((a["rule"], a["subject"]) for a in firing) == [
+        ("device-offline", "aq-01"),
+        ("gateway-offline", GW_KEY),
+    ]
+    health.observe(SITE, GW, gw_birth(2))
+    health.observe(SITE, GW, batch("aq-01", "air_quality", pm25=1))  # back again: the hold starts over
+    advance(clock, health, engine, 59.5)  # 99.5 s after the device's first return
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired", "fired"]
+    advance(clock, health, engine, 0.5)
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired", "fired", "resolved", "resolved"]
+    _, resolved = await store.query(states=["resolved"])
+    device = next(a for a in resolved if a["subject"] == "aq-01")
+    assert device["resolution"] == "condition cleared: device online: reading received; back for 60 s"
+
+
+async def test_clear_after_0_resolves_when_the_entity_is_back(db: Database) -> None:
+    rules = parse_rules(
+        {"rules": [{"id": "gateway-offline", "type": "offline", "target": "gateway", "for_s": 1, "clear_after_s": 0}]},
+        "rules.yaml",
+    )
+    engine, _store, health, clock, events = watched(db, rules)
+    health.observe(SITE, GW, gw_birth(1))
+    health.observe(SITE, GW, gw_death(1))
+    advance(clock, health, engine, 2)
+    health.observe(SITE, GW, gw_birth(2))
+    await engine.drain()
+    assert [e for e, _ in events] == ["fired", "resolved"]
+
+
+async def test_threshold_and_stale_rules_clear_at_once_while_an_offline_alert_is_held(db: Database) -> None:
+    engine, store, health, clock, _events = watched(db)
+    health.observe(SITE, GW, gw_birth(1))
+    engine.observe(SITE, GW, batch("wl-01", "water_level", level_m=1.0))
+    engine.observe(SITE, GW, batch("cam-01", "camera", fps=4))
+    health.observe(SITE, GW, gw_death(1))
+    advance(clock, health, engine, 2)
+    health.observe(SITE, GW, gw_birth(2))  # back: gateway-offline is held
+    advance(clock, health, engine, 30)  # wl-01 silent for 32 s while its gateway is online: stale
+    await engine.drain()
+    _, firing = await store.query(states=["firing"])
+    assert sorted(a["rule"] for a in firing) == ["fps-low", "gateway-offline", "stale"]
+    engine.observe(SITE, GW, batch("cam-01", "camera", fps=13))
+    engine.observe(SITE, GW, batch("wl-01", "water_level", level_m=1.0))
+    await engine.drain()
+    _, firing = await store.query(states=["firing"])
+    assert [a["rule"] for a in firing] == ["gateway-offline"]
+
+
+async def test_an_offline_alert_taken_over_at_start_resolves_after_the_hold(db: Database) -> None:
+    engine, store, health, clock, _events = watched(db)
+    health.observe(SITE, GW, gw_birth(1))
+    health.observe(SITE, GW, gw_death(1))
+    advance(clock, health, engine, 2)
+    await engine.drain()
+    restarted, _, health, clock, events = watched(db)
+    await restarted.load()
+    health.observe(SITE, GW, gw_birth(2))
+    health.observe(SITE, GW, gw_death(2))  # offline again within the hold: counted on from the stored value
+    health.observe(SITE, GW, gw_birth(3))
+    advance(clock, health, restarted, 59.5)
+    await restarted.drain()
+    assert events == []
+    advance(clock, health, restarted, 0.5)
+    await restarted.drain()
+    assert [e for e, _ in events] == ["resolved"]
+    _, [alert] = await store.query()
+    assert alert["value"] == 2.0
