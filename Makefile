@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?=
 
-.PHONY: venv lock lockcheck timeless packages lint typecheck test test-fast bench demo schema docs clean
+.PHONY: venv lock lockcheck timeless packages lint typecheck test test-fast bench soak demo schema docs clean
 
 # The virtualenv is built from the committed locks (requirements/, docs/dependencies.md), with hashes checked;
 # the project itself goes in editable and without dependencies. A changed lock rebuilds the virtualenv from
@@ -61,6 +61,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP) packages
 	$(BIN)/python -m benchmarks
+
+# The demo city at SOAK_FACTOR times its poll rate for SOAK_DURATION seconds: every process's memory and open files
+# each minute, loss counted exactly (benchmarks/soak.py; figures in benchmarks/README.md). An hour by default.
+SOAK_DURATION ?= 3600
+SOAK_FACTOR ?= 10
+soak: $(STAMP) packages
+	$(BIN)/python -m benchmarks.soak --duration $(SOAK_DURATION) --factor $(SOAK_FACTOR)
 
 demo: $(STAMP) packages
 	$(BIN)/ioc demo $(if $(DURATION),--duration $(DURATION),)

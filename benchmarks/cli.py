@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from benchmarks import api_list, codec, edge_footprint, edge_replay, ingest
+from benchmarks import api_list, codec, edge_footprint, edge_replay, ingest, scale, soak
 from benchmarks.bench_cli import SCENARIOS
 from benchmarks.errors import BenchmarkError
 from benchmarks.load import run_load_benchmark
@@ -26,6 +26,12 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 OUT_DIR: Final = ROOT / ".ioc" / "bench"
 LOAD_NAMES: Final = tuple(f"load-{scenario}" for scenario in SCENARIOS)
 NAMES: Final = (codec.NAME, ingest.NAME, edge_footprint.NAME, edge_replay.NAME, *LOAD_NAMES, api_list.NAME)
+#: Long ones, run only when named with --only (an hour of soak; a city of 5,000 gateways): ``make soak``,
+#: ``python -m benchmarks.soak``, ``python -m benchmarks.scale`` run them with their own options.
+ON_REQUEST: Final = (soak.NAME, scale.NAME)
+#: --quick: a 5-minute soak, 500 gateways.
+QUICK_SOAK_S: Final = 300.0
+QUICK_GATEWAYS: Final = 500
 #: The load scenarios (``ioc bench``) publish for 60 s a run; 3 runs each (1 of 5 s with --quick).
 LOAD_RUNS: Final = 3
 LOAD_DURATION_S: Final = 60.0
@@ -44,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=int, default=None, help=f"runs per benchmark (default {DEFAULT_RUNS}; {QUICK_RUNS} with --quick)"
     )
     parser.add_argument(
-        "--only", action="append", choices=NAMES, metavar="NAME", help=f"run only this benchmark ({', '.join(NAMES)})"
+        "--only",
+        action="append",
+        choices=(*NAMES, *ON_REQUEST),
+        metavar="NAME",
+        help=f"run only this benchmark ({', '.join(NAMES)}; on request only: {', '.join(ON_REQUEST)})",
     )
     parser.add_argument(
         "--quick",
@@ -75,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     out: Path = args.out.resolve()
-    selected = [name for name in NAMES if not args.only or name in args.only]
+    selected = [name for name in (*NAMES, *ON_REQUEST) if name in (args.only or NAMES)]
 
     load_runs = args.runs if args.runs is not None else (1 if args.quick else LOAD_RUNS)
 
@@ -115,6 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         edge_replay.NAME: lambda: edge_replay.run_edge_replay(runs=runs, work_dir=out, quick=args.quick),
         **{name: load(name.removeprefix("load-")) for name in LOAD_NAMES},
         api_list.NAME: lambda: api_list.run_api_list(runs=runs, quick=args.quick, work_dir=out, cwd=ROOT),
+        soak.NAME: lambda: soak.run_soak(
+            duration_s=QUICK_SOAK_S if args.quick else soak.DEFAULT_DURATION_S, out=out, stamp=stamp
+        )[0],
+        scale.NAME: lambda: scale.run_scale(
+            gateways=QUICK_GATEWAYS if args.quick else scale.DEFAULT_GATEWAYS,
+            work_dir=out,
+            log_dir=out / f"logs-{stamp}",
+        )[0],
     }
     at_start = machine()
     log.info(

@@ -86,6 +86,19 @@ class LoadConfig:
     max_outstanding: int = 20_000
     """Published but not yet PUBACKed, over all gateways: the generator waits above it."""
     ack_timeout_s: float = 120.0
+    # Many gateways (benchmarks/scale.py): as a city's agents behave, not only as a firehose.
+    keepalive_s: int = 60
+    """The connections' MQTT keep-alive."""
+    birth_keepalive: bool = False
+    """The births promise a data message at least every ``keepalive_s`` (``State.keepalive_s``), as agents' do."""
+    device_interval_s: float = 3600.0
+    """Each device's poll interval in the births (the hub's inactivity timeout is 3 x this)."""
+    reconnect: bool = False
+    """A gateway whose connection drops connects again at once (no backoff: after a broker restart, every
+    gateway at the same moment, a birth storm) with a new session and birth, and publishes on; messages left
+    unacknowledged on the dropped connection are counted as ``abandoned``, turns it missed as ``skipped``."""
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    """One connection's TCP connect plus CONNACK, and all births' PUBACKs."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -112,6 +125,12 @@ class LoadResult:
     last_publish: float = 0.0
     last_puback: float = 0.0
     started_wall: float = 0.0
+    abandoned: int = 0
+    """Messages left unacknowledged on connections that dropped (``LoadConfig.reconnect``)."""
+    skipped: int = 0
+    """Turns of gateways that were reconnecting (``LoadConfig.reconnect``): not published."""
+    reconnects: list[float] = field(default_factory=list)
+    """CLOCK_MONOTONIC of each reconnect's CONNACK (``LoadConfig.reconnect``)."""
     last_seq: dict[str, int] = field(default_factory=dict)
     """``site/gateway`` -> the last seq sent."""
     readings_by_gateway: dict[str, int] = field(default_factory=dict)
@@ -148,6 +167,10 @@ class _Gateway(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.connack: asyncio.Future[bytes] = loop.create_future()
         self.error = ""
+        #: Set by :meth:`keep_connected`: where to connect again, and the birth's devices.
+        self._again: tuple[str, int, LoadConfig, list[tuple[str, str]], LoadResult] | None = None
+        self._reconnecting = False
+        self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -182,7 +205,57 @@ class _Gateway(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._again is not None and not self.closing:
+            if not self.connack.done():
+                self.connack.set_exception(BenchmarkError(f"{self.account.username}: connection lost before CONNACK"))
+            self._counter.abandoned += self.inflight
+            self.inflight = 0
+            self._out = []
+            self._buf = b""
+            if not self._reconnecting:
+                task = asyncio.get_running_loop().create_task(self._reconnect())
+                _RECONNECTS.add(task)
+                task.add_done_callback(_RECONNECTS.discard)
+            return
         self._fail(f"connection of {self.account.username} lost: {exc or 'closed by the broker'}")
+
+    def keep_connected(
+        self, host: str, port: int, config: LoadConfig, devices: list[tuple[str, str]], result: LoadResult
+    ) -> None:
+        """From now on a dropped connection is connected again (``LoadConfig.reconnect``)."""
+        self._again = (host, port, config, devices, result)
+
+    async def _reconnect(self) -> None:
+        """Connect again until it works (every 0.2 s: the broker may not listen yet), with a new session, and
+        publish its birth (retained)."""
+        assert self._again is not None
+        host, port, config, devices, result = self._again
+        self._reconnecting = True
+        try:
+            await self._connect_again(host, port, config, devices, result)
+        finally:
+            self._reconnecting = False
+
+    async def _connect_again(
+        self, host: str, port: int, config: LoadConfig, devices: list[tuple[str, str]], result: LoadResult
+    ) -> None:
+        while not self.closing:
+            self.connack = asyncio.get_running_loop().create_future()
+            self.error = ""
+            try:
+                await self.connect(host, port, keepalive_s=config.keepalive_s, timeout_s=config.connect_timeout_s)
+            except BenchmarkError:
+                if self.transport is not None:
+                    self.transport.abort()
+                await asyncio.sleep(0.2)
+                continue
+            result.reconnects.append(monotonic())
+            self.session = f"load-{secrets.token_hex(6)}"
+            self.seq = 0
+            self._counter.births += 1  # its PUBACK is not a data message's
+            self.birth(devices, config.keepalive_s if config.birth_keepalive else None, config.device_interval_s)
+            self.flush()
+            return
 
     def _fail(self, why: str) -> None:
         if not self.error:
@@ -192,17 +265,19 @@ class _Gateway(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def connect(self, host: str, port: int) -> None:
+    async def connect(
+        self, host: str, port: int, *, keepalive_s: int = 60, timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 await loop.create_connection(lambda: self, host, port)
                 assert self.transport is not None
                 self.transport.write(
                     mqttcodec.encode_connect(
                         # The broker binds a gateway's account to the agent's client id (ioc/stack/mosquitto.py).
                         gateway_client_id(self.account.site, self.account.gateway),
-                        keepalive_s=60,
+                        keepalive_s=keepalive_s,
                         clean_start=True,
                         username=self.account.username,
                         password=self.account.password,
@@ -233,14 +308,16 @@ class _Gateway(asyncio.Protocol):
         )
         self.inflight += 1
 
-    def birth(self, devices: list[tuple[str, str]]) -> None:
-        """Queue the retained birth of this session announcing ``devices`` (id, kind) (written by :meth:`flush`)."""
+    def birth(self, devices: list[tuple[str, str]], keepalive_s: int | None = None, interval_s: float = 3600.0) -> None:
+        """Queue the retained birth of this session announcing ``devices`` (id, kind), each polled every
+        ``interval_s``, promising data every ``keepalive_s`` if given (written by :meth:`flush`)."""
         state = State(
             online=True,
             session=self.session,
             ts=int(time.time() * 1000),
             agent="loadgen",
-            devices=[DeviceInfo(device, kind, "bench", 3600.0) for device, kind in devices],
+            devices=[DeviceInfo(device, kind, "bench", interval_s) for device, kind in devices],
+            keepalive_s=keepalive_s,
         )
         self._next_id = self._next_id % 65535 + 1
         topic = f"ioc/v1/{self.account.site}/{self.account.gateway}/state"
@@ -255,13 +332,21 @@ class _Gateway(asyncio.Protocol):
             self._out = []
 
     def close(self) -> None:
+        self.closing = True
         if self.transport is not None:
             self.transport.write(mqttcodec.DISCONNECT_PACKET)
             self.transport.close()
 
 
+#: Reconnect tasks running (a reference each, so none is collected mid-way).
+_RECONNECTS: set[asyncio.Task[None]] = set()
+
+
 class _AckCounter:
     def __init__(self) -> None:
+        self.abandoned = 0
+        #: Births of reconnected gateways (published during the load, acknowledged like data).
+        self.births = 0
         self.count = 0
         self.rejected = 0
         self.rejection = ""
@@ -286,20 +371,23 @@ async def _announce(clients: list[_Gateway], probe: _Gateway | None, config: Loa
     """Every gateway's birth, acknowledged by the broker; the counter is reset afterwards (births are not load)."""
     if config.devices > MAX_DEVICES_PER_GATEWAY:
         raise BenchmarkError(f"{config.devices} devices: a birth announces at most {MAX_DEVICES_PER_GATEWAY}")
+    keepalive = config.keepalive_s if config.birth_keepalive else None
     for client in clients:
-        client.birth([(f"{client.device_prefix.decode()}{i}", LOAD_MEASUREMENT) for i in range(config.devices)])
+        client.birth(gateway_devices(client, config), keepalive, config.device_interval_s)
     if probe is not None:
-        probe.birth([(PROBE_DEVICE, PROBE_MEASUREMENT)])
+        probe.birth([(PROBE_DEVICE, PROBE_MEASUREMENT)], keepalive)
     everyone = [*clients, *([probe] if probe else [])]
     for client in everyone:
         client.flush()
-    deadline = monotonic() + CONNECT_TIMEOUT_S
+    deadline = monotonic() + config.connect_timeout_s
     while counter.count + counter.rejected < len(everyone):
         errors = [c.error for c in everyone if c.error]
         if errors:
             raise BenchmarkError(errors[0])
         if monotonic() > deadline:
-            raise BenchmarkError(f"{counter.count} of {len(everyone)} births acknowledged within {CONNECT_TIMEOUT_S} s")
+            raise BenchmarkError(
+                f"{counter.count} of {len(everyone)} births acknowledged within {config.connect_timeout_s} s"
+            )
         await asyncio.sleep(0.01)
     if counter.rejected:
         raise BenchmarkError(f"the broker refused {counter.rejected} births ({counter.rejection})")
@@ -307,24 +395,45 @@ async def _announce(clients: list[_Gateway], probe: _Gateway | None, config: Loa
     counter.last = 0.0
 
 
-def run_load(config: LoadConfig, go: threading.Event | None = None) -> LoadResult:
-    """Connect, (wait for ``go``,) publish for ``duration_s``, wait for the PUBACKs; the counts."""
-    return asyncio.run(_run_load(config, go))
+def gateway_devices(client: _Gateway, config: LoadConfig) -> list[tuple[str, str]]:
+    """(device id, kind) of the devices a generated gateway announces."""
+    return [(f"{client.device_prefix.decode()}{i}", LOAD_MEASUREMENT) for i in range(config.devices)]
 
 
-async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResult:  # noqa: PLR0912, PLR0915 - one timed loop, in one place
+def run_load(config: LoadConfig, go: threading.Event | None = None, stop: threading.Event | None = None) -> LoadResult:
+    """Connect, (wait for ``go``,) publish for ``duration_s`` (or until ``stop``), wait for the PUBACKs; the
+    counts."""
+    return asyncio.run(_run_load(config, go, stop))
+
+
+async def _run_load(config: LoadConfig, go: threading.Event | None, stop: threading.Event | None = None) -> LoadResult:  # noqa: PLR0912, PLR0915 - one timed loop, in one place
     counter = _AckCounter()
     clients = [_Gateway(account, counter) for account in config.gateways]
     probe = _Gateway(config.probe, counter) if config.probe else None
     everyone = [*clients, *([probe] if probe else [])]
     result = LoadResult()
     try:
-        await asyncio.gather(*(c.connect(config.host, config.port) for c in everyone))
+        await asyncio.gather(
+            *(
+                c.connect(config.host, config.port, keepalive_s=config.keepalive_s, timeout_s=config.connect_timeout_s)
+                for c in everyone
+            )
+        )
+        last_connack = monotonic()
         quota = min(c.quota for c in everyone)
         log.info("%d gateways connected; the broker's Receive Maximum: %d per connection", len(clients), quota)
         await _announce(clients, probe, config, counter)
         log.info("%d births published (retained) and acknowledged", len(everyone))
-        _answer("ready", gateways=len(clients), receive_maximum=quota, sessions=[c.session for c in everyone])
+        if config.reconnect:
+            for c in clients:
+                c.keep_connected(config.host, config.port, config, gateway_devices(c, config), result)
+        _answer(
+            "ready",
+            gateways=len(clients),
+            receive_maximum=quota,
+            sessions=[c.session for c in everyone],
+            last_connack=last_connack,
+        )
         if go is not None:
             await asyncio.to_thread(go.wait)
         base_ts = config.base_ts_ms or int(time.time() * 1000) - 600_000
@@ -335,9 +444,11 @@ async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResul
         next_probe = start
         g = 0
         n_clients = len(clients)
+        skipped = 0  # turns of reconnecting gateways (LoadConfig.reconnect)
+        dirty: set[_Gateway] = set()  # the gateways with packets to write this tick: 5,000 are too many to visit
         while True:
             now = monotonic()
-            if now >= end:
+            if now >= end or (stop is not None and stop.is_set()):
                 break
             if probe is not None and now >= next_probe and probe.inflight < probe.quota:
                 result.probes += 1
@@ -354,11 +465,17 @@ async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResul
             target = int(config.rate * (now - start)) + 1 if config.rate > 0 else sent + 500
             burst = 0
             blocked = 0
-            while sent < target and burst < 2000 and blocked < n_clients:
-                if sent - counter.count - counter.rejected >= config.max_outstanding:
+            while sent + skipped < target and burst < 2000 and blocked < n_clients:
+                if (
+                    sent + counter.births - counter.count - counter.rejected - counter.abandoned
+                    >= config.max_outstanding
+                ):
                     break
                 client = clients[g]
                 g = (g + 1) % n_clients
+                if client.transport is None and config.reconnect:
+                    skipped += 1  # its turn passes: the rate holds over time, with no catching up afterwards
+                    continue
                 if client.inflight >= client.quota:
                     blocked += 1
                     continue
@@ -372,17 +489,21 @@ async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResul
                     result.published += 1
                 sent += 1
                 burst += 1
-            for client in clients:
-                client.flush()
+                dirty.add(client)
+            for client in dirty:
+                if client.transport is not None or not config.reconnect:
+                    client.flush()
+            dirty.clear()
             # Yield to the loop (PUBACKs are read there); sleep when on target or out of quota.
             await asyncio.sleep(0.001 if sent >= target or burst == 0 else 0)
         result.last_publish = monotonic()
         deadline = monotonic() + config.ack_timeout_s
-        while counter.count + counter.rejected < sent and monotonic() < deadline:
-            if any(c.error for c in everyone):
+        while counter.count + counter.rejected + counter.abandoned < sent + counter.births and monotonic() < deadline:
+            if any(c.error for c in everyone) and not config.reconnect:
                 break
             await asyncio.sleep(0.01)
-        acked, result.last_puback = counter.count, counter.last
+        acked, result.last_puback = counter.count - counter.births, counter.last
+        result.abandoned, result.skipped = counter.abandoned, skipped
         if counter.rejected:
             log.error("the broker refused %d publishes (%s)", counter.rejected, counter.rejection)
         result.acked = acked - result.probes - result.bad_sent
@@ -391,7 +512,7 @@ async def _run_load(config: LoadConfig, go: threading.Event | None) -> LoadResul
             result.last_seq[name] = c.seq
             result.readings_by_gateway[name] = c.k
         result.readings = sum(result.readings_by_gateway.values())
-        errors = [c.error for c in everyone if c.error]
+        errors = [c.error for c in everyone if c.error and not (config.reconnect and c.transport is not None)]
         if errors:
             raise BenchmarkError(errors[0])
     finally:
@@ -411,16 +532,21 @@ def child_main() -> int:
     try:
         config = LoadConfig.from_json(sys.stdin.readline())
         go = threading.Event()
+        stop = threading.Event()
 
         def wait_go() -> None:
             for line in sys.stdin:
-                if json.loads(line).get("cmd") == "go":
+                command = json.loads(line).get("cmd")
+                if command == "go":
                     go.set()
-                    return
-            os._exit(1)  # the parent went away before "go"
+                elif command == "stop":
+                    stop.set()
+            if not go.is_set():
+                os._exit(1)  # the parent went away before "go"
+            stop.set()
 
         threading.Thread(target=wait_go, daemon=True).start()
-        result = run_load(config, go)
+        result = run_load(config, go, stop)
         _answer("done", **asdict(result))
     except (BenchmarkError, ValueError, KeyError, TypeError, OSError) as exc:
         log.exception("load generator failed")
@@ -446,6 +572,8 @@ class LoadProcess:
         self._events: queue.Queue[str | None] = queue.Queue()
         #: The sessions of the gateways' births (the probe gateway's last), once ready.
         self.sessions: list[str] = []
+        #: The whole "ready" answer (``last_connack``: CLOCK_MONOTONIC of the last gateway's CONNACK).
+        self.ready_info: dict[str, Any] = {}
 
     def __enter__(self) -> Self:
         self._log = self._log_path.open("wb")
@@ -460,7 +588,8 @@ class LoadProcess:
         )
         threading.Thread(target=self._read, name="loadgen-stdout", daemon=True).start()
         self._send(self._config.to_json())
-        self.sessions = list(self._expect("ready", self._ready_timeout_s)["sessions"])
+        self.ready_info = self._expect("ready", self._ready_timeout_s)
+        self.sessions = list(self.ready_info["sessions"])
         return self
 
     def __exit__(
@@ -515,6 +644,10 @@ class LoadProcess:
 
     def go(self) -> None:
         self._send(json.dumps({"cmd": "go"}))
+
+    def stop(self) -> None:
+        """Stop publishing before ``duration_s`` is over (:meth:`wait_done` then has the counts)."""
+        self._send(json.dumps({"cmd": "stop"}))
 
     def wait_done(self, timeout_s: float) -> LoadResult:
         data = self._expect("done", timeout_s)
