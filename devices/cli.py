@@ -14,10 +14,13 @@ N sites of sensors, signs and cameras (:mod:`devices.sim.city`), writes each gat
 prints ``{"host": ..., "rtsp": ..., "sites": [{"site", "gateway", "district", "devices", "config", ...}]}``.
 
 ``ioc sim camera [--count N] [--host 127.0.0.1] [--username U] [--password P] [--no-auth] [--no-rtsp]
-[--cvlc PATH] [--ffmpeg PATH] [--duration S]`` serves N simulated cameras: an ONVIF device service each and,
-where VLC and ffmpeg are installed, one RTSP server with a stream per camera. It prints
-``{"host": ..., "rtsp": {"available": ..., "urls"|"reason": ...}, "cameras": [{"name", "onvif", "rtsp_url",
-"options"}, ...]}``, where ``options`` are the camera driver's options for an edge config device entry.
+[--cvlc PATH] [--ffmpeg PATH] [--picture CAMERA=PICTURE ...] [--commands] [--duration S]`` serves N simulated
+cameras: an ONVIF device service each and, where VLC and ffmpeg are installed, one RTSP server with a stream per
+camera. It prints ``{"host": ..., "rtsp": {"available": ..., "urls"|"reason": ...}, "cameras": [{"name",
+"onvif", "rtsp_url", "options"}, ...]}``, where ``options`` are the camera driver's options for an edge config
+device entry. The image faults (:mod:`devices.sim.camera_pictures`): ``--picture cam-2=black`` starts a camera
+with one; with ``--commands``, lines on stdin change them while it runs, ``picture cam-2 covered`` (``good``
+brings the picture back), each answered by a log line on stderr.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from devices.errors import DeviceConfigError
 from devices.profile import available_profiles
+from devices.sim.camera_pictures import Picture
 from devices.sim.city import SimulatedCity
 from devices.sim.modbus import ModbusSimulator
 from devices.sim.ntcip import NtcipSimulator
@@ -114,6 +118,19 @@ def _add_camera_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParse
     camera.add_argument("--no-rtsp", action="store_true", help="serve no streams (ONVIF only)")
     camera.add_argument("--cvlc", default="cvlc", help="VLC's cvlc to run as the RTSP server (default: on PATH)")
     camera.add_argument("--ffmpeg", default="ffmpeg", help="ffmpeg to make the clip with (default: on PATH)")
+    pictures = ", ".join(p.value for p in Picture)
+    camera.add_argument(
+        "--picture",
+        action="append",
+        default=[],
+        metavar="CAMERA=PICTURE",
+        help=f"start CAMERA (cam-1...) showing PICTURE: {pictures} (repeatable)",
+    )
+    camera.add_argument(
+        "--commands",
+        action="store_true",
+        help="read commands on stdin while serving, one a line: 'picture CAMERA PICTURE'",
+    )
     camera.add_argument("--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds")
 
 
@@ -188,6 +205,7 @@ async def _serve_modbus(args: argparse.Namespace) -> int:
 
 
 async def _serve_camera(args: argparse.Namespace) -> int:
+    pictures = [_picture_arg(text, "--picture") for text in args.picture]
     cameras = SimulatedCameras(
         args.count,
         host=args.host,
@@ -198,10 +216,76 @@ async def _serve_camera(args: argparse.Namespace) -> int:
         cvlc=args.cvlc,
         ffmpeg=args.ffmpeg,
     )
+    names = {camera.name for camera in cameras.cameras}
+    for name, _ in pictures:
+        if name not in names:
+            raise DeviceConfigError(f"--picture: no camera {name!r} (cameras: {', '.join(sorted(names))})")
     async with cameras:
-        await _serve_until_stopped(cameras, args.duration)
+        if pictures and (cameras.rtsp is None or not cameras.rtsp.running):
+            raise DeviceConfigError(f"--picture needs the RTSP server: {cameras.rtsp_reason}")
+        for name, picture in pictures:
+            assert cameras.rtsp is not None
+            await cameras.rtsp.set_picture(name, picture)
+        commands = asyncio.create_task(_camera_commands(cameras)) if args.commands else None
+        try:
+            await _serve_until_stopped(cameras, args.duration)
+        finally:
+            if commands is not None:
+                commands.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await commands
     log.info("camera simulator stopped")
     return 0
+
+
+def _picture_arg(text: str, what: str) -> tuple[str, Picture]:
+    """``cam-1=black`` -> ``("cam-1", Picture.BLACK)``; :class:`DeviceConfigError` naming ``what`` was wrong."""
+    name, sep, value = text.partition("=")
+    try:
+        picture = Picture(value)
+    except ValueError:
+        picture = None
+    if not sep or not name or picture is None:
+        known = ", ".join(p.value for p in Picture)
+        raise DeviceConfigError(f"{what} {text!r}: CAMERA=PICTURE, PICTURE one of {known}")
+    return name, picture
+
+
+async def _camera_commands(cameras: SimulatedCameras) -> None:
+    """Run ``picture CAMERA PICTURE`` lines from stdin until it ends (a bad line is logged, not fatal)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except ValueError as exc:  # a regular file: asyncio reads pipes, sockets and terminals only
+        log.warning("no commands: stdin cannot be read as a stream (%s)", exc)
+        return
+    try:
+        while line := await reader.readline():
+            words = line.decode(errors="replace").split()
+            if words:
+                await _camera_command(cameras, words)
+    finally:
+        transport.close()
+
+
+async def _camera_command(cameras: SimulatedCameras, words: list[str]) -> None:
+    command = " ".join(words)
+    if len(words) != 3 or words[0] != "picture":
+        log.warning("command %r refused: commands are 'picture CAMERA PICTURE'", command)
+        return
+    if cameras.rtsp is None or not cameras.rtsp.running:
+        log.warning("command %r refused: no RTSP server (%s)", command, cameras.rtsp_reason)
+        return
+    try:
+        name, picture = _picture_arg(f"{words[1]}={words[2]}", "picture")
+        await cameras.rtsp.set_picture(name, picture)
+    except (DeviceConfigError, RuntimeError) as exc:
+        log.warning("command %r refused: %s", command, exc)
+    except KeyError:
+        log.warning("command %r refused: no camera %r", command, words[1])
+    else:
+        log.info("camera %s now shows %s", name, picture.value)
 
 
 async def _serve_city(args: argparse.Namespace) -> int:

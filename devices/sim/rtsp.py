@@ -1,7 +1,7 @@
 """RTSP streams from a real RTSP server: Debian's VLC looping a clip made with ffmpeg.
 
 ``async with RtspSimulator(["cam-1", "cam-2"]) as sim:`` makes a short H.264 test clip with ``ffmpeg``
-(``testsrc2``, the size, rate and bitrate of :class:`ClipSpec`), writes a VLM configuration with one looping
+(``testsrc2``, the size, rate and bitrate of :class:`ClipSpec`), writes a VLM configuration with one repeating
 broadcast per stream name, and starts one ``cvlc`` serving them all over RTSP (RTP over UDP; VLC's RTSP
 server does not offer TCP interleaving) on one port: ``sim.url("cam-1")``. Started means every stream
 answers ``DESCRIBE`` with ``200``.
@@ -15,8 +15,17 @@ start it from the main thread or a long-lived event loop thread).
 with the reason (``sim.unavailable_reason``), and ``ioc sim camera`` reports it instead of a stream URL.
 Knobs: :meth:`stop` and :meth:`start` again (same port: the camera's RTSP server goes away and comes back),
 :meth:`kill` (SIGKILL, a crash), per stream :meth:`freeze`/:meth:`unfreeze` (RTSP answers, no video flows: a
-hung encoder) and :meth:`stop_stream`/:meth:`start_stream` (that stream answers 404). The per-stream knobs are
-VLM commands sent through VLC's telnet interface, on loopback with a random password.
+hung encoder) and :meth:`stop_stream`/:meth:`start_stream` (that stream answers 404), and the image faults:
+:meth:`set_picture` switches a stream to another clip (black, frozen, blurred, covered, moved, or an infrared
+night picture: :mod:`devices.sim.camera_pictures`), made with ffmpeg the first time it is asked for and kept
+across a restart of the server. The per-stream knobs are VLM commands sent through VLC's telnet interface, on
+loopback with a random password.
+
+The clip repeats with VLC's ``input-repeat`` rather than VLM's ``loop``: ``loop`` restarts the input at the
+clip's end, and VLC's RTP output then ends every client's session with an RTCP BYE (RFC 3550, 6.6), so a client
+reading a few seconds of frames (the camera driver's image checks) was cut off at each end of the clip;
+``input-repeat`` rewinds the input within the session (the timestamps step back by about a second, which
+clients take in their stride).
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from devices.sim.camera_pictures import Picture, lavfi_source
+
 log = logging.getLogger(__name__)
 
 #: The user VLC runs as when we are root (VLC exits at once when started as root).
@@ -58,6 +69,8 @@ _PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 CONTROL_HOST: Final = "127.0.0.1"
 #: How long one control command may take.
 CONTROL_TIMEOUT_S: Final = 5.0
+#: How many times a stream's clip repeats (VLC's ``input-repeat``): see the module docstring.
+REPEATS: Final = 65535
 
 
 class RtspUnavailable(Exception):
@@ -74,8 +87,9 @@ class ClipSpec:
     seconds: int = 4
     bitrate_kbps: int = 300
 
-    def ffmpeg_argv(self, ffmpeg: str, out: Path) -> list[str]:
-        """An H.264 clip of ``testsrc2`` (moving test pattern), one keyframe a second, no B-frames."""
+    def ffmpeg_argv(self, ffmpeg: str, out: Path, picture: Picture = Picture.GOOD) -> list[str]:
+        """An H.264 clip of ``picture`` (``good``: ``testsrc2``, a moving test pattern), one keyframe a second,
+        no B-frames."""
         return [
             ffmpeg,
             "-hide_banner",
@@ -86,7 +100,7 @@ class ClipSpec:
             "-f",
             "lavfi",
             "-i",
-            f"testsrc2=size={self.width}x{self.height}:rate={self.fps}",
+            lavfi_source(picture, self.width, self.height, self.fps),
             "-t",
             str(self.seconds),
             "-c:v",
@@ -213,6 +227,8 @@ class RtspSimulator:
         self._control_password = secrets.token_hex(8)
         self.frozen: set[str] = set()
         self.stopped_streams: set[str] = set()
+        #: What each stream shows (kept across a restart: a covered lens stays covered).
+        self.pictures: dict[str, Picture] = dict.fromkeys(self.streams, Picture.GOOD)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -230,8 +246,14 @@ class RtspSimulator:
 
     @property
     def clip_path(self) -> Path | None:
-        """The clip VLC serves (once made)."""
-        return self._workdir / "clip.mp4" if self._workdir is not None else None
+        """The clip of the good picture (once made)."""
+        return self.picture_path(Picture.GOOD)
+
+    def picture_path(self, picture: Picture) -> Path | None:
+        """Where the clip of ``picture`` is (or will be) kept; None before the working folder exists."""
+        if self._workdir is None:
+            return None
+        return self._workdir / ("clip.mp4" if picture is Picture.GOOD else f"clip-{picture.value}.mp4")
 
     @property
     def running(self) -> bool:
@@ -280,7 +302,9 @@ class RtspSimulator:
         if not self.port:
             self.port = free_port(self.host)
         conf = workdir / "streams.vlm"
-        conf.write_text(self._vlm(workdir / "clip.mp4"), encoding="utf-8")
+        for picture in set(self.pictures.values()):
+            await self._ensure_clip(picture)
+        conf.write_text(self._vlm(), encoding="utf-8")
         conf.chmod(0o644)
         self._log_file = workdir / "vlc.log"
         if not self._control_port:
@@ -326,19 +350,25 @@ class RtspSimulator:
             self._workdir = Path(tempfile.mkdtemp(prefix="ioc-rtsp-sim-"))
             self._workdir.chmod(0o755)
             (self._workdir / "home").mkdir()
-        clip = self._workdir / "clip.mp4"
-        if not clip.exists():
-            await self._make_clip(clip)
+        await self._ensure_clip(Picture.GOOD)
         return self._workdir
 
-    async def _make_clip(self, out: Path) -> None:
+    async def _ensure_clip(self, picture: Picture) -> Path:
+        """The clip of ``picture``, made now if it was not yet."""
+        clip = self.picture_path(picture)
+        assert clip is not None, "the working folder is made first"
+        if not clip.exists():
+            await self._make_clip(clip, picture)
+        return clip
+
+    async def _make_clip(self, out: Path, picture: Picture) -> None:
         ffmpeg = find_tool(self.ffmpeg)
         if ffmpeg is None:
             raise RtspUnavailable(
                 f"RTSP server unavailable: {self.ffmpeg!r} not found to make the clip (Debian package ffmpeg)"
             )
         proc = await asyncio.create_subprocess_exec(
-            *self.clip.ffmpeg_argv(ffmpeg, out),
+            *self.clip.ffmpeg_argv(ffmpeg, out, picture),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -353,12 +383,16 @@ class RtspSimulator:
                 await proc.wait()
         _check_clip(out, proc.returncode, stderr)
 
-    def _vlm(self, clip: Path) -> str:
+    def _vlm(self) -> str:
         lines: list[str] = []
         for name in self.streams:
+            clip = self.picture_path(self.pictures[name])
             lines += [
-                f"new {name} broadcast enabled loop",
+                f"new {name} broadcast enabled",
                 f"setup {name} input {clip}",
+                # 65535 repeats (three days of a 4 s clip): VLC's largest documented use is "-1: for ever",
+                # which VLM options do not take; the module docstring says why not ``loop``.
+                f"setup {name} option input-repeat={REPEATS}",
                 f"setup {name} output #rtp{{sdp=rtsp://{self.host}:{self.port}/{name}}}",
             ]
         lines += [f"control {name} play" for name in self.streams]
@@ -418,6 +452,23 @@ class RtspSimulator:
         if name in self.frozen:
             await self._vlm_command(f"control {self._stream(name)} pause")
             self.frozen.discard(name)
+
+    async def set_picture(self, name: str, picture: Picture) -> None:
+        """Stream ``name`` shows ``picture`` from now on (its clip is made first if needed, which takes a
+        second or two). Clients reading the stream at that moment see it end (VLC restarts the stream's input);
+        the next ``DESCRIBE`` gets the new picture. A frozen (paused) stream plays again."""
+        self._stream(name)
+        clip = await self._ensure_clip(picture)
+        for command in (
+            f"control {name} stop",
+            f"setup {name} inputdel all",
+            f"setup {name} input {clip}",
+            f"control {name} play",
+        ):
+            await self._vlm_command(command)
+        self.pictures[name] = picture
+        self.frozen.discard(name)
+        self.stopped_streams.discard(name)
 
     async def stop_stream(self, name: str) -> None:
         """This stream goes away (RTSP answers 404 for it); the others keep running."""

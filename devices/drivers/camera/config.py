@@ -2,11 +2,13 @@
 
 Checked once when the driver is built; unknown keys are refused. Either half may be left out: ``onvif_port: 0``
 skips the ONVIF check, no ``rtsp_url`` skips the stream probe (the reading then says so in ``rtsp_error``, with
-``no_rtsp_reason`` when given).
+``no_rtsp_reason`` when given). The image checks read ``image_rtsp_url`` (a sub-stream), else ``rtsp_url``,
+every ``image_check_interval_s`` (0: never).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -63,7 +65,36 @@ class CameraConfig(DriverConfig):
         "simulation); reported as rtsp_error instead of 'no rtsp_url configured'. Only without rtsp_url.",
     )
 
-    @field_validator("rtsp_url")
+    image_check_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="seconds between two image checks (black, frozen, blurred, covered, view changed); 0: none",
+    )
+    image_rtsp_url: str | None = Field(
+        default=None, max_length=2048, description="the stream the image checks read (a sub-stream); rtsp_url if unset"
+    )
+    image_sample_s: float = Field(
+        default=3.0, ge=2, le=30, description="seconds of video each image check analyses (5 frames a second)"
+    )
+    image_timeout_s: float = Field(
+        default=15.0, gt=0, le=120, description="an image check's ffmpeg is killed after this long (connect + sample)"
+    )
+    image_confirm_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="after a check that begins a change of a problem's state, or could not judge the picture, the "
+        "next check comes after this rather than after image_check_interval_s",
+    )
+    image_reference_dir: Path | None = Field(
+        default=None,
+        description="folder where the camera's reference views are kept (an absolute path; made if missing); "
+        "unset: kept in memory, learned again after each start of the agent",
+    )
+    ffmpeg: str = Field(default="ffmpeg", min_length=1, description="name on PATH or absolute path of ffmpeg")
+
+    @field_validator("rtsp_url", "image_rtsp_url")
     @classmethod
     def _rtsp_scheme(cls, value: str | None) -> str | None:
         if value is None:
@@ -79,6 +110,16 @@ class CameraConfig(DriverConfig):
             raise ValueError("username and password go together: give both or neither")
         if self.rtsp_url is not None and self.no_rtsp_reason is not None:
             raise ValueError("no_rtsp_reason is for a camera without rtsp_url")
+        if self.image_timeout_s <= self.image_sample_s:
+            raise ValueError(
+                f"image_timeout_s ({self.image_timeout_s:g}) must be longer than image_sample_s "
+                f"({self.image_sample_s:g}): connecting takes time too"
+            )
+        if self.image_check_interval_s and self.image_confirm_s > self.image_check_interval_s:
+            raise ValueError(
+                f"image_confirm_s ({self.image_confirm_s:g}) must not be longer than image_check_interval_s "
+                f"({self.image_check_interval_s:g})"
+            )
         return self
 
     @property
@@ -89,6 +130,15 @@ class CameraConfig(DriverConfig):
     def onvif_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.onvif_scheme}://{host}:{self.onvif_port}{self.onvif_path}"
+
+    @property
+    def image_url(self) -> str | None:
+        """The stream the image checks read."""
+        return self.image_rtsp_url or self.rtsp_url
+
+    @property
+    def image_checks_enabled(self) -> bool:
+        return self.image_check_interval_s > 0 and self.image_url is not None
 
     @property
     def poll_budget_s(self) -> float:

@@ -12,7 +12,18 @@ publishes ``device_down`` with that reason, and ``device_up`` when it answers ag
 camera that answers but refuses (bad credentials, a SOAP fault) is reachable: up, its state says the rest.
 A missing ffprobe is not the camera's fault either.
 
-Ability (:class:`devices.driver.CommandCapable`): ``restart``, sent as ONVIF ``SystemReboot``.
+Image checks (:mod:`.image_check`): from the first poll, a task of the driver's runs one every
+``image_check_interval_s`` (sooner, after ``image_confirm_s``, when the last one began a change of a
+problem's state or could not judge the picture), so a poll's budget stays that of its two checks; each poll
+adds the readings of the checks that ended since the last, stamped when their frames were sampled. Problems
+(``image_black``, ``image_frozen``, ``image_blurred``, ``image_covered``, ``view_changed``) are metrics (1
+raised, 0 not) of those readings, and :meth:`CameraDriver.problems` names them with their reasons. A camera
+with image problems is up: it answers. Closing the driver stops the checks (ffmpeg killed); the problems'
+states outlive a reopen.
+
+Abilities (:class:`devices.driver.CommandCapable`): ``restart``, sent as ONVIF ``SystemReboot``;
+``accept_view``, which makes the next sound picture the camera's reference view (after it was turned on
+purpose).
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Final
 
@@ -27,6 +40,8 @@ import httpx
 
 from devices.driver import MetricValue, Reading, now_ms
 from devices.drivers.camera.config import CameraConfig
+from devices.drivers.camera.image_check import ImageChecker, ImageCheckState, ImageResult
+from devices.drivers.camera.image_profile import load_image_profile
 from devices.drivers.camera.onvif import OnvifChecker, OnvifResult, OnvifState, make_client
 from devices.drivers.camera.rtsp import RtspProber, RtspResult, RtspState, redact
 from devices.errors import DeviceConfigError, UnsupportedCommand
@@ -38,6 +53,11 @@ log = logging.getLogger(__name__)
 PROFILE_DRIVER: Final = "camera"
 #: How long closing the HTTP client may take.
 CLOSE_TIMEOUT_S: Final = 2.0
+#: Image-check results kept for the next poll; past it the oldest go (a poll every interval_s hands them out).
+IMAGE_RESULTS_KEPT: Final = 16
+#: The abilities, each offered when its check is on.
+RESTART: Final = "restart"
+ACCEPT_VIEW: Final = "accept_view"
 
 
 class CameraDriver:
@@ -58,6 +78,17 @@ class CameraDriver:
         self._logged: dict[str, str] = {}
         #: Why the camera is down after the last poll (None: up).
         self._down_reason: str | None = None
+        self._image: ImageChecker | None = None
+        if config.image_checks_enabled:
+            thresholds, source = load_image_profile(profile)
+            self._image = ImageChecker(config, thresholds, source, self.where)
+        #: The task running the image checks on their own schedule (from the first poll until close).
+        self._image_loop: asyncio.Task[None] | None = None
+        #: Checks ended and not yet handed out by a poll (bounded: polls normally come far more often).
+        self._image_results: deque[ImageResult] = deque(maxlen=IMAGE_RESULTS_KEPT)
+        #: ``time.monotonic()`` from which the next image check may start; set to wake the loop early.
+        self._image_due = 0.0
+        self._image_wake = asyncio.Event()
         for line in self.describe_plan():
             log.info("%s: %s", self.where, line)
 
@@ -79,6 +110,10 @@ class CameraDriver:
             )
         else:
             lines.append("RTSP: not probed (no rtsp_url)")
+        if self._image is not None:
+            lines.append(self._image.describe_plan())
+        elif c.image_url is not None:
+            lines.append("image checks: off (image_check_interval_s 0)")
         lines.append(f"a poll takes at most {c.poll_budget_s:g} s")
         return lines
 
@@ -88,9 +123,12 @@ class CameraDriver:
             self._client = make_client(self.config)
             self._onvif = OnvifChecker(self.config, self._client)
         self._rtsp.resolve()
+        if self._image is not None:
+            self._image.resolve()
 
     async def poll(self) -> list[Reading]:
-        """Both checks at once; one reading with the ``onvif_*`` and ``rtsp_*`` metrics."""
+        """Both checks at once: one reading with the ``onvif_*`` and ``rtsp_*`` metrics, then one per image
+        check that ended since the last poll (the first poll starts the image checks)."""
         if self.config.onvif_enabled and self._onvif is None:
             await self.open()
         ts_ms = now_ms()
@@ -102,26 +140,47 @@ class CameraDriver:
         metrics.update(rtsp.metrics())
         self._note("RTSP", rtsp.state.label, rtsp.error)
         self._down_reason = _down_reason(onvif, rtsp)
-        return [Reading(ts_ms=ts_ms, metrics=metrics)]
+        readings = [Reading(ts_ms=ts_ms, metrics=metrics)]
+        readings += self._image_readings()
+        self._start_image_checks()
+        return readings
 
     def down_reason(self) -> str | None:
         """See the module docstring: ONVIF unreachable (or, with ONVIF off, the stream down), else None."""
         return self._down_reason
 
+    def problems(self) -> dict[str, str]:
+        """The image problems raised now, by name (``image_black``...), each with the reason it was raised."""
+        return self._image.problems() if self._image is not None else {}
+
     def supported_actions(self) -> frozenset[str]:
-        """``restart`` (ONVIF SystemReboot) when the ONVIF check is on."""
-        return frozenset({"restart"}) if self.config.onvif_enabled else frozenset()
+        """``restart`` (ONVIF SystemReboot) when the ONVIF check is on; ``accept_view`` with image checks."""
+        actions = set()
+        if self.config.onvif_enabled:
+            actions.add(RESTART)
+        if self._image is not None:
+            actions.add(ACCEPT_VIEW)
+        return frozenset(actions)
 
     async def execute(self, action: str, params: Mapping[str, MetricValue]) -> str:
         """``restart``: ask the camera to reboot; the detail is its message ("Rebooting in 30 seconds").
+        ``accept_view``: forget the reference views; the next sound picture becomes the reference.
 
         Raises :class:`UnsupportedCommand` for another action or any params, :class:`DeviceUnavailable` when
         the camera does not answer, :class:`DeviceResponseError` when it refuses.
         """
         if action not in self.supported_actions():
-            raise UnsupportedCommand(f"{self.where}: no action {action!r} (supported: restart, with ONVIF on)")
+            raise UnsupportedCommand(
+                f"{self.where}: no action {action!r} (supported: restart with ONVIF on, accept_view with image checks)"
+            )
         if params:
-            raise UnsupportedCommand(f"{self.where}: restart takes no params, got {', '.join(sorted(params))}")
+            raise UnsupportedCommand(f"{self.where}: {action} takes no params, got {', '.join(sorted(params))}")
+        if action == ACCEPT_VIEW:
+            assert self._image is not None
+            await self._image.accept_view()
+            self._image_due = 0.0  # check now, so that the new view is learned soon
+            self._image_wake.set()
+            return "reference view cleared: the next sound picture becomes the camera's reference view"
         if self._onvif is None:
             await self.open()
         assert self._onvif is not None
@@ -130,12 +189,55 @@ class CameraDriver:
         return message
 
     async def close(self) -> None:
-        """Close the HTTP client. Never raises."""
+        """Stop the image checks (one under way: ffmpeg killed) and close the HTTP client. Never raises."""
+        task, self._image_loop = self._image_loop, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._image is not None:
+            self._image.close()
         client, self._client, self._onvif = self._client, None, None
         if client is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await client.aclose()
+
+    def _image_readings(self) -> list[Reading]:
+        """The readings of the image checks that ended since the last poll, each stamped at its sampling."""
+        readings = []
+        while self._image_results:
+            result = self._image_results.popleft()
+            self._note("image check", result.state.label, result.error)
+            readings.append(Reading(ts_ms=result.ts_ms, metrics=result.metrics()))
+        return readings
+
+    def _start_image_checks(self) -> None:
+        if self._image is not None and self._image_loop is None:
+            self._image_loop = asyncio.get_running_loop().create_task(
+                self._run_image_checks(self._image), name=f"image checks {self.where}"
+            )
+
+    async def _run_image_checks(self, image: ImageChecker) -> None:
+        """Check, wait, check... until cancelled: after ``image_check_interval_s`` from the start of the last
+        check, or ``image_confirm_s`` when it began a change of a problem's state or could not judge."""
+        c = self.config
+        while True:
+            delay = self._image_due - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._image_wake.wait(), delay)
+            self._image_wake.clear()
+            result: ImageResult | None = None
+            try:
+                result = await image.check()
+            except Exception:  # a bug in a check must not end the checks; the next runs as planned
+                log.exception("%s: image check failed", self.where)
+            started = image.last_started or time.monotonic()
+            soon = result is None or result.state is ImageCheckState.FAILED or image.pending
+            self._image_due = started + (c.image_confirm_s if soon else c.image_check_interval_s)
+            if result is not None:
+                self._image_results.append(result)
 
     async def _check_onvif(self) -> OnvifResult | None:
         return await self._onvif.check() if self._onvif is not None else None

@@ -207,19 +207,25 @@ def _last_line(stderr: bytes) -> str:
     return redact(lines[-1]) if lines else ""
 
 
-def resolve_ffprobe(name: str) -> tuple[str | None, str]:
-    """``(path, "")`` when ffprobe can be run, else ``(None, reason)``."""
+def resolve_tool(name: str, option: str) -> tuple[str | None, str]:
+    """``(path, "")`` when the ffmpeg tool ``name`` (set by the driver option ``option``: ``ffprobe`` or
+    ``ffmpeg``) can be run, else ``(None, reason)``."""
     if os.sep in name:
         path = Path(name)
         if not path.is_file():
-            return None, f"ffprobe not found at {name} (install ffmpeg, or set the ffprobe option)"
+            return None, f"{option} not found at {name} (install ffmpeg, or set the {option} option)"
         if not os.access(path, os.X_OK):
-            return None, f"ffprobe at {name} is not executable"
+            return None, f"{option} at {name} is not executable"
         return str(path), ""
     found = shutil.which(name)
     if found is None:
-        return None, f"ffprobe not found: {name!r} is not on PATH (install ffmpeg, or set the ffprobe option)"
+        return None, f"{option} not found: {name!r} is not on PATH (install ffmpeg, or set the {option} option)"
     return found, ""
+
+
+def resolve_ffprobe(name: str) -> tuple[str | None, str]:
+    """``(path, "")`` when ffprobe can be run, else ``(None, reason)``."""
+    return resolve_tool(name, "ffprobe")
 
 
 class RtspProber:
@@ -276,7 +282,7 @@ class RtspProber:
             return RtspResult(RtspState.DOWN, f"no stream within {timeout:g} s (ffprobe killed)", None, ms)
         finally:
             if proc.returncode is None:
-                await _kill(proc)
+                await kill_and_reap(proc)
         ms = (time.perf_counter() - started) * 1000
         code = proc.returncode
         if code != 0:
@@ -291,8 +297,8 @@ class RtspProber:
         return RtspResult(RtspState.UP, "", info, ms)
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL and reap, even while the surrounding task is being cancelled."""
+async def kill_and_reap(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL and reap, even while the surrounding task is being cancelled (ffprobe and ffmpeg alike)."""
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     with contextlib.suppress(TimeoutError):

@@ -5,17 +5,20 @@ Run as a child process, as ``ioc demo`` and an operator run it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from devices.drivers.camera import CameraConfig, CameraDriver
+from devices.drivers.camera.image_check import ImageChecker
+from devices.drivers.camera.image_profile import ImageCheckProfile
 from devices.profile import load_profile
 
 pytestmark = pytest.mark.slow
@@ -150,3 +153,82 @@ def test_no_rtsp_and_a_bad_count() -> None:
     assert bad.returncode == 2
     assert bad.stdout == ""
     assert "ioc sim camera: count must be 1..100, not 0" in bad.stderr
+
+
+async def image_check(options: dict[str, Any]) -> dict[str, Any]:
+    """One image check of the camera's stream (measures only: the hysteresis is not under test here)."""
+    config = CameraConfig(**options, image_sample_s=2, image_timeout_s=8)
+    checker = ImageChecker(config, ImageCheckProfile(), "defaults", "camera test")
+    try:
+        return dict((await checker.check()).metrics())
+    finally:
+        checker.close()
+
+
+def wait_for_line(stream: IO[str], needle: str, timeout_s: float = 20) -> str:
+    """The first line of ``stream`` (a child's stderr) containing ``needle``; fails at EOF or past the time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        if needle in line:
+            return line
+    pytest.fail(f"no line with {needle!r}")
+
+
+def start_with_stdin(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ioc.cli", "sim", "camera", *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_a_picture_at_start_and_pictures_on_command_from_stdin() -> None:
+    proc = start_with_stdin("--count", "2", "--picture", "cam-2=black", "--commands")
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        described = json.loads(proc.stdout.readline())
+        one, two = (camera["options"] for camera in described["cameras"])
+        black, good = await asyncio.gather(image_check(two), image_check(one))
+        assert black["image_black_pct"] == 100
+        assert good["image_black_pct"] == 0
+
+        proc.stdin.write("picture cam-2 covered\npicture cam-9 black\npicture cam-1 sepia\n")
+        proc.stdin.flush()
+        assert "camera cam-2 now shows covered" in await asyncio.to_thread(wait_for_line, proc.stderr, "now shows")
+        refused = await asyncio.to_thread(wait_for_line, proc.stderr, "cam-9")
+        assert "command 'picture cam-9 black' refused: no camera 'cam-9'" in refused
+        refused = await asyncio.to_thread(wait_for_line, proc.stderr, "sepia")
+        assert "command 'picture cam-1 sepia' refused: picture 'cam-1=sepia': CAMERA=PICTURE, PICTURE one of" in refused
+        covered = await image_check(two)
+        assert covered["image_black_pct"] < 98
+        assert covered["image_spatial_info"] < 12
+    finally:
+        proc.stdin.close()
+        assert stop(proc) == 0
+
+
+def test_a_bad_picture_argument_is_refused_naming_it() -> None:
+    for args, message in (
+        (["--picture", "cam-1=sepia"], "ioc sim camera: --picture 'cam-1=sepia': CAMERA=PICTURE, PICTURE one of good,"),
+        (["--picture", "cam-3=black"], "ioc sim camera: --picture: no camera 'cam-3' (cameras: cam-1)"),
+        (["--no-rtsp", "--picture", "cam-1=black"], "ioc sim camera: --picture needs the RTSP server:"),
+    ):
+        bad = subprocess.run(
+            [sys.executable, "-m", "ioc.cli", "sim", "camera", *args, "--duration", "0.2"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert bad.returncode == 2, bad.stderr
+        assert bad.stdout == ""
+        assert message in bad.stderr

@@ -394,7 +394,9 @@ async def test_restart_takes_no_params_and_other_actions_are_unsupported(sim: On
         CameraConfig(host="127.0.0.1", onvif_port=0, rtsp_url="rtsp://127.0.0.1/x"),
         load_profile("camera-onvif-generic"),
     )
-    assert stream_only.supported_actions() == frozenset()
+    assert stream_only.supported_actions() == frozenset({"accept_view"})  # no restart without ONVIF
+    with pytest.raises(UnsupportedCommand, match="no action 'restart'"):
+        await stream_only.execute("restart", {})
     assert sim.reboots == 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from camera_support import silent_rtsp_server, tool_pids, wait_for_tool
 
 from devices.drivers.camera import CameraConfig, CameraDriver
 from devices.profile import load_profile
@@ -67,35 +67,9 @@ def file_bitrate_kbps(path: Path) -> float:
     return float(json.loads(out)["format"]["bit_rate"]) / 1000
 
 
-def ffprobe_pids(marker: str) -> list[int]:
-    """Live ffprobe processes whose command line contains ``marker``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().split(") ", 1)[1][0]
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"ffprobe") and marker.encode() in b" ".join(cmdline) and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
 def real_uid(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     return int(next(line.split()[1] for line in status if line.startswith("Uid:")))
-
-
-async def wait_for_ffprobe(marker: str, timeout_s: float = 5.0) -> list[int]:
-    """Poll /proc until an ffprobe with ``marker`` runs (a process start has no event to wait on)."""
-    deadline = time.monotonic() + timeout_s
-    pids = ffprobe_pids(marker)
-    while not pids and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)  # polling /proc: a process start has no event to await
-        pids = ffprobe_pids(marker)
-    return pids
 
 
 def alive(pid: int) -> bool:
@@ -174,12 +148,9 @@ async def test_credentials_in_the_url_never_reach_the_reading(vlc: RtspSimulator
 
 @pytest.fixture
 def silent_server() -> Iterator[int]:
-    """A TCP server that accepts RTSP connections and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    yield listener.getsockname()[1]
-    listener.close()
+    """The port of a TCP server that accepts RTSP connections and never says a word."""
+    with silent_rtsp_server() as port:
+        yield port
 
 
 async def test_a_server_that_never_answers_is_down_and_ffprobe_is_killed(silent_server: int) -> None:
@@ -190,7 +161,7 @@ async def test_a_server_that_never_answers_is_down_and_ffprobe_is_killed(silent_
     assert metrics["rtsp_state_name"] == "down"
     assert metrics["rtsp_error"] == "no stream within 1 s (ffprobe killed)"
     assert 1.0 <= elapsed < 3.0
-    assert ffprobe_pids(f":{silent_server}/silent") == []
+    assert tool_pids("ffprobe", f":{silent_server}/silent") == []
 
 
 async def test_a_cancelled_poll_kills_its_ffprobe(silent_server: int) -> None:
@@ -198,12 +169,12 @@ async def test_a_cancelled_poll_kills_its_ffprobe(silent_server: int) -> None:
     driver = driver_for(url)
     await driver.open()
     task = asyncio.create_task(driver.poll())
-    assert await wait_for_ffprobe("/cancelled"), "ffprobe never started"
+    assert await wait_for_tool("ffprobe", "/cancelled"), "ffprobe never started"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await driver.close()
-    assert ffprobe_pids("/cancelled") == []
+    assert tool_pids("ffprobe", "/cancelled") == []
 
 
 async def test_rtsp_server_missing_is_unavailable_with_the_reason(tmp_path: Path) -> None:

@@ -82,6 +82,11 @@ def test_the_plan_is_logged_once_and_hides_url_credentials(caplog: pytest.LogCap
             "credentials, within 3 s"
         ),
         "RTSP rtsp://cam.local:554/s1: ffprobe (auto), 30 packets, within 5 s",
+        (
+            "image checks of rtsp://cam.local:554/s1 every 300 s (sooner, after 60 s, to confirm a change): ffmpeg "
+            "(auto), 15 frames over 3 s, within 15 s; thresholds devices/profiles/image-checks/camera-onvif-generic"
+            ".yaml; raised after 2, cleared after 2 checks; reference views in memory"
+        ),
         "a poll takes at most 5 s",
     ]
     assert [r.getMessage() for r in caplog.records] == [f"camera cam.local: {line}" for line in plan]
