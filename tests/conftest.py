@@ -30,7 +30,14 @@ from ioc.stack import (
 )
 
 #: The gateways every test session's broker has accounts for (account names "site-a.gw-1", ...).
-STACK_GATEWAYS: tuple[tuple[str, str], ...] = (("site-a", "gw-1"), ("site-b", "gw-2"), ("demo", "gw-1"))
+STACK_GATEWAYS: tuple[tuple[str, str], ...] = (
+    ("site-a", "gw-1"),
+    ("site-b", "gw-2"),
+    ("demo", "gw-1"),
+    # Its own for tests that must be the only client of their gateway: with client ids bound to accounts, another
+    # test's client of the same gateway still connected (with auto-reconnect) would take the id over and back.
+    ("replay", "gw-1"),
+)
 #: The gateways that also have a second account ("site-b.gw-2.second": the gateway's ACL, a client id of its own),
 #: for a test that needs two connections on one gateway's topics at once: tests/integration/hub/
 #: test_captured_gateway.py sends an oversized packet on gw-2's data topic while gw-2 floods.
