@@ -78,9 +78,9 @@ async def test_a_replay_larger_than_a_message_goes_as_several_each_within_the_li
         publisher = Publisher(
             site=SITE,
             gateway=GATEWAY,
-            # A 4 MiB publish on a machine loaded by make test's other workers (a flood test among them) can take
-            # longer than the default 10 s to be acknowledged; the publisher would then resend it (at least once),
-            # and "each once" below is about batching, not about that.
+            # A 4 MiB publish on a machine loaded by make test's other workers may be slow to be acknowledged; past
+            # the publish timeout the publisher would resend it (at least once), and "each once" below is about
+            # batching, not about that.
             broker=BrokerConfig(
                 host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password, publish_timeout_s=60
             ),
