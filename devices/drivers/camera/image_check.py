@@ -251,7 +251,8 @@ class ImageChecker:
         stdout, stderr = outcome
         errors = decoding_errors(stderr.decode(errors="replace"))
         if errors:
-            reason = f"{len(errors)} decoding error(s), lost or damaged packets: not judged (last: {errors[-1]})"
+            last = redact(errors[-1])
+            reason = f"{len(errors)} decoding error(s), lost or damaged packets: not judged (last: {last})"
             return ImageResult(ts_ms, ImageCheckState.FAILED, self._states(), reason, check_ms=check_ms)
         try:
             measures = measure(parse_metadata(stdout.decode(errors="replace")), self.min_frames)

@@ -27,6 +27,7 @@ reference view. Errors go to stderr, each line tagged with its level (``-logleve
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ _KEYS: Final = {
     "blur": "lavfi.blur",
 }
 _SSIM_KEYS: Final = ("lavfi.ssim.Y", "lavfi.ssim.All")
+#: The decoders of the streams cameras send (their log lines are named after them).
+VIDEO_DECODERS: Final = frozenset({"h264", "hevc", "mjpeg", "mpeg4"})
+#: ``[h264 @ 0x55bd93f46dc0] [error] error while decoding MB 4 0``
+_LOGGED_ERROR: Final = re.compile(r"^\[(?P<context>[\w-]+) @ 0x[0-9a-fA-F]+\] \[error\] (?P<message>.*)$")
 _FREEZE_START: Final = "lavfi.freezedetect.freeze_start"
 _FREEZE_END: Final = "lavfi.freezedetect.freeze_end"
 
@@ -143,11 +148,18 @@ def ffmpeg_argv(
 
 
 def decoding_errors(stderr: str) -> list[str]:
-    """The errors ffmpeg logged (``-loglevel level+error`` tags them ``[error]``) in a run that otherwise ended
-    well: the decoder's, for packets lost or damaged on the way ("error while decoding MB 31 16",
-    "concealing 160 DC, 160 AC, 160 MV errors in I frame"). A sample with any is not judged: a damaged frame
-    holds until the next keyframe, and its edges, histogram and stillness are the damage's, not the scene's."""
-    return [line.split("[error] ", 1)[1].strip() for line in stderr.splitlines() if "[error] " in line]
+    """The errors a video decoder logged (``-loglevel level+error`` tags them ``[error]``, after the decoder's
+    name: ``[h264 @ 0x...]``) in a run that otherwise ended well, for packets lost or damaged on the way ("error
+    while decoding MB 31 16", "concealing 160 DC, 160 AC, 160 MV errors in I frame"). A sample with any is not
+    judged: a damaged frame holds until the next keyframe, and its edges, histogram and stillness are the
+    damage's, not the scene's. Other errors of a run that ended well were overcome (``[udp @ 0x...] bind failed:
+    Address already in use``: the RTP port pair taken, ffmpeg tried another)."""
+    errors = []
+    for line in stderr.splitlines():
+        found = _LOGGED_ERROR.match(line)
+        if found is not None and found["context"] in VIDEO_DECODERS:
+            errors.append(found["message"].strip())
+    return errors
 
 
 def parse_metadata(text: str) -> list[dict[str, str]]:
