@@ -195,8 +195,6 @@ class CameraDriver:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._image is not None:
-            self._image.close()
         client, self._client, self._onvif = self._client, None, None
         if client is not None:
             with contextlib.suppress(Exception):

@@ -19,11 +19,9 @@ every problem as it was: no evidence is not good evidence. ``image_check_state``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import os
-import shutil
 import tempfile
 import time
 import weakref
@@ -169,7 +167,6 @@ class ImageChecker:
         self.last_started: float | None = None
         self._ffmpeg: str | None = None
         self._reason = ""
-        self._workdir: Path | None = None
 
     def describe_plan(self) -> str:
         c = self.config
@@ -219,11 +216,15 @@ class ImageChecker:
             return await self._check(ts_ms)
 
     async def _check(self, ts_ms: int) -> ImageResult:
-        assert self._ffmpeg is not None
         await asyncio.to_thread(self.references.load)
-        workdir = self._ensure_workdir()
+        # The reference view ffmpeg reads and the frame it keeps live in a folder of the check's own, gone when
+        # the check ends (left behind only by a process killed in the middle of one).
+        with tempfile.TemporaryDirectory(prefix="ioc-camera-image-") as workdir:
+            return await self._check_in(ts_ms, Path(workdir))
+
+    async def _check_in(self, ts_ms: int, workdir: Path) -> ImageResult:
+        assert self._ffmpeg is not None
         frame_out = workdir / "frame.png"
-        frame_out.unlink(missing_ok=True)
         mode = self.last_mode
         reference = self.references.get(mode)
         ref_arg: tuple[Path, tuple[int, int]] | None = None
@@ -335,15 +336,3 @@ class ImageChecker:
 
     def _states(self) -> dict[Problem, bool]:
         return {p: state.active for p, state in self.states.items()}
-
-    def _ensure_workdir(self) -> Path:
-        if self._workdir is None or not self._workdir.is_dir():
-            self._workdir = Path(tempfile.mkdtemp(prefix="ioc-camera-image-"))
-        return self._workdir
-
-    def close(self) -> None:
-        """Remove the working folder (the frame and reference copies ffmpeg used). Problem states are kept."""
-        workdir, self._workdir = self._workdir, None
-        if workdir is not None:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(workdir)

@@ -159,10 +159,7 @@ async def image_check(options: dict[str, Any]) -> dict[str, Any]:
     """One image check of the camera's stream (measures only: the hysteresis is not under test here)."""
     config = CameraConfig(**options, image_sample_s=2, image_timeout_s=8)
     checker = ImageChecker(config, ImageCheckProfile(), "defaults", "camera test")
-    try:
-        return dict((await checker.check()).metrics())
-    finally:
-        checker.close()
+    return dict((await checker.check()).metrics())
 
 
 def wait_for_line(stream: IO[str], needle: str, timeout_s: float = 20) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -243,7 +244,10 @@ def silent_server() -> Iterator[int]:
         yield port
 
 
-async def test_a_silent_server_times_the_check_out_and_closing_kills_ffmpeg(silent_server: int) -> None:
+async def test_a_silent_server_times_the_check_out_and_closing_kills_ffmpeg(
+    silent_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the checks' working folders go
     url = f"rtsp://127.0.0.1:{silent_server}/silent"
     marker = f":{silent_server}/silent"
     driver = driver_for(url, rtsp_timeout_s=1.0, image_timeout_s=3.0)
@@ -258,6 +262,11 @@ async def test_a_silent_server_times_the_check_out_and_closing_kills_ffmpeg(sile
         # The confirming check (it was due 2 s after the first began) is under way when the driver is closed.
         assert await wait_for_tool("ffmpeg", marker, frozenset(first)), "the confirming check never started"
     assert tool_pids("ffmpeg", marker) == []
+    assert kept_files(tmp_path) == []  # each check's working folder went with it, the cancelled one too
+
+
+def kept_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 def kept_views(folder: Path) -> list[str]:

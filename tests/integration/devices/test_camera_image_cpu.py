@@ -54,17 +54,14 @@ async def test_cpu_per_image_check(clip: ClipSpec) -> None:
         probed = (await RtspProber(config, "camera cpu").probe()).metrics()
         assert (probed["rtsp_width"], probed["rtsp_height"]) == (clip.width, clip.height)
         checker = ImageChecker(config, ImageCheckProfile(), "defaults", "camera cpu")
-        try:
-            for _ in range(ROUNDS):
-                before, before_self = cpu_s(resource.RUSAGE_CHILDREN), cpu_s(resource.RUSAGE_SELF)
-                result = await checker.check()
-                cpu.append(cpu_s(resource.RUSAGE_CHILDREN) - before)
-                agent.append(cpu_s(resource.RUSAGE_SELF) - before_self)
-                assert result.state is ImageCheckState.OK, result.error
-                assert result.check_ms is not None
-                wall.append(result.check_ms / 1000)
-        finally:
-            checker.close()
+        for _ in range(ROUNDS):
+            before, before_self = cpu_s(resource.RUSAGE_CHILDREN), cpu_s(resource.RUSAGE_SELF)
+            result = await checker.check()
+            cpu.append(cpu_s(resource.RUSAGE_CHILDREN) - before)
+            agent.append(cpu_s(resource.RUSAGE_SELF) - before_self)
+            assert result.state is ImageCheckState.OK, result.error
+            assert result.check_ms is not None
+            wall.append(result.check_ms / 1000)
     median = statistics.median(cpu)
     print(
         f"\n{clip.width}x{clip.height} {clip.fps} fps {clip.bitrate_kbps} kbps: CPU per check median {median:.3f} s "
