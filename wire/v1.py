@@ -12,6 +12,7 @@ Topics (``{site}`` and ``{gateway}`` are IDs, see :data:`ID_PATTERN`)::
     ioc/v1/{site}/{gateway}/event     device health events
     ioc/v1/{site}/{gateway}/cmd       commands to the gateway's devices (hub -> edge)
     ioc/v1/{site}/{gateway}/cmd/ack   command outcomes (edge -> hub)
+    ioc/v1/{site}/{gateway}/snapshot  camera snapshots, one JPEG each (edge -> hub, not retained)
 
 All messages are JSON objects, published with QoS 1.
 """
@@ -65,6 +66,12 @@ MAX_DEVICES_PER_GATEWAY: Final = 4096
 #: by splitting batches by bytes (a 10,000-reading batch of 24-metric power meters, ~9.5 MB, goes as three).
 #: The edge never publishes more; the broker and the hub refuse more (``docs/protocol.md``, "Sizes").
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+#: The largest JPEG a snapshot carries, in bytes of the image itself (base64 in JSON makes it a third larger:
+#: a snapshot message is at most ~131 KB, far below :data:`MAX_MESSAGE_BYTES`). A 640x360 frame at ffmpeg's
+#: ``-q:v 5`` is 25 to 60 KB; the bound leaves room for a busy street scene without letting a gateway send video.
+MAX_SNAPSHOT_BYTES: Final = 96 * 1024
+#: Image problems a snapshot names at most.
+MAX_SNAPSHOT_PROBLEMS: Final = 16
 
 _ID_RE: Final = re.compile(ID_PATTERN)
 _TEXT = _whole(TEXT_PATTERN)
@@ -89,6 +96,7 @@ class Channel(StrEnum):
     EVENT = "event"
     CMD = "cmd"
     CMD_ACK = "cmd/ack"
+    SNAPSHOT = "snapshot"
 
 
 # --------------------------------------------------------------------------------------------- payloads
@@ -204,7 +212,41 @@ class CommandAck(msgspec.Struct, frozen=True):
     result: Annotated[dict[MetricName, MetricValue], msgspec.Meta(max_length=MAX_METRICS_PER_READING)] = {}
 
 
-Payload = State | DataBatch | Event | Command | CommandAck
+class SnapshotTrigger(StrEnum):
+    """Why the agent took a snapshot."""
+
+    #: the camera's regular snapshot (its rate is the agent's setting)
+    PERIODIC = "periodic"
+    #: an image problem was raised (``problems`` names those raised now)
+    PROBLEM = "problem"
+    #: the image problems cleared: the picture is good again
+    CLEARED = "cleared"
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """One still frame of a camera (edge -> hub, QoS 1, not retained).
+
+    ``jpeg`` is the JPEG file itself, base64 in JSON (as msgspec encodes ``bytes``): 1 to 98,304 bytes once
+    decoded (``MAX_SNAPSHOT_BYTES``), starting with the SOI marker FF D8 and ending with EOI FF D9. The contract
+    bounds its size; the hub checks that it is a JPEG and reads its dimensions itself. ``problems``: the image
+    problems raised when the frame was taken, sorted, at most 16.
+    """
+
+    session: SessionId
+    device: Id
+    #: when the frame was taken
+    ts: TimestampMs
+    jpeg: Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_SNAPSHOT_BYTES)]
+    trigger: SnapshotTrigger
+    v: Literal[1] = 1
+    #: the device's image problems raised when the frame was taken (their metric names), sorted
+    problems: Annotated[list[MetricName], msgspec.Meta(max_length=MAX_SNAPSHOT_PROBLEMS)] = []
+    #: the frame's size in pixels, as the agent knows it (the hub reads the JPEG's own)
+    width: Annotated[int, msgspec.Meta(ge=1, le=65_535)] | None = None
+    height: Annotated[int, msgspec.Meta(ge=1, le=65_535)] | None = None
+
+
+Payload = State | DataBatch | Event | Command | CommandAck | Snapshot
 
 CHANNEL_TYPES: Final[dict[Channel, type[Payload]]] = {
     Channel.STATE: State,
@@ -212,6 +254,7 @@ CHANNEL_TYPES: Final[dict[Channel, type[Payload]]] = {
     Channel.EVENT: Event,
     Channel.CMD: Command,
     Channel.CMD_ACK: CommandAck,
+    Channel.SNAPSHOT: Snapshot,
 }
 
 # --------------------------------------------------------------------------------------------- topics
@@ -285,7 +328,7 @@ def parse_topic(value: str) -> Topic:
 
 # --------------------------------------------------------------------------------------------- codec
 
-_P = TypeVar("_P", State, DataBatch, Event, Command, CommandAck)
+_P = TypeVar("_P", State, DataBatch, Event, Command, CommandAck, Snapshot)
 
 _encoder: Final = msgspec.json.Encoder()
 _decoders: Final[dict[type[Payload], msgspec.json.Decoder[Any]]] = {

@@ -17,7 +17,12 @@ from wire import v1
 DOC = Path(__file__).parents[3] / "docs" / "protocol.md"
 
 #: section heading (first backticked word) -> channel
-SECTIONS = {"state": v1.Channel.STATE, "data": v1.Channel.DATA, "event": v1.Channel.EVENT}
+SECTIONS = {
+    "state": v1.Channel.STATE,
+    "data": v1.Channel.DATA,
+    "event": v1.Channel.EVENT,
+    "snapshot": v1.Channel.SNAPSHOT,
+}
 
 
 def examples() -> list[tuple[str, str]]:
