@@ -85,6 +85,22 @@ class HealthReporting(Protocol):
         ...
 
 
+@runtime_checkable
+class ProblemReporting(Protocol):
+    """A driver whose device can answer and still be unwell (a camera streaming a black picture): it names the
+    problems raised now.
+
+    After each successful poll that finds the device up, the scheduler calls :meth:`problems`: when the *set* of
+    names raised becomes non-empty or changes, it publishes ``device_degraded`` with every problem and its
+    detail; when it becomes empty again, ``device_up``. A detail that changes while its problem stays raised
+    sends nothing. Names are metric names (``image_black``); details are short plain text.
+    """
+
+    def problems(self) -> Mapping[str, str]:
+        """The problems raised now: name -> detail (why it was raised). Empty when the device is well."""
+        ...
+
+
 class DriverSession:
     """``async with DriverSession(driver):`` opens and always closes a driver."""
 

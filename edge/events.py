@@ -1,8 +1,9 @@
 """Device health events on their way to the broker: a small bounded queue, peeked and removed once sent.
 
-The scheduler puts a :class:`DeviceEvent` on each state change of a device (down, up); the publisher stamps it
-with the current session and publishes it as a :class:`wire.v1.Event`. Events wait here while the broker is
-unreachable; beyond ``max_events`` the oldest are dropped (and counted).
+The scheduler puts a :class:`DeviceEvent` on each state change of a device (down, up, degraded: its problems,
+worded by :func:`problems_reason`); the publisher stamps it with the current session and publishes it as a
+:class:`wire.v1.Event`. Events wait here while the broker is unreachable; beyond ``max_events`` the oldest are
+dropped (and counted).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,6 +24,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_EVENTS: Final = 10_000
 #: ``wire.v1.Event.reason`` is at most this long.
 MAX_REASON: Final = 512
+#: Each problem's detail in a ``device_degraded`` reason is cut to this, so that every raised problem's name fits
+#: in :data:`MAX_REASON` (five camera problems: 5 x (16 + 2 + 96) + 4 x 2 < 600, and their details run ~40-90).
+MAX_PROBLEM_DETAIL: Final = 96
+#: Between two problems in a ``device_degraded`` reason; made ", " inside a detail, so the reason splits back.
+PROBLEM_SEPARATOR: Final = "; "
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,23 @@ class DeviceEvent:
     def to_wire(self, session: str) -> Event:
         reason = clean_text(self.reason, MAX_REASON)
         return Event(session=session, device=self.device, type=self.type, ts=self.ts_ms, reason=reason)
+
+
+def problems_reason(problems: Mapping[str, str]) -> str:
+    """The ``reason`` of a ``device_degraded`` event: the raised problems sorted by name, each
+    ``<name>: <detail>``, joined by ``"; "`` (``image_black: 100% of the picture black (limit 98%); view_changed:
+    ...``), at most :data:`MAX_REASON` characters in all (cut with ``...``).
+
+    A contract with the hub's readers (docs/protocol.md, "event"): each detail is cleaned
+    (:func:`wire.v1.clean_text`), cut to :data:`MAX_PROBLEM_DETAIL` characters, and any ``;`` in it made ``,``,
+    so splitting on ``"; "`` and then at the first ``": "`` gives the problems back. A problem without a detail
+    gets ``raised``.
+    """
+    parts = []
+    for name in sorted(problems):
+        detail = clean_text(problems[name].replace(";", ","), MAX_PROBLEM_DETAIL).strip() or "raised"
+        parts.append(f"{clean_text(name, MAX_PROBLEM_DETAIL)}: {detail}")
+    return clean_text(PROBLEM_SEPARATOR.join(parts), MAX_REASON)
 
 
 class EventQueue:

@@ -15,7 +15,11 @@ A device's state changes (first known state, down, up) are logged once each and 
 failures are logged at DEBUG only. A health-probe driver (:class:`~devices.driver.HealthReporting`, the camera)
 polls fine while its device is dead: after each successful poll its ``down_reason()`` decides up or down, with
 the same events (its readings are queued either way, and its schedule is kept: no backoff, the probe worked).
-The task never dies of a device error.
+A driver that names its device's problems (:class:`~devices.driver.ProblemReporting`, the camera's image
+problems) is asked for them after each poll that finds the device up: ``device_degraded`` when the set of raised
+problems becomes non-empty or changes (the reason: :func:`edge.events.problems_reason`), ``device_up`` when it
+is empty again. ``device_down`` takes precedence (a failed poll, a probe's verdict); coming back up with problems
+still raised sends ``device_degraded``, not ``device_up``. The task never dies of a device error.
 
 Run-time control: :meth:`DevicePoller.set_interval` re-anchors the grid on the new interval at once;
 :meth:`DevicePoller.poll_now` polls outside the grid and :meth:`DevicePoller.execute` runs a driver command.
@@ -39,11 +43,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from devices.driver import CommandCapable, HealthReporting, MetricValue, now_ms
+from devices.driver import CommandCapable, HealthReporting, MetricValue, ProblemReporting, now_ms
 from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable, UnsupportedCommand
 from edge.backoff import Backoff
 from edge.config import ReportConfig
-from edge.events import DeviceEvent, EventQueue
+from edge.events import DeviceEvent, EventQueue, problems_reason
 from edge.exception import ExceptionFilter
 from edge.outbox import Outbox
 from edge.plan import DevicePlan
@@ -120,6 +124,10 @@ class DevicePoller:
         self._backoff = backoff_for(plan.interval_s, rng)
         #: A health-probe driver's verdict after a successful poll (None: a successful poll means up).
         self._verdict = plan.driver.down_reason if isinstance(plan.driver, HealthReporting) else None
+        #: A problem-reporting driver's problems (None: the driver names none).
+        self._problems = plan.driver.problems if isinstance(plan.driver, ProblemReporting) else None
+        #: The problems the last up or degraded event reported (empty: none, or no such event yet).
+        self._reported: Mapping[str, str] = {}
         self._opened = False
         self._down_since = 0.0
         #: Held by every use of the driver: one request at a time per device.
@@ -326,7 +334,8 @@ class DevicePoller:
             self._lock.release()
 
     def _mark_by_verdict(self) -> None:
-        """After a successful poll: up, unless a health-probe driver says its device is down."""
+        """After a successful poll: down if a health-probe driver says so; else up, or degraded with the
+        problems a problem-reporting driver names."""
         reason: str | None = None
         if self._verdict is not None:
             try:
@@ -336,16 +345,36 @@ class DevicePoller:
         if reason:
             self._mark_down(reason)
         else:
-            self._mark_up()
+            self._mark_up(self._current_problems())
 
-    def _mark_up(self) -> None:
-        if self.health is Health.UP:
+    def _current_problems(self) -> Mapping[str, str]:
+        if self._problems is None:
+            return {}
+        try:
+            return dict(self._problems())
+        except Exception:  # a driver bug must not kill the task: the problems stay as last reported
+            log.exception("device %s: problems() failed", self.plan.id)
+            return self._reported
+
+    def _mark_up(self, problems: Mapping[str, str]) -> None:
+        """Up; one event when that is news: ``device_up`` without problems, ``device_degraded`` with them (a
+        change of the problems' set while up is news; a change of their details alone is not)."""
+        previous = self.health
+        if previous is Health.UP and problems.keys() == self._reported.keys():
             return
-        if self.health is Health.DOWN:
+        if previous is Health.DOWN:
             log.info("device %s is up again after %.1f s", self.plan.id, time.monotonic() - self._down_since)
-        else:
+        elif previous is Health.UNKNOWN:
             log.info("device %s is up (first poll ok)", self.plan.id)
         self.health = Health.UP
+        self._reported = problems
+        if problems:
+            reason = problems_reason(problems)
+            log.warning("device %s is degraded: %s", self.plan.id, reason)
+            self._events.put(DeviceEvent(self.plan.id, EventType.DEVICE_DEGRADED, now_ms(), reason))
+            return
+        if previous is Health.UP:
+            log.info("device %s: its problems cleared", self.plan.id)
         self._events.put(DeviceEvent(self.plan.id, EventType.DEVICE_UP, now_ms()))
 
     def _mark_down(self, reason: str) -> None:

@@ -17,8 +17,9 @@ Image checks (:mod:`.image_check`): from the first poll, a task of the driver's 
 problem's state or could not judge the picture), so a poll's budget stays that of its two checks; each poll
 adds the readings of the checks that ended since the last, stamped when their frames were sampled. Problems
 (``image_black``, ``image_frozen``, ``image_blurred``, ``image_covered``, ``view_changed``) are metrics (1
-raised, 0 not) of those readings, and :meth:`CameraDriver.problems` names them with their reasons. A camera
-with image problems is up: it answers. Closing the driver stops the checks (ffmpeg killed); the problems'
+raised, 0 not) of those readings, and :meth:`CameraDriver.problems` names them with their reasons
+(:class:`devices.driver.ProblemReporting`: the edge sends them as ``device_degraded``). A camera with image
+problems is up: it answers. Closing the driver stops the checks (ffmpeg killed); the problems'
 states outlive a reopen.
 
 Abilities (:class:`devices.driver.CommandCapable`): ``restart``, sent as ONVIF ``SystemReboot``;
