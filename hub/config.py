@@ -410,6 +410,30 @@ class AqiSettings(_Section):
         return value
 
 
+class ReportSettings(_Section):
+    """Availability reports (hub/reports/, docs/reports.md): the city's months and the printable PDF."""
+
+    #: The city's time zone (an IANA name): a report's month runs from 00:00 on its first day to 00:00 on the
+    #: first day of the next month, local time.
+    timezone: str = "Asia/Ho_Chi_Minh"
+    #: The headless Chromium that prints the report to PDF: a path, or a name looked up in PATH (Debian's package
+    #: ``chromium``). Missing: the PDF format answers 503, the others work.
+    chromium: str = Field(default="chromium", min_length=1)
+    #: How long printing one PDF may take before Chromium is stopped and the request answered 504.
+    pdf_timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        import zoneinfo  # noqa: PLC0415 - only needed for this check
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Ho_Chi_Minh)") from exc
+        return value
+
+
 class RegistrySettings(_Section):
     """The hub's database (hub/registry/): sites, devices, health transitions, alerts, commands, API tokens."""
 
@@ -487,6 +511,7 @@ class HubSettings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     commands: CommandSettings = CommandSettings()
     aqi: AqiSettings = AqiSettings()
+    reports: ReportSettings = ReportSettings()
 
     @classmethod
     def settings_customise_sources(

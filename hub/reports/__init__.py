@@ -1,0 +1,1 @@
+"""Reports from the hub's own records: camera availability per month (docs/reports.md)."""
