@@ -109,7 +109,7 @@ from wire.v1 import QOS, Channel, shared, subscription
 log = logging.getLogger(__name__)
 
 #: What the hub receives. ``cmd`` is hub -> edge, so the hub does not subscribe to it.
-INTAKE_CHANNELS: Final = (Channel.DATA, Channel.STATE, Channel.EVENT, Channel.CMD_ACK)
+INTAKE_CHANNELS: Final = (Channel.DATA, Channel.STATE, Channel.EVENT, Channel.CMD_ACK, Channel.SNAPSHOT)
 #: MQTT 5 caps Receive Maximum at 65535 (also its value when a CONNACK or CONNECT leaves it out, section 3.2.2.3.3).
 _MAX_RECEIVE_MAXIMUM: Final = 65535
 #: Default bound of an :class:`IntakeQueue` in payload bytes (that of ``mqtt.queue_max_bytes``).

@@ -9,12 +9,12 @@ MQTT 5 section 3.1.4) or take its persistent session. ``use_username_as_clientid
 rename the hub's and the people's connections, so two ``admin`` sessions or two hubs of a group on one
 account would throw each other out.
 
-- ``hub`` (the hub's intake) and ``hub-observe`` (its observer connection) read ``data``, ``state``, ``event``
-  and ``cmd/ack`` of every gateway (also as ``$share/{group}/...``) and write nothing;
+- ``hub`` (the hub's intake) and ``hub-observe`` (its observer connection) read ``data``, ``state``, ``event``,
+  ``cmd/ack`` and ``snapshot`` of every gateway (also as ``$share/{group}/...``) and write nothing;
 - ``hub-cmd`` (the hub's command connection) writes ``cmd`` and reads ``cmd/ack``;
 - ``admin`` reads and writes ``#``, for people and tests publishing by hand;
-- one per gateway, ``{site}.{gateway}``, may publish only its own ``state``, ``data``, ``event`` and
-  ``cmd/ack`` and read only its own ``cmd`` (see ``wire/v1.py`` for the topic layout).
+- one per gateway, ``{site}.{gateway}``, may publish only its own ``state``, ``data``, ``event``, ``cmd/ack``
+  and ``snapshot`` and read only its own ``cmd`` (see ``wire/v1.py`` for the topic layout).
 
 The hub's accounts are not bound to a client id: several hub processes of a group may share them (each with
 its own ``mqtt.client_id``); what a gateway can do to them is already ruled out by the gateway's own binding.
@@ -157,7 +157,7 @@ def gateway_client_id(site: str, gateway: str) -> str:
 
 
 #: What the hub's intake and observer read (``wire.v1.INTAKE_CHANNELS`` of every gateway).
-HUB_READ: Final = tuple(f"topic read ioc/v1/+/+/{c}" for c in ("data", "state", "event", "cmd/ack"))
+HUB_READ: Final = tuple(f"topic read ioc/v1/+/+/{c}" for c in ("data", "state", "event", "cmd/ack", "snapshot"))
 #: What the hub's command connection may do.
 HUB_CMD: Final = ("topic write ioc/v1/+/+/cmd", "topic read ioc/v1/+/+/cmd/ack")
 #: The hub's accounts: intake, observer, commands (``mqtt.username``, ``mqtt.observer_username``,
@@ -167,7 +167,8 @@ HUB_ACCOUNTS: Final = {"hub": HUB_READ, "hub-observe": HUB_READ, "hub-cmd": HUB_
 
 def gateway_acl(site: str, gateway: str) -> tuple[str, ...]:
     root = f"ioc/v1/{site}/{gateway}"
-    return (*(f"topic write {root}/{c}" for c in ("state", "data", "event", "cmd/ack")), f"topic read {root}/cmd")
+    writes = ("state", "data", "event", "cmd/ack", "snapshot")
+    return (*(f"topic write {root}/{c}" for c in writes), f"topic read {root}/cmd")
 
 
 def build_accounts(gateways: Iterable[tuple[str, str]]) -> dict[str, Account]:
