@@ -37,6 +37,8 @@ STACK_GATEWAYS: tuple[tuple[str, str], ...] = (
     # Its own for tests that must be the only client of their gateway: with client ids bound to accounts, another
     # test's client of the same gateway still connected (with auto-reconnect) would take the id over and back.
     ("replay", "gw-1"),
+    # The camera agent's, its own for the same reason (tests/integration/devices/test_camera_health_events.py).
+    ("cameras", "gw-1"),
 )
 #: The gateways that also have a second account ("site-b.gw-2.second": the gateway's ACL, a client id of its own),
 #: for a test that needs two connections on one gateway's topics at once: tests/integration/hub/

@@ -1,0 +1,214 @@
+"""A camera's image problems as health events, end to end with the real parts: the RTSP simulator (Debian's VLC)
+switched to a black picture, the camera's ONVIF service simulated too, the real edge agent (its scheduler, the
+camera driver with real ffmpeg, its publisher), the real Mosquitto, and the hub, whose device health follows the
+events.
+
+Short image-check intervals (a check every 10 s, 2 s of frames, a confirming check 2 s after a suspicious one)
+stand in for a site's 5 minutes: a problem is raised after two bad checks and cleared after two good ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from devices.sim.camera_pictures import Picture
+from devices.sim.onvif import OnvifSimulator
+from devices.sim.rtsp import RtspSimulator
+from edge.agent import run_agent
+from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
+from hub.config import (
+    AqiSettings,
+    BatchSettings,
+    HttpSettings,
+    HubSettings,
+    InfluxSettings,
+    MetricsSettings,
+    MqttSettings,
+    RegistrySettings,
+)
+from hub.service import Hub
+from ioc.stack import StackEndpoints
+from wire.v1 import Event, EventType, decode_for, parse_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SITE, GATEWAY = "cameras", "gw-1"
+ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
+CHECK_INTERVAL_S = 10.0
+#: A fault is raised within two check intervals (docs/cameras.md); the rest is room for a loaded machine.
+WITHIN_S = 2 * CHECK_INTERVAL_S + 40.0
+BLACK_REASON = re.compile(r"image_black: \d+(\.\d+)?% of the picture black \(limit 98%\)")
+
+
+def camera_entry(sim: RtspSimulator, onvif: OnvifSimulator) -> DeviceConfig:
+    return DeviceConfig(
+        id="cam-1",
+        driver="camera",
+        profile="camera-onvif-generic",
+        interval_s=1.0,
+        timeout_s=8.0,
+        options={
+            "host": "127.0.0.1",
+            # Reachability by ONVIF, as a site's cameras: the stream switching pictures is not the camera going down.
+            "onvif_port": onvif.port,
+            "username": "admin",
+            "password": "pw",
+            "rtsp_url": sim.url("cam-1"),
+            "rtsp_transport": "udp",
+            "rtsp_sample_packets": 2,
+            "rtsp_timeout_s": 5.0,
+            "image_check_interval_s": CHECK_INTERVAL_S,
+            "image_confirm_s": 2.0,
+            "image_sample_s": 2.0,
+            "image_timeout_s": 8.0,
+        },
+    )
+
+
+def agent_config(stack: StackEndpoints, sim: RtspSimulator, onvif: OnvifSimulator) -> EdgeConfig:
+    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
+    return EdgeConfig(
+        site=SITE,
+        gateway=GATEWAY,
+        broker=BrokerConfig(host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password),
+        publish=PublishConfig(max_batch=50, max_delay_ms=200, drain_timeout_s=5),
+        devices=[camera_entry(sim, onvif)],
+    )
+
+
+def hub_settings(stack: StackEndpoints, database: str, tmp_path: Path) -> HubSettings:
+    return HubSettings(
+        mqtt=MqttSettings(
+            host=stack.mqtt_host,
+            port=stack.mqtt_port,
+            **stack.hub_accounts(),
+            client_id=f"hub-cameras-{secrets.token_hex(4)}",
+            session_expiry_s=0,
+        ),
+        influx=InfluxSettings(url=stack.influx_url, database=database, retry_initial_s=0.05, retry_max_s=0.2),
+        batch=BatchSettings(max_delay_ms=50, drain_timeout_s=5),
+        http=HttpSettings(port=0),
+        metrics=MetricsSettings(interval_s=0),
+        aqi=AqiSettings(enabled=False),
+        registry=RegistrySettings(url=f"sqlite:///{tmp_path / 'hub.db'}"),
+    )
+
+
+class Recorder:
+    """Every message on the gateway's ``event`` and ``snapshot`` topics, decoded with the contract, as the admin."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.messages: list[tuple[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    async def collect(self) -> None:
+        async for message in self.client.messages:
+            channel = parse_topic(str(message.topic)).channel
+            assert isinstance(message.payload, bytes)
+            self.messages.append((channel.value, decode_for(channel, message.payload)))
+            self._changed.set()
+
+    def events(self) -> list[Event]:
+        return [p for c, p in self.messages if c == "event" and p.device == "cam-1"]
+
+    async def until(self, predicate: Callable[[], Any], within_s: float) -> Any:
+        async with asyncio.timeout(within_s):
+            while not (found := predicate()):
+                self._changed.clear()
+                await self._changed.wait()
+            return found
+
+
+@contextlib.asynccontextmanager
+async def recording(stack: StackEndpoints, channels: tuple[str, ...]) -> AsyncIterator[Recorder]:
+    user, password = stack.credentials("admin")
+    client = aiomqtt.Client(
+        stack.mqtt_host,
+        stack.mqtt_port,
+        username=user,
+        password=password,
+        identifier=f"test-cameras-{time.monotonic_ns()}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        timeout=10,
+    )
+    async with client:
+        recorder = Recorder(client)
+        for channel in channels:
+            await client.subscribe(f"{ROOT}/{channel}", qos=1)
+        task = asyncio.create_task(recorder.collect())
+        try:
+            yield recorder
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@contextlib.asynccontextmanager
+async def running_agent(config: EdgeConfig) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(config, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+
+async def until(predicate: Callable[[], Any], within_s: float) -> Any:
+    """Until ``predicate()`` is truthy (the hub's health offers no event to await)."""
+    async with asyncio.timeout(within_s):
+        while not (found := predicate()):  # noqa: ASYNC110 - nothing to await on the hub's side
+            await asyncio.sleep(0.1)
+        return found
+
+
+def types_of(events: list[Event]) -> list[EventType]:
+    return [e.type for e in events]
+
+
+async def test_a_black_picture_is_a_degraded_camera_on_the_broker_and_the_hub(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    async with (
+        RtspSimulator(["cam-1"]) as sim,
+        OnvifSimulator(password="pw") as onvif,
+        recording(stack, ("event",)) as recorder,
+        Hub(hub_settings(stack, influx_db, tmp_path)) as hub,
+    ):
+        assert await hub.intake.wait_subscribed(10), "the hub did not subscribe within 10 s"
+        health = hub.operations.health
+        async with running_agent(agent_config(stack, sim, onvif)):
+            await recorder.until(lambda: types_of(recorder.events()) == [EventType.DEVICE_UP], 30)
+            await until(lambda: health.device_state("cam-1").value == "online", 15)
+
+            await sim.set_picture("cam-1", Picture.BLACK)
+            events = await recorder.until(lambda: recorder.events()[1:], WITHIN_S)
+            [degraded] = events
+            assert degraded.type is EventType.DEVICE_DEGRADED
+            assert BLACK_REASON.fullmatch(degraded.reason), degraded.reason
+            await until(lambda: health.device_state("cam-1").value == "degraded", 15)
+            device = health.device("cam-1")
+            assert device is not None
+            assert device["reason"] == f"device_degraded: {degraded.reason}"
+            # Readings keep arriving: the hub keeps it degraded, not online.
+            await asyncio.sleep(3.0)
+            assert health.device_state("cam-1").value == "degraded"
+
+            await sim.set_picture("cam-1", Picture.GOOD)
+            await recorder.until(lambda: recorder.events()[2:], WITHIN_S)
+            await until(lambda: health.device_state("cam-1").value == "online", 15)
+    assert types_of(recorder.events()) == [EventType.DEVICE_UP, EventType.DEVICE_DEGRADED, EventType.DEVICE_UP]
+    assert recorder.events()[2].reason == ""
