@@ -47,6 +47,11 @@ class RefusalReason(StrEnum):
     CLOCK_SKEW = "clock_skew"
     DEVICE_RATE = "device_rate"
     RESERVED_ID = "reserved_id"
+    #: Snapshots (hub/snapshots/intake.py): a device announced with a kind that is not a camera's, bytes that are
+    #: not a JPEG of a sane size, more snapshots than a camera's rate.
+    NOT_A_CAMERA = "not_a_camera"
+    BAD_IMAGE = "bad_image"
+    SNAPSHOT_RATE = "snapshot_rate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,8 @@ class Admission:
         self._owners: dict[str, tuple[str, str]] = {}
         self._owned_by: dict[tuple[str, str], set[str]] = {}
         self._gateways: dict[tuple[str, str], _Gateway] = {}
+        #: device -> the gateways with a birth seen whose ``allowed`` holds it: those an owner change may concern.
+        self._holders: dict[str, set[tuple[str, str]]] = {}
         #: kind -> metric -> field type
         self._types: dict[str, dict[str, str]] = {}
         self._type_count = 0
@@ -183,6 +190,7 @@ class Admission:
         """Replace the map ``device -> (site, gateway)`` of the registry (its owners, inventory first).
 
         A device a gateway's birth announced but another gateway owns now is no longer that gateway's to write.
+        Its cost grows with every device and gateway: at start; :meth:`update_owners` for a change.
         """
         self._owners = dict(owners)
         owned_by: dict[tuple[str, str], set[str]] = {}
@@ -194,10 +202,60 @@ class Admission:
                 gate.allowed = None  # rebuilt from the new owners on first use
             elif gate.allowed is not None:
                 for device in [d for d in gate.allowed if self._owners.get(d, key) != key and d != key[1]]:
-                    del gate.allowed[device]
+                    self._disallow(key, gate.allowed, device)
+
+    def update_owners(self, changes: Mapping[str, tuple[str, str] | None]) -> None:
+        """Apply the registry's owner changes ``device -> (site, gateway)`` (None: it has no owner any more).
+
+        The same outcome as :meth:`set_owners` with the whole map changed so, at a cost that grows with the
+        changes alone: a birth or a move touches its few devices, not the city's (a birth storm of thousands of
+        gateways would otherwise cost the square of their devices)."""
+        for device, owner in changes.items():
+            before = self._owners.get(device)
+            if owner != before:
+                self._move_owner(device, before, owner)
+            if owner is None:
+                continue  # no owner: no gateway loses it
+            for key in [k for k in self._holders.get(device, ()) if k != owner and device != k[1]]:
+                allowed = self._gateways[key].allowed
+                assert allowed is not None
+                self._disallow(key, allowed, device)
+
+    def _move_owner(self, device: str, before: tuple[str, str] | None, owner: tuple[str, str] | None) -> None:
+        if before is not None:
+            left = self._owned_by.get(before)
+            if left is not None:
+                left.discard(device)
+                if not left:
+                    del self._owned_by[before]
+        if owner is None:
+            del self._owners[device]
+        else:
+            self._owners[device] = owner
+            self._owned_by.setdefault(owner, set()).add(device)
+        for key in (before, owner):
+            gate = self._gateways.get(key) if key is not None else None
+            if gate is not None and not gate.birth_seen:
+                gate.allowed = None  # rebuilt from the new owners on first use
+
+    def _disallow(self, key: tuple[str, str], allowed: dict[str, str | None], device: str) -> None:
+        del allowed[device]
+        holders = self._holders.get(device)
+        if holders is not None:
+            holders.discard(key)
+            if not holders:
+                del self._holders[device]
 
     def owner(self, device: str) -> tuple[str, str] | None:
         return self._owners.get(device)
+
+    def announced_kind(self, site: str, gateway: str, device: str) -> str | None:
+        """The kind ``device`` has in ``site``/``gateway``'s current birth; None when that birth did not announce
+        it, when no birth of that gateway was seen since the hub started, or for the gateway's own id."""
+        gate = self._gateways.get((site, gateway))
+        if gate is None or not gate.birth_seen or gate.allowed is None or device == gateway:
+            return None
+        return gate.allowed.get(device)
 
     def _gate(self, site: str, gateway: str) -> _Gateway:
         key = (site, gateway)
@@ -386,12 +444,24 @@ class Admission:
                 self._claim(site, gateway, info.id)
             allowed[info.id] = info.kind
             kept.append(info)
+        self._hold((site, gateway), previous if gate.birth_seen else {}, allowed)
         gate.allowed = allowed
         gate.birth_seen = True
         found = self._report(refusals)
         if len(kept) != len(state.devices):
             state = msgspec.structs.replace(state, devices=kept)
         return state, found
+
+    def _hold(self, key: tuple[str, str], before: Mapping[str, object], after: Mapping[str, object]) -> None:
+        """Keep :attr:`_holders` true for a gateway whose allowed devices go from ``before`` to ``after``."""
+        for device in before.keys() - after.keys():
+            holders = self._holders.get(device)
+            if holders is not None:
+                holders.discard(key)
+                if not holders:
+                    del self._holders[device]
+        for device in after.keys() - before.keys():
+            self._holders.setdefault(device, set()).add(key)
 
     def event(self, site: str, gateway: str, event: Event) -> list[Refusal]:
         """Why ``event`` may not be stored or observed (empty: it may)."""

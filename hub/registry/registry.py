@@ -270,9 +270,7 @@ class Registry:
 
     def owners(self) -> dict[str, tuple[str, str]]:
         """device id -> (site, gateway) of its owner, for every device that has one (the ingest admission's map)."""
-        return {
-            d.id: (d.site, d.gateway) for d in self.devices.values() if d.site is not None and d.gateway is not None
-        }
+        return {d.id: owner for d in self.devices.values() if (owner := self.owner_of(d)) is not None}
 
     def owns(self, site: str, gateway: str, device_id: str) -> bool:
         """Whether ``device_id`` belongs to ``site``/``gateway`` (False for a device of no or another owner)."""
@@ -330,10 +328,22 @@ class Registry:
         """device id -> extra InfluxDB tags from the registry (``district``: the ward of its site)."""
         out: dict[str, dict[str, str]] = {}
         for device in self.devices.values():
-            ward = self.ward_of(device)
-            if ward:
-                out[device.id] = {"district": ward}
+            tags = self.enrichment_of(device)
+            if tags:
+                out[device.id] = tags
         return out
+
+    def enrichment_of(self, device: Device) -> dict[str, str]:
+        """The device's entry of :meth:`enrichment` (empty: none)."""
+        ward = self.ward_of(device)
+        return {"district": ward} if ward else {}
+
+    @staticmethod
+    def owner_of(device: Device) -> tuple[str, str] | None:
+        """The device's entry of :meth:`owners` (None: no owner yet)."""
+        if device.site is None or device.gateway is None:
+            return None
+        return device.site, device.gateway
 
     # ------------------------------------------------------------------------------------------ sources
 
@@ -353,6 +363,7 @@ class Registry:
             device = self.devices.get(info.id)
             if device is None:
                 device = self.devices[info.id] = Device(info.id)
+            placed = (device.site, device.gateway)
             if not self._take(device, site, gateway):
                 # Owned by another gateway: left where it is, the claim reported until this gateway drops it.
                 claimed.add(info.id)
@@ -370,6 +381,8 @@ class Registry:
                 "gateway": gateway,
             }
             if device.announced == announced:
+                if (device.site, device.gateway) != placed:
+                    changed.append(device)  # it has an owner now: the listeners must hear of it
                 continue
             device.announced = announced
             device.merge()
@@ -384,7 +397,9 @@ class Registry:
                 changed.append(device)
         if claimed:
             self._claims[key] = claimed
-        self._changed(changed_sites, changed)
+        # A site a birth creates holds no device but this birth's (every device's site is a known one), so the
+        # listeners hear of the changed devices alone: no look at the others, whose number grows with the city.
+        self._changed(changed_sites, changed, others_of_sites=False)
         return [c for d in changed for c in d.conflicts]
 
     def note_claim(self, site: str, gateway: str, device_id: str) -> None:
@@ -503,7 +518,11 @@ class Registry:
         conflicts = [c for d in self.devices.values() for c in d.conflicts]
         return ImportResult(sites_added, sites_updated, devices_added, devices_updated, conflicts)
 
-    def _changed(self, sites: list[Site], devices: list[Device], moves: Sequence[Move] = ()) -> None:
+    def _changed(
+        self, sites: list[Site], devices: list[Device], moves: Sequence[Move] = (), *, others_of_sites: bool = True
+    ) -> None:
+        """Log new conflicts, tell the listeners (the changed devices, and with ``others_of_sites`` every other
+        device of a changed site), write behind."""
         for device in devices:
             for conflict in device.conflicts:
                 if conflict not in self._logged_conflicts:
@@ -511,9 +530,11 @@ class Registry:
                     log.warning("registry conflict: %s", conflict.describe())
         if not sites and not devices:
             return
-        site_ids = {s.id for s in sites}
-        changed_ids = {d.id for d in devices}
-        affected = devices + [d for d in self.devices.values() if d.site in site_ids and d.id not in changed_ids]
+        affected = devices
+        if others_of_sites and sites:
+            site_ids = {s.id for s in sites}
+            changed_ids = {d.id for d in devices}
+            affected = devices + [d for d in self.devices.values() if d.site in site_ids and d.id not in changed_ids]
         if affected:
             for listener in self._listeners:
                 listener(affected)

@@ -5,7 +5,8 @@ live events, with one lifecycle (``async with Operations(settings, writer)``).
 state, data, event and command-ack message and touches memory only; databases are written behind by the
 components' own tasks. The registry's district per device is pushed to the pipeline's enrichment map
 (``on_enrichment``), and each device's owning gateway to the pipeline's admission (``on_owners``), whenever a
-birth, an import or a move changes them.
+birth, an import or a move changes them (:class:`RegistryFeed`: only what changed, so a birth costs its own
+devices, not the city's).
 
 :meth:`Operations.on_refusal` is the refusal observer (hub.ingest.admission): every refusal is counted per
 gateway; ``foreign_device``, ``hub_owned_kind``, ``unknown_kind``, ``field_type`` and ``device_rate`` raise a
@@ -24,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from hub.alerts.engine import AlertEngine
 from hub.alerts.notify import Notifier
@@ -46,9 +47,72 @@ from wire.v1 import State
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 EnrichmentSink = Callable[[Mapping[str, Mapping[str, str]]], None]
 #: Takes device id -> (site, gateway) of its owner (``Pipeline.set_owners``).
 OwnersSink = Callable[[Mapping[str, tuple[str, str]]], None]
+#: Takes the owners that changed, device id -> (site, gateway) or None (``Pipeline.update_owners``).
+OwnerChangesSink = Callable[[Mapping[str, tuple[str, str] | None]], None]
+
+
+class RegistryFeed:
+    """What the ingest side keeps of the registry: each device's owner (the admission's map) and enrichment
+    tags (the district of its lines), pushed whole once to each sink, then on every registry change only if
+    something of it changed, and for owners as the changes alone (to sinks that take them)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._owners = registry.owners()
+        self._enrichment = registry.enrichment()
+        self._owner_sinks: list[tuple[OwnersSink, OwnerChangesSink | None]] = []
+        self._enrichment_sink: EnrichmentSink | None = None
+
+    def on_owners(self, sink: OwnersSink, update: OwnerChangesSink | None = None) -> None:
+        """``sink(device -> (site, gateway))`` now; after a change ``update(changes)`` or, without it, ``sink``
+        with the whole map again."""
+        self._owner_sinks.append((sink, update))
+        _push(sink, dict(self._owners), "the owners map")
+
+    def on_enrichment(self, sink: EnrichmentSink) -> None:
+        """``sink(device -> {tag: value})`` now and after every change of it (one sink: a new one replaces it)."""
+        self._enrichment_sink = sink
+        _push(sink, dict(self._enrichment), "the enrichment map")
+
+    def changed(self, devices: list[Device]) -> None:
+        """The registry's listener: ``devices`` changed."""
+        owners: dict[str, tuple[str, str] | None] = {}
+        enrichment_changed = False
+        for device in devices:
+            owner = self._registry.owner_of(device)
+            if self._owners.get(device.id) != owner:
+                owners[device.id] = owner
+                if owner is None:
+                    del self._owners[device.id]
+                else:
+                    self._owners[device.id] = owner
+            tags = self._registry.enrichment_of(device)
+            if self._enrichment.get(device.id, {}) != tags:
+                enrichment_changed = True
+                if tags:
+                    self._enrichment[device.id] = tags
+                else:
+                    del self._enrichment[device.id]
+        if owners:
+            for sink, update in self._owner_sinks:
+                if update is not None:
+                    _push(update, owners, "an owners change")
+                else:
+                    _push(sink, dict(self._owners), "the owners map")
+        if enrichment_changed and self._enrichment_sink is not None:
+            _push(self._enrichment_sink, dict(self._enrichment), "the enrichment map")
+
+
+def _push(sink: Callable[[_T], None], value: _T, what: str) -> None:
+    try:
+        sink(value)
+    except (ValueError, TypeError):
+        log.exception("registry: %s was refused", what)
 
 
 class Operations:
@@ -65,13 +129,12 @@ class Operations:
     events: EventHub
     sink: TransitionSink
     security: SecurityAlerts
+    feed: RegistryFeed
 
     def __init__(self, settings: HubSettings, writer: LineWriter | None = None) -> None:
         self.settings = settings
         self._writer = writer
         self._stack: contextlib.AsyncExitStack | None = None
-        self._enrichment: EnrichmentSink | None = None
-        self._owners: list[OwnersSink] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: Path | None = None
 
@@ -127,7 +190,8 @@ class Operations:
             )
             stack.push_async_callback(self.commands.close)
             self.tokens = TokenStore(self.db)
-            self.registry.subscribe(self._registry_changed)
+            self.feed = RegistryFeed(self.registry)
+            self.registry.subscribe(self.feed.changed)
             stack.push_async_callback(self._stop_tasks)
             for name, coro in (
                 ("hub-health-clock", self.health.run()),
@@ -173,37 +237,14 @@ class Operations:
     # ------------------------------------------------------------------------------------------ wiring
 
     def on_enrichment(self, sink: EnrichmentSink) -> None:
-        """``sink(device -> {tag: value})`` now and after every registry change (the pipeline's enrichment)."""
-        self._enrichment = sink
-        self._push_enrichment()
+        """``sink(device -> {tag: value})`` now and after every change of it (the pipeline's enrichment)."""
+        self.feed.on_enrichment(sink)
 
-    def _push_enrichment(self) -> None:
-        if self._enrichment is None:
-            return
-        try:
-            self._enrichment(self.registry.enrichment())
-        except (ValueError, TypeError):
-            log.exception("registry: the enrichment map was refused")
-
-    def on_owners(self, sink: OwnersSink) -> None:
-        """``sink(device -> (site, gateway))`` now and after every registry change (the pipeline's admission, and
-        the observer feed's on a hub of a group)."""
-        self._owners.append(sink)
-        self._push_owners([sink])
-
-    def _push_owners(self, sinks: list[OwnersSink] | None = None) -> None:
-        if not self._owners:
-            return
-        owners = self.registry.owners()
-        for sink in sinks if sinks is not None else self._owners:
-            try:
-                sink(owners)
-            except (ValueError, TypeError):
-                log.exception("registry: the owners map was refused")
-
-    def _registry_changed(self, devices: list[Device]) -> None:
-        self._push_enrichment()
-        self._push_owners()
+    def on_owners(self, sink: OwnersSink, update: OwnerChangesSink | None = None) -> None:
+        """``sink(device -> (site, gateway))`` now, and after a registry change ``update`` with the owners that
+        changed (else ``sink`` with the whole map): the pipeline's admission, and the observer feed's on a hub of
+        a group."""
+        self.feed.on_owners(sink, update)
 
     def on_refusal(self, refusal: Refusal) -> None:
         """The refusal observer (hub.ingest.admission): cheap, never raises."""
