@@ -485,6 +485,43 @@ class CommandSettings(_Section):
     rebirth_interval_s: float = Field(default=60.0, gt=0, le=86_400)
 
 
+class SnapshotSettings(_Section):
+    """Camera snapshots (hub/snapshots/, docs/cameras.md "Snapshots on the hub"): what a gateway may send, where
+    they are kept and for how long."""
+
+    #: The folder of the snapshots, one sub-folder per camera. Unset: a temporary folder removed at stop (the
+    #: Ansible role sets it in the hub's state directory). Several hubs of a group share one folder (a network
+    #: file system), or each keeps the snapshots of its share and serves only those.
+    dir: Path | None = None
+    #: Device kinds whose snapshots are kept: a snapshot of a device its gateway's birth announced with another
+    #: kind is refused (``not_a_camera``).
+    kinds: list[Annotated[str, Field(pattern=KIND_PATTERN)]] = Field(default_factory=lambda: ["camera"], min_length=1)
+    #: Snapshots one camera may send at once...
+    burst: int = Field(default=3, ge=1, le=1000)
+    #: ...and how many a minute after that; more are refused (``snapshot_rate``).
+    max_per_minute: float = Field(default=6.0, gt=0, le=600)
+    #: The smallest and the largest side of a snapshot's picture, in pixels (read from the JPEG's frame header);
+    #: other sizes are refused (``bad_image``).
+    min_side: int = Field(default=16, ge=1, le=65_535)
+    max_side: int = Field(default=8192, ge=1, le=65_535)
+    #: Snapshots older than this are removed...
+    max_age_days: float = Field(default=14.0, gt=0, le=3650)
+    #: ...and, while all of them take more bytes than this, the oldest of all cameras.
+    max_total_bytes: int = Field(default=10 * 1024**3, ge=1024**2, le=1024**5)
+    #: Snapshots kept per camera at most (its oldest go first, at every write).
+    max_per_device: int = Field(default=5000, ge=1, le=1_000_000)
+    #: How often the age and bytes bounds are enforced.
+    retention_check_s: float = Field(default=300.0, gt=0, le=86_400)
+    #: Snapshots admitted and waiting to be written; one that finds the queue full is dropped and counted.
+    queue_size: int = Field(default=64, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _sides(self) -> Self:
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side ({self.min_side}) is larger than max_side ({self.max_side})")
+        return self
+
+
 class HubSettings(BaseSettings):
     """All settings of ``ioc hub``."""
 
@@ -512,6 +549,7 @@ class HubSettings(BaseSettings):
     commands: CommandSettings = CommandSettings()
     aqi: AqiSettings = AqiSettings()
     reports: ReportSettings = ReportSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
 
     @classmethod
     def settings_customise_sources(

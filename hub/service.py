@@ -35,7 +35,10 @@ from hub.ingest.lanes import FairQueue
 from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import IntakeQueue, MqttIntake
+from hub.routes.cameras import snapshot_events
 from hub.routes.services import Operations
+from hub.snapshots.intake import SnapshotIntake
+from hub.snapshots.running import running_snapshots
 from hub.spill import Spill
 from hub.tasks import cancel_and_wait
 
@@ -58,7 +61,7 @@ class Hub:
         self._observer_intake: MqttIntake | None = None
         self._lanes: FairQueue | None = None
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self) -> Self:  # noqa: PLR0915 - the composition root: each component in start order
         s = self.settings
         async with contextlib.AsyncExitStack() as stack:
             self._writer = await stack.enter_async_context(InfluxWriter(s.influx))
@@ -111,6 +114,8 @@ class Hub:
                 enrichment_tags=s.cardinality.enrichment_tags,
                 admission=Admission(admission_rules),
             )
+            # Before the drain is pushed: the store writes what the pipeline queued before it stopped.
+            snapshots = await self._start_snapshots(stack)
             # Before the pipeline runs, so that no retained birth is missed. What feeds the operations side:
             # mqtt.observe (share: what this hub stores; all: an unshared observer connection; none: nothing).
             observe = s.mqtt.observe_mode
@@ -155,6 +160,7 @@ class Hub:
                 await stack.enter_async_context(running_alert_series_job(series))
             app = create_app(self, self._operations)
             app.state.kpi_sink = self._writer  # POST /api/v1/kpis stores through the hub's writer (hub/kpis.py)
+            app.state.snapshots = snapshots.store  # the cameras' routes read it (hub/routes/cameras.py)
             self._api = await stack.enter_async_context(ApiServer(app, s.http))
             log.info(
                 "hub started: InfluxDB %s %s (api %s, gzip %s); batches of up to %d lines or %d ms, "
@@ -179,6 +185,18 @@ class Hub:
         if stack is not None:
             await stack.aclose()
         log.info("hub stopped")
+
+    async def _start_snapshots(self, stack: contextlib.AsyncExitStack) -> SnapshotIntake:
+        """Camera snapshots (hub/snapshots/): checked by the pipeline's hook, written by the store's own thread,
+        each new one announced on the live event stream."""
+        pipeline, operations = self._pipeline, self._operations
+        assert pipeline is not None
+        assert pipeline.admission is not None
+        assert operations is not None
+        snapshots = await stack.enter_async_context(running_snapshots(self.settings.snapshots, pipeline.admission))
+        snapshots.store.subscribe(snapshot_events(operations))
+        pipeline.snapshots = snapshots
+        return snapshots
 
     async def _drain(self) -> None:
         intake, pipeline, task = self._intake, self._pipeline, self._pipeline_task

@@ -9,7 +9,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -31,7 +31,10 @@ from hub.points import (
 from hub.spill import Spill
 from hub.stats import IngestStats
 from hub.tracking import GatewayStates, SeqTracker
-from wire.v1 import Channel, ContractError, DataBatch, Event, Payload, State, Topic, decode_for, parse_topic
+from wire.v1 import Channel, ContractError, DataBatch, Event, Payload, Snapshot, State, Topic, decode_for, parse_topic
+
+if TYPE_CHECKING:
+    from hub.snapshots.intake import SnapshotIntake
 
 log = logging.getLogger("hub.ingest")
 
@@ -99,6 +102,8 @@ class Pipeline(StorageSide):
         self.metric_cap = MetricCap(max_metrics_per_device) if max_metrics_per_device else None
         #: What each gateway may write (None: everything the contract accepts, as in tests of the storage side).
         self.admission = admission
+        #: Where admitted snapshots go (hub/snapshots/intake.py checks and queues them); None: acked, not kept.
+        self.snapshots: SnapshotIntake | None = None
         self._refusal_observers: tuple[RefusalObserver, ...] = ()
         self.states = GatewayStates()
         self.seqs = SeqTracker()
@@ -330,6 +335,8 @@ class Pipeline(StorageSide):
             if admitted is None:
                 return
             payload = admitted
+        if isinstance(payload, Snapshot) and not self._take_snapshot(message, topic, payload):
+            return
         if self._observers:
             self._notify(topic.site, topic.gateway, payload)
         if isinstance(payload, DataBatch):
@@ -376,6 +383,17 @@ class Pipeline(StorageSide):
             return None
         self._quarantine(entry, DeadLetterKind.REFUSED, describe(refusals))
         return admitted
+
+    def _take_snapshot(self, message: InboundMessage, topic: Topic, snap: Snapshot) -> bool:
+        """Hand a snapshot to the snapshot intake; False when it refused it (dead-lettered, acknowledged)."""
+        if self.snapshots is None:
+            return True
+        refusals = self.snapshots.take(topic.site, topic.gateway, snap)
+        if not refusals:
+            return True
+        self._report_refusals(refusals)
+        self._dead_letter(message, DeadLetterKind.REFUSED, describe(refusals))
+        return False
 
     def _report_refusals(self, refusals: list[Refusal]) -> None:
         for observer in self._refusal_observers:

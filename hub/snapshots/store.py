@@ -1,0 +1,386 @@
+"""The snapshots kept on disk: one folder per camera, one file per snapshot, retention by age and by bytes.
+
+Layout: ``{dir}/{device}/{ts}-{trigger}-{width}x{height}[-{problem}+{problem}...].jpg`` (``ts`` in ms since the
+epoch, the time the frame was taken; the image problems it named, if any), so the folder alone says what it holds
+and a restart rebuilds the index from the names. Device ids and problem names are contract IDs and metric names
+(``a-z``, ``0-9``, ``-``, ``_``), safe in file names. Problems whose names would make the file name longer than
+:data:`MAX_PROBLEMS_CHARS` (more than a dozen long ones; a camera has five) are written as ``-~``: unknown after a
+restart.
+
+Each file is written to a temporary name in its folder, flushed to disk and renamed over its final name
+(``os.replace``, atomic on POSIX): a reader sees the whole image or none. Writes and removals run in a thread,
+one at a time, fed by a bounded queue, so the event loop that ingests MQTT never waits for the disk; a snapshot
+that finds the queue full is dropped and counted (the camera sends another at its next period). The index lives
+on the event loop only.
+
+Retention (:meth:`SnapshotStore.enforce`, every ``snapshots.retention_check_s`` by :meth:`SnapshotStore.run`):
+snapshots older than ``max_age_days`` go, then, while the total passes ``max_total_bytes``, the oldest of all
+cameras. A camera's folder is also bounded in files (``max_per_device``), at every write: its oldest go first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import heapq
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+_NAME: Final = re.compile(r"(\d{13})-(periodic|problem|cleared)-(\d{1,5})x(\d{1,5})(?:-(~|[a-z][a-z0-9_+]*))?\.jpg")
+#: The longest problems part of a file name (the whole name stays below the 255 bytes of common file systems).
+MAX_PROBLEMS_CHARS: Final = 200
+_UNKNOWN: Final = "~"
+_DEVICE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_TMP_PREFIX: Final = ".tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    """One snapshot on disk. ``problems`` (sorted) is None when not known (too many to name in the file name)."""
+
+    device: str
+    ts: int
+    trigger: str
+    width: int
+    height: int
+    size: int
+    problems: tuple[str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        base = f"{self.ts}-{self.trigger}-{self.width}x{self.height}"
+        if self.problems is None:
+            return f"{base}-{_UNKNOWN}.jpg"
+        if not self.problems:
+            return f"{base}.jpg"
+        joined = "+".join(self.problems)
+        return f"{base}-{joined if len(joined) <= MAX_PROBLEMS_CHARS else _UNKNOWN}.jpg"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """The bounds of the snapshot folder (``snapshots`` settings)."""
+
+    max_age_days: float = 14.0
+    max_total_bytes: int = 10 * 1024**3
+    max_per_device: int = 5000
+
+
+@dataclass(slots=True)
+class StoreCounters:
+    """What the store did since the hub started."""
+
+    stored: int = 0
+    stored_bytes: int = 0
+    replaced: int = 0
+    dropped_queue_full: int = 0
+    write_errors: int = 0
+    removed_age: int = 0
+    removed_bytes: int = 0
+    removed_device_bound: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    snap: StoredSnapshot
+    data: bytes
+    site: str
+    gateway: str
+
+
+@dataclass(slots=True)
+class _Device:
+    #: sorted by ts, one per ts
+    items: list[StoredSnapshot] = field(default_factory=list)
+
+
+StoredObserver = Callable[[str, str, StoredSnapshot], None]
+"""Called on the event loop with ``(site, gateway, snapshot)`` once a snapshot is on disk; cheap, never raises."""
+
+
+class SnapshotStore:
+    """``async with SnapshotStore(folder, policy) as store``: the index loaded, the writer running."""
+
+    def __init__(self, folder: Path, policy: RetentionPolicy | None = None, queue_size: int = 64) -> None:
+        self.folder = folder
+        self.policy = policy or RetentionPolicy()
+        self.counters = StoreCounters()
+        self._devices: dict[str, _Device] = {}
+        self.total_bytes = 0
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._observers: tuple[StoredObserver, ...] = ()
+        self._write_error_logged = False
+
+    async def __aenter__(self) -> SnapshotStore:
+        await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
+        found = await asyncio.to_thread(_scan, self.folder)
+        for snap in found:
+            self._index(snap)
+        log.info(
+            "snapshots: %d in %s (%d cameras, %.1f MiB)",
+            len(found),
+            self.folder,
+            len(self._devices),
+            self.total_bytes / 1024**2,
+        )
+        self._writer = asyncio.create_task(self._write_loop(), name="hub-snapshot-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Write what is queued (bounded by the queue), then stop."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self._queue.join()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+
+    def subscribe(self, observer: StoredObserver) -> None:
+        self._observers = (*self._observers, observer)
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    def put(self, site: str, gateway: str, snap: StoredSnapshot, data: bytes) -> bool:
+        """Queue ``data`` to be written as ``snap``; False (counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(_Job(snap, data, site, gateway))
+        except asyncio.QueueFull:
+            self.counters.dropped_queue_full += 1
+            return False
+        return True
+
+    async def _write_loop(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._write(job)
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, job: _Job) -> None:
+        snap = job.snap
+        try:
+            await asyncio.to_thread(_write_file, self.folder / snap.device, snap.name, job.data)
+        except OSError as exc:
+            self.counters.write_errors += 1
+            if not self._write_error_logged:
+                self._write_error_logged = True
+                log.error(  # noqa: TRY400 - the reason is the OSError's message; a traceback says nothing more
+                    "snapshots: cannot write %s of %s: %s (logged once until a write works)",
+                    snap.name,
+                    snap.device,
+                    exc,
+                )
+            return
+        if self._write_error_logged:
+            self._write_error_logged = False
+            log.warning("snapshots: writing works again")
+        gone = self._index(snap)
+        self.counters.stored += 1
+        self.counters.stored_bytes += snap.size
+        excess = self._device_excess(snap.device)
+        self.counters.removed_device_bound += len(excess)
+        gone += excess
+        if gone:
+            await asyncio.to_thread(_remove_files, self.folder, gone)
+        for observer in self._observers:
+            try:
+                observer(job.site, job.gateway, snap)
+            except Exception:
+                log.exception("snapshots: observer %r failed", observer)
+
+    # ------------------------------------------------------------------------------------------ index
+
+    def _index(self, snap: StoredSnapshot) -> list[StoredSnapshot]:
+        """Add ``snap``; return the entry it replaced (same device and ``ts``, another name) to remove."""
+        device = self._devices.setdefault(snap.device, _Device())
+        items = device.items
+        i = bisect.bisect_left(items, snap.ts, key=lambda s: s.ts)
+        gone: list[StoredSnapshot] = []
+        if i < len(items) and items[i].ts == snap.ts:
+            old = items[i]
+            self.total_bytes -= old.size
+            items[i] = snap
+            self.counters.replaced += 1
+            if old.name != snap.name:
+                gone.append(old)
+        else:
+            items.insert(i, snap)
+        self.total_bytes += snap.size
+        return gone
+
+    def _unindex(self, snap: StoredSnapshot) -> bool:
+        device = self._devices.get(snap.device)
+        if device is None:
+            return False
+        items = device.items
+        i = bisect.bisect_left(items, snap.ts, key=lambda s: s.ts)
+        if i >= len(items) or items[i] is not snap:
+            return False
+        del items[i]
+        self.total_bytes -= snap.size
+        if not items:
+            del self._devices[snap.device]
+        return True
+
+    def _device_excess(self, device_id: str) -> list[StoredSnapshot]:
+        device = self._devices.get(device_id)
+        if device is None or len(device.items) <= self.policy.max_per_device:
+            return []
+        excess = device.items[: len(device.items) - self.policy.max_per_device]
+        for snap in excess:
+            self._unindex(snap)
+        return excess
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    def devices(self) -> list[str]:
+        return sorted(self._devices)
+
+    def latest(self, device_id: str) -> StoredSnapshot | None:
+        device = self._devices.get(device_id)
+        return device.items[-1] if device is not None else None
+
+    def history(self, device_id: str, limit: int, before_ts: int | None = None) -> tuple[int, list[StoredSnapshot]]:
+        """The device's snapshot count and up to ``limit`` of them, newest first (older than ``before_ts``)."""
+        device = self._devices.get(device_id)
+        if device is None:
+            return 0, []
+        items = device.items
+        end = len(items) if before_ts is None else bisect.bisect_left(items, before_ts, key=lambda s: s.ts)
+        return len(items), items[max(0, end - limit) : end][::-1]
+
+    def get(self, device_id: str, ts: int) -> StoredSnapshot | None:
+        device = self._devices.get(device_id)
+        if device is None:
+            return None
+        items = device.items
+        i = bisect.bisect_left(items, ts, key=lambda s: s.ts)
+        return items[i] if i < len(items) and items[i].ts == ts else None
+
+    async def read(self, snap: StoredSnapshot) -> bytes | None:
+        """The JPEG of ``snap``; None when it is gone (removed by retention meanwhile)."""
+        try:
+            return await asyncio.to_thread((self.folder / snap.device / snap.name).read_bytes)
+        except FileNotFoundError:
+            return None
+
+    # ------------------------------------------------------------------------------------------ retention
+
+    def expired(self, now_ms: int) -> list[StoredSnapshot]:
+        """Take out of the index what retention removes now (too old; then the oldest while over the bytes)."""
+        policy = self.policy
+        oldest_kept = now_ms - int(policy.max_age_days * 86_400_000)
+        gone: list[StoredSnapshot] = []
+        for device_id in list(self._devices):
+            items = self._devices[device_id].items
+            n = bisect.bisect_left(items, oldest_kept, key=lambda s: s.ts)
+            if n:
+                old = items[:n]
+                del items[:n]
+                self.total_bytes -= sum(s.size for s in old)
+                if not items:
+                    del self._devices[device_id]
+                gone += old
+        self.counters.removed_age += len(gone)
+        if self.total_bytes > policy.max_total_bytes:
+            # The oldest of all cameras first: a heap of each camera's oldest.
+            heap = [(d.items[0].ts, device_id) for device_id, d in self._devices.items()]
+            heapq.heapify(heap)
+            by_bytes = 0
+            while self.total_bytes > policy.max_total_bytes and heap:
+                _, device_id = heapq.heappop(heap)
+                device = self._devices[device_id]
+                snap = device.items[0]
+                self._unindex(snap)
+                gone.append(snap)
+                by_bytes += 1
+                if device_id in self._devices:
+                    heapq.heappush(heap, (device.items[0].ts, device_id))
+            self.counters.removed_bytes += by_bytes
+        return gone
+
+    async def enforce(self, now_ms: int | None = None) -> int:
+        """Apply retention now; the number of snapshots removed."""
+        gone = self.expired(now_ms if now_ms is not None else int(time.time() * 1000))
+        if gone:
+            await asyncio.to_thread(_remove_files, self.folder, gone)
+        return len(gone)
+
+    async def run(self, every_s: float) -> None:
+        """Apply retention every ``every_s`` until cancelled."""
+        while True:
+            try:
+                removed = await self.enforce()
+                if removed:
+                    log.info("snapshots: retention removed %d (%.1f MiB kept)", removed, self.total_bytes / 1024**2)
+            except Exception:
+                log.exception("snapshots: retention failed; trying again in %.0f s", every_s)
+            await asyncio.sleep(every_s)
+
+
+# ------------------------------------------------------------------------------------------ in the thread
+
+
+def _write_file(folder: Path, name: str, data: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{_TMP_PREFIX}{secrets.token_hex(6)}-{name}"
+    try:
+        with tmp.open("xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(folder / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_files(folder: Path, snaps: list[StoredSnapshot]) -> None:
+    emptied: set[str] = set()
+    for snap in snaps:
+        try:
+            (folder / snap.device / snap.name).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("snapshots: cannot remove %s/%s: %s", snap.device, snap.name, exc)
+        emptied.add(snap.device)
+    for device in emptied:
+        with contextlib.suppress(OSError):  # not empty (a newer snapshot), or gone: either is fine
+            (folder / device).rmdir()
+
+
+def _scan(folder: Path) -> list[StoredSnapshot]:
+    """Every snapshot file under ``folder``; unfinished temporary files (a stop mid-write) removed."""
+    found: list[StoredSnapshot] = []
+    with os.scandir(folder) as devices:
+        for d in devices:
+            if not (d.is_dir(follow_symlinks=False) and _DEVICE.fullmatch(d.name)):
+                continue
+            with os.scandir(d.path) as files:
+                for f in files:
+                    if f.name.startswith(_TMP_PREFIX):
+                        with contextlib.suppress(OSError):
+                            Path(f.path).unlink(missing_ok=True)
+                        continue
+                    m = _NAME.fullmatch(f.name)
+                    if m is None or not f.is_file(follow_symlinks=False):
+                        continue
+                    ts, trigger, width, height, named = m.groups()
+                    problems = () if named is None else None if named == _UNKNOWN else tuple(named.split("+"))
+                    size = f.stat(follow_symlinks=False).st_size
+                    found.append(StoredSnapshot(d.name, int(ts), trigger, int(width), int(height), size, problems))
+    return found
