@@ -128,14 +128,14 @@ class Hub:
                 feed_admission = Admission(admission_rules)
                 self._observer_feed = ObserverFeed(observer_queue, [self._operations.observe], feed_admission)
                 self._observer_feed.add_refusal_observer(self._operations.on_refusal)
-                self._operations.on_owners(feed_admission.set_owners)
+                self._operations.on_owners(feed_admission.set_owners, feed_admission.update_owners)
                 feed_task = asyncio.create_task(self._observer_feed.run(), name="hub-observer-feed")
                 stack.push_async_callback(cancel_and_wait, feed_task)
                 self._observer_intake = await stack.enter_async_context(
                     MqttIntake(s.mqtt, observer_queue, observer=True)
                 )
             self._operations.on_enrichment(self._pipeline.set_enrichment)
-            self._operations.on_owners(self._pipeline.set_owners)
+            self._operations.on_owners(self._pipeline.set_owners, self._pipeline.update_owners)
             self._pipeline_task = asyncio.create_task(self._pipeline.run(), name="hub-pipeline")
             stack.push_async_callback(self._drain)
             if s.metrics.interval_s > 0:  # hub_health points (hub/metrics.py); stopped before the pipeline drains

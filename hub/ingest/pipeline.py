@@ -161,6 +161,11 @@ class Pipeline(StorageSide):
         if self.admission is not None:
             self.admission.set_owners(owners)
 
+    def update_owners(self, changes: Mapping[str, tuple[str, str] | None]) -> None:
+        """Apply the registry's owner changes (``None``: no owner any more) to that map."""
+        if self.admission is not None:
+            self.admission.update_owners(changes)
+
     def set_enrichment(self, mapping: Mapping[str, Mapping[str, str]]) -> None:
         """Replace the enrichment map ``device -> {tag: value}`` as a whole (atomically, for lines built next).
 
