@@ -25,7 +25,6 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from types import TracebackType
 from typing import Annotated, Any, Protocol, Self
 
@@ -44,8 +43,10 @@ from hub.routes import alerts, devices, events, inventory, sites, tokens, web
 from hub.routes.cameras import router as cameras_router
 from hub.routes.deps import Technician, require
 from hub.routes.guard import ApiGate, SecurityHeaders
+from hub.routes.models import DeadLettersPage, Health, HealthCounters, InfluxLink, MqttLink
 from hub.routes.services import Operations
 from hub.routes.web import static_files
+from hub.stats import HubStats
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ ROUTE_BODY_LIMITS = {f"{API_PREFIX}/kpis": KPI_MAX_BODY_BYTES, f"{API_PREFIX}/in
 OPEN_API_PATHS = frozenset({f"{API_PREFIX}/health", f"{API_PREFIX}/openapi.json"})
 
 
+class PrometheusText(PlainTextResponse):
+    """The Prometheus text format 0.0.4 (``GET /metrics``); the OpenAPI documents it as a string of this type."""
+
+    media_type = "text/plain; version=0.0.4"
+
+
 class HubStatus(Protocol):
     """What the API reads from the running hub."""
 
@@ -74,7 +81,7 @@ class HubStatus(Protocol):
 
     async def influx_reachable(self) -> bool: ...
 
-    def ingest_stats(self) -> dict[str, Any]: ...
+    def ingest_stats(self) -> HubStats: ...
 
     @property
     def pending_messages(self) -> int:
@@ -130,32 +137,39 @@ def create_app(hub: HubStatus, operations: Operations | None = None) -> FastAPI:
         operations.health.watch_intake(intake_check(hub, operations.settings.batch.max_pending_messages))
     counters_access = [Depends(require("viewer"))] if counters_need_token else []
 
-    @app.get(f"{API_PREFIX}/health")
-    async def health() -> dict[str, Any]:
+    @app.get(f"{API_PREFIX}/health", response_model=Health)
+    async def health() -> Health:
         influx_ok = await hub.influx_reachable()
         mqtt_ok = hub.mqtt_connected
         stats = hub.ingest_stats()
-        return {
-            "status": "ok" if mqtt_ok and influx_ok else "degraded",
-            "mqtt": {"connected": mqtt_ok},
-            "influx": {"reachable": influx_ok},
-            "counters": {
-                "messages_received": stats["messages_received"],
-                "lines_written": stats["lines_written"],
-                "dead_letters": stats["dead_letters_total"],
-                "pending_messages": stats["pending_messages"],
-                "write_retries": stats["write_retries"],
-            },
-        }
+        return Health(
+            status="ok" if mqtt_ok and influx_ok else "degraded",
+            mqtt=MqttLink(connected=mqtt_ok),
+            influx=InfluxLink(reachable=influx_ok),
+            counters=HealthCounters(
+                messages_received=stats.messages_received,
+                lines_written=stats.lines_written,
+                dead_letters=stats.dead_letters_total,
+                pending_messages=stats.pending_messages,
+                write_retries=stats.write_retries,
+            ),
+        )
 
-    @app.get(f"{API_PREFIX}/ingest/stats", dependencies=counters_access)
-    async def ingest_stats() -> dict[str, Any]:
+    # ``lanes``, ``overflow_by_gateway`` and ``observer`` are left out for a hub that has none (no other field of
+    # the snapshot is ever null).
+    @app.get(
+        f"{API_PREFIX}/ingest/stats",
+        dependencies=counters_access,
+        response_model=HubStats,
+        response_model_exclude_none=True,
+    )
+    async def ingest_stats() -> HubStats:
         return hub.ingest_stats()
 
-    @app.get(f"{API_PREFIX}/dead-letters")
+    @app.get(f"{API_PREFIX}/dead-letters", response_model=DeadLettersPage)
     async def dead_letters(
         principal: Technician, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
-    ) -> dict[str, Any]:
+    ) -> DeadLettersPage:
         """The newest refused messages, raw payloads included: technician or admin, every ward."""
         if principal.wards is not None:
             # A refused message may have no valid topic, hence no site or ward to filter on; and its payload is
@@ -165,12 +179,12 @@ def create_app(hub: HubStatus, operations: Operations | None = None) -> FastAPI:
                 "dead letters hold raw messages of every ward: this needs a token not limited to wards",
             )
         total, items = hub.dead_letters(limit)
-        return {"total": total, "items": [asdict(item) for item in items]}
+        return DeadLettersPage(total=total, items=items)
 
-    @app.get("/metrics", response_class=PlainTextResponse, dependencies=counters_access)
-    async def metrics() -> PlainTextResponse:
+    @app.get("/metrics", response_class=PrometheusText, dependencies=counters_access)
+    async def metrics() -> PrometheusText:
         """The hub's own health in the Prometheus text format (hub/metrics.py)."""
-        return PlainTextResponse(render_prometheus(hub.ingest_stats()), media_type="text/plain; version=0.0.4")
+        return PrometheusText(render_prometheus(hub.ingest_stats()))
 
     # Operations (issue 6): registry, health, alerts, commands, tokens, live events, the operator page at /.
     app.state.operations = operations

@@ -42,6 +42,7 @@ from hub.auth import Principal
 from hub.errors import StorageError, StorageRejected
 from hub.lineproto import FieldValue, LineProtocolError, line
 from hub.routes.deps import require
+from hub.routes.models import KpiProblem, KpisStored
 
 MEASUREMENT: Final = "kpi"
 MAX_ROWS: Final = 10_000
@@ -253,7 +254,7 @@ def _sink(request: Request) -> KpiSink:
     return sink
 
 
-async def _store(request: Request, now_ms: int, wards: frozenset[str] | None) -> JSONResponse:
+async def _store(request: Request, now_ms: int, wards: frozenset[str] | None) -> KpisStored | JSONResponse:
     try:
         lines = lines_of(await request.body(), request.headers.get("content-type", ""), now_ms, wards)
         sink = _sink(request)
@@ -267,7 +268,7 @@ async def _store(request: Request, now_ms: int, wards: frozenset[str] | None) ->
             raise Problem(503, f"InfluxDB is not available, nothing was stored; retry later ({exc})") from exc
     except Problem as problem:
         return JSONResponse({"detail": problem.detail}, status_code=problem.status)
-    return JSONResponse({"stored": len(lines)}, status_code=200)
+    return KpisStored(stored=len(lines))
 
 
 _BODY_DOC: Final[dict[str, Any]] = {
@@ -305,17 +306,20 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"])
 @router.post(
     "/kpis",
     openapi_extra=_BODY_DOC,
+    response_model=KpisStored,
     responses={
         200: {"description": "stored: how many rows"},
         401: {"description": "no or unknown bearer token"},
-        403: {"description": "the token's role is below technician, or rows outside the token's wards"},
-        413: {"description": "too large"},
-        415: {"description": "unsupported content type"},
-        422: {"description": "bad rows, each named by row and field"},
-        503: {"description": "storage unavailable; nothing stored"},
+        403: {"model": KpiProblem, "description": "the token's role is below technician, or rows outside its wards"},
+        413: {"model": KpiProblem, "description": "too large"},
+        415: {"model": KpiProblem, "description": "unsupported content type"},
+        422: {"model": KpiProblem, "description": "bad rows, each named by row and field"},
+        503: {"model": KpiProblem, "description": "storage unavailable; nothing stored"},
     },
 )
-async def post_kpis(request: Request, principal: Annotated[Principal | None, Depends(KPI_WRITER)]) -> JSONResponse:
+async def post_kpis(
+    request: Request, principal: Annotated[Principal | None, Depends(KPI_WRITER)]
+) -> KpisStored | JSONResponse:
     """Store city indicators (JSON or CSV); all rows or none."""
     wards = principal.wards if principal is not None else None
     return await _store(request, int(datetime.now(UTC).timestamp() * 1000), wards)

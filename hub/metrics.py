@@ -26,11 +26,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Final
 
 from hub.errors import StorageError
 from hub.ingest import LineWriter
 from hub.lineproto import format_tags, line
+from hub.stats import HistogramSnapshot, HubStats
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +39,77 @@ PREFIX: Final = "ioc_hub_"
 HEALTH_MEASUREMENT: Final = "hub_health"
 GAPS_MEASUREMENT: Final = "hub_seq_gaps"
 
-#: (snapshot key, metric name, help) of the plain counters.
-_COUNTERS: Final = (
-    ("messages_received", "messages_received_total", "MQTT messages taken from the intake"),
-    ("readings", "readings_total", "Readings in decoded data messages"),
-    ("lines_written", "lines_written_total", "Lines InfluxDB accepted (live and written back from the spill)"),
-    ("write_batches", "write_batches_total", "Batches InfluxDB accepted"),
-    ("write_errors", "write_errors_total", "Failed InfluxDB writes"),
-    ("write_retries", "write_retries_total", "Retried InfluxDB writes"),
-    ("acks", "acks_total", "MQTT acknowledgements sent"),
-    ("values_dropped", "values_dropped_total", "Metric values that cannot be represented"),
-    ("seq_repeats", "seq_repeats_total", "Data messages seen again (redelivery, late replay)"),
-    ("stale_states_ignored", "stale_states_ignored_total", "Late deaths of an older gateway session"),
-    ("observer_errors", "observer_errors_total", "Observer calls that raised"),
-    ("batches_spilled", "batches_spilled_total", "Batches written to the on-disk spill"),
-    ("lines_spilled", "lines_spilled_total", "Lines written to the on-disk spill"),
-    ("batches_written_back", "batches_written_back_total", "Spilled batches written back to InfluxDB"),
-    ("lines_written_back", "lines_written_back_total", "Spilled lines written back to InfluxDB"),
-    ("spill_full", "spill_full_total", "Batches the spill could not take (full or failing)"),
+Sample = Callable[[HubStats], int | float | bool]
+
+#: (metric name, help, value) of the plain counters.
+_COUNTERS: Final[tuple[tuple[str, str, Sample], ...]] = (
+    ("messages_received_total", "MQTT messages taken from the intake", lambda s: s.messages_received),
+    ("readings_total", "Readings in decoded data messages", lambda s: s.readings),
+    (
+        "lines_written_total",
+        "Lines InfluxDB accepted (live and written back from the spill)",
+        lambda s: s.lines_written,
+    ),
+    ("write_batches_total", "Batches InfluxDB accepted", lambda s: s.write_batches),
+    ("write_errors_total", "Failed InfluxDB writes", lambda s: s.write_errors),
+    ("write_retries_total", "Retried InfluxDB writes", lambda s: s.write_retries),
+    ("acks_total", "MQTT acknowledgements sent", lambda s: s.acks),
+    ("values_dropped_total", "Metric values that cannot be represented", lambda s: s.values_dropped),
+    ("seq_repeats_total", "Data messages seen again (redelivery, late replay)", lambda s: s.seq_repeats),
+    ("stale_states_ignored_total", "Late deaths of an older gateway session", lambda s: s.stale_states_ignored),
+    ("observer_errors_total", "Observer calls that raised", lambda s: s.observer_errors),
+    ("batches_spilled_total", "Batches written to the on-disk spill", lambda s: s.batches_spilled),
+    ("lines_spilled_total", "Lines written to the on-disk spill", lambda s: s.lines_spilled),
+    ("batches_written_back_total", "Spilled batches written back to InfluxDB", lambda s: s.batches_written_back),
+    ("lines_written_back_total", "Spilled lines written back to InfluxDB", lambda s: s.lines_written_back),
+    ("spill_full_total", "Batches the spill could not take (full or failing)", lambda s: s.spill_full),
 )
-#: (snapshot key, metric name, help) of the gauges.
-_GAUGES: Final = (
-    ("pending_messages", "pending_messages", "Messages received, not yet acknowledged"),
-    ("queued_messages", "queued_messages", "Messages in the lanes from the MQTT intake to the pipeline, in memory"),
-    ("batch_lines", "open_batch_lines", "Lines in the batch being filled"),
-    ("ready_lines", "ready_lines", "Lines of closed batches waiting for a write slot"),
-    ("writes_in_flight", "writes_in_flight", "InfluxDB writes running"),
-    ("spill_batches", "spill_batches", "Batches held in the spill"),
-    ("spill_lines", "spill_lines", "Lines held in the spill"),
-    ("spill_bytes", "spill_bytes", "Bytes of the spill on disk"),
-    ("dead_letters_unsaved", "dead_letters_unsaved", "Dead letters waiting to be saved"),
+#: (metric name, help, value) of the gauges.
+_GAUGES: Final[tuple[tuple[str, str, Sample], ...]] = (
+    ("pending_messages", "Messages received, not yet acknowledged", lambda s: s.pending_messages),
+    (
+        "queued_messages",
+        "Messages in the lanes from the MQTT intake to the pipeline, in memory",
+        lambda s: s.queued_messages,
+    ),
+    ("open_batch_lines", "Lines in the batch being filled", lambda s: s.batch_lines),
+    ("ready_lines", "Lines of closed batches waiting for a write slot", lambda s: s.ready_lines),
+    ("writes_in_flight", "InfluxDB writes running", lambda s: s.writes_in_flight),
+    ("spill_batches", "Batches held in the spill", lambda s: s.spill_batches),
+    ("spill_lines", "Lines held in the spill", lambda s: s.spill_lines),
+    ("spill_bytes", "Bytes of the spill on disk", lambda s: s.spill_bytes),
+    ("dead_letters_unsaved", "Dead letters waiting to be saved", lambda s: s.dead_letters_unsaved),
+    ("mqtt_connected", "1 while connected to the broker", lambda s: s.mqtt.connected),
+    ("storage_ok", "0 while InfluxDB writes fail", lambda s: not s.influx.writes_failing),
+    ("gateways_online", "Gateways whose last state is online", lambda s: s.gateways.online),
+    (
+        "ingest_latency_max_ms",
+        "Largest sample-to-stored latency of a live data message since start",
+        lambda s: s.ingest_latency.max_ms,
+    ),
+    (
+        "ingest_latency_avg_ms",
+        "Mean sample-to-stored latency of live data messages since start",
+        lambda s: s.ingest_latency.avg_ms,
+    ),
+)
+#: The integer fields of ``hub_health`` copied from the snapshot as they are (totals and levels).
+_HEALTH_FIELDS: Final[tuple[tuple[str, Callable[[HubStats], int]], ...]] = (
+    ("messages_received", lambda s: s.messages_received),
+    ("readings", lambda s: s.readings),
+    ("lines_written", lambda s: s.lines_written),
+    ("write_batches", lambda s: s.write_batches),
+    ("write_errors", lambda s: s.write_errors),
+    ("acks", lambda s: s.acks),
+    ("seq_gaps", lambda s: s.seq_gaps),
+    ("pending_messages", lambda s: s.pending_messages),
+    ("queued_messages", lambda s: s.queued_messages),
+    ("writes_in_flight", lambda s: s.writes_in_flight),
+    ("spill_batches", lambda s: s.spill_batches),
+    ("spill_lines", lambda s: s.spill_lines),
+    ("spill_bytes", lambda s: s.spill_bytes),
+    ("lines_spilled", lambda s: s.lines_spilled),
+    ("lines_written_back", lambda s: s.lines_written_back),
 )
 
 
@@ -91,13 +133,13 @@ class _Text:
         for labels, value in samples:
             self.lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
 
-    def histogram(self, name: str, help_text: str, data: Mapping[str, Any]) -> None:
+    def histogram(self, name: str, help_text: str, data: HistogramSnapshot) -> None:
         self.lines.append(f"# HELP {PREFIX}{name} {help_text}")
         self.lines.append(f"# TYPE {PREFIX}{name} histogram")
-        for bound, count in data["buckets"].items():
+        for bound, count in data.buckets.items():
             self.lines.append(f'{PREFIX}{name}_bucket{{le="{bound}"}} {count}')
-        self.lines.append(f"{PREFIX}{name}_sum {_number(data['sum'])}")
-        self.lines.append(f"{PREFIX}{name}_count {data['count']}")
+        self.lines.append(f"{PREFIX}{name}_sum {_number(data.sum)}")
+        self.lines.append(f"{PREFIX}{name}_count {data.count}")
 
 
 def _number(value: float) -> str:
@@ -108,56 +150,33 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def render_prometheus(stats: Mapping[str, Any]) -> str:
+def render_prometheus(stats: HubStats) -> str:
     """The Prometheus text exposition of a ``Hub.ingest_stats()`` snapshot."""
     out = _Text()
-    for key, name, help_text in _COUNTERS:
-        if key in stats:
-            out.family(name, "counter", help_text, [({}, stats[key])])
+    for name, help_text, value in _COUNTERS:
+        out.family(name, "counter", help_text, [({}, value(stats))])
     out.family(
         "messages_by_channel_total",
         "counter",
         "Messages by topic channel",
-        [({"channel": c}, n) for c, n in sorted(stats.get("messages_by_channel", {}).items())],
+        [({"channel": c}, n) for c, n in sorted(stats.messages_by_channel.items())],
     )
     out.family(
         "dead_letters_total",
         "counter",
         "Dead letters by kind (quarantined messages)",
-        [({"kind": k}, n) for k, n in sorted(stats.get("dead_letters", {}).items())],
+        [({"kind": k}, n) for k, n in sorted(stats.dead_letters.items())],
     )
     out.family(
         "seq_gaps_total",
         "counter",
         "Data messages missing by sequence number, per gateway",
-        [({"gateway": g}, n) for g, n in sorted(stats.get("seq_gaps_by_gateway", {}).items())],
+        [({"gateway": g}, n) for g, n in sorted(stats.seq_gaps_by_gateway.items())],
     )
-    for key, name, help_text in _GAUGES:
-        if key in stats:
-            out.family(name, "gauge", help_text, [({}, stats[key])])
-    mqtt = stats.get("mqtt", {})
-    influx = stats.get("influx", {})
-    out.family("mqtt_connected", "gauge", "1 while connected to the broker", [({}, bool(mqtt.get("connected")))])
-    out.family("storage_ok", "gauge", "0 while InfluxDB writes fail", [({}, not bool(influx.get("writes_failing")))])
-    gateways = stats.get("gateways", {})
-    out.family("gateways_online", "gauge", "Gateways whose last state is online", [({}, gateways.get("online", 0))])
-    latency = stats.get("ingest_latency", {})
-    out.family(
-        "ingest_latency_max_ms",
-        "gauge",
-        "Largest sample-to-stored latency of a live data message since start",
-        [({}, latency.get("max_ms", 0))],
-    )
-    out.family(
-        "ingest_latency_avg_ms",
-        "gauge",
-        "Mean sample-to-stored latency of live data messages since start",
-        [({}, latency.get("avg_ms", 0.0))],
-    )
-    if "write_seconds" in stats:
-        out.histogram("write_seconds", "Duration of successful InfluxDB writes", stats["write_seconds"])
-    if "batch_size_lines" in stats:
-        out.histogram("batch_size_lines", "Lines per batch (written or spilled)", stats["batch_size_lines"])
+    for name, help_text, value in _GAUGES:
+        out.family(name, "gauge", help_text, [({}, value(stats))])
+    out.histogram("write_seconds", "Duration of successful InfluxDB writes", stats.write_seconds)
+    out.histogram("batch_size_lines", "Lines per batch (written or spilled)", stats.batch_size_lines)
     return "\n".join(out.lines) + "\n"
 
 
@@ -166,7 +185,7 @@ class HealthReporter:
 
     def __init__(
         self,
-        snapshot: Callable[[], dict[str, Any]],
+        snapshot: Callable[[], HubStats],
         writer: LineWriter,
         *,
         instance: str,
@@ -178,60 +197,45 @@ class HealthReporter:
         self._instance = instance
         self._interval_s = interval_s
         self._clock = clock
-        self._previous: tuple[float, dict[str, Any]] | None = None
+        self._previous: tuple[float, HubStats] | None = None
         self._failing = False
         self.points_written = 0
 
-    def lines(self, stats: Mapping[str, Any], now: float) -> list[str]:
+    def lines(self, stats: HubStats, now: float) -> list[str]:
         """The points of one report at ``now`` (s); rates are over the time since the previous report."""
         previous = self._previous
-        self._previous = (now, dict(stats))
+        self._previous = (now, stats)
         elapsed = now - previous[0] if previous else 0.0
 
-        def rate(key: str) -> float:
+        def rate(value: Callable[[HubStats], int]) -> float:
             if previous is None or elapsed <= 0:
                 return 0.0
-            return round(float(stats.get(key, 0) - previous[1].get(key, 0)) / elapsed, 3)
+            return round(float(value(stats) - value(previous[1])) / elapsed, 3)
 
-        def interval_mean(key: str) -> float:
-            now_h, before_h = stats.get(key, {}), previous[1].get(key, {}) if previous else {}
-            count = now_h.get("count", 0) - before_h.get("count", 0)
-            total = now_h.get("sum", 0.0) - before_h.get("sum", 0.0)
+        def interval_mean(histogram: Callable[[HubStats], HistogramSnapshot]) -> float:
+            now_h = histogram(stats)
+            count, total = now_h.count, now_h.sum
+            if previous is not None:
+                before_h = histogram(previous[1])
+                count, total = count - before_h.count, total - before_h.sum
             return round(float(total) / count, 3) if count else 0.0
 
         fields: dict[str, bool | int | float | str] = {
-            "messages_per_s": rate("messages_received"),
-            "readings_per_s": rate("readings"),
-            "lines_per_s": rate("lines_written"),
-            "dead_letters": int(stats.get("dead_letters_total", 0)),
-            "write_avg_ms": round(interval_mean("write_seconds") * 1000, 3),
-            "batch_lines_avg": interval_mean("batch_size_lines"),
-            "ingest_latency_max_ms": int(stats.get("ingest_latency", {}).get("max_ms", 0)),
-            "mqtt_connected": bool(stats.get("mqtt", {}).get("connected", False)),
-            "storage_ok": not bool(stats.get("influx", {}).get("writes_failing", False)),
+            "messages_per_s": rate(lambda s: s.messages_received),
+            "readings_per_s": rate(lambda s: s.readings),
+            "lines_per_s": rate(lambda s: s.lines_written),
+            "dead_letters": stats.dead_letters_total,
+            "write_avg_ms": round(interval_mean(lambda s: s.write_seconds) * 1000, 3),
+            "batch_lines_avg": interval_mean(lambda s: s.batch_size_lines),
+            "ingest_latency_max_ms": stats.ingest_latency.max_ms,
+            "mqtt_connected": stats.mqtt.connected,
+            "storage_ok": not stats.influx.writes_failing,
         }
-        for key in (
-            "messages_received",
-            "readings",
-            "lines_written",
-            "write_batches",
-            "write_errors",
-            "acks",
-            "seq_gaps",
-            "pending_messages",
-            "queued_messages",
-            "writes_in_flight",
-            "spill_batches",
-            "spill_lines",
-            "spill_bytes",
-            "lines_spilled",
-            "lines_written_back",
-        ):
-            if key in stats:
-                fields[key] = int(stats[key])
+        for key, value in _HEALTH_FIELDS:
+            fields[key] = value(stats)
         ts_ms = int(now * 1000)
         lines = [line(HEALTH_MEASUREMENT, {"hub": self._instance}, fields, ts_ms)]
-        for name, gaps in sorted(stats.get("seq_gaps_by_gateway", {}).items()):
+        for name, gaps in sorted(stats.seq_gaps_by_gateway.items()):
             site, _, gateway = name.partition("/")
             tags = format_tags([("hub", self._instance), ("site", site), ("gateway", gateway)])
             lines.append(f"{GAPS_MEASUREMENT}{tags} seq_gaps={float(gaps)!r} {ts_ms}")

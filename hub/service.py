@@ -20,7 +20,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob, running_alert_series_job
 from hub.api import ApiServer, create_app
@@ -40,6 +40,7 @@ from hub.routes.services import Operations
 from hub.snapshots.intake import SnapshotIntake
 from hub.snapshots.running import running_snapshots
 from hub.spill import Spill
+from hub.stats import HubStats, InfluxStats, LaneStats, MqttStats, ObserverStats
 from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -274,17 +275,19 @@ class Hub:
     def pending_messages(self) -> int:
         return self.pipeline.pending_messages
 
-    def ingest_stats(self) -> dict[str, Any]:
-        data = self.pipeline.snapshot()
-        data["mqtt"] = {"connected": self.mqtt_connected, **self.intake.counters}
-        if self._lanes is not None:
-            data["lanes"] = {**self._lanes.gauges(), **self._lanes.counters}
-            data["overflow_by_gateway"] = self._lanes.overflow_by_gateway()
-        data["influx"] = {"writes_failing": not self.pipeline.storage_ok}
+    def ingest_stats(self) -> HubStats:
+        lanes, observer = self._lanes, None
         if self._observer_feed is not None:
             connected = self._observer_intake is not None and self._observer_intake.connected
-            data["observer"] = {"connected": connected, **self._observer_feed.counters}
-        return data
+            observer = ObserverStats(connected=connected, **self._observer_feed.counters)
+        return HubStats(
+            **dict(self.pipeline.snapshot()),
+            mqtt=MqttStats(connected=self.mqtt_connected, **self.intake.counters),
+            lanes=LaneStats(**lanes.gauges(), **lanes.counters) if lanes is not None else None,
+            overflow_by_gateway=lanes.overflow_by_gateway() if lanes is not None else None,
+            influx=InfluxStats(writes_failing=not self.pipeline.storage_ok),
+            observer=observer,
+        )
 
     def metrics_text(self) -> str:
         """The hub's own health in the Prometheus text format (``GET /metrics``)."""

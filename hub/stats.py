@@ -1,10 +1,18 @@
-"""The intake's counters, in one dataclass that the pipeline updates and the API reads."""
+"""The intake's counters, in one dataclass that the pipeline updates, and the typed snapshots the API,
+``GET /metrics`` and the ``hub_health`` points read (hub/metrics.py).
+
+:class:`IngestStats` is the live, mutable set of counters (updated from the event loop, per message). A snapshot
+is an immutable pydantic model: :class:`IngestCounters` (the counters), :class:`PipelineStats` (with the
+pipeline's gauges) and :class:`HubStats` (with the intake, lanes, storage and observer connection), which is the
+body of ``GET /api/v1/ingest/stats`` and is documented by its schema in the OpenAPI.
+"""
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+
+from pydantic import BaseModel, ConfigDict
 
 #: Buckets (upper bounds) of the write latency histogram, in seconds.
 WRITE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -39,8 +47,8 @@ class Histogram:
             out.append((bound, running))
         return out
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "sum": round(self.total, 6), "buckets": dict(self.cumulative())}
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(count=self.count, sum=round(self.total, 6), buckets=dict(self.cumulative()))
 
 
 @dataclass(slots=True)
@@ -62,13 +70,13 @@ class LatencySummary:
         self.max_ms = max(self.max_ms, latency_ms)
         self.total_ms += latency_ms
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {
-            "count": self.count,
-            "last_ms": self.last_ms,
-            "avg_ms": round(self.total_ms / self.count, 1) if self.count else 0.0,
-            "max_ms": self.max_ms,
-        }
+    def snapshot(self) -> LatencySnapshot:
+        return LatencySnapshot(
+            count=self.count,
+            last_ms=self.last_ms,
+            avg_ms=round(self.total_ms / self.count, 1) if self.count else 0.0,
+            max_ms=self.max_ms,
+        )
 
 
 @dataclass(slots=True)
@@ -113,11 +121,163 @@ class IngestStats:
     def dead_letters_total(self) -> int:
         return sum(self.dead_letters.values())
 
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        data = asdict(self)
-        data["ingest_latency"] = self.ingest_latency.as_dict()
-        data["write_seconds"] = self.write_seconds.as_dict()
-        data["batch_size_lines"] = self.batch_size_lines.as_dict()
-        data["dead_letters_total"] = self.dead_letters_total
-        return data
+    def snapshot(self) -> IngestCounters:
+        """An immutable copy of every counter."""
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SUMMARIES}
+        return IngestCounters(
+            **plain,
+            messages_by_channel=dict(self.messages_by_channel),
+            dead_letters=dict(self.dead_letters),
+            ingest_latency=self.ingest_latency.snapshot(),
+            write_seconds=self.write_seconds.snapshot(),
+            batch_size_lines=self.batch_size_lines.snapshot(),
+            dead_letters_total=self.dead_letters_total,
+        )
+
+
+#: The fields of :class:`IngestStats` that its snapshot copies or summarises itself.
+_SUMMARIES = frozenset({"messages_by_channel", "dead_letters", "ingest_latency", "write_seconds", "batch_size_lines"})
+
+
+class Snapshot(BaseModel):
+    """A figure as the API shows it: immutable, every field declared (an unknown one is an error, so the
+    snapshot and its schema cannot drift apart), field docstrings as the schema's descriptions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class HistogramSnapshot(Snapshot):
+    """A cumulative histogram: ``buckets`` maps each upper bound (``"+Inf"`` last) to the count at or below it."""
+
+    count: int
+    sum: float
+    buckets: dict[str, int]
+
+
+class LatencySnapshot(Snapshot):
+    """Sample-to-stored latency of live data messages since start (replayed batches left out)."""
+
+    count: int
+    last_ms: int
+    avg_ms: float
+    max_ms: int
+
+
+class IngestCounters(Snapshot):
+    """The intake's counters since the hub started (:class:`IngestStats`)."""
+
+    messages_received: int
+    messages_by_channel: dict[str, int]
+    """Messages by topic channel (``data``, ``state``, ``event``, ``cmd/ack``)."""
+    readings: int
+    lines_written: int
+    write_batches: int
+    write_errors: int
+    write_retries: int
+    acks: int
+    dead_letters: dict[str, int]
+    """Dead letters by kind."""
+    values_dropped: int
+    seq_gaps: int
+    seq_repeats: int
+    stale_states_ignored: int
+    observer_errors: int
+    batches_spilled: int
+    lines_spilled: int
+    spill_full: int
+    batches_written_back: int
+    lines_written_back: int
+    ingest_latency: LatencySnapshot
+    write_seconds: HistogramSnapshot
+    """Duration of each successful InfluxDB write, in seconds."""
+    batch_size_lines: HistogramSnapshot
+    """Lines per batch (written or spilled)."""
+    dead_letters_total: int
+
+
+class GatewayCounts(Snapshot):
+    known: int
+    """Gateways the hub has had a state message of since it started."""
+    online: int
+    """Of those, the ones whose last state is online."""
+
+
+class PipelineStats(IngestCounters):
+    """The counters with the pipeline's gauges, sequence gaps, gateways and admission refusals."""
+
+    seq_gaps_by_gateway: dict[str, int]
+    """``site/gateway`` -> data messages missing so far."""
+    pending_messages: int
+    """Messages received, not yet acknowledged."""
+    pending_bytes: int
+    queued_messages: int
+    batch_lines: int
+    """Lines in the batch being filled."""
+    ready_lines: int
+    """Lines of closed batches waiting for a write slot."""
+    writes_in_flight: int
+    spill_batches: int
+    spill_lines: int
+    spill_bytes: int
+    dead_letters_unsaved: int
+    gateways: GatewayCounts
+    refusals_by_gateway: dict[str, dict[str, int]]
+    """``site/gateway`` -> {refusal reason: count} of the ingest admission."""
+
+
+class MqttStats(Snapshot):
+    """The MQTT intake's connection and counters."""
+
+    connected: bool
+    received: int
+    connects: int
+    disconnects: int
+    acks_sent: int
+    acks_of_old_connection: int
+    """Acknowledgements dropped: their message came on a connection that has since closed."""
+    not_handed_over: int
+    refused_packets: int
+
+
+class LaneStats(Snapshot):
+    """The per-gateway lanes between the intake and the pipeline (hub/ingest/lanes.py): gauges and counters."""
+
+    lanes_waiting: int
+    queued_bytes: int
+    overflow_writing_bytes: int
+    overflow_bytes: int
+    overflow_unread_bytes: int
+    overflowed_messages: int
+    overflowed_bytes: int
+    read_back_messages: int
+    overflow_write_errors: int
+    overflow_corrupt_files: int
+
+
+class InfluxStats(Snapshot):
+    writes_failing: bool
+    """True while InfluxDB writes fail (batches go to the spill)."""
+
+
+class ObserverStats(Snapshot):
+    """The observer connection of an operations hub in a group (``mqtt.observe: all``)."""
+
+    connected: bool
+    received: int
+    observed: int
+    undecodable: int
+    refused: int
+    observer_errors: int
+
+
+class HubStats(PipelineStats):
+    """Everything ``GET /api/v1/ingest/stats`` answers; ``GET /metrics`` and ``hub_health`` are made from it.
+    ``lanes`` and ``overflow_by_gateway`` are left out of the answer for a hub without lanes, ``observer`` for a
+    hub without an observer connection."""
+
+    mqtt: MqttStats
+    lanes: LaneStats | None = None
+    overflow_by_gateway: dict[str, int] | None = None
+    """``site/gateway`` -> bytes of its overflow file on disk: who sends more than its share."""
+    influx: InfluxStats
+    observer: ObserverStats | None = None

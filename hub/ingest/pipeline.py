@@ -29,7 +29,7 @@ from hub.points import (
     reading_lines,
 )
 from hub.spill import Spill
-from hub.stats import IngestStats
+from hub.stats import GatewayCounts, IngestStats, PipelineStats
 from hub.tracking import GatewayStates, SeqTracker
 from wire.v1 import Channel, ContractError, DataBatch, Event, Payload, Snapshot, State, Topic, decode_for, parse_topic
 
@@ -531,11 +531,12 @@ class Pipeline(StorageSide):
 
     # ------------------------------------------------------------------------------------------ status
 
-    def snapshot(self) -> dict[str, Any]:
-        """Counters, gauges, sequence gaps per gateway and the gateway states, JSON-ready."""
-        data = self.stats.snapshot()
-        data["seq_gaps_by_gateway"] = dict(self.seqs.gaps)
-        data.update(self.gauges())
-        data["gateways"] = {"known": len(self.states), "online": self.states.online_count}
-        data["refusals_by_gateway"] = self.admission.refusals_by_gateway() if self.admission is not None else {}
-        return data
+    def snapshot(self) -> PipelineStats:
+        """Counters, gauges, sequence gaps per gateway and the gateway states."""
+        return PipelineStats(
+            **dict(self.stats.snapshot()),
+            **self.gauges(),
+            seq_gaps_by_gateway=dict(self.seqs.gaps),
+            gateways=GatewayCounts(known=len(self.states), online=self.states.online_count),
+            refusals_by_gateway=self.admission.refusals_by_gateway() if self.admission is not None else {},
+        )

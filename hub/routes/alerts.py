@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.alerts.store import AlertConflict
 from hub.auth import Principal
 from hub.routes.deps import Operator, Ops, Viewer, not_found
+from hub.routes.models import Alert, AlertsPage, DeliveriesPage, Delivery
 from wire.v1 import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -20,7 +21,7 @@ AlertId = Annotated[int, Path(ge=1, le=2**62)]
 AlertState = Literal["firing", "acknowledged", "resolved", "open"]
 
 
-@router.get("")
+@router.get("", response_model=AlertsPage)
 async def list_alerts(  # noqa: PLR0917 - FastAPI query parameters
     principal: Viewer,
     ops: Ops,
@@ -30,7 +31,7 @@ async def list_alerts(  # noqa: PLR0917 - FastAPI query parameters
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> dict[str, Any]:
+) -> AlertsPage:
     """Alerts, newest first: the open ones and the history."""
     states: list[str] | None = None
     if state:
@@ -39,7 +40,7 @@ async def list_alerts(  # noqa: PLR0917 - FastAPI query parameters
     total, items = await ops.alert_store.query(
         states=states, subject=device, rule=rule, wards=wards, since=since, limit=limit, offset=offset
     )
-    return {"total": total, "limit": limit, "offset": offset, "items": items}
+    return AlertsPage(total=total, limit=limit, offset=offset, items=[Alert.model_validate(a) for a in items])
 
 
 async def _visible(ops: Ops, principal: Principal, alert_id: int) -> dict[str, Any]:
@@ -49,17 +50,17 @@ async def _visible(ops: Ops, principal: Principal, alert_id: int) -> dict[str, A
     return alert
 
 
-@router.get("/{alert_id}")
-async def get_alert(principal: Viewer, ops: Ops, alert_id: AlertId) -> dict[str, Any]:
-    return await _visible(ops, principal, alert_id)
+@router.get("/{alert_id}", response_model=Alert)
+async def get_alert(principal: Viewer, ops: Ops, alert_id: AlertId) -> Alert:
+    return Alert.model_validate(await _visible(ops, principal, alert_id))
 
 
-@router.get("/{alert_id}/deliveries")
-async def alert_deliveries(principal: Viewer, ops: Ops, alert_id: AlertId) -> dict[str, Any]:
+@router.get("/{alert_id}/deliveries", response_model=DeliveriesPage)
+async def alert_deliveries(principal: Viewer, ops: Ops, alert_id: AlertId) -> DeliveriesPage:
     """The webhook delivery log of the alert: one row per attempt."""
     await _visible(ops, principal, alert_id)
-    items = await ops.alert_store.deliveries(alert_id)
-    return {"total": len(items), "items": items}
+    items = [Delivery.model_validate(d) for d in await ops.alert_store.deliveries(alert_id)]
+    return DeliveriesPage(total=len(items), items=items)
 
 
 class ResolveRequest(BaseModel):
@@ -68,8 +69,12 @@ class ResolveRequest(BaseModel):
     note: Annotated[str, Field(max_length=300)] = ""
 
 
-@router.post("/{alert_id}/ack", responses={404: {"description": "no such alert"}, 409: {"description": "resolved"}})
-async def acknowledge(principal: Operator, ops: Ops, alert_id: AlertId) -> dict[str, Any]:
+@router.post(
+    "/{alert_id}/ack",
+    response_model=Alert,
+    responses={404: {"description": "no such alert"}, 409: {"description": "resolved"}},
+)
+async def acknowledge(principal: Operator, ops: Ops, alert_id: AlertId) -> Alert:
     """firing -> acknowledged (who, when). Acknowledging an acknowledged alert changes nothing."""
     await _visible(ops, principal, alert_id)
     try:
@@ -79,13 +84,17 @@ async def acknowledge(principal: Operator, ops: Ops, alert_id: AlertId) -> dict[
     if alert is None:
         raise not_found("alert", alert_id)
     ops.alerts.notify("acknowledged", alert)
-    return alert
+    return Alert.model_validate(alert)
 
 
-@router.post("/{alert_id}/resolve", responses={404: {"description": "no such alert"}, 409: {"description": "resolved"}})
+@router.post(
+    "/{alert_id}/resolve",
+    response_model=Alert,
+    responses={404: {"description": "no such alert"}, 409: {"description": "resolved"}},
+)
 async def resolve(
     principal: Operator, ops: Ops, alert_id: AlertId, body: Annotated[ResolveRequest | None, Body()] = None
-) -> dict[str, Any]:
+) -> Alert:
     """-> resolved (who, when, note). If the condition still holds or comes back, the rule fires a new alert."""
     await _visible(ops, principal, alert_id)
     note = body.note if body is not None else ""
@@ -99,4 +108,4 @@ async def resolve(
         raise not_found("alert", alert_id)
     ops.alerts.manual_resolved(alert["subject"], alert["rule"])
     ops.alerts.notify("resolved", alert)
-    return alert
+    return Alert.model_validate(alert)

@@ -13,7 +13,9 @@ router = APIRouter(tags=["events"])
 @router.get(
     "/api/v1/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "server-sent events"}
+    },
 )
 async def events(principal: Viewer, ops: Ops, request: Request) -> StreamingResponse:
     """Live device, gateway and alert changes (server-sent events); the stream ends, with ``event: closed``,

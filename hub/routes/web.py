@@ -7,11 +7,13 @@ keeps it in the browser's local storage and reads everything through the API and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+
+from hub.routes.models import Liveness
 
 WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
 
@@ -25,10 +27,10 @@ async def operator_page() -> FileResponse:
     )
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, Any]:
+@router.get("/healthz", response_model=Liveness)
+async def healthz() -> Liveness:
     """Liveness: 200 while the process serves requests (``/api/v1/health`` tells whether its links are up)."""
-    return {"status": "ok"}
+    return Liveness(status="ok")
 
 
 def static_files() -> StaticFiles:

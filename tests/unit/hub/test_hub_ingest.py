@@ -373,8 +373,8 @@ async def test_sequence_gaps_are_counted(make: Make) -> None:
     await h.put(msg(1, data(1)), msg(2, data(2)), msg(3, data(5)), msg(4, data(5)))
     await h.until(lambda: len(h.acker.acked) == 4)
     snapshot = h.pipeline.snapshot()
-    assert (snapshot["seq_gaps"], snapshot["seq_repeats"]) == (2, 1)
-    assert snapshot["seq_gaps_by_gateway"] == {"site-a/gw-1": 2}
+    assert (snapshot.seq_gaps, snapshot.seq_repeats) == (2, 1)
+    assert snapshot.seq_gaps_by_gateway == {"site-a/gw-1": 2}
     await h.stop()
 
 

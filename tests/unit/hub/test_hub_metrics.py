@@ -5,36 +5,44 @@ from __future__ import annotations
 import re
 
 from hub.metrics import HealthReporter, render_prometheus
-from hub.stats import IngestStats
+from hub.stats import GatewayCounts, HubStats, InfluxStats, IngestStats, MqttStats
 
 _SAMPLE = re.compile(r'^ioc_hub_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$')
 
 
-def snapshot(received: int, readings: int) -> dict[str, object]:
+def snapshot(received: int, readings: int) -> HubStats:
     stats = IngestStats(messages_received=received, readings=readings, lines_written=readings, acks=received)
     stats.count_dead_letter("malformed")
     stats.write_seconds.observe(0.02)
     stats.write_seconds.observe(3.0)
     stats.batch_size_lines.observe(5000)
-    data = stats.snapshot()
-    data.update(
-        {
-            "seq_gaps_by_gateway": {"site-a/gw-1": 3},
-            "pending_messages": 7,
-            "queued_messages": 1,
-            "batch_lines": 0,
-            "ready_lines": 25,
-            "writes_in_flight": 2,
-            "spill_batches": 1,
-            "spill_lines": 10,
-            "spill_bytes": 4096,
-            "dead_letters_unsaved": 0,
-            "gateways": {"known": 1, "online": 1},
-            "mqtt": {"connected": True},
-            "influx": {"writes_failing": False},
-        }
+    return HubStats(
+        **dict(stats.snapshot()),
+        seq_gaps_by_gateway={"site-a/gw-1": 3},
+        pending_messages=7,
+        pending_bytes=700,
+        queued_messages=1,
+        batch_lines=0,
+        ready_lines=25,
+        writes_in_flight=2,
+        spill_batches=1,
+        spill_lines=10,
+        spill_bytes=4096,
+        dead_letters_unsaved=0,
+        gateways=GatewayCounts(known=1, online=1),
+        refusals_by_gateway={},
+        mqtt=MqttStats(
+            connected=True,
+            received=received,
+            connects=1,
+            disconnects=0,
+            acks_sent=received,
+            acks_of_old_connection=0,
+            not_handed_over=0,
+            refused_packets=0,
+        ),
+        influx=InfluxStats(writes_failing=False),
     )
-    return data
 
 
 def test_prometheus_text_is_well_formed_and_carries_the_figures() -> None:
