@@ -101,6 +101,33 @@ class ProblemReporting(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One still picture a device took (a camera's image check keeps one frame of its sample), as a JPEG.
+
+    ``problems``: the device's problems raised once the picture was judged (sorted); ``raised`` and ``cleared``:
+    those this picture's judgement raised and cleared (each sorted, usually empty).
+    """
+
+    ts_ms: int
+    jpeg: bytes
+    width: int | None = None
+    height: int | None = None
+    problems: tuple[str, ...] = ()
+    raised: tuple[str, ...] = ()
+    cleared: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class FrameTaking(Protocol):
+    """A driver that takes pictures of its own accord (the camera, at each image check). After each poll the
+    scheduler takes them (:meth:`frames`) and decides which leave the gateway as snapshots."""
+
+    def frames(self) -> list[Frame]:
+        """The pictures taken since the last call, oldest first; each is handed out once."""
+        ...
+
+
 class DriverSession:
     """``async with DriverSession(driver):`` opens and always closes a driver."""
 

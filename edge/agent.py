@@ -5,6 +5,8 @@ scheduler (and, for ``reload_config``, the :class:`~edge.reload.ConfigReloader`)
 publisher; after a ``set_interval`` or ``reload_config`` the publisher announces the devices served now in a new
 birth. The self-metrics sampler is also the publisher's keep-alive heartbeat, and takes the publish latency
 it measures. The agent's own figures go into the outbox as readings of kind ``agent`` (:mod:`edge.selfmetrics`).
+Camera snapshots go from the scheduler to the publisher through a :class:`~edge.snapshots.SnapshotBox`, beside the
+outbox, not in it.
 
 Composed with :class:`contextlib.AsyncExitStack`, so what starts is stopped in reverse order: on ``stop``
 running commands are cancelled, the self-metrics stop, the device tasks end (no new readings), then the
@@ -28,6 +30,7 @@ from edge.publisher import Publisher
 from edge.reload import ConfigReloader
 from edge.scheduler import Scheduler
 from edge.selfmetrics import AgentMetrics
+from edge.snapshots import SnapshotBox
 from edge.stats import STATS_LOG_INTERVAL_S, EdgeStats, StatsLogger
 from wire.v1 import CommandAck
 
@@ -63,7 +66,8 @@ async def run_agent(
         config.broker.port,
     )
     report = {d.id: d.report for d in config.devices if d.report is not None}
-    scheduler = Scheduler(plans, outbox, events, stats, report=report)
+    snapshots = SnapshotBox(config.snapshots, stats) if config.snapshots.enabled else None
+    scheduler = Scheduler(plans, outbox, events, stats, report=report, snapshots=snapshots)
     reload = ConfigReloader(config_path, config, scheduler) if config_path is not None else None
 
     async def send_ack(ack: CommandAck) -> bool:
@@ -100,6 +104,7 @@ async def run_agent(
         # The keep-alive promise is kept with self-metrics readings: without them, none is made.
         heartbeat=metrics.sample if config.self_metrics.enabled else None,
         latency=latency,
+        snapshots=snapshots,
     )
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(outbox)  # closed last, after the publisher's drain

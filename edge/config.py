@@ -188,6 +188,17 @@ class SelfMetricsConfig(_Section):
     interval_s: float = Field(default=60.0, ge=1, le=86_400)
 
 
+class SnapshotConfig(_Section):
+    """Camera snapshots (:mod:`edge.snapshots`): which of the JPEGs a camera's image checks keep leave the gateway,
+    on the ``snapshot`` channel, never through the readings' outbox."""
+
+    #: Send snapshots at all (a camera's own ``snapshots`` option decides whether it keeps JPEGs).
+    enabled: bool = True
+    #: A camera's regular snapshot: one at least this long after its last (its first check sends one at once).
+    #: 0: only on image problems raised and cleared. Each image problem raised or cleared sends one besides.
+    interval_s: float = Field(default=900.0, ge=0, le=86_400)
+
+
 class EdgeConfig(BaseModel):
     """The whole config of one gateway's agent (the environment is applied by :func:`load_config`)."""
 
@@ -199,6 +210,7 @@ class EdgeConfig(BaseModel):
     publish: PublishConfig = PublishConfig()
     devices: list[DeviceConfig] = Field(default_factory=list, max_length=MAX_DEVICES_PER_GATEWAY)
     self_metrics: SelfMetricsConfig = SelfMetricsConfig()
+    snapshots: SnapshotConfig = SnapshotConfig()
 
     _plans: list[DevicePlan] | None = PrivateAttr(default=None)
 

@@ -28,6 +28,9 @@ commands interleave.
 
 Report-by-exception (optional, :mod:`edge.exception`) filters a regular poll's readings before they reach the
 outbox; a ``poll_now`` is always sent whole (and counts as reported).
+
+Snapshots: a driver that takes pictures (:class:`~devices.driver.FrameTaking`, the camera) hands its frames over
+after each successful poll to the :class:`~edge.snapshots.SnapshotBox`, which decides which leave the gateway.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from devices.driver import CommandCapable, HealthReporting, MetricValue, ProblemReporting, now_ms
+from devices.driver import CommandCapable, FrameTaking, HealthReporting, MetricValue, ProblemReporting, now_ms
 from devices.errors import DeviceBusy, DeviceResponseError, DeviceUnavailable, UnsupportedCommand
 from edge.backoff import Backoff
 from edge.config import ReportConfig
@@ -52,6 +55,7 @@ from edge.exception import ExceptionFilter
 from edge.outbox import Outbox
 from edge.plan import DevicePlan
 from edge.readings import ReadingFilter
+from edge.snapshots import SnapshotBox
 from edge.stats import EdgeStats
 from wire.v1 import EventType, Reading
 
@@ -112,6 +116,7 @@ class DevicePoller:
         *,
         rng: random.Random | None = None,
         report: ReportConfig | None = None,
+        snapshots: SnapshotBox | None = None,
     ) -> None:
         self.plan = plan
         self.health = Health.UNKNOWN
@@ -128,6 +133,8 @@ class DevicePoller:
         self._problems = plan.driver.problems if isinstance(plan.driver, ProblemReporting) else None
         #: The problems the last up or degraded event reported (empty: none, or no such event yet).
         self._reported: Mapping[str, str] = {}
+        #: Where a picture-taking driver's frames go after each poll (None: nowhere, they are not asked for).
+        self._snapshots = snapshots if isinstance(plan.driver, FrameTaking) else None
         self._opened = False
         self._down_since = 0.0
         #: Held by every use of the driver: one request at a time per device.
@@ -305,7 +312,18 @@ class DevicePoller:
         self._stats.polls_ok += 1
         queued = exceptions.filter(converted) if exceptions is not None else converted
         await self._outbox.put(queued)
+        if self._snapshots is not None:
+            self._offer_frames(self._snapshots)
         return converted
+
+    def _offer_frames(self, snapshots: SnapshotBox) -> None:
+        assert isinstance(self.plan.driver, FrameTaking)
+        try:
+            frames = self.plan.driver.frames()
+        except Exception:  # a driver bug must not kill the task; the poll itself worked
+            log.exception("device %s: frames() failed", self.plan.id)
+            return
+        snapshots.offer(self.plan.id, frames)
 
     async def _close(self) -> None:
         if not self._opened:

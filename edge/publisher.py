@@ -11,6 +11,9 @@ While connected, two pumps run side by side:
   live readings go first (when a batch is full or its oldest has waited ``max_delay_ms``), the backlog
   between them at up to ``replay_rate`` readings/s (:mod:`edge.outbox_replay` on ordering);
 - events: device health events, stamped with the current session;
+- snapshots (given a :class:`~edge.snapshots.SnapshotBox`): the cameras' JPEGs waiting, oldest first, on the
+  ``snapshot`` channel; one leaves the box only once the broker acknowledged it, so one whose publish failed
+  goes after the reconnect (unless a newer one of its camera replaced it). Never through the outbox;
 - births: when the devices served change while connected (:meth:`Publisher.set_devices`, after a
   ``reload_config`` or a ``set_interval``), a new retained birth of the same session announces them.
 
@@ -72,6 +75,7 @@ from edge.outbox import Lane, Outbox
 from edge.outbox_replay import ReplayLimiter, Step, next_step
 from edge.problems import plain_tcp_warning
 from edge.session import Session
+from edge.snapshots import SnapshotBox
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
 from wire.v1 import MAX_MESSAGE_BYTES, QOS, Channel, CommandAck, DataBatch, DeviceInfo, Reading, encode, topic
@@ -180,6 +184,7 @@ class Publisher:
         on_command: CommandHandler | None = None,
         heartbeat: Heartbeat | None = None,
         latency: LatencyWindow | None = None,
+        snapshots: SnapshotBox | None = None,
     ) -> None:
         self._broker = broker
         self._publish_config = publish
@@ -190,6 +195,7 @@ class Publisher:
         self._latency = latency
         self._outbox = outbox
         self._events = events
+        self._snapshots = snapshots
         self._stats = stats
         self._agent = agent_version
         self._rng = rng
@@ -199,6 +205,7 @@ class Publisher:
         self._event_topic = topic(site, gateway, Channel.EVENT)
         self._cmd_topic = topic(site, gateway, Channel.CMD)
         self._ack_topic = topic(site, gateway, Channel.CMD_ACK)
+        self._snapshot_topic = topic(site, gateway, Channel.SNAPSHOT)
         self._on_command = on_command
         self._client: aiomqtt.Client | None = None
         self._tls = tls_context(broker)
@@ -368,6 +375,10 @@ class Publisher:
             asyncio.create_task(self._pump_events(client, session), name="edge-mqtt-events"),
             asyncio.create_task(self._pump_births(client, session), name="edge-mqtt-births"),
         }
+        if self._snapshots is not None:
+            tasks.add(
+                asyncio.create_task(self._pump_snapshots(client, session, self._snapshots), name="edge-mqtt-snapshots")
+            )
         stopper = asyncio.create_task(self._stopping.wait(), name="edge-mqtt-stop")
         try:
             done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -548,6 +559,16 @@ class Publisher:
         await self._publish(client, self._event_topic, encode(event.to_wire(session.id)))
         self._events.remove_first(event)
         self._stats.events_sent += 1
+
+    async def _pump_snapshots(self, client: aiomqtt.Client, session: Session, snapshots: SnapshotBox) -> None:
+        while True:
+            await snapshots.wait()
+            snapshot = snapshots.first()
+            if snapshot is None:
+                continue
+            await self._publish(client, self._snapshot_topic, encode(snapshot.to_wire(session.id)))
+            snapshots.remove(snapshot)
+            self._stats.snapshots_sent += 1
 
     async def _publish(
         self, client: aiomqtt.Client, to: str, payload: bytes, retain: bool = False, timeout_s: float | None = None

@@ -33,6 +33,7 @@ from edge.poller import (
     PollFailed,
     backoff_for,
 )
+from edge.snapshots import SnapshotBox
 from edge.stats import EdgeStats
 from edge.tasks import cancel_and_wait
 from wire.v1 import Reading
@@ -72,7 +73,8 @@ class UnknownDevice(KeyError):
 class Scheduler:
     """``async with Scheduler(plans, ...):`` runs one :class:`DevicePoller` task per device; leaving stops them.
 
-    ``report`` gives the report-by-exception settings of the devices that have them (by device id).
+    ``report`` gives the report-by-exception settings of the devices that have them (by device id);
+    ``snapshots`` takes the frames of the drivers that take pictures (cameras), None: they are not asked for.
     """
 
     def __init__(
@@ -84,14 +86,17 @@ class Scheduler:
         *,
         rng: random.Random | None = None,
         report: Mapping[str, ReportConfig] | None = None,
+        snapshots: SnapshotBox | None = None,
     ) -> None:
         self._outbox = outbox
         self._events = events
         self._stats = stats
         self._rng = rng
+        self._snapshots = snapshots
         report = report or {}
         self.pollers: dict[str, DevicePoller] = {
-            p.id: DevicePoller(p, outbox, events, stats, rng=rng, report=report.get(p.id)) for p in plans
+            p.id: DevicePoller(p, outbox, events, stats, rng=rng, report=report.get(p.id), snapshots=snapshots)
+            for p in plans
         }
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running = False
@@ -153,7 +158,7 @@ class Scheduler:
         if plan.id in self.pollers:
             raise ValueError(f"device {plan.id!r} is already scheduled")
         self.pollers[plan.id] = DevicePoller(
-            plan, self._outbox, self._events, self._stats, rng=self._rng, report=report
+            plan, self._outbox, self._events, self._stats, rng=self._rng, report=report, snapshots=self._snapshots
         )
         if self._running:
             self._start(plan.id)
@@ -164,6 +169,8 @@ class Scheduler:
         self.poller(device)
         await self._stop(device, retire=True)
         self.values_suppressed += self.pollers.pop(device).suppressed
+        if self._snapshots is not None:
+            self._snapshots.forget(device)
         log.info("device %s removed", device)
 
     async def replace(self, plan: DevicePlan, report: ReportConfig | None = None) -> None:

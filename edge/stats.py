@@ -49,6 +49,11 @@ class EdgeStats:
     births_sent: int = 0
     #: Heartbeat readings queued to keep the keep-alive promise (no other data message for a keep-alive).
     heartbeats_sent: int = 0
+    #: Camera snapshots the broker acknowledged (edge.snapshots); those replaced while waiting by a newer one of
+    #: the same camera (the uplink was down); and frames refused at the edge (over the contract's size, not a JPEG).
+    snapshots_sent: int = 0
+    snapshots_replaced: int = 0
+    snapshots_refused: int = 0
     #: Outbox writes that failed (disk full, read-only...); their readings are in ``readings_dropped``.
     outbox_write_errors: int = 0
     #: Gauges: readings queued in the outbox, their bytes (as bounded by ``publish.outbox_max_bytes``), and how

@@ -92,6 +92,17 @@ class CameraConfig(DriverConfig):
         description="folder where the camera's reference views are kept (an absolute path; made if missing); "
         "unset: kept in memory, learned again after each start of the agent",
     )
+    snapshots: bool = Field(
+        default=True,
+        description="keep a JPEG of each image check's middle frame (320 px wide, colour) for the agent to send as "
+        "a snapshot; no second stream is opened",
+    )
+    snapshot_quality: int = Field(
+        default=4,
+        ge=2,
+        le=31,
+        description="ffmpeg's -q:v of the snapshot JPEG: 2 best and largest .. 31 smallest (4: 10-30 kB at 320 px)",
+    )
     ffmpeg: str = Field(default="ffmpeg", min_length=1, description="name on PATH or absolute path of ffmpeg")
 
     @field_validator("rtsp_url", "image_rtsp_url")

@@ -19,8 +19,9 @@ adds the readings of the checks that ended since the last, stamped when their fr
 (``image_black``, ``image_frozen``, ``image_blurred``, ``image_covered``, ``view_changed``) are metrics (1
 raised, 0 not) of those readings, and :meth:`CameraDriver.problems` names them with their reasons
 (:class:`devices.driver.ProblemReporting`: the edge sends them as ``device_degraded``). A camera with image
-problems is up: it answers. Closing the driver stops the checks (ffmpeg killed); the problems'
-states outlive a reopen.
+problems is up: it answers. Each judged check also keeps its middle frame as a small JPEG (``snapshots``), which
+:meth:`CameraDriver.frames` hands to the edge (:class:`devices.driver.FrameTaking`). Closing the driver stops
+the checks (ffmpeg killed); the problems' states outlive a reopen.
 
 Abilities (:class:`devices.driver.CommandCapable`): ``restart``, sent as ONVIF ``SystemReboot``;
 ``accept_view``, which makes the next sound picture the camera's reference view (after it was turned on
@@ -39,7 +40,7 @@ from typing import Final
 
 import httpx
 
-from devices.driver import MetricValue, Reading, now_ms
+from devices.driver import Frame, MetricValue, Reading, now_ms
 from devices.drivers.camera.config import CameraConfig
 from devices.drivers.camera.image_check import ImageChecker, ImageCheckState, ImageResult
 from devices.drivers.camera.image_profile import load_image_profile
@@ -87,6 +88,8 @@ class CameraDriver:
         self._image_loop: asyncio.Task[None] | None = None
         #: Checks ended and not yet handed out by a poll (bounded: polls normally come far more often).
         self._image_results: deque[ImageResult] = deque(maxlen=IMAGE_RESULTS_KEPT)
+        #: The judged checks' JPEGs handed out by polls and not yet taken by :meth:`frames` (bounded the same way).
+        self._frames: deque[Frame] = deque(maxlen=IMAGE_RESULTS_KEPT)
         #: ``time.monotonic()`` from which the next image check may start; set to wake the loop early.
         self._image_due = 0.0
         self._image_wake = asyncio.Event()
@@ -154,6 +157,13 @@ class CameraDriver:
         """The image problems raised now, by name (``image_black``...), each with the reason it was raised."""
         return self._image.problems() if self._image is not None else {}
 
+    def frames(self) -> list[Frame]:
+        """The snapshots of the image checks handed out by polls since the last call (:class:`FrameTaking`): each
+        judged check's middle frame, with the problems raised after it and those it raised and cleared."""
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
     def supported_actions(self) -> frozenset[str]:
         """``restart`` (ONVIF SystemReboot) when the ONVIF check is on; ``accept_view`` with image checks."""
         actions = set()
@@ -209,6 +219,8 @@ class CameraDriver:
             result = self._image_results.popleft()
             self._note("image check", result.state.label, result.error)
             readings.append(Reading(ts_ms=result.ts_ms, metrics=result.metrics()))
+            if result.jpeg is not None:
+                self._frames.append(_frame_of(result, result.jpeg))
         return readings
 
     def _start_image_checks(self) -> None:
@@ -253,6 +265,19 @@ class CameraDriver:
 
     def __repr__(self) -> str:
         return f"CameraDriver({self.where}, profile={self.profile.id})"
+
+
+def _frame_of(result: ImageResult, jpeg: bytes) -> Frame:
+    width, height = result.jpeg_size or (None, None)
+    return Frame(
+        ts_ms=result.ts_ms,
+        jpeg=jpeg,
+        width=width,
+        height=height,
+        problems=tuple(sorted(p.value for p, active in result.problems.items() if active)),
+        raised=tuple(sorted(p.value for p in result.raised)),
+        cleared=tuple(sorted(p.value for p in result.cleared)),
+    )
 
 
 def _down_reason(onvif: OnvifResult | None, rtsp: RtspResult) -> str | None:

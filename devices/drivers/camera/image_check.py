@@ -39,6 +39,7 @@ from devices.drivers.camera.image_filters import (
     ImageOutputError,
     decoding_errors,
     ffmpeg_argv,
+    jpeg_size,
     measure,
     parse_metadata,
     png_size,
@@ -101,6 +102,12 @@ class ImageResult:
     #: The mode whose reference view this check learned, if it learned one.
     learned: Mode | None = None
     verdicts: Mapping[Problem, Verdict] = field(default_factory=dict)
+    #: The problems this check raised and cleared.
+    raised: frozenset[Problem] = frozenset()
+    cleared: frozenset[Problem] = frozenset()
+    #: The sample's middle frame in colour as a JPEG, and its size (a judged check with snapshots on), else None.
+    jpeg: bytes | None = None
+    jpeg_size: tuple[int, int] | None = None
 
     def metrics(self) -> dict[str, MetricValue]:
         """``image_*`` metrics (see the driver's README); problem states always, measures when judged."""
@@ -225,6 +232,7 @@ class ImageChecker:
     async def _check_in(self, ts_ms: int, workdir: Path) -> ImageResult:
         assert self._ffmpeg is not None
         frame_out = workdir / "frame.png"
+        snapshot_out = workdir / "snapshot.jpg"
         mode = self.last_mode
         reference = self.references.get(mode)
         ref_arg: tuple[Path, tuple[int, int]] | None = None
@@ -243,6 +251,7 @@ class ImageChecker:
             plan=self.plan,
             frame_out=frame_out,
             reference=ref_arg,
+            snapshot=(snapshot_out, self.config.snapshot_quality) if self.config.snapshots else None,
         )
         started = time.perf_counter()
         outcome = await self._run(argv)
@@ -260,11 +269,15 @@ class ImageChecker:
         except ImageOutputError as exc:
             return ImageResult(ts_ms, ImageCheckState.FAILED, self._states(), str(exc), check_ms=check_ms)
         judgement = judge(measures, self.thresholds, mode if reference is not None else None)
-        for problem, verdict in judgement.verdicts.items():
-            self._update(problem, verdict, judgement.reasons.get(problem, ""))
+        changed = {
+            problem
+            for problem, verdict in judgement.verdicts.items()
+            if self._update(problem, verdict, judgement.reasons.get(problem, ""))
+        }
         if judgement.verdicts[Problem.BLACK] is not Verdict.BAD:
             self.last_mode = judgement.mode  # a black picture has no colour to tell day from night by
         learned = await self._learn(judgement.mode, judgement.verdicts, frame_out)
+        jpeg = await self._snapshot(snapshot_out) if self.config.snapshots else None
         return ImageResult(
             ts_ms,
             ImageCheckState.OK,
@@ -274,7 +287,24 @@ class ImageChecker:
             check_ms=check_ms,
             learned=learned,
             verdicts=judgement.verdicts,
+            raised=frozenset(p for p in changed if self.states[p].active),
+            cleared=frozenset(p for p in changed if not self.states[p].active),
+            jpeg=jpeg[0] if jpeg else None,
+            jpeg_size=jpeg[1] if jpeg else None,
         )
+
+    async def _snapshot(self, path: Path) -> tuple[bytes, tuple[int, int]] | None:
+        """The JPEG ffmpeg wrote and its size, or None when it wrote none or not a whole JPEG (logged)."""
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            log.debug("%s: no snapshot written by this check", self.where)
+            return None
+        size = jpeg_size(data)
+        if size is None:
+            log.warning("%s: the snapshot ffmpeg wrote is not a whole JPEG (%d bytes): dropped", self.where, len(data))
+            return None
+        return data, size
 
     async def _run(self, argv: list[str]) -> tuple[bytes, bytes] | str:
         """ffmpeg's stdout and stderr, or why it failed."""
@@ -304,17 +334,19 @@ class ImageChecker:
             return _error_line(stderr) or f"ffmpeg exited with {status}"
         return stdout, stderr
 
-    def _update(self, problem: Problem, verdict: Verdict, reason: str) -> None:
+    def _update(self, problem: Problem, verdict: Verdict, reason: str) -> bool:
+        """Take one verdict; True when it raised or cleared ``problem``."""
         state = self.states[problem]
         if verdict is Verdict.BAD and not state.active:
             self.reasons[problem] = reason  # the reason of the check that raises it
         if not state.update(verdict):
-            return
+            return False
         if state.active:
             log.warning("%s: %s raised: %s", self.where, problem.value, self.reasons.get(problem, ""))
         else:
             self.reasons.pop(problem, None)
             log.info("%s: %s cleared", self.where, problem.value)
+        return True
 
     async def _learn(self, mode: Mode, verdicts: Mapping[Problem, Verdict], frame: Path) -> Mode | None:
         """Keep the sample's middle frame as the reference view of ``mode`` if there is none yet and the

@@ -95,22 +95,26 @@ class ImageMeasures:
     view_ssim: float | None
 
 
-def filter_graph(plan: FilterPlan, reference_size: tuple[int, int] | None) -> str:
-    """The ``-filter_complex`` text: outputs ``[out]`` (measured frames) and ``[keep]`` (one grey frame).
+def filter_graph(plan: FilterPlan, reference_size: tuple[int, int] | None, *, snapshot: bool = False) -> str:
+    """The ``-filter_complex`` text: outputs ``[out]`` (measured frames) and ``[keep]`` (one grey frame); with
+    ``snapshot`` also ``[snap]``, the same middle frame in colour, :data:`ANALYSIS_WIDTH` pixels wide, in the
+    full-range YUV a JPEG holds (``yuvj420p``).
 
     With ``reference_size`` the second input (the reference view, a grey PNG of that size) is compared with
     each frame; the frame is scaled to exactly that size (a camera whose aspect changed no longer matches).
     """
+    middle = plan.sample_frames // 2
+    # The snapshot is split off the frames the check measures: no second decoding, no second stream.
+    snap = f"split[v][s];[s]trim=start_frame={middle},format=yuvj420p[snap];[v]" if snapshot else ""
     measured = (
         # One frame every 1/ANALYSIS_FPS s at most (abs: a timestamp that steps back must not stop the selection).
         f"[0:v]select='isnan(prev_selected_t)+gte(abs(t-prev_selected_t)\\,{0.95 / ANALYSIS_FPS:.2f})',"
         f"setpts=N/({ANALYSIS_FPS}*TB),settb=1/{ANALYSIS_FPS},"
-        f"scale={ANALYSIS_WIDTH}:-2,format=yuv420p,"
+        f"scale={ANALYSIS_WIDTH}:-2,format=yuv420p,{snap}"
         f"signalstats,blackframe=amount=0:threshold={plan.black_luma_max},"
         f"freezedetect=n={plan.frozen_noise_db:g}dB:d={FREEZE_MIN_S:g},siti,entropy,blurdetect,"
     )
     small = f"scale={reference_size[0]}:{reference_size[1]}" if reference_size else f"scale={SSIM_WIDTH}:-2"
-    middle = plan.sample_frames // 2
     compare = f"[1:v]format=gray,settb=1/{ANALYSIS_FPS}[ref];[m][ref]ssim," if reference_size else "[m]"
     return (
         f"{measured}{small},format=gray,split[m][k];"
@@ -128,9 +132,11 @@ def ffmpeg_argv(
     plan: FilterPlan,
     frame_out: Path,
     reference: tuple[Path, tuple[int, int]] | None,
+    snapshot: tuple[Path, int] | None = None,
 ) -> list[str]:
     """The command of one check. ``frame_out``: where the middle frame is written (PNG); ``reference``: the
-    reference view's PNG and its size, or None."""
+    reference view's PNG and its size, or None; ``snapshot``: where the middle frame in colour is written as a
+    JPEG, and its quality (ffmpeg's ``-q:v``, 2 best .. 31 smallest), or None for no snapshot."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+error"]
     # One decoding and one filtering thread: a site box runs many checks, each small; threads would only add
     # their overhead (and a burst of them per check).
@@ -141,9 +147,14 @@ def ffmpeg_argv(
     argv += ["-timeout", str(math.ceil(io_timeout_s * 1_000_000)), "-an", "-sn", "-dn", "-i", url]
     if reference is not None:
         argv += ["-i", str(reference[0])]
-    argv += ["-filter_threads", "1", "-filter_complex", filter_graph(plan, reference[1] if reference else None)]
+    graph = filter_graph(plan, reference[1] if reference else None, snapshot=snapshot is not None)
+    argv += ["-filter_threads", "1", "-filter_complex", graph]
     argv += ["-map", "[out]", "-frames:v", str(plan.sample_frames), "-f", "null", "-"]
     argv += ["-map", "[keep]", "-frames:v", "1", "-update", "1", "-y", str(frame_out)]
+    if snapshot is not None:
+        path, quality = snapshot
+        argv += ["-map", "[snap]", "-frames:v", "1", "-update", "1", "-c:v", "mjpeg", "-q:v", str(quality)]
+        argv += ["-y", str(path)]
     return argv
 
 
@@ -253,3 +264,33 @@ def png_size(data: bytes) -> tuple[int, int] | None:
         return None
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     return (width, height) if width > 0 and height > 0 else None
+
+
+#: JPEG markers (ITU-T T.81, B.1.1.3 and table B.1): start and end of image, and the start-of-frame markers
+#: that carry the picture's size (SOF0..SOF15 but DHT C4, JPG C8 and DAC CC).
+_SOI: Final = b"\xff\xd8"
+_EOI: Final = b"\xff\xd9"
+_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_SOS: Final = 0xDA
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG's start-of-frame segment (ITU-T T.81, B.2.2), or None if ``data`` is not a
+    whole JPEG (SOI first, EOI last, a frame header before the first scan)."""
+    if len(data) < 4 or not data.startswith(_SOI) or not data.endswith(_EOI):
+        return None
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte before a marker (B.1.1.2)
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF and length >= 7 and at + 9 <= len(data):
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            return (width, height) if width > 0 and height > 0 else None
+        if marker == _SOS or length < 2:
+            break  # a scan before any frame header, or a broken segment
+        at += 2 + length
+    return None

@@ -1,7 +1,11 @@
-"""A camera's image problems as health events, end to end with the real parts: the RTSP simulator (Debian's VLC)
-switched to a black picture, the camera's ONVIF service simulated too, the real edge agent (its scheduler, the
-camera driver with real ffmpeg, its publisher), the real Mosquitto, and the hub, whose device health follows the
-events.
+"""A camera's image problems as health events, and its snapshots, end to end with the real parts: the RTSP
+simulator (Debian's VLC) switched to a black picture, the camera's ONVIF service simulated too, the real edge agent
+(its scheduler, the camera driver with real ffmpeg, its publisher), the real Mosquitto, and the hub, whose device
+health follows the events.
+
+The snapshots arrive on ``ioc/v1/<site>/<gateway>/snapshot`` as the contract's ``Snapshot``, each a whole JPEG of
+the camera's picture: the first check's (``periodic``), one when the black picture raises ``image_black``
+(``problem``) and one when it clears (``cleared``).
 
 Short image-check intervals (a check every 10 s, 2 s of frames, a confirming check 2 s after a suspicious one)
 stand in for a site's 5 minutes: a problem is raised after two bad checks and cleared after two good ones.
@@ -21,6 +25,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from devices.drivers.camera.image_filters import jpeg_size
 from devices.sim.camera_pictures import Picture
 from devices.sim.onvif import OnvifSimulator
 from devices.sim.rtsp import RtspSimulator
@@ -38,7 +43,16 @@ from hub.config import (
 )
 from hub.service import Hub
 from ioc.stack import StackEndpoints
-from wire.v1 import Event, EventType, decode_for, parse_topic
+from wire.v1 import (
+    MAX_SNAPSHOT_BYTES,
+    ContractError,
+    Event,
+    EventType,
+    Snapshot,
+    SnapshotTrigger,
+    decode_for,
+    parse_topic,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -116,11 +130,20 @@ class Recorder:
         async for message in self.client.messages:
             channel = parse_topic(str(message.topic)).channel
             assert isinstance(message.payload, bytes)
-            self.messages.append((channel.value, decode_for(channel, message.payload)))
+            try:
+                self.messages.append((channel.value, decode_for(channel, message.payload)))
+            except ContractError as exc:
+                self.messages.append(("invalid", f"{message.topic}: {exc}"))
             self._changed.set()
 
     def events(self) -> list[Event]:
         return [p for c, p in self.messages if c == "event" and p.device == "cam-1"]
+
+    def snapshots(self) -> list[Snapshot]:
+        return [p for c, p in self.messages if c == "snapshot"]
+
+    def invalid(self) -> list[str]:
+        return [p for c, p in self.messages if c == "invalid"]
 
     async def until(self, predicate: Callable[[], Any], within_s: float) -> Any:
         async with asyncio.timeout(within_s):
@@ -212,3 +235,44 @@ async def test_a_black_picture_is_a_degraded_camera_on_the_broker_and_the_hub(
             await until(lambda: health.device_state("cam-1").value == "online", 15)
     assert types_of(recorder.events()) == [EventType.DEVICE_UP, EventType.DEVICE_DEGRADED, EventType.DEVICE_UP]
     assert recorder.events()[2].reason == ""
+
+
+def with_trigger(trigger: SnapshotTrigger, snapshots: list[Snapshot]) -> Snapshot | None:
+    return next((s for s in snapshots if s.trigger is trigger), None)
+
+
+async def test_snapshots_leave_the_edge_on_their_channel(stack: StackEndpoints) -> None:
+    async with (
+        RtspSimulator(["cam-1"]) as sim,
+        OnvifSimulator(password="pw") as onvif,
+        recording(stack, ("snapshot",)) as recorder,
+        running_agent(agent_config(stack, sim, onvif)),
+    ):
+        periodic: Snapshot = await recorder.until(
+            lambda: with_trigger(SnapshotTrigger.PERIODIC, recorder.snapshots()), 60
+        )
+        await sim.set_picture("cam-1", Picture.BLACK)
+        problem: Snapshot = await recorder.until(
+            lambda: with_trigger(SnapshotTrigger.PROBLEM, recorder.snapshots()), WITHIN_S
+        )
+        await sim.set_picture("cam-1", Picture.GOOD)
+        cleared: Snapshot = await recorder.until(
+            lambda: with_trigger(SnapshotTrigger.CLEARED, recorder.snapshots()), WITHIN_S
+        )
+    assert recorder.invalid() == []
+    # One periodic snapshot (the first check's: the next is due 15 minutes later), then one per change.
+    assert [s.trigger for s in recorder.snapshots()] == [
+        SnapshotTrigger.PERIODIC,
+        SnapshotTrigger.PROBLEM,
+        SnapshotTrigger.CLEARED,
+    ]
+    assert {s.device for s in recorder.snapshots()} == {"cam-1"}
+    assert len({s.session for s in recorder.snapshots()}) == 1
+    assert periodic.ts < problem.ts < cleared.ts
+    assert (periodic.problems, problem.problems, cleared.problems) == ([], ["image_black"], [])
+    for snapshot in (periodic, problem, cleared):
+        # A whole JPEG of the simulator's 320x240 picture, as the snapshot says.
+        assert jpeg_size(snapshot.jpeg) == (snapshot.width, snapshot.height) == (320, 240)
+        assert len(snapshot.jpeg) <= MAX_SNAPSHOT_BYTES
+    # The black picture is black in the snapshot too: a JPEG of one flat colour is a fraction of the test pattern.
+    assert len(problem.jpeg) < len(periodic.jpeg) / 4
