@@ -8,6 +8,9 @@ snapshot (:class:`wire.v1.Snapshot`) when:
   those raised now);
 - its check cleared the last raised problem: trigger ``cleared``;
 - otherwise, when the camera's last snapshot is ``interval_s`` old or more (or it has none yet): ``periodic``.
+  The frames come on the image checks' own schedule, a check a little earlier or later than its interval, so
+  "old enough" allows :data:`PERIODIC_SLACK` of the interval: with checks every 300 s and snapshots every 900 s,
+  the check at ~900 s takes one, not the one at 1,200 s.
 
 Any snapshot restarts the camera's periodic clock (on the frames' own times). A frame that is not a whole JPEG of
 1 to :data:`wire.v1.MAX_SNAPSHOT_BYTES` bytes never goes (``snapshots_refused``, logged once per camera): the
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _SOI: Final = b"\xff\xd8"
 _EOI: Final = b"\xff\xd9"
+#: The share of ``interval_s`` a periodic snapshot may come early (see the module docstring).
+PERIODIC_SLACK: Final = 0.05
 #: Width and height as the contract bounds them.
 _MAX_SIDE: Final = 65_535
 
@@ -75,7 +80,7 @@ def trigger_of(frame: Frame, last_ts_ms: int | None, interval_s: float) -> Snaps
         return SnapshotTrigger.CLEARED
     if interval_s <= 0:
         return None
-    if last_ts_ms is None or frame.ts_ms - last_ts_ms >= interval_s * 1000:
+    if last_ts_ms is None or frame.ts_ms - last_ts_ms >= interval_s * 1000 * (1 - PERIODIC_SLACK):
         return SnapshotTrigger.PERIODIC
     return None
 

@@ -37,6 +37,10 @@ TRIGGERS: dict[str, tuple[Frame, int | None, float, SnapshotTrigger | None]] = {
     "the camera's first frame": (frame(), None, 900, SnapshotTrigger.PERIODIC),
     "a frame before the interval": (frame(T0 + 14 * MINUTE), T0, 900, None),
     "a frame at the interval": (frame(T0 + 15 * MINUTE), T0, 900, SnapshotTrigger.PERIODIC),
+    # The checks come on their own schedule: the one due with the snapshot may be a little early.
+    "a frame 100 ms early": (frame(T0 + 15 * MINUTE - 100), T0, 900, SnapshotTrigger.PERIODIC),
+    "a frame 5 % early": (frame(T0 + 855_000), T0, 900, SnapshotTrigger.PERIODIC),
+    "a frame more than 5 % early": (frame(T0 + 854_999), T0, 900, None),
     "a problem raised": (
         frame(T0 + MINUTE, problems=("image_black",), raised=("image_black",)),
         T0,
