@@ -3,27 +3,32 @@
 Boards are regenerated from it: one board per site, the city map, air quality per ward, and only the panels for
 which a registered device delivers data. It comes from one of:
 
-- the hub's API (``GET /api/v1/sites`` and ``GET /api/v1/devices``, issue 6): a list, or an object holding the
-  list under ``items``, ``sites`` or ``devices``;
+- the hub's API (``GET /api/v1/sites`` and ``GET /api/v1/devices``, every page), read with the hub's own answer
+  models (:mod:`hub.routes.models`: ``SitesPage``, ``DevicesPage``), so an answer of another shape is refused
+  naming the route and the field instead of being guessed at. ``dashboards`` may import ``hub`` (the layering
+  test forbids only ``devices``, ``edge``, ``ioc`` and MQTT): that module holds pydantic models and nothing of
+  FastAPI, the database or the intake, and the two ship in one release;
 - a YAML or JSON file with ``sites:`` and ``devices:`` lists (the technicians' inventory format), where a site
   may list its devices inline (``devices: [id, ...]`` or mappings), as ``ioc demo`` writes in ``demo.json``.
 
-Field names accepted for a site: ``id`` (or ``site``), ``name``, ``ward`` (or ``district``), ``lat``, ``lon``;
-for a device: ``id`` (or ``device``), ``kind``, ``profile``, ``site``, ``lat``, ``lon``. Errors name the source
-and the entry.
+Field names accepted in a file for a site: ``id`` (or ``site``), ``name``, ``ward`` (or ``district``), ``lat``,
+``lon``; for a device: ``id`` (or ``device``), ``kind``, ``profile``, ``site``, ``lat``, ``lon``. Errors name the
+source and the entry.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
+import pydantic
 import yaml
+
+from hub.routes.models import DeviceItem, DevicesPage, SitesPage
 
 #: What Grafana and InfluxQL regexes accept without escaping, and what our wire IDs allow (wire.v1.ID_PATTERN).
 ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -137,6 +142,12 @@ def parse(sites_data: Any, devices_data: Any, source: str) -> Snapshot:
         if raw.get("site") is None:
             continue  # announced by a gateway but not placed at a site yet: on no site's board
         devices.append(_device(raw, source, i))
+    return _snapshot(sites, devices)
+
+
+def _snapshot(sites: list[Site], devices: list[Device]) -> Snapshot:
+    """Sorted by id; a device's site that is not listed gets a site of its own id; a device listed twice is kept
+    once (the last)."""
     known = {s.id for s in sites}
     for d in devices:
         if d.site not in known:
@@ -177,36 +188,58 @@ def load_file(path: Path) -> Snapshot:
 
 #: The hub's page size limit of ``GET /api/v1/devices`` (hub/routes/devices.py).
 HUB_PAGE: Final = 1000
+Answer = TypeVar("Answer", bound=pydantic.BaseModel)
 
 
-def _get_json(client: httpx.Client, path: str, params: dict[str, str]) -> Any:
+def _get(client: httpx.Client, path: str, params: dict[str, str], model: type[Answer]) -> Answer:
+    """The hub's answer at ``path``, read as ``model``; :class:`RegistryError` naming the route otherwise."""
+    where = f"{client.base_url}{path}"
     try:
         response = client.get(path, params=params)
     except httpx.HTTPError as exc:
-        raise RegistryError(f"{client.base_url}{path}: cannot reach the hub: {exc}") from exc
+        raise RegistryError(f"{where}: cannot reach the hub: {exc}") from exc
     if response.status_code != 200:
-        raise RegistryError(
-            f"{client.base_url}{path}: the hub answered HTTP {response.status_code}: {response.text[:200]}"
-        )
+        raise RegistryError(f"{where}: the hub answered HTTP {response.status_code}: {response.text[:200]}")
+    return read_answer(response.content, model, where)
+
+
+def read_answer(body: bytes, model: type[Answer], source: str) -> Answer:
+    """``body`` (JSON) as the hub's answer ``model``; :class:`RegistryError` naming ``source`` and the first
+    field that does not fit."""
     try:
-        return response.json()
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"{client.base_url}{path}: not JSON: {exc}") from exc
+        return model.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the answer"
+        raise RegistryError(
+            f"{source}: not the hub's {model.__name__} answer: {where}: {first['msg']} ({exc.error_count()} problems)"
+        ) from exc
 
 
-def load_hub(url: str, token: str = "", timeout_s: float = HTTP_TIMEOUT_S) -> Snapshot:
-    """A snapshot from the hub's ``GET /api/v1/sites`` and ``GET /api/v1/devices`` (all pages; bearer token if
-    given: a viewer token is enough, and a token limited to wards sees only their sites)."""
+def from_hub(sites: SitesPage, devices: Sequence[DeviceItem], source: str) -> Snapshot:
+    """A snapshot from the hub's answers; ids checked as in files (they name Grafana uids and regexes)."""
+    placed = [d for d in devices if d.site is not None]  # announced but not placed at a site yet: on no board
+    for what, ident in [*(("site", s.id) for s in sites.items), *(("device", d.id) for d in placed)]:
+        if not ID_RE.match(ident):
+            raise RegistryError(f"{source}: {what} {ident!r}: not an id like 'ben-thanh'")
+    return _snapshot(
+        [Site(s.id, s.name, s.ward or "", s.lat, s.lon) for s in sites.items],
+        [Device(d.id, d.site, d.kind, d.profile, d.lat, d.lon) for d in placed if d.site is not None],
+    )
+
+
+def load_hub(url: str, token: str = "", timeout_s: float = HTTP_TIMEOUT_S, *, page_size: int = HUB_PAGE) -> Snapshot:
+    """A snapshot from the hub's ``GET /api/v1/sites`` and ``GET /api/v1/devices`` (all pages of ``page_size``;
+    bearer token if given: a viewer token is enough, and a token limited to wards sees only their sites)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = url.rstrip("/")
     with httpx.Client(base_url=base, headers=headers, timeout=timeout_s) as client:
-        sites = _get_json(client, "/api/v1/sites", {})
-        devices: list[Any] = []
+        sites = _get(client, "/api/v1/sites", {}, SitesPage)
+        devices: list[DeviceItem] = []
         while True:
-            page = _get_json(client, "/api/v1/devices", {"limit": str(HUB_PAGE), "offset": str(len(devices))})
-            items = _items(page, "devices", f"{base}/api/v1/devices")
-            devices += items
-            total = page.get("total") if isinstance(page, Mapping) else None
-            if not items or not isinstance(total, int) or len(devices) >= total:
+            params = {"limit": str(page_size), "offset": str(len(devices))}
+            page = _get(client, "/api/v1/devices", params, DevicesPage)
+            devices += page.items
+            if not page.items or len(devices) >= page.total:
                 break
-    return parse(sites, devices, base)
+    return from_hub(sites, devices, base)
