@@ -4,6 +4,9 @@
 // from GET /api/v1/events (server-sent events, read with fetch so that the token travels in a header). A
 // gateway's problems are not events (they start and clear without a state change): GET /api/v1/gateways is
 // read again every GATEWAYS_REFRESH_MS while the stream is live.
+// The camera wall: GET /api/v1/cameras, then each camera's latest snapshot fetched with the token and drawn on a
+// canvas (the hub's CSP allows images from its own origin only, so no blob: or data: URL); a new snapshot comes as
+// an "event: snapshot" on the stream, a camera's state change as its "event: device".
 "use strict";
 
 const I18N = {
@@ -18,6 +21,10 @@ const I18N = {
     forbidden: "Token không đủ quyền", firing: "đang báo", acknowledged: "đã xác nhận", devices: "thiết bị",
     site: "Địa điểm", profile: "Cấu hình", no_transitions: "Chưa có", problems: "Sự cố", since: "từ",
     times: "lần", problem_clock_skew: "Đồng hồ gateway bị lệch",
+    camera_wall: "Tường camera", no_snapshot: "Chưa có ảnh", changed: "Đổi trạng thái", snapshot_at: "Ảnh",
+    trigger_periodic: "định kỳ", trigger_problem: "khi có sự cố", trigger_cleared: "khi hết sự cố",
+    problem_image_black: "Hình đen", problem_image_frozen: "Hình bị đứng", problem_image_blurred: "Hình mờ",
+    problem_image_covered: "Ống kính bị che", problem_view_changed: "Góc quay bị lệch",
   },
   en: {
     title: "Device operations", disconnected: "Disconnected", live: "Live", logout: "Change token",
@@ -30,6 +37,10 @@ const I18N = {
     forbidden: "The token lacks the role", firing: "firing", acknowledged: "acknowledged", devices: "devices",
     site: "Site", profile: "Profile", no_transitions: "None yet", problems: "Problems", since: "since",
     times: "times", problem_clock_skew: "Gateway clock is off",
+    camera_wall: "Camera wall", no_snapshot: "No snapshot yet", changed: "State changed", snapshot_at: "Snapshot",
+    trigger_periodic: "periodic", trigger_problem: "on a problem", trigger_cleared: "problem cleared",
+    problem_image_black: "Black picture", problem_image_frozen: "Frozen picture", problem_image_blurred: "Blurred picture",
+    problem_image_covered: "Lens covered", problem_view_changed: "View changed",
   },
 };
 
@@ -43,6 +54,9 @@ const state = {
   devices: new Map(),
   gateways: new Map(),
   alerts: new Map(),
+  cameras: new Map(),
+  // camera id -> {ts, bitmap}: the snapshot drawn last, so a tile drawn again needs no new request
+  images: new Map(),
   filter: "",
   stream: null,
 };
@@ -103,7 +117,13 @@ async function loadAll() {
   const alerts = await api("/api/v1/alerts?state=open&limit=1000");
   state.alerts = new Map(alerts.items.map((a) => [a.id, a]));
   await loadGateways(false);
+  await loadCameras();
   render();
+}
+
+async function loadCameras() {
+  const answer = await api("/api/v1/cameras?limit=5000");
+  state.cameras = new Map(answer.items.map((c) => [c.id, c]));
 }
 
 // Problems that changed show at once; an unchanged answer costs no rendering (a wall screen may show thousands
@@ -233,10 +253,91 @@ function updateRow(d) {
   row.replaceWith(deviceRow(d));
 }
 
+function localTime(ms) {
+  return new Date(ms).toLocaleString(state.lang === "vi" ? "vi-VN" : "en-GB");
+}
+
+// An image problem's code on the badge (as the API and the agent name it), its words on hover.
+function imageProblemBadge(name) {
+  const key = `problem_${name}`;
+  return el("span", { class: "problem", dataset: { problem: name }, title: t(key) === key ? name : t(key), text: name });
+}
+
+// Troubled cameras first (offline, degraded, unknown, online), then by id.
+const STATE_ORDER = { offline: 0, degraded: 1, unknown: 2, online: 3 };
+
+function cameraTile(c) {
+  const snap = c.snapshot;
+  const canvas = el("canvas", { width: "320", height: "180", "aria-label": `${c.id}` });
+  const frame = el("div", { class: "frame" }, snap ? canvas : el("span", { class: "muted", text: t("no_snapshot") }));
+  const gw = state.gateways.get(`${c.site}/${c.gateway}`);
+  const gatewayProblems = gw ? gw.problems || [] : c.gateway_problems.map((p) => ({ problem: p, detail: "" }));
+  const site = state.sites.get(c.site);
+  const where = [site ? site.name || c.site : c.site, c.ward ? `${t("ward")} ${c.ward}` : ""].filter(Boolean);
+  const tile = el(
+    "figure",
+    { class: "camera", dataset: { camera: c.id, state: c.state } },
+    frame,
+    el(
+      "figcaption",
+      {},
+      el("div", { class: "camera-head" }, el("strong", { text: c.id }), stateBadge(c.state),
+        ...(snap && snap.problems ? snap.problems.map(imageProblemBadge) : []), ...gatewayProblems.map(problemBadge)),
+      el("div", { class: "meta", text: where.join(" · ") }),
+      el("div", { class: "meta changed", dataset: { ms: String(c.changed_ms || "") }, title: c.reason || "",
+        text: `${t("changed")}: ${ago(c.changed_ms)}` }),
+      el("div", { class: "meta snapshot", dataset: { ts: String(snap ? snap.ts_ms : "") },
+        text: snap ? `${t("snapshot_at")}: ${localTime(snap.ts_ms)} · ${t(`trigger_${snap.trigger}`)}` : "" }),
+    ),
+  );
+  if (snap) drawSnapshot(c.id, snap, canvas);
+  return tile;
+}
+
+// Fetched with the token (an <img> cannot send it), drawn on the tile's canvas; the newest request wins.
+async function drawSnapshot(id, snap, canvas) {
+  let image = state.images.get(id);
+  if (!image || image.ts !== snap.ts_ms) {
+    try {
+      const response = await fetch(snap.url, { headers: { Authorization: `Bearer ${state.token}` } });
+      if (!response.ok) throw new Error(`${snap.url}: HTTP ${response.status}`);
+      const bitmap = await createImageBitmap(await response.blob());
+      const current = state.images.get(id);
+      if (current && current.ts > snap.ts_ms) return; // a newer one came meanwhile
+      image = { ts: snap.ts_ms, bitmap };
+      state.images.set(id, image);
+    } catch (err) {
+      console.warn("snapshot:", err);
+      return;
+    }
+  }
+  canvas.width = image.bitmap.width;
+  canvas.height = image.bitmap.height;
+  canvas.getContext("2d").drawImage(image.bitmap, 0, 0);
+  canvas.dataset.ts = String(image.ts);
+}
+
+function renderCameras() {
+  const cameras = [...state.cameras.values()].sort(
+    (a, b) => (STATE_ORDER[a.state] ?? 2) - (STATE_ORDER[b.state] ?? 2) || a.id.localeCompare(b.id));
+  $("#cameras-panel").hidden = cameras.length === 0;
+  $("#camera-count").textContent = String(cameras.length);
+  $("#camera-count").dataset.zero = String(cameras.length === 0);
+  $("#cameras").replaceChildren(...cameras.map(cameraTile));
+}
+
+function updateCamera(id) {
+  const c = state.cameras.get(id);
+  const tile = document.querySelector(`figure.camera[data-camera="${CSS.escape(id)}"]`);
+  if (!c || !tile || tile.dataset.state !== c.state) return renderCameras(); // its place on the wall changes
+  tile.replaceWith(cameraTile(c));
+}
+
 function render() {
   renderSummary();
   renderAlerts();
   renderSites();
+  renderCameras();
 }
 
 async function acknowledge(id) {
@@ -280,12 +381,26 @@ function onEvent(kind, data) {
     }
     renderSummary();
     updateRow(state.devices.get(data.device));
+    const camera = state.cameras.get(data.device);
+    if (camera) {
+      camera.state = data.state;
+      camera.reason = data.reason;
+      camera.changed_ms = data.ts_ms;
+      renderCameras();
+    }
     if ($("#detail-panel").dataset.device === data.device && !$("#detail-panel").hidden) showDevice(data.device);
   } else if (kind === "seen") {
     for (const [id, ms] of Object.entries(data.devices)) {
       const d = state.devices.get(id);
       if (d) d.last_seen_ms = ms;
     }
+  } else if (kind === "snapshot") {
+    const camera = state.cameras.get(data.device);
+    if (!camera) return; // a camera the page does not know yet: the next full load brings it
+    if (camera.snapshot && camera.snapshot.ts_ms > data.ts_ms) return; // an older one, sent late
+    const { device, ...snap } = data;
+    camera.snapshot = snap;
+    updateCamera(device);
   } else if (kind === "alert") {
     const a = data.alert;
     if (a.state === "resolved") state.alerts.delete(a.id);
@@ -355,6 +470,7 @@ async function refreshGateways(controller) {
     if (state.stream !== controller || controller.signal.aborted) return;
     try {
       await loadGateways();
+      if (state.cameras.size) renderCameras(); // their gateways' problems
     } catch (err) {
       console.warn("gateways:", err);
     }
@@ -401,6 +517,9 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const cell of document.querySelectorAll("td.last-seen")) {
       const d = state.devices.get(cell.parentElement.dataset.device);
       if (d) cell.textContent = ago(d.last_seen_ms);
+    }
+    for (const line of document.querySelectorAll(".camera .changed")) {
+      line.textContent = `${t("changed")}: ${ago(Number(line.dataset.ms) || null)}`;
     }
   }, 1000);
   applyLanguage();
