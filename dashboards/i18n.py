@@ -70,6 +70,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     # panels: leadership
     "panel.online_share": ("Devices online, share", "Tỷ lệ thiết bị trực tuyến"),
     "panel.online_share_by_ward": ("Devices online by ward", "Tỷ lệ thiết bị trực tuyến theo phường"),
+    "panel.camera_availability_by_ward": (
+        "Cameras online with a good image this month, by ward",
+        "Tỷ lệ camera trực tuyến với hình ảnh tốt trong tháng theo phường",
+    ),
     "panel.alerts_open": ("Open alerts now, by severity", "Cảnh báo đang mở theo mức độ"),
     "panel.alerts_open_by_ward": ("Open alerts now, by ward", "Cảnh báo đang mở theo phường"),
     "panel.alerts_trend": ("Open alerts over time, by severity", "Diễn biến số cảnh báo đang mở theo mức độ"),
@@ -159,6 +163,20 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "desc.online_share": (
         "Share of devices whose last health state is online; green at or above the target.",
         "Tỷ lệ thiết bị có trạng thái gần nhất là trực tuyến; màu xanh khi đạt hoặc vượt mục tiêu.",
+    ),
+    "desc.camera_availability": (
+        (
+            "Share of this month's time (city time zone) in which the ward's cameras were online with a good "
+            "image; time the hub could not tell (a gateway down) is left out. The figures of the monthly "
+            "availability report (GET /api/v1/reports/availability), updated every 5 minutes. Green at or above "
+            "the target."
+        ),
+        (
+            "Tỷ lệ thời gian trong tháng này (theo giờ thành phố) mà camera của phường trực tuyến với hình ảnh "
+            "tốt; thời gian máy chủ trung tâm không xác định được (gateway mất kết nối) không được tính. Số liệu "
+            "của báo cáo tỷ lệ hoạt động hằng tháng (GET /api/v1/reports/availability), cập nhật 5 phút một lần. "
+            "Màu xanh khi đạt hoặc vượt mục tiêu."
+        ),
     ),
     "desc.uptime": (
         "Share of the minutes in the time range each device was online (from its health transitions).",

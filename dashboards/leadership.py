@@ -9,6 +9,7 @@ from typing import Final
 from dashboards.model import Board, Panel, Query, Threshold
 from dashboards.panels import (
     AQI_THRESHOLDS,
+    CAMERA_PROFILES,
     FAULTS_PER_HOUR,
     GREEN,
     LEADERSHIP,
@@ -36,6 +37,37 @@ OPEN_TREND: Final = (
 )
 #: Share of alerts resolved in the board's range that were resolved within their severity's target.
 IN_TIME_SHARE: Final = 'SELECT mean("in_time") * 100 FROM "alert_resolved" WHERE $timeFilter'
+
+
+#: This month's camera availability (the share of the time known in which a camera was online, a good image)
+#: per ward, as ``GET /api/v1/reports/availability`` computes it: the hub writes the month so far every 5 minutes
+#: (``camera_availability``, hub/reports/series.py, which says why InfluxQL cannot pool ``device_health`` over
+#: cameras). Older than this, a figure is not shown as current.
+CAMERA_AVAILABILITY_FRESH: Final = "30m"
+CAMERA_AVAILABILITY: Final = (
+    'SELECT last("availability") * 100 FROM "camera_availability" WHERE "scope" = \'ward\' AND "ward" != \'\' '
+    "AND time > now() - " + CAMERA_AVAILABILITY_FRESH + ' GROUP BY "ward"'
+)
+
+
+def camera_availability_panel(snap: Snapshot, target_pct: float) -> Panel | None:
+    """This month's camera availability per ward; None when the registry has no camera."""
+    if not (snap.empty or snap.has(kind="camera", profiles=CAMERA_PROFILES)):
+        return None
+    return Panel(
+        "bargauge",
+        "panel.camera_availability_by_ward",
+        (Query(CAMERA_AVAILABILITY, alias="$tag_ward"),),
+        unit="percent",
+        width=24,
+        height=7,
+        description="desc.camera_availability",
+        thresholds=(Threshold(None, RED), Threshold(target_pct, GREEN)),
+        min=0,
+        max=100,
+        decimals=1,
+        options={"orientation": "horizontal", "displayMode": "lcd", "reduceOptions": {"calcs": ["lastNotNull"]}},
+    )
 
 
 def _alert_panels(in_time_target_pct: float) -> list[Panel]:
@@ -112,8 +144,9 @@ def _alert_panels(in_time_target_pct: float) -> list[Panel]:
 
 
 def city_board(snap: Snapshot, online_target_pct: float, in_time_target_pct: float = 90.0) -> Board:
-    """Leadership: the city on one screen (devices online per ward against a target, VN_AQI per ward, open
-    alerts and their trend, incidents resolved in time against a target, KPIs)."""
+    """Leadership: the city on one screen (devices online per ward against a target, this month's camera
+    availability per ward against the same target, VN_AQI per ward, open alerts and their trend, incidents
+    resolved in time against a target, KPIs)."""
     target = (Threshold(None, RED), Threshold(online_target_pct, GREEN))
     online_share = (
         'SELECT mean("up") * 100 FROM (SELECT floor(last("code") / 3) AS "up" FROM "device_health" '
@@ -158,6 +191,9 @@ def city_board(snap: Snapshot, online_target_pct: float, in_time_target_pct: flo
                 },
             )
         )
+    cameras = camera_availability_panel(snap, online_target_pct)
+    if cameras is not None:
+        panels.append(cameras)
     aq_wards = {
         ward: [s for s in sites if any(d.profile == "pm-sensor-rs485" for d in snap.devices_at(s))]
         for ward, sites in wards.items()

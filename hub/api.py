@@ -39,7 +39,7 @@ from hub.errors import StartupError
 from hub.kpis import MAX_BODY_BYTES as KPI_MAX_BODY_BYTES
 from hub.kpis import router as kpis_router
 from hub.metrics import render_prometheus
-from hub.routes import alerts, devices, events, inventory, sites, tokens, web
+from hub.routes import alerts, devices, events, inventory, reports, sites, tokens, web
 from hub.routes.cameras import router as cameras_router
 from hub.routes.deps import Technician, require
 from hub.routes.guard import ApiGate, SecurityHeaders
@@ -60,6 +60,7 @@ OPERATIONS_ROUTERS = (
     tokens.router,
     events.router,
     web.router,
+    reports.router,
 )
 #: The routes that take more than ``http.max_body_bytes``: their own documented limits.
 ROUTE_BODY_LIMITS = {f"{API_PREFIX}/kpis": KPI_MAX_BODY_BYTES, f"{API_PREFIX}/inventory": inventory.MAX_BODY}

@@ -421,6 +421,9 @@ class ReportSettings(_Section):
     chromium: str = Field(default="chromium", min_length=1)
     #: How long printing one PDF may take before Chromium is stopped and the request answered 504.
     pdf_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    #: How often this month's camera availability per ward is written to InfluxDB for the leadership board
+    #: (measurement ``camera_availability``, hub/reports/series.py); 0 turns the job off.
+    series_interval_s: float = Field(default=300.0, ge=0, le=86_400)
 
     @field_validator("timezone")
     @classmethod

@@ -40,6 +40,7 @@ HUB_MEASUREMENTS: Final = frozenset(
         "gateway_health",
         "alerts",
         "alert_resolved",
+        "camera_availability",
         "kpi",
         "vn_aqi",
         "hub_health",

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
+from zoneinfo import ZoneInfo
 
 from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob, running_alert_series_job
 from hub.api import ApiServer, create_app
@@ -35,6 +36,7 @@ from hub.ingest.lanes import FairQueue
 from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import IntakeQueue, MqttIntake
+from hub.reports.series import AvailabilitySeriesJob, running_availability_series
 from hub.routes.cameras import snapshot_events
 from hub.routes.services import Operations
 from hub.snapshots.intake import SnapshotIntake
@@ -159,6 +161,15 @@ class Hub:
                     targets=dict(RESOLVE_TARGETS_S) | {str(k): v for k, v in s.alerts.resolve_targets_s.items()},
                 )
                 await stack.enter_async_context(running_alert_series_job(series))
+            if s.reports.series_interval_s > 0:  # this month's camera availability (hub/reports/series.py)
+                availability = AvailabilitySeriesJob(
+                    self._operations.db,
+                    self._writer.write,
+                    self._operations.registry,
+                    tz=ZoneInfo(s.reports.timezone),
+                    interval_s=s.reports.series_interval_s,
+                )
+                await stack.enter_async_context(running_availability_series(availability))
             app = create_app(self, self._operations)
             app.state.kpi_sink = self._writer  # POST /api/v1/kpis stores through the hub's writer (hub/kpis.py)
             app.state.snapshots = snapshots.store  # the cameras' routes read it (hub/routes/cameras.py)

@@ -6,7 +6,7 @@ figures (hub/reports/availability.py), pooled per ward and in total.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hub.health.store import HealthTransitionRow as T
+from hub.registry.registry import Registry
 from hub.reports.availability import Figures, Step, camera_figures, month_bounds, pooled
 from hub.reports.models import (
     AvailabilityReport,
@@ -37,6 +38,21 @@ class Camera:
     site: str | None
     site_name: str
     ward: str | None
+
+
+CAMERA_KIND: Final = "camera"
+
+
+def cameras_of(registry: Registry, sees: Callable[[str | None], bool], ward: str | None = None) -> list[Camera]:
+    """The registry's cameras whose ward ``sees`` allows (and that are in ``ward``, when given)."""
+    out = []
+    for device in registry.devices.values():
+        device_ward = registry.ward_of(device)
+        if device.kind != CAMERA_KIND or not sees(device_ward) or (ward is not None and device_ward != ward):
+            continue
+        site = registry.sites.get(device.site) if device.site is not None else None
+        out.append(Camera(device.id, device.site, site.name if site is not None else "", device_ward))
+    return out
 
 
 class MonthNotBegun(ValueError):

@@ -21,7 +21,7 @@ from hub.reports.labels import Lang
 from hub.reports.models import AvailabilityReport
 from hub.reports.pdf import PdfFailed, PdfUnavailable, print_pdf
 from hub.reports.render import CSP, to_csv, to_html
-from hub.reports.report import Camera, MonthNotBegun, build_report
+from hub.reports.report import MonthNotBegun, build_report, cameras_of
 from hub.routes.deps import Ops, Viewer
 from wire.v1 import ID_PATTERN
 
@@ -30,7 +30,6 @@ router = APIRouter(prefix="/api/v1", tags=["reports"])
 #: Chromium prints at most this many reports at once (each is a browser: ~150 MiB while it runs).
 MAX_PRINTS: Final = 2
 _PRINT_SLOTS: Final = "report_print_slots"
-CAMERA_KIND: Final = "camera"
 Format = Literal["json", "csv", "html", "pdf"]
 
 _OTHER_FORMATS: dict[int | str, dict[str, Any]] = {
@@ -68,15 +67,7 @@ async def availability_report(  # noqa: PLR0917 - FastAPI query parameters
     except ValueError as exc:
         raise _invalid("month", month, str(exc)) from exc
     registry = ops.registry
-    cameras = []
-    for device in registry.devices.values():
-        device_ward = registry.ward_of(device)
-        if device.kind != CAMERA_KIND or not principal.sees(device_ward):
-            continue
-        if ward is not None and device_ward != ward:
-            continue
-        site = registry.sites.get(device.site) if device.site is not None else None
-        cameras.append(Camera(device.id, device.site, site.name if site is not None else "", device_ward))
+    cameras = cameras_of(registry, principal.sees, ward)
     if ward is not None and not any(s.ward == ward and principal.sees(s.ward) for s in registry.sites.values()):
         # The same answer for a ward that does not exist and one outside the token's wards (no existence leak).
         raise _invalid("ward", ward, f"ward {ward!r} has no site in the registry that this token may see")
