@@ -1,6 +1,8 @@
 """Schemathesis against the hub's OpenAPI document: generated requests (valid and invalid) to every operation,
 with an admin token, on a running hub with a registry, the real broker and InfluxDB: no answer is a server error
-(5xx). The event stream (``/api/v1/events``) is left out: it never ends by design.
+(5xx), and every answer fits the schema and media type the OpenAPI documents for its status (each route declares
+its ``response_model``, tests/unit/hub/test_api_openapi.py). The event stream (``/api/v1/events``) is left out:
+it never ends by design.
 
 A generated command must not wait for an ack beyond the request timeout: the inventory's devices have no gateway
 (a command for one is refused at once), and the one gateway the hub knows, site-a/gw-1, is offline (a command for
@@ -72,7 +74,7 @@ async def test_schemathesis_finds_no_server_error(stack: StackEndpoints, influx_
             "run",
             f"{hub.api_url}/api/v1/openapi.json",
             "--checks",
-            "not_a_server_error",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
             "--header",
             f"Authorization: Bearer {tok['admin']}",
             "--exclude-path",
