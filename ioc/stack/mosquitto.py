@@ -33,6 +33,10 @@ docs/deployment.md. Mosquitto's ``memory_limit`` is not set: when it is reached 
 allocation comes next and disconnects that client (the publisher of an incoming message, the receiver of an
 outgoing one; mosquitto.conf(5)), a healthy gateway or the hub as likely as the session that grew, instead of
 dropping only that session's overflow.
+
+Mosquitto holds a descriptor per connection and never raises its own open-files limit: started from a shell with
+the usual soft limit of 1,024, it refuses the 1,020th client or so ("Too many open files" on accept). :func:`start`
+raises the broker's soft limit to its hard one (the ansible role sets ``LimitNOFILE`` in the unit's drop-in).
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ import json
 import logging
 import os
 import re
+import resource
 import secrets
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -295,7 +301,28 @@ def write_config(
 
 
 def start(conf: Path, log_path: Path) -> ChildProcess:
-    return ChildProcess("mosquitto", [str(binary("mosquitto")), "-c", str(conf)], log_path, cwd=conf.parent)
+    """Start the broker with ``conf``, its open-files soft limit raised to its hard one (:func:`raise_open_files`)."""
+    child = ChildProcess("mosquitto", [str(binary("mosquitto")), "-c", str(conf)], log_path, cwd=conf.parent)
+    raise_open_files(child.pid)
+    return child
+
+
+def raise_open_files(pid: int) -> tuple[int, int] | None:
+    """Raise ``pid``'s ``RLIMIT_NOFILE`` soft limit to its hard one (prlimit(2): allowed for a process of our own
+    user); its limits (soft, hard) now, or None where it cannot be done (not Linux, the process gone, refused),
+    which is logged: the broker then serves as many clients as its inherited limit lets it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    except OSError as exc:  # ProcessLookupError (it died at once: its readiness check says why), PermissionError
+        log.warning("mosquitto (pid %d): could not raise its open files limit: %s", pid, exc)
+        return None
+    if soft < hard:
+        log.info("mosquitto (pid %d): open files limit raised from %d to %d", pid, soft, hard)
+    return hard, hard
 
 
 class ConnectRefused(StackError):
