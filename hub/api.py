@@ -3,7 +3,7 @@
 - ``GET /api/v1/health``: ``status`` ``ok`` or ``degraded`` (MQTT connected and InfluxDB reachable), always
   HTTP 200 while the process serves: a degraded hub is alive and recovers by itself, restarting it would not help.
   Open: liveness probes carry no token.
-- ``GET /api/v1/ingest/stats``: every counter of the intake (:class:`hub.stats.IngestStats`) and the gauges.
+- ``GET /api/v1/ingest/stats``: every counter of the intake and the gauges (:class:`hub.stats.HubStats`).
 - ``GET /api/v1/dead-letters?limit=N``: the newest refused messages first. Raw payloads of any gateway: a
   technician token (or admin) that is not limited to wards.
 - ``GET /metrics``: the hub's own health in the Prometheus text format (hub/metrics.py).
