@@ -6,14 +6,23 @@ Parsed from the source (ast), so a forbidden import fails here even if it sits i
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).parents[2]
 
+#: The project's own top-level packages.
+PROJECT: frozenset[str] = frozenset(
+    {"common", "wire", "devices", "edge", "hub", "dashboards", "ioc", "benchmarks", "scripts", "tests"}
+)
+#: What ``common/`` (below every layer) may import besides the standard library: what every install has.
+COMMON_THIRD_PARTY: frozenset[str] = frozenset({"yaml"})
+
 #: package -> top-level modules it must never import
 FORBIDDEN: dict[str, set[str]] = {
+    "common": set(PROJECT - {"common"}),
     "wire": {"devices", "edge", "hub", "ioc", "dashboards", "paho", "aiomqtt", "fastapi", "httpx", "pymodbus"},
     "devices": {"edge", "hub", "ioc", "dashboards", "wire", "paho", "aiomqtt", "fastapi", "uvicorn", "influxdb_client"},
     "edge": {"hub", "ioc", "dashboards", "fastapi", "uvicorn", "httpx", "influxdb_client"},
@@ -43,6 +52,24 @@ def test_package_respects_its_layer(package: str) -> None:
         for name in sorted(imported_top_levels(path) & FORBIDDEN[package])
     ]
     assert not violations, "layer violations:\n" + "\n".join(violations)
+
+
+def test_common_imports_only_the_standard_library_and_yaml() -> None:
+    """The shared package is below every layer: the edge agent on small hardware pays for nothing it pulls in."""
+    allowed = set(sys.stdlib_module_names) | COMMON_THIRD_PARTY | {"common"}
+    files = sorted((ROOT / "common").rglob("*.py"))
+    assert files
+    extra = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in files
+        for name in sorted(imported_top_levels(path) - allowed)
+    ]
+    assert not extra, "common/ imports beyond the standard library and yaml:\n" + "\n".join(extra)
+
+
+@pytest.mark.parametrize("package", sorted(set(FORBIDDEN) - {"common"}))
+def test_every_layer_may_import_common(package: str) -> None:
+    assert "common" not in FORBIDDEN[package]
 
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
