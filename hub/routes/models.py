@@ -24,13 +24,16 @@ __all__ = [
     "AlertsPage",
     "ApiModel",
     "CommandRecord",
+    "CommandsPage",
     "Conflict",
+    "ConflictDetail",
     "ConflictsPage",
     "CreatedToken",
     "DeadLetter",
     "DeadLettersPage",
     "DeliveriesPage",
     "Delivery",
+    "DeviceDetail",
     "DeviceItem",
     "DevicesPage",
     "Gateway",
@@ -40,6 +43,7 @@ __all__ = [
     "HealthCounters",
     "HubStats",
     "InfluxLink",
+    "InventoryResult",
     "KpiProblem",
     "KpiRowProblem",
     "KpisStored",
@@ -49,6 +53,7 @@ __all__ = [
     "SitesPage",
     "Token",
     "TokensPage",
+    "Transition",
 ]
 
 
@@ -160,6 +165,38 @@ class DevicesPage(ApiModel):
     items: list[DeviceItem]
 
 
+class Transition(ApiModel):
+    """A health state change of a device or gateway."""
+
+    old: str
+    new: str
+    reason: str
+    ts_ms: int
+    entity: str
+
+
+class ConflictDetail(ApiModel):
+    field: str
+    announced: Any
+    inventory: Any
+    message: str
+
+
+class DeviceDetail(DeviceItem):
+    """One device of ``GET /api/v1/devices/{id}``: both sources, their conflicts, recent transitions and the open
+    alerts as well."""
+
+    inactivity_s: float | None
+    announced: dict[str, Any] | None
+    """What its gateway's birth says of it."""
+    inventory: dict[str, Any] | None
+    """What the technicians' inventory says of it."""
+    conflict_details: list[ConflictDetail]
+    transitions: list[Transition]
+    """The newest first."""
+    open_alerts: list[Alert]
+
+
 class Gateway(ApiModel):
     key: str
     """``site/gateway``."""
@@ -196,6 +233,16 @@ class ConflictsPage(ApiModel):
     items: list[Conflict]
 
 
+class InventoryResult(ApiModel):
+    """What an inventory import changed, and the conflicts it leaves."""
+
+    sites_added: int
+    sites_updated: int
+    devices_added: int
+    devices_updated: int
+    conflicts: list[Conflict]
+
+
 # ---------------------------------------------------------------------------------------------- commands
 
 
@@ -216,6 +263,12 @@ class CommandRecord(ApiModel):
     created: str | None
     finished: str | None
     duration_ms: float | None
+
+
+class CommandsPage(ApiModel):
+    total: int
+    items: list[CommandRecord]
+    """The newest first."""
 
 
 # ---------------------------------------------------------------------------------------------- alerts
