@@ -45,11 +45,11 @@ from typing import Any, Final, Protocol, Self
 
 import msgspec
 
+from common.tasks import cancel_and_wait
 from devices.driver import MetricValue, now_ms
 from devices.errors import DeviceError
 from edge.errors import ConfigError, UplinkError
 from edge.scheduler import ActionNotSupported, PollFailed, UnknownDevice
-from edge.tasks import cancel_and_wait
 from wire.v1 import (
     MAX_METRICS_PER_READING,
     REBIRTH,

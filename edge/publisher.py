@@ -65,6 +65,7 @@ import aiomqtt
 import msgspec
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common.tasks import cancel_and_wait
 from devices.driver import now_ms
 from edge.backoff import Backoff
 from edge.config import BrokerConfig, PublishConfig
@@ -77,7 +78,6 @@ from edge.problems import plain_tcp_warning
 from edge.session import Session
 from edge.snapshots import SnapshotBox
 from edge.stats import EdgeStats
-from edge.tasks import cancel_and_wait
 from wire.v1 import MAX_MESSAGE_BYTES, QOS, Channel, CommandAck, DataBatch, DeviceInfo, Reading, encode, topic
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Final, Self
 
+from common.tasks import cancel_and_wait
 from devices.driver import MetricValue
 from edge.config import ReportConfig
 from edge.events import EventQueue
@@ -35,7 +36,6 @@ from edge.poller import (
 )
 from edge.snapshots import SnapshotBox
 from edge.stats import EdgeStats
-from edge.tasks import cancel_and_wait
 from wire.v1 import Reading
 
 __all__ = [

@@ -29,12 +29,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from common.tasks import cancel_and_wait
 from devices.driver import MetricValue, now_ms
 from devices.driver import Reading as DriverReading
 from edge.outbox import Outbox
 from edge.readings import ReadingFilter
 from edge.stats import EdgeStats
-from edge.tasks import cancel_and_wait
 from wire.v1 import Reading
 
 log = logging.getLogger(__name__)

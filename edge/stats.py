@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
 
-from edge.tasks import cancel_and_wait
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
