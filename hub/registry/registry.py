@@ -27,6 +27,7 @@ ingest pipeline checks gateway input against (pushed to it on every change, like
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -211,6 +212,8 @@ class Registry:
         self._noted: dict[tuple[str, str], set[str]] = {}
         #: The gateways whose birth came since the hub started (one that announced no device is known by it alone).
         self._born: set[tuple[str, str]] = set()
+        #: Every device by id, for the API's pages (:meth:`sorted_devices`).
+        self._sorted: list[Device] = []
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -254,6 +257,15 @@ class Registry:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------------------------------ queries
+
+    def sorted_devices(self) -> list[Device]:
+        """Every device, by id: the registry's own list, not to be changed. Devices are only ever added (at the end
+        of :attr:`devices`, in insertion order), so a call after new ones merges them in (a sort of sorted runs)
+        and a call after none costs nothing: the API pages 20,000 devices without sorting them each time."""
+        if len(self._sorted) != len(self.devices):
+            self._sorted.extend(itertools.islice(self.devices.values(), len(self._sorted), None))
+            self._sorted.sort(key=_device_id)
+        return self._sorted
 
     def ward_of_site(self, site: str | None) -> str | None:
         found = self.sites.get(site) if site is not None else None
@@ -559,6 +571,10 @@ class Registry:
         sites = [asdict(s) for s in self.sites.values()]
         devices = [_row_values(d) for d in self.devices.values()]
         self._db.run_sync(lambda session: _persist(session, sites, devices, []))
+
+
+def _device_id(device: Device) -> str:
+    return device.id
 
 
 def _row_values(device: Device) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.commands import UnknownDevice
+from hub.health.machine import Health
 from hub.health.store import recent_transitions
 from hub.registry.registry import Device, UnknownPlace
 from hub.routes.deps import Ops, Technician, Viewer, not_found
@@ -66,18 +67,25 @@ async def list_devices(  # noqa: PLR0917 - FastAPI query parameters
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     """Devices, sorted by id, filtered by site, kind, health state and ward; ``total`` counts every match."""
-    registry, health = ops.registry, ops.health
-    matches = []
-    for device in registry.devices.values():
-        if (site is not None and device.site != site) or (kind is not None and device.kind != kind):
-            continue
-        device_ward = registry.ward_of(device)
-        if (ward is not None and device_ward != ward) or not principal.sees(device_ward):
-            continue
-        if state is not None and health.device_state(device.id).value != state:
-            continue
-        matches.append(device)
-    matches.sort(key=lambda d: d.id)
+    registry = ops.registry
+    # The registry's list by id, kept between calls; without filters for a token of every ward, it is the answer.
+    matches = registry.sorted_devices()
+    if site is not None or kind is not None or ward is not None or principal.wards is not None:
+        ward_of_site, sees = registry.ward_of_site, principal.sees
+        matches = [
+            d
+            for d in matches
+            if (site is None or d.site == site)
+            and (kind is None or d.kind == kind)
+            and (ward is None or ward_of_site(d.site) == ward)
+            and sees(ward_of_site(d.site))
+        ]
+    if state is not None:
+        states = ops.health.devices  # a device the monitor has not seen yet is unknown
+        if state == Health.UNKNOWN.value:
+            matches = [d for d in matches if (h := states.get(d.id)) is None or h.machine.state == state]
+        else:
+            matches = [d for d in matches if (h := states.get(d.id)) is not None and h.machine.state == state]
     page = matches[offset : offset + limit]
     return {"total": len(matches), "limit": limit, "offset": offset, "items": [device_item(ops, d) for d in page]}
 

@@ -4,14 +4,20 @@ admission applies them (``Admission.update_owners``) with exactly the outcome of
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from hub.auth import Principal
+from hub.health.monitor import HealthMonitor
 from hub.ingest.admission import Admission, AdmissionRules, Refusal
 from hub.registry.inventory import parse_mapping
 from hub.registry.registry import Device, Registry
+from hub.routes.devices import list_devices
 from hub.routes.services import RegistryFeed
 from wire.v1 import DataBatch, DeviceInfo, Reading, State
 
@@ -280,3 +286,73 @@ def test_a_new_site_births_listeners_hear_of_its_devices_only_and_a_ward_reaches
         )
     )
     assert pushed[-1] == registry.enrichment() == {"aq-01": {"district": "quan-1"}, "aq-02": {"district": "quan-5"}}
+
+
+# ------------------------------------------------------------------------------------------ the API's device pages
+
+
+def test_sorted_devices_merges_new_devices_in_and_is_kept_between_calls() -> None:
+    registry = Registry()
+    registry.apply_birth("s1", "gw-1", birth("c-3", "a-1"))
+    first = registry.sorted_devices()
+    assert [d.id for d in first] == ["a-1", "c-3"]
+    assert registry.sorted_devices() is first
+    registry.apply_birth("s2", "gw-2", birth("b-2", "d-4", "a-0"))
+    assert [d.id for d in registry.sorted_devices()] == ["a-0", "a-1", "b-2", "c-3", "d-4"]
+    assert registry.sorted_devices() is first  # the same list, merged into
+
+
+def reference_page(ops: Any, principal: Principal, **filters: Any) -> dict[str, Any]:
+    """What GET /api/v1/devices answered before it kept a sorted list: every device visited, then sorted."""
+    registry, health = ops.registry, ops.health
+    matches = [
+        d
+        for d in registry.devices.values()
+        if (filters.get("site") is None or d.site == filters["site"])
+        and (filters.get("kind") is None or d.kind == filters["kind"])
+        and (filters.get("ward") is None or registry.ward_of(d) == filters["ward"])
+        and principal.sees(registry.ward_of(d))
+        and (filters.get("state") is None or health.device_state(d.id).value == filters["state"])
+    ]
+    matches.sort(key=lambda d: d.id)
+    offset, limit = filters.get("offset", 0), filters.get("limit", 100)
+    return {"total": len(matches), "ids": [d.id for d in matches[offset : offset + limit]]}
+
+
+def test_device_pages_with_every_filter_are_what_a_visit_of_every_device_gives() -> None:
+    registry = Registry()
+    registry.apply_inventory(
+        parse_mapping(
+            {"sites": [{"id": f"s{i}", "name": f"S{i}", "ward": f"w{i % 2}"} for i in range(3)]}, "inventory.yaml"
+        )
+    )
+    health = HealthMonitor(registry, clock=lambda: 100.0, wall=lambda: NOW_S)
+    for i in range(3):
+        infos = [DeviceInfo(f"d{i}-{n:02d}", ("air_quality", "camera")[n % 2], "p", 10.0) for n in range(12)]
+        state = State(online=True, session="sess-0001", ts=NOW_MS, devices=infos)
+        registry.apply_birth(f"s{i}", f"gw-{i}", state)
+        if i < 2:  # gw-2's devices are announced only: unknown
+            health.observe(f"s{i}", f"gw-{i}", state)
+            readings = [Reading(device=d.id, kind=d.kind, ts=NOW_MS, metrics={"x": 1.0}) for d in infos[::2]]
+            health.observe(f"s{i}", f"gw-{i}", DataBatch(session="sess-0001", seq=1, readings=readings))
+    registry.devices["lost-1"] = Device("lost-1")  # no site, no owner, never seen: unknown, visible to all-ward tokens
+    ops = SimpleNamespace(registry=registry, health=health)
+    everyone = Principal("t1", "admin", "viewer", None)
+    ward0 = Principal("t2", "w0", "viewer", frozenset({"w0"}))
+    cases = 0
+    for principal in (everyone, ward0):
+        for site in (None, "s0", "s1", "s9"):
+            for kind in (None, "camera"):
+                for health_state in (None, "online", "unknown", "offline"):
+                    for ward in (None, "w0", "w1"):
+                        for offset, limit in ((0, 100), (3, 5)):
+                            filters = {"site": site, "kind": kind, "state": health_state, "ward": ward}
+                            got = asyncio.run(
+                                list_devices(principal, ops, **filters, limit=limit, offset=offset)  # type: ignore[arg-type]
+                            )
+                            want = reference_page(ops, principal, **filters, offset=offset, limit=limit)
+                            assert ({"total": got["total"], "ids": [i["id"] for i in got["items"]]}) == want, filters
+                            cases += 1
+    assert cases == 384
+    page = asyncio.run(list_devices(everyone, ops, state="online", limit=100, offset=0))  # type: ignore[arg-type]
+    assert page["total"] == 12  # 6 read from each of gw-0 and gw-1
