@@ -61,10 +61,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from common.tasks import cancel_and_wait
 from hub.config import AqiSettings, InfluxSettings
 from hub.errors import StorageError, StorageUnavailable
 from hub.lineproto import FieldValue, line
-from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -463,5 +463,5 @@ async def running_aqi_job(job: AqiJob) -> AsyncIterator[AqiJob]:
     try:
         yield job
     finally:
-        await cancel_and_wait(task)
+        await cancel_and_wait([task])
         await job.aclose()

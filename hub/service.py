@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Self
 from zoneinfo import ZoneInfo
 
+from common.tasks import cancel_and_wait
 from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob, running_alert_series_job
 from hub.api import ApiServer, create_app
 from hub.aqi import AqiJob, running_aqi_job
@@ -43,7 +44,6 @@ from hub.snapshots.intake import SnapshotIntake
 from hub.snapshots.running import running_snapshots
 from hub.spill import Spill
 from hub.stats import HubStats, InfluxStats, LaneStats, MqttStats, ObserverStats
-from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Hub:
                 self._observer_feed.add_refusal_observer(self._operations.on_refusal)
                 self._operations.on_owners(feed_admission.set_owners, feed_admission.update_owners)
                 feed_task = asyncio.create_task(self._observer_feed.run(), name="hub-observer-feed")
-                stack.push_async_callback(cancel_and_wait, feed_task)
+                stack.push_async_callback(cancel_and_wait, [feed_task])
                 self._observer_intake = await stack.enter_async_context(
                     MqttIntake(s.mqtt, observer_queue, observer=True)
                 )
@@ -149,7 +149,7 @@ class Hub:
                     interval_s=s.metrics.interval_s,
                 )
                 reporter_task = asyncio.create_task(reporter.run(), name="hub-health-report")
-                stack.push_async_callback(cancel_and_wait, reporter_task)
+                stack.push_async_callback(cancel_and_wait, [reporter_task])
             if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
                 await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
             if s.alerts.series_interval_s > 0:  # alert figures for the boards (hub/alerts/series.py), same lifetime
@@ -228,7 +228,7 @@ class Hub:
                 left,
                 timeout,
             )
-            await cancel_and_wait(task)
+            await cancel_and_wait([task])
         except Exception:
             log.exception("the pipeline failed while draining")
 

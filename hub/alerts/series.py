@@ -44,13 +44,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from common.tasks import cancel_and_wait
 from hub.alerts.rules import Severity
 from hub.alerts.store import ACKNOWLEDGED, FIRING, AlertRow
 from hub.errors import StorageError
 from hub.lineproto import LineProtocolError, line
 from hub.registry.db import Database
 from hub.registry.registry import Registry
-from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -327,4 +327,4 @@ async def running_alert_series_job(job: AlertSeriesJob) -> AsyncIterator[AlertSe
     try:
         yield job
     finally:
-        await cancel_and_wait(task)
+        await cancel_and_wait([task])

@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.tasks import cancel_and_wait
 from hub.errors import StorageError
 from hub.lineproto import FieldValue, line
 from hub.registry.db import Database
 from hub.registry.registry import Registry
 from hub.reports.models import AvailabilityFigures, AvailabilityReport
 from hub.reports.report import build_report, cameras_of
-from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -133,4 +133,4 @@ async def running_availability_series(job: AvailabilitySeriesJob) -> AsyncIterat
     try:
         yield job
     finally:
-        await cancel_and_wait(task)
+        await cancel_and_wait([task])

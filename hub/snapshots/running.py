@@ -10,11 +10,11 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from common.tasks import cancel_and_wait
 from hub.config import SnapshotSettings
 from hub.ingest.admission import Admission
 from hub.snapshots.intake import SnapshotIntake, SnapshotRules
 from hub.snapshots.store import RetentionPolicy, SnapshotStore
-from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def running_snapshots(settings: SnapshotSettings, admission: Admission) ->
                 )
                 yield SnapshotIntake(admission, store, rules)
             finally:
-                await cancel_and_wait(retention)
+                await cancel_and_wait([retention])
     finally:
         if tmp is not None:
             await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
