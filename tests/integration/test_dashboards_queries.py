@@ -144,6 +144,7 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
         # file, so a token can be created for it with `ioc hub token create`. Not left set for other tests.
         "IOC_HUB_AQI__INTERVAL_S": "3",
         "IOC_HUB_METRICS__INTERVAL_S": "2",
+        "IOC_HUB_REPORTS__SERIES_INTERVAL_S": "3",
         "IOC_HUB_REGISTRY__URL": registry,
     }
     with contextlib.ExitStack() as stack:
