@@ -15,7 +15,6 @@ file (or variable), the device (index and id) and the field, e.g.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import types
@@ -24,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,26 +36,19 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from common.config import is_loopback, read_yaml_mapping, refuse_unknown_env
 from edge.errors import ConfigError
 from edge.plan import DevicePlan, DevicePlanError, build_device_plans
 from edge.problems import device_label, dotted, plain_tcp_to_remote_broker, pydantic_message
 from wire.v1 import ID_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_READINGS_PER_BATCH, METRIC_PATTERN
 
 ENV_PREFIX: Final = "IOC_EDGE_"
+#: What the file's top level holds, for the error of a file that is not a mapping.
+_TOP_LEVEL: Final = "(site, gateway, broker, publish, devices)"
 #: A poll never waits longer than this by default (``devices[].timeout_s`` is ``min(interval_s, this)``).
 DEFAULT_POLL_TIMEOUT_CAP_S: Final = 10.0
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
-
-
-def _is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Section(BaseModel):
@@ -101,7 +92,7 @@ class BrokerConfig(_Section):
     @property
     def plain_tcp_to_remote(self) -> bool:
         """No TLS to a broker that is not on loopback (``localhost``, 127.0.0.0/8, ::1)."""
-        return not self.tls and not _is_loopback(self.host)
+        return not self.tls and not is_loopback(self.host)
 
 
 class PublishConfig(_Section):
@@ -245,8 +236,8 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> E
     """
     path = Path(path)
     env = dict(os.environ if environ is None else environ)
-    _refuse_unknown_env(env)
-    data = _deep_merge(_read_yaml(path), env_overrides(env))
+    refuse_unknown_env(env, ENV_PREFIX, EdgeConfig.model_fields, noun="setting", error=ConfigError)
+    data = _deep_merge(read_yaml_mapping(path, top_level=_TOP_LEVEL, error=ConfigError), env_overrides(env))
     try:
         config = EdgeConfig(**data)
     except ValidationError as exc:
@@ -271,22 +262,6 @@ def _place_outbox(config: EdgeConfig, path: Path) -> EdgeConfig:
     if str(target) != OUTBOX_MEMORY and not target.is_absolute():
         target = path.resolve().parent / target
     return config.model_copy(update={"publish": config.publish.model_copy(update={"outbox_path": target})})
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (site, gateway, broker, publish, devices)")
-    return {str(k): v for k, v in data.items()}
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -358,18 +333,6 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
         below = merged.get(key)
         merged[key] = _deep_merge(below, value) if isinstance(below, Mapping) and isinstance(value, dict) else value
     return merged
-
-
-def _refuse_unknown_env(env: Mapping[str, str]) -> None:
-    """Only the variables of known sections are read; a misspelt section would otherwise pass unnoticed."""
-    fields = set(EdgeConfig.model_fields)
-    for name in sorted(env):
-        if name.upper().startswith(ENV_PREFIX):
-            field = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
-            if field not in fields:
-                raise ConfigError(
-                    f"environment variable {name}: unknown setting {field!r} (known: {', '.join(sorted(fields))})"
-                )
 
 
 def describe_errors(

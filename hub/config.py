@@ -7,14 +7,12 @@ and every error names where the bad value came from (the file or the variable) a
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Final, Literal, Self
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from common.config import is_loopback, read_yaml_mapping, refuse_unknown_env
 from hub.alerts.rules import Severity
 from hub.errors import ConfigError
 from hub.ingest.admission import DEFAULT_KINDS, AdmissionRules
@@ -36,22 +35,14 @@ from hub.points import HUB_MEASUREMENTS
 from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_MESSAGE_BYTES, METRIC_PATTERN
 
 ENV_PREFIX: Final = "IOC_HUB_"
+#: What the file's top level holds, for the error of a file that is not a mapping.
+_TOP_LEVEL: Final = "of sections (mqtt, influx, ...)"
 #: Secrets that ship in examples. Refused unless the broker is on loopback (a developer's machine).
 PLACEHOLDER_SECRETS: Final = frozenset({"changeme", "changethis", "change-me"})
 
 
 def _default_client_id() -> str:
     return f"ioc-hub-{socket.gethostname()}"
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Section(BaseModel):
@@ -617,40 +608,12 @@ def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | 
     themselves are read from ``os.environ`` by pydantic-settings.
     """
     env = dict(os.environ if environ is None else environ)
-    _refuse_unknown_env(env)
-    data = _read_yaml(config_file) if config_file is not None else {}
+    refuse_unknown_env(env, ENV_PREFIX, HubSettings.model_fields, noun="setting section", error=ConfigError)
+    data = read_yaml_mapping(config_file, top_level=_TOP_LEVEL, error=ConfigError) if config_file is not None else {}
     try:
         return HubSettings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file, env)) from exc
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (mqtt, influx, ...)")
-    return {str(k): v for k, v in data.items()}
-
-
-def _refuse_unknown_env(env: Mapping[str, str]) -> None:
-    sections = set(HubSettings.model_fields)
-    for name in sorted(env):
-        if name.upper().startswith(ENV_PREFIX):
-            section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
-            if section not in sections:
-                raise ConfigError(
-                    f"environment variable {name}: unknown setting section {section!r} "
-                    f"(known: {', '.join(sorted(sections))})"
-                )
 
 
 _SECRET_FIELDS: Final = frozenset({"password", "token", "observer_password", "command_password"})

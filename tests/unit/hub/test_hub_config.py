@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.config import HubSettings, is_loopback, load_settings
+from hub.config import HubSettings, load_settings
 from hub.errors import ConfigError
 
 
@@ -141,14 +141,6 @@ def test_password_values_are_never_echoed(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "mqtt:\n  password: [s3cret-list]\n"))
     assert "mqtt.password" in str(info.value)
     assert "s3cret" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [("localhost", True), ("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("10.0.0.1", False), ("db", False)],
-)
-def test_is_loopback(host: str, loopback: bool) -> None:
-    assert is_loopback(host) is loopback
 
 
 def test_tls_ca_file_requires_tls(tmp_path: Path) -> None:
