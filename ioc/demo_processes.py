@@ -24,8 +24,8 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from common.child_process import die_with_parent
 from ioc.stack import LocalStack, StackEndpoints, StackError
-from ioc.stack.process import die_with_parent
 from ioc.stack.runner import Service
 from ioc.supervisor import StartFailed, Supervised, Supervisor, policy_for
 

@@ -32,24 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from common.child_process import die_with_parent
 from devices.sim.camera_pictures import Picture, lavfi_source
 
 log = logging.getLogger(__name__)
@@ -64,7 +61,6 @@ DEFAULT_START_TIMEOUT_S: Final = 20.0
 STOP_TIMEOUT_S: Final = 5.0
 #: Stream names end up in a URL path and in VLM commands: keep them plain.
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-_PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 #: VLC's telnet control interface listens here only, whatever address the streams use.
 CONTROL_HOST: Final = "127.0.0.1"
 #: How long one control command may take.
@@ -117,33 +113,6 @@ class ClipSpec:
             f"{self.bitrate_kbps}k",
             str(out),
         ]
-
-
-def _load_prctl() -> Callable[[int, int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    prctl: Callable[[int, int, int, int, int], int] = libc.prctl
-    return prctl
-
-
-# Loaded here, once: the code between fork and exec must not import or allocate more than it has to.
-_PRCTL = _load_prctl()
-
-
-def _die_with(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn``: SIGTERM this child when its parent goes (and at once if it already went)."""
-
-    def preexec() -> None:
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
 
 
 def find_tool(name: str) -> str | None:
@@ -334,7 +303,7 @@ class RtspSimulator:
                     env=env,
                     cwd=workdir,
                     start_new_session=True,
-                    preexec_fn=_die_with(os.getpid()),
+                    preexec_fn=die_with_parent(os.getpid()),
                     **kwargs,  # type: ignore[arg-type]
                 )
             except OSError as exc:

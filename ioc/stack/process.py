@@ -9,18 +9,16 @@ child exits, so start a stack from a thread that outlives it (the main thread, o
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import subprocess
-import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from common.child_process import die_with_parent
 from ioc.stack.errors import StackError
 
 log = logging.getLogger(__name__)
@@ -29,37 +27,6 @@ log = logging.getLogger(__name__)
 DEFAULT_STOP_TIMEOUT_S = 10.0
 #: How many log lines an error message carries.
 LOG_TAIL_LINES = 20
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _load_prctl() -> Callable[[int, int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    prctl: Callable[[int, int, int, int, int], int] = libc.prctl
-    return prctl
-
-
-# Loaded once here: the code between fork and exec must not import or allocate more than it has to.
-_PRCTL = _load_prctl()
-
-
-def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn`` asking the kernel to SIGTERM the child when the runner goes away."""
-
-    def preexec() -> None:
-        if _PRCTL is None:
-            return
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died between fork and prctl: then nobody would ever send the signal.
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES, start: int = 0) -> str:
