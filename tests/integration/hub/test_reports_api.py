@@ -4,7 +4,8 @@ with transitions across both of its boundaries, every fault kind, a fault carrie
 still open at its end, stretches of unknown, a camera first seen mid-month, two wards, and a sensor that is no
 camera. Every figure of the JSON is computed by hand below; the CSV says the same; a ward-limited viewer sees its
 ward only; bad input gets 422 naming the parameter. The PDF is printed by the real headless Chromium and its text
-read back (a small reader of Chromium's PDFs: fonts with ToUnicode maps, FlateDecode streams)."""
+read back (a small reader of Chromium's PDFs: fonts with ToUnicode maps, FlateDecode streams); the HTML page,
+opened from the hub in Chromium, is styled under its own Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from ops_support import auth, ops_settings, running_hub, tokens
+from page_support import RECORD_VIOLATIONS, launched_chromium
 
 from hub.auth import create_token_in
 from hub.config import ReportSettings
@@ -412,6 +414,15 @@ async def test_html_and_pdf_in_both_languages(stack: StackEndpoints, influx_db: 
         r = await http.get(URL, params={"month": month, "format": "html", "lang": "en"}, headers=headers)
         assert "Camera availability report" in r.text
         assert "Mean time to restore" in r.text
+
+        # In a browser, from the hub: its style applies under its own CSP, and nothing is refused.
+        async with launched_chromium() as browser:
+            page = await browser.new_page(extra_http_headers=headers)
+            await page.add_init_script(RECORD_VIOLATIONS)
+            await page.goto(f"{hub.api_url}{URL}?month={month}&format=html&lang=vi")
+            header_cell = page.locator("th", has_text="Số lần gián đoạn").first
+            assert await header_cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(232, 232, 232)"
+            assert await page.evaluate("window.__violations") == []
 
         for lang, title in (("vi", "Báo cáo tỷ lệ hoạt động của camera"), ("en", "Camera availability report")):
             r = await http.get(URL, params={"month": month, "format": "pdf", "lang": lang}, headers=headers)
