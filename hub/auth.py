@@ -18,8 +18,8 @@ Lookups are cached for :data:`CACHE_S`, so a revoked token stops working within 
 is not queried per request; expiry is checked on every request. :meth:`TokenStore.active` is the fresher check
 that open event streams repeat (:data:`ACTIVE_CACHE_S`).
 
-The ``expires`` column came after the first schema: :func:`_add_expires_column` adds it to a database made
-before it, when the schema is created at start (``create_all`` only makes missing tables).
+The ``expires`` column came after the first tokens table: the first migration
+(``hub/registry/migrations/versions/r0001_first_schema.py``) adds it to a database made before it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, DateTime, MetaData, String, event, inspect, select
+from sqlalchemy import DateTime, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from hub.registry.db import Base, Database, iso, utcnow
@@ -62,19 +62,6 @@ class TokenRow(Base):
     revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     #: None: the token does not expire.
     expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-
-
-@event.listens_for(Base.metadata, "after_create")
-def _add_expires_column(metadata: MetaData, connection: Connection, **_: Any) -> None:
-    """Add ``api_tokens.expires`` to a database whose table was made before the column existed.
-
-    Runs in :meth:`Database.create_schema`'s transaction (under its advisory lock on PostgreSQL), after
-    ``create_all``; a new database already has the column. Nullable, so existing tokens keep never expiring."""
-    columns = {c["name"] for c in inspect(connection).get_columns(TokenRow.__tablename__)}
-    if "expires" in columns:
-        return
-    column_type = TokenRow.__table__.c.expires.type.compile(dialect=connection.dialect)
-    connection.exec_driver_sql(f"ALTER TABLE {TokenRow.__tablename__} ADD COLUMN expires {column_type}")
 
 
 def _aware(value: datetime) -> datetime:
