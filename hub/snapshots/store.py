@@ -121,6 +121,7 @@ class SnapshotStore:
         self._writer: asyncio.Task[None] | None = None
         self._observers: tuple[StoredObserver, ...] = ()
         self._write_error_logged = False
+        self._dropping = False
 
     async def __aenter__(self) -> SnapshotStore:
         await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
@@ -159,8 +160,17 @@ class SnapshotStore:
         try:
             self._queue.put_nowait(_Job(snap, data, site, gateway))
         except asyncio.QueueFull:
+            if not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "snapshots: the write queue is full (%d): dropping snapshots until it has room (counted)",
+                    self._queue.maxsize,
+                )
             self.counters.dropped_queue_full += 1
             return False
+        if self._dropping:
+            self._dropping = False
+            log.warning("snapshots: the write queue has room again (%d dropped)", self.counters.dropped_queue_full)
         return True
 
     async def _write_loop(self) -> None:

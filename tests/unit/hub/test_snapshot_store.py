@@ -118,14 +118,21 @@ async def test_each_camera_is_bounded_in_files_at_every_write(tmp_path: Path) ->
         assert store.history("cam-2", 10)[0] == 1
 
 
-async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+async def test_a_full_queue_drops_counts_and_says_so_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with SnapshotStore(tmp_path, queue_size=2) as store:
-        # Three put in one go, before the writer task runs: the third finds the queue full.
-        results = [store.put("site-a", "gw-1", snap("cam-1", NOW - i), b"\xff\xd8\xff\xd9") for i in range(3)]
-        assert results == [True, True, False]
+        # Four put in one go, before the writer task runs: the third and fourth find the queue full.
+        results = [store.put("site-a", "gw-1", snap("cam-1", NOW - i), b"\xff\xd8\xff\xd9") for i in range(4)]
+        assert results == [True, True, False, False]
         await store._queue.join()
-        assert store.counters.dropped_queue_full == 1
+        assert store.counters.dropped_queue_full == 2
         assert store.history("cam-1", 10)[0] == 2
+        assert store.put("site-a", "gw-1", snap("cam-1", NOW - 10), b"\xff\xd8\xff\xd9")
+        await store._queue.join()
+    logged = [r.getMessage() for r in caplog.records if r.name == "hub.snapshots.store"]
+    assert [m for m in logged if "queue" in m] == [
+        "snapshots: the write queue is full (2): dropping snapshots until it has room (counted)",
+        "snapshots: the write queue has room again (2 dropped)",
+    ]
 
 
 async def test_a_write_that_fails_is_counted_and_not_indexed(tmp_path: Path) -> None:
