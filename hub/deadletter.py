@@ -95,13 +95,6 @@ class DeadLetterRing:
     def __len__(self) -> int:
         return len(self._items)
 
-    def kept_by_kind(self) -> dict[str, int]:
-        """How many of the kept dead letters are of each kind."""
-        counts: dict[str, int] = {}
-        for item in self._items:
-            counts[item.kind.value] = counts.get(item.kind.value, 0) + 1
-        return counts
-
 
 class QuarantineError(HubError):
     """The quarantine file cannot be opened or written."""
@@ -136,10 +129,6 @@ class Quarantine(DeadLetterRing):
     @property
     def persistent(self) -> bool:
         return self._db is not None
-
-    @property
-    def unsaved(self) -> int:
-        return len(self._unsaved)
 
     def _open(self, path: Path) -> None:
         try:
