@@ -3,10 +3,14 @@
 Start order (and, reversed, stop order), by :class:`contextlib.AsyncExitStack`:
 
 1. the InfluxDB writer (HTTP client),
-2. the MQTT intake (a task on the event loop, hub/mqtt.py; connects and reconnects by itself),
-3. the pipeline task; on stop: the intake stops handing over, the pipeline drains the queue, writes what is
+2. the operations side (registry, health, alerts, commands, API tokens: ``Operations``),
+3. the dead-letter quarantine, the spill, and the lanes (one per gateway, with their overflow files),
+4. the MQTT intake (a task on the event loop, hub/mqtt.py; connects and reconnects by itself),
+5. camera snapshots, and with ``mqtt.observe: all`` the observer feed and its own connection,
+6. the pipeline task; on stop: the intake stops handing over, the pipeline drains the queue, writes what is
    pending and acknowledges it, within ``batch.drain_timeout_s`` (what is left stays in the broker's session),
-4. the API server.
+7. the periodic jobs (``hub_health`` points, VN_AQI, alert figures, camera availability),
+8. the API server.
 
 So a graceful stop is: API down, intake stops, pending batches flushed and acked, then the MQTT disconnect
 (the collected acks are written first, then the DISCONNECT), then the HTTP client closes.
@@ -73,7 +77,8 @@ class Hub:
             rules = s.admission.rules()
             stored_types = await self._writer.field_types()
             admission_rules = dataclasses.replace(rules, field_types={**stored_types, **rules.field_types})
-            # Registry, health, alerts, commands, tokens (issue 6); stops after the intake and the drain.
+            # The operations side (registry, health, alerts, commands, API tokens); entered before the intake, so it
+            # stops after the intake and the drain.
             self._operations = await stack.enter_async_context(Operations(s, self._writer))
             quarantine = Quarantine(s.dead_letters.keep, s.dead_letters.payload_bytes, s.dead_letters.path)
             stack.callback(quarantine.close)
@@ -270,7 +275,7 @@ class Hub:
 
     @property
     def operations(self) -> Operations:
-        """Registry, health, alerts, commands, tokens (issue 6)."""
+        """The operations side: registry, health, alerts, commands, API tokens."""
         if self._operations is None:
             raise HubError("the hub is not running")
         return self._operations
