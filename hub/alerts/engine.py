@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,8 @@ class _Cond:
     #: Offline rules: when the entity came back while the alert was open (the hold runs), and how.
     back_since: float | None = None
     back_why: str = ""
+    #: When the engine first knew it: the clock takes conditions due together in this order.
+    order: int = 0
 
 
 class AlertEngine:
@@ -92,6 +95,13 @@ class AlertEngine:
         self._stale = [r for r in rules.rules if isinstance(r, StaleRule)]
         self._rules = {r.id: r for r in rules.rules}
         self._last_reading: dict[str, tuple[float, str, str, str]] = {}
+        #: The clock's work is what may be due, not every condition and device: the conditions touched since the
+        #: clock last found them settled (neither waiting to fire nor holding), and per stale rule a heap of
+        #: (when, device) with each device's entry time in ``_stale_at`` (an entry of another time is stale).
+        self._touched: dict[tuple[str, str], None] = {}
+        self._stale_heaps: list[list[tuple[float, int, str]]] = [[] for _ in self._stale]
+        self._stale_at: list[dict[str, float]] = [{} for _ in self._stale]
+        self._device_order: dict[str, int] = {}
         self._actions: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(MAX_QUEUED_ACTIONS)
         self._listeners: list[AlertListener] = []
         self.dropped_actions = 0
@@ -120,9 +130,11 @@ class AlertEngine:
     # ------------------------------------------------------------------------------------------ inputs
 
     def _cond(self, subject: str, rule: str) -> _Cond:
-        cond = self._conds.get((subject, rule))
+        key = (subject, rule)
+        cond = self._conds.get(key)
         if cond is None:
-            cond = self._conds[(subject, rule)] = _Cond()
+            cond = self._conds[key] = _Cond(order=len(self._conds))
+        self._touched[key] = None
         return cond
 
     def observe(self, site: str, gateway: str, payload: object) -> None:
@@ -137,7 +149,9 @@ class AlertEngine:
         for reading in payload.readings:
             if stale_rules:
                 self._last_reading[reading.device] = (now, site, gateway, reading.kind)
-                for stale in stale_rules:
+                for index, stale in enumerate(stale_rules):
+                    if reading.device not in self._stale_at[index]:  # else its entry comes first, finds it heard
+                        self._schedule_stale(index, reading.device, now + stale.max_age_s)
                     cond = self._conds.get((reading.device, stale.id))
                     if cond is not None and (cond.breaching or cond.open):  # open: also one taken over at start
                         self._clear(reading.device, stale.id, cond, "data arrives again")
@@ -220,20 +234,49 @@ class AlertEngine:
                 # a pending resolve (the device is not known to be back)
                 cond.breaching, cond.back_since = False, None
 
+    def _schedule_stale(self, index: int, device: str, at: float) -> None:
+        """Stale rule ``index`` looks at ``device`` at ``at`` (its last reading's max age, or the next tick)."""
+        order = self._device_order.setdefault(device, len(self._device_order))
+        self._stale_at[index][device] = at
+        heapq.heappush(self._stale_heaps[index], (at, order, device))
+
+    def _stale_due(self, index: int, now: float) -> list[str]:
+        """The devices whose entry for stale rule ``index`` is due, in the order the engine first knew them."""
+        heap, at_of = self._stale_heaps[index], self._stale_at[index]
+        due: list[tuple[int, str]] = []
+        while heap and heap[0][0] <= now:
+            at, order, device = heapq.heappop(heap)
+            if at_of.get(device) == at:
+                del at_of[device]
+                due.append((order, device))
+        return [device for _, device in sorted(due)]
+
     def tick(self) -> None:
+        """Fire what waited long enough, resolve what was back long enough, and judge stale data: the work is the
+        conditions touched since they last settled and the devices due, in the order of a visit of every one."""
         now = self._clock()
-        for (subject, rule_id), cond in self._conds.items():
+        touched = sorted(self._touched, key=lambda key: self._conds[key].order)
+        self._touched = {}
+        for subject, rule_id in touched:
+            cond = self._conds[(subject, rule_id)]
             if cond.breaching and not cond.open:
                 self._maybe_fire(subject, rule_id, cond, now)
             elif cond.back_since is not None and now - cond.back_since >= self._clear_after_s(rule_id):
                 self._clear(subject, rule_id, cond, f"{cond.back_why}; back for {now - cond.back_since:.0f} s")
-        for rule in self._stale:
-            for device, (seen, site, gateway, kind) in self._last_reading.items():
-                if now - seen < rule.max_age_s or not rule.applies_to(device, kind):
+            if (cond.breaching and not cond.open) or cond.back_since is not None:
+                self._touched[(subject, rule_id)] = None  # still waiting: looked at again
+        for index, rule in enumerate(self._stale):
+            for device in self._stale_due(index, now):
+                seen, site, gateway, kind = self._last_reading[device]
+                if now - seen < rule.max_age_s:
+                    self._schedule_stale(index, device, seen + rule.max_age_s)
+                    continue
+                if not rule.applies_to(device, kind):
                     continue
                 if self._health is not None:
                     gw = self._health.gateway(site, gateway)
                     if gw is None or gw["state"] != Health.ONLINE:
+                        self._schedule_stale(index, device, now)  # looked at again at the next tick
                         continue
                 cond = self._cond(device, rule.id)
                 if not cond.breaching:
@@ -247,6 +290,7 @@ class AlertEngine:
         cond = self._conds.get((subject, rule))
         if cond is None:
             return
+        self._touched[(subject, rule)] = None
         cond.open, cond.back_since = False, None
         cond.since = self._clock()
         found = self._rules.get(rule)

@@ -33,6 +33,8 @@ starts and once when it clears, which it does after ``problem_quiet_s`` without 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -112,6 +114,10 @@ class _Gateway:
     """The devices of its last birth."""
     problems: dict[str, _Problem] = field(default_factory=dict)
     """By name: what it does wrong while up (``clock_skew``), until quiet for ``problem_quiet_s``."""
+    order: int = 0
+    """When the monitor first knew it: the clock takes gateways due together in this order."""
+    due: float | None = None
+    """When the clock looks at its silence next (its entry in the monitor's heap), if it does."""
 
 
 @dataclass(slots=True)
@@ -129,6 +135,10 @@ class _Device:
     """Monotonic time of the last reading (or of the birth that started the clock)."""
     last_seen_ms: int | None = None
     """Wall time of the last reading, for people."""
+    order: int = 0
+    """When the monitor first knew it: the clock takes devices due together in this order."""
+    due: float | None = None
+    """When the clock looks at its inactivity next (its entry in the monitor's heap), if it does."""
 
 
 Listener = Callable[[Transition], None]
@@ -162,6 +172,15 @@ class HealthMonitor:
         self._next_silence = float("inf")
         """Monotonic time the hub last could not hear the gateways (see :meth:`watch_intake`)."""
         self._intake_failing = False
+        #: The clock's work is what is due, not every entity: (when, order, key) of the devices whose inactivity
+        #: and the gateways whose silence it must look at, the flapping ones (whose flapping may end), and the
+        #: gateways with problems. An entry is checked against the entity's ``due`` (later ones are stale).
+        self._order = itertools.count()
+        self._devices_due: list[tuple[float, int, str]] = []
+        self._gateways_due: list[tuple[float, int, tuple[str, str]]] = []
+        self._flapping_devices: set[str] = set()
+        self._flapping_gateways: set[tuple[str, str]] = set()
+        self._with_problems: set[tuple[str, str]] = set()
         if registry is not None:
             registry.subscribe(self._registry_changed)
             for device in registry.devices.values():
@@ -219,6 +238,7 @@ class HealthMonitor:
         problem = g.problems.get(name)
         if problem is None:
             g.problems[name] = _Problem(detail, int(self._wall() * 1000), now)
+            self._with_problems.add((site, gateway))
             log.warning("gateway %s/%s: problem %s: %s", site, gateway, name, detail)
             return
         problem.detail, problem.last = detail, now
@@ -249,7 +269,7 @@ class HealthMonitor:
     def _gateway(self, site: str, gateway: str) -> _Gateway:
         g = self._pairs.get((site, gateway))
         if g is None:
-            g = _Gateway(site, gateway, HealthMachine(self.policy.flap))
+            g = _Gateway(site, gateway, HealthMachine(self.policy.flap), order=next(self._order))
             self._pairs[(site, gateway)] = self.gateways[f"{site}/{gateway}"] = g
         return g
 
@@ -261,7 +281,8 @@ class HealthMonitor:
     def _device(self, device_id: str, site: str, gateway: str) -> _Device:
         d = self.devices.get(device_id)
         if d is None:
-            d = self.devices[device_id] = _Device(device_id, HealthMachine(self.policy.flap), site, gateway)
+            machine = HealthMachine(self.policy.flap)
+            d = self.devices[device_id] = _Device(device_id, machine, site, gateway, order=next(self._order))
         elif site and (d.site, d.gateway) != (site, gateway):
             if d.owner is not None:
                 d.owner.devices.discard(device_id)
@@ -301,6 +322,7 @@ class HealthMonitor:
                 d = self._device(info.id, site, gateway)
                 d.kind, d.interval_s = info.kind, info.interval_s
                 d.last_seen = now  # the inactivity clock starts at the birth
+                self._schedule(d)
             self._propose_gateway(g, Health.ONLINE, f"birth (session {state.session})", now)
             return
         if g.session and state.session != g.session:
@@ -329,6 +351,8 @@ class HealthMonitor:
                 d.kind = reading.kind
             d.last_seen = now
             d.last_seen_ms = wall_ms
+            if d.due is None:  # else its entry comes first, and finds it was heard since
+                self._schedule(d)
             raw = d.machine.raw
             if raw is not _ONLINE and raw is not _DEGRADED:
                 self._propose_device(d, Health.ONLINE, "reading received", now)
@@ -345,6 +369,7 @@ class HealthMonitor:
         if raw is Health.ONLINE:
             d.last_seen = now
         self._propose_device(d, raw, f"{event.type.value}: {event.reason}" if event.reason else event.type.value, now)
+        self._schedule(d)
 
     def _registry_changed(self, devices: list[Device]) -> None:
         for device in devices:
@@ -359,6 +384,7 @@ class HealthMonitor:
             d.kind = d.kind or device.kind
             if d.interval_s is None:
                 d.interval_s = device.interval_s
+            self._schedule(d)  # its timeout may be shorter now
 
     # ------------------------------------------------------------------------------------------ clock
 
@@ -369,8 +395,26 @@ class HealthMonitor:
             return None
         return d.interval_s * self.policy.inactivity_factor
 
+    def _schedule(self, d: _Device) -> None:
+        """Make sure the clock looks at ``d`` when its inactivity timeout runs out (if it has one running)."""
+        timeout = self.inactivity_s(d)
+        if d.last_seen is None or timeout is None:
+            return
+        at = d.last_seen + timeout
+        if d.due is None or at < d.due:
+            d.due = at
+            heapq.heappush(self._devices_due, (at, d.order, d.id))
+
+    def _schedule_gateway(self, g: _Gateway, at: float) -> None:
+        if g.due is None or at < g.due:
+            g.due = at
+            heapq.heappush(self._gateways_due, (at, g.order, (g.site, g.gateway)))
+
     def tick(self) -> None:
-        """Inactivity timeouts and the end of flapping."""
+        """Inactivity timeouts and the end of flapping.
+
+        The work is what is due (entries of a heap by time, the flapping entities), not every device: the same
+        outcomes as a visit of every one, in the order the monitor came to know them."""
         now = self._clock()
         if self._intake_ok is not None:
             try:
@@ -385,35 +429,67 @@ class HealthMonitor:
                 self._blind_at = now
         self._next_silence = self._tick_gateways(now)
         self._clear_problems(now)
-        for d in self.devices.values():
+        self._tick_devices(now)
+
+    def _tick_devices(self, now: float) -> None:
+        """Flap ends and inactivity verdicts of the devices due."""
+        due: dict[str, _Device] = {}
+        heap = self._devices_due
+        while heap and heap[0][0] <= now:
+            at, _, device_id = heapq.heappop(heap)
+            d = self.devices.get(device_id)
+            if d is not None and d.due == at:
+                d.due = None
+                due[device_id] = d
+        for device_id in self._flapping_devices:
+            due[device_id] = self.devices[device_id]
+        for d in sorted(due.values(), key=_order):
             change = d.machine.tick(now)
             if change is not None:
                 self._emit_device(d, change.old, change.new, change.reason)
+            if not d.machine.flapping:
+                self._flapping_devices.discard(d.id)
             if d.last_seen is None or d.machine.raw is Health.OFFLINE or d.machine.raw is Health.UNKNOWN:
-                continue
+                continue  # its clock starts again with its next reading, event or birth
             timeout = self.inactivity_s(d)
-            if timeout is None or now - d.last_seen < timeout:
+            if timeout is None:
+                continue
+            if now - d.last_seen < timeout:
+                self._schedule(d)
                 continue
             owner = d.owner
             if owner is not None and owner.machine.raw is not Health.ONLINE:
+                d.due = now  # looked at again at the next tick, until its gateway is online or it is not due
+                heapq.heappush(heap, (now, d.order, d.id))
                 continue
             self._propose_device(
                 d, Health.OFFLINE, f"no reading for {now - d.last_seen:.1f} s (timeout {timeout:g} s)", now
             )
 
     def _tick_gateways(self, now: float) -> float:
-        """Flap ends and silence verdicts of the gateways; the earliest moment one may turn silent next."""
-        next_silence = float("inf")
-        for g in self.gateways.values():
+        """Flap ends and silence verdicts of the gateways due; the earliest moment one may turn silent next."""
+        due: dict[tuple[str, str], _Gateway] = {}
+        heap = self._gateways_due
+        while heap and heap[0][0] <= now:
+            at, _, key = heapq.heappop(heap)
+            g = self._pairs[key]
+            if g.due == at:
+                g.due = None
+                due[key] = g
+        for key in self._flapping_gateways:
+            due[key] = self._pairs[key]
+        for g in sorted(due.values(), key=_order):
             change = g.machine.tick(now)
             if change is not None:
                 self._emit_gateway(g, change.old, change.new, change.reason)
+            if not g.machine.flapping:
+                self._flapping_gateways.discard((g.site, g.gateway))
             promised = g.keepalive_s
             if promised is None or g.machine.raw is not _ONLINE:
-                continue
+                continue  # looked at again when it is online (a birth, or heard again)
             silent_at = max(g.heard, self._blind_at) + SILENCE_FACTOR * promised
             if now < silent_at:
-                next_silence = min(next_silence, silent_at)
+                self._schedule_gateway(g, silent_at)
             else:
                 g.silent = True
                 self._propose_gateway(
@@ -423,13 +499,12 @@ class HealthMonitor:
                     f"{promised:g} s its birth promised (session {g.session})",
                     now,
                 )
-        return next_silence
+        return heap[0][0] if heap else float("inf")
 
     def _clear_problems(self, now: float) -> None:
         quiet = self.policy.problem_quiet_s
-        for g in self.gateways.values():
-            if not g.problems:
-                continue
+        for key in list(self._with_problems):
+            g = self._pairs[key]
             for name, problem in list(g.problems.items()):
                 if now - problem.last >= quiet:
                     del g.problems[name]
@@ -441,6 +516,8 @@ class HealthMonitor:
                         problem.count,
                         quiet,
                     )
+            if not g.problems:
+                self._with_problems.discard(key)
 
     async def run(self) -> None:
         """The clock, until cancelled: every ``tick_s``, and at the earliest moment a gateway may turn silent."""
@@ -456,6 +533,10 @@ class HealthMonitor:
 
     def _propose_gateway(self, g: _Gateway, raw: Health, reason: str, now: float) -> None:
         change = g.machine.propose(raw, reason, now)
+        if g.machine.flapping:
+            self._flapping_gateways.add((g.site, g.gateway))
+        if raw is _ONLINE and g.keepalive_s is not None:
+            self._schedule_gateway(g, max(g.heard, self._blind_at) + SILENCE_FACTOR * g.keepalive_s)
         if change is not None:
             self._emit_gateway(g, change.old, change.new, change.reason)
         if raw is Health.OFFLINE and change is not None and change.new is Health.OFFLINE:
@@ -465,6 +546,8 @@ class HealthMonitor:
 
     def _propose_device(self, d: _Device, raw: Health, reason: str, now: float) -> None:
         change = d.machine.propose(raw, reason, now)
+        if d.machine.flapping:
+            self._flapping_devices.add(d.id)
         if change is not None:
             self._emit_device(d, change.old, change.new, change.reason)
 
@@ -494,6 +577,10 @@ class HealthMonitor:
                 listener(stamped)
             except Exception:
                 log.exception("health: a transition listener failed")
+
+
+def _order(entity: _Device | _Gateway) -> int:
+    return entity.order
 
 
 def _problems(g: _Gateway) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ def connect(broker: ChildProcess, port: int) -> socket.socket:
         try:
             return socket.create_connection(("127.0.0.1", port), timeout=10)
         except ConnectionRefusedError:
-            if not broker.running or time.monotonic() > deadline:
+            if not broker.running() or time.monotonic() > deadline:
                 raise AssertionError(f"the broker does not listen: {broker.log_tail()}") from None
             time.sleep(0.1)
 
