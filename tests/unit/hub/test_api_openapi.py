@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from hub.config import HttpSettings, HubSettings, InfluxSettings, MqttSettings
+from hub.deadletter import DeadLetterKind
 from hub.service import Hub, run_hub
 
 #: The 2xx answers without a schema yet, as :func:`untyped_answers` names them; remove each entry once its route
@@ -179,3 +180,24 @@ async def test_ingest_stats_keep_their_json_shape_and_agree_with_metrics(hub: Hu
     assert metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert "ioc_hub_mqtt_connected 0\n" in metrics.text
     assert "ioc_hub_gateways_online 0\n" in metrics.text
+
+
+async def test_dead_letters_keep_their_json_shape(hub: Hub) -> None:
+    hub.pipeline.dead_letters.add("ioc/v1/site-a/gw-1/data", b"{not json", DeadLetterKind.MALFORMED, "not JSON", 17)
+    token, _ = await hub.operations.tokens.create("technician", wards=None, name="test", created_by="test")
+    async with httpx.AsyncClient(base_url=hub.api_url, timeout=5) as api:
+        letters = await api.get("/api/v1/dead-letters", headers={"Authorization": f"Bearer {token}"})
+    assert letters.status_code == 200, letters.text
+    assert letters.json() == {
+        "total": 1,
+        "items": [
+            {
+                "topic": "ioc/v1/site-a/gw-1/data",
+                "received_ms": 17,
+                "kind": "malformed",
+                "error": "not JSON",
+                "payload": "{not json",
+                "payload_size": 9,
+            }
+        ],
+    }
