@@ -1,7 +1,9 @@
 """``scale``: a city of many gateways on one box: one Mosquitto, one hub, ``gateways`` x ``devices`` devices.
 
 ``python -m benchmarks.scale [--gateways 5000] [--devices 4] [--period 10] ...``. Set-up: the open-files limit
-raised to what the connections need (the broker and the generator, both children of this process, inherit it);
+raised to what the connections need (the generator, a child of this process, inherits it; the stack raises its
+broker's soft limit to the hard one itself, ``ioc.stack.mosquitto.start``, so the hard one raised here as root
+counts for it too);
 one :class:`~ioc.stack.LocalStack` with a broker account per gateway (``site-NNNN/gw-NNNN``: one gateway a site,
 as a city's cabinets); the real hub (:class:`benchmarks.hubproc.HubProcess`) with an SQLite registry, the
 example alert rules (``hub/alerts/example-rules.yaml``, without webhooks) and an admin token; the load generator
@@ -109,8 +111,9 @@ def gateway_names(count: int) -> list[tuple[str, str]]:
 
 def raise_open_files(needed: int) -> tuple[int, int]:
     """Raise this process's ``RLIMIT_NOFILE`` soft limit (and, as root, the hard one) to at least ``needed``, for
-    the children started after it (the broker holds a descriptor per connection, the generator too); the limits
-    before. :class:`BenchmarkError` when the hard limit is lower and cannot be raised."""
+    the children started after it (the generator holds a descriptor per connection; the broker too, whose soft
+    limit the stack raises to this hard one); the limits before. :class:`BenchmarkError` when the hard limit is
+    lower and cannot be raised."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needed:
         return soft, hard
