@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from common.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 _NAME: Final = re.compile(r"(\d{13})-(periodic|problem|cleared)-(\d{1,5})x(\d{1,5})(?:-(~|[a-z][a-z0-9_+]*))?\.jpg")
@@ -146,9 +148,7 @@ class SnapshotStore:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
                 await self._queue.join()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await cancel_and_wait([writer])
 
     def subscribe(self, observer: StoredObserver) -> None:
         self._observers = (*self._observers, observer)
