@@ -92,10 +92,14 @@ class AvailabilitySeriesJob:
         self.runs = 0
 
     async def run_once(self, now: datetime | None = None) -> int:
-        """One run; the number of points written. Raises :class:`StorageError` or SQLAlchemyError."""
+        """One run; the number of points written (none while the registry knows no camera: a city without
+        cameras has no availability to show). Raises :class:`StorageError` or SQLAlchemyError."""
         now = now or datetime.now(UTC)
         local = now.astimezone(self._tz)
         cameras = cameras_of(self._registry, lambda _ward: True)
+        if not cameras:
+            self.runs += 1
+            return 0
         report = await self._db.read(
             lambda s: build_report(s, cameras=cameras, year=local.year, month=local.month, tz=self._tz, now=now)
         )

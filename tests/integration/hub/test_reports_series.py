@@ -111,6 +111,17 @@ async def test_month_so_far_per_ward_and_city_read_with_the_board_s_query(
     assert by_scope["ward", None]["availability"] == 1.0  # site-c's camera: no ward tag, not on the board
 
 
+async def test_a_city_without_cameras_gets_no_points(stack: StackEndpoints, influx_db: str, db: Database) -> None:
+    registry = Registry(db)
+    registry.apply_inventory(parse_mapping({**INVENTORY, "devices": INVENTORY["devices"][-1:]}, "test"))
+    await registry.flush()
+    async with InfluxWriter(InfluxSettings(url=stack.influx_url, database=influx_db)) as writer:
+        job = AvailabilitySeriesJob(db, writer.write, registry, tz=TZ)
+        assert await job.run_once() == 0
+    assert job.runs == 1
+    assert influx_query(stack.influx_url, influx_db, 'SELECT * FROM "camera_availability"') == []
+
+
 @pytest.mark.timeout(60)
 async def test_a_running_hub_writes_them_from_its_start(stack: StackEndpoints, influx_db: str, tmp_path: Path) -> None:
     settings = ops_settings(stack, influx_db, tmp_path, inventory=INVENTORY)
