@@ -290,9 +290,24 @@ function cameraTile(c) {
         text: snap ? `${t("snapshot_at")}: ${localTime(snap.ts_ms)} · ${t(`trigger_${snap.trigger}`)}` : "" }),
     ),
   );
-  if (snap) drawSnapshot(c.id, snap, canvas);
+  if (snap) {
+    const cached = state.images.get(c.id);
+    if (cached && cached.ts === snap.ts_ms) drawSnapshot(c.id, snap, canvas);
+    else onScreen.observe(canvas); // fetched once the tile is on screen: a wall may list thousands of cameras
+  }
   return tile;
 }
+
+// Each tile's canvas waits here until it scrolls into view (or is in view when drawn).
+const onScreen = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    onScreen.unobserve(entry.target);
+    const tile = entry.target.closest("figure.camera");
+    const c = tile && state.cameras.get(tile.dataset.camera);
+    if (c && c.snapshot) drawSnapshot(c.id, c.snapshot, entry.target);
+  }
+}, { rootMargin: "200px" });
 
 // Fetched with the token (an <img> cannot send it), drawn on the tile's canvas; the newest request wins.
 async function drawSnapshot(id, snap, canvas) {
@@ -318,6 +333,7 @@ async function drawSnapshot(id, snap, canvas) {
 }
 
 function renderCameras() {
+  onScreen.disconnect(); // every tile is made again
   const cameras = [...state.cameras.values()].sort(
     (a, b) => (STATE_ORDER[a.state] ?? 2) - (STATE_ORDER[b.state] ?? 2) || a.id.localeCompare(b.id));
   $("#cameras-panel").hidden = cameras.length === 0;
@@ -330,6 +346,8 @@ function updateCamera(id) {
   const c = state.cameras.get(id);
   const tile = document.querySelector(`figure.camera[data-camera="${CSS.escape(id)}"]`);
   if (!c || !tile || tile.dataset.state !== c.state) return renderCameras(); // its place on the wall changes
+  const canvas = tile.querySelector("canvas");
+  if (canvas) onScreen.unobserve(canvas);
   tile.replaceWith(cameraTile(c));
 }
 

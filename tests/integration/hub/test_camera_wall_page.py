@@ -164,6 +164,31 @@ async def test_the_camera_wall_shows_the_wards_cameras_live(
             await expect(ward_tiles).to_have_attribute("data-camera", "cam-09")
             await expect(ward_tiles.locator("canvas")).to_have_attribute("data-ts", str(taken), timeout=UI_TIMEOUT_MS)
 
+            # A small screen fetches the pictures of the tiles it shows only, the others once scrolled to.
+            small = await browser.new_page(viewport={"width": 800, "height": 400})
+            fetched: list[str] = []
+
+            def on_small_response(response: Response) -> None:
+                if "/snapshots/" in response.url:
+                    fetched.append(response.url.split("/devices/")[1].split("/")[0])
+
+            small.on("response", on_small_response)
+            await small.add_init_script(f"localStorage.setItem('ioc.token', {tok['operator']!r})")
+            await small.goto(hub.api_url + "/")
+            small_tiles = small.locator("#cameras figure.camera")
+            await expect(small_tiles).to_have_count(5, timeout=UI_TIMEOUT_MS)
+            await expect(small.locator("#live")).to_have_class("live on", timeout=UI_TIMEOUT_MS)
+            await small.wait_for_timeout(1000)
+            # The wall is below the alerts and the sites: at most its first row is near the screen.
+            assert "cam-09" not in fetched, fetched
+            assert len(fetched) < len(pictures), fetched
+            last = small.locator('#cameras figure[data-camera="cam-09"]')
+            await last.scroll_into_view_if_needed()
+            await expect(last.locator("canvas")).to_have_attribute("data-ts", str(taken), timeout=UI_TIMEOUT_MS)
+            assert "cam-09" in fetched
+            assert len(fetched) == len(set(fetched)), fetched  # each picture fetched once
+            await small.close()
+
             # Vietnamese by default; all of it under the hub's Content-Security-Policy.
             await expect(ward_page.locator("#cameras-title")).to_contain_text("Tường camera")
             assert await page.evaluate("window.__violations") == []
