@@ -1,4 +1,4 @@
-"""``api_list``: latency of the operations API's list calls with 5,000 devices registered (issue 6: p99 < 200 ms).
+"""``api_list``: latency of the operations API's list calls with 5,000 devices registered (target: p99 < 200 ms).
 
 Set-up, shared by the runs (not timed): a :class:`~ioc.stack.LocalStack` with ten gateway accounts, the real hub
 as a child process (:class:`benchmarks.hubproc.HubProcess`) with an SQLite registry, an admin token and a token

@@ -23,7 +23,7 @@ from benchmarks.results import BenchmarkResult, format_table, machine, write_rep
 ROOT: Final = Path(__file__).resolve().parents[1]
 OUT_DIR: Final = ROOT / ".ioc" / "bench"
 #: The standard scenarios of ``make bench`` (rate in messages/s, readings per message). Each offers 5 % more than
-#: its target (issue 5: >= 100,000 readings/s in 10-reading messages; >= 15,000 single-reading messages/s): the
+#: its target (>= 100,000 readings/s in 10-reading messages; >= 15,000 single-reading messages/s): the
 #: figure is what was stored over the time until the last reading was stored, drain included, so a generator
 #: offering exactly the target could only ever show a little less than it. Zero loss is required of every run.
 SCENARIOS: Final = {

@@ -1,6 +1,6 @@
 """``edge_footprint``: the edge agent's resident memory and CPU with 50 devices polled once a second.
 
-Issue 3's targets: resident memory <= 45 MB and <= 5 % of one core. Memory is reported in MiB (as ``ps`` and
+The agent's targets: resident memory <= 45 MB and <= 5 % of one core. Memory is reported in MiB (as ``ps`` and
 ``top`` count, and as the target is read here, ``RSS_TARGET_MIB``) and, as ``agent_rss_mb``, in decimal MB
 (10^6 bytes), so either reading of "45 MB" can be checked. Set-up, shared by the runs:
 
@@ -58,7 +58,7 @@ DEFAULT_WINDOW_S: Final = 60.0
 QUICK_WINDOW_S: Final = 10.0
 DEFAULT_SETTLE_S: Final = 10.0
 QUICK_SETTLE_S: Final = 3.0
-#: The targets of issue 3 (reported beside the figures, not enforced: a benchmark measures).
+#: The agent's targets (reported beside the figures, not enforced: a benchmark measures).
 RSS_TARGET_MIB: Final = 45.0
 CPU_TARGET_PCT: Final = 5.0
 #: Share of the scheduled readings that must arrive in the window for the run to count.

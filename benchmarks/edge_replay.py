@@ -1,6 +1,6 @@
 """``edge_replay``: how fast the edge agent replays a backlog from its disk outbox with the rate limit lifted.
 
-Issue 3's target: a 10-minute backlog at 1,000 readings/s (600,000 readings) replayed at >= 20,000 readings/s.
+The target: a 10-minute backlog at 1,000 readings/s (600,000 readings) replayed at >= 20,000 readings/s.
 Set-up, shared by the runs: one :class:`~ioc.stack.LocalStack` (its Mosquitto; InfluxDB idles) with the
 gateway account ``site-a.gw-1``, and a subscriber (admin account, paho in a thread) counting every reading the
 broker delivers on the gateway's data topic.

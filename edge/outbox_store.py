@@ -22,7 +22,7 @@ publisher sends live readings first and the backlog under a rate limit (:mod:`ed
 
 Bounds: the stored bytes (``len(json) + ROW_OVERHEAD`` per reading, not the file size: SQLite adds page slack,
 keeps the pages a drained backlog freed for reuse rather than shrinking the file, and has a WAL of at most
-``JOURNAL_SIZE_LIMIT`` after a checkpoint), and, only if one is given, the number of readings (issue 3: "the
+``JOURNAL_SIZE_LIMIT`` after a checkpoint), and, only if one is given, the number of readings (the requirement: "the
 outbox is bounded in bytes"; a count says little about disk use, readings differ in size ten-fold between a
 two-metric sensor and a power meter). The count of readings held is always exact. A put that goes past a bound
 drops the

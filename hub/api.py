@@ -51,7 +51,7 @@ from hub.stats import HubStats
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-#: The operations routers (issue 6), one module per resource.
+#: The operations routers, one module per resource.
 OPERATIONS_ROUTERS = (
     sites.router,
     devices.router,
@@ -187,7 +187,7 @@ def create_app(hub: HubStatus, operations: Operations | None = None) -> FastAPI:
         """The hub's own health in the Prometheus text format (hub/metrics.py)."""
         return PrometheusText(render_prometheus(hub.ingest_stats()))
 
-    # Operations (issue 6): registry, health, alerts, commands, tokens, live events, the operator page at /.
+    # Operations: registry, health, alerts, commands, tokens, live events, the operator page at /.
     app.state.operations = operations
     for router in OPERATIONS_ROUTERS:
         app.include_router(router)

@@ -168,7 +168,7 @@ def demo_city(
         restarts = DemoRestarts(state_dir, stack, ep, children, say)
         try:
             hub_port = free_port()
-            # Issue 6: the hub's database (registry, health, alerts, API tokens) in the state dir, and an admin
+            # The hub's database (registry, health, alerts, API tokens) in the state dir, and an admin
             # API token created in it for demo.json ("hub_token"; send it as "Authorization: Bearer <token>").
             hub_db = f"sqlite:///{state_dir / 'hub.db'}"
             hub_token = create_token(hub_db, "admin", name="demo")

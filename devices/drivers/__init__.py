@@ -2,7 +2,7 @@
 
 ``import devices.drivers`` makes all drivers known by name without importing them (:data:`DRIVER_MODULES`): a
 driver's module, and the libraries it needs (pymodbus, pysnmp, httpx, psutil), are imported only when a
-device uses it, so an agent serving only Modbus sensors never loads SNMP or HTTP code (issue 3's footprint).
+device uses it, so an agent serving only Modbus sensors never loads SNMP or HTTP code (the agent's memory footprint).
 :func:`build_driver` is how a caller (the edge agent, ``ioc edge check``) turns a device entry into a driver,
 with its options checked once.
 """

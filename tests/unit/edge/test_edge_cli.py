@@ -61,7 +61,7 @@ def test_check_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "gateway site-a/gw-1: broker 127.0.0.1:1883" in lines[1]
     assert lines[1].endswith("keepalive 30 s (data at least that often)")
     assert "2 devices:" in lines
-    # The outbox's bound is its bytes (issue 3); no count cap unless the config sets one.
+    # The outbox's bound is its bytes (the outbox is bounded in bytes); no count cap unless the config sets one.
     assert "outbox at most 256 MiB of readings (oldest dropped beyond)" in lines[2]
     assert "  weather-1: driver modbus_tcp, profile xy-md02, kind weather, every 10 s, timeout 10 s" in lines
     assert "  aq-1: driver modbus_tcp, profile pm-sensor-rs485, kind air_quality, every 5 s, timeout 2 s" in lines

@@ -235,7 +235,7 @@ def test_defaults_and_plan(tmp_path: Path) -> None:
     assert config.broker.connect_timeout_s == 10
     assert config.broker.tls is False
     assert (config.publish.max_batch, config.publish.max_delay_ms) == (500, 1000)
-    # The outbox is bounded in bytes (issue 3); a cap on the count of readings is only there if asked for.
+    # The outbox is bounded in bytes; a cap on the count of readings is only there if asked for.
     assert (config.publish.outbox_max_bytes, config.publish.outbox_max) == (256 * 1024 * 1024, None)
     plans = config.device_plans()
     assert [(p.id, p.kind, p.interval_s, p.timeout_s) for p in plans] == [
