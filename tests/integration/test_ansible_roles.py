@@ -578,6 +578,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory, broker: Broker, wheelhous
             "edge_agent_gateway": GATEWAY_A[1],
             "edge_agent_broker_password": PASSWORDS["site-a.gw-1"],
             "edge_agent_publish": {"max_delay_ms": 200},
+            "edge_agent_snapshots": {"interval_s": 600},
             "edge_agent_devices": [
                 {
                     "id": "weather-01",
@@ -652,6 +653,8 @@ def test_rendered_config_passes_ioc_edge_check(gateways: Gateways, host: str) ->
     # The outbox is in the state directory: the unit makes everything else read-only.
     assert data["publish"]["outbox_path"] == str(root / "var/lib/ioc-edge/outbox.sqlite")
     assert "password" not in data["broker"]
+    # The cameras' snapshot settings are written only when given.
+    assert data.get("snapshots") == ({"interval_s": 600} if host == "gw-tcp" else None)
 
 
 def test_secrets_are_root_only_and_config_is_group_readable(gateways: Gateways) -> None:
