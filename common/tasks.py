@@ -13,8 +13,9 @@ caller waits with :func:`asyncio.wait`, which raises the caller's ``CancelledErr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any, Final
 
 log = logging.getLogger(__name__)
@@ -52,3 +53,16 @@ async def cancel_and_wait(
     if pending:
         log.warning("%d tasks did not stop within %.1f s: %s", len(pending), timeout_s, [t.get_name() for t in pending])
     return pending
+
+
+@contextlib.asynccontextmanager
+async def running(coro: Coroutine[Any, Any, Any], name: str) -> AsyncIterator[asyncio.Task[Any]]:
+    """Run ``coro`` as a task named ``name`` for the duration of the block; on exit, :func:`cancel_and_wait` it.
+
+    For the background jobs a service runs beside its main work (``stack.enter_async_context(running(...))``).
+    """
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield task
+    finally:
+        await cancel_and_wait([task])

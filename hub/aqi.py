@@ -47,11 +47,10 @@ Inputs: the fields ``pm25``, ``pm10``, ``o3``, ``no2``, ``so2``, ``co`` (µg/m³
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -61,7 +60,6 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from common.tasks import cancel_and_wait
 from hub.config import AqiSettings, InfluxSettings
 from hub.errors import StorageError, StorageUnavailable
 from hub.lineproto import FieldValue, line
@@ -454,14 +452,3 @@ class AqiJob:
                     log.info("VN_AQI computation works again (%d points written)", written)
                 self._failing = False
             await asyncio.sleep(self.settings.interval_s)
-
-
-@contextlib.asynccontextmanager
-async def running_aqi_job(job: AqiJob) -> AsyncIterator[AqiJob]:
-    """Run ``job`` as a task for the duration of the block; cancel it and close its client on exit."""
-    task = asyncio.create_task(job.run(), name="hub-vn-aqi")
-    try:
-        yield job
-    finally:
-        await cancel_and_wait([task])
-        await job.aclose()

@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import Self
 from zoneinfo import ZoneInfo
 
-from common.tasks import cancel_and_wait
-from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob, running_alert_series_job
+from common.tasks import cancel_and_wait, running
+from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob
 from hub.api import ApiServer, create_app
-from hub.aqi import AqiJob, running_aqi_job
+from hub.aqi import AqiJob
 from hub.config import HubSettings
 from hub.deadletter import DeadLetter, Quarantine
 from hub.errors import HubError
@@ -41,7 +41,7 @@ from hub.ingest.lanes import FairQueue
 from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt import IntakeQueue, MqttIntake
-from hub.reports.series import AvailabilitySeriesJob, running_availability_series
+from hub.reports.series import AvailabilitySeriesJob
 from hub.routes.cameras import snapshot_events
 from hub.routes.services import Operations
 from hub.snapshots.intake import SnapshotIntake
@@ -137,8 +137,7 @@ class Hub:
                 self._observer_feed = ObserverFeed(observer_queue, [self._operations.observe], feed_admission)
                 self._observer_feed.add_refusal_observer(self._operations.on_refusal)
                 self._operations.on_owners(feed_admission.set_owners, feed_admission.update_owners)
-                feed_task = asyncio.create_task(self._observer_feed.run(), name="hub-observer-feed")
-                stack.push_async_callback(cancel_and_wait, [feed_task])
+                await stack.enter_async_context(running(self._observer_feed.run(), "hub-observer-feed"))
                 self._observer_intake = await stack.enter_async_context(
                     MqttIntake(s.mqtt, observer_queue, observer=True)
                 )
@@ -153,10 +152,11 @@ class Hub:
                     instance=s.metrics.instance or s.mqtt.client_id,
                     interval_s=s.metrics.interval_s,
                 )
-                reporter_task = asyncio.create_task(reporter.run(), name="hub-health-report")
-                stack.push_async_callback(cancel_and_wait, [reporter_task])
+                await stack.enter_async_context(running(reporter.run(), "hub-health-report"))
             if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
-                await stack.enter_async_context(running_aqi_job(AqiJob(s.aqi, s.influx, self._writer.write)))
+                aqi = AqiJob(s.aqi, s.influx, self._writer.write)
+                stack.push_async_callback(aqi.aclose)  # its InfluxDB query client, closed after the task
+                await stack.enter_async_context(running(aqi.run(), "hub-vn-aqi"))
             if s.alerts.series_interval_s > 0:  # alert figures for the boards (hub/alerts/series.py), same lifetime
                 series = AlertSeriesJob(
                     self._operations.db,
@@ -165,7 +165,7 @@ class Hub:
                     interval_s=s.alerts.series_interval_s,
                     targets=dict(RESOLVE_TARGETS_S) | {str(k): v for k, v in s.alerts.resolve_targets_s.items()},
                 )
-                await stack.enter_async_context(running_alert_series_job(series))
+                await stack.enter_async_context(running(series.run(), "hub-alert-series"))
             if s.reports.series_interval_s > 0:  # this month's camera availability (hub/reports/series.py)
                 availability = AvailabilitySeriesJob(
                     self._operations.db,
@@ -174,7 +174,7 @@ class Hub:
                     tz=ZoneInfo(s.reports.timezone),
                     interval_s=s.reports.series_interval_s,
                 )
-                await stack.enter_async_context(running_availability_series(availability))
+                await stack.enter_async_context(running(availability.run(), "hub-camera-availability"))
             app = create_app(self, self._operations)
             app.state.kpi_sink = self._writer  # POST /api/v1/kpis stores through the hub's writer (hub/kpis.py)
             app.state.snapshots = snapshots.store  # the cameras' routes read it (hub/routes/cameras.py)

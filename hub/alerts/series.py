@@ -33,9 +33,8 @@ city's own service levels (``targets=``; proposed hub setting ``alerts.resolve_t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, get_args
@@ -44,7 +43,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from common.tasks import cancel_and_wait
 from hub.alerts.rules import Severity
 from hub.alerts.store import ACKNOWLEDGED, FIRING, AlertRow
 from hub.errors import StorageError
@@ -318,13 +316,3 @@ class AlertSeriesJob:
                     )
                 self._failing = False
             await asyncio.sleep(self.interval_s)
-
-
-@contextlib.asynccontextmanager
-async def running_alert_series_job(job: AlertSeriesJob) -> AsyncIterator[AlertSeriesJob]:
-    """Run ``job`` as a task for the duration of the block; cancel it on exit."""
-    task = asyncio.create_task(job.run(), name="hub-alert-series")
-    try:
-        yield job
-    finally:
-        await cancel_and_wait([task])

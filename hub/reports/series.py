@@ -19,16 +19,14 @@ writes them, every ``reports.series_interval_s`` (default 300 s):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.tasks import cancel_and_wait
 from hub.errors import StorageError
 from hub.lineproto import FieldValue, line
 from hub.registry.db import Database
@@ -128,13 +126,3 @@ class AvailabilitySeriesJob:
                     log.info("camera availability for InfluxDB works again")
                 self._failing = False
             await asyncio.sleep(self.interval_s)
-
-
-@contextlib.asynccontextmanager
-async def running_availability_series(job: AvailabilitySeriesJob) -> AsyncIterator[AvailabilitySeriesJob]:
-    """Run ``job`` as a task for the duration of the block; cancel it on exit."""
-    task = asyncio.create_task(job.run(), name="hub-camera-availability")
-    try:
-        yield job
-    finally:
-        await cancel_and_wait([task])

@@ -1,5 +1,6 @@
 """common.tasks.cancel_and_wait: tasks that swallow a cancellation (as Python 3.11's wait_for can, gh-86296) are
-cancelled again, tasks that never stop are given up at the deadline, and the caller's own cancellation is raised."""
+cancelled again, tasks that never stop are given up at the deadline, and the caller's own cancellation is raised;
+common.tasks.running runs a job for the duration of a block."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from common.tasks import cancel_and_wait
+from common.tasks import cancel_and_wait, running
 
 
 async def swallows_first_cancel() -> None:
@@ -135,3 +136,45 @@ async def test_no_tasks_and_done_tasks_return_at_once() -> None:
     assert await cancel_and_wait([task]) == set()
     assert time.monotonic() - started < 0.1
     assert task.result() == 1
+
+
+async def test_running_runs_the_job_for_the_block_and_stops_it_at_its_end() -> None:
+    ticks: list[int] = []
+    stopped = asyncio.Event()
+
+    async def job() -> None:
+        try:
+            while True:
+                ticks.append(len(ticks))
+                await asyncio.sleep(0)
+        finally:
+            stopped.set()
+
+    async with running(job(), "ticker") as task:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert task.get_name() == "ticker"
+        assert not task.done()
+        assert ticks
+    assert task.cancelled()
+    assert stopped.is_set()
+    seen = len(ticks)
+    await asyncio.sleep(0)
+    assert len(ticks) == seen
+
+
+async def test_running_stops_the_job_when_the_block_raises() -> None:
+    async def job() -> None:
+        await asyncio.sleep(60)
+
+    started: list[asyncio.Task[None]] = []
+
+    async def block() -> None:
+        async with running(job(), "sleeper") as task:
+            started.append(task)
+            await asyncio.sleep(0)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await block()
+    assert started[0].cancelled()
