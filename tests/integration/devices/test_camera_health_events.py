@@ -5,7 +5,7 @@ health follows the events.
 
 The snapshots arrive on ``ioc/v1/<site>/<gateway>/snapshot`` as the contract's ``Snapshot``, each a whole JPEG of
 the camera's picture: the first check's (``periodic``), one when the black picture raises ``image_black``
-(``problem``) and one when it clears (``cleared``).
+(``problem``) and one when it clears (``cleared``); the hub keeps them and serves them by its API.
 
 Short image-check intervals (a check every 10 s, 2 s of frames, a confirming check 2 s after a suspicious one)
 stand in for a site's 5 minutes: a problem is raised after two bad checks and cleared after two good ones.
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 import pytest
 
 from devices.drivers.camera.image_filters import jpeg_size
@@ -31,6 +32,7 @@ from devices.sim.onvif import OnvifSimulator
 from devices.sim.rtsp import RtspSimulator
 from edge.agent import run_agent
 from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
+from hub.auth import create_token_in
 from hub.config import (
     AqiSettings,
     BatchSettings,
@@ -208,7 +210,7 @@ async def test_a_black_picture_is_a_degraded_camera_on_the_broker_and_the_hub(
     async with (
         RtspSimulator(["cam-1"]) as sim,
         OnvifSimulator(password="pw") as onvif,
-        recording(stack, ("event",)) as recorder,
+        recording(stack, ("event", "snapshot")) as recorder,
         Hub(hub_settings(stack, influx_db, tmp_path)) as hub,
     ):
         assert await hub.intake.wait_subscribed(10), "the hub did not subscribe within 10 s"
@@ -233,8 +235,30 @@ async def test_a_black_picture_is_a_degraded_camera_on_the_broker_and_the_hub(
             await sim.set_picture("cam-1", Picture.GOOD)
             await recorder.until(lambda: recorder.events()[2:], WITHIN_S)
             await until(lambda: health.device_state("cam-1").value == "online", 15)
+            sent = await recorder.until(lambda: with_trigger(SnapshotTrigger.CLEARED, recorder.snapshots()), 30)
+        # The snapshots the agent sent are on the hub, served by its API to a viewer.
+        token, _ = await hub.operations.db.write(lambda s: create_token_in(s, "viewer", name="test-cameras"))
+        async with httpx.AsyncClient(base_url=hub.api_url, headers={"Authorization": f"Bearer {token}"}) as http:
+
+            async def listed() -> list[dict[str, Any]]:
+                answer = await http.get("/api/v1/devices/cam-1/snapshots")
+                assert answer.status_code == 200, answer.text
+                items: list[dict[str, Any]] = answer.json()["items"]
+                return items if len(items) == len(recorder.snapshots()) else []
+
+            async with asyncio.timeout(15):
+                while not (items := await listed()):  # noqa: ASYNC110 - polling the API: no event to await
+                    await asyncio.sleep(0.2)
+            latest = await http.get("/api/v1/devices/cam-1/snapshots/latest")
     assert types_of(recorder.events()) == [EventType.DEVICE_UP, EventType.DEVICE_DEGRADED, EventType.DEVICE_UP]
     assert recorder.events()[2].reason == ""
+    assert [(i["ts_ms"], i["trigger"], i["problems"]) for i in items] == [
+        (s.ts, s.trigger.value, s.problems) for s in reversed(recorder.snapshots())
+    ]
+    assert [i["trigger"] for i in items][:2] == ["cleared", "problem"]
+    assert latest.status_code == 200
+    assert latest.headers["content-type"] == "image/jpeg"
+    assert latest.content == sent.jpeg
 
 
 def with_trigger(trigger: SnapshotTrigger, snapshots: list[Snapshot]) -> Snapshot | None:
