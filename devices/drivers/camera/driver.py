@@ -57,6 +57,9 @@ PROFILE_DRIVER: Final = "camera"
 CLOSE_TIMEOUT_S: Final = 2.0
 #: Image-check results kept for the next poll; past it the oldest go (a poll every interval_s hands them out).
 IMAGE_RESULTS_KEPT: Final = 16
+#: Snapshot JPEGs kept for :meth:`CameraDriver.frames`; past it the oldest go. Polls hand one out per check, and
+#: the edge takes them after each poll; a bound in bytes too (at most 4 x 96 KiB) when nothing takes them.
+FRAMES_KEPT: Final = 4
 #: The abilities, each offered when its check is on.
 RESTART: Final = "restart"
 ACCEPT_VIEW: Final = "accept_view"
@@ -88,8 +91,8 @@ class CameraDriver:
         self._image_loop: asyncio.Task[None] | None = None
         #: Checks ended and not yet handed out by a poll (bounded: polls normally come far more often).
         self._image_results: deque[ImageResult] = deque(maxlen=IMAGE_RESULTS_KEPT)
-        #: The judged checks' JPEGs handed out by polls and not yet taken by :meth:`frames` (bounded the same way).
-        self._frames: deque[Frame] = deque(maxlen=IMAGE_RESULTS_KEPT)
+        #: The judged checks' JPEGs handed out by polls and not yet taken by :meth:`frames`.
+        self._frames: deque[Frame] = deque(maxlen=FRAMES_KEPT)
         #: ``time.monotonic()`` from which the next image check may start; set to wake the loop early.
         self._image_due = 0.0
         self._image_wake = asyncio.Event()
