@@ -789,6 +789,7 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory, broker: Broker, wheelhous
         "hub_systemd": False,
         "hub_manage_user": False,
         "hub_install_venv_package": False,
+        "hub_install_chromium": False,
         "hub_user": "nobody",
         "hub_group": "nogroup",
         "hub_python": TARGET_PYTHON,
