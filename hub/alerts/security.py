@@ -2,8 +2,11 @@
 
 A site box can be captured; a gateway that writes about another gateway's devices (``foreign_device``), into a
 measurement the hub owns (``hub_owned_kind``), with kinds the hub does not know (``unknown_kind``), values of
-another type than a field holds (``field_type``) or new device ids faster than allowed (``device_rate``) is one
-to look at. :meth:`SecurityAlerts.observe` is a refusal observer (hub.ingest.admission):
+another type than a field holds (``field_type``), new device ids faster than allowed (``device_rate``) or under
+its own id (``reserved_id``) is one to look at. So is one whose camera snapshots (hub/snapshots/intake.py) come
+from a device it announced as no camera (``not_a_camera``), are not a sane JPEG (``bad_image``) or come faster
+than a camera's rate (``snapshot_rate``): garbage pictures or a flood of them. :meth:`SecurityAlerts.observe` is a
+refusal observer (hub.ingest.admission):
 
 - **one open alert per (gateway, reason)**: rule ``security-<reason>`` (``security-foreign-device``...), subject
   ``site/gateway``, opened at the first refusal; repeats are counted in memory and the alert's ``value`` and
@@ -35,6 +38,17 @@ log = logging.getLogger(__name__)
 
 #: The refusals that raise an alert, and its severity. (``unannounced_device`` asks for a rebirth and
 #: ``clock_skew`` is a health problem of the gateway: both happen to honest gateways too.)
+#:
+#: The snapshot refusals: our agent sends only the JPEGs ffmpeg wrote for a camera driver's image check, so
+#: ``bad_image`` (bytes that are no JPEG of a sane size: crafted bytes probing the picture readers behind the
+#: hub, or a broken agent) and ``not_a_camera`` (pictures credited to a device the gateway itself
+#: announced as something else; a city's camera kind missing from ``snapshots.kinds`` looks the same, as a kind
+#: missing from ``admission.kinds`` does for ``unknown_kind``) are ``major``, like the other refusals of what no
+#: honest agent writes. ``snapshot_rate`` is a ``warning``: the refusal itself bounds what a flood costs (nothing
+#: is written), and an honest agent trips it too when its snapshots and a camera's image checks are set closer
+#: than the hub's rate (the agent's ``snapshots.interval_s`` and ``image_check_interval_s`` under the 10 s of
+#: ``snapshots.max_per_minute`` 6) or a picture flaps between problem and cleared at every check; it is still
+#: raised, so a flood is seen.
 SEVERITIES: Final[dict[RefusalReason, str]] = {
     RefusalReason.FOREIGN_DEVICE: "critical",
     RefusalReason.HUB_OWNED_KIND: "critical",
@@ -42,6 +56,9 @@ SEVERITIES: Final[dict[RefusalReason, str]] = {
     RefusalReason.FIELD_TYPE: "major",
     RefusalReason.DEVICE_RATE: "major",
     RefusalReason.RESERVED_ID: "major",
+    RefusalReason.NOT_A_CAMERA: "major",
+    RefusalReason.BAD_IMAGE: "major",
+    RefusalReason.SNAPSHOT_RATE: "warning",
 }
 RULE_PREFIX: Final = "security-"
 #: How often the clock looks for quiet alerts and counts to refresh.
@@ -56,6 +73,9 @@ _WHAT: Final[dict[RefusalReason, str]] = {
     RefusalReason.FIELD_TYPE: "wrote values of another type than their fields hold",
     RefusalReason.DEVICE_RATE: "announced new device ids faster than allowed",
     RefusalReason.RESERVED_ID: "announced a device under the gateway's own id",
+    RefusalReason.NOT_A_CAMERA: "sent snapshots of a device it announced as no camera",
+    RefusalReason.BAD_IMAGE: "sent snapshots that are not a JPEG of a sane picture size",
+    RefusalReason.SNAPSHOT_RATE: "sent snapshots of a camera faster than allowed",
 }
 
 

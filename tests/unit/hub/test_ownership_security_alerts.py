@@ -144,3 +144,62 @@ async def test_open_security_alerts_of_a_previous_run_are_taken_over_and_resolve
     await engine2.drain()
     assert await open_alerts(store) == []
     assert events2 == [("resolved", "security-foreign-device", "s2/gw-9")]
+
+
+async def test_garbage_or_a_flood_of_snapshots_raises_a_security_alert_per_reason(db: Database) -> None:
+    security, engine, store, clock, events = make(db)
+    for _ in range(40):
+        security.observe(refusal(RefusalReason.SNAPSHOT_RATE, device="cam-01"))
+    security.observe(refusal(RefusalReason.BAD_IMAGE, device="cam-01"))
+    security.observe(refusal(RefusalReason.BAD_IMAGE, device="cam-02"))
+    security.observe(refusal(RefusalReason.NOT_A_CAMERA, device="aq-01"))
+    await engine.drain()
+
+    alerts = await open_alerts(store)
+    assert [(a["rule"], a["subject"], a["severity"], a["subject_type"], a["ward"], a["value"]) for a in alerts] == [
+        ("security-bad-image", "s2/gw-9", "major", "gateway", "quan-3", 1.0),
+        ("security-not-a-camera", "s2/gw-9", "major", "gateway", "quan-3", 1.0),
+        ("security-snapshot-rate", "s2/gw-9", "warning", "gateway", "quan-3", 1.0),
+    ]
+    assert [a["message"] for a in alerts] == [
+        (
+            "gateway s2/gw-9 sent snapshots that are not a JPEG of a sane picture size (bad_image, refused once); "
+            "last: bad_image about cam-01"
+        ),
+        (
+            "gateway s2/gw-9 sent snapshots of a device it announced as no camera (not_a_camera, refused once); "
+            "last: not_a_camera about aq-01"
+        ),
+        (
+            "gateway s2/gw-9 sent snapshots of a camera faster than allowed (snapshot_rate, refused once); "
+            "last: snapshot_rate about cam-01"
+        ),
+    ]
+    assert security.counts("s2", "gw-9") == {"snapshot_rate": 40, "bad_image": 2, "not_a_camera": 1}
+
+    # The flood's count reaches its alert at the next update; the alerts resolve when quiet, with their totals.
+    clock.now += 10
+    security.tick()
+    await engine.drain()
+    alerts = await open_alerts(store)
+    assert [(a["rule"], a["value"]) for a in alerts] == [
+        ("security-bad-image", 2.0),
+        ("security-not-a-camera", 1.0),
+        ("security-snapshot-rate", 40.0),
+    ]
+    assert "(snapshot_rate, refused 40 times); last: snapshot_rate about cam-01" in alerts[2]["message"]
+    clock.now += 300
+    security.tick()
+    await engine.drain()
+    assert await open_alerts(store) == []
+    _, resolved = await store.query(states=["resolved"])
+    assert sorted(a["resolution"] for a in resolved) == [
+        "condition cleared: no bad_image refusal for 300 s (2 in all)",
+        "condition cleared: no not_a_camera refusal for 300 s (1 in all)",
+        "condition cleared: no snapshot_rate refusal for 300 s (40 in all)",
+    ]
+    assert sorted(events) == sorted(
+        (event, rule, "s2/gw-9")
+        for event in ("fired", "resolved")
+        for rule in ("security-bad-image", "security-not-a-camera", "security-snapshot-rate")
+    )
