@@ -35,7 +35,11 @@ Format = Literal["json", "csv", "html", "pdf"]
 _OTHER_FORMATS: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The report: JSON (below), or CSV, HTML or PDF as `format` asks.",
-        "content": {"text/csv": {}, "text/html": {}, "application/pdf": {}},
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "text/html": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        },
     },
     422: {"description": "A bad month (not YYYY-MM, or not begun yet), an unknown ward, or a bad format or lang."},
     503: {"description": "PDF only: Chromium is not installed, or it failed."},
