@@ -1,7 +1,8 @@
 """The hub's own health: the Prometheus text at ``GET /metrics`` and the periodic ``hub_health`` points.
 
 Both are built from one snapshot (``Hub.ingest_stats()``: the pipeline's counters and gauges, the intake's
-counters), so they always agree. Prometheus text format 0.0.4:
+counters, the camera snapshot store's), so they always agree. The camera snapshot store's figures are in
+``/metrics`` only (``ioc_hub_snapshots_*``), not in ``hub_health``. Prometheus text format 0.0.4:
 https://prometheus.io/docs/instrumenting/exposition_formats/
 
 InfluxDB schema (docs/storage.md, "The hub's own measurements"), written every ``metrics.interval_s``:
@@ -31,7 +32,7 @@ from typing import Final
 from hub.errors import StorageError
 from hub.ingest import LineWriter
 from hub.lineproto import format_tags, line
-from hub.stats import HistogramSnapshot, HubStats
+from hub.stats import HistogramSnapshot, HubStats, SnapshotStats
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,35 @@ _GAUGES: Final[tuple[tuple[str, str, Sample], ...]] = (
         "Mean sample-to-stored latency of live data messages since start",
         lambda s: s.ingest_latency.avg_ms,
     ),
+)
+#: (metric name, help, value) of the camera snapshot store's counters and gauges (``HubStats.snapshots``; a hub
+#: without a snapshot store has none of these metrics).
+_SNAPSHOT_COUNTERS: Final[tuple[tuple[str, str, Callable[[SnapshotStats], int]], ...]] = (
+    ("snapshots_stored_total", "Camera snapshots written to disk", lambda s: s.stored),
+    ("snapshots_stored_bytes_total", "Bytes of the camera snapshots written to disk", lambda s: s.stored_bytes),
+    (
+        "snapshots_replaced_total",
+        "Camera snapshots written over a kept one of the same camera and time",
+        lambda s: s.replaced,
+    ),
+    (
+        "snapshots_dropped_total",
+        "Admitted camera snapshots dropped because the write queue was full",
+        lambda s: s.dropped_queue_full,
+    ),
+    ("snapshots_write_errors_total", "Camera snapshots the disk refused to take", lambda s: s.write_errors),
+)
+_SNAPSHOT_GAUGES: Final[tuple[tuple[str, str, Callable[[SnapshotStats], int]], ...]] = (
+    ("snapshots_files", "Camera snapshots kept on disk", lambda s: s.files),
+    ("snapshots_bytes", "Bytes of the camera snapshots kept on disk", lambda s: s.bytes),
+    ("snapshots_cameras", "Cameras with a snapshot kept", lambda s: s.cameras),
+    ("snapshots_queued", "Camera snapshots admitted and waiting to be written", lambda s: s.queued),
+)
+#: The ``reason`` label of ``snapshots_removed_total``: which bound of the retention removed them.
+_SNAPSHOT_REMOVALS: Final[tuple[tuple[str, Callable[[SnapshotStats], int]], ...]] = (
+    ("age", lambda s: s.removed_age),
+    ("total_bytes", lambda s: s.removed_total_bytes),
+    ("camera_bound", lambda s: s.removed_camera_bound),
 )
 #: The integer fields of ``hub_health`` copied from the snapshot as they are (totals and levels).
 _HEALTH_FIELDS: Final[tuple[tuple[str, Callable[[HubStats], int]], ...]] = (
@@ -175,6 +205,18 @@ def render_prometheus(stats: HubStats) -> str:
     )
     for name, help_text, value in _GAUGES:
         out.family(name, "gauge", help_text, [({}, value(stats))])
+    snapshots = stats.snapshots
+    if snapshots is not None:
+        for name, help_text, count in _SNAPSHOT_COUNTERS:
+            out.family(name, "counter", help_text, [({}, count(snapshots))])
+        out.family(
+            "snapshots_removed_total",
+            "counter",
+            "Camera snapshots removed, by the retention bound that removed them",
+            [({"reason": reason}, count(snapshots)) for reason, count in _SNAPSHOT_REMOVALS],
+        )
+        for name, help_text, count in _SNAPSHOT_GAUGES:
+            out.family(name, "gauge", help_text, [({}, count(snapshots))])
     out.histogram("write_seconds", "Duration of successful InfluxDB writes", stats.write_seconds)
     out.histogram("batch_size_lines", "Lines per batch (written or spilled)", stats.batch_size_lines)
     return "\n".join(out.lines) + "\n"

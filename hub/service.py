@@ -47,7 +47,7 @@ from hub.routes.services import Operations
 from hub.snapshots.intake import SnapshotIntake
 from hub.snapshots.running import running_snapshots
 from hub.spill import Spill
-from hub.stats import HubStats, InfluxStats, LaneStats, MqttStats, ObserverStats
+from hub.stats import HubStats, InfluxStats, LaneStats, MqttStats, ObserverStats, SnapshotStats
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +292,27 @@ class Hub:
         return self.pipeline.pending_messages
 
     def ingest_stats(self) -> HubStats:
-        lanes, observer = self._lanes, None
+        lanes, observer, snapshots = self._lanes, None, None
         if self._observer_feed is not None:
             connected = self._observer_intake is not None and self._observer_intake.connected
             observer = ObserverStats(connected=connected, **self._observer_feed.counters)
+        if self.pipeline.snapshots is not None:
+            store = self.pipeline.snapshots.store
+            done = store.counters
+            snapshots = SnapshotStats(
+                files=store.total_files,
+                bytes=store.total_bytes,
+                cameras=store.cameras,
+                queued=store.queued,
+                stored=done.stored,
+                stored_bytes=done.stored_bytes,
+                replaced=done.replaced,
+                dropped_queue_full=done.dropped_queue_full,
+                write_errors=done.write_errors,
+                removed_age=done.removed_age,
+                removed_total_bytes=done.removed_bytes,
+                removed_camera_bound=done.removed_device_bound,
+            )
         return HubStats(
             **dict(self.pipeline.snapshot()),
             mqtt=MqttStats(connected=self.mqtt_connected, **self.intake.counters),
@@ -303,6 +320,7 @@ class Hub:
             overflow_by_gateway=lanes.overflow_by_gateway() if lanes is not None else None,
             influx=InfluxStats(writes_failing=not self.pipeline.storage_ok),
             observer=observer,
+            snapshots=snapshots,
         )
 
     def metrics_text(self) -> str:

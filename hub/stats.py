@@ -3,8 +3,9 @@
 
 :class:`IngestStats` is the live, mutable set of counters (updated from the event loop, per message). A snapshot
 is an immutable pydantic model: :class:`IngestCounters` (the counters), :class:`PipelineStats` (with the
-pipeline's gauges) and :class:`HubStats` (with the intake, lanes, storage and observer connection), which is the
-body of ``GET /api/v1/ingest/stats`` and is documented by its schema in the OpenAPI.
+pipeline's gauges) and :class:`HubStats` (with the intake, lanes, storage, observer connection and the camera
+snapshots' store), which is the body of ``GET /api/v1/ingest/stats`` and is documented by its schema in the
+OpenAPI.
 """
 
 from __future__ import annotations
@@ -270,10 +271,42 @@ class ObserverStats(Snapshot):
     observer_errors: int
 
 
+class SnapshotStats(Snapshot):
+    """The camera snapshots kept on disk (hub/snapshots/store.py): what is kept now, and what the store did since
+    the hub started. Snapshots the intake refused are not here: they are refusals (``refusals_by_gateway``) and
+    dead letters."""
+
+    files: int
+    """Snapshots kept now."""
+    bytes: int
+    """Their bytes (the JPEGs' sizes)."""
+    cameras: int
+    """Cameras with a snapshot kept."""
+    queued: int
+    """Snapshots admitted and waiting to be written."""
+    stored: int
+    """Snapshots written."""
+    stored_bytes: int
+    """Bytes of the snapshots written."""
+    replaced: int
+    """Snapshots written over a kept one of the same camera and time."""
+    dropped_queue_full: int
+    """Admitted snapshots dropped, not written: the write queue was full (``snapshots.queue_size``)."""
+    write_errors: int
+    """Snapshots that could not be written (the disk refused them)."""
+    removed_age: int
+    """Snapshots removed by retention for their age (``snapshots.max_age_days``)."""
+    removed_total_bytes: int
+    """Snapshots removed by retention, the oldest of all cameras, while the kept bytes passed
+    ``snapshots.max_total_bytes``."""
+    removed_camera_bound: int
+    """Snapshots removed at a write, the camera's oldest, past ``snapshots.max_per_device``."""
+
+
 class HubStats(PipelineStats):
     """Everything ``GET /api/v1/ingest/stats`` answers; ``GET /metrics`` and ``hub_health`` are made from it.
     ``lanes`` and ``overflow_by_gateway`` are left out of the answer for a hub without lanes, ``observer`` for a
-    hub without an observer connection."""
+    hub without an observer connection, ``snapshots`` for a hub without a snapshot store."""
 
     mqtt: MqttStats
     lanes: LaneStats | None = None
@@ -281,3 +314,4 @@ class HubStats(PipelineStats):
     """``site/gateway`` -> bytes of its overflow file on disk: who sends more than its share."""
     influx: InfluxStats
     observer: ObserverStats | None = None
+    snapshots: SnapshotStats | None = None

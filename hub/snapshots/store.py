@@ -118,6 +118,8 @@ class SnapshotStore:
         self.policy = policy or RetentionPolicy()
         self.counters = StoreCounters()
         self._devices: dict[str, _Device] = {}
+        #: The snapshots the index holds now, and their bytes.
+        self.total_files = 0
         self.total_bytes = 0
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
@@ -149,6 +151,16 @@ class SnapshotStore:
             async with asyncio.timeout(10):
                 await self._queue.join()
         await cancel_and_wait([writer])
+
+    @property
+    def cameras(self) -> int:
+        """Cameras with a snapshot kept."""
+        return len(self._devices)
+
+    @property
+    def queued(self) -> int:
+        """Snapshots admitted and waiting for the writer."""
+        return self._queue.qsize()
 
     def subscribe(self, observer: StoredObserver) -> None:
         self._observers = (*self._observers, observer)
@@ -230,6 +242,7 @@ class SnapshotStore:
                 gone.append(old)
         else:
             items.insert(i, snap)
+            self.total_files += 1
         self.total_bytes += snap.size
         return gone
 
@@ -242,6 +255,7 @@ class SnapshotStore:
         if i >= len(items) or items[i] is not snap:
             return False
         del items[i]
+        self.total_files -= 1
         self.total_bytes -= snap.size
         if not items:
             del self._devices[snap.device]
@@ -302,6 +316,7 @@ class SnapshotStore:
             if n:
                 old = items[:n]
                 del items[:n]
+                self.total_files -= n
                 self.total_bytes -= sum(s.size for s in old)
                 if not items:
                     del self._devices[device_id]

@@ -32,11 +32,6 @@ NOT_YET_TYPED: Final = frozenset(
         "GET /api/v1/devices/{device_id}/commands (200 application/json)",
         "GET /api/v1/commands/{command_id} (200 application/json)",
         "POST /api/v1/inventory (200 application/json)",
-        # hub/routes/reports.py (its own change, new now): the JSON answer has its model; the other formats need
-        # {"schema": {"type": "string"}} (with "format": "binary" for the PDF) in its ``_OTHER_FORMATS``.
-        "GET /api/v1/reports/availability (200 application/pdf)",
-        "GET /api/v1/reports/availability (200 text/csv)",
-        "GET /api/v1/reports/availability (200 text/html)",
     }
 )
 METHODS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
@@ -102,6 +97,13 @@ async def test_every_answer_of_the_hub_has_a_schema(hub: Hub) -> None:
     assert metrics == {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}
     stats = openapi["paths"]["/api/v1/ingest/stats"]["get"]["responses"]["200"]["content"]["application/json"]
     assert stats["schema"] == {"$ref": "#/components/schemas/HubStats"}
+    report = openapi["paths"]["/api/v1/reports/availability"]["get"]["responses"]["200"]["content"]
+    assert report == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/AvailabilityReport"}},
+        "text/csv": {"schema": {"type": "string"}},
+        "text/html": {"schema": {"type": "string"}},
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+    }
 
 
 def test_the_check_names_a_free_form_answer_and_passes_a_model() -> None:
@@ -139,7 +141,7 @@ INGEST_STATS_KEYS: Final = frozenset(
         *("dead_letters_total", "seq_gaps_by_gateway", "pending_messages", "pending_bytes", "queued_messages"),
         *("batch_lines", "ready_lines", "writes_in_flight", "spill_batches", "spill_lines", "spill_bytes"),
         *("dead_letters_unsaved", "gateways", "refusals_by_gateway", "mqtt", "lanes", "overflow_by_gateway"),
-        "influx",
+        *("influx", "snapshots"),
     }
 )
 
@@ -175,11 +177,21 @@ async def test_ingest_stats_keep_their_json_shape_and_agree_with_metrics(hub: Hu
     assert stats["influx"] == {"writes_failing": False}
     assert stats["gateways"] == {"known": 0, "online": 0}
     assert stats["ingest_latency"] == {"count": 0, "last_ms": 0, "avg_ms": 0.0, "max_ms": 0}
+    # The camera snapshot store (a temporary folder here: snapshots.dir unset), empty.
+    assert stats["snapshots"] == dict.fromkeys(
+        (
+            *("files", "bytes", "cameras", "queued", "stored", "stored_bytes", "replaced", "dropped_queue_full"),
+            *("write_errors", "removed_age", "removed_total_bytes", "removed_camera_bound"),
+        ),
+        0,
+    )
     assert stats["write_seconds"]["buckets"]["+Inf"] == 0
     assert list(stats["write_seconds"]["buckets"])[:2] == ["0.005", "0.01"]
     assert metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert "ioc_hub_mqtt_connected 0\n" in metrics.text
     assert "ioc_hub_gateways_online 0\n" in metrics.text
+    assert "ioc_hub_snapshots_files 0\n" in metrics.text
+    assert 'ioc_hub_snapshots_removed_total{reason="age"} 0\n' in metrics.text
 
 
 async def test_dead_letters_keep_their_json_shape(hub: Hub) -> None:
