@@ -1,6 +1,7 @@
 """Camera snapshots through the real broker, hub and InfluxDB: a gateway's snapshot of its own camera is kept on
-disk and served; what it may not send is refused with its reason, dead-lettered and not kept; the API follows the
-token's wards like the device routes."""
+disk, served and counted in the hub's stats and metrics; what it may not send is refused with its reason,
+dead-lettered, not kept, and raises a security alert per reason; the API follows the token's wards like the device
+routes."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ INVENTORY: dict[str, Any] = {
         {"id": "site-b", "name": "Nhà Văn hóa Thanh niên", "ward": "quan-3"},
     ]
 }
+
+
+def store_figures(files: int, kept_bytes: int) -> dict[str, int]:
+    """``snapshots`` of ``GET /api/v1/ingest/stats`` for one camera whose every stored snapshot is kept (nothing
+    replaced, dropped or removed)."""
+    nothing = (
+        *("replaced", "dropped_queue_full", "write_errors"),
+        *("removed_age", "removed_total_bytes", "removed_camera_bound"),
+    )
+    kept = {"files": files, "bytes": kept_bytes, "cameras": 1, "queued": 0}
+    return {**kept, "stored": files, "stored_bytes": kept_bytes, **dict.fromkeys(nothing, 0)}
 
 
 def errors(hub: Hub) -> list[str]:
@@ -87,6 +99,13 @@ async def test_own_camera_snapshot_is_kept_and_served_and_the_rest_refused(
             assert (by_time.status_code, by_time.content) == (200, good)
             assert [p.name for p in (folder / "cam-01").iterdir()] == [f"{taken}-problem-320x180-image_black.jpg"]
             assert (folder / "cam-01" / f"{taken}-problem-320x180-image_black.jpg").read_bytes() == good
+            # Counted: the hub's stats and /metrics say what the folder holds.
+            stats = (await http.get("/api/v1/ingest/stats")).json()
+            assert stats["snapshots"] == store_figures(1, len(good))
+            metrics = (await http.get("/metrics")).text
+            assert "ioc_hub_snapshots_files 1\n" in metrics
+            assert f"ioc_hub_snapshots_bytes {len(good)}\n" in metrics
+            assert "ioc_hub_snapshots_stored_total 1\n" in metrics
 
             # What gw-1 may not send, each refused with its reason; the last valid one takes the second token.
             not_jpeg = b"GIF89a" + b"\x00" * 200
@@ -136,6 +155,20 @@ async def test_own_camera_snapshot_is_kept_and_served_and_the_rest_refused(
                 assert counted[reason] == 1, counted
             assert counted["bad_image"] == 2
 
+            # Each reason no honest agent has is one security alert of gw-1, whatever the count (clock_skew is a
+            # health problem of the gateway, unannounced_device asks it for a new birth).
+            async def security_alerts() -> Any:
+                answer = (await http.get("/api/v1/alerts", params={"state": "open"}, headers=admin)).json()
+                found = [(a["rule"], a["subject"], a["severity"]) for a in answer["items"]]
+                return sorted(found) if len(found) >= 4 else None
+
+            assert await wait_until(security_alerts, 10) == [
+                ("security-bad-image", "site-a/gw-1", "major"),
+                ("security-foreign-device", "site-a/gw-1", "critical"),
+                ("security-not-a-camera", "site-a/gw-1", "major"),
+                ("security-snapshot-rate", "site-a/gw-1", "warning"),
+            ]
+
             # Only the two valid ones are kept.
             page = await wait_until(listed, 10)
             await wait_until(lambda: len(list((folder / "cam-01").iterdir())) == 2, 10)
@@ -147,6 +180,8 @@ async def test_own_camera_snapshot_is_kept_and_served_and_the_rest_refused(
             assert not (folder / "cam-02").exists()
             assert not (folder / "aq-01").exists()
             assert not (folder / "cam-09").exists()
+            stats = (await http.get("/api/v1/ingest/stats")).json()
+            assert stats["snapshots"] == store_figures(2, len(good) + len(other))
 
             # gw-2's account (its second one: gw-2 itself is connected) cannot publish on gw-1's snapshot topic,
             # only on its own: the broker refuses it with PUBACK 0x87 "not authorized".
