@@ -8,9 +8,9 @@ components' own tasks. The registry's district per device is pushed to the pipel
 birth, an import or a move changes them (:class:`RegistryFeed`: only what changed, so a birth costs its own
 devices, not the city's).
 
-:meth:`Operations.on_refusal` is the refusal observer (hub.ingest.admission): every refusal is counted per
-gateway; ``foreign_device``, ``hub_owned_kind``, ``unknown_kind``, ``field_type`` and ``device_rate`` raise a
-security alert (hub/alerts/security.py), ``foreign_device`` is also the registry's owner conflict (the claim the
+:meth:`Operations.on_refusal` is the refusal observer (hub.ingest.admission, and the snapshot intake's): every
+refusal is counted per gateway; the reasons of ``hub.alerts.security.SEVERITIES`` (all but ``unannounced_device``
+and ``clock_skew``) raise a security alert, ``foreign_device`` is also the registry's owner conflict (the claim the
 admission took out of a birth), ``unannounced_device`` asks the gateway for a new birth
 (``CommandService.request_rebirth``), ``clock_skew`` gives the gateway a ``clock_skew`` health problem.
 """
