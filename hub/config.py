@@ -491,19 +491,26 @@ class SnapshotSettings(_Section):
     #: kind is refused (``not_a_camera``).
     kinds: list[Annotated[str, Field(pattern=KIND_PATTERN)]] = Field(default_factory=lambda: ["camera"], min_length=1)
     #: Snapshots one camera may send at once...
-    burst: int = Field(default=3, ge=1, le=1000)
-    #: ...and how many a minute after that; more are refused (``snapshot_rate``).
-    max_per_minute: float = Field(default=6.0, gt=0, le=600)
+    burst: int = Field(default=10, ge=1, le=1000)
+    #: ...and how many a minute after that; more are refused (``snapshot_rate``, a security alert). An agent at
+    #: its defaults sends one per image check at most, and a camera's checks come at least ``image_confirm_s``
+    #: (60 s) apart: raise this for cameras whose checks are set closer.
+    max_per_minute: float = Field(default=1.0, gt=0, le=600)
     #: The smallest and the largest side of a snapshot's picture, in pixels (read from the JPEG's frame header);
     #: other sizes are refused (``bad_image``).
     min_side: int = Field(default=16, ge=1, le=65_535)
     max_side: int = Field(default=8192, ge=1, le=65_535)
     #: Snapshots older than this are removed...
     max_age_days: float = Field(default=14.0, gt=0, le=3650)
-    #: ...and, while all of them take more bytes than this, the oldest of all cameras.
+    #: ...and, while all of them take more bytes than this, the oldest of the camera holding the most bytes
+    #: within the gateway holding the most: a gateway that floods evicts its own pictures first.
     max_total_bytes: int = Field(default=10 * 1024**3, ge=1024**2, le=1024**5)
-    #: Snapshots kept per camera at most (its oldest go first, at every write).
+    #: Snapshots kept per camera at most (its oldest go first, at every write and retention check).
     max_per_device: int = Field(default=5000, ge=1, le=1_000_000)
+    #: Bytes kept per camera at most (its oldest go first, at every write and retention check). 256 MiB: twice
+    #: what a camera at the agent's defaults sends in ``max_age_days`` (14 days x 96 a day x 96 KiB at most =
+    #: 126 MiB); raise it with ``max_age_days``.
+    max_bytes_per_device: int = Field(default=256 * 1024**2, ge=1024**2, le=1024**4)
     #: How often the age and bytes bounds are enforced.
     retention_check_s: float = Field(default=300.0, gt=0, le=86_400)
     #: Snapshots admitted and waiting to be written; one that finds the queue full is dropped and counted.

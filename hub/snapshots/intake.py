@@ -38,8 +38,8 @@ class SnapshotRules:
     """The bounds of the snapshot intake (``snapshots`` settings)."""
 
     kinds: frozenset[str] = frozenset({"camera"})
-    burst: int = 3
-    max_per_minute: float = 6.0
+    burst: int = 10
+    max_per_minute: float = 1.0
     min_side: int = MIN_SIDE
     max_side: int = MAX_SIDE
 

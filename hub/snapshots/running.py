@@ -29,7 +29,12 @@ async def running_snapshots(settings: SnapshotSettings, admission: Admission) ->
         tmp = folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ioc-hub-snapshots-"))
         log.warning("snapshots.dir is not set: snapshots go to a temporary folder (%s), removed at stop", folder)
     try:
-        policy = RetentionPolicy(settings.max_age_days, settings.max_total_bytes, settings.max_per_device)
+        policy = RetentionPolicy(
+            max_age_days=settings.max_age_days,
+            max_total_bytes=settings.max_total_bytes,
+            max_per_device=settings.max_per_device,
+            max_bytes_per_device=settings.max_bytes_per_device,
+        )
         async with SnapshotStore(folder, policy, settings.queue_size) as store:
             retention = asyncio.create_task(store.run(settings.retention_check_s), name="hub-snapshot-retention")
             try:

@@ -1,21 +1,28 @@
 """The snapshots kept on disk: one folder per camera, one file per snapshot, retention by age and by bytes.
 
 Layout: ``{dir}/{device}/{ts}-{trigger}-{width}x{height}[-{problem}+{problem}...].jpg`` (``ts`` in ms since the
-epoch, the time the frame was taken; the image problems it named, if any), so the folder alone says what it holds
-and a restart rebuilds the index from the names. Device ids and problem names are contract IDs and metric names
+epoch, the time the frame was taken; the image problems it named, if any), and ``{dir}/{device}/.gateway``, the
+``site/gateway`` whose snapshots the folder holds (written before the first snapshot, and again when the camera
+comes from another gateway), so the folder alone says what it holds and whose, and a restart rebuilds the index
+and every camera's and gateway's bytes from the names. A folder without it (written before it existed) counts as
+a gateway of its own until its next snapshot. Device ids and problem names are contract IDs and metric names
 (``a-z``, ``0-9``, ``-``, ``_``), safe in file names. Problems whose names would make the file name longer than
 :data:`MAX_PROBLEMS_CHARS` (more than a dozen long ones; a camera has five) are written as ``-~``: unknown after a
 restart.
 
 Each file is written to a temporary name in its folder, flushed to disk and renamed over its final name
 (``os.replace``, atomic on POSIX): a reader sees the whole image or none. Writes and removals run in a thread,
-one at a time, fed by a bounded queue, so the event loop that ingests MQTT never waits for the disk; a snapshot
-that finds the queue full is dropped and counted (the camera sends another at its next period). The index lives
-on the event loop only.
+one at a time (one lock), writes fed by a bounded queue, so the event loop that ingests MQTT never waits for the
+disk; a snapshot that finds the queue full is dropped and counted (the camera sends another at its next period).
+The index lives on the event loop only.
 
 Retention (:meth:`SnapshotStore.enforce`, every ``snapshots.retention_check_s`` by :meth:`SnapshotStore.run`):
-snapshots older than ``max_age_days`` go, then, while the total passes ``max_total_bytes``, the oldest of all
-cameras. A camera's folder is also bounded in files (``max_per_device``), at every write: its oldest go first.
+snapshots older than ``max_age_days`` go; then, while the total passes ``max_total_bytes``, the oldest snapshot
+of the camera holding the most bytes within the gateway holding the most bytes. A gateway is the unit a captured
+site box controls (every camera its birth announces, new ones at admission's rate), so a gateway that floods
+evicts its own pictures until it holds no more than the next largest gateway, and a city under the bound loses
+nothing. A camera is also bounded in files (``max_per_device``) and bytes (``max_bytes_per_device``), at every
+write and at every retention check: its oldest go first.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ MAX_PROBLEMS_CHARS: Final = 200
 _UNKNOWN: Final = "~"
 _DEVICE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _TMP_PREFIX: Final = ".tmp-"
+#: The file in a camera's folder naming the gateway whose snapshots it holds (``site/gateway``).
+GATEWAY_FILE: Final = ".gateway"
+_GATEWAY: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}/[a-z0-9][a-z0-9-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +86,7 @@ class RetentionPolicy:
     max_age_days: float = 14.0
     max_total_bytes: int = 10 * 1024**3
     max_per_device: int = 5000
+    max_bytes_per_device: int = 256 * 1024**2
 
 
 @dataclass(slots=True)
@@ -102,8 +113,12 @@ class _Job:
 
 @dataclass(slots=True)
 class _Device:
+    #: ``site/gateway`` of its snapshots, or ``?{device}`` when not known (a folder from before ``.gateway``).
+    gateway: str
     #: sorted by ts, one per ts
     items: list[StoredSnapshot] = field(default_factory=list)
+    #: the bytes of ``items``
+    size: int = 0
 
 
 StoredObserver = Callable[[str, str, StoredSnapshot], None]
@@ -118,25 +133,31 @@ class SnapshotStore:
         self.policy = policy or RetentionPolicy()
         self.counters = StoreCounters()
         self._devices: dict[str, _Device] = {}
+        #: The bytes each gateway's cameras hold (``site/gateway``, or ``?{device}`` when not known).
+        self._gateway_bytes: dict[str, int] = {}
         #: The snapshots the index holds now, and their bytes.
         self.total_files = 0
         self.total_bytes = 0
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
+        #: One disk change at a time (the writer's, retention's): a folder emptied by retention loses its
+        #: ``.gateway`` only if no write made it a camera's again meanwhile.
+        self._disk = asyncio.Lock()
         self._observers: tuple[StoredObserver, ...] = ()
         self._write_error_logged = False
         self._dropping = False
 
     async def __aenter__(self) -> SnapshotStore:
         await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
-        found = await asyncio.to_thread(_scan, self.folder)
+        found, gateways = await asyncio.to_thread(_scan, self.folder)
         for snap in found:
-            self._index(snap)
+            self._index(snap, gateways.get(snap.device) or f"?{snap.device}")
         log.info(
-            "snapshots: %d in %s (%d cameras, %.1f MiB)",
+            "snapshots: %d in %s (%d cameras of %d gateways, %.1f MiB)",
             len(found),
             self.folder,
             len(self._devices),
+            len(self._gateway_bytes),
             self.total_bytes / 1024**2,
         )
         self._writer = asyncio.create_task(self._write_loop(), name="hub-snapshot-writer")
@@ -189,14 +210,19 @@ class SnapshotStore:
         while True:
             job = await self._queue.get()
             try:
-                await self._write(job)
+                async with self._disk:
+                    await self._write(job)
             finally:
                 self._queue.task_done()
 
     async def _write(self, job: _Job) -> None:
         snap = job.snap
+        gateway = f"{job.site}/{job.gateway}"
+        device = self._devices.get(snap.device)
+        # The folder says whose it is before it holds a picture of that gateway's.
+        marker = gateway if device is None or device.gateway != gateway else None
         try:
-            await asyncio.to_thread(_write_file, self.folder / snap.device, snap.name, job.data)
+            await asyncio.to_thread(_write_file, self.folder / snap.device, snap.name, job.data, marker)
         except OSError as exc:
             self.counters.write_errors += 1
             if not self._write_error_logged:
@@ -211,14 +237,14 @@ class SnapshotStore:
         if self._write_error_logged:
             self._write_error_logged = False
             log.warning("snapshots: writing works again")
-        gone = self._index(snap)
+        gone = self._index(snap, gateway)
         self.counters.stored += 1
         self.counters.stored_bytes += snap.size
         excess = self._device_excess(snap.device)
         self.counters.removed_device_bound += len(excess)
         gone += excess
         if gone:
-            await asyncio.to_thread(_remove_files, self.folder, gone)
+            await asyncio.to_thread(_remove_files, self.folder, gone, set())
         for observer in self._observers:
             try:
                 observer(job.site, job.gateway, snap)
@@ -227,53 +253,85 @@ class SnapshotStore:
 
     # ------------------------------------------------------------------------------------------ index
 
-    def _index(self, snap: StoredSnapshot) -> list[StoredSnapshot]:
-        """Add ``snap``; return the entry it replaced (same device and ``ts``, another name) to remove."""
-        device = self._devices.setdefault(snap.device, _Device())
+    def _count(self, device: _Device, files: int, size: int) -> None:
+        device.size += size
+        self.total_files += files
+        self.total_bytes += size
+        self._add_gateway_bytes(device.gateway, size)
+
+    def _add_gateway_bytes(self, gateway: str, size: int) -> None:
+        left = self._gateway_bytes.get(gateway, 0) + size
+        if left:
+            self._gateway_bytes[gateway] = left
+        else:
+            self._gateway_bytes.pop(gateway, None)
+
+    def _index(self, snap: StoredSnapshot, gateway: str) -> list[StoredSnapshot]:
+        """Add ``snap`` of ``gateway``'s; return the entry it replaced (same device and ``ts``, another name) to
+        remove. A camera that now comes from another gateway takes its bytes with it."""
+        device = self._devices.get(snap.device)
+        if device is None:
+            device = self._devices[snap.device] = _Device(gateway)
+        elif device.gateway != gateway:
+            self._move(device, gateway)
         items = device.items
         i = bisect.bisect_left(items, snap.ts, key=lambda s: s.ts)
         gone: list[StoredSnapshot] = []
         if i < len(items) and items[i].ts == snap.ts:
             old = items[i]
-            self.total_bytes -= old.size
             items[i] = snap
+            self._count(device, 0, snap.size - old.size)
             self.counters.replaced += 1
             if old.name != snap.name:
                 gone.append(old)
         else:
             items.insert(i, snap)
-            self.total_files += 1
-        self.total_bytes += snap.size
+            self._count(device, 1, snap.size)
         return gone
 
-    def _unindex(self, snap: StoredSnapshot) -> bool:
-        device = self._devices.get(snap.device)
-        if device is None:
-            return False
-        items = device.items
-        i = bisect.bisect_left(items, snap.ts, key=lambda s: s.ts)
-        if i >= len(items) or items[i] is not snap:
-            return False
-        del items[i]
-        self.total_files -= 1
-        self.total_bytes -= snap.size
-        if not items:
-            del self._devices[snap.device]
-        return True
+    def _move(self, device: _Device, gateway: str) -> None:
+        self._add_gateway_bytes(device.gateway, -device.size)
+        device.gateway = gateway
+        self._add_gateway_bytes(gateway, device.size)
+
+    def _drop_oldest(self, device_id: str, n: int) -> list[StoredSnapshot]:
+        """Take the ``n`` oldest snapshots of a camera out of the index (the camera goes with its last)."""
+        device = self._devices[device_id]
+        old = device.items[:n]
+        del device.items[:n]
+        if not device.items:
+            del self._devices[device_id]
+        self._count(device, -len(old), -sum(s.size for s in old))
+        return old
 
     def _device_excess(self, device_id: str) -> list[StoredSnapshot]:
+        """Take out of the index a camera's oldest past ``max_per_device`` files or ``max_bytes_per_device`` bytes
+        (its newest stays, whatever its size)."""
         device = self._devices.get(device_id)
-        if device is None or len(device.items) <= self.policy.max_per_device:
+        if device is None:
             return []
-        excess = device.items[: len(device.items) - self.policy.max_per_device]
-        for snap in excess:
-            self._unindex(snap)
-        return excess
+        policy = self.policy
+        items = device.items
+        n = max(0, len(items) - policy.max_per_device)
+        over = device.size - policy.max_bytes_per_device - sum(s.size for s in items[:n])
+        while over > 0 and n < len(items) - 1:
+            over -= items[n].size
+            n += 1
+        return self._drop_oldest(device_id, n) if n else []
 
     # ------------------------------------------------------------------------------------------ reading
 
     def devices(self) -> list[str]:
         return sorted(self._devices)
+
+    def gateway_bytes(self) -> dict[str, int]:
+        """The bytes each gateway's cameras hold now (``site/gateway``; ``?{device}`` for a camera whose folder
+        does not say)."""
+        return dict(self._gateway_bytes)
+
+    def device_bytes(self, device_id: str) -> int:
+        device = self._devices.get(device_id)
+        return device.size if device is not None else 0
 
     def latest(self, device_id: str) -> StoredSnapshot | None:
         device = self._devices.get(device_id)
@@ -306,44 +364,62 @@ class SnapshotStore:
     # ------------------------------------------------------------------------------------------ retention
 
     def expired(self, now_ms: int) -> list[StoredSnapshot]:
-        """Take out of the index what retention removes now (too old; then the oldest while over the bytes)."""
+        """Take out of the index what retention removes now: too old; past a camera's bounds; then, while over
+        the total bytes, the oldest of the camera holding the most within the gateway holding the most."""
         policy = self.policy
         oldest_kept = now_ms - int(policy.max_age_days * 86_400_000)
         gone: list[StoredSnapshot] = []
         for device_id in list(self._devices):
-            items = self._devices[device_id].items
-            n = bisect.bisect_left(items, oldest_kept, key=lambda s: s.ts)
+            n = bisect.bisect_left(self._devices[device_id].items, oldest_kept, key=lambda s: s.ts)
             if n:
-                old = items[:n]
-                del items[:n]
-                self.total_files -= n
-                self.total_bytes -= sum(s.size for s in old)
-                if not items:
-                    del self._devices[device_id]
-                gone += old
+                gone += self._drop_oldest(device_id, n)
         self.counters.removed_age += len(gone)
+        for device_id in list(self._devices):
+            excess = self._device_excess(device_id)
+            self.counters.removed_device_bound += len(excess)
+            gone += excess
         if self.total_bytes > policy.max_total_bytes:
-            # The oldest of all cameras first: a heap of each camera's oldest.
-            heap = [(d.items[0].ts, device_id) for device_id, d in self._devices.items()]
+            by_bytes = self._shed(policy.max_total_bytes)
+            self.counters.removed_bytes += len(by_bytes)
+            gone += by_bytes
+        return gone
+
+    def _shed(self, bound: int) -> list[StoredSnapshot]:
+        """Take snapshots out of the index until the total is within ``bound``: each time the oldest of the camera
+        holding the most bytes (ties: the older picture) of the gateway holding the most (ties: by name).
+
+        A max-heap of gateways and one of each gateway's cameras: only the entries of the camera and gateway just
+        trimmed change, and they are popped and pushed again, so every entry is current."""
+        cameras: dict[str, list[tuple[int, int, str]]] = {}
+        for device_id, device in self._devices.items():
+            cameras.setdefault(device.gateway, []).append((-device.size, device.items[0].ts, device_id))
+        for heap in cameras.values():
             heapq.heapify(heap)
-            by_bytes = 0
-            while self.total_bytes > policy.max_total_bytes and heap:
-                _, device_id = heapq.heappop(heap)
-                device = self._devices[device_id]
-                snap = device.items[0]
-                self._unindex(snap)
-                gone.append(snap)
-                by_bytes += 1
-                if device_id in self._devices:
-                    heapq.heappush(heap, (device.items[0].ts, device_id))
-            self.counters.removed_bytes += by_bytes
+        gateways = [(-self._gateway_bytes.get(gateway, 0), gateway) for gateway in cameras]
+        heapq.heapify(gateways)
+        gone: list[StoredSnapshot] = []
+        while self.total_bytes > bound and gateways:
+            _, gateway = heapq.heappop(gateways)
+            heap = cameras[gateway]
+            _, _, device_id = heapq.heappop(heap)
+            gone += self._drop_oldest(device_id, 1)
+            trimmed = self._devices.get(device_id)
+            if trimmed is not None:
+                heapq.heappush(heap, (-trimmed.size, trimmed.items[0].ts, device_id))
+            if heap:
+                heapq.heappush(gateways, (-self._gateway_bytes.get(gateway, 0), gateway))
         return gone
 
     async def enforce(self, now_ms: int | None = None) -> int:
         """Apply retention now; the number of snapshots removed."""
         gone = self.expired(now_ms if now_ms is not None else int(time.time() * 1000))
         if gone:
-            await asyncio.to_thread(_remove_files, self.folder, gone)
+            async with self._disk:
+                # A write meanwhile may have put a picture of the same name back, or made an emptied folder a
+                # camera's again: those stay.
+                gone = [s for s in gone if _name_of(self.get(s.device, s.ts)) != s.name]
+                emptied = {s.device for s in gone} - self._devices.keys()
+                await asyncio.to_thread(_remove_files, self.folder, gone, emptied)
         return len(gone)
 
     async def run(self, every_s: float) -> None:
@@ -358,11 +434,14 @@ class SnapshotStore:
             await asyncio.sleep(every_s)
 
 
+def _name_of(snap: StoredSnapshot | None) -> str | None:
+    return snap.name if snap is not None else None
+
+
 # ------------------------------------------------------------------------------------------ in the thread
 
 
-def _write_file(folder: Path, name: str, data: bytes) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+def _write_atomic(folder: Path, name: str, data: bytes) -> None:
     tmp = folder / f"{_TMP_PREFIX}{secrets.token_hex(6)}-{name}"
     try:
         with tmp.open("xb") as f:
@@ -375,22 +454,32 @@ def _write_file(folder: Path, name: str, data: bytes) -> None:
         raise
 
 
-def _remove_files(folder: Path, snaps: list[StoredSnapshot]) -> None:
-    emptied: set[str] = set()
+def _write_file(folder: Path, name: str, data: bytes, gateway: str | None) -> None:
+    """Write a snapshot, and first the folder's ``.gateway`` when ``gateway`` is given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if gateway is not None:
+        _write_atomic(folder, GATEWAY_FILE, f"{gateway}\n".encode())
+    _write_atomic(folder, name, data)
+
+
+def _remove_files(folder: Path, snaps: list[StoredSnapshot], emptied: set[str]) -> None:
+    """Remove ``snaps``' files; the folders of the ``emptied`` cameras go too, with their ``.gateway``."""
     for snap in snaps:
         try:
             (folder / snap.device / snap.name).unlink(missing_ok=True)
         except OSError as exc:
             log.warning("snapshots: cannot remove %s/%s: %s", snap.device, snap.name, exc)
-        emptied.add(snap.device)
     for device in emptied:
-        with contextlib.suppress(OSError):  # not empty (a newer snapshot), or gone: either is fine
+        with contextlib.suppress(OSError):  # not empty (a file not ours), or gone: either is fine
+            (folder / device / GATEWAY_FILE).unlink(missing_ok=True)
             (folder / device).rmdir()
 
 
-def _scan(folder: Path) -> list[StoredSnapshot]:
-    """Every snapshot file under ``folder``; unfinished temporary files (a stop mid-write) removed."""
+def _scan(folder: Path) -> tuple[list[StoredSnapshot], dict[str, str]]:
+    """Every snapshot file under ``folder`` and the gateway each camera's folder names (when it names a valid
+    one); unfinished temporary files (a stop mid-write) removed."""
     found: list[StoredSnapshot] = []
+    gateways: dict[str, str] = {}
     with os.scandir(folder) as devices:
         for d in devices:
             if not (d.is_dir(follow_symlinks=False) and _DEVICE.fullmatch(d.name)):
@@ -401,6 +490,11 @@ def _scan(folder: Path) -> list[StoredSnapshot]:
                         with contextlib.suppress(OSError):
                             Path(f.path).unlink(missing_ok=True)
                         continue
+                    if f.name == GATEWAY_FILE:
+                        gateway = _read_gateway(Path(f.path))
+                        if gateway is not None:
+                            gateways[d.name] = gateway
+                        continue
                     m = _NAME.fullmatch(f.name)
                     if m is None or not f.is_file(follow_symlinks=False):
                         continue
@@ -408,4 +502,16 @@ def _scan(folder: Path) -> list[StoredSnapshot]:
                     problems = () if named is None else None if named == _UNKNOWN else tuple(named.split("+"))
                     size = f.stat(follow_symlinks=False).st_size
                     found.append(StoredSnapshot(d.name, int(ts), trigger, int(width), int(height), size, problems))
-    return found
+    return found, gateways
+
+
+def _read_gateway(path: Path) -> str | None:
+    """The ``site/gateway`` a ``.gateway`` file names; None when it is no regular small file naming one."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        with path.open("rb") as f:
+            text = f.read(256).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return text if _GATEWAY.fullmatch(text) else None

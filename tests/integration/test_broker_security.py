@@ -313,11 +313,12 @@ def test_the_hubs_command_account_writes_cmd_and_reads_cmd_ack_only(
     assert [m.payload for m in commands.messages(2)] == [b"ack"]
 
 
-def test_a_gateway_writes_only_its_own_four_channels(stack: StackEndpoints, clients: list[RawClient]) -> None:
+def test_a_gateway_writes_only_its_own_five_channels(stack: StackEndpoints, clients: list[RawClient]) -> None:
     gateway = connect(stack, clients, GW1)
-    for channel in ("data", "state", "event", "cmd/ack"):
+    for channel in ("data", "state", "event", "cmd/ack", "snapshot"):
         assert gateway.publish(f"ioc/v1/site-a/gw-1/{channel}", b"{}") in (0, 0x10), channel
-    for topic in (CMD1, "ioc/v1/site-b/gw-2/data", "ioc/v1/site-a/gw-1/other", "elsewhere"):
+    others = ("ioc/v1/site-b/gw-2/data", "ioc/v1/site-b/gw-2/snapshot", "ioc/v1/site-a/gw-2/snapshot")
+    for topic in (CMD1, *others, "ioc/v1/site-a/gw-1/other", "elsewhere"):
         assert gateway.publish(topic, b"{}") == NOT_AUTHORIZED, topic
     assert gateway.subscribe(CMD1, "ioc/v1/site-b/gw-2/cmd", "ioc/v1/+/+/data") == (1, NOT_AUTHORIZED, NOT_AUTHORIZED)
 

@@ -97,7 +97,11 @@ async def test_own_camera_snapshot_is_kept_and_served_and_the_rest_refused(
             assert latest.content == good
             by_time = await http.get(item["url"], headers=admin)
             assert (by_time.status_code, by_time.content) == (200, good)
-            assert [p.name for p in (folder / "cam-01").iterdir()] == [f"{taken}-problem-320x180-image_black.jpg"]
+            assert sorted(p.name for p in (folder / "cam-01").iterdir()) == [
+                ".gateway",  # whose camera the folder holds: the retention's accounting per gateway
+                f"{taken}-problem-320x180-image_black.jpg",
+            ]
+            assert (folder / "cam-01" / ".gateway").read_text() == "site-a/gw-1\n"
             assert (folder / "cam-01" / f"{taken}-problem-320x180-image_black.jpg").read_bytes() == good
             # Counted: the hub's stats and /metrics say what the folder holds.
             stats = (await http.get("/api/v1/ingest/stats")).json()
@@ -171,7 +175,7 @@ async def test_own_camera_snapshot_is_kept_and_served_and_the_rest_refused(
 
             # Only the two valid ones are kept.
             page = await wait_until(listed, 10)
-            await wait_until(lambda: len(list((folder / "cam-01").iterdir())) == 2, 10)
+            await wait_until(lambda: len(list((folder / "cam-01").glob("*.jpg"))) == 2, 10)
             page = (await http.get("/api/v1/devices/cam-01/snapshots", headers=admin)).json()
             assert [(i["ts_ms"], i["trigger"], i["problems"]) for i in page["items"]] == [
                 (second, "periodic", []),

@@ -9,7 +9,7 @@ from pathlib import Path
 from test_hub_metrics import snapshot as hub_stats
 
 from hub.metrics import render_prometheus
-from hub.snapshots.store import RetentionPolicy, SnapshotStore, StoredSnapshot
+from hub.snapshots.store import GATEWAY_FILE, RetentionPolicy, SnapshotStore, StoredSnapshot
 from hub.stats import SnapshotStats
 
 NOW = 1_800_000_000_000  # ms; the store is given its "now", it never reads the clock in these tests
@@ -27,8 +27,8 @@ async def put_all(store: SnapshotStore, *snaps: StoredSnapshot) -> None:
 
 
 def on_disk(folder: Path) -> tuple[int, int, int]:
-    """(files, bytes, cameras) as the folder holds them."""
-    files = [f for d in folder.iterdir() if d.is_dir() for f in d.iterdir()]
+    """(files, bytes, cameras) as the folder holds them (each camera's ``.gateway`` is no snapshot)."""
+    files = [f for d in folder.iterdir() if d.is_dir() for f in d.iterdir() if f.name != GATEWAY_FILE]
     cameras = {f.parent.name for f in files}
     return len(files), sum(f.stat().st_size for f in files), len(cameras)
 
@@ -38,7 +38,7 @@ def kept(store: SnapshotStore) -> tuple[int, int, int]:
 
 
 async def test_what_the_store_keeps_follows_the_folder_through_every_change(tmp_path: Path) -> None:
-    policy = RetentionPolicy(max_age_days=1, max_total_bytes=1000, max_per_device=3)
+    policy = RetentionPolicy(max_age_days=1, max_total_bytes=600, max_per_device=3)
     async with SnapshotStore(tmp_path, policy) as store:
         assert kept(store) == (0, 0, 0)
         await put_all(store, snap("cam-1", NOW - 2 * DAY, 100), snap("cam-1", NOW - 1000, 200))
@@ -50,21 +50,21 @@ async def test_what_the_store_keeps_follows_the_folder_through_every_change(tmp_
         # A fourth of cam-1 passes max_per_device 3: its oldest goes at the write.
         await put_all(store, snap("cam-1", NOW - 500, 10), snap("cam-1", NOW - 400, 10))
         assert kept(store) == on_disk(tmp_path) == (4, 570, 2)
-        # Age: nothing is a day old (cam-1's oldest went at the write). Bytes: 570 + 450 passes 1000, so the
-        # oldest of all cameras goes (cam-1's 200 bytes at NOW - 1000) and the rest is under.
-        await put_all(store, snap("cam-3", NOW - 100, 450))
+        # Age: nothing is a day old (cam-1's oldest went at the write). Bytes: 570 + 100 passes 600, so the oldest
+        # picture of the camera holding the most goes (cam-2's one, 350 bytes; cam-1 holds 220) and the rest is under.
+        await put_all(store, snap("cam-3", NOW - 100, 100))
         assert await store.enforce(NOW) == 1
-        assert kept(store) == on_disk(tmp_path) == (4, 820, 3)
+        assert kept(store) == on_disk(tmp_path) == (4, 320, 2)
         assert store.queued == 0
         counters = store.counters
-        assert (counters.stored, counters.stored_bytes, counters.replaced) == (7, 1420, 1)
+        assert (counters.stored, counters.stored_bytes, counters.replaced) == (7, 1070, 1)
         assert (counters.removed_age, counters.removed_bytes, counters.removed_device_bound) == (0, 1, 1)
-        # A day later only cam-3's is younger than a day: cam-1's two and cam-2's go.
+        # A day later only cam-3's is younger than a day: cam-1's three go.
         assert await store.enforce(NOW + DAY - 200) == 3
-        assert kept(store) == on_disk(tmp_path) == (1, 450, 1)
+        assert kept(store) == on_disk(tmp_path) == (1, 100, 1)
         assert store.counters.removed_age == 3
     async with SnapshotStore(tmp_path, policy) as store:  # a restart counts the folder again
-        assert kept(store) == on_disk(tmp_path) == (1, 450, 1)
+        assert kept(store) == on_disk(tmp_path) == (1, 100, 1)
         assert store.counters.stored == 0
 
 

@@ -1,5 +1,7 @@
-"""The snapshot folder (hub/snapshots/store.py): atomic files named by time, the index rebuilt from the names,
-retention by age, by total bytes (oldest of all cameras first) and per camera, in a real temporary folder."""
+"""The snapshot folder (hub/snapshots/store.py): atomic files named by time, each camera's folder naming its
+gateway, the index and every camera's and gateway's bytes rebuilt from the folder, retention by age, by total bytes
+(the oldest of the camera holding the most within the gateway holding the most first) and per camera in files and
+bytes, in a real temporary folder."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.snapshots.store import MAX_PROBLEMS_CHARS, RetentionPolicy, SnapshotStore, StoredSnapshot
+from hub.snapshots.store import GATEWAY_FILE, MAX_PROBLEMS_CHARS, RetentionPolicy, SnapshotStore, StoredSnapshot
 
 NOW = 1_800_000_000_000  # ms; the store is given its "now", it never reads the clock in these tests
 DAY = 86_400_000
@@ -17,15 +19,16 @@ def snap(device: str, ts: int, size: int = 100, problems: tuple[str, ...] | None
     return StoredSnapshot(device, ts, "periodic", 320, 180, size, problems)
 
 
-async def put_all(store: SnapshotStore, *snaps: StoredSnapshot) -> None:
+async def put_all(store: SnapshotStore, *snaps: StoredSnapshot, site: str = "site-a", gateway: str = "gw-1") -> None:
     for s in snaps:
-        assert store.put("site-a", "gw-1", s, bytes([s.ts % 251]) * s.size)
+        assert store.put(site, gateway, s, bytes([s.ts % 251]) * s.size)
     await store._queue.join()
 
 
 def names(folder: Path, device: str) -> list[str]:
+    """The snapshot files of a camera's folder (its ``.gateway`` left out)."""
     path = folder / device
-    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+    return sorted(p.name for p in path.iterdir() if p.name != GATEWAY_FILE) if path.exists() else []
 
 
 async def test_files_are_named_by_time_and_read_back(tmp_path: Path) -> None:
@@ -50,7 +53,9 @@ async def test_files_are_named_by_time_and_read_back(tmp_path: Path) -> None:
         assert store.get("cam-1", NOW) is None
         assert store.total_bytes == 200
     assert seen == [("site-a", "gw-1", NOW - 2000), ("site-a", "gw-1", NOW - 1000)]
-    assert not [p for p in (tmp_path / "cam-1").iterdir() if p.name.startswith(".")]
+    # No temporary file is left; the folder says whose camera it is.
+    assert [p.name for p in (tmp_path / "cam-1").iterdir() if p.name.startswith(".")] == [GATEWAY_FILE]
+    assert (tmp_path / "cam-1" / GATEWAY_FILE).read_text() == "site-a/gw-1\n"
 
 
 async def test_a_restart_rebuilds_the_index_from_the_names(tmp_path: Path) -> None:
@@ -66,6 +71,7 @@ async def test_a_restart_rebuilds_the_index_from_the_names(tmp_path: Path) -> No
         assert store.latest("cam-2") == snap("cam-2", NOW, problems=None)  # too many to name: unknown
         assert store.total_bytes == 200
     assert sorted(p.name for p in (tmp_path / "cam-1").iterdir()) == [
+        GATEWAY_FILE,
         f"{NOW - 1}-periodic-320x180-image_covered.jpg",
         "notes.txt",
     ]
@@ -86,13 +92,13 @@ async def test_retention_by_age(tmp_path: Path) -> None:
         assert await store.enforce(NOW) == 3
         assert [s.ts for s in store.history("cam-1", 10)[1]] == [NOW - DAY]
         assert names(tmp_path, "cam-1") == [f"{NOW - DAY}-periodic-320x180.jpg"]
-        assert not (tmp_path / "cam-2").exists()  # its folder went with its last snapshot
+        assert not (tmp_path / "cam-2").exists()  # its folder went with its last snapshot, and its .gateway
         assert store.devices() == ["cam-1"]
         assert (store.total_bytes, store.counters.removed_age) == (100, 3)
         assert await store.enforce(NOW) == 0
 
 
-async def test_retention_by_bytes_takes_the_oldest_of_all_cameras_first(tmp_path: Path) -> None:
+async def test_retention_by_bytes_among_equal_cameras_keeps_the_newest(tmp_path: Path) -> None:
     async with SnapshotStore(tmp_path, RetentionPolicy(max_total_bytes=1024**2)) as store:
         # 40 snapshots of 64 KiB = 2.5 MiB over 4 cameras, interleaved in time.
         for i in range(40):
@@ -102,7 +108,9 @@ async def test_retention_by_bytes_takes_the_oldest_of_all_cameras_first(tmp_path
         assert removed == 24  # 16 x 64 KiB = 1 MiB kept
         assert store.total_bytes == 1024**2
         kept = sorted(s.ts for d in store.devices() for s in store.history(d, 100)[1])
-        assert kept == [NOW - (40 - i) * 1000 for i in range(24, 40)]  # the newest 16, whichever camera
+        # Equal cameras of one gateway: the oldest picture of the cameras holding the most goes first, so the
+        # newest 16 stay, four of each camera.
+        assert kept == [NOW - (40 - i) * 1000 for i in range(24, 40)]
         on_disk = sum(len(names(tmp_path, f"cam-{c}")) for c in range(4))
         assert on_disk == 16
         assert store.counters.removed_bytes == 24
@@ -152,3 +160,75 @@ async def test_history_is_bounded_newest_first(tmp_path: Path, limit: int) -> No
         total, items = store.history("cam-1", limit)
         assert total == 4
         assert [s.ts for s in items] == [NOW - i * 1000 for i in range(min(limit, 4))]
+
+
+async def test_retention_by_bytes_takes_from_the_gateway_then_the_camera_holding_the_most(tmp_path: Path) -> None:
+    kib = 1024
+    async with SnapshotStore(tmp_path, RetentionPolicy(max_total_bytes=40 * kib)) as store:
+        # gw-1: cam-1 holds 20 KiB in 10 pictures, cam-2 6 KiB in 2; gw-2: cam-3 holds 18 KiB in 3 (the largest
+        # camera, the oldest pictures). 44 KiB over 40: gw-1 (26 KiB) loses first, from cam-1 (its largest).
+        await put_all(store, *(snap("cam-1", NOW - (10 - i) * 1000, 2 * kib) for i in range(10)))
+        await put_all(store, *(snap("cam-2", NOW - (10 - i) * 1000, 3 * kib) for i in range(2)))
+        await put_all(store, *(snap("cam-3", NOW - DAY + i, 6 * kib) for i in range(3)), gateway="gw-2")
+        assert store.gateway_bytes() == {"site-a/gw-1": 26 * kib, "site-a/gw-2": 18 * kib}
+        assert await store.enforce(NOW) == 2
+        assert [s.ts for s in store.history("cam-1", 10)[1]] == [NOW - i * 1000 for i in range(1, 9)]
+        assert (store.history("cam-2", 10)[0], store.history("cam-3", 10)[0]) == (2, 3)
+        assert store.gateway_bytes() == {"site-a/gw-1": 22 * kib, "site-a/gw-2": 18 * kib}
+        # 12 KiB more at gw-1's cam-2: 52 over 40. gw-1 (34 KiB) gives 12 KiB, each time from its camera holding
+        # the most: cam-2 (18 KiB), cam-1 (16), cam-2 (15), cam-1 (14), then at 12 each the older picture, cam-1's.
+        await put_all(store, *(snap("cam-2", NOW - 500 + i, 3 * kib) for i in range(4)))
+        assert store.gateway_bytes() == {"site-a/gw-1": 34 * kib, "site-a/gw-2": 18 * kib}
+        assert await store.enforce(NOW) == 5
+        assert store.total_bytes == 40 * kib
+        assert store.gateway_bytes() == {"site-a/gw-1": 22 * kib, "site-a/gw-2": 18 * kib}
+        assert (store.device_bytes("cam-1"), store.device_bytes("cam-2")) == (10 * kib, 12 * kib)
+        assert store.history("cam-3", 10)[0] == 3  # the other gateway kept all its pictures, its oldest too
+        assert names(tmp_path, "cam-3") == [f"{NOW - DAY + i}-periodic-320x180.jpg" for i in range(3)]
+        assert store.counters.removed_bytes == 7
+
+
+async def test_each_camera_is_bounded_in_bytes_at_every_write_and_retention(tmp_path: Path) -> None:
+    policy = RetentionPolicy(max_bytes_per_device=1000)
+    async with SnapshotStore(tmp_path, policy) as store:
+        await put_all(store, *(snap("cam-1", NOW - (10 - i) * 1000, 300) for i in range(10)))
+        # 3 x 300 = 900 fit in 1000, a fourth would not: the oldest went at each write.
+        assert [s.ts for s in store.history("cam-1", 10)[1]] == [NOW - 1000, NOW - 2000, NOW - 3000]
+        assert names(tmp_path, "cam-1") == [f"{NOW - i * 1000}-periodic-320x180.jpg" for i in (3, 2, 1)]
+        assert (store.device_bytes("cam-1"), store.counters.removed_device_bound) == (900, 7)
+        # One picture larger than the bound stays alone: a camera always keeps its newest.
+        await put_all(store, snap("cam-1", NOW, 1200))
+        assert [s.ts for s in store.history("cam-1", 10)[1]] == [NOW]
+        assert store.counters.removed_device_bound == 10
+    # A lower bound after a restart is applied by the next retention check, without waiting for a write.
+    async with SnapshotStore(tmp_path, policy) as store:
+        await put_all(store, *(snap("cam-2", NOW - (3 - i) * 1000, 300) for i in range(3)))
+    async with SnapshotStore(tmp_path, RetentionPolicy(max_bytes_per_device=600)) as store:
+        assert store.device_bytes("cam-2") == 900
+        assert await store.enforce(NOW) == 1  # cam-2's oldest; cam-1's one picture stays
+        assert (store.device_bytes("cam-1"), store.device_bytes("cam-2")) == (1200, 600)
+        assert [s.ts for s in store.history("cam-2", 10)[1]] == [NOW - 1000, NOW - 2000]
+        assert store.counters.removed_device_bound == 1
+
+
+async def test_a_restart_rebuilds_every_cameras_and_gateways_bytes(tmp_path: Path) -> None:
+    async with SnapshotStore(tmp_path) as store:
+        await put_all(store, snap("cam-1", NOW - 2000, 100), snap("cam-1", NOW - 1000, 200))
+        await put_all(store, snap("cam-2", NOW - 1000, 300), site="site-b", gateway="gw-2")
+        await put_all(store, snap("cam-3", NOW - 1000, 400), site="site-b", gateway="gw-2")
+        # A camera moved by a technician: its next picture comes from its new gateway, which takes its bytes.
+        await put_all(store, snap("cam-3", NOW, 50), site="site-a", gateway="gw-1")
+        before = (store.gateway_bytes(), [store.device_bytes(d) for d in store.devices()], store.total_bytes)
+        assert before == ({"site-a/gw-1": 750, "site-b/gw-2": 300}, [300, 300, 450], 1050)
+    assert (tmp_path / "cam-3" / GATEWAY_FILE).read_text() == "site-a/gw-1\n"
+    async with SnapshotStore(tmp_path) as store:
+        assert (store.gateway_bytes(), [store.device_bytes(d) for d in store.devices()], store.total_bytes) == before
+    # A folder that does not say whose it is (written before .gateway, or a .gateway that names no gateway)
+    # counts as a gateway of its own until its next picture.
+    (tmp_path / "cam-2" / GATEWAY_FILE).unlink()
+    (tmp_path / "cam-3" / GATEWAY_FILE).write_text("../../etc/passwd\n")
+    async with SnapshotStore(tmp_path) as store:
+        assert store.gateway_bytes() == {"site-a/gw-1": 300, "?cam-2": 300, "?cam-3": 450}
+        await put_all(store, snap("cam-2", NOW, 10), site="site-b", gateway="gw-2")
+        assert store.gateway_bytes() == {"site-a/gw-1": 300, "site-b/gw-2": 310, "?cam-3": 450}
+    assert (tmp_path / "cam-2" / GATEWAY_FILE).read_text() == "site-b/gw-2\n"
