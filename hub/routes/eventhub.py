@@ -1,8 +1,11 @@
 """Fan-out of live events to the connected server-sent event streams (``GET /api/v1/events``).
 
-Each event is ``event: device|gateway|alert`` with a JSON ``data`` line; a comment line every
-:data:`KEEPALIVE_S` keeps proxies from closing an idle stream. A client that does not keep up (its queue of
-:data:`CLIENT_QUEUE` events is full) is disconnected rather than slowing the hub; it reconnects and reloads.
+Each event is ``event: device|gateway|alert|snapshot|seen`` with a JSON ``data`` line: ``device`` and
+``gateway`` a health transition, ``alert`` an alert's change, ``snapshot`` a camera's snapshot once stored
+(``snapshot_events`` in hub/routes/cameras.py), ``seen`` the devices of a ward heard from lately
+(hub/routes/services.py). A comment line every :data:`KEEPALIVE_S` keeps proxies from closing an idle stream.
+A client that does not keep up (its queue of :data:`CLIENT_QUEUE` events is full) is disconnected rather than
+slowing the hub; it reconnects and reloads.
 A ward-limited token only gets events of its wards. A stream ends within :data:`TOKEN_CHECK_S` once its token
 is revoked (through any hub process) or expires, with a last ``event: closed`` saying why: the token was checked
 once, when the stream opened, and the stream would otherwise outlive it.
