@@ -1,20 +1,14 @@
-"""The snapshots kept on disk: one folder per camera, one file per snapshot, retention by age and by bytes.
+"""The snapshots kept on disk: their index, the writer, and retention by age and by bytes.
 
-Layout: ``{dir}/{device}/{ts}-{trigger}-{width}x{height}[-{problem}+{problem}...].jpg`` (``ts`` in ms since the
-epoch, the time the frame was taken; the image problems it named, if any), and ``{dir}/{device}/.gateway``, the
-``site/gateway`` whose snapshots the folder holds (written before the first snapshot, and again when the camera
-comes from another gateway), so the folder alone says what it holds and whose, and a restart rebuilds the index
-and every camera's and gateway's bytes from the names. A folder without it (written before it existed) counts as
-a gateway of its own until its next snapshot. Device ids and problem names are contract IDs and metric names
-(``a-z``, ``0-9``, ``-``, ``_``), safe in file names. Problems whose names would make the file name longer than
-:data:`MAX_PROBLEMS_CHARS` (more than a dozen long ones; a camera has five) are written as ``-~``: unknown after a
-restart.
+One folder per camera, one file per snapshot, named so that the folder alone says what it holds and whose
+(:mod:`hub.snapshots.files`): a restart rebuilds the index and every camera's and gateway's bytes from the
+names and each folder's ``.gateway``, written before the first snapshot of a gateway's in that folder (again
+when a camera moved to another gateway). A folder without it (written before it existed) counts as a gateway of
+its own until its next snapshot.
 
-Each file is written to a temporary name in its folder, flushed to disk and renamed over its final name
-(``os.replace``, atomic on POSIX): a reader sees the whole image or none. Writes and removals run in a thread,
-one at a time (one lock), writes fed by a bounded queue, so the event loop that ingests MQTT never waits for the
-disk; a snapshot that finds the queue full is dropped and counted (the camera sends another at its next period).
-The index lives on the event loop only.
+Writes and removals run in a thread, one at a time (one lock), writes fed by a bounded queue, so the event loop
+that ingests MQTT never waits for the disk; a snapshot that finds the queue full is dropped and counted (the
+camera sends another at its next period). The index lives on the event loop only.
 
 Retention (:meth:`SnapshotStore.enforce`, every ``snapshots.retention_check_s`` by :meth:`SnapshotStore.run`):
 snapshots older than ``max_age_days`` go; then, while the total passes ``max_total_bytes``, the oldest snapshot
@@ -32,51 +26,17 @@ import bisect
 import contextlib
 import heapq
 import logging
-import os
-import re
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
 from common.tasks import cancel_and_wait
+from hub.snapshots.files import GATEWAY_FILE, MAX_PROBLEMS_CHARS, StoredSnapshot, remove_files, scan, write_file
+
+__all__ = ["GATEWAY_FILE", "MAX_PROBLEMS_CHARS", "RetentionPolicy", "SnapshotStore", "StoreCounters", "StoredSnapshot"]
 
 log = logging.getLogger(__name__)
-
-_NAME: Final = re.compile(r"(\d{13})-(periodic|problem|cleared)-(\d{1,5})x(\d{1,5})(?:-(~|[a-z][a-z0-9_+]*))?\.jpg")
-#: The longest problems part of a file name (the whole name stays below the 255 bytes of common file systems).
-MAX_PROBLEMS_CHARS: Final = 200
-_UNKNOWN: Final = "~"
-_DEVICE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-_TMP_PREFIX: Final = ".tmp-"
-#: The file in a camera's folder naming the gateway whose snapshots it holds (``site/gateway``).
-GATEWAY_FILE: Final = ".gateway"
-_GATEWAY: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}/[a-z0-9][a-z0-9-]{0,63}")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSnapshot:
-    """One snapshot on disk. ``problems`` (sorted) is None when not known (too many to name in the file name)."""
-
-    device: str
-    ts: int
-    trigger: str
-    width: int
-    height: int
-    size: int
-    problems: tuple[str, ...] | None = None
-
-    @property
-    def name(self) -> str:
-        base = f"{self.ts}-{self.trigger}-{self.width}x{self.height}"
-        if self.problems is None:
-            return f"{base}-{_UNKNOWN}.jpg"
-        if not self.problems:
-            return f"{base}.jpg"
-        joined = "+".join(self.problems)
-        return f"{base}-{joined if len(joined) <= MAX_PROBLEMS_CHARS else _UNKNOWN}.jpg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +109,7 @@ class SnapshotStore:
 
     async def __aenter__(self) -> SnapshotStore:
         await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
-        found, gateways = await asyncio.to_thread(_scan, self.folder)
+        found, gateways = await asyncio.to_thread(scan, self.folder)
         for snap in found:
             self._index(snap, gateways.get(snap.device) or f"?{snap.device}")
         log.info(
@@ -222,7 +182,7 @@ class SnapshotStore:
         # The folder says whose it is before it holds a picture of that gateway's.
         marker = gateway if device is None or device.gateway != gateway else None
         try:
-            await asyncio.to_thread(_write_file, self.folder / snap.device, snap.name, job.data, marker)
+            await asyncio.to_thread(write_file, self.folder / snap.device, snap.name, job.data, marker)
         except OSError as exc:
             self.counters.write_errors += 1
             if not self._write_error_logged:
@@ -244,7 +204,7 @@ class SnapshotStore:
         self.counters.removed_device_bound += len(excess)
         gone += excess
         if gone:
-            await asyncio.to_thread(_remove_files, self.folder, gone, set())
+            await asyncio.to_thread(remove_files, self.folder, gone, set())
         for observer in self._observers:
             try:
                 observer(job.site, job.gateway, snap)
@@ -419,7 +379,7 @@ class SnapshotStore:
                 # camera's again: those stay.
                 gone = [s for s in gone if _name_of(self.get(s.device, s.ts)) != s.name]
                 emptied = {s.device for s in gone} - self._devices.keys()
-                await asyncio.to_thread(_remove_files, self.folder, gone, emptied)
+                await asyncio.to_thread(remove_files, self.folder, gone, emptied)
         return len(gone)
 
     async def run(self, every_s: float) -> None:
@@ -436,82 +396,3 @@ class SnapshotStore:
 
 def _name_of(snap: StoredSnapshot | None) -> str | None:
     return snap.name if snap is not None else None
-
-
-# ------------------------------------------------------------------------------------------ in the thread
-
-
-def _write_atomic(folder: Path, name: str, data: bytes) -> None:
-    tmp = folder / f"{_TMP_PREFIX}{secrets.token_hex(6)}-{name}"
-    try:
-        with tmp.open("xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(folder / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_file(folder: Path, name: str, data: bytes, gateway: str | None) -> None:
-    """Write a snapshot, and first the folder's ``.gateway`` when ``gateway`` is given."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if gateway is not None:
-        _write_atomic(folder, GATEWAY_FILE, f"{gateway}\n".encode())
-    _write_atomic(folder, name, data)
-
-
-def _remove_files(folder: Path, snaps: list[StoredSnapshot], emptied: set[str]) -> None:
-    """Remove ``snaps``' files; the folders of the ``emptied`` cameras go too, with their ``.gateway``."""
-    for snap in snaps:
-        try:
-            (folder / snap.device / snap.name).unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("snapshots: cannot remove %s/%s: %s", snap.device, snap.name, exc)
-    for device in emptied:
-        with contextlib.suppress(OSError):  # not empty (a file not ours), or gone: either is fine
-            (folder / device / GATEWAY_FILE).unlink(missing_ok=True)
-            (folder / device).rmdir()
-
-
-def _scan(folder: Path) -> tuple[list[StoredSnapshot], dict[str, str]]:
-    """Every snapshot file under ``folder`` and the gateway each camera's folder names (when it names a valid
-    one); unfinished temporary files (a stop mid-write) removed."""
-    found: list[StoredSnapshot] = []
-    gateways: dict[str, str] = {}
-    with os.scandir(folder) as devices:
-        for d in devices:
-            if not (d.is_dir(follow_symlinks=False) and _DEVICE.fullmatch(d.name)):
-                continue
-            with os.scandir(d.path) as files:
-                for f in files:
-                    if f.name.startswith(_TMP_PREFIX):
-                        with contextlib.suppress(OSError):
-                            Path(f.path).unlink(missing_ok=True)
-                        continue
-                    if f.name == GATEWAY_FILE:
-                        gateway = _read_gateway(Path(f.path))
-                        if gateway is not None:
-                            gateways[d.name] = gateway
-                        continue
-                    m = _NAME.fullmatch(f.name)
-                    if m is None or not f.is_file(follow_symlinks=False):
-                        continue
-                    ts, trigger, width, height, named = m.groups()
-                    problems = () if named is None else None if named == _UNKNOWN else tuple(named.split("+"))
-                    size = f.stat(follow_symlinks=False).st_size
-                    found.append(StoredSnapshot(d.name, int(ts), trigger, int(width), int(height), size, problems))
-    return found, gateways
-
-
-def _read_gateway(path: Path) -> str | None:
-    """The ``site/gateway`` a ``.gateway`` file names; None when it is no regular small file naming one."""
-    try:
-        if path.is_symlink() or not path.is_file():
-            return None
-        with path.open("rb") as f:
-            text = f.read(256).decode("ascii", errors="replace").strip()
-    except OSError:
-        return None
-    return text if _GATEWAY.fullmatch(text) else None
