@@ -297,10 +297,11 @@ class SnapshotStats(Snapshot):
     removed_age: int
     """Snapshots removed by retention for their age (``snapshots.max_age_days``)."""
     removed_total_bytes: int
-    """Snapshots removed by retention, the oldest of all cameras, while the kept bytes passed
-    ``snapshots.max_total_bytes``."""
+    """Snapshots removed by retention while the kept bytes passed ``snapshots.max_total_bytes``: the oldest of the
+    camera holding the most within the gateway holding the most."""
     removed_camera_bound: int
-    """Snapshots removed at a write, the camera's oldest, past ``snapshots.max_per_device``."""
+    """Snapshots removed, the camera's oldest, past ``snapshots.max_per_device`` or
+    ``snapshots.max_bytes_per_device`` (at a write or a retention check)."""
 
 
 class HubStats(PipelineStats):

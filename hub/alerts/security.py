@@ -45,10 +45,9 @@ log = logging.getLogger(__name__)
 #: announced as something else; a city's camera kind missing from ``snapshots.kinds`` looks the same, as a kind
 #: missing from ``admission.kinds`` does for ``unknown_kind``) are ``major``, like the other refusals of what no
 #: honest agent writes. ``snapshot_rate`` is a ``warning``: the refusal itself bounds what a flood costs (nothing
-#: is written), and an honest agent trips it too when its snapshots and a camera's image checks are set closer
-#: than the hub's rate (the agent's ``snapshots.interval_s`` and ``image_check_interval_s`` under the 10 s of
-#: ``snapshots.max_per_minute`` 6) or a picture flaps between problem and cleared at every check; it is still
-#: raised, so a flood is seen.
+#: is written), and an honest agent trips it too when a camera's image checks are set closer than the hub's rate
+#: (an agent sends at most one snapshot per check; the default ``snapshots.max_per_minute`` 1 is the ceiling of
+#: checks at least ``image_confirm_s`` 60 s apart); it is still raised, so a flood is seen.
 SEVERITIES: Final[dict[RefusalReason, str]] = {
     RefusalReason.FOREIGN_DEVICE: "critical",
     RefusalReason.HUB_OWNED_KIND: "critical",
