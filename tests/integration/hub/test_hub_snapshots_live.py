@@ -1,7 +1,8 @@
 """Camera snapshots through the real broker, hub and InfluxDB: a gateway's snapshot of its own camera is kept on
 disk, served and counted in the hub's stats and metrics; what it may not send is refused with its reason,
 dead-lettered, not kept, and raises a security alert per reason; the API follows the token's wards like the device
-routes."""
+routes. At the default settings a camera may send 10 at once, each with its own bucket, and each camera's folder
+names its gateway (the retention's accounting)."""
 
 from __future__ import annotations
 
@@ -216,6 +217,47 @@ async def test_own_camera_snapshot_is_kept_and_served_and_the_rest_refused(
             assert (await http.get(f"/api/v1/devices/cam-01/snapshots/{taken + 1}", headers=admin)).status_code == 404
             assert (await http.get("/api/v1/devices/cam-02/snapshots/latest", headers=admin)).status_code == 404
             assert (await http.get("/api/v1/cameras")).status_code == 401
+    finally:
+        for gw in (gw1, gw2):
+            gw.client.loop_stop()
+            gw.client.disconnect()
+
+
+@pytest.mark.timeout(120)
+async def test_the_default_rate_and_each_cameras_gateway_on_disk(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    """At the hub's default snapshot settings a camera may send 10 at once (then 1 a minute): the 11th and 12th of
+    a burst are refused, other cameras have their own bucket, and each camera's folder names its gateway."""
+    folder = tmp_path / "snapshots"
+    settings = ops_settings(stack, influx_db, tmp_path, inventory=INVENTORY).model_copy(
+        update={"snapshots": SnapshotSettings(dir=folder)}
+    )
+    gw1, gw2 = Gateway(stack, "site-a", "gw-1"), Gateway(stack, "site-b", "gw-2")
+    picture = jpeg(320, 180)
+    try:
+        async with running_hub(settings) as hub, httpx.AsyncClient(base_url=hub.api_url, timeout=10) as http:
+            gw1.birth([("cam-01", "camera", 60.0), ("cam-03", "camera", 60.0)])
+            gw2.birth([("cam-02", "camera", 60.0)])
+            await wait_until(lambda: {"cam-01", "cam-02", "cam-03"} <= set(hub.operations.registry.devices), 30)
+            taken = now_ms() - 60_000
+            for i in range(12):
+                gw1.raw("snapshot", snapshot_payload(gw1.session, "cam-01", taken + i, picture))
+            gw1.raw("snapshot", snapshot_payload(gw1.session, "cam-03", taken, picture))
+            gw2.raw("snapshot", snapshot_payload(gw2.session, "cam-02", taken, picture))
+            store = hub.pipeline.snapshots.store  # type: ignore[union-attr]
+            await wait_until(lambda: len(errors(hub)) >= 2, 30)
+            await wait_until(lambda: store.total_files == 12 and store.queued == 0, 30)
+            refused = "snapshot_rate cam-01: more than 10 snapshots at once, then 1 a minute"
+            assert errors(hub) == [f"{refused} (snapshots.burst, snapshots.max_per_minute)"] * 2
+            assert [len(list((folder / cam).glob("*.jpg"))) for cam in ("cam-01", "cam-02", "cam-03")] == [10, 1, 1]
+            assert [(folder / cam / ".gateway").read_text() for cam in ("cam-01", "cam-02", "cam-03")] == [
+                "site-a/gw-1\n",
+                "site-b/gw-2\n",
+                "site-a/gw-1\n",
+            ]
+            figures = (await http.get("/api/v1/ingest/stats")).json()["snapshots"]
+            assert figures == {**store_figures(12, 12 * len(picture)), "cameras": 3}
     finally:
         for gw in (gw1, gw2):
             gw.client.loop_stop()
