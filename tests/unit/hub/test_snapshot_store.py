@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.snapshots.store import GATEWAY_FILE, MAX_PROBLEMS_CHARS, RetentionPolicy, SnapshotStore, StoredSnapshot
 
@@ -232,3 +234,35 @@ async def test_a_restart_rebuilds_every_cameras_and_gateways_bytes(tmp_path: Pat
         await put_all(store, snap("cam-2", NOW, 10), site="site-b", gateway="gw-2")
         assert store.gateway_bytes() == {"site-a/gw-1": 300, "site-b/gw-2": 310, "?cam-3": 450}
     assert (tmp_path / "cam-2" / GATEWAY_FILE).read_text() == "site-b/gw-2\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(1, 50)), min_size=1, max_size=60),
+    st.integers(1, 1500),
+)
+def test_over_the_total_the_gateway_holding_the_most_loses_first(
+    pictures: list[tuple[int, int, int]], bound: int
+) -> None:
+    # The index alone (no folder, no writer): what retention takes out is decided there, before any disk work.
+    store = SnapshotStore(Path("/nonexistent"), RetentionPolicy(max_total_bytes=bound))
+    for i, (gateway, camera, size) in enumerate(pictures):
+        store._index(snap(f"cam-{gateway}-{camera}", NOW - 10_000 + i, size), f"site-a/gw-{gateway}")
+    before = store.gateway_bytes()
+    newest_first = {d: [s.ts for s in store.history(d, 100)[1]] for d in store.devices()}
+    gone = store.expired(NOW)
+    after = store.gateway_bytes()
+    assert store.total_bytes <= bound
+    assert not gone or store.total_bytes + gone[-1].size > bound  # no more than needed
+    # A gateway holding no more than an even share of the total keeps everything.
+    for gateway, size in before.items():
+        if size <= bound / len(before):
+            assert after.get(gateway) == size
+    # A gateway that lost was the largest when it lost its last picture.
+    last_lost = {f"site-a/gw-{s.device.split('-')[1]}": s.size for s in gone}
+    for gateway, size in last_lost.items():
+        assert all(after.get(gateway, 0) + size >= other for other in after.values())
+    # Each camera keeps its newest.
+    for device, ts in newest_first.items():
+        kept = [s.ts for s in store.history(device, 100)[1]]
+        assert kept == ts[: len(kept)]
