@@ -229,7 +229,7 @@ class HealthMonitor:
     def problems(self, site: str, gateway: str) -> list[dict[str, Any]]:
         """The gateway's current problems, by name."""
         g = self._pairs.get((site, gateway))
-        return _problems(g) if g is not None else []
+        return _problems(g) if g is not None and g.problems else []  # most have none: no list or sort built
 
     def report_problem(self, site: str, gateway: str, name: str, detail: str) -> None:
         """The gateway does ``name`` wrong (``clock_skew``); it shows until ``problem_quiet_s`` without a report."""
