@@ -246,9 +246,17 @@ async def test_a_black_picture_is_a_degraded_camera_on_the_broker_and_the_hub(
                 items: list[dict[str, Any]] = answer.json()["items"]
                 return items if len(items) == len(recorder.snapshots()) else []
 
-            async with asyncio.timeout(15):
-                while not (items := await listed()):  # noqa: ASYNC110 - polling the API: no event to await
-                    await asyncio.sleep(0.2)
+            try:
+                async with asyncio.timeout(15):
+                    while not (items := await listed()):  # noqa: ASYNC110 - polling the API: no event to await
+                        await asyncio.sleep(0.2)
+            except TimeoutError:
+                answer = (await http.get("/api/v1/devices/cam-1/snapshots")).json()["items"]
+                pytest.fail(
+                    f"the hub lists {[(i['ts_ms'], i['trigger']) for i in answer]}; the broker carried "
+                    f"{[(s.ts, s.trigger.value) for s in recorder.snapshots()]}; events "
+                    f"{[(e.type.value, e.reason) for e in recorder.events()]}; dead letters {hub.dead_letters(10)}"
+                )
             latest = await http.get("/api/v1/devices/cam-1/snapshots/latest")
     assert types_of(recorder.events()) == [EventType.DEVICE_UP, EventType.DEVICE_DEGRADED, EventType.DEVICE_UP]
     assert recorder.events()[2].reason == ""
