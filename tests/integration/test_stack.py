@@ -214,6 +214,7 @@ def test_credentials_file_is_private_and_complete(stack: StackEndpoints) -> None
         "site-b.gw-2.second",
         "demo.gw-1",
         "replay.gw-1",
+        "cameras.gw-1",
     }
     assert doc["mqtt"]["accounts"]["hub"]["password"] == stack.credentials("hub")[1]
     # The session's gateways are bound to their agents' client ids, as in production; gw-2's second account to one
@@ -228,6 +229,7 @@ def test_credentials_file_is_private_and_complete(stack: StackEndpoints) -> None
         "site-b.gw-2.second": "second-site-b-gw-2",
         "demo.gw-1": "ioc-edge-demo.gw-1",
         "replay.gw-1": "ioc-edge-replay.gw-1",
+        "cameras.gw-1": "ioc-edge-cameras.gw-1",
     }
 
 

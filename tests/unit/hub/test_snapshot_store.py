@@ -255,13 +255,13 @@ def test_over_the_total_the_gateway_holding_the_most_loses_first(
     assert store.total_bytes <= bound
     assert not gone or store.total_bytes + gone[-1].size > bound  # no more than needed
     # A gateway holding no more than an even share of the total keeps everything.
-    for gateway, size in before.items():
-        if size <= bound / len(before):
-            assert after.get(gateway) == size
+    for key, held in before.items():
+        if held <= bound / len(before):
+            assert after.get(key) == held
     # A gateway that lost was the largest when it lost its last picture.
     last_lost = {f"site-a/gw-{s.device.split('-')[1]}": s.size for s in gone}
-    for gateway, size in last_lost.items():
-        assert all(after.get(gateway, 0) + size >= other for other in after.values())
+    for key, lost in last_lost.items():
+        assert all(after.get(key, 0) + lost >= other for other in after.values())
     # Each camera keeps its newest.
     for device, ts in newest_first.items():
         kept = [s.ts for s in store.history(device, 100)[1]]
