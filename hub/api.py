@@ -34,7 +34,6 @@ from fastapi.responses import PlainTextResponse
 from starlette.types import ASGIApp
 
 from hub.config import HttpSettings
-from hub.deadletter import DeadLetter
 from hub.errors import StartupError
 from hub.kpis import MAX_BODY_BYTES as KPI_MAX_BODY_BYTES
 from hub.kpis import router as kpis_router
@@ -47,6 +46,7 @@ from hub.routes.models import DeadLettersPage, Health, HealthCounters, InfluxLin
 from hub.routes.services import Operations
 from hub.routes.web import static_files
 from hub.stats import HubStats
+from hub.storage.deadletter import DeadLetter
 
 log = logging.getLogger(__name__)
 

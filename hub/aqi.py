@@ -62,7 +62,7 @@ import httpx
 
 from hub.config import AqiSettings, InfluxSettings
 from hub.errors import StorageError, StorageUnavailable
-from hub.lineproto import FieldValue, line
+from hub.storage.lineproto import FieldValue, line
 
 log = logging.getLogger(__name__)
 

@@ -277,7 +277,7 @@ class DeadLetterSettings(_Section):
 
 
 class SpillSettings(_Section):
-    """The on-disk spill for batches InfluxDB cannot take now (hub/spill.py). Off while ``dir`` is unset."""
+    """The on-disk spill for batches InfluxDB cannot take now (hub/storage/spill.py). Off while ``dir`` is unset."""
 
     #: This hub's own folder (two hub processes must not share one).
     dir: Path | None = None

@@ -40,9 +40,9 @@ from fastapi.responses import JSONResponse
 
 from hub.auth import Principal
 from hub.errors import StorageError, StorageRejected
-from hub.lineproto import FieldValue, LineProtocolError, line
 from hub.routes.deps import require
 from hub.routes.models import KpiProblem, KpisStored
+from hub.storage.lineproto import FieldValue, LineProtocolError, line
 
 MEASUREMENT: Final = "kpi"
 MAX_ROWS: Final = 10_000

@@ -31,8 +31,8 @@ from typing import Final
 
 from hub.errors import StorageError
 from hub.ingest import LineWriter
-from hub.lineproto import format_tags, line
 from hub.stats import HistogramSnapshot, HubStats, SnapshotStats
+from hub.storage.lineproto import format_tags, line
 
 log = logging.getLogger(__name__)
 

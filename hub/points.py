@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from hub.lineproto import (
+from hub.storage.lineproto import (
     LineProtocolError,
     escape_key,
     escape_measurement,
@@ -52,7 +52,7 @@ BASE_TAGS: Final = frozenset({"device", "gateway", "kind", "site", "type"})
 #: Tag names an enrichment (the device registry) may add to a device's lines by default (``tags.enrichment``).
 DEFAULT_ENRICHMENT_TAGS: Final = ("district", "zone", "area", "operator")
 
-#: Line protocol string field values escape a backslash and a double quote (as hub.lineproto does).
+#: Line protocol string field values escape a backslash and a double quote (as hub.storage.lineproto does).
 _STRING_ESCAPES: Final = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 #: device id -> its extra tags, pre-escaped and sorted: ``((key, ",key=value"), ...)``.
@@ -157,7 +157,7 @@ def reading_lines(  # noqa: PLR0912 - the hot loop, inlined on purpose
             if len(prefixes) >= PREFIX_CACHE_SIZE:
                 prefixes.clear()
             prefixes[key] = prefix
-        # format_contract_fields (hub.lineproto), inlined: the call and its list per reading were a tenth of
+        # format_contract_fields (hub.storage.lineproto), inlined: the call and its list per reading were a tenth of
         # reading_lines; values are dispatched on their type (the contract's: float, bool, int, str).
         fields: list[str] = []
         for name, value in reading.metrics.items():

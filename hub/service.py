@@ -32,9 +32,7 @@ from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob
 from hub.api import ApiServer, create_app
 from hub.aqi import AqiJob
 from hub.config import HubSettings
-from hub.deadletter import DeadLetter, Quarantine
 from hub.errors import HubError
-from hub.influx import InfluxWriter
 from hub.ingest import Observer, Pipeline, RetryPolicy
 from hub.ingest.admission import Admission
 from hub.ingest.lanes import FairQueue
@@ -46,8 +44,10 @@ from hub.routes.cameras import snapshot_events
 from hub.routes.services import Operations
 from hub.snapshots.intake import SnapshotIntake
 from hub.snapshots.running import running_snapshots
-from hub.spill import Spill
 from hub.stats import HubStats, InfluxStats, LaneStats, MqttStats, ObserverStats, SnapshotStats
+from hub.storage.deadletter import DeadLetter, Quarantine
+from hub.storage.influx import InfluxWriter
+from hub.storage.spill import Spill
 
 log = logging.getLogger(__name__)
 

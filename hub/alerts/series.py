@@ -46,9 +46,9 @@ from sqlalchemy.orm import Session
 from hub.alerts.rules import Severity
 from hub.alerts.store import ACKNOWLEDGED, FIRING, AlertRow
 from hub.errors import StorageError
-from hub.lineproto import LineProtocolError, line
 from hub.registry.db import Database
 from hub.registry.registry import Registry
+from hub.storage.lineproto import LineProtocolError, line
 
 log = logging.getLogger(__name__)
 

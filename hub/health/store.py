@@ -29,8 +29,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from hub.errors import StorageError
 from hub.health.machine import CODES, Health
 from hub.health.monitor import Transition
-from hub.lineproto import LineProtocolError, line
 from hub.registry.db import Base, Database
+from hub.storage.lineproto import LineProtocolError, line
 
 log = logging.getLogger(__name__)
 

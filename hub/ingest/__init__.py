@@ -21,8 +21,8 @@ messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): 
   message that causes it is found; that one is dead-lettered and acknowledged. Lines InfluxDB already stored
   from a partial write are written again, which is harmless: a point with the same series and time overwrites.
 - Bad topics and payloads are dead-lettered, counted by kind, logged once per kind, and acknowledged once the
-  quarantine (:class:`~hub.deadletter.Quarantine`) has saved them when it is persistent.
-- With a spill (:mod:`hub.spill`), a batch InfluxDB cannot take (down, timing out) is appended to the spill
+  quarantine (:class:`~hub.storage.deadletter.Quarantine`) has saved them when it is persistent.
+- With a spill (:mod:`hub.storage.spill`), a batch InfluxDB cannot take (down, timing out) is appended to the spill
   instead, and its messages are acknowledged once it is fsynced there; while InfluxDB is down every batch goes
   straight to the spill, and so does a batch that finds every write slot taken by writes running for
   ``spill_after_s`` (InfluxDB slow but answering). A write-back task writes the spill back to InfluxDB

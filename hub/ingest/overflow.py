@@ -36,7 +36,7 @@ from typing import BinaryIO, Final
 
 from hub.errors import HubError
 from hub.ingest.messages import InboundMessage
-from hub.spill import append_durably, fsync_dir
+from hub.storage.spill import append_durably, fsync_dir
 
 log = logging.getLogger(__name__)
 

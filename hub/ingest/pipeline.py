@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog, Quarantine, QuarantineError
 from hub.ingest.admission import Admission, Refusal, RefusalObserver, describe
 from hub.ingest.decode import DataDecoder
 from hub.ingest.messages import Acker, InboundMessage, LineWriter, MessageSource, Observer, Pending, RetryPolicy
@@ -28,8 +27,9 @@ from hub.points import (
     gateway_state_line,
     reading_lines,
 )
-from hub.spill import Spill
 from hub.stats import GatewayCounts, IngestStats, PipelineStats
+from hub.storage.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog, Quarantine, QuarantineError
+from hub.storage.spill import Spill
 from hub.tracking import GatewayStates, SeqTracker
 from wire.v1 import Channel, ContractError, DataBatch, Event, Payload, Snapshot, State, Topic, decode_for, parse_topic
 

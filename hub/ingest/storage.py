@@ -10,11 +10,11 @@ import time
 from collections import deque
 from typing import Any
 
-from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog
 from hub.errors import StorageRejected, StorageUnavailable
 from hub.ingest.messages import Acker, LineWriter, Pending, RetryPolicy
-from hub.spill import Spill, SpillError, SpillRecord
 from hub.stats import IngestStats
+from hub.storage.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog
+from hub.storage.spill import Spill, SpillError, SpillRecord
 
 log = logging.getLogger("hub.ingest")
 

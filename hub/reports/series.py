@@ -28,11 +28,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StorageError
-from hub.lineproto import FieldValue, line
 from hub.registry.db import Database
 from hub.registry.registry import Registry
 from hub.reports.models import AvailabilityFigures, AvailabilityReport
 from hub.reports.report import build_report, cameras_of
+from hub.storage.lineproto import FieldValue, line
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from hub.deadletter import DeadLetter
 from hub.stats import HubStats
+from hub.storage.deadletter import DeadLetter
 
 __all__ = [
     "Alert",

@@ -2,7 +2,7 @@
 but 512 KiB; the hub's lanes overflow, by default ``{spill.dir}/overflow``, is on it too, as on a host where both
 share a disk) while InfluxDB is down, under a load that fills it in seconds.
 
-What the hub does then (docs/architecture.md, hub/spill.py): a batch the spill cannot take keeps its
+What the hub does then (docs/architecture.md, hub/storage/spill.py): a batch the spill cannot take keeps its
 acknowledgements held and InfluxDB is retried, the intake stops taking messages, and the broker keeps them in the
 hub's session. So even a full disk should lose nothing: every reading the broker acknowledged to the gateways is
 in InfluxDB once it is back, and the hub saw no sequence gap. The loss, if any, is counted per device and
@@ -11,7 +11,7 @@ reported exactly.
 Two ways: the disk stays full until InfluxDB is back (``full``: nothing lost), and space is freed on the disk (the
 other data deleted, as an operator would) while InfluxDB is still down (``full-then-freed``: the spill takes
 batches again; nothing lost either: an append that fails on the full disk is cut back off its segment,
-hub.spill.append_durably; before that, 156,100 readings of acknowledged batches were lost in one run).
+hub.storage.spill.append_durably; before that, 156,100 readings of acknowledged batches were lost in one run).
 
 Real processes: Mosquitto and InfluxDB of the module's own stack, ``ioc hub``, and the benchmark's load generator
 (benchmarks/loadgen.py) as two gateways of 50 devices, 10 readings per message; each reading has a (device, time)

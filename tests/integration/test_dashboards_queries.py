@@ -34,9 +34,9 @@ from dashboards.build import render_all
 from dashboards.registry import Snapshot, parse
 from hub.alerts.series import AlertSeriesJob
 from hub.config import InfluxSettings
-from hub.influx import InfluxWriter
 from hub.registry.db import Database
 from hub.registry.registry import Registry
+from hub.storage.influx import InfluxWriter
 from ioc.demo import demo_city
 from ioc.stack import influx_query, influx_write
 

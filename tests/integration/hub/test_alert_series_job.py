@@ -19,10 +19,10 @@ from hub.alerts.series import SEVERITIES, AlertSeriesJob
 from hub.alerts.store import AlertStore
 from hub.config import InfluxSettings
 from hub.errors import StorageUnavailable
-from hub.influx import InfluxWriter
 from hub.registry.db import Database
 from hub.registry.inventory import parse_mapping
 from hub.registry.registry import Registry
+from hub.storage.influx import InfluxWriter
 from ioc.stack import StackEndpoints, influx_query
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from hub.config import InfluxSettings
-from hub.influx import InfluxWriter
 from hub.ingest.admission import Admission, AdmissionRules, RefusalReason
+from hub.storage.influx import InfluxWriter
 from ioc.stack import StackEndpoints, influx_write
 from wire.v1 import DataBatch, DeviceInfo, Reading, State
 

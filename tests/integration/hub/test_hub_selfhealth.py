@@ -95,7 +95,7 @@ async def test_the_hub_creates_its_database_with_a_retention_policy_and_logs_the
     stack: StackEndpoints, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     database = f"test_created_{secrets.token_hex(4)}"
-    caplog.set_level(logging.INFO, logger="hub.influx")
+    caplog.set_level(logging.INFO, logger="hub.storage.influx")
     try:
         async with running(settings(stack, database, tmp_path, retention="2w")):
             names = [row["name"] for row in influx_query(stack.influx_url, "", "SHOW DATABASES")]

@@ -17,11 +17,11 @@ from ops_support import ops_settings, running_hub, wait_until
 from dashboards.leadership import CAMERA_AVAILABILITY
 from hub.config import InfluxSettings
 from hub.health.store import HealthTransitionRow
-from hub.influx import InfluxWriter
 from hub.registry.db import Database
 from hub.registry.inventory import parse_mapping
 from hub.registry.registry import Registry
 from hub.reports.series import AvailabilitySeriesJob
+from hub.storage.influx import InfluxWriter
 from ioc.stack import StackEndpoints, influx_query
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from hub.aqi import AqiJob
 from hub.config import AqiSettings, InfluxSettings
 from hub.errors import StorageUnavailable
-from hub.influx import InfluxWriter
+from hub.storage.influx import InfluxWriter
 from ioc.stack import StackEndpoints, influx_query, influx_write
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""An independent reader of InfluxDB line protocol, written from the reference, not from hub.lineproto.
+"""An independent reader of InfluxDB line protocol, written from the reference, not from hub.storage.lineproto.
 
 https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/ : one point per line
 (``\\n``); ``measurement[,tag=value...] field=value[,field=value...] [timestamp]``; in measurements a comma

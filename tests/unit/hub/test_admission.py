@@ -91,7 +91,7 @@ def test_every_measurement_the_hub_writes_is_hub_owned() -> None:
         "gateway_health",
     }
     assert written <= HUB_MEASUREMENTS
-    # and every measurement named literally where the hub builds a line (hub.lineproto.line("name", ...))
+    # and every measurement named literally where the hub builds a line (hub.storage.lineproto.line("name", ...))
     literal = {
         m.group(1)
         for path in (ROOT / "hub").rglob("*.py")

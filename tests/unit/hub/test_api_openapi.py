@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from hub.config import HttpSettings, HubSettings, InfluxSettings, MqttSettings
-from hub.deadletter import DeadLetterKind
 from hub.service import Hub, run_hub
+from hub.storage.deadletter import DeadLetterKind
 
 #: The 2xx answers without a schema yet, as :func:`untyped_answers` names them; remove each entry once its route
 #: declares its schema (the test fails until then, and also once it does).

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from hub.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog
+from hub.storage.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog
 
 
 def test_ring_keeps_the_newest_and_truncates_payloads() -> None:

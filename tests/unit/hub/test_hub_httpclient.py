@@ -1,4 +1,4 @@
-"""The hub's HTTP/1.1 client (:mod:`hub.httpclient`) against a real asyncio server on loopback.
+"""The hub's HTTP/1.1 client (:mod:`hub.storage.httpclient`) against a real asyncio server on loopback.
 
 The server below reads each request (head and ``Content-Length`` body) and sends back whatever the test scripts:
 raw bytes, so framing, keep-alive, early closes and malformed answers can be produced exactly.
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hub.httpclient import HttpClient, HttpConnectionError, HttpProtocolError, HttpTimeout, Response
+from hub.storage.httpclient import HttpClient, HttpConnectionError, HttpProtocolError, HttpTimeout, Response
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 TIMEOUT_S = 5.0

@@ -22,7 +22,7 @@ import pytest
 
 from hub.config import InfluxSettings
 from hub.errors import StorageRejected, StorageUnavailable
-from hub.influx import InfluxWriter
+from hub.storage.influx import InfluxWriter
 
 BODY = b"m,device=a x=1.0 1764331200000"
 
@@ -175,7 +175,7 @@ async def test_version_is_read_and_the_database_and_retention_policy_are_created
         return json_answer(200, {"results": [{"statement_id": 0}]})
 
     influx.answer = answer
-    caplog.set_level(logging.INFO, logger="hub.influx")
+    caplog.set_level(logging.INFO, logger="hub.storage.influx")
     settings = InfluxSettings(url=influx.url, database='my"db', retention="90d", username="hub", password="pw")
     async with InfluxWriter(settings) as writer:
         assert await writer.prepare() == "1.8.10"

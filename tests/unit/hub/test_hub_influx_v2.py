@@ -21,7 +21,7 @@ import pytest
 
 from hub.config import InfluxSettings, load_settings
 from hub.errors import ConfigError, StorageRejected, StorageUnavailable
-from hub.influx import InfluxWriter
+from hub.storage.influx import InfluxWriter
 
 TOKEN = "s3cr3t-token-for-tests"
 LINES = (
@@ -254,7 +254,7 @@ async def test_v2_refused_token_is_logged_once_until_it_is_accepted_again(
 ) -> None:
     unauthorized = (401, influx_error("unauthorized", "unauthorized access"))
     influx2.answers += [unauthorized, unauthorized, (204, b""), unauthorized]
-    caplog.set_level(logging.WARNING, logger="hub.influx")
+    caplog.set_level(logging.WARNING, logger="hub.storage.influx")
     async with InfluxWriter(v2_settings(influx2.url)) as writer:
         for _ in range(2):
             with pytest.raises(StorageUnavailable):
@@ -262,7 +262,7 @@ async def test_v2_refused_token_is_logged_once_until_it_is_accepted_again(
         await writer.write(LINES)
         with pytest.raises(StorageUnavailable):
             await writer.write(LINES)
-    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "hub.influx"]
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "hub.storage.influx"]
     assert [level for level, _ in messages] == [logging.ERROR, logging.WARNING, logging.ERROR]
     assert "refused the token" in messages[0][1]
     assert "the data is held" in messages[0][1]

@@ -1,7 +1,7 @@
 """The pipeline's rules: ack only after storage and in arrival order, retry holding acks, narrow a 400 down to
 the message that causes it, bound what is pending, dead-letter bad input.
 
-The real :class:`hub.influx.InfluxWriter` talks to a small in-process stand-in for InfluxDB's ``/write`` (an
+The real :class:`hub.storage.influx.InfluxWriter` talks to a small in-process stand-in for InfluxDB's ``/write`` (an
 HTTP server on loopback) so that failures can be scripted; the same rules run against the real InfluxDB and Mosquitto
 in ``tests/integration/hub``.
 """
@@ -22,11 +22,11 @@ import pytest
 
 import hub.ingest.pipeline
 from hub.config import InfluxSettings
-from hub.deadletter import Quarantine
-from hub.influx import InfluxWriter
 from hub.ingest import InboundMessage, Pipeline, RetryPolicy
-from hub.spill import Spill
 from hub.stats import IngestStats
+from hub.storage.deadletter import Quarantine
+from hub.storage.influx import InfluxWriter
+from hub.storage.spill import Spill
 from wire.v1 import CommandAck, DataBatch, Event, State
 
 TS = 1_764_331_200_000

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hub.lineproto import (
+from hub.storage.lineproto import (
     FieldValue,
     LineProtocolError,
     escape_key,

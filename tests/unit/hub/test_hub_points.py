@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hub import points
-from hub.lineproto import format_contract_fields
 from hub.points import DEFAULT_ENRICHMENT_TAGS, build_enrichment, device_event_line, gateway_state_line, reading_lines
+from hub.storage.lineproto import format_contract_fields
 from wire import v1
 
 TS = 1_764_331_200_123

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hub.spill import Spill, SpillFull, append_durably
+from hub.storage.spill import Spill, SpillFull, append_durably
 
 
 def drain(spill: Spill) -> list[bytes]:

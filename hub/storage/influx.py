@@ -1,4 +1,4 @@
-"""The InfluxDB writer: line protocol POSTed over HTTP with the hub's own client (:mod:`hub.httpclient`), to
+"""The InfluxDB writer: line protocol POSTed over HTTP with the hub's own client (:mod:`hub.storage.httpclient`), to
 the v1 or the v2 write API.
 
 - ``api: v1`` (default): ``POST {url}/write?db={database}&precision=ms``, basic auth when a username is set.
@@ -43,7 +43,7 @@ from urllib.parse import quote, urlencode
 
 from hub.config import InfluxSettings
 from hub.errors import ConfigError, StorageError, StorageRejected, StorageUnavailable
-from hub.httpclient import HttpClient, HttpConnectionError, HttpError, HttpTimeout, Response
+from hub.storage.httpclient import HttpClient, HttpConnectionError, HttpError, HttpTimeout, Response
 
 log = logging.getLogger(__name__)
 
