@@ -181,6 +181,13 @@ class HealthMonitor:
         self._flapping_devices: set[str] = set()
         self._flapping_gateways: set[tuple[str, str]] = set()
         self._with_problems: set[tuple[str, str]] = set()
+        #: Changes whenever something the API's gateway and site lists show changes (a gateway's state, reason,
+        #: flapping, devices or problems; a device's state; a new gateway): their answers are kept until it does.
+        #: A gateway's reason and flapping change only with a transition: it is proposed online or offline, never
+        #: degraded, so flapping starts and ends with a change of state.
+        self.version = 0
+        #: The gateways with a reading since :meth:`take_heard` (the live "seen" events visit their devices alone).
+        self._heard: set[tuple[str, str]] = set()
         if registry is not None:
             registry.subscribe(self._registry_changed)
             for device in registry.devices.values():
@@ -231,10 +238,17 @@ class HealthMonitor:
         g = self._pairs.get((site, gateway))
         return _problems(g) if g is not None and g.problems else []  # most have none: no list or sort built
 
+    def take_heard(self) -> list[str]:
+        """The devices behind the gateways with a reading (not a replay) since the last call, by gateway and id:
+        those whose ``last_seen_ms`` may have changed."""
+        heard, self._heard = self._heard, set()
+        return [device_id for key in sorted(heard) for device_id in sorted(self._pairs[key].devices)]
+
     def report_problem(self, site: str, gateway: str, name: str, detail: str) -> None:
         """The gateway does ``name`` wrong (``clock_skew``); it shows until ``problem_quiet_s`` without a report."""
         g = self._gateway(site, gateway)
         now = self._clock()
+        self.version += 1
         problem = g.problems.get(name)
         if problem is None:
             g.problems[name] = _Problem(detail, int(self._wall() * 1000), now)
@@ -271,6 +285,7 @@ class HealthMonitor:
         if g is None:
             g = _Gateway(site, gateway, HealthMachine(self.policy.flap), order=next(self._order))
             self._pairs[(site, gateway)] = self.gateways[f"{site}/{gateway}"] = g
+            self.version += 1
         return g
 
     def _elsewhere(self, device_id: str, g: _Gateway) -> bool:
@@ -287,9 +302,12 @@ class HealthMonitor:
             if d.owner is not None:
                 d.owner.devices.discard(device_id)
             d.site, d.gateway = site, gateway
+            self.version += 1
         if site:
             d.owner = self._gateway(site, gateway)
-            d.owner.devices.add(device_id)
+            if device_id not in d.owner.devices:
+                d.owner.devices.add(device_id)
+                self.version += 1
         return d
 
     def _heard_again(self, g: _Gateway, payload: object, now: float) -> None:
@@ -315,6 +333,7 @@ class HealthMonitor:
                 self._propose_device(d, Health.UNKNOWN, f"no longer announced by gateway {site}/{gateway}", now)
                 g.devices.discard(gone)
                 d.owner = None
+                self.version += 1
             g.announced = announced
             for info in state.devices:
                 if self._elsewhere(info.id, g):
@@ -342,6 +361,7 @@ class HealthMonitor:
             self._propose_gateway(g, Health.ONLINE, "data received (no birth seen)", now)
         wall_ms = int(self._wall() * 1000)
         devices = self.devices
+        self._heard.add((g.site, g.gateway))
         for reading in batch.readings:
             d = devices.get(reading.device)
             if d is None or d.owner is not g:
@@ -508,6 +528,7 @@ class HealthMonitor:
             for name, problem in list(g.problems.items()):
                 if now - problem.last >= quiet:
                     del g.problems[name]
+                    self.version += 1
                     log.info(
                         "gateway %s/%s: problem %s cleared (%d reports, none for %g s)",
                         g.site,
@@ -560,6 +581,7 @@ class HealthMonitor:
         self._emit(Transition("device", d.id, d.site, d.gateway, d.id, d.kind, old, new, reason, 0))
 
     def _emit(self, transition: Transition) -> None:
+        self.version += 1
         stamped = Transition(
             transition.entity,
             transition.key,

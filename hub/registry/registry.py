@@ -214,6 +214,8 @@ class Registry:
         self._born: set[tuple[str, str]] = set()
         #: Every device by id, for the API's pages (:meth:`sorted_devices`).
         self._sorted: list[Device] = []
+        #: Changes with every change of a site or a device (the API's lists are kept until it does).
+        self.version = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -542,6 +544,7 @@ class Registry:
                     log.warning("registry conflict: %s", conflict.describe())
         if not sites and not devices:
             return
+        self.version += 1
         affected = devices
         if others_of_sites and sites:
             site_ids = {s.id for s in sites}

@@ -270,14 +270,17 @@ class Operations:
 
     async def _publish_last_seen(self, every_s: float = 5.0) -> None:
         """Every ``every_s``, one ``seen`` event per ward with the devices that reported since the last one: the
-        page's "last seen" column stays current without an event per reading."""
+        page's "last seen" column stays current without an event per reading. It looks at the devices of the
+        gateways that sent readings since (``HealthMonitor.take_heard``), not at every device."""
         sent: dict[str, int] = {}
         while True:
             await asyncio.sleep(every_s)
             if not self.events.clients:
-                continue
+                continue  # what was heard meanwhile stays with the monitor, for the next client
             by_ward: dict[str | None, dict[str, int]] = {}
-            for device_id, d in self.health.devices.items():
+            known = self.health.devices
+            for device_id in self.health.take_heard():
+                d = known[device_id]
                 if d.last_seen_ms is not None and sent.get(device_id) != d.last_seen_ms:
                     sent[device_id] = d.last_seen_ms
                     by_ward.setdefault(self.registry.ward_of_site(d.site), {})[device_id] = d.last_seen_ms
