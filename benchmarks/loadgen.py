@@ -1,7 +1,7 @@
 """A load generator of simulated gateways publishing the wire contract, in a process of its own.
 
 Child side: ``python -m benchmarks.loadgen`` reads one JSON line of :class:`LoadConfig` on stdin, connects one
-MQTT 5 connection per gateway account (a minimal asyncio publisher on the hub's codec, :mod:`hub.mqttcodec`; QoS 1),
+MQTT 5 connection per gateway account (a minimal asyncio publisher on the hub's codec, :mod:`hub.mqtt.codec`; QoS 1),
 publishes each gateway's birth (retained, announcing its devices; the probe gateway's announces ``probe-d0``: the hub
 stores data only for the devices a gateway's birth announced), waits for their PUBACKs and answers
 ``{"event": "ready", "sessions": [...]}`` (the births' sessions, by which the parent finds them stored). On
@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import IO, Any, Final, Self
 
 from benchmarks.errors import BenchmarkError
-from hub import mqttcodec
+from hub.mqtt import codec
 from ioc.stack.mosquitto import gateway_client_id
 from wire.v1 import MAX_DEVICES_PER_GATEWAY, DeviceInfo, State, encode
 
@@ -141,7 +141,7 @@ def monotonic() -> float:
 
 
 # ------------------------------------------------------------------------------------------------ child side
-# A minimal MQTT 5 publisher on asyncio (the codec is the hub's, :mod:`hub.mqttcodec`): paho-mqtt, one client
+# A minimal MQTT 5 publisher on asyncio (the codec is the hub's, :mod:`hub.mqtt.codec`): paho-mqtt, one client
 # thread per gateway, topped out at ~5-6k messages/s here, below the rates the benchmark must offer. Each
 # gateway connection writes the PUBLISH packets of a whole tick with one ``write``, keeps at most the broker's
 # Receive Maximum unacknowledged (from its CONNACK; Mosquitto sends its ``max_inflight_messages``), and counts
@@ -179,29 +179,29 @@ class _Gateway(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
         try:
-            packets, used = mqttcodec.parse_packets(buf)
-        except mqttcodec.MqttProtocolError as exc:
+            packets, used = codec.parse_packets(buf)
+        except codec.MqttProtocolError as exc:
             self._fail(f"malformed packet from the broker: {exc}")
             return
         self._buf = buf[used:]
         counter = self._counter
         for packet in packets:
-            if not isinstance(packet, mqttcodec.Packet):
+            if not isinstance(packet, codec.Packet):
                 continue  # a PUBLISH: the generator subscribes to nothing
-            if packet.type == mqttcodec.PUBACK:
+            if packet.type == codec.PUBACK:
                 self.inflight -= 1
                 if len(packet.body) > 2 and packet.body[2] >= 0x80:
                     counter.rejected += 1
                     if not counter.rejection:
-                        counter.rejection = mqttcodec.reason_text(packet.body[2])
+                        counter.rejection = codec.reason_text(packet.body[2])
                 else:
                     counter.count += 1
                 counter.last = monotonic()
-            elif packet.type == mqttcodec.CONNACK and not self.connack.done():
+            elif packet.type == codec.CONNACK and not self.connack.done():
                 self.connack.set_result(packet.body)
-            elif packet.type == mqttcodec.DISCONNECT:
-                code, reason = mqttcodec.decode_disconnect(packet.body)
-                self._fail(f"the broker disconnected {self.account.username}: {mqttcodec.reason_text(code)} {reason}")
+            elif packet.type == codec.DISCONNECT:
+                code, reason = codec.decode_disconnect(packet.body)
+                self._fail(f"the broker disconnected {self.account.username}: {codec.reason_text(code)} {reason}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -274,7 +274,7 @@ class _Gateway(asyncio.Protocol):
                 await loop.create_connection(lambda: self, host, port)
                 assert self.transport is not None
                 self.transport.write(
-                    mqttcodec.encode_connect(
+                    codec.encode_connect(
                         # The broker binds a gateway's account to the agent's client id (ioc/stack/mosquitto.py).
                         gateway_client_id(self.account.site, self.account.gateway),
                         keepalive_s=keepalive_s,
@@ -283,14 +283,14 @@ class _Gateway(asyncio.Protocol):
                         password=self.account.password,
                     )
                 )
-                connack = mqttcodec.decode_connack(await self.connack)
+                connack = codec.decode_connack(await self.connack)
         except (OSError, TimeoutError) as exc:
             raise BenchmarkError(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from exc
         if connack.reason_code >= 0x80:
             raise BenchmarkError(
-                f"the broker refused {self.account.username}: {mqttcodec.reason_text(connack.reason_code)}"
+                f"the broker refused {self.account.username}: {codec.reason_text(connack.reason_code)}"
             )
-        quota = connack.properties.get(mqttcodec.RECEIVE_MAXIMUM)
+        quota = connack.properties.get(codec.RECEIVE_MAXIMUM)
         if isinstance(quota, int):
             self.quota = quota
 
@@ -300,7 +300,7 @@ class _Gateway(asyncio.Protocol):
         body_len = len(self._topic_field) + 3 + len(payload)
         self._out.append(
             b"\x32"
-            + mqttcodec.encode_varint(body_len)
+            + codec.encode_varint(body_len)
             + self._topic_field
             + self._next_id.to_bytes(2, "big")
             + b"\x00"
@@ -321,7 +321,7 @@ class _Gateway(asyncio.Protocol):
         )
         self._next_id = self._next_id % 65535 + 1
         topic = f"ioc/v1/{self.account.site}/{self.account.gateway}/state"
-        self._out.append(mqttcodec.encode_publish(topic, encode(state), qos=1, packet_id=self._next_id, retain=True))
+        self._out.append(codec.encode_publish(topic, encode(state), qos=1, packet_id=self._next_id, retain=True))
         self.inflight += 1
 
     def flush(self) -> None:
@@ -334,7 +334,7 @@ class _Gateway(asyncio.Protocol):
     def close(self) -> None:
         self.closing = True
         if self.transport is not None:
-            self.transport.write(mqttcodec.DISCONNECT_PACKET)
+            self.transport.write(codec.DISCONNECT_PACKET)
             self.transport.close()
 
 

@@ -6,8 +6,8 @@
   ``cmd`` and read ``cmd/ack`` only; see ``ioc/stack/mosquitto.py``), apart from the intake, whose account may
   write nothing and whose reading pauses under back-pressure. A publish counts as sent only once the broker's
   PUBACK says success: a refusal (e.g. ``not authorized (0x87)``, a topic outside the account's ACL) ends the
-  command as ``error`` with the broker's reason, as does no PUBACK within :data:`~hub.mqtt.PUBLISH_TIMEOUT_S` or a
-  connection lost before it (the command is not sent twice).
+  command as ``error`` with the broker's reason, as does no PUBACK within
+  :data:`~hub.mqtt.publisher.PUBLISH_TIMEOUT_S` or a connection lost before it (the command is not sent twice).
 - The ack comes back through the ingest observer (:meth:`CommandService.observe`), matched by command id. A site
   box can be captured, so an ack is the command's outcome only if the command was sent to that very gateway,
   for the ack's device, and the gateway still owns that device (the registry's owner; the gateway id itself for
@@ -41,7 +41,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from hub.config import MqttSettings
 from hub.health.machine import Health
 from hub.health.monitor import HealthMonitor
-from hub.mqtt import MqttPublisher, PublishError
+from hub.mqtt.publisher import MqttPublisher, PublishError
 from hub.registry.db import Base, Database, iso, utcnow
 from hub.registry.registry import Registry
 from wire.v1 import REBIRTH, Channel, Command, CommandAck, MetricValue, encode, topic
@@ -98,7 +98,7 @@ class UnknownDevice(LookupError):
 
 
 class CommandPublisher:
-    """The hub's command connection: a :class:`hub.mqtt.MqttPublisher` with its own client id
+    """The hub's command connection: a :class:`hub.mqtt.publisher.MqttPublisher` with its own client id
     (``{mqtt.client_id}-cmd``) and account (``mqtt.command_username``), publishing QoS 1 and waiting for the
     broker's PUBACK; its log lines are this module's, prefixed ``commands:``."""
 

@@ -5,7 +5,7 @@ Start order (and, reversed, stop order), by :class:`contextlib.AsyncExitStack`:
 1. the InfluxDB writer (HTTP client),
 2. the operations side (registry, health, alerts, commands, API tokens: ``Operations``),
 3. the dead-letter quarantine, the spill, and the lanes (one per gateway, with their overflow files),
-4. the MQTT intake (a task on the event loop, hub/mqtt.py; connects and reconnects by itself),
+4. the MQTT intake (a task on the event loop, hub/mqtt/intake.py; connects and reconnects by itself),
 5. camera snapshots, and with ``mqtt.observe: all`` the observer feed and its own connection,
 6. the pipeline task; on stop: the intake stops handing over, the pipeline drains the queue, writes what is
    pending and acknowledges it, within ``batch.drain_timeout_s`` (what is left stays in the broker's session),
@@ -38,7 +38,7 @@ from hub.ingest.admission import Admission
 from hub.ingest.lanes import FairQueue
 from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
-from hub.mqtt import IntakeQueue, MqttIntake
+from hub.mqtt.intake import IntakeQueue, MqttIntake
 from hub.reports.series import AvailabilitySeriesJob
 from hub.routes.cameras import snapshot_events
 from hub.routes.services import Operations

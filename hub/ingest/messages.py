@@ -41,7 +41,7 @@ class MessageSource(Protocol):
 
 class IntakeSink(Protocol):
     """Where the MQTT intake puts what it reads: :class:`hub.ingest.lanes.FairQueue` (storing) or
-    :class:`hub.mqtt.IntakeQueue` (the observer connection)."""
+    :class:`hub.mqtt.intake.IntakeQueue` (the observer connection)."""
 
     @property
     def full(self) -> bool:

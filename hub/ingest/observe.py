@@ -2,7 +2,7 @@
 
 With several hubs on one shared subscription each stores a part, so no hub's share shows the whole city. The
 one hub configured ``mqtt.observe: all`` opens a second, unshared MQTT connection (QoS 0, no session:
-:class:`~hub.mqtt.MqttIntake` with ``observer=True``) and :class:`ObserverFeed` turns what it brings into the
+:class:`~hub.mqtt.intake.MqttIntake` with ``observer=True``) and :class:`ObserverFeed` turns what it brings into the
 same ``(site, gateway, payload)`` calls the pipeline makes in the single-hub case. Nothing here is acknowledged
 or stored: a message this feed misses (the hub restarting, a QoS 0 drop by the broker under load) is not lost,
 since the storing subscription has it; health and alerts judge on the next one, and births are retained.

@@ -45,7 +45,7 @@ _TICK_S = 0.5
 #: replays included), not only the number of unacknowledged messages.
 _READY_BATCHES = 8
 #: The longest the pipeline works without giving the event loop a turn, so that the intake reads (up to 4 MiB a
-#: turn, hub/mqtt.py) while messages keep coming.
+#: turn, hub/mqtt/intake.py) while messages keep coming.
 _YIELD_EVERY_S = 0.002
 #: Parsed topics kept (cleared when full; bounded by gateways x channels in practice).
 _TOPIC_CACHE_SIZE = 10_000

@@ -18,7 +18,7 @@ account would throw each other out.
 
 The hub's accounts are not bound to a client id: several hub processes of a group may share them (each with
 its own ``mqtt.client_id``); what a gateway can do to them is already ruled out by the gateway's own binding.
-The broker also refuses every packet larger than ``hub.mqttcodec.MAX_PACKET_BYTES`` (``max_packet_size``,
+The broker also refuses every packet larger than ``hub.mqtt.codec.MAX_PACKET_BYTES`` (``max_packet_size``,
 mosquitto.conf(5); :data:`MAX_PACKET_SIZE`): the contract's largest message (``wire.v1.MAX_MESSAGE_BYTES``) plus
 MQTT's overhead; a client that sends one is disconnected and the message goes nowhere.
 
@@ -61,7 +61,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from hub.mqttcodec import MAX_PACKET_BYTES
+from hub.mqtt.codec import MAX_PACKET_BYTES
 from ioc.stack.errors import StackError
 from ioc.stack.packages import binary, find_lib_file
 from ioc.stack.process import ChildProcess
@@ -125,7 +125,7 @@ class SessionLimits:
 #: The local stack's bounds, and the ansible role's defaults (tests/unit/test_ansible_defaults.py compares them).
 SESSION_LIMITS: Final = SessionLimits()
 #: The broker's ``max_packet_size``, so that it refuses exactly the packets larger than the contract needs
-#: (``hub.mqttcodec.MAX_PACKET_BYTES``, counted as MQTT 5 counts a packet: every byte). Mosquitto 2.0 compares
+#: (``hub.mqtt.codec.MAX_PACKET_BYTES``, counted as MQTT 5 counts a packet: every byte). Mosquitto 2.0 compares
 #: Remaining Length + 1 with it (``packet__read`` in lib/packet_mosq.c), leaving out the rest of the fixed header:
 #: a packet of this size has a 4-byte Remaining Length (2 MiB and more), so the setting is 4 less.
 MAX_PACKET_SIZE: Final = MAX_PACKET_BYTES - 4

@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hub.mqttcodec import (
+from hub.mqtt.codec import (
     CONNACK,
     MAX_REMAINING_LENGTH,
     PUBACK,
@@ -78,14 +78,14 @@ SLACK_BYTES = 4 * 1024**2
 GATEWAY = ("site-a", "gw-1")
 DATA = "ioc/v1/site-a/gw-1/data"
 DROP_NOTICE = "Outgoing messages are being dropped for client {}."
-#: The hub's Receive Maximum (hub/mqtt.py announces the most MQTT 5 allows). Without one in the CONNECT,
+#: The hub's Receive Maximum (hub/mqtt/intake.py announces the most MQTT 5 allows). Without one in the CONNECT,
 #: Mosquitto 2.0.11 keeps its own max_inflight_messages (20) for the client.
 HUB_RECEIVE_MAXIMUM = 65535
 IO_TIMEOUT_S = 10.0
 
 
 class Client:
-    """One blocking MQTT 5 connection over a plain socket (packets from :mod:`hub.mqttcodec`), announcing the
+    """One blocking MQTT 5 connection over a plain socket (packets from :mod:`hub.mqtt.codec`), announcing the
     hub's Receive Maximum (test_broker_security.py's ``RawClient`` announces none); every read has a timeout.
     ``connack`` is the broker's answer."""
 

@@ -1,7 +1,7 @@
 """The broker against a captured gateway, on the real Mosquitto of the local stack: packets above the contract's
 limit refused, client ids bound to gateway accounts, and each of the hub's three accounts limited to its ACL.
 
-A small blocking MQTT 5 client over a plain socket (packets from :mod:`hub.mqttcodec`) shows exact reason codes:
+A small blocking MQTT 5 client over a plain socket (packets from :mod:`hub.mqtt.codec`) shows exact reason codes:
 CONNACK 0x87 "not authorized", PUBACK 0x87 for a publish outside the ACL, SUBACK 0x87 for a refused filter
 (MQTT 5 sections 3.2.2.2, 3.4.2.1, 3.9.3). It runs on the test session's stack (tests/conftest.py), whose gateway
 accounts are bound to their agents' client ids as the demo, ``ioc stack up`` and the Ansible role bind them.
@@ -20,8 +20,7 @@ import pytest
 
 from hub.commands import CommandPublisher
 from hub.config import MqttSettings
-from hub.mqtt import IntakeQueue, MqttIntake
-from hub.mqttcodec import (
+from hub.mqtt.codec import (
     CONNACK,
     DISCONNECT,
     MAX_PACKET_BYTES,
@@ -37,6 +36,7 @@ from hub.mqttcodec import (
     encode_publish,
     encode_subscribe,
 )
+from hub.mqtt.intake import IntakeQueue, MqttIntake
 from ioc.stack import StackEndpoints
 
 NOT_AUTHORIZED = 0x87

@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from ops_support import Gateway, now_ms
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from hub.mqttcodec import (
+from hub.mqtt.codec import (
     CONNACK,
     MAX_PACKET_BYTES,
     MAX_REMAINING_LENGTH,
@@ -118,7 +118,7 @@ def rss_bytes() -> int:
 
 def send_oversized_publish(stack: StackEndpoints, account: str, topic: str) -> tuple[int, list[Packet]]:
     """Open a second connection with the rights of the gateway account ``account`` on a raw socket, send one QoS 1
-    PUBLISH a byte above the broker's limit (``hub.mqttcodec.MAX_PACKET_BYTES``) and return (the CONNACK's reason
+    PUBLISH a byte above the broker's limit (``hub.mqtt.codec.MAX_PACKET_BYTES``) and return (the CONNACK's reason
     code, what came back before the broker closed the connection). Fails if the connection is still open after 10 s.
 
     The connection is the stack's second account of that gateway (``StackEndpoints.second_account``: the same ACL,

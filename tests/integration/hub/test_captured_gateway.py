@@ -49,7 +49,7 @@ from captured_gateway_support import (
 from ops_support import auth, now_ms, ops_settings, running_hub, tokens, wait_until
 
 from hub.config import AlertSettings
-from hub.mqttcodec import DISCONNECT, Packet
+from hub.mqtt.codec import DISCONNECT, Packet
 from hub.service import Hub
 from ioc.stack import StackEndpoints, create_database, drop_database, influx_query
 from ioc.stack.mosquitto import SESSION_LIMITS

@@ -8,7 +8,7 @@ import asyncio
 import ssl
 from collections.abc import Callable
 
-from hub.mqttcodec import REASON_STRING, encode_varint
+from hub.mqtt.codec import REASON_STRING, encode_varint
 
 CONNECT, PUBLISH, PUBACK, PUBREL, PUBCOMP, SUBSCRIBE, PINGREQ, DISCONNECT = 1, 3, 4, 6, 7, 8, 12, 14
 PINGRESP = b"\xd0\x00"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from hub.ingest import InboundMessage
-from hub.mqtt import IntakeQueue
+from hub.mqtt.intake import IntakeQueue
 
 
 def message(n: int) -> InboundMessage:

@@ -11,8 +11,7 @@ from scripted_broker import CONNECT, DISCONNECT, ScriptedBroker
 
 from hub.config import MqttSettings
 from hub.ingest import InboundMessage
-from hub.mqtt import IntakeQueue, MqttIntake
-from hub.mqttcodec import (
+from hub.mqtt.codec import (
     MAX_PACKET_BYTES,
     MAXIMUM_PACKET_SIZE,
     PUBLISH_OVERHEAD_BYTES,
@@ -24,6 +23,7 @@ from hub.mqttcodec import (
     encode_varint,
     parse_packets,
 )
+from hub.mqtt.intake import IntakeQueue, MqttIntake
 from wire.v1 import MAX_MESSAGE_BYTES
 
 TOPIC = "ioc/v1/site-a/gw-1/data"

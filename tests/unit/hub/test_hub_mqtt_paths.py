@@ -29,15 +29,10 @@ from test_hub_httpclient import self_signed
 from hub.commands import CommandPublisher
 from hub.config import MqttSettings
 from hub.ingest import InboundMessage
-from hub.mqtt import (
-    IntakeQueue,
-    MqttIntake,
-    MqttPublisher,
-    PublishError,
-    PublishRefused,
-    reconnect_delay,
-)
-from hub.mqttcodec import encode_publish
+from hub.mqtt.codec import encode_publish
+from hub.mqtt.connection import reconnect_delay
+from hub.mqtt.intake import IntakeQueue, MqttIntake
+from hub.mqtt.publisher import MqttPublisher, PublishError, PublishRefused
 
 TOPIC = "ioc/v1/site-a/gw-1/data"
 CMD = "ioc/v1/site-a/gw-1/cmd"

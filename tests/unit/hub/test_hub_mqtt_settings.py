@@ -12,7 +12,7 @@ import pytest
 
 from hub.config import MqttSettings, load_settings
 from hub.errors import ConfigError
-from hub.mqtt import IntakeQueue, MqttIntake
+from hub.mqtt.intake import IntakeQueue, MqttIntake
 
 
 def run_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import pytest
 from scripted_broker import ScriptedBroker, suback
 
 from hub.config import MqttSettings
-from hub.mqtt import IntakeQueue, MqttIntake, topic_filters
+from hub.mqtt.intake import IntakeQueue, MqttIntake, topic_filters
 
 
 def settings(port: int) -> MqttSettings:

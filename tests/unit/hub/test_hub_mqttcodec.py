@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.mqttcodec import (
+from hub.mqtt.codec import (
     CONNACK,
     DISCONNECT,
     PINGRESP,

@@ -9,7 +9,7 @@ import pytest
 
 from hub.ingest import InboundMessage
 from hub.ingest.observe import ObserverFeed
-from hub.mqtt import IntakeQueue
+from hub.mqtt.intake import IntakeQueue
 from wire.v1 import DataBatch, Payload, State
 
 TS = 1_764_331_200_000
