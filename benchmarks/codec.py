@@ -1,7 +1,7 @@
 """``codec``: the hub's per-message CPU path, in this process, on one core.
 
 Exactly what :meth:`hub.ingest.Pipeline._file` does to a data message after parsing its topic:
-``wire.v1.decode_for(Channel.DATA, payload)`` then ``hub.points.reading_lines(site, gateway, batch)``. The
+``wire.v1.decode_for(Channel.DATA, payload)`` then ``hub.ingest.points.reading_lines(site, gateway, batch)``. The
 payloads are encoded before the clock starts; the timed loop does nothing else. Each run checks that it produced
 one line per reading fed and dropped no value, so a broken codec cannot pass for a fast one.
 """
@@ -15,7 +15,7 @@ from typing import Final
 from benchmarks.errors import BenchmarkError
 from benchmarks.results import BenchmarkResult, RunSample
 from benchmarks.workload import Workload
-from hub.points import reading_lines
+from hub.ingest.points import reading_lines
 from wire.v1 import Channel, DataBatch, decode_for
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """The IOC's boards, built from the registry snapshot: what each shows and from which measurement.
 
-Only measurements and fields that exist in storage are queried (docs/storage.md, hub/points.py, hub/aqi.py,
-hub/kpis.py, hub/health/store.py). A panel that needs a kind of device (PM sensors, water level gauges, rain
-gauges...) is left out when the registry snapshot has no such device, so every panel of a generated board has
-data behind it; without a snapshot every panel is built.
+Only measurements and fields that exist in storage are queried (docs/storage.md, hub/ingest/points.py,
+hub/operations/aqi.py, hub/routes/kpis.py, hub/health/store.py). A panel that needs a kind of device (PM sensors,
+water level gauges, rain gauges...) is left out when the registry snapshot has no such device, so every panel of a
+generated board has data behind it; without a snapshot every panel is built.
 
 Queries are raw InfluxQL with Grafana's macros: ``$timeFilter`` (the board's time range), ``$__interval`` (the
 step Grafana picks for the panel width) and the variables ``$site`` and ``$device`` (a single value, matched as

@@ -125,7 +125,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "state.degraded": ("Degraded", "Suy giảm"),
     "state.unknown": ("Unknown", "Không rõ"),
     "state.offline": ("Offline", "Mất kết nối"),
-    # VN_AQI bands (Decision 1459/QĐ-TCMT, Table 1; hub/aqi.py BANDS holds the same names and colours)
+    # VN_AQI bands (Decision 1459/QĐ-TCMT, Table 1; hub/operations/aqi.py BANDS holds the same names and colours)
     "aqi.band.1": ("Good", "Tốt"),
     "aqi.band.2": ("Moderate", "Trung bình"),
     "aqi.band.3": ("Poor", "Kém"),

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from dashboards.model import Panel, PanelKind, Query, Threshold, Variable
 from dashboards.registry import Snapshot
-from hub.aqi import BANDS, BREAKPOINTS
+from hub.operations.aqi import BANDS, BREAKPOINTS
 
 OPERATIONS: Final = "operations"
 LEADERSHIP: Final = "leadership"

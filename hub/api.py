@@ -35,13 +35,13 @@ from starlette.types import ASGIApp
 
 from hub.config import HttpSettings
 from hub.errors import StartupError
-from hub.kpis import MAX_BODY_BYTES as KPI_MAX_BODY_BYTES
-from hub.kpis import router as kpis_router
 from hub.metrics import render_prometheus
 from hub.routes import alerts, devices, events, inventory, reports, sites, tokens, web
 from hub.routes.cameras import router as cameras_router
 from hub.routes.deps import Technician, require
 from hub.routes.guard import ApiGate, SecurityHeaders
+from hub.routes.kpis import MAX_BODY_BYTES as KPI_MAX_BODY_BYTES
+from hub.routes.kpis import router as kpis_router
 from hub.routes.models import DeadLettersPage, Health, HealthCounters, InfluxLink, MqttLink
 from hub.routes.services import Operations
 from hub.routes.web import static_files
@@ -191,7 +191,7 @@ def create_app(hub: HubStatus, operations: Operations | None = None) -> FastAPI:
     app.state.operations = operations
     for router in OPERATIONS_ROUTERS:
         app.include_router(router)
-    app.include_router(kpis_router)  # POST /api/v1/kpis (hub/kpis.py), technician role
+    app.include_router(kpis_router)  # POST /api/v1/kpis (hub/routes/kpis.py), technician role
     app.include_router(cameras_router)  # cameras and their snapshots (hub/routes/cameras.py), viewer role
     app.mount("/ui", static_files(), name="ui")
 

@@ -30,8 +30,8 @@ from common.config import is_loopback, read_yaml_mapping, refuse_unknown_env
 from hub.alerts.rules import Severity
 from hub.errors import ConfigError
 from hub.ingest.admission import DEFAULT_KINDS, AdmissionRules
+from hub.ingest.points import HUB_MEASUREMENTS
 from hub.ingest.profile_fields import PROFILE_FIELD_TYPES
-from hub.points import HUB_MEASUREMENTS
 from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_DEVICES_PER_GATEWAY, MAX_MESSAGE_BYTES, METRIC_PATTERN
 
 ENV_PREFIX: Final = "IOC_HUB_"
@@ -377,7 +377,7 @@ class HttpSettings(_Section):
 
 
 class AqiSettings(_Section):
-    """The periodic VN_AQI computation (hub/aqi.py): reads ``air_quality``, writes ``vn_aqi``."""
+    """The periodic VN_AQI computation (hub/operations/aqi.py): reads ``air_quality``, writes ``vn_aqi``."""
 
     enabled: bool = True
     #: How often the index is recomputed (the current hour and day are rewritten each time).
@@ -470,7 +470,7 @@ class AlertSettings(_Section):
 
 
 class CommandSettings(_Section):
-    """Remote commands (hub/commands.py)."""
+    """Remote commands (hub/operations/commands.py)."""
 
     #: The default ``timeout_s`` of a command when the request gives none.
     timeout_s: float = Field(default=10.0, gt=0, le=600)

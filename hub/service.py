@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 from common.tasks import cancel_and_wait, running
 from hub.alerts.series import RESOLVE_TARGETS_S, AlertSeriesJob
 from hub.api import ApiServer, create_app
-from hub.aqi import AqiJob
 from hub.config import HubSettings
 from hub.errors import HubError
 from hub.ingest import Observer, Pipeline, RetryPolicy
@@ -39,6 +38,7 @@ from hub.ingest.lanes import FairQueue
 from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt.intake import IntakeQueue, MqttIntake
+from hub.operations.aqi import AqiJob
 from hub.reports.series import AvailabilitySeriesJob
 from hub.routes.cameras import snapshot_events
 from hub.routes.services import Operations
@@ -153,7 +153,7 @@ class Hub:
                     interval_s=s.metrics.interval_s,
                 )
                 await stack.enter_async_context(running(reporter.run(), "hub-health-report"))
-            if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/aqi.py); stops before the pipeline drains
+            if s.aqi.enabled:  # VN_AQI every aqi.interval_s (hub/operations/aqi.py); stops before the pipeline drains
                 aqi = AqiJob(s.aqi, s.influx, self._writer.write)
                 stack.push_async_callback(aqi.aclose)  # its InfluxDB query client, closed after the task
                 await stack.enter_async_context(running(aqi.run(), "hub-vn-aqi"))
@@ -176,7 +176,7 @@ class Hub:
                 )
                 await stack.enter_async_context(running(availability.run(), "hub-camera-availability"))
             app = create_app(self, self._operations)
-            app.state.kpi_sink = self._writer  # POST /api/v1/kpis stores through the hub's writer (hub/kpis.py)
+            app.state.kpi_sink = self._writer  # POST /api/v1/kpis stores through the hub's writer (hub/routes/kpis.py)
             app.state.snapshots = snapshots.store  # the cameras' routes read it (hub/routes/cameras.py)
             self._api = await stack.enter_async_context(ApiServer(app, s.http))
             log.info(

@@ -1,7 +1,7 @@
 """The ingest pipeline: decode -> lines -> batch -> write -> acknowledge.
 
 Messages arrive on a bounded queue from the intake (the MQTT adapter), unacknowledged. Each is decoded against
-the wire contract by its channel, turned into InfluxDB lines (:mod:`hub.points`), and added to the current batch;
+the wire contract by its channel, turned into InfluxDB lines (:mod:`hub.ingest.points`), and added to the current batch;
 a batch is closed when it holds ``max_lines`` lines or its first message has waited ``max_delay_ms``, and written
 with up to ``max_in_flight`` writes at once. A closed batch that finds every slot taken waits in a ready queue
 while decoding goes on (the CPU work is done while InfluxDB is busy, not after); batches that waited go out merged,
@@ -28,7 +28,7 @@ messages arrived (MQTT 5 section 4.6 asks a receiver to send PUBACKs in order): 
   ``spill_after_s`` (InfluxDB slow but answering). A write-back task writes the spill back to InfluxDB
   oldest first (its first success is what ends the outage), while intake goes on. A full spill falls back to
   holding the acknowledgements.
-- Cardinality guard (:class:`~hub.points.MetricCap`): metric names beyond the per-device cap are left out of
+- Cardinality guard (:class:`~hub.ingest.points.MetricCap`): metric names beyond the per-device cap are left out of
   the lines and the message is also quarantined with what was refused; the rest of it is stored.
 
 Hooks for the rest of the hub (the device registry, health tracking):

@@ -31,8 +31,8 @@ from typing import Final
 
 import msgspec
 
+from hub.ingest.points import HUB_MEASUREMENTS
 from hub.ingest.profile_fields import BOOLEAN, NUMBER, PROFILE_FIELD_TYPES
-from hub.points import HUB_MEASUREMENTS
 from wire.v1 import DataBatch, DeviceInfo, Event, MetricValue, Payload, Reading, State
 
 
@@ -86,7 +86,7 @@ AGENT_KIND: Final = "agent"
 #: (kind, metric) pairs whose type is remembered; past it a new pair is refused (memory stays bounded).
 MAX_FIELD_TYPES: Final = 100_000
 
-#: The field type a value is written as (hub.points writes every number as a float).
+#: The field type a value is written as (hub.ingest.points writes every number as a float).
 STRING: Final = "string"
 _TYPE_OF: Final[dict[type, str]] = {float: NUMBER, int: NUMBER, bool: BOOLEAN, str: STRING}
 _MISSING: Final = object()

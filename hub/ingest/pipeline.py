@@ -16,8 +16,7 @@ import msgspec
 from hub.ingest.admission import Admission, Refusal, RefusalObserver, describe
 from hub.ingest.decode import DataDecoder
 from hub.ingest.messages import Acker, InboundMessage, LineWriter, MessageSource, Observer, Pending, RetryPolicy
-from hub.ingest.storage import StorageSide
-from hub.points import (
+from hub.ingest.points import (
     DEFAULT_ENRICHMENT_TAGS,
     NO_ENRICHMENT,
     Enrichment,
@@ -27,10 +26,11 @@ from hub.points import (
     gateway_state_line,
     reading_lines,
 )
+from hub.ingest.storage import StorageSide
+from hub.ingest.tracking import GatewayStates, SeqTracker
 from hub.stats import GatewayCounts, IngestStats, PipelineStats
 from hub.storage.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog, Quarantine, QuarantineError
 from hub.storage.spill import Spill
-from hub.tracking import GatewayStates, SeqTracker
 from wire.v1 import Channel, ContractError, DataBatch, Event, Payload, Snapshot, State, Topic, decode_for, parse_topic
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Pipeline(StorageSide):
         self._observer_failures: set[tuple[int, type[BaseException]]] = set()
         self._enrichment_tags = frozenset(enrichment_tags)
         self._enrichment: Enrichment = NO_ENRICHMENT
-        #: (site, gateway) -> that gateway's line prefixes (hub.points.reading_lines), rebuilt after an enrichment.
+        #: (site, gateway) -> that gateway's line prefixes (points.reading_lines), rebuilt after an enrichment.
         self._prefixes: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
 
     # ------------------------------------------------------------------------------------------ control

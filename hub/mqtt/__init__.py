@@ -5,7 +5,7 @@
   observer (``mqtt.observe: all``).
 - :mod:`hub.mqtt.publisher`: :class:`~hub.mqtt.publisher.MqttPublisher` publishes with QoS 1 and awaits each PUBACK,
   whose reason code counts (a refusal raises :class:`~hub.mqtt.publisher.PublishRefused` naming the reason). The
-  hub's commands go out through one (``hub/commands.py``).
+  hub's commands go out through one (``hub/operations/commands.py``).
 - :mod:`hub.mqtt.connection`: what both stand on (:class:`~hub.mqtt.connection.Client`: TCP or TLS connect, CONNECT
   and CONNACK, keep-alive, the control packets, reconnects with jitter; :class:`~hub.mqtt.connection.Connection`:
   reads, the packet parser, batched writes).

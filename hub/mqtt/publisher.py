@@ -1,7 +1,7 @@
 """The publisher: :class:`MqttPublisher` publishes with QoS 1 and awaits each PUBACK, whose reason code counts: a
 publish the broker refuses (MQTT 5 section 3.4.2.1: 0x80 and above, e.g. 0x87 "not authorized" for a topic outside
 the account's ACL) raises :class:`PublishRefused` naming the reason. The hub's commands go out through one
-(``hub/commands.py``).
+(``hub/operations/commands.py``).
 
 Clean start, no session, no subscription; at most the broker's Receive Maximum publishes in flight
 (section 4.9: the others wait for a PUBACK); a publish whose connection is lost before its PUBACK fails and is not
@@ -37,7 +37,8 @@ log = logging.getLogger("hub.mqtt")
 #: Bytes one read from the broker takes at most on a publisher's connection (the broker sends it only small control
 #: packets).
 PUBLISHER_READ_BUFFER_BYTES: Final = 64 * 1024
-#: How long :meth:`MqttPublisher.publish` waits for the PUBACK by default (a command's publish: hub/commands.py).
+#: How long :meth:`MqttPublisher.publish` waits for the PUBACK by default (a command's publish:
+#: hub/operations/commands.py).
 PUBLISH_TIMEOUT_S: Final = 5.0
 
 

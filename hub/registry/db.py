@@ -42,7 +42,7 @@ T = TypeVar("T")
 #: How long SQLite waits for a lock held by another connection before failing (ms).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Modules that declare tables on :class:`Base`.
-TABLE_MODULES = ("hub.registry.models", "hub.health.store", "hub.alerts.store", "hub.commands", "hub.auth")
+TABLE_MODULES = ("hub.registry.models", "hub.health.store", "hub.alerts.store", "hub.operations.commands", "hub.auth")
 #: Reader threads (API list and history queries).
 READERS = 4
 #: How long connecting to PostgreSQL may take before the call fails (libpq ``connect_timeout``, seconds).

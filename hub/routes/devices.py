@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.commands import UnknownDevice
 from hub.health.machine import Health
 from hub.health.store import recent_transitions
+from hub.operations.commands import UnknownDevice
 from hub.registry.registry import Device, UnknownPlace
 from hub.routes.deps import Ops, Technician, Viewer, not_found
 from wire.v1 import ID_PATTERN, KIND_PATTERN, MAX_STRING_VALUE, METRIC_PATTERN

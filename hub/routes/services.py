@@ -33,12 +33,12 @@ from hub.alerts.rules import DEFAULT_RULES, load_rules
 from hub.alerts.security import SecurityAlerts
 from hub.alerts.store import AlertStore
 from hub.auth import TokenStore
-from hub.commands import CommandPublisher, CommandService
 from hub.config import HubSettings
 from hub.health.machine import FlapPolicy
 from hub.health.monitor import CLOCK_SKEW, HealthMonitor, HealthPolicy
 from hub.health.store import LineWriter, TransitionSink
 from hub.ingest.admission import Refusal, RefusalReason
+from hub.operations.commands import CommandPublisher, CommandService
 from hub.registry.db import Database
 from hub.registry.inventory import load_file
 from hub.registry.registry import Device, Registry

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub.commands import CommandPublisher
 from hub.config import MqttSettings
 from hub.mqtt.codec import (
     CONNACK,
@@ -37,6 +36,7 @@ from hub.mqtt.codec import (
     encode_subscribe,
 )
 from hub.mqtt.intake import IntakeQueue, MqttIntake
+from hub.operations.commands import CommandPublisher
 from ioc.stack import StackEndpoints
 
 NOT_AUTHORIZED = 0x87

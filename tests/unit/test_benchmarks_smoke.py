@@ -17,7 +17,7 @@ from benchmarks import BenchmarkError
 from benchmarks.codec import run_codec
 from benchmarks.results import format_table, write_report
 from benchmarks.workload import KINDS, Workload
-from hub.points import reading_lines
+from hub.ingest.points import reading_lines
 from wire.v1 import DataBatch
 
 

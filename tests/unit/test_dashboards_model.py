@@ -25,7 +25,7 @@ from dashboards.datasource import DATASOURCE_UID, InfluxTarget, api_payload, pro
 from dashboards.i18n import LOCALES, MESSAGES, text, unit
 from dashboards.model import OWNER_TAG, SCHEMA_VERSION, Panel, layout
 from dashboards.registry import RegistryError, Snapshot, load_file, parse
-from hub.aqi import BANDS
+from hub.operations.aqi import BANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "devices/profiles").glob("*.yaml")}

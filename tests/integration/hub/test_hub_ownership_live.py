@@ -211,7 +211,7 @@ async def test_an_ack_counts_only_from_the_commands_gateway_for_its_device_while
             await wait_until(lambda: len(gw1.commands) > seen)
             return task, gw1.commands[-1]
 
-        with caplog.at_level(logging.DEBUG, logger="hub.commands"):
+        with caplog.at_level(logging.DEBUG, logger="hub.operations.commands"):
             task, sent = await command("aq-01")
             gw2.ack(sent.id, "aq-01", "forged by gw-2")  # the command was not sent to gw-2
             gw1.ack(sent.id, "wl-01", "about another device")  # the command was for aq-01
@@ -230,7 +230,11 @@ async def test_an_ack_counts_only_from_the_commands_gateway_for_its_device_while
             r = await task
             assert r.json()["status"] == "timeout"
 
-        warnings = [r.getMessage() for r in caplog.records if r.name == "hub.commands" and r.levelno == logging.WARNING]
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "hub.operations.commands" and r.levelno == logging.WARNING
+        ]
         first = gw1.commands[0].id
         own = f"an ack of command {first} about device wl-01, but the command was for aq-01 (ok)"
         other = f"an ack of command {first}, which the hub did not send to this gateway (ok)"

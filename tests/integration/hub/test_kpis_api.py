@@ -15,7 +15,7 @@ from ops_support import auth, ops_settings, running_hub, tokens
 
 from hub.auth import create_token_in
 from hub.config import InfluxSettings
-from hub.kpis import KPI_WRITER, router
+from hub.routes.kpis import KPI_WRITER, router
 from hub.storage.influx import InfluxWriter
 from ioc.stack import StackEndpoints, influx_query
 

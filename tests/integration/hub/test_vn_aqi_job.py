@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub.aqi import AqiJob
 from hub.config import AqiSettings, InfluxSettings
 from hub.errors import StorageUnavailable
+from hub.operations.aqi import AqiJob
 from hub.storage.influx import InfluxWriter
 from ioc.stack import StackEndpoints, influx_query, influx_write
 

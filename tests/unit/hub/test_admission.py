@@ -9,12 +9,13 @@ import pytest
 import yaml
 
 from devices.profile import load_profile
-from hub import kpis, metrics
+from hub import metrics
 from hub.alerts import series
 from hub.config import AdmissionSettings
 from hub.ingest.admission import DEFAULT_KINDS, Admission, AdmissionRules, Refusal, RefusalReason, describe
+from hub.ingest.points import DEVICE_EVENT, GATEWAY_STATE, HUB_MEASUREMENTS
 from hub.ingest.profile_fields import PROFILE_FIELD_TYPES
-from hub.points import DEVICE_EVENT, GATEWAY_STATE, HUB_MEASUREMENTS
+from hub.routes import kpis
 from wire.v1 import DataBatch, DeviceInfo, Event, EventType, MetricValue, Reading, State
 
 ROOT = Path(__file__).resolve().parents[3]

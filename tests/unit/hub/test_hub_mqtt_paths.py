@@ -26,13 +26,13 @@ from scripted_broker import (
 )
 from test_hub_httpclient import self_signed
 
-from hub.commands import CommandPublisher
 from hub.config import MqttSettings
 from hub.ingest import InboundMessage
 from hub.mqtt.codec import encode_publish
 from hub.mqtt.connection import reconnect_delay
 from hub.mqtt.intake import IntakeQueue, MqttIntake
 from hub.mqtt.publisher import MqttPublisher, PublishError, PublishRefused
+from hub.operations.commands import CommandPublisher
 
 TOPIC = "ioc/v1/site-a/gw-1/data"
 CMD = "ioc/v1/site-a/gw-1/cmd"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hub import points
-from hub.points import DEFAULT_ENRICHMENT_TAGS, build_enrichment, device_event_line, gateway_state_line, reading_lines
+from hub.ingest import points
+from hub.ingest.points import (
+    DEFAULT_ENRICHMENT_TAGS,
+    build_enrichment,
+    device_event_line,
+    gateway_state_line,
+    reading_lines,
+)
 from hub.storage.lineproto import format_contract_fields
 from wire import v1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.tracking import GatewayStates, SeqTracker
+from hub.ingest.tracking import GatewayStates, SeqTracker
 from wire import v1
 
 TS = 1_764_331_200_000

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hub.kpis import Problem, RowError, lines_of, row_line
+from hub.routes.kpis import Problem, RowError, lines_of, row_line
 
 NOW = 1_795_000_000_000  # 2026-11-18
 

@@ -15,7 +15,7 @@ from lineproto_reader import Point, Value, read
 
 from hub.ingest.admission import Admission, AdmissionRules
 from hub.ingest.decode import DataDecoder
-from hub.points import HUB_MEASUREMENTS, reading_lines
+from hub.ingest.points import HUB_MEASUREMENTS, reading_lines
 from wire.v1 import Channel, ContractError, DataBatch, DeviceInfo, MetricValue, State, decode_for
 
 NOW_S = 2_000_000_000.0

@@ -10,7 +10,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from hub.aqi import (
+from hub.config import AqiSettings, InfluxSettings
+from hub.errors import StorageError
+from hub.operations.aqi import (
     BANDS,
     INDEX_LEVELS,
     AqiJob,
@@ -25,8 +27,6 @@ from hub.aqi import (
     round_half_up,
     sub_index,
 )
-from hub.config import AqiSettings, InfluxSettings
-from hub.errors import StorageError
 
 P = Pollutant
 
