@@ -36,6 +36,7 @@ from starlette.types import ASGIApp
 from hub.config import HttpSettings
 from hub.errors import StartupError
 from hub.metrics import render_prometheus
+from hub.operations.operations import Operations
 from hub.routes import alerts, devices, events, inventory, reports, sites, tokens, web
 from hub.routes.cameras import router as cameras_router
 from hub.routes.deps import Technician, require
@@ -43,7 +44,6 @@ from hub.routes.guard import ApiGate, SecurityHeaders
 from hub.routes.kpis import MAX_BODY_BYTES as KPI_MAX_BODY_BYTES
 from hub.routes.kpis import router as kpis_router
 from hub.routes.models import DeadLettersPage, Health, HealthCounters, InfluxLink, MqttLink
-from hub.routes.services import Operations
 from hub.routes.web import static_files
 from hub.stats import HubStats
 from hub.storage.deadletter import DeadLetter

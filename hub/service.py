@@ -39,9 +39,9 @@ from hub.ingest.observe import ObserverFeed
 from hub.metrics import HealthReporter, render_prometheus
 from hub.mqtt.intake import IntakeQueue, MqttIntake
 from hub.operations.aqi import AqiJob
+from hub.operations.operations import Operations
 from hub.reports.series import AvailabilitySeriesJob
 from hub.routes.cameras import snapshot_events
-from hub.routes.services import Operations
 from hub.snapshots.intake import SnapshotIntake
 from hub.snapshots.running import running_snapshots
 from hub.stats import HubStats, InfluxStats, LaneStats, MqttStats, ObserverStats, SnapshotStats

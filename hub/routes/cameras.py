@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hub.health.store import HealthTransitionRow
+from hub.operations.operations import Operations
 from hub.routes.deps import Ops, Viewer, not_found
 from hub.routes.devices import IdPath, visible_device
-from hub.routes.services import Operations
 from hub.snapshots.store import SnapshotStore, StoredSnapshot
 from wire.v1 import SnapshotTrigger
 

@@ -15,8 +15,8 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hub.auth import Principal
+from hub.operations.operations import Operations
 from hub.routes.guard import BEARER_REFUSED, NO_BEARER, PRINCIPAL_STATE
-from hub.routes.services import Operations
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `ioc hub token create --role ROLE`.")
 

@@ -20,10 +20,10 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel
 
+from hub.operations.operations import Operations
 from hub.routes.deps import Ops, Technician, Viewer, not_found
 from hub.routes.devices import CommandRequest
 from hub.routes.models import CommandRecord, Conflict, ConflictsPage, GatewaysPage, SitesPage
-from hub.routes.services import Operations
 from wire.v1 import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["sites"])

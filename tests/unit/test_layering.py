@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import sys
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -76,3 +77,162 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom hub.ingest import x\nimport paho.mqtt.client as mqtt\nfrom . import y\n")
     assert imported_top_levels(bad) == {"os", "hub", "paho"}
+
+
+# ------------------------------------------------------------------------------------------------ inside hub/
+
+HUB: Final = ROOT / "hub"
+
+#: The hub's only top-level modules; everything else lives in a package named for what it does (``hub/mqtt/``,
+#: ``hub/storage/``, ``hub/ingest/``, ``hub/operations/``, ``hub/routes/``...), so a reader finds a module by its
+#: folder. A new module joins a package; this list grows only for something every package shares.
+HUB_TOP_LEVEL: Final = frozenset(
+    {
+        "__init__",
+        "api",  # the FastAPI app and its server: the routes join it, the composition root serves it
+        "auth",  # tokens, roles and wards: the API's guard and the ``ioc hub token`` command both use it
+        "cli",  # ``ioc hub``: the entry point
+        "config",  # the settings every package reads
+        "errors",  # the hub's one error hierarchy
+        "metrics",  # the hub's own health as ``/metrics`` and ``hub_health`` lines
+        "service",  # the composition root: builds every part and runs their lifecycle
+        "stats",  # the typed figures every part reports (ingest, MQTT, InfluxDB, lanes, snapshots), read by the API
+    }
+)
+
+#: What no part of the hub may import but the composition root and the entry point: ``hub.api`` is served by
+#: ``hub.service``, which ``hub.cli`` runs; anything else importing them would run back up the layers.
+HUB_ONLY_IMPORTED_BY: Final[dict[str, frozenset[str]]] = {
+    "hub.api": frozenset({"hub.service"}),
+    "hub.service": frozenset({"hub.cli"}),
+    "hub.cli": frozenset(),
+}
+
+_ABOVE_DOMAIN: Final = frozenset({"hub.operations", "hub.routes", "hub.api", "hub.service", "hub.cli"})
+_DOMAIN: Final = frozenset({"hub.registry", "hub.health", "hub.alerts", "hub.reports", "hub.snapshots"})
+
+#: hub package -> the hub packages it must never import (a name covers its submodules); the reason above each.
+HUB_FORBIDDEN: Final[dict[str, frozenset[str]]] = {
+    # Storage is where accepted data is kept: InfluxDB, the spill, the dead letters. It knows nothing of what
+    # feeds it, so the writer and the spill are tested (and benchmarked) on their own.
+    "hub.storage": frozenset({"hub.mqtt", "hub.ingest", "hub.metrics"}) | _DOMAIN | _ABOVE_DOMAIN,
+    # The MQTT client moves packets; what a message means and where it is kept is the ingest's and storage's.
+    # It hands messages over in the types the pipeline defines (hub.ingest.messages, allowed below).
+    "hub.mqtt": frozenset({"hub.storage", "hub.ingest", "hub.metrics"}) | _DOMAIN | _ABOVE_DOMAIN,
+    # The pipeline is fed through hub.ingest.messages and tells the operations side what it admitted through the
+    # observers it is given, so it runs (and is tested) without MQTT, the database or the API.
+    "hub.ingest": frozenset({"hub.mqtt", "hub.metrics", "hub.registry", "hub.health", "hub.alerts", "hub.reports"})
+    | _ABOVE_DOMAIN,
+    # The operations side is composed below the HTTP layer: the API reads it, never the other way round.
+    "hub.operations": frozenset({"hub.routes", "hub.api", "hub.service", "hub.cli"}),
+    # Routes answer HTTP from what the operations side and the domain packages hold, never from the intake, the
+    # pipeline or the writers underneath (the service wires those; the API reads their figures as hub.stats).
+    "hub.routes": frozenset({"hub.mqtt", "hub.storage", "hub.ingest", "hub.api", "hub.service", "hub.cli"}),
+    # The domain packages (sites and devices, health, alerts, reports, camera snapshots) are what the operations
+    # side composes and the routes read: none of them may reach up into either.
+    **dict.fromkeys(sorted(_DOMAIN), _ABOVE_DOMAIN),
+}
+
+#: (importer package, imported module) exceptions to :data:`HUB_FORBIDDEN`, each with its reason.
+HUB_ALLOWED: Final[dict[tuple[str, str], str]] = {
+    ("hub.mqtt", "hub.ingest.messages"): "the intake hands messages over in the types the pipeline defines",
+    ("hub.routes", "hub.storage.deadletter"): "GET /api/v1/ingest/deadletters answers with the quarantine's records",
+    ("hub.routes", "hub.storage.lineproto"): "POST /api/v1/kpis turns its rows into lines for the writer it is given",
+    ("hub.operations", "hub.routes.eventhub"): "the composition feeds the live events' fan-out, which the API streams",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_hub_modules(path: Path) -> set[str]:
+    """The ``hub`` modules a file imports (``from hub import x`` counts as ``hub.x``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.split(".")[0] == "hub")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "hub":
+                names.update(f"hub.{alias.name}" for alias in node.names)
+            elif node.module.startswith("hub."):
+                names.add(node.module)
+    return names
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def hub_violations(files: list[Path]) -> list[str]:
+    """Every import between hub packages that :data:`HUB_FORBIDDEN` and :data:`HUB_ONLY_IMPORTED_BY` refuse."""
+    found: list[str] = []
+    for path in files:
+        importer = _module_name(path)
+        for imported in sorted(imported_hub_modules(path)):
+            for package, forbidden in HUB_FORBIDDEN.items():
+                if not _within(importer, package) or _within(imported, package):
+                    continue
+                if any(_within(imported, f) for f in forbidden) and not any(
+                    p == package and _within(imported, m) for p, m in HUB_ALLOWED
+                ):
+                    found.append(f"{importer} imports {imported}")
+            for target, allowed in HUB_ONLY_IMPORTED_BY.items():
+                if _within(imported, target) and importer not in allowed and not _within(importer, target):
+                    found.append(f"{importer} imports {imported} (only {sorted(allowed) or 'no hub module'} may)")
+    return found
+
+
+def test_hub_packages_import_only_downwards() -> None:
+    files = sorted(HUB.rglob("*.py"))
+    assert files
+    assert hub_violations(files) == []
+
+
+def test_hub_has_no_flat_module_outside_the_agreed_list() -> None:
+    """A new module goes into the package named for what it does, not beside them."""
+    flat = sorted(path.stem for path in HUB.glob("*.py"))
+    assert sorted(set(flat) - HUB_TOP_LEVEL) == [], "hub/ holds modules outside HUB_TOP_LEVEL"
+    assert sorted(HUB_TOP_LEVEL - set(flat)) == [], "HUB_TOP_LEVEL names modules hub/ no longer has"
+
+
+def test_every_hub_rule_names_a_real_package() -> None:
+    for package in (*HUB_FORBIDDEN, *HUB_ONLY_IMPORTED_BY, *(m for _p, m in HUB_ALLOWED)):
+        module = ROOT.joinpath(*package.split("."))
+        assert module.is_dir() or module.with_suffix(".py").is_file(), package
+
+
+def test_the_hub_checker_sees_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    cases = {
+        "hub/storage/influx.py": "from hub.ingest import Pipeline\nfrom hub.errors import StorageError\n",
+        "hub/mqtt/intake.py": "from hub.ingest.messages import IntakeSink\nfrom hub import service\n",
+        "hub/routes/sites.py": "import hub.mqtt.intake\nfrom hub.operations.operations import Operations\n",
+    }
+    files = []
+    for name, text in cases.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+        files.append(tmp_path / name)
+    assert hub_violations(files) == [
+        "hub.storage.influx imports hub.ingest",
+        "hub.mqtt.intake imports hub.service",
+        "hub.mqtt.intake imports hub.service (only ['hub.cli'] may)",
+        "hub.routes.sites imports hub.mqtt.intake",
+    ]
+
+
+def test_every_hub_exception_is_still_used() -> None:
+    """An exception to the rules that no import needs any more is taken out, so the rules stay as strict as the code."""
+    imports = {_module_name(path): imported_hub_modules(path) for path in sorted(HUB.rglob("*.py"))}
+    unused = [
+        f"{package} -> {module}"
+        for package, module in HUB_ALLOWED
+        if not any(
+            _within(importer, package) and any(_within(name, module) for name in names)
+            for importer, names in imports.items()
+        )
+    ]
+    assert unused == []

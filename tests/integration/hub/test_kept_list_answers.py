@@ -25,9 +25,9 @@ from hub.auth import Principal
 from hub.config import HealthSettings
 from hub.health.monitor import Transition
 from hub.ingest.admission import Refusal, RefusalReason
+from hub.operations.operations import Operations
 from hub.registry.inventory import parse_mapping
 from hub.routes.models import Gateway, GatewaysPage, Site, SitesPage
-from hub.routes.services import Operations
 from hub.routes.sites import kept_answers
 from ioc.stack import StackEndpoints
 from wire.v1 import AckStatus, CommandAck, DataBatch, DeviceInfo, Event, EventType, Reading, State

@@ -1,5 +1,5 @@
 """A birth costs its own devices, not the city's: the registry tells its listeners only the devices it changed,
-the feed to the ingest side (hub.routes.services.RegistryFeed) pushes only the owners that changed, and the
+the feed to the ingest side (hub.operations.operations.RegistryFeed) pushes only the owners that changed, and the
 admission applies them (``Admission.update_owners``) with exactly the outcome of a whole new owners map."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from hub.auth import Principal
 from hub.health.monitor import HealthMonitor
 from hub.ingest.admission import Admission, AdmissionRules, Refusal
+from hub.operations.operations import RegistryFeed
 from hub.registry.inventory import parse_mapping
 from hub.registry.registry import Device, Registry
 from hub.routes.devices import list_devices
-from hub.routes.services import RegistryFeed
 from wire.v1 import DataBatch, DeviceInfo, Reading, State
 
 NOW_S = 2_000_000_000.0  # the clock every admission here reads (2033-05-18)
