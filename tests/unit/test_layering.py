@@ -136,7 +136,7 @@ HUB_FORBIDDEN: Final[dict[str, frozenset[str]]] = {
 #: (importer package, imported module) exceptions to :data:`HUB_FORBIDDEN`, each with its reason.
 HUB_ALLOWED: Final[dict[tuple[str, str], str]] = {
     ("hub.mqtt", "hub.ingest.messages"): "the intake hands messages over in the types the pipeline defines",
-    ("hub.routes", "hub.storage.deadletter"): "GET /api/v1/ingest/deadletters answers with the quarantine's records",
+    ("hub.routes", "hub.storage.deadletter"): "GET /api/v1/dead-letters answers with the quarantine's own records",
     ("hub.routes", "hub.storage.lineproto"): "POST /api/v1/kpis turns its rows into lines for the writer it is given",
     ("hub.operations", "hub.routes.eventhub"): "the composition feeds the live events' fan-out, which the API streams",
 }
