@@ -247,3 +247,41 @@ async def test_kept_answers_equal_a_full_computation_after_every_change(
         # ...and flapping, and its end by the clock.
         reasons = {t.reason.split(" ")[0] for t in transitions}
         assert {"flapping:", "stable"} <= reasons, reasons
+
+
+@pytest.mark.timeout(60)
+async def test_a_birth_a_transition_a_move_and_a_new_site_show_in_the_next_answer(
+    stack: StackEndpoints, influx_db: str, tmp_path: Path
+) -> None:
+    async with (
+        running_hub(ops_settings(stack, influx_db, tmp_path)) as hub,
+        httpx.AsyncClient(base_url=hub.api_url, timeout=10) as http,
+    ):
+        ops = hub.operations
+        tok = await tokens(hub)
+        viewer, quan1 = auth(tok["viewer"]), auth(tok["viewer-quan-1"])
+
+        async def sites(headers: dict[str, str]) -> dict[str, tuple[int, dict[str, int]]]:
+            items = (await http.get("/api/v1/sites", headers=headers)).json()["items"]
+            return {s["id"]: (s["devices"], s["states"]) for s in items}
+
+        async def gateways() -> dict[str, tuple[str, int]]:
+            items = (await http.get("/api/v1/gateways", headers=viewer)).json()["items"]
+            return {g["key"]: (g["state"], g["devices"]) for g in items}
+
+        assert await sites(viewer) == {}
+        infos = [DeviceInfo(d, "weather", "test-profile", 60.0) for d in ("d-1", "d-2")]
+        ops.observe("site-a", "gw-1", State(online=True, session="s1", ts=int(time.time() * 1000), devices=infos))
+        assert await sites(viewer) == {"site-a": (2, {"unknown": 2})}  # a birth: its site and devices
+        assert await gateways() == {"site-a/gw-1": ("online", 2)}
+        ops.observe("site-a", "gw-1", DataBatch("s1", 1, [Reading("d-1", "weather", int(time.time() * 1000), {})]))
+        assert await sites(viewer) == {"site-a": (2, {"online": 1, "unknown": 1})}  # a transition
+        ops.observe("site-b", "gw-2", State(online=True, session="s2", ts=int(time.time() * 1000), devices=[]))
+        assert await sites(viewer) == {"site-a": (2, {"online": 1, "unknown": 1}), "site-b": (0, {})}
+        ops.registry.move("d-2", "site-b", "gw-2", by="test")
+        assert await sites(viewer) == {"site-a": (1, {"online": 1}), "site-b": (1, {"unknown": 1})}  # a move
+        assert await gateways() == {"site-a/gw-1": ("online", 1), "site-b/gw-2": ("online", 1)}
+        assert await sites(quan1) == {}  # no site has a ward yet
+        doc = {"sites": [{"id": "site-b", "ward": "quan-1"}, {"id": "site-c", "ward": "quan-1"}]}
+        ops.registry.apply_inventory(parse_mapping(doc, "test"), by="test")
+        assert await sites(quan1) == {"site-b": (1, {"unknown": 1}), "site-c": (0, {})}  # a new site, a ward
