@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -11,8 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-
-from edge import cli
 
 ROOT = Path(__file__).parents[3]
 
@@ -40,46 +37,14 @@ VALID: dict[str, Any] = {
 }
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ioc edge")
-    cli.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def write(tmp_path: Path, doc: object) -> Path:
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
 
 
-def test_check_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, VALID)
-    assert cli.main(parse("check", str(path))) == 0
-    out, err = capsys.readouterr()
-    lines = out.splitlines()
-    assert lines[0] == f"{path}: valid"
-    assert "gateway site-a/gw-1: broker 127.0.0.1:1883" in lines[1]
-    assert lines[1].endswith("keepalive 30 s (data at least that often)")
-    assert "2 devices:" in lines
-    # The outbox's bound is its bytes (the outbox is bounded in bytes); no count cap unless the config sets one.
-    assert "outbox at most 256 MiB of readings (oldest dropped beyond)" in lines[2]
-    assert "  weather-1: driver modbus_tcp, profile xy-md02, kind weather, every 10 s, timeout 10 s" in lines
-    assert "  aq-1: driver modbus_tcp, profile pm-sensor-rs485, kind air_quality, every 5 s, timeout 2 s" in lines
-    # The driver's own plan lines, under each device.
-    head = "  weather-1: driver modbus_tcp, profile xy-md02, kind weather, every 10 s, timeout 10 s"
-    weather_plan = lines[lines.index(head) + 1]
-    assert weather_plan.strip() == "fc4 input 1..2 (0x0001..0x0002, 2 registers): temperature_c, humidity_pct"
-    assert err == ""
-
-
-def test_check_refuses_a_bad_config_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    extra = {**VALID["devices"][0], "id": "weather-2", "options": {"port": 1}}
-    doc = {**VALID, "devices": [*VALID["devices"], extra]}
-    path = write(tmp_path, doc)
-    assert cli.main(parse("check", str(path))) == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert f"{path}: devices[2] (id 'weather-2'): options.host: missing (required)" in err
+# What the check prints for a given config (the plan, or each problem and exit 2) is pinned by the golden cases
+# in tests/golden/edge_check/; here, what needs the command itself (the console entry point, ``run``).
 
 
 def test_ioc_edge_check_end_to_end(tmp_path: Path) -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
-from edge.cli import describe_plan
-from edge.config import DeviceConfig, ReportConfig, load_config
+from edge.config import DeviceConfig, ReportConfig
 from edge.exception import ExceptionFilter
 from wire.v1 import Reading
 
@@ -154,18 +151,4 @@ def test_report_is_off_by_default() -> None:
     assert DeviceConfig(id="aq-1", driver="modbus_tcp", profile="pm-sensor-rs485", interval_s=1).report is None
 
 
-def test_ioc_edge_check_shows_the_report_settings(tmp_path: Path) -> None:
-    path = tmp_path / "gw.yaml"
-    device = {
-        "id": "aq-1",
-        "driver": "modbus_tcp",
-        "profile": "pm-sensor-rs485",
-        "interval_s": 10,
-        "options": {"host": "127.0.0.1"},
-        "report": {"max_silence_s": 600, "deadband": {"pm25": 2.5}, "deadband_pct": {"pm10": 5}},
-    }
-    doc = {"site": "s-1", "gateway": "gw-1", "broker": {"host": "localhost"}, "devices": [device]}
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    out = describe_plan(load_config(path), "gw.yaml")
-    assert "self-metrics: every 60 s as kind agent, device gw-1" in out
-    assert "    report by exception: at least every 600 s; deadbands: pm25 ±2.5, pm10 ±5 %" in out
+# How ``ioc edge check`` shows the report settings: tests/golden/edge_check/valid-report-by-exception/.
