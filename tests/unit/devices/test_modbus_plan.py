@@ -1,4 +1,8 @@
-"""Table-driven cases for read planning: which registers share a request, and why."""
+"""Table-driven cases for read planning: which registers share a request, and why.
+
+What a profile and the driver's options make of it (coalescing, holes bridged or not, the 125-register split,
+the tables' order, the plan lines the driver logs) are golden cases in tests/golden/modbus_plan/; here, what a
+profile cannot express: max_count, overlapping registers, bits by the thousand, no registers at all."""
 
 from __future__ import annotations
 
@@ -30,54 +34,6 @@ class Case:
 
 CASES = [
     Case("single register", [reg("a", 5)], [("holding", 5, 1, ["a"])]),
-    Case(
-        "neighbours merge",
-        [reg("a", 0), reg("b", 1), reg("c", 2)],
-        [("holding", 0, 3, ["a", "b", "c"])],
-    ),
-    Case(
-        "unsorted input is sorted by address",
-        [reg("c", 2), reg("a", 0), reg("b", 1)],
-        [("holding", 0, 3, ["a", "b", "c"])],
-    ),
-    Case(
-        "a gap equal to max_gap still merges",
-        [reg("a", 0), reg("b", 9)],  # hole 1..8 is 8 registers
-        [("holding", 0, 10, ["a", "b"])],
-    ),
-    Case(
-        "a gap one above max_gap splits",
-        [reg("a", 0), reg("b", 10)],
-        [("holding", 0, 1, ["a"]), ("holding", 10, 1, ["b"])],
-    ),
-    Case(
-        "max_gap 0 merges only adjacent registers",
-        [reg("a", 0), reg("b", 1), reg("c", 3)],
-        [("holding", 0, 2, ["a", "b"]), ("holding", 3, 1, ["c"])],
-        max_gap=0,
-    ),
-    Case(
-        "32-bit registers count two and the gap is measured from their end",
-        [reg("a", 0, "input", "float32"), reg("b", 2, "input", "float32"), reg("c", 13, "input", "int32")],
-        [("input", 0, 4, ["a", "b"]), ("input", 13, 2, ["c"])],  # hole 4..12 is 9 registers
-    ),
-    Case(
-        "tables never mix, and are listed coil, discrete, holding, input",
-        [reg("i", 0, "input"), reg("h", 0, "holding"), reg("d", 0, "discrete", "bool"), reg("c", 0, "coil", "bool")],
-        [("coil", 0, 1, ["c"]), ("discrete", 0, 1, ["d"]), ("holding", 0, 1, ["h"]), ("input", 0, 1, ["i"])],
-    ),
-    Case(
-        "125 registers per request at most",
-        [reg("a", 0), reg("b", 124), reg("c", 125)],
-        [("holding", 0, 125, ["a", "b"]), ("holding", 125, 1, ["c"])],
-        max_gap=200,
-    ),
-    Case(
-        "a float32 that would end past 125 starts a new request",
-        [reg("a", 0, "input", "float32"), reg("b", 123, "input", "float32"), reg("c", 124, "input", "float32")],
-        [("input", 0, 125, ["a", "b"]), ("input", 124, 2, ["c"])],
-        max_gap=200,
-    ),
     Case(
         "bits: 2000 per request",
         [reg("a", 0, "coil", "bool"), reg("b", 1999, "coil", "bool"), reg("c", 2000, "coil", "bool")],
@@ -150,8 +106,3 @@ def test_bad_limits_are_config_errors(max_gap: int, max_count: int | None) -> No
 def test_register_wider_than_max_count_is_refused() -> None:
     with pytest.raises(DeviceConfigError, match="'a' is wider than max_count"):
         plan_reads([reg("a", 0, "input", "float32")], max_count=1)
-
-
-def test_describe_names_function_code_range_and_metrics() -> None:
-    (req,) = plan_reads([reg("volts", 0x34, "input", "float32"), reg("hz", 0x36, "input", "float32")])
-    assert req.describe() == "fc4 input 52..55 (0x0034..0x0037, 4 registers): volts, hz"
