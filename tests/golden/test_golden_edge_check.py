@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -46,8 +47,13 @@ def run_check(folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 
 
 def secret_values(node: Any) -> Iterator[str]:
-    """The values under the secret keys (``password``, ``token``...) anywhere in a YAML document."""
-    if isinstance(node, dict):
+    """The values under the secret keys (``password``, ``token``...) anywhere in a YAML document, and the
+    passwords inside URLs (``rtsp://user:password@host/``)."""
+    if isinstance(node, str) and "://" in node:
+        password = urlsplit(node).password
+        if password:
+            yield password
+    elif isinstance(node, dict):
         for key, value in node.items():
             if key in SECRET_FIELDS and value is not None:
                 yield from (str(v) for v in (value if isinstance(value, list) else [value]))
