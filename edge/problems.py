@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 #: Values of these fields are never echoed in an error message.
 SECRET_FIELDS: Final = frozenset({"password", "token", "secret", "community"})
+#: The ``user:password@`` (or ``user@``) part of a URL: removed from every message, whatever the field (a stream
+#: URL with the camera's account in it is not a secret field, but the password in it is a secret).
+_URL_USERINFO: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def without_url_credentials(text: str) -> str:
+    """``text`` with the userinfo of every URL in it removed (``rtsp://admin:pin@cam/s`` -> ``rtsp://cam/s``)."""
+    return _URL_USERINFO.sub(r"\1", text)
 
 
 def device_label(index: int, device_id: str | None) -> str:
@@ -38,7 +47,7 @@ def pydantic_message(error: Any) -> str:
     value = error.get("input")
     if loc and str(loc[-1]) not in SECRET_FIELDS and isinstance(value, str | int | float | bool):
         message += f" (got {value!r})"
-    return message
+    return without_url_credentials(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,7 @@ class Problem:
 
     def render(self, source: str) -> str:
         parts = [source, device_label(self.index, self.device_id), self.field or "", self.message]
-        return ": ".join(p for p in parts if p)
+        return without_url_credentials(": ".join(p for p in parts if p))
 
 
 def plain_tcp_to_remote_broker(host: str) -> str:
