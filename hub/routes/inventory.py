@@ -9,12 +9,13 @@ field); nothing of it is applied.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from typing import Final
 
 from fastapi import APIRouter, HTTPException, Request, status
 
 from hub.registry.inventory import InventoryError, parse_text
 from hub.routes.deps import Ops, Technician
+from hub.routes.models import InventoryResult
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"])
 
@@ -24,6 +25,7 @@ FORMATS: Final = {"application/json": "json", "application/yaml": "yaml", "text/
 
 @router.post(
     "/inventory",
+    response_model=InventoryResult,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -36,7 +38,7 @@ FORMATS: Final = {"application/json": "json", "application/yaml": "yaml", "text/
     },
     responses={415: {"description": "unsupported content type"}, 413: {"description": "too large"}},
 )
-async def import_inventory(principal: Technician, ops: Ops, request: Request) -> dict[str, Any]:
+async def import_inventory(principal: Technician, ops: Ops, request: Request) -> InventoryResult:
     """Merge an inventory into the registry; returns counts and the conflicts with gateway births."""
     if principal.wards is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "importing the inventory needs a token not limited to wards")
@@ -62,4 +64,4 @@ async def import_inventory(principal: Technician, ops: Ops, request: Request) ->
     # A device the inventory puts under another gateway is moved: recorded with the token that imported it.
     result = ops.registry.apply_inventory(inventory, by=f"inventory import by {principal.label}")
     await ops.registry.flush()
-    return result.as_dict()
+    return InventoryResult.model_validate(result.as_dict())

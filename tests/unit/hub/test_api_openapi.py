@@ -18,22 +18,6 @@ from hub.config import HttpSettings, HubSettings, InfluxSettings, MqttSettings
 from hub.service import Hub, run_hub
 from hub.storage.deadletter import DeadLetterKind
 
-#: The 2xx answers without a schema yet, as :func:`untyped_answers` names them; remove each entry once its route
-#: declares its schema (the test fails until then, and also once it does).
-NOT_YET_TYPED: Final = frozenset(
-    {
-        # hub/routes/devices.py and hub/routes/inventory.py, which another change reworks now (the list routes, for
-        # speed). hub/routes/models.py has their models ready, which their answers fit today
-        # (tests/integration/hub/test_api_untyped_answers_fit_models.py): DevicesPage, DeviceDetail, CommandRecord,
-        # CommandsPage (GET .../commands), InventoryResult.
-        "GET /api/v1/devices (200 application/json)",
-        "GET /api/v1/devices/{device_id} (200 application/json)",
-        "POST /api/v1/devices/{device_id}/commands (200 application/json)",
-        "GET /api/v1/devices/{device_id}/commands (200 application/json)",
-        "GET /api/v1/commands/{command_id} (200 application/json)",
-        "POST /api/v1/inventory (200 application/json)",
-    }
-)
 METHODS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 
 
@@ -90,9 +74,8 @@ async def hub(closed_port: int) -> AsyncIterator[Hub]:
 async def test_every_answer_of_the_hub_has_a_schema(hub: Hub) -> None:
     async with httpx.AsyncClient(base_url=hub.api_url, timeout=5) as api:
         openapi = (await api.get("/api/v1/openapi.json")).json()
-    # Exactly the allow-listed answers lack a schema: a new untyped route fails here, and so does an allow-listed
-    # route that got its schema, or is gone (then its entry goes).
-    assert untyped_answers(openapi) == sorted(NOT_YET_TYPED)
+    # No answer lacks a schema: a new untyped route fails here.
+    assert untyped_answers(openapi) == []
     metrics = openapi["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert metrics == {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}
     stats = openapi["paths"]["/api/v1/ingest/stats"]["get"]["responses"]["200"]["content"]["application/json"]

@@ -1,13 +1,12 @@
-"""The routes that do not declare their answer's model yet (hub/routes/devices.py, ``POST /api/v1/inventory``:
-tests/unit/hub/test_api_openapi.py's ``NOT_YET_TYPED``) answer what the models prepared for them in
-hub/routes/models.py describe, field for field (the models refuse a field they do not declare): so declaring them
-as ``response_model`` changes no answer. On a running hub with a registry, a gateway's birth, the real broker and
-InfluxDB."""
+"""The answers of hub/routes/devices.py's device and command routes and of ``POST /api/v1/inventory`` keep their
+JSON exactly as before these routes declared their ``response_model`` (``DevicesPage``, ``DeviceDetail``,
+``CommandRecord``, ``CommandsPage``, ``InventoryResult``): the same keys, none added as null, none dropped, and
+numbers of the same type. On a running hub with a registry, a gateway's birth, the real broker and InfluxDB."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -27,7 +26,26 @@ INVENTORY: dict[str, Any] = {
 }
 
 
-async def test_the_answers_of_the_routes_without_a_model_fit_the_models_prepared_for_them(
+#: The keys of a device in ``GET /api/v1/devices``, as API clients know them (dashboards/registry.py, the page).
+DEVICE_KEYS: Final = frozenset(
+    {
+        *("id", "kind", "profile", "driver", "site", "gateway", "ward", "lat", "lon", "installed", "interval_s"),
+        *("tags", "state", "reason", "last_seen_ms", "problems", "conflicts"),
+    }
+)
+#: ``GET /api/v1/devices/{id}`` adds these.
+DETAIL_KEYS: Final = DEVICE_KEYS | {
+    *("inactivity_s", "announced", "inventory", "conflict_details", "transitions", "open_alerts"),
+}
+COMMAND_KEYS: Final = frozenset(
+    {
+        *("id", "device", "site", "gateway", "action", "params", "timeout_s", "requested_by", "status", "detail"),
+        *("result", "created", "finished", "duration_ms"),
+    }
+)
+
+
+async def test_the_device_command_and_inventory_answers_keep_their_json(
     stack: StackEndpoints, influx_db: str, tmp_path: Path
 ) -> None:
     settings = ops_settings(stack, influx_db, tmp_path, inventory=INVENTORY)
@@ -49,6 +67,24 @@ async def test_the_answers_of_the_routes_without_a_model_fit_the_models_prepared
             imported = await http.post("/api/v1/inventory", json=INVENTORY, headers=technician)
         finally:
             gw.close()
+    assert set(page) == {"total", "limit", "offset", "items"}
+    assert all(set(d) == DEVICE_KEYS for d in page["items"])
+    assert set(detail) == set(spare) == DETAIL_KEYS
+    assert set(sent.json()) == set(command) == COMMAND_KEYS
+    assert set(history) == {"total", "items"}
+    assert set(imported.json()) == {"sites_added", "sites_updated", "devices_added", "devices_updated", "conflicts"}
+    # The model's JSON of each answer is the answer itself (as it was before the routes declared them):
+    # no int turned float.
+    for model, answer in (
+        (DevicesPage, page),
+        (DeviceDetail, detail),
+        (DeviceDetail, spare),
+        (CommandRecord, sent.json()),
+        (CommandsPage, history),
+        (CommandRecord, command),
+        (InventoryResult, imported.json()),
+    ):
+        assert model.model_validate(answer).model_dump(mode="json") == answer
     parsed = DevicesPage.model_validate(page)
     # Retained births of other tests' gateways on the session's broker may add devices of their own: only ours.
     assert [(d.id, d.site, d.state) for d in parsed.items if d.id in {"aq-m1", "spare-m"}] == [
