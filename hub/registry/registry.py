@@ -22,6 +22,14 @@ inventory import that states another gateway, or :meth:`Registry.move` (``POST /
 only to a site and gateway the registry knows (:meth:`Registry.check_place`: a mistyped target creates nothing);
 each is a :class:`Move` (who, when, from, to), logged and persisted. :meth:`Registry.owners` is the map the
 ingest pipeline checks gateway input against (pushed to it on every change, like the enrichment).
+
+**Written behind, coalesced.** A change marks its sites and devices (and adds its moves) to the next write; one
+write, a single transaction in the database's writer thread, takes everything marked in the
+:data:`WRITE_COALESCE_S` after the first change, and at most one write runs at a time (changes meanwhile wait for
+the next one). Each row is written with its values at the time of the write. When thousands of gateways are born
+at once (a broker restart, a hub start), this is one transaction per batch of births instead of one per birth,
+whose statement, commit and thread hand-over held the event loop's interpreter lock (the writer thread's Python
+competes with the loop for it). :meth:`Registry.flush` writes what is marked at once and waits.
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ COMPARED: Final = ("kind", "profile", "site", "gateway", "interval_s")
 MERGED: Final = ("kind", "profile", "interval_s", "driver")
 #: ``Conflict.source`` of a birth from another gateway than the device's owner.
 OWNER: Final = "owner"
+#: How long the first change waits for others to share its database write (seconds).
+WRITE_COALESCE_S: Final = 0.05
 #: ``Move.source``: a technician through the API, or an inventory import.
 MOVED_BY_API: Final = "api"
 MOVED_BY_INVENTORY: Final = "inventory"
@@ -205,6 +215,11 @@ class Registry:
         self.devices: dict[str, Device] = {}
         self._listeners: list[Listener] = []
         self._writes: set[asyncio.Future[None]] = set()
+        #: Marked for the next write (:meth:`_submit`): sites and devices by id, moves in order.
+        self._dirty_sites: dict[str, Site] = {}
+        self._dirty_devices: dict[str, Device] = {}
+        self._dirty_moves: list[Move] = []
+        self._write_timer: asyncio.TimerHandle | None = None
         self._logged_conflicts: set[Conflict] = set()
         #: (site, gateway) -> the devices of another owner its current birth lists.
         self._claims: dict[tuple[str, str], set[str]] = {}
@@ -250,9 +265,12 @@ class Registry:
         log.info("registry: %d sites and %d devices loaded", len(self.sites), len(self.devices))
 
     async def flush(self) -> None:
-        """Wait until every write submitted so far is in the database."""
-        while self._writes:
-            await asyncio.gather(*list(self._writes), return_exceptions=True)
+        """Wait until every change so far is in the database (what waits to be coalesced is written now)."""
+        while self._writes or self._dirty():
+            if self._writes:
+                await asyncio.gather(*list(self._writes), return_exceptions=True)
+            else:
+                self._write_marked()
 
     def subscribe(self, listener: Listener) -> None:
         """``listener(devices)`` is called (on the loop) with the devices a birth or an import changed."""
@@ -554,12 +572,34 @@ class Registry:
             for listener in self._listeners:
                 listener(affected)
         if self._db is not None:
-            self._submit(list(sites), [_row_values(d) for d in devices], [_move_values(m) for m in moves])
+            self._submit(sites, devices, moves)
 
-    def _submit(self, sites: list[Site], devices: list[dict[str, Any]], moves: list[dict[str, Any]]) -> None:
+    def _submit(self, sites: list[Site], devices: list[Device], moves: Sequence[Move]) -> None:
+        """Mark for the next write; schedule it unless one is scheduled or running (its end schedules the next)."""
+        for site in sites:
+            self._dirty_sites[site.id] = site
+        for device in devices:
+            self._dirty_devices[device.id] = device
+        self._dirty_moves.extend(moves)
+        if self._write_timer is None and not self._writes:
+            self._write_timer = asyncio.get_running_loop().call_later(WRITE_COALESCE_S, self._write_marked)
+
+    def _dirty(self) -> bool:
+        return bool(self._dirty_sites or self._dirty_devices or self._dirty_moves)
+
+    def _write_marked(self) -> None:
+        """One write of everything marked, with the values the sites and devices have now."""
         assert self._db is not None
-        site_values = [asdict(s) for s in sites]
-        future = asyncio.ensure_future(self._db.write(lambda session: _persist(session, site_values, devices, moves)))
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if not self._dirty():
+            return
+        sites = [asdict(s) for s in self._dirty_sites.values()]
+        devices = [_row_values(d) for d in self._dirty_devices.values()]
+        moves = [_move_values(m) for m in self._dirty_moves]
+        self._dirty_sites, self._dirty_devices, self._dirty_moves = {}, {}, []
+        future = asyncio.ensure_future(self._db.write(lambda session: _persist(session, sites, devices, moves)))
         self._writes.add(future)
         future.add_done_callback(self._write_done)
 
@@ -567,6 +607,9 @@ class Registry:
         self._writes.discard(future)
         if not future.cancelled() and future.exception() is not None:
             log.error("registry: could not save to the database: %s", future.exception())
+        if self._dirty() and self._write_timer is None and not self._writes:
+            # Changes made while it ran: the next write, after as long again for more to join it.
+            self._write_timer = asyncio.get_running_loop().call_later(WRITE_COALESCE_S, self._write_marked)
 
     def persist_now(self) -> None:
         """Write every site and device synchronously (the CLI, tests)."""
