@@ -106,13 +106,16 @@ async def list_gateways(principal: Viewer, ops: Ops) -> Response:
     counts = ops.security.counts
     refusals = [(key, found) for key, gw in ops.health.gateways.items() if (found := counts(gw.site, gw.gateway))]
     stamp = (ops.registry.version, ops.health.version, refusals, dict(ops.commands.refused_acks))
-    return kept_answers(ops).answer("gateways", principal.wards, stamp, lambda: gateways_page(ops, principal.wards))
+    refused = dict(refusals)
+    return kept_answers(ops).answer(
+        "gateways", principal.wards, stamp, lambda: gateways_page(ops, principal.wards, refused)
+    )
 
 
-def gateways_page(ops: Operations, wards: Wards) -> GatewaysPage:
-    """The gateways of ``wards`` (None: all) seen since the hub started, with their health."""
-    health, ward_of_site, counts = ops.health, ops.registry.ward_of_site, ops.security.counts
-    acks = ops.commands.refused_acks
+def gateways_page(ops: Operations, wards: Wards, refused: dict[str, dict[str, int]]) -> GatewaysPage:
+    """The gateways of ``wards`` (None: all) seen since the hub started, with their health; ``refused`` the refusal
+    counts of the gateways that have any, by key (those the answer's stamp holds: looked up once per call)."""
+    health, ward_of_site, acks = ops.health, ops.registry.ward_of_site, ops.commands.refused_acks
     items = []
     for key, gw in sorted(health.gateways.items()):
         if wards is not None:
@@ -130,7 +133,7 @@ def gateways_page(ops: Operations, wards: Wards) -> GatewaysPage:
                 "devices": len(gw.devices),
                 # What it does wrong while up (clock_skew...), and what the hub refused of it since it started.
                 "problems": health.problems(gw.site, gw.gateway),
-                "refusals": counts(gw.site, gw.gateway),
+                "refusals": refused.get(key, {}),
                 "refused_acks": acks.get(key, 0),
             }
         )
