@@ -4,12 +4,10 @@ them in the open batch or straight to done; dead letters, observers, control and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -26,7 +24,7 @@ from hub.ingest.points import (
     gateway_state_line,
     reading_lines,
 )
-from hub.ingest.storage import StorageSide
+from hub.ingest.storage import BatchWriter
 from hub.ingest.tracking import GatewayStates, SeqTracker
 from hub.stats import GatewayCounts, IngestStats, PipelineStats
 from hub.storage.deadletter import DeadLetterKind, DeadLetterRing, OncePerKindLog, Quarantine, QuarantineError
@@ -51,10 +49,14 @@ _YIELD_EVERY_S = 0.002
 _TOPIC_CACHE_SIZE = 10_000
 
 
-class Pipeline(StorageSide):
-    """Consumes the intake queue until :meth:`close`, then drains it, writes what is pending and returns."""
+class Pipeline:
+    """Consumes the intake queue until :meth:`close`, then drains it, writes what is pending and returns.
 
-    def __init__(  # noqa: PLR0915 - sets every field both halves (intake and storage) share, in one place
+    Everything after a message's lines are built (batches, writes, spill, acknowledgements) is its
+    :class:`~hub.ingest.storage.BatchWriter`'s.
+    """
+
+    def __init__(
         self,
         queue: MessageSource,
         acker: Acker,
@@ -76,15 +78,6 @@ class Pipeline(StorageSide):
         admission: Admission | None = None,
     ) -> None:
         self._queue = queue
-        self._acker = acker
-        self._writer = writer
-        self._max_lines = max_lines
-        self._max_delay_s = max_delay_ms / 1000
-        self._max_pending = max_pending_messages
-        #: Payload bytes of the unacknowledged messages, and their cap: with messages of up to the contract's
-        #: largest size, a count alone would let a few gateways' big batches take gigabytes.
-        self._pending_bytes = 0
-        self._max_pending_bytes = max_pending_bytes
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self.stats = stats or IngestStats()
@@ -93,12 +86,6 @@ class Pipeline(StorageSide):
         self._quarantine_saves = isinstance(self.dead_letters, Quarantine) and self.dead_letters.persistent
         self._held: list[Pending] = []
         self._save_wake = asyncio.Event()
-        self.spill = spill
-        self._spill_wake = asyncio.Event()
-        self._spill_full_logged = False
-        self._spill_after_s = spill_after_s
-        self._write_started: dict[asyncio.Task[Any], float] = {}
-        self._slow_logged = False
         self.metric_cap = MetricCap(max_metrics_per_device) if max_metrics_per_device else None
         #: What each gateway may write (None: everything the contract accepts, as in tests of the storage side).
         self.admission = admission
@@ -108,25 +95,27 @@ class Pipeline(StorageSide):
         self.states = GatewayStates()
         self.seqs = SeqTracker()
         self._dead_letter_log = OncePerKindLog(log)
-
-        self._pending: deque[Pending] = deque()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._batch: list[Pending] = []
-        self._batch_lines = 0
-        self._batch_deadline: float | None = None  # loop time
-        self._max_in_flight = max_in_flight
-        self._running = 0  # InfluxDB writes running (spill-only tasks are not counted)
-        #: Closed batches waiting for a write slot (the storage side merges them) and their lines.
-        self._ready: deque[tuple[list[Pending], int]] = deque()
-        self._ready_lines = 0
-        self._max_ready_lines = max_lines * _READY_BATCHES
-        self._closed_for_good = False  # run() returned: start no more writes
-        self._writes: set[asyncio.Task[None]] = set()
-        self._failure: BaseException | None = None
+        self._storage = BatchWriter(
+            acker,
+            writer,
+            max_lines=max_lines,
+            max_delay_s=max_delay_ms / 1000,
+            max_in_flight=max_in_flight,
+            max_pending_messages=max_pending_messages,
+            max_pending_bytes=max_pending_bytes,
+            max_ready_lines=max_lines * _READY_BATCHES,
+            retry=self._retry,
+            clock=clock,
+            stats=self.stats,
+            dead_letters=self.dead_letters,
+            dead_letter_log=self._dead_letter_log,
+            spill=spill,
+            spill_after_s=spill_after_s,
+            on_failure=self.close,
+            save_dead_letters=self._save_wake if self._quarantine_saves else None,
+        )
         self._closing = False
         self._wait_cm: asyncio.Timeout | None = None
-        self._storage_down = False
         #: Parsed topics: a few per gateway, so a small map saves a regex check per message.
         self._topics: dict[str, Topic] = {}
         self._data_decoder = DataDecoder()
@@ -183,55 +172,57 @@ class Pipeline(StorageSide):
     @property
     def pending_messages(self) -> int:
         """Messages received and not yet acknowledged."""
-        return len(self._pending)
+        return self._storage.pending_messages
 
     def gauges(self) -> dict[str, int]:
         """Current levels: unacknowledged messages, queued messages, lines in the open batch, writes running,
         and the spill's batches, lines and bytes (0 without a spill)."""
-        spill = self.spill
+        storage = self._storage.gauges()
         return {
-            "pending_messages": self.pending_messages,
-            "pending_bytes": self._pending_bytes,
+            "pending_messages": storage["pending_messages"],
+            "pending_bytes": storage["pending_bytes"],
             "queued_messages": self._queue.qsize(),
-            "batch_lines": self._batch_lines,
-            "ready_lines": self._ready_lines,
-            "writes_in_flight": len(self._writes),
-            "spill_batches": spill.records if spill else 0,
-            "spill_lines": spill.lines if spill else 0,
-            "spill_bytes": spill.size_bytes if spill else 0,
+            "batch_lines": storage["batch_lines"],
+            "ready_lines": storage["ready_lines"],
+            "writes_in_flight": storage["writes_in_flight"],
+            "spill_batches": storage["spill_batches"],
+            "spill_lines": storage["spill_lines"],
+            "spill_bytes": storage["spill_bytes"],
             "dead_letters_unsaved": len(self._held),
         }
 
     @property
     def storage_ok(self) -> bool:
         """False while writes are failing with a retryable error."""
-        return not self._storage_down
+        return self._storage.storage_ok
 
     async def run(self) -> None:
         """Run until :meth:`close`; on cancellation the writes in flight are cancelled (nothing more is acked)."""
         helpers: list[asyncio.Task[None]] = []
         if self._quarantine_saves:
             helpers.append(asyncio.create_task(self._save_dead_letters(), name="hub-quarantine"))
-        if self.spill is not None:
-            helpers.append(asyncio.create_task(self._write_back(), name="hub-spill-write-back"))
+        write_back = self._storage.start_write_back()
+        if write_back is not None:
+            helpers.append(write_back)
         try:
             await self._consume()
             await self._drain()
         finally:
-            self._closed_for_good = True
-            for task in (*self._writes, *helpers):
+            writes = self._storage.stop()
+            for task in helpers:
                 task.cancel()
-            if self._writes or helpers:
-                await asyncio.wait({*self._writes, *helpers})
+            if writes or helpers:
+                await asyncio.wait({*writes, *helpers})
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
+        storage = self._storage
         next_housekeeping = loop.time() + _TICK_S
         next_yield = loop.time() + _YIELD_EVERY_S
         while not self._closing:
-            self._raise_failure()
-            if self._full():
-                await self._wait_for_room()
+            storage.raise_failure()
+            if storage.full():
+                await storage.wait_for_room()
                 continue
             message = await self._next_message(self._wait_s(loop.time()))
             if message is not None:
@@ -242,48 +233,45 @@ class Pipeline(StorageSide):
                 # for the hub drains into the lanes (and their overflow) instead of growing at the broker.
                 await asyncio.sleep(0)
                 next_yield = loop.time() + _YIELD_EVERY_S
-            if self._batch_lines >= self._max_lines or (
-                self._batch_deadline is not None and now >= self._batch_deadline
-            ):
-                await self._flush()
+            if storage.batch_due(now):
+                await storage.flush()
             if now >= next_housekeeping:
                 next_housekeeping = now + _TICK_S
                 self._dead_letter_log.flush()
-                if self._ready:
-                    self._dispatch()  # InfluxDB may have become slow meanwhile: spill what waits
+                if storage.has_ready():
+                    storage.dispatch()  # InfluxDB may have become slow meanwhile: spill what waits
 
     async def _drain(self) -> None:
         """Everything the intake handed over before it stopped, then the open batch, then the writes."""
+        storage = self._storage
         while True:
-            self._raise_failure()
-            if self._full():
-                await self._wait_for_room()
+            storage.raise_failure()
+            if storage.full():
+                await storage.wait_for_room()
                 continue
             try:
                 message = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
             self._handle(message)
-            if self._batch_lines >= self._max_lines:
-                await self._flush()
-        await self._flush()
-        while self._writes or self._ready:
-            if not self._writes:
-                self._dispatch()
-            await asyncio.wait(set(self._writes))
+            if storage.batch_full():
+                await storage.flush()
+        await storage.flush()
+        await storage.wait_for_writes()
         while self._held:
-            self._raise_failure()
+            storage.raise_failure()
             self._save_wake.set()
             await asyncio.sleep(0.01)
-        self._raise_failure()
+        storage.raise_failure()
         self._dead_letter_log.flush()
 
     # ------------------------------------------------------------------------------------------ intake side
 
     def _wait_s(self, now: float) -> float:
-        if self._batch_deadline is None:
+        deadline = self._storage.batch_deadline
+        if deadline is None:
             return _TICK_S
-        return max(0.0, min(_TICK_S, self._batch_deadline - now))
+        return max(0.0, min(_TICK_S, deadline - now))
 
     async def _next_message(self, wait_s: float) -> InboundMessage | None:
         try:
@@ -302,22 +290,12 @@ class Pipeline(StorageSide):
         finally:
             self._wait_cm = None
 
-    async def _wait_for_room(self) -> None:
-        # The open batch may hold the oldest pending messages: write it, or room would never come.
-        await self._flush()
-        if self._full():
-            self._room.clear()
-            # Bounded wait, so that run() notices a failed write task or a stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_TICK_S):
-                    await self._room.wait()
-
     def _handle(self, message: InboundMessage) -> None:
         """Decode one message and file it: into the open batch, or straight to done (acked in order)."""
         try:
             self._file(message)
         except Exception as exc:
-            if not any(e.message is message for e in self._pending):
+            if not self._storage.holds(message):
                 self._dead_letter(message, DeadLetterKind.INTERNAL, f"{type(exc).__name__}: {exc}")
             log.exception("internal error while handling a message on %s", message.topic)
 
@@ -352,13 +330,7 @@ class Pipeline(StorageSide):
         elif isinstance(payload, Event):
             entry.lines = [device_event_line(topic.site, topic.gateway, payload, self._enrichment)]
         # A CommandAck is counted only; command tracking comes with the command API.
-        self._pending.append(entry)
-        self._pending_bytes += len(entry.message.payload)
-        if entry.lines:
-            self._add_to_batch(entry)
-        else:
-            entry.done = True
-            self._release()
+        self._storage.take(entry)
 
     def _parse_topic(self, message: InboundMessage) -> Topic | None:
         """The parsed topic, remembered; None when it is not a v1 topic (dead-lettered)."""
@@ -475,9 +447,7 @@ class Pipeline(StorageSide):
     def _dead_letter(self, message: InboundMessage, kind: DeadLetterKind, error: str) -> None:
         entry = Pending(message, done=True)
         self._quarantine(entry, kind, error)
-        self._pending.append(entry)
-        self._pending_bytes += len(entry.message.payload)
-        self._release()
+        self._storage.take(entry)
 
     def _quarantine(self, entry: Pending, kind: DeadLetterKind, error: str) -> None:
         """Add ``entry``'s message to the dead letters; with a persistent quarantine, hold its ack until saved."""
@@ -521,13 +491,7 @@ class Pipeline(StorageSide):
                 failures = 0
             for entry in held:
                 entry.held = False
-            self._release()
-
-    def _add_to_batch(self, entry: Pending) -> None:
-        if not self._batch:
-            self._batch_deadline = asyncio.get_running_loop().time() + self._max_delay_s
-        self._batch.append(entry)
-        self._batch_lines += len(entry.lines)
+            self._storage.release()
 
     # ------------------------------------------------------------------------------------------ status
 
