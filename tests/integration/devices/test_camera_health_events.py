@@ -56,13 +56,15 @@ from wire.v1 import (
     parse_topic,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
 SITE, GATEWAY = "cameras", "gw-1"
 ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
 CHECK_INTERVAL_S = 10.0
-#: A fault is raised within two check intervals (docs/cameras.md); the rest is room for a loaded machine.
-WITHIN_S = 2 * CHECK_INTERVAL_S + 40.0
+#: A fault is raised within two check intervals (docs/cameras.md; test_camera_image_checks.py holds the driver to
+#: it); here the point is the events and the hub, so the rest is wide room for a loaded machine: under `make test`'s
+#: three workers on two cores a check that times out proves nothing either way and the problem holds until the next.
+WITHIN_S = 2 * CHECK_INTERVAL_S + 100.0
 BLACK_REASON = re.compile(r"image_black: \d+(\.\d+)?% of the picture black \(limit 98%\)")
 
 
@@ -71,7 +73,7 @@ def camera_entry(sim: RtspSimulator, onvif: OnvifSimulator) -> DeviceConfig:
         id="cam-1",
         driver="camera",
         profile="camera-onvif-generic",
-        interval_s=1.0,
+        interval_s=2.0,  # each poll runs ffprobe on the stream: every second would load a busy machine for nothing
         timeout_s=8.0,
         options={
             "host": "127.0.0.1",
@@ -229,7 +231,7 @@ async def test_a_black_picture_is_a_degraded_camera_on_the_broker_and_the_hub(
             assert device is not None
             assert device["reason"] == f"device_degraded: {degraded.reason}"
             # Readings keep arriving: the hub keeps it degraded, not online.
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(5.0)  # two polls or more
             assert health.device_state("cam-1").value == "degraded"
 
             await sim.set_picture("cam-1", Picture.GOOD)
