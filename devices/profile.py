@@ -10,7 +10,6 @@ loaded; every error names the file, the register and the field.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -265,8 +264,3 @@ def _parse_cached(path: Path, name: str | None) -> Profile:
 def available_profiles() -> list[str]:
     """Ids of the shipped profiles."""
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
-def load_profiles(names: Iterable[str | Path]) -> list[Profile]:
-    """Load several profiles; the first error stops."""
-    return [load_profile(n) for n in names]
