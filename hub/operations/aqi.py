@@ -58,10 +58,9 @@ from enum import StrEnum
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-import httpx
-
 from hub.config import AqiSettings, InfluxSettings
-from hub.errors import StorageError, StorageUnavailable
+from hub.errors import StorageError
+from hub.storage.influx import InfluxQuery
 from hub.storage.lineproto import FieldValue, line
 
 log = logging.getLogger(__name__)
@@ -358,8 +357,9 @@ def parse_hourly_means(body: Mapping[str, Any]) -> list[SiteHours]:
 class AqiJob:
     """Every ``settings.interval_s``: read hourly means from InfluxDB, compute VN_AQI, write ``vn_aqi`` back.
 
-    ``write`` is the hub's InfluxDB writer (line protocol body). Queries go to ``/query`` (InfluxQL): on v1 with
-    ``db`` and basic auth, on v2/v3 with ``db`` = the bucket (a DBRP mapping) and the token.
+    ``write`` is the hub's InfluxDB writer (line protocol body). Queries go through
+    :class:`~hub.storage.influx.InfluxQuery` (InfluxQL on ``/query``): on v1 with ``db`` and basic auth, on v2/v3
+    with ``db`` = the bucket (a DBRP mapping) and the token.
     """
 
     def __init__(
@@ -369,36 +369,19 @@ class AqiJob:
         write: Callable[[bytes], Any],
         *,
         district_of: Callable[[str], str | None] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
-        self._influx = influx
         self._write = write
         self._district_of = district_of
         self._tz = ZoneInfo(settings.timezone)
-        auth: httpx.Auth | None = None
-        headers: dict[str, str] = {}
-        if influx.api == "v2" and influx.token is not None:
-            headers["Authorization"] = f"Token {influx.token.get_secret_value()}"
-            self._db = influx.bucket or influx.database
-        else:
-            self._db = influx.database
-            if influx.username:
-                password = influx.password.get_secret_value() if influx.password else ""
-                auth = httpx.BasicAuth(influx.username, password)
-        self._client = httpx.AsyncClient(
-            base_url=influx.url,
-            auth=auth,
-            headers=headers,
-            timeout=httpx.Timeout(influx.timeout_s),
-            transport=transport,
-        )
+        self._influx = InfluxQuery(influx)
         self._failing = False
         self.runs = 0
         self.lines_written = 0
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Close the InfluxDB query client."""
+        await self._influx.aclose()
 
     def query(self, now: datetime) -> str:
         """The InfluxQL of one run: hourly means since yesterday's local midnight minus 7 h (O3 8-hour windows)."""
@@ -420,17 +403,8 @@ class AqiJob:
     async def run_once(self, now: datetime | None = None) -> int:
         """One computation; returns how many ``vn_aqi`` points were written. Raises :class:`StorageError`."""
         now = now or datetime.now(UTC)
-        q = self.query(now)
-        try:
-            response = await self._client.get("/query", params={"db": self._db, "q": q, "epoch": "ms"})
-        except httpx.HTTPError as exc:
-            raise StorageUnavailable(f"VN_AQI: cannot query InfluxDB at {self._influx.url}: {exc!r}") from exc
-        if response.status_code != 200:
-            raise StorageUnavailable(
-                f"VN_AQI: InfluxDB at {self._influx.url} answered HTTP {response.status_code} to the query: "
-                f"{response.text[:300]}"
-            )
-        sites = parse_hourly_means(response.json())
+        answer = await self._influx.query(self.query(now))
+        sites = parse_hourly_means(answer)
         lines = compute_lines(sites, now, self._tz, hours_back=self.settings.hours_back, district_of=self._district_of)
         if lines:
             await self._write(("\n".join(lines) + "\n").encode())

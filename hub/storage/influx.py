@@ -27,6 +27,10 @@ At start (:meth:`InfluxWriter.prepare`) the server's version is read from ``/pin
 header and logged, and with the v1 API the database (and, if ``influx.retention`` is set, a DEFAULT retention
 policy ``ioc_retention``) is created through ``POST /query`` where the account may. Neither is fatal: an
 unreachable InfluxDB is what the spill is for, and a refused ``CREATE`` is logged for the operator.
+
+Reads (:class:`InfluxQuery`) go over the same client: InfluxQL through ``GET /query?db=...&q=...&epoch=ms`` with the
+credentials the writer sends, on v1 to ``database``, on v2/3 to ``bucket`` through its DBRP mapping (InfluxDB 2.x
+"/query" 1.x compatibility API). Any failure to get a JSON answer is :class:`~hub.errors.StorageUnavailable`.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import json
 import logging
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 from urllib.parse import quote, urlencode
 
 from hub.config import InfluxSettings
@@ -53,6 +57,10 @@ _COMPRESS_IN_THREAD_BYTES: Final = 256 * 1024
 _GZIP_LEVEL: Final = 1
 _MAX_ERROR_TEXT: Final = 1024
 _LINE_PROTOCOL: Final = "text/plain; charset=utf-8"
+#: Default limit of a query's answer: InfluxDB answers a query in one JSON body (without ``chunked=true``), and
+#: the VN_AQI job's hourly means of six pollutants over two days are ~4.4 KB per site (~4.4 MB for 1,000 sites),
+#: above the 1 MiB the client allows by default for the writer's short error answers.
+MAX_QUERY_ANSWER_BYTES: Final = 64 * 1024 * 1024
 
 
 def _error_text(response: Response) -> str:
@@ -291,3 +299,67 @@ class InfluxWriter:
         """True if InfluxDB answers ``GET /ping`` with 204 within ``timeout_s``."""
         response = await self._get_ping(timeout_s)
         return response is not None and response.status == 204
+
+
+class InfluxQuery:
+    """InfluxQL reads from the database (v1) or bucket (v2) the writer writes to, over the hub's HTTP client.
+
+    Use as ``async with InfluxQuery(settings) as q`` or call :meth:`aclose`. Every query is bounded by
+    ``influx.timeout_s`` (whole request); the answer by ``max_answer_bytes``.
+    """
+
+    def __init__(self, settings: InfluxSettings, *, max_answer_bytes: int = MAX_QUERY_ANSWER_BYTES) -> None:
+        self._url = settings.url
+        self._timeout_s = settings.timeout_s
+        self._headers = _plan(settings).auth_headers
+        self._what = "token (influx.token)" if settings.api == "v2" else "credentials (influx.username/password)"
+        #: v2/v3 answer InfluxQL on a bucket through its DBRP mapping, named by the bucket.
+        self._params = {"db": (settings.bucket or settings.database) if settings.api == "v2" else settings.database}
+        try:
+            self._client = HttpClient(settings.url, max_body_bytes=max_answer_bytes)
+        except ValueError as exc:
+            raise ConfigError(f"influx.url: {exc}") from exc
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections; a query still running fails with :class:`~hub.errors.StorageUnavailable`."""
+        await self._client.aclose()
+
+    async def query(self, q: str) -> dict[str, Any]:
+        """InfluxDB's JSON answer to ``q`` (one or more statements; times in epoch ms).
+
+        A statement InfluxDB refused is in the answer (``results[i].error``) for the caller to judge. Raises
+        :class:`~hub.errors.StorageUnavailable` when there is no answer, an HTTP status other than 200 or an answer
+        that is not a JSON object.
+        """
+        url = self._url
+        target = "/query?" + urlencode({**self._params, "q": q, "epoch": "ms"}, quote_via=quote)
+        try:
+            response = await self._client.request("GET", target, headers=self._headers, timeout_s=self._timeout_s)
+        except HttpTimeout as exc:
+            raise StorageUnavailable(f"cannot query InfluxDB at {url}: no answer within {self._timeout_s} s") from exc
+        except HttpConnectionError as exc:
+            raise StorageUnavailable(f"cannot query InfluxDB at {url}: {exc}") from exc
+        except HttpError as exc:
+            raise StorageUnavailable(
+                f"cannot query InfluxDB at {url}: an answer that is not valid HTTP: {exc}"
+            ) from exc
+        if response.status != 200:
+            refused = f", it refused the {self._what}" if response.status in (401, 403) else ""
+            raise StorageUnavailable(
+                f"InfluxDB at {url} answered HTTP {response.status} to a query{refused}: {_error_text(response)}"
+            )
+        try:
+            answer = json.loads(response.body)
+        except ValueError as exc:
+            raise StorageUnavailable(f"InfluxDB at {url} answered a query with a body that is not JSON") from exc
+        if not isinstance(answer, dict):
+            raise StorageUnavailable(f"InfluxDB at {url} answered a query with JSON that is not an object")
+        return answer

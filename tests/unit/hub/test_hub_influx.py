@@ -1,5 +1,6 @@
 """The InfluxDB writer (v1 API) against an HTTP server on loopback: its requests, how each answer is translated,
-and ``prepare`` (the server version from ``/ping``, database and retention creation, never fatal).
+and ``prepare`` (the server version from ``/ping``, database and retention creation, never fatal); and the
+InfluxQL reads (:class:`~hub.storage.influx.InfluxQuery`): the request and how each answer is translated.
 
 The server answers per InfluxDB 1.x's documented ``/write``, ``/ping`` (``X-Influxdb-Version``) and ``/query``
 (``{"results": [{"statement_id": 0, "error": "..."}]}``) contracts; the real server is exercised in
@@ -22,7 +23,7 @@ import pytest
 
 from hub.config import InfluxSettings
 from hub.errors import StorageRejected, StorageUnavailable
-from hub.storage.influx import InfluxWriter
+from hub.storage.influx import InfluxQuery, InfluxWriter
 
 BODY = b"m,device=a x=1.0 1764331200000"
 
@@ -217,3 +218,68 @@ async def test_an_unreachable_influxdb_is_not_fatal(caplog: pytest.LogCaptureFix
         assert await writer.prepare() is None
         assert await writer.server_version() is None
     assert any("does not answer /ping" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------------------ queries
+
+
+async def test_a_query_is_a_get_on_the_database_with_ms_epochs_and_basic_auth(influx: LocalInflux) -> None:
+    answer = {"results": [{"statement_id": 0, "error": "field not found"}]}
+    influx.answer = lambda seen: json_answer(200, answer)
+    settings = InfluxSettings(url=influx.url, database="city", username="hub", password="pw")
+    async with InfluxQuery(settings) as query:
+        assert await query.query('SELECT "x" FROM "m"') == answer, "a refused statement is the caller's to judge"
+        assert await query.query("SHOW MEASUREMENTS") == answer
+    first, second = influx.requests
+    assert (first.method, first.path, first.body) == ("GET", "/query", b"")
+    assert first.query == {"db": ["city"], "q": ['SELECT "x" FROM "m"'], "epoch": ["ms"]}
+    assert first.headers["authorization"] == "Basic " + base64.b64encode(b"hub:pw").decode()
+    assert second.query["q"] == ["SHOW MEASUREMENTS"]
+    assert influx.connections == 1, "the connection is kept alive"
+
+
+async def test_a_query_answer_larger_than_the_writers_limit_is_read(influx: LocalInflux) -> None:
+    values = [[i, 1.5] for i in range(200_000)]  # ~2.6 MB of JSON, over the 1 MiB the writer accepts
+    influx.answer = lambda seen: json_answer(200, {"results": [{"series": [{"values": values}]}]})
+    async with InfluxQuery(InfluxSettings(url=influx.url)) as query:
+        answer = await query.query("SELECT *")
+    assert answer["results"][0]["series"][0]["values"] == values
+    async with InfluxQuery(InfluxSettings(url=influx.url), max_answer_bytes=1000) as query:
+        with pytest.raises(StorageUnavailable, match=r"not valid HTTP: .*at most 1000 accepted"):
+            await query.query("SELECT *")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "text"),
+    [
+        (
+            401,
+            b'{"error":"authorization failed"}',
+            r"HTTP 401 to a query, it refused the credentials .*: authorization",
+        ),
+        (404, b'{"error":"database not found: ioc"}', "HTTP 404 to a query: database not found"),
+        (500, b"oops", "HTTP 500 to a query: oops"),
+        (200, b"<html>", "a body that is not JSON"),
+        (200, b"[1]", "JSON that is not an object"),
+    ],
+)
+async def test_query_answers_are_translated(influx: LocalInflux, status: int, body: bytes, text: str) -> None:
+    influx.answer = lambda seen: (status, {}, body)
+    async with InfluxQuery(InfluxSettings(url=influx.url)) as query:
+        with pytest.raises(StorageUnavailable, match=text):
+            await query.query("SELECT *")
+
+
+async def test_a_query_without_an_answer_is_unavailable(influx: LocalInflux) -> None:
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()  # nothing listens on that port any more
+    async with InfluxQuery(InfluxSettings(url=f"http://127.0.0.1:{port}")) as query:
+        with pytest.raises(StorageUnavailable, match=f"cannot query InfluxDB at http://127.0.0.1:{port}: "):
+            await query.query("SELECT *")
+
+    influx.answer = lambda seen: None
+    async with InfluxQuery(InfluxSettings(url=influx.url, timeout_s=0.3)) as query:
+        with pytest.raises(StorageUnavailable, match=r"cannot query InfluxDB at .*: no answer within 0\.3 s"):
+            await query.query("SELECT *")

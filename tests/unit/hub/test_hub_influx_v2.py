@@ -21,7 +21,7 @@ import pytest
 
 from hub.config import InfluxSettings, load_settings
 from hub.errors import ConfigError, StorageRejected, StorageUnavailable
-from hub.storage.influx import InfluxWriter
+from hub.storage.influx import InfluxQuery, InfluxWriter
 
 TOKEN = "s3cr3t-token-for-tests"
 LINES = (
@@ -278,3 +278,26 @@ async def test_v2_connection_refused_is_unavailable(influx2: FakeInflux2) -> Non
     async with InfluxWriter(v2_settings(f"http://127.0.0.1:{port}")) as writer:
         with pytest.raises(StorageUnavailable, match="cannot reach InfluxDB"):
             await writer.write(LINES)
+
+
+# ------------------------------------------------------------------------------------------------ queries
+
+
+async def test_v2_query_goes_to_the_buckets_dbrp_mapping_with_the_token(influx2: FakeInflux2) -> None:
+    # InfluxDB 2.x's 1.x compatibility API: GET /query with db = a database name mapped to the bucket (DBRP).
+    answer = {"results": [{"statement_id": 0}]}
+    influx2.answers.append((200, json.dumps(answer).encode()))
+    influx2.answers.append((401, json.dumps({"code": "unauthorized", "message": "unauthorized access"}).encode()))
+    settings = v2_settings(influx2.url, username="ignored", password="ignored", database="ignored")
+    async with InfluxQuery(settings) as query:
+        assert await query.query("SELECT 1") == answer
+        with pytest.raises(
+            StorageUnavailable, match=r"HTTP 401 to a query, it refused the token .*unauthorized access"
+        ):
+            await query.query("SELECT 1")
+    request = influx2.requests[0]
+    assert request.method == "GET"
+    url = urlsplit(request.target)
+    assert url.path == "/query"
+    assert parse_qs(url.query, strict_parsing=True) == {"db": ["ioc"], "q": ["SELECT 1"], "epoch": ["ms"]}
+    assert request.headers["authorization"] == f"Token {TOKEN}"

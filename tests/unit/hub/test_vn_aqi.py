@@ -3,10 +3,16 @@ computed by hand from its formulas and Table 2. Each case says how the expected 
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -308,47 +314,86 @@ def test_a_site_takes_the_district_its_latest_readings_carry() -> None:
     assert site.hours == {0: {P.PM25: 20.0}}
 
 
+@dataclass
+class QueryServer:
+    """A stand-in for InfluxDB's ``/query`` on loopback: records each request's line and headers (lower-case names)
+    and answers every one with ``status`` and ``answer`` as JSON."""
+
+    status: int
+    answer: dict[str, Any]
+    url: str = ""
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            line, *lines = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for text in lines:
+                if text:
+                    name, _, value = text.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            self.requests.append((line, headers))
+            body = json.dumps(self.answer).encode()
+            writer.write(
+                f"HTTP/1.1 {self.status} Status\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
+                + body
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+@asynccontextmanager
+async def query_server(status: int, answer: dict[str, Any]) -> AsyncIterator[QueryServer]:
+    server = QueryServer(status, answer)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    server.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    async with listener:
+        yield server
+
+
 async def test_contract_the_job_queries_influxdb_2_through_its_v1_compatible_api() -> None:
     # InfluxDB 2.x cannot run here: the request is checked against the documented /query contract (InfluxQL on a
     # DBRP-mapped bucket, "Authorization: Token ..."), answered like InfluxDB does; the lines go to the writer.
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        series = {"tags": {"site": "s"}, "columns": ["time", "pm25"], "values": [[HOUR * 10, 30.0], [HOUR * 11, 30.0]]}
-        return httpx.Response(200, json={"results": [{"statement_id": 0, "series": [series]}]})
-
+    series = {"tags": {"site": "s"}, "columns": ["time", "pm25"], "values": [[HOUR * 10, 30.0], [HOUR * 11, 30.0]]}
     written: list[bytes] = []
 
     async def write(body: bytes) -> None:
         written.append(body)
 
-    influx = InfluxSettings(url="http://influx2:8086", api="v2", token=SecretStr("t0k"), org="city", bucket="ioc")
-    job = AqiJob(AqiSettings(hours_back=1), influx, write, transport=httpx.MockTransport(answer))
-    try:
-        n = await job.run_once(datetime.fromtimestamp(HOUR * 11 / 1000 + 60, UTC))
-    finally:
-        await job.aclose()
-    (request,) = seen
-    assert request.url.path == "/query"
-    assert request.url.params["db"] == "ioc"
-    assert request.url.params["epoch"] == "ms"
-    assert request.headers["Authorization"] == "Token t0k"
-    assert request.url.params["q"].startswith('SELECT mean("pm25") AS "pm25"')
+    async with query_server(200, {"results": [{"statement_id": 0, "series": [series]}]}) as influx2:
+        influx = InfluxSettings(url=influx2.url, api="v2", token=SecretStr("t0k"), org="city", bucket="ioc")
+        job = AqiJob(AqiSettings(hours_back=1), influx, write)
+        try:
+            n = await job.run_once(datetime.fromtimestamp(HOUR * 11 / 1000 + 60, UTC))
+        finally:
+            await job.aclose()
+    ((request_line, headers),) = influx2.requests
+    method, target, version = request_line.split(" ")
+    assert (method, version) == ("GET", "HTTP/1.1")
+    url = urlsplit(target)
+    params = parse_qs(url.query, strict_parsing=True)
+    assert url.path == "/query"
+    assert params["db"] == ["ioc"]
+    assert params["epoch"] == ["ms"]
+    assert headers["authorization"] == "Token t0k"
+    (q,) = params["q"]
+    assert q.startswith('SELECT mean("pm25") AS "pm25"')
     assert n == 2  # the current hour and today
     assert written[0].decode().startswith("vn_aqi,period=hour,site=s aqi=")
 
 
 async def test_the_job_reports_an_influxdb_error_answer() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, json={"error": "authorization failed"})
-
     async def write(body: bytes) -> None:
         raise AssertionError("nothing to write")
 
-    job = AqiJob(AqiSettings(), InfluxSettings(), write, transport=httpx.MockTransport(answer))
-    try:
-        with pytest.raises(StorageError, match="HTTP 401"):
-            await job.run_once()
-    finally:
-        await job.aclose()
+    async with query_server(401, {"error": "authorization failed"}) as influx:
+        job = AqiJob(AqiSettings(), InfluxSettings(url=influx.url), write)
+        try:
+            with pytest.raises(StorageError, match="HTTP 401"):
+                await job.run_once()
+        finally:
+            await job.aclose()
