@@ -1,8 +1,9 @@
 """A small asyncio HTTP/1.1 client for the hub's InfluxDB traffic: keep-alive connections to one server, one
 request at a time per connection, a timeout on each whole request and errors of its own.
 
-It replaces httpx on the write path: on this hub httpx cost ~1 ms of CPU per request (~11 % of the event loop
-under the 100k readings/s benchmark), this client ~0.1 ms (1,000 POSTs of 50 KB to a local server). It does only
+It serves the writes and the queries (``influx.InfluxQuery``) alike. It replaced httpx on the write path: on this
+hub httpx cost ~1 ms of CPU per request (~11 % of the event loop under the 100k readings/s benchmark), this client
+~0.1 ms (1,000 POSTs of 50 KB to a local server). It does only
 what InfluxDB's HTTP API needs: no redirects, no cookies, no proxies, no compression (the caller compresses and
 sets ``Content-Encoding``), no ``Expect: 100-continue`` (a ``1xx`` answer is skipped).
 
