@@ -537,14 +537,17 @@ class Publisher:
         session.next_seq()  # the seq just encoded
         queued, readings = queued[:count], readings[:count]
         await self._publish(client, self._data_topic, payload)
-        if self._latency is not None and not replay:
-            acked_ms = now_ms()
-            self._latency.add(acked_ms - r.ts for r in readings)
-        await self._outbox.commit(queued[-1].position, lane)
+        # Sent once the broker acknowledged it: counted before the outbox's commit is awaited, so that a stop's
+        # deadline cancelling that await (the commit itself still runs on the outbox's thread) cannot leave a batch
+        # out of the outbox and out of the counters both.
         self._stats.readings_sent += count
         if replay:
             self._stats.readings_replayed += count
         self._stats.batches_sent += 1
+        if self._latency is not None and not replay:
+            acked_ms = now_ms()
+            self._latency.add(acked_ms - r.ts for r in readings)
+        await self._outbox.commit(queued[-1].position, lane)
         return count
 
     async def _pump_events(self, client: aiomqtt.Client, session: Session) -> None:
