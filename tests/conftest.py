@@ -3,7 +3,8 @@
 ``stack`` starts the real Mosquitto and InfluxDB once per session (lazily: a unit-only run never starts it);
 ``influx_db`` gives each test its own fresh database on that InfluxDB. ``postgres`` starts a PostgreSQL server
 the same way (skipped, with the reason, where PostgreSQL cannot be had); ``postgres_url`` gives each test its
-own fresh database on it, as a SQLAlchemy URL for the hub's ``registry.url``.
+own fresh database on it, as a SQLAlchemy URL for the hub's ``registry.url``. ``db`` is a hub registry database
+in SQLite in the test's folder, its schema created (a module that needs another database names its own ``db``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hub.registry.db import Database
 from ioc.stack import (
     LocalStack,
     PostgresServer,
@@ -97,6 +99,14 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
     postgres.create_database(name)
     yield postgres.endpoints.url(name)
     postgres.drop_database(name)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    database.create_schema()
+    yield database
+    database.close()
 
 
 @pytest.fixture(autouse=True)

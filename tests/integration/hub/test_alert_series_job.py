@@ -6,7 +6,6 @@ resolved through the API)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,6 @@ pytestmark = pytest.mark.integration
 INVENTORY: dict[str, Any] = {
     "sites": [{"id": "site-a", "ward": "ben-thanh"}, {"id": "site-b", "ward": "sai-gon"}, {"id": "site-c"}]
 }
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    database.create_schema()
-    yield database
-    database.close()
 
 
 def _alert(site: str, severity: str, subject: str, opened_at: datetime) -> dict[str, Any]:

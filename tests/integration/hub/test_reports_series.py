@@ -5,7 +5,6 @@ start."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,14 +40,6 @@ INVENTORY: dict[str, Any] = {
         {"id": "aq-1", "kind": "air_quality", "site": "site-a", "gateway": "gw-1"},
     ],
 }
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    database.create_schema()
-    yield database
-    database.close()
 
 
 def _row(device: str, ts_ms: int, new: str, reason: str = "") -> HealthTransitionRow:

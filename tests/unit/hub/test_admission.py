@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from clock_support import Clock
 
 from devices.profile import load_profile
 from hub import metrics
@@ -25,16 +26,8 @@ A = ("site-a", "gw-1")
 B = ("site-b", "gw-2")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW_S
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make(**rules: object) -> tuple[Admission, Clock]:
-    clock = Clock()
+    clock = Clock(NOW_S)
     return Admission(AdmissionRules(**rules), clock=clock), clock  # type: ignore[arg-type]
 
 
@@ -265,7 +258,7 @@ def test_a_citys_own_profile_types_join_the_shipped_ones_from_settings() -> None
     rules = AdmissionSettings(kinds=["agent", "flood_gauge"], field_types={"flood_gauge": {"alarm": "boolean"}}).rules()
     assert rules.field_types[("flood_gauge", "alarm")] == "boolean"
     assert rules.field_types[("weather", "temperature_c")] == "float"
-    admission = Admission(rules, clock=Clock())
+    admission = Admission(rules, clock=Clock(NOW_S))
     admission.state(*A, birth(("fg-1", "flood_gauge")))
     _, refused = admission.data(*A, batch(reading("fg-1", "flood_gauge", alarm=1.0)))
     assert [r.detail for r in refused] == ["flood_gauge.alarm is a boolean field, got a float"]

@@ -6,10 +6,9 @@ none."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from clock_support import Clock
 
 from hub.alerts.engine import AlertEngine
 from hub.alerts.rules import OfflineRule, StaleRule, parse_rules
@@ -34,22 +33,6 @@ RULES = parse_rules(
     },
     "rules.yaml",
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    database.create_schema()
-    yield database
-    database.close()
 
 
 def devices_of(i: int) -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,14 +18,6 @@ from hub.errors import ConfigError
 from hub.registry.db import Database
 
 SECRET = "T0PS3CRET-chat-token"
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    database.create_schema()
-    yield database
-    database.close()
 
 
 class _NotFound(BaseHTTPRequestHandler):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from clock_support import Clock
 
 from hub.health.machine import FlapPolicy, Health
 from hub.health.monitor import SILENCE_FACTOR, HealthMonitor, HealthPolicy, Transition
@@ -16,14 +17,6 @@ from wire.v1 import DataBatch, DeviceInfo, Event, EventType, Reading, State
 
 TS = 1_764_331_200_000
 GATEWAYS = [(f"s{i}", f"gw-{i}") for i in range(3)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def devices_of(i: int) -> list[str]:

@@ -10,11 +10,11 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from clock_support import Clock
 
 from hub.alerts.engine import AlertEngine
 from hub.alerts.notify import Notifier
@@ -44,22 +44,6 @@ RULES = parse_rules(
     },
     "rules.yaml",
 )  # fmt: skip
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    database.create_schema()
-    yield database
-    database.close()
 
 
 def batch(device: str, kind: str, **metrics: float) -> DataBatch:

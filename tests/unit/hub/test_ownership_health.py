@@ -4,20 +4,14 @@ state until a quiet period passes."""
 
 from __future__ import annotations
 
+from clock_support import Clock
+
 from hub.health.machine import FlapPolicy
 from hub.health.monitor import CLOCK_SKEW, HealthMonitor, HealthPolicy, Transition
 from hub.registry.registry import Registry
 from wire.v1 import DataBatch, DeviceInfo, Event, EventType, Reading, State
 
 TS = 1_764_331_200_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def birth(*devices: str, session: str = "sess-0001") -> State:

@@ -4,11 +4,9 @@ alert store (SQLite) and engine, whose listeners are the webhooks and the live e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
+from clock_support import Clock
 
 from hub.alerts.engine import AlertEngine
 from hub.alerts.rules import RulesFile
@@ -18,22 +16,6 @@ from hub.ingest.admission import Refusal, RefusalReason
 from hub.registry.db import Database
 from hub.registry.inventory import parse_mapping
 from hub.registry.registry import Registry
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    database.create_schema()
-    yield database
-    database.close()
 
 
 def refusal(reason: RefusalReason, device: str = "aq-01", gateway: str = "gw-9") -> Refusal:

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 
 from hub.registry.db import Database
@@ -18,14 +15,6 @@ from wire.v1 import DeviceInfo, State
 
 def birth(session: str, *devices: DeviceInfo) -> State:
     return State(online=True, session=session, ts=1_764_331_200_000, devices=list(devices))
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    found = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    found.create_schema()
-    yield found
-    found.close()
 
 
 def count_commits(db: Database) -> list[int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clock_support import Clock
+
 from hub.ingest.admission import Admission, RefusalReason
 from hub.snapshots.intake import SnapshotIntake, SnapshotRules
 from hub.snapshots.store import RetentionPolicy, SnapshotStore
@@ -31,14 +33,6 @@ FLOODING = [f"cam-x{i}" for i in range(6)]
 TRIES_PER_MINUTE = 6
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START_S
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def snapshot(session: str, device: str, ts_ms: int) -> Snapshot:
     return Snapshot(session=session, device=device, ts=ts_ms, jpeg=JPEG, trigger=SnapshotTrigger.PERIODIC)
 
@@ -48,7 +42,7 @@ def bytes_on_disk(folder: Path) -> int:
 
 
 async def test_a_flooding_gateway_evicts_only_its_own_pictures(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(START_S)
     admission = Admission(clock=clock)
     for (site, gateway), cameras in [*HONEST.items(), (FLOOD, FLOODING)]:
         devices = [DeviceInfo(cam, "camera", "camera-onvif-generic", 60.0) for cam in cameras]

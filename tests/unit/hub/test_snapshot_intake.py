@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from clock_support import Clock
 
 from hub.ingest.admission import Admission, RefusalReason
 from hub.snapshots.intake import SnapshotIntake, SnapshotRules
@@ -20,17 +21,9 @@ SOS = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
 JPEG = b"\xff\xd8" + SOF + SOS + b"\x12\x34" + b"\xff\xd9"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW_S
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[SnapshotIntake, Clock]]:
-    clock = Clock()
+    clock = Clock(NOW_S)
     admission = Admission(clock=clock)
     admission.set_owners({"cam-9": ("site-b", "gw-2")})
     devices = [
