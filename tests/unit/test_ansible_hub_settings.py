@@ -4,7 +4,6 @@ accepts: every IOC_HUB_ variable is a known setting and the values (secrets incl
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,23 +14,12 @@ import yaml
 
 from hub.config import load_settings
 
+# The hub settings tests' support module, imported top-level as they import it (its folder on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "hub"))
+
+from hub_settings_support import BIN, EXAMPLE, hub_env_only, read_env_file, run_settings_tasks
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
-BIN = Path(sys.executable).parent
-EXAMPLE = ANSIBLE_DIR / "inventories/example"
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY="value"`` lines with backslash escapes, as systemd's EnvironmentFile= reads them."""
-    env = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            key, _, quoted = line.partition("=")
-            assert quoted.startswith('"'), line
-            assert quoted.endswith('"'), line
-            env[key] = re.sub(r"\\(.)", r"\1", quoted[1:-1])
-    return env
 
 
 def render(tmp_path: Path, *extra: str) -> Path:
@@ -41,39 +29,12 @@ def render(tmp_path: Path, *extra: str) -> Path:
     return tmp_path / "root/etc/ioc-hub/hub.env"
 
 
-def run_settings_tasks(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    tls = tmp_path / "tls"
-    tls.mkdir(exist_ok=True)
-    (tls / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n")
-    playbook = tmp_path / "hub-settings.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [{"name": "Hub settings", "hosts": "hub", "gather_facts": False,
-              "tasks": [{"name": "Render", "ansible.builtin.include_role": {"name": "hub", "tasks_from": "settings"}}]}]
-        )
-    )  # fmt: skip
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(EXAMPLE / "hosts.yml"), "-l", "hub-01", str(playbook),
-         "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", "ansible_become=false",
-         "-e", f"hub_root={tmp_path / 'root'}", "-e", f"ioc_tls_dir={tls}", "-e", "hub_group=root",
-         "-e", "hub_systemd=false", "-e", f"hub_ioc={BIN / 'ioc'}", *extra],
-        cwd=ANSIBLE_DIR,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-             "ANSIBLE_VAULT_PASSWORD_FILE": str(EXAMPLE / "vault-password.EXAMPLE"),
-             "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="the target interpreter /usr/bin/python3 is missing")
 def test_example_hub_env_is_accepted_by_hub_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_file = render(tmp_path)
     assert env_file.stat().st_mode & 0o777 == 0o600
     env = read_env_file(env_file)
-    for name in [n for n in os.environ if n.upper().startswith("IOC_HUB_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    hub_env_only(monkeypatch, env)
     settings = load_settings(None, environ=env)
     assert settings.mqtt.host == "mqtt.ioc.example.org"
     assert settings.mqtt.port == 8883

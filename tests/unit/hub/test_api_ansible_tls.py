@@ -5,16 +5,13 @@ run naming both variables. The role's settings tasks run for real with ansible-p
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from fastapi import FastAPI
+from hub_settings_support import hub_env_only, read_env_file, run_settings_tasks
 
 from hub.api import ApiServer
 from hub.config import load_settings
@@ -26,46 +23,6 @@ pytestmark = [
         not Path("/usr/bin/python3").exists(), reason="the target interpreter /usr/bin/python3 is missing"
     ),
 ]
-
-ANSIBLE_DIR = Path(__file__).resolve().parents[3] / "ansible"
-BIN = Path(sys.executable).parent
-EXAMPLE = ANSIBLE_DIR / "inventories/example"
-
-
-def run_settings_tasks(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """The role's settings tasks for the example hub host, into ``tmp_path/root`` (as
-    tests/unit/test_ansible_hub_settings.py runs them)."""
-    tls = tmp_path / "broker-tls"
-    tls.mkdir(exist_ok=True)
-    (tls / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n")
-    playbook = tmp_path / "hub-settings.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [{"name": "Hub settings", "hosts": "hub", "gather_facts": False,
-              "tasks": [{"name": "Render", "ansible.builtin.include_role": {"name": "hub", "tasks_from": "settings"}}]}]
-        )
-    )  # fmt: skip
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(EXAMPLE / "hosts.yml"), "-l", "hub-01", str(playbook),
-         "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", "ansible_become=false",
-         "-e", f"hub_root={tmp_path / 'root'}", "-e", f"ioc_tls_dir={tls}", "-e", "hub_group=root",
-         "-e", "hub_systemd=false", "-e", f"hub_ioc={BIN / 'ioc'}", *extra],
-        cwd=ANSIBLE_DIR,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-             "ANSIBLE_VAULT_PASSWORD_FILE": str(EXAMPLE / "vault-password.EXAMPLE"),
-             "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY="value"`` lines with backslash escapes, as systemd's EnvironmentFile= reads them."""
-    env = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            key, _, quoted = line.partition("=")
-            env[key] = re.sub(r"\\(.)", r"\1", quoted[1:-1])
-    return env
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -92,10 +49,7 @@ async def test_the_role_turns_https_on(tmp_path: Path, monkeypatch: pytest.Monke
     env = read_env_file(etc / "hub.env")
     assert env["IOC_HUB_HTTP__TLS_CERT_FILE"] == str(etc / "api.crt")
     assert env["IOC_HUB_HTTP__TLS_KEY_FILE"] == str(etc / "api.key")
-    for name in [n for n in os.environ if n.upper().startswith("IOC_HUB_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    hub_env_only(monkeypatch, env)
     settings = load_settings(None, environ=env)
     assert settings.http.tls_cert_file == etc / "api.crt"
     assert settings.http.tls_key_file == etc / "api.key"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 import pytest
+from hub_settings_support import hub_env_only, write_hub_yaml
 
 from hub.config import HubSettings, load_settings
 from hub.errors import ConfigError
@@ -14,15 +14,7 @@ from hub.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("IOC_HUB_"):
-            monkeypatch.delenv(name)
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "hub.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    hub_env_only(monkeypatch)
 
 
 def test_defaults() -> None:
@@ -45,7 +37,7 @@ def test_defaults() -> None:
 
 
 def test_file_then_environment_overrides_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, "mqtt:\n  port: 1999\n  username: hub\ninflux:\n  url: http://db:8086/\n")
+    path = write_hub_yaml(tmp_path, "mqtt:\n  port: 1999\n  username: hub\ninflux:\n  url: http://db:8086/\n")
     monkeypatch.setenv("IOC_HUB_MQTT__PORT", "2000")
     monkeypatch.setenv("IOC_HUB_HTTP__PORT", "0")
     s = load_settings(path)
@@ -78,7 +70,7 @@ def test_file_then_environment_overrides_it(tmp_path: Path, monkeypatch: pytest.
     ],
 )
 def test_file_errors_name_the_file_and_the_field(tmp_path: Path, yaml_text: str, expected: str) -> None:
-    path = write(tmp_path, yaml_text)
+    path = write_hub_yaml(tmp_path, yaml_text)
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert expected.replace("hub.yaml", str(path)) in str(info.value)
@@ -103,12 +95,12 @@ def test_unknown_environment_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -
 
 def test_yaml_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_settings(write(tmp_path, "mqtt: [unclosed\n"))
+        load_settings(write_hub_yaml(tmp_path, "mqtt: [unclosed\n"))
     with pytest.raises(ConfigError, match="top level must be a mapping"):
-        load_settings(write(tmp_path, "- a\n- b\n"))
+        load_settings(write_hub_yaml(tmp_path, "- a\n- b\n"))
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_settings(tmp_path / "missing.yaml")
-    assert load_settings(write(tmp_path, "")) == HubSettings()
+    assert load_settings(write_hub_yaml(tmp_path, "")) == HubSettings()
 
 
 @pytest.mark.parametrize("secret_field", ["mqtt", "influx"])
@@ -119,7 +111,7 @@ def test_placeholder_secret_refused_unless_broker_on_loopback(
         "mqtt": "mqtt:\n  host: broker.city.example\n  tls: true\n  password: changeme\n",
         "influx": "mqtt:\n  host: broker.city.example\n  tls: true\ninflux:\n  password: changeme\n",
     }[secret_field]
-    path = write(tmp_path, yaml_text)
+    path = write_hub_yaml(tmp_path, yaml_text)
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert f"{path}: {secret_field}.password: is a placeholder secret" in str(info.value)
@@ -138,7 +130,7 @@ def test_placeholder_secret_from_environment_names_the_variable(monkeypatch: pyt
 
 def test_password_values_are_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(write(tmp_path, "mqtt:\n  password: [s3cret-list]\n"))
+        load_settings(write_hub_yaml(tmp_path, "mqtt:\n  password: [s3cret-list]\n"))
     assert "mqtt.password" in str(info.value)
     assert "s3cret" not in str(info.value)
 
@@ -147,4 +139,4 @@ def test_tls_ca_file_requires_tls(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     with pytest.raises(ConfigError, match=r"mqtt: mqtt\.ca_file is set but mqtt\.tls is off"):
-        load_settings(write(tmp_path, f"mqtt:\n  ca_file: {ca}\n"))
+        load_settings(write_hub_yaml(tmp_path, f"mqtt:\n  ca_file: {ca}\n"))

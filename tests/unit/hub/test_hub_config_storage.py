@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from hub_settings_support import hub_env_only, write_hub_yaml
 
 from hub.config import load_settings
 from hub.errors import ConfigError
@@ -13,15 +13,7 @@ from hub.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("IOC_HUB_"):
-            monkeypatch.delenv(name)
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "hub.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    hub_env_only(monkeypatch)
 
 
 def test_defaults_keep_the_spill_off_the_quarantine_in_memory_and_a_metric_cap() -> None:
@@ -36,7 +28,7 @@ def test_defaults_keep_the_spill_off_the_quarantine_in_memory_and_a_metric_cap()
 
 
 def test_a_full_storage_config_is_read(tmp_path: Path) -> None:
-    path = write(
+    path = write_hub_yaml(
         tmp_path,
         "spill: {dir: /var/lib/ioc-hub/spill, max_bytes: 1048576}\n"
         "dead_letters: {path: /var/lib/ioc-hub/dead.sqlite, keep: 5000}\n"
@@ -64,6 +56,6 @@ def test_a_full_storage_config_is_read(tmp_path: Path) -> None:
     ],
 )
 def test_bad_storage_settings_name_the_file_and_field(tmp_path: Path, text: str, error: str) -> None:
-    path = write(tmp_path, text)
+    path = write_hub_yaml(tmp_path, text)
     with pytest.raises(ConfigError, match=rf"{path}: {error}"):
         load_settings(path)

@@ -11,13 +11,13 @@ import asyncio
 import gzip
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hub_settings_support import hub_env_only
 
 from hub.config import InfluxSettings, load_settings
 from hub.errors import ConfigError, StorageRejected, StorageUnavailable
@@ -35,9 +35,7 @@ READ_TIMEOUT_S = 5.0
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("IOC_HUB_"):
-            monkeypatch.delenv(name)
+    hub_env_only(monkeypatch)
 
 
 V2_ALL = {"IOC_HUB_INFLUX__API": "v2", "IOC_HUB_INFLUX__TOKEN": TOKEN, "IOC_HUB_INFLUX__ORG": "city"}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from hub_settings_support import hub_env_only
 
 from hub.config import MqttSettings, load_settings
 from hub.errors import ConfigError
@@ -79,17 +80,8 @@ def test_each_connection_has_its_own_account_and_falls_back_to_the_intakes() -> 
     assert only.credentials("observer") == only.credentials("command") == ("hub", "a")
 
 
-def set_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, str]:
-    for name in list(os.environ):
-        if name.upper().startswith("IOC_HUB_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
 def test_an_account_half_set_is_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = set_env(monkeypatch, {"IOC_HUB_MQTT__COMMAND_USERNAME": "hub-cmd"})
+    env = hub_env_only(monkeypatch, {"IOC_HUB_MQTT__COMMAND_USERNAME": "hub-cmd"})
     with pytest.raises(ConfigError) as err:
         load_settings(None, env)
     expected = "environment variable IOC_HUB_MQTT__COMMAND_USERNAME: mqtt.command_username: and mqtt.command_password"
@@ -97,7 +89,7 @@ def test_an_account_half_set_is_refused_naming_the_field(monkeypatch: pytest.Mon
 
 
 def test_placeholder_passwords_of_the_other_accounts_are_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = set_env(
+    env = hub_env_only(
         monkeypatch,
         {
             "IOC_HUB_MQTT__HOST": "broker.city.example",
