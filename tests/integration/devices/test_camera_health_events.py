@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,13 +26,13 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
+from camera_support import CAMERA_GATEWAY, CAMERA_SITE, camera_agent_config
 
 from devices.drivers.camera.image_filters import jpeg_size
 from devices.sim.camera_pictures import Picture
 from devices.sim.onvif import OnvifSimulator
 from devices.sim.rtsp import RtspSimulator
-from edge.agent import run_agent
-from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
+from edge.config import EdgeConfig
 from hub.auth import create_token_in
 from hub.config import (
     AqiSettings,
@@ -56,9 +57,14 @@ from wire.v1 import (
     parse_topic,
 )
 
+# The hub tests' support module (the agent run in-process), imported top-level as they import it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
+
+from ops_support import running_agent
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
-SITE, GATEWAY = "cameras", "gw-1"
+SITE, GATEWAY = CAMERA_SITE, CAMERA_GATEWAY
 ROOT = f"ioc/v1/{SITE}/{GATEWAY}"
 CHECK_INTERVAL_S = 10.0
 #: A fault is raised within two check intervals (docs/cameras.md; test_camera_image_checks.py holds the driver to
@@ -68,40 +74,9 @@ WITHIN_S = 2 * CHECK_INTERVAL_S + 100.0
 BLACK_REASON = re.compile(r"image_black: \d+(\.\d+)?% of the picture black \(limit 98%\)")
 
 
-def camera_entry(sim: RtspSimulator, onvif: OnvifSimulator) -> DeviceConfig:
-    return DeviceConfig(
-        id="cam-1",
-        driver="camera",
-        profile="camera-onvif-generic",
-        interval_s=2.0,  # each poll runs ffprobe on the stream: every second would load a busy machine for nothing
-        timeout_s=8.0,
-        options={
-            "host": "127.0.0.1",
-            # Reachability by ONVIF, as a site's cameras: the stream switching pictures is not the camera going down.
-            "onvif_port": onvif.port,
-            "username": "admin",
-            "password": "pw",
-            "rtsp_url": sim.url("cam-1"),
-            "rtsp_transport": "udp",
-            "rtsp_sample_packets": 2,
-            "rtsp_timeout_s": 5.0,
-            "image_check_interval_s": CHECK_INTERVAL_S,
-            "image_confirm_s": 2.0,
-            "image_sample_s": 2.0,
-            "image_timeout_s": 8.0,
-        },
-    )
-
-
 def agent_config(stack: StackEndpoints, sim: RtspSimulator, onvif: OnvifSimulator) -> EdgeConfig:
-    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
-    return EdgeConfig(
-        site=SITE,
-        gateway=GATEWAY,
-        broker=BrokerConfig(host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password),
-        publish=PublishConfig(max_batch=50, max_delay_ms=200, drain_timeout_s=5),
-        devices=[camera_entry(sim, onvif)],
-    )
+    # Each poll runs ffprobe on the stream: every second would load a busy machine for nothing.
+    return camera_agent_config(stack, sim, onvif, interval_s=2.0, check_interval_s=CHECK_INTERVAL_S)
 
 
 def hub_settings(stack: StackEndpoints, database: str, tmp_path: Path) -> HubSettings:
@@ -180,18 +155,6 @@ async def recording(stack: StackEndpoints, channels: tuple[str, ...]) -> AsyncIt
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-@contextlib.asynccontextmanager
-async def running_agent(config: EdgeConfig) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_agent(config, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
 
 
 async def until(predicate: Callable[[], Any], within_s: float) -> Any:

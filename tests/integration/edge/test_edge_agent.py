@@ -23,10 +23,14 @@ import yaml
 from edge_support import WAIT_S, MessageLog, Received, admin_client, retained_state
 
 from devices.sim.modbus import ModbusSimulator
-from edge.agent import run_agent
-from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
+from edge.config import BrokerConfig, EdgeConfig, PublishConfig
 from ioc.stack import StackEndpoints
 from wire.v1 import DataBatch, DeviceInfo, Event, EventType, State
+
+# The hub tests' support module (the agent run in-process, the relay), imported top-level as they import it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
+
+from ops_support import Relay, modbus_devices, running_agent
 
 pytestmark = pytest.mark.integration
 
@@ -72,97 +76,15 @@ async def recording(stack: StackEndpoints) -> AsyncIterator[Recorder]:
                 await task
 
 
-class Relay:
-    """A TCP relay to the broker that the test can cut abruptly (both sockets closed, no MQTT DISCONNECT)."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.refusing = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def __aenter__(self) -> Relay:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.cut()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refusing:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers.update({writer, up_writer})
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.close()
-
-    def cut(self) -> None:
-        """Close every relayed connection at once, on both sides."""
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-
 def agent_config(host: str, port: int, stack: StackEndpoints, sim_port: int, **broker: Any) -> EdgeConfig:
     user, password = stack.credentials(f"{SITE}.{GATEWAY}")
-    options = {"host": "127.0.0.1", "port": sim_port, "timeout_s": 0.3}
     return EdgeConfig(
         site=SITE,
         gateway=GATEWAY,
         broker=BrokerConfig(host=host, port=port, username=user, password=password, **broker),
         publish=PublishConfig(max_batch=50, max_delay_ms=200, drain_timeout_s=5),
-        devices=[
-            DeviceConfig(
-                id="weather-1",
-                driver="modbus_tcp",
-                profile="xy-md02",
-                interval_s=INTERVAL_S,
-                timeout_s=0.4,
-                options={**options, "unit_id": 1},
-            ),
-            DeviceConfig(
-                id="aq-1",
-                driver="modbus_tcp",
-                profile="pm-sensor-rs485",
-                interval_s=INTERVAL_S,
-                timeout_s=0.4,
-                options={**options, "unit_id": 2},
-            ),
-        ],
+        devices=modbus_devices(sim_port, INTERVAL_S),
     )
-
-
-@contextlib.asynccontextmanager
-async def running_agent(config: EdgeConfig) -> AsyncIterator[asyncio.Event]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_agent(config, stop))
-    try:
-        yield stop
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
 
 
 def live_birth(known: set[str]) -> Callable[[list[Received]], State | None]:
@@ -276,7 +198,7 @@ async def test_an_abrupt_loss_yields_the_will_then_a_new_session_replays(stack: 
             first: State = await recorder.wait_for(live_birth(set()))
             await recorder.wait_for(lambda _: len(recorder.batches(first.session)) >= 2)
 
-            relay.refusing = True
+            relay.accepting = False
             relay.cut()
             will: State = await recorder.wait_for(
                 lambda _: next((s for s in recorder.states() if not s.online and s.session == first.session), None)
@@ -284,7 +206,7 @@ async def test_an_abrupt_loss_yields_the_will_then_a_new_session_replays(stack: 
             assert will.reason == "connection lost"
             assert will.ts is None  # written at connect time, published by the broker
             await asyncio.sleep(2.0)  # the devices keep being polled; the readings wait in the outbox
-            relay.refusing = False
+            relay.accepting = True
 
             second: State = await recorder.wait_for(live_birth({first.session}))
             assert second.session != first.session
@@ -320,13 +242,13 @@ async def test_readings_taken_before_the_first_connect_are_sent_as_replay(stack:
         Relay(stack.mqtt_host, stack.mqtt_port) as relay,
         recording(stack) as recorder,
     ):
-        relay.refusing = True  # the broker is unreachable when the agent starts
+        relay.accepting = False  # the broker is unreachable when the agent starts
         config = agent_config(
             "127.0.0.1", relay.port, stack, sim.port, reconnect_min_s=0.2, reconnect_max_s=0.5, connect_timeout_s=1
         )
         async with running_agent(config):
             await asyncio.sleep(1.6)
-            relay.refusing = False
+            relay.accepting = True
             birth: State = await recorder.wait_for(live_birth(set()))
             await recorder.wait_for(lambda _: any(not b.replay for b in recorder.batches(birth.session)))
         batches = recorder.batches(birth.session)

@@ -2,7 +2,9 @@
 test_hub_commands_live, test_operator_page): a hub with its database in the test's folder, tokens of every role,
 and a gateway simulated with a plain paho client under the gateway's own broker account (birth with a Last
 Will, data, events, and a silent death: the client stops talking but keeps its socket, so the broker publishes
-the will after 1.5 x keep-alive, as for a gateway whose power or link was cut).
+the will after 1.5 x keep-alive, as for a gateway whose power or link was cut). Also the tests that run the real
+edge agent in-process (these and tests/integration/edge/test_edge_agent.py, tests/integration/devices/
+test_camera_health_events.py): :func:`running_agent`, :func:`modbus_devices` and the link :class:`Relay`.
 
 :func:`birth_payload` is the birth for tests that publish by other means (test_hub_live, test_hub_selfhealth):
 the hub's admission (hub/ingest/admission.py) stores a gateway's data only for the devices its current birth
@@ -24,6 +26,8 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from edge.agent import run_agent
+from edge.config import DeviceConfig, EdgeConfig
 from hub.auth import create_token_in
 from hub.config import (
     AlertSettings,
@@ -209,6 +213,44 @@ class Gateway:
             sock.close()
 
 
+@contextlib.asynccontextmanager
+async def running_agent(config: EdgeConfig) -> AsyncIterator[asyncio.Event]:
+    """The real edge agent in this process, stopped (the event set) and awaited on leaving; yields its stop
+    event."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(config, stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+
+def modbus_devices(sim_port: int, interval_s: float) -> list[DeviceConfig]:
+    """The weather sensor "weather-1" (unit 1) and the air-quality sensor "aq-1" (unit 2) of a
+    ``ModbusSimulator(["xy-md02", "pm-sensor-rs485"])`` listening on ``sim_port``, polled every ``interval_s``."""
+    options = {"host": "127.0.0.1", "port": sim_port, "timeout_s": 0.3}
+    return [
+        DeviceConfig(
+            id="weather-1",
+            driver="modbus_tcp",
+            profile="xy-md02",
+            interval_s=interval_s,
+            timeout_s=0.4,
+            options={**options, "unit_id": 1},
+        ),
+        DeviceConfig(
+            id="aq-1",
+            driver="modbus_tcp",
+            profile="pm-sensor-rs485",
+            interval_s=interval_s,
+            timeout_s=0.4,
+            options={**options, "unit_id": 2},
+        ),
+    ]
+
+
 class Relay:
     """A TCP relay to the broker that the test cuts abruptly (both sockets aborted, no MQTT DISCONNECT): the
     gateway's uplink failing. New connections are relayed again afterwards (the link comes back), unless
@@ -268,8 +310,10 @@ __all__ = [
     "Relay",
     "auth",
     "birth_payload",
+    "modbus_devices",
     "now_ms",
     "ops_settings",
+    "running_agent",
     "running_hub",
     "tokens",
     "wait_until",

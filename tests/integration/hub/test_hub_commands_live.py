@@ -6,19 +6,15 @@ the command account may not write that topic) is recorded as failed with the bro
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from ops_support import auth, ops_settings, running_hub, tokens, wait_until
+from ops_support import auth, ops_settings, running_agent, running_hub, tokens, wait_until
 
 from devices.sim.modbus import ModbusSimulator
 from devices.sim.ntcip import NtcipSimulator
-from edge.agent import run_agent
 from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
 from ioc.stack import StackEndpoints
 
@@ -56,18 +52,6 @@ def agent_config(stack: StackEndpoints, sign_port: int, modbus_port: int) -> Edg
             ),
         ],
     )
-
-
-@contextlib.asynccontextmanager
-async def running_agent(config: EdgeConfig) -> AsyncIterator[asyncio.Event]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_agent(config, stop))
-    try:
-        yield stop
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
 
 
 @pytest.mark.timeout(120)

@@ -8,17 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from ops_support import Gateway, Relay, ops_settings, running_hub, wait_until
+from ops_support import Gateway, Relay, modbus_devices, ops_settings, running_agent, running_hub, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.sim.modbus import ModbusSimulator
-from edge.agent import run_agent
-from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
+from edge.config import BrokerConfig, EdgeConfig, PublishConfig
 from hub.config import HealthSettings
 from hub.health.monitor import Transition
 from hub.health.store import recent_transitions
@@ -51,43 +49,13 @@ class Seen:
 
 def agent_config(stack: StackEndpoints, port: int, sim_port: int) -> EdgeConfig:
     user, password = stack.credentials(f"{SITE}.{GATEWAY}")
-    options = {"host": "127.0.0.1", "port": sim_port, "timeout_s": 0.3}
     return EdgeConfig(
         site=SITE,
         gateway=GATEWAY,
         broker=BrokerConfig(host=stack.mqtt_host, port=port, username=user, password=password, keepalive_s=5),
         publish=PublishConfig(max_batch=50, max_delay_ms=100, drain_timeout_s=3),
-        devices=[
-            DeviceConfig(
-                id="weather-1",
-                driver="modbus_tcp",
-                profile="xy-md02",
-                interval_s=INTERVAL_S,
-                timeout_s=0.4,
-                options={**options, "unit_id": 1},
-            ),
-            DeviceConfig(
-                id="aq-1",
-                driver="modbus_tcp",
-                profile="pm-sensor-rs485",
-                interval_s=INTERVAL_S,
-                timeout_s=0.4,
-                options={**options, "unit_id": 2},
-            ),
-        ],
+        devices=modbus_devices(sim_port, INTERVAL_S),
     )
-
-
-@contextlib.asynccontextmanager
-async def running_agent(config: EdgeConfig) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_agent(config, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
 
 
 @pytest.mark.timeout(90)

@@ -6,74 +6,35 @@ store, the API). The hub keeps the agent's first (``periodic``) snapshot and, on
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from ops_support import auth, ops_settings, running_hub, tokens, wait_until
+from ops_support import auth, ops_settings, running_agent, running_hub, tokens, wait_until
 
 from devices.sim.camera_pictures import Picture
 from devices.sim.onvif import OnvifSimulator
 from devices.sim.rtsp import RtspSimulator
-from edge.agent import run_agent
-from edge.config import BrokerConfig, DeviceConfig, EdgeConfig, PublishConfig
+from edge.config import EdgeConfig
 from hub.config import SnapshotSettings
 from hub.snapshots.jpeg import jpeg_info
 from ioc.stack import StackEndpoints
 
+# The camera tests' support module (the camera agent's configuration), imported top-level as they import it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "devices"))
+
+from camera_support import camera_agent_config
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SITE, GATEWAY = "cameras", "gw-1"
 CHECK_INTERVAL_S = 10.0
 #: A problem is raised after two bad checks (docs/cameras.md); the rest is room for a loaded machine.
 WITHIN_S = 2 * CHECK_INTERVAL_S + 40.0
 
 
 def agent_config(stack: StackEndpoints, sim: RtspSimulator, onvif: OnvifSimulator) -> EdgeConfig:
-    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
-    camera = DeviceConfig(
-        id="cam-1",
-        driver="camera",
-        profile="camera-onvif-generic",
-        interval_s=1.0,
-        timeout_s=8.0,
-        options={
-            "host": "127.0.0.1",
-            "onvif_port": onvif.port,
-            "username": "admin",
-            "password": "pw",
-            "rtsp_url": sim.url("cam-1"),
-            "rtsp_transport": "udp",
-            "rtsp_sample_packets": 2,
-            "rtsp_timeout_s": 5.0,
-            "image_check_interval_s": CHECK_INTERVAL_S,
-            "image_confirm_s": 2.0,
-            "image_sample_s": 2.0,
-            "image_timeout_s": 8.0,
-        },
-    )
-    return EdgeConfig(
-        site=SITE,
-        gateway=GATEWAY,
-        broker=BrokerConfig(host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password),
-        publish=PublishConfig(max_batch=50, max_delay_ms=200, drain_timeout_s=5),
-        devices=[camera],
-    )
-
-
-@contextlib.asynccontextmanager
-async def running_agent(config: EdgeConfig) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_agent(config, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
+    return camera_agent_config(stack, sim, onvif, interval_s=1.0, check_interval_s=CHECK_INTERVAL_S)
 
 
 @pytest.mark.timeout(300)
