@@ -117,10 +117,18 @@ class SecurityAlerts:
         self._clock = clock
         self._open: dict[tuple[str, RefusalReason], _Open] = {}
         self._counts: dict[str, Counter[str]] = {}
+        #: The gateways (``site/gateway``) whose counts changed since the API's kept gateway list last took them
+        #: (:meth:`take_changed`).
+        self.changed: set[str] = set()
 
     def counts(self, site: str, gateway: str) -> dict[str, int]:
         """Refusals of the gateway since the hub started, by reason."""
         return dict(self._counts.get(f"{site}/{gateway}", {}))
+
+    def take_changed(self) -> set[str]:
+        """The gateways whose counts changed since the last call (one reader: ``hub/routes/sites.py``)."""
+        changed, self.changed = self.changed, set()
+        return changed
 
     def observe(self, refusal: Refusal) -> None:
         """The refusal observer: count it; raise or count into the (gateway, reason) alert."""
@@ -129,6 +137,7 @@ class SecurityAlerts:
         if counts is None:
             counts = self._counts[subject] = Counter()
         counts[refusal.reason.value] += 1
+        self.changed.add(subject)
         severity = SEVERITIES.get(refusal.reason)
         if severity is None:
             return

@@ -101,6 +101,8 @@ class _Gateway:
     site: str
     gateway: str
     machine: HealthMachine
+    key: str = ""
+    """``site/gateway``."""
     session: str = ""
     keepalive_s: float | None = None
     """The keep-alive its current session's birth promised, if any."""
@@ -186,6 +188,11 @@ class HealthMonitor:
         #: A gateway's reason and flapping change only with a transition: it is proposed online or offline, never
         #: degraded, so flapping starts and ends with a change of state.
         self.version = 0
+        #: What changed, by row of those lists, since their kept answers last took it (:meth:`take_changes`): the
+        #: gateways (by key) whose state, reason, flapping, devices or problems changed or that are new, and the
+        #: devices whose state changed (their sites' counts). Marked wherever :attr:`version` changes.
+        self.changed_gateways: set[str] = set()
+        self.changed_devices: set[str] = set()
         #: The gateways with a reading since :meth:`take_heard` (the live "seen" events visit their devices alone).
         self._heard: set[tuple[str, str]] = set()
         if registry is not None:
@@ -238,6 +245,13 @@ class HealthMonitor:
         g = self._pairs.get((site, gateway))
         return _problems(g) if g is not None and g.problems else []  # most have none: no list or sort built
 
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """The keys of the gateways and the ids of the devices changed (as :attr:`changed_gateways` says) since the
+        last call; one reader: the API's kept list answers (``hub/routes/sites.py``)."""
+        gateways, devices = self.changed_gateways, self.changed_devices
+        self.changed_gateways, self.changed_devices = set(), set()
+        return gateways, devices
+
     def take_heard(self) -> list[str]:
         """The devices behind the gateways with a reading (not a replay) since the last call, by gateway and id:
         those whose ``last_seen_ms`` may have changed."""
@@ -249,6 +263,7 @@ class HealthMonitor:
         g = self._gateway(site, gateway)
         now = self._clock()
         self.version += 1
+        self.changed_gateways.add(g.key)
         problem = g.problems.get(name)
         if problem is None:
             g.problems[name] = _Problem(detail, int(self._wall() * 1000), now)
@@ -283,9 +298,11 @@ class HealthMonitor:
     def _gateway(self, site: str, gateway: str) -> _Gateway:
         g = self._pairs.get((site, gateway))
         if g is None:
-            g = _Gateway(site, gateway, HealthMachine(self.policy.flap), order=next(self._order))
-            self._pairs[(site, gateway)] = self.gateways[f"{site}/{gateway}"] = g
+            key = f"{site}/{gateway}"
+            g = _Gateway(site, gateway, HealthMachine(self.policy.flap), key, order=next(self._order))
+            self._pairs[(site, gateway)] = self.gateways[key] = g
             self.version += 1
+            self.changed_gateways.add(key)
         return g
 
     def _elsewhere(self, device_id: str, g: _Gateway) -> bool:
@@ -301,6 +318,7 @@ class HealthMonitor:
         elif site and (d.site, d.gateway) != (site, gateway):
             if d.owner is not None:
                 d.owner.devices.discard(device_id)
+                self.changed_gateways.add(d.owner.key)
             d.site, d.gateway = site, gateway
             self.version += 1
         if site:
@@ -308,6 +326,7 @@ class HealthMonitor:
             if device_id not in d.owner.devices:
                 d.owner.devices.add(device_id)
                 self.version += 1
+                self.changed_gateways.add(d.owner.key)
         return d
 
     def _heard_again(self, g: _Gateway, payload: object, now: float) -> None:
@@ -334,6 +353,7 @@ class HealthMonitor:
                 g.devices.discard(gone)
                 d.owner = None
                 self.version += 1
+                self.changed_gateways.add(g.key)
             g.announced = announced
             for info in state.devices:
                 if self._elsewhere(info.id, g):
@@ -529,6 +549,7 @@ class HealthMonitor:
                 if now - problem.last >= quiet:
                     del g.problems[name]
                     self.version += 1
+                    self.changed_gateways.add(g.key)
                     log.info(
                         "gateway %s/%s: problem %s cleared (%d reports, none for %g s)",
                         g.site,
@@ -574,10 +595,12 @@ class HealthMonitor:
 
     def _emit_gateway(self, g: _Gateway, old: Health, new: Health, reason: str) -> None:
         log.info("gateway %s/%s: %s -> %s (%s)", g.site, g.gateway, old.value, new.value, reason)
+        self.changed_gateways.add(g.key)
         self._emit(Transition("gateway", f"{g.site}/{g.gateway}", g.site, g.gateway, "", "", old, new, reason, 0))
 
     def _emit_device(self, d: _Device, old: Health, new: Health, reason: str) -> None:
         log.info("device %s: %s -> %s (%s)", d.id, old.value, new.value, reason)
+        self.changed_devices.add(d.id)
         self._emit(Transition("device", d.id, d.site, d.gateway, d.id, d.kind, old, new, reason, 0))
 
     def _emit(self, transition: Transition) -> None:

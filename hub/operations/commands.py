@@ -162,6 +162,9 @@ class CommandService:
         self.late_acks = 0
         #: Refused acks by ``site/gateway``.
         self.refused_acks: Counter[str] = Counter()
+        #: The gateways whose refused acks changed since the API's kept gateway list last took them
+        #: (:meth:`take_refused`).
+        self.refused_changed: set[str] = set()
 
     def observe(self, site: str, gateway: str, payload: object) -> None:
         if not isinstance(payload, CommandAck):
@@ -193,9 +196,15 @@ class CommandService:
     def _refuse_ack(self, site: str, gateway: str, ack: CommandAck, problem: str) -> None:
         key = f"{site}/{gateway}"
         self.refused_acks[key] += 1
+        self.refused_changed.add(key)
         # Once per gateway at WARNING (a captured gateway may send thousands), then DEBUG.
         level = logging.WARNING if self.refused_acks[key] == 1 else logging.DEBUG
         log.log(level, "commands: refused from gateway %s: %s (%s)", key, problem, ack.status.value)
+
+    def take_refused(self) -> set[str]:
+        """The gateways with an ack refused since the last call (one reader: ``hub/routes/sites.py``)."""
+        changed, self.refused_changed = self.refused_changed, set()
+        return changed
 
     def request_rebirth(self, site: str, gateway: str, why: str) -> bool:
         """Ask ``site``/``gateway`` for a new birth (``rebirth``), unless asked within ``rebirth_interval_s``;

@@ -231,6 +231,10 @@ class Registry:
         self._sorted: list[Device] = []
         #: Changes with every change of a site or a device (the API's lists are kept until it does).
         self.version = 0
+        #: The sites and devices changed since the API's kept list answers last took them (:meth:`take_changes`):
+        #: their reader, which re-encodes those rows alone.
+        self.changed_sites: set[str] = set()
+        self.changed_devices: set[str] = set()
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -277,6 +281,13 @@ class Registry:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------------------------------ queries
+
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """The ids of the sites and of the devices changed since the last call (one reader: the API's kept list
+        answers, ``hub/routes/sites.py``)."""
+        sites, devices = self.changed_sites, self.changed_devices
+        self.changed_sites, self.changed_devices = set(), set()
+        return sites, devices
 
     def sorted_devices(self) -> list[Device]:
         """Every device, by id: the registry's own list, not to be changed. Devices are only ever added (at the end
@@ -563,6 +574,8 @@ class Registry:
         if not sites and not devices:
             return
         self.version += 1
+        self.changed_sites.update(s.id for s in sites)
+        self.changed_devices.update(d.id for d in devices)
         affected = devices
         if others_of_sites and sites:
             site_ids = {s.id for s in sites}

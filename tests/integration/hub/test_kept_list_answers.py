@@ -1,9 +1,10 @@
-"""``GET /api/v1/sites`` and ``GET /api/v1/gateways`` answer from kept answers (hub/routes/sites.py) rebuilt only
-when the registry's or the health monitor's version, or the refusal counts, changed: over random registries and
-health states (births, readings, device events, deaths, problems, refusals, refused acks, moves, new sites and
-inventory imports changing wards), every answer, for an unlimited and two ward-limited tokens, equals a
-straightforward full computation from the hub's state at that moment (the routes' code before the answers were
-kept), and a change shows in the next answer. A real hub against the real broker; the inputs go through the
+"""``GET /api/v1/sites`` and ``GET /api/v1/gateways`` answer from kept answers (hub/routes/sites.py): each site's
+and gateway's row kept encoded and encoded again only when the registry, the health monitor, the refusal counts or
+the refused acks mark it changed, every ward set's answer joined again only when one of its rows changed. Over
+random registries and health states (births, readings, device events, deaths, problems, refusals, refused acks,
+moves, new sites and inventory imports changing wards), every answer, for an unlimited and two ward-limited
+tokens, equals a straightforward full computation from the hub's state at that moment (the routes' code before the
+answers were kept), and a change shows in the next answer. A real hub against the real broker; the inputs go through the
 operations' own ingest observer (``Operations.observe``, ``on_refusal``), as the intake delivers them."""
 
 from __future__ import annotations
@@ -236,7 +237,8 @@ async def test_kept_answers_equal_a_full_computation_after_every_change(
                     assert answer.status_code == 200, answer.text
                     assert answer.json() in (before, full(ops, principal)), (path, name, history[-5:])
 
-        # The answers were kept between changes: asked again with nothing changed, none is built. The hub's own
+        # The answers were kept between changes: asked again with nothing changed, none is joined (builds) and no
+        # row is encoded (rows_built). The hub's own
         # clock may still change something (a flap ending, a problem clearing, a device's inactivity) during a
         # round: such a round proves nothing and is asked again; a round in which nothing changed must build none.
         async def ask_every_list() -> None:
@@ -247,13 +249,13 @@ async def test_kept_answers_equal_a_full_computation_after_every_change(
         await asyncio.sleep(1.0)  # a flap still on ends by the clock (0.2 s quiet, a tick every 0.25 s)
         for _ in range(20):
             await ask_every_list()  # every kept answer brought up to date
-            stamp, builds = (ops.registry.version, ops.health.version), kept.builds
+            stamp, builds = (ops.registry.version, ops.health.version), (kept.builds, kept.rows_built)
             await ask_every_list()
             if (ops.registry.version, ops.health.version) == stamp:
                 break
             await asyncio.sleep(0.3)
         assert (ops.registry.version, ops.health.version) == stamp, "the hub's state kept changing for 20 rounds"
-        assert kept.builds == builds
+        assert (kept.builds, kept.rows_built) == builds
         # Every kind of input happened at least once in the 120 steps.
         kinds = {h.split(" ")[0] for h in history}
         assert {"birth", "data", "event", "death", "clock", "refusal", "refused", "move", "inventory"} <= kinds
