@@ -4,12 +4,10 @@ itself later)."""
 
 from __future__ import annotations
 
-import json
-import threading
+import sys
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
@@ -17,39 +15,20 @@ from ops_support import Gateway, auth, ops_settings, running_hub, tokens, wait_u
 
 from ioc.stack import StackEndpoints
 
+# The alert tests' webhook receiver, imported top-level as they import it (its folder on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "hub"))
+
+from webhook_support import WebhookReceiver, webhook_receiver
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 INVENTORY: dict[str, Any] = {"sites": [{"id": "site-a", "ward": "quan-1"}]}
 
 
-class Receiver(BaseHTTPRequestHandler):
-    """A webhook receiver: answers from ``answers`` (then 200) and keeps what it got."""
-
-    answers: ClassVar[list[int]] = []
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        status = type(self).answers.pop(0) if type(self).answers else 200
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    Receiver.answers, Receiver.received = [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/ioc"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def receiver() -> Iterator[WebhookReceiver]:
+    with webhook_receiver("/ioc") as found:
+        yield found
 
 
 def rules(url: str | None = None) -> dict[str, Any]:
@@ -68,19 +47,19 @@ def rules(url: str | None = None) -> dict[str, Any]:
 
 @pytest.mark.timeout(60)
 async def test_webhooks_are_retried_and_logged(
-    stack: StackEndpoints, influx_db: str, tmp_path: Path, receiver: str
+    stack: StackEndpoints, influx_db: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    Receiver.answers = [500, 503]
-    settings = ops_settings(stack, influx_db, tmp_path, rules=rules(receiver), inventory=INVENTORY)
+    receiver.answers = [500, 503]
+    settings = ops_settings(stack, influx_db, tmp_path, rules=rules(receiver.url), inventory=INVENTORY)
     gw = Gateway(stack, "site-a", "gw-1")
     try:
         async with running_hub(settings) as hub, httpx.AsyncClient(base_url=hub.api_url, timeout=10) as http:
             tok = await tokens(hub)
             gw.birth([("cam-01", "camera", 30.0), ("aq-01", "air_quality", 30.0)])
             gw.data(("cam-01", "camera", {"fps": 4.0}), ("aq-01", "air_quality", {"pm25": 200.0}))
-            await wait_until(lambda: len(Receiver.received) >= 3)
-            alert = Receiver.received[-1]["alert"]
-            assert Receiver.received[-1]["event"] == "fired"
+            await wait_until(lambda: len(receiver.received) >= 3)
+            alert = receiver.received[-1]["alert"]
+            assert receiver.received[-1]["event"] == "fired"
             assert (alert["subject"], alert["rule"], alert["ward"]) == ("cam-01", "fps-low", "quan-1")
             log = (await http.get(f"/api/v1/alerts/{alert['id']}/deliveries", headers=auth(tok["viewer"]))).json()
             assert [(d["attempt"], d["status_code"], d["ok"]) for d in reversed(log["items"])] == [
@@ -90,11 +69,11 @@ async def test_webhooks_are_retried_and_logged(
             ]
             r = await http.post(f"/api/v1/alerts/{alert['id']}/ack", headers=auth(tok["operator"]))
             assert r.status_code == 200
-            await wait_until(lambda: Receiver.received[-1]["event"] == "acknowledged")
+            await wait_until(lambda: receiver.received[-1]["event"] == "acknowledged")
             gw.data(("cam-01", "camera", {"fps": 25.0}))
-            await wait_until(lambda: Receiver.received[-1]["event"] == "resolved")
+            await wait_until(lambda: receiver.received[-1]["event"] == "resolved")
             # The warning (below the webhook's min_severity) was never sent.
-            assert {m["alert"]["rule"] for m in Receiver.received} == {"fps-low"}
+            assert {m["alert"]["rule"] for m in receiver.received} == {"fps-low"}
             open_alerts = (await http.get("/api/v1/alerts?state=open", headers=auth(tok["viewer"]))).json()
             assert [a["rule"] for a in open_alerts["items"]] == ["pm25-high"]
     finally:

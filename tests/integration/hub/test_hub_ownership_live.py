@@ -8,14 +8,12 @@ The refusals come from the ingest pipeline's admission (hub.ingest.admission) of
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
-import threading
+import sys
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
@@ -27,6 +25,11 @@ from edge.publisher import client_id
 from hub.config import CommandSettings
 from ioc.stack import StackEndpoints
 from wire.v1 import REBIRTH, AckStatus, Command, CommandAck, DataBatch, Reading, State, decode, encode
+
+# The alert tests' webhook receiver, imported top-level as they import it (its folder on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "hub"))
+
+from webhook_support import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.integration]
 
@@ -247,31 +250,10 @@ async def test_an_ack_counts_only_from_the_commands_gateway_for_its_device_while
         assert refused == {"site-a/gw-1": 3, "site-b/gw-2": 2}
 
 
-class Webhook(BaseHTTPRequestHandler):
-    """A webhook receiver on loopback: keeps what it got, answers 200."""
-
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def webhook() -> Iterator[str]:
-    Webhook.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/ioc"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def webhook() -> Iterator[WebhookReceiver]:
+    with webhook_receiver("/ioc") as found:
+        yield found
 
 
 @pytest.mark.timeout(60)
@@ -280,13 +262,13 @@ async def test_refusals_raise_one_alert_per_gateway_and_reason_ask_for_a_rebirth
     influx_db: str,
     tmp_path: Path,
     gateways: tuple[CommandedGateway, CommandedGateway],
-    webhook: str,
+    webhook: WebhookReceiver,
 ) -> None:
     """A captured gw-1 writes about gw-2's camera, about devices its birth did not announce, and with its clock an
     hour ahead: all through the real intake and its admission."""
     gw1, gw2 = gateways
     settings = ops_settings(
-        stack, influx_db, tmp_path, inventory=INVENTORY, rules={"webhooks": [{"url": webhook, "name": "ops"}]}
+        stack, influx_db, tmp_path, inventory=INVENTORY, rules={"webhooks": [{"url": webhook.url, "name": "ops"}]}
     ).model_copy(update={"commands": CommandSettings(rebirth_interval_s=2.0)})
     async with (
         running_hub(settings) as hub,
@@ -350,8 +332,8 @@ async def test_refusals_raise_one_alert_per_gateway_and_reason_ask_for_a_rebirth
         ]
         assert ops.registry.owners()["cam-02"] == ("site-b", "gw-2")
         # The security alert went to the webhook like any alert, once.
-        await wait_until(lambda: Webhook.received)
-        assert [(w["event"], w["alert"]["rule"]) for w in Webhook.received] == [("fired", "security-foreign-device")]
+        await wait_until(lambda: webhook.received)
+        assert [(w["event"], w["alert"]["rule"]) for w in webhook.received] == [("fired", "security-foreign-device")]
 
         # At most one rebirth per commands.rebirth_interval_s (2 s here): then another.
         gw1.data(("th-04", "weather", {"temperature_c": 31.0}))

@@ -4,12 +4,11 @@ that name, never the URL (against real sockets: a port nothing listens on, a rec
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from webhook_support import webhook_receiver
 
 from hub.alerts.notify import Notifier
 from hub.alerts.rules import parse_rules
@@ -20,24 +19,11 @@ from hub.registry.db import Database
 SECRET = "T0PS3CRET-chat-token"
 
 
-class _NotFound(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(404)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    """A receiver answering 404 to every post; its URL."""
+    with webhook_receiver(status=404) as found:
+        yield found.url
 
 
 def test_webhooks_are_named_by_default_and_names_are_unique() -> None:

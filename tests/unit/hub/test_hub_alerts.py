@@ -6,15 +6,13 @@ HTTP server on loopback)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from clock_support import Clock
+from webhook_support import WebhookReceiver, webhook_receiver
 
 from hub.alerts.engine import AlertEngine
 from hub.alerts.notify import Notifier
@@ -216,57 +214,36 @@ async def test_two_engines_racing_on_one_database_open_one_alert(db: Database) -
         other.close()
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    answers: list[int] = []  # noqa: RUF012 - set per test
-    received: list[dict[str, Any]] = []  # noqa: RUF012
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        status = type(self).answers.pop(0) if type(self).answers else 200
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def receiver() -> Iterator[WebhookReceiver]:
+    with webhook_receiver("/hook") as found:
+        yield found
 
 
-async def test_webhook_retries_and_logs_each_attempt(db: Database, receiver: str) -> None:
-    _Receiver.answers = [503, 500]
-    _Receiver.received = []
+async def test_webhook_retries_and_logs_each_attempt(db: Database, receiver: WebhookReceiver) -> None:
+    receiver.answers = [503, 500]
     store = AlertStore(db)
     alert, _ = await store.open({"rule": "r", "subject": "d", "severity": "major", "message": "m"})
-    notifier = Notifier([Webhook(url=receiver, retries=3)], store, retry_initial_s=0.01)
+    notifier = Notifier([Webhook(url=receiver.url, retries=3)], store, retry_initial_s=0.01)
     async with httpx.AsyncClient() as client:
-        assert await notifier.deliver(client, Webhook(url=receiver, retries=3), "fired", alert)
+        assert await notifier.deliver(client, Webhook(url=receiver.url, retries=3), "fired", alert)
     log = await store.deliveries(alert["id"])
     assert [(d["attempt"], d["ok"], d["status_code"]) for d in reversed(log)] == [
         (1, False, 503),
         (2, False, 500),
         (3, True, 200),
     ]
-    assert _Receiver.received[-1] == {"event": "fired", "alert": alert}
+    assert receiver.received[-1] == {"event": "fired", "alert": alert}
 
 
-async def test_webhook_gives_up_on_a_client_error_and_filters_by_severity(db: Database, receiver: str) -> None:
-    _Receiver.answers = [404]
-    _Receiver.received = []
+async def test_webhook_gives_up_on_a_client_error_and_filters_by_severity(
+    db: Database, receiver: WebhookReceiver
+) -> None:
+    receiver.answers = [404]
     store = AlertStore(db)
     major, _ = await store.open({"rule": "r", "subject": "d", "severity": "major", "message": "m"})
     info, _ = await store.open({"rule": "r", "subject": "e", "severity": "info", "message": "m"})
-    notifier = Notifier([Webhook(url=receiver, retries=3, min_severity="major")], store, retry_initial_s=0.01)
+    notifier = Notifier([Webhook(url=receiver.url, retries=3, min_severity="major")], store, retry_initial_s=0.01)
     task = asyncio.create_task(notifier.run())
     notifier.enqueue("fired", info)
     notifier.enqueue("fired", major)
@@ -278,7 +255,7 @@ async def test_webhook_gives_up_on_a_client_error_and_filters_by_severity(db: Da
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [d["status_code"] for d in await store.deliveries()] == [404]
-    assert [r["alert"]["id"] for r in _Receiver.received] == [major["id"]]
+    assert [r["alert"]["id"] for r in receiver.received] == [major["id"]]
 
 
 async def test_alerts_left_open_by_a_previous_run_clear_when_their_condition_does(db: Database) -> None:
