@@ -1,18 +1,30 @@
-"""What the edge integration tests share: an admin client of the test broker, and a recorder of the gateway's
-messages decoded with the contract (the hub's side of the wire, without a hub)."""
+"""What the edge integration tests share: an admin client of the test broker, a recorder of the gateway's
+messages decoded with the contract (the hub's side of the wire, without a hub), and for the replay tests an outbox
+left by an earlier run, a publisher against the test broker and a recorder of its data batches."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiomqtt
+import msgspec
 
+from edge.config import BrokerConfig, PublishConfig
+from edge.events import EventQueue
+from edge.outbox_sqlite import SqliteOutbox
+from edge.outbox_store import OutboxStore
+from edge.publisher import Publisher
+from edge.stats import EdgeStats
 from ioc.stack import StackEndpoints
-from wire.v1 import ContractError, State, decode, decode_for, parse_topic
+from wire.v1 import ContractError, DataBatch, Reading, State, decode, decode_for, parse_topic
+
+T = TypeVar("T")
 
 WAIT_S = 20.0
 
@@ -81,3 +93,59 @@ async def retained_state(stack: StackEndpoints, root: str) -> State:
                 assert isinstance(message.payload, bytes)
                 return decode(message.payload, State)
     raise AssertionError("no retained state")
+
+
+def left_by_an_earlier_run(path: Path, readings: Iterable[Reading]) -> None:
+    """The outbox at ``path`` holding ``readings``, as an agent that stopped before sending them leaves it."""
+    store = OutboxStore(path, max_bytes=1 << 30, max_readings=10**6)
+    encode = msgspec.json.Encoder().encode
+    store.append([encode(r) for r in readings])
+    store.close()
+
+
+def gateway_publisher(
+    stack: StackEndpoints,
+    site: str,
+    gateway: str,
+    outbox: SqliteOutbox,
+    stats: EdgeStats,
+    publish: PublishConfig,
+    **broker: Any,
+) -> Publisher:
+    """The agent's publisher alone (no devices) under the gateway's own account, sending what ``outbox`` holds."""
+    user, password = stack.credentials(f"{site}.{gateway}")
+    return Publisher(
+        site=site,
+        gateway=gateway,
+        broker=BrokerConfig(host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password, **broker),
+        publish=publish,
+        devices=[],
+        outbox=outbox,
+        events=EventQueue(stats),
+        stats=stats,
+        agent_version="test",
+    )
+
+
+@contextlib.asynccontextmanager
+async def recording_data(
+    stack: StackEndpoints, name: str, root: str, keep: Callable[[bytes, DataBatch], T]
+) -> AsyncIterator[list[T]]:
+    """Every data batch on ``{root}/data`` as the admin sees it, kept as ``keep(payload, batch)`` in the list
+    yielded, until the block ends."""
+    received: list[T] = []
+    async with admin_client(stack, name) as admin:
+        await admin.subscribe(f"{root}/data", qos=1)
+
+        async def record() -> None:
+            async for message in admin.messages:
+                assert isinstance(message.payload, bytes)
+                received.append(keep(message.payload, decode(message.payload, DataBatch)))
+
+        recorder = asyncio.create_task(record())
+        try:
+            yield received
+        finally:
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder

@@ -5,22 +5,16 @@ takes every message, and each reading arrives once, in order."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from pathlib import Path
 
-import aiomqtt
-import msgspec
 import pytest
+from edge_support import gateway_publisher, left_by_an_earlier_run, recording_data
 
-from edge.config import BrokerConfig, PublishConfig
-from edge.events import EventQueue
+from edge.config import PublishConfig
 from edge.outbox_sqlite import SqliteOutbox
-from edge.outbox_store import OutboxStore
-from edge.publisher import Publisher
 from edge.stats import EdgeStats
 from ioc.stack import StackEndpoints
-from wire.v1 import MAX_MESSAGE_BYTES, MAX_READINGS_PER_BATCH, DataBatch, Reading, decode
+from wire.v1 import MAX_MESSAGE_BYTES, MAX_READINGS_PER_BATCH, Reading
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,62 +41,32 @@ async def test_a_replay_larger_than_a_message_goes_as_several_each_within_the_li
     stack: StackEndpoints, tmp_path: Path
 ) -> None:
     path = tmp_path / "outbox.sqlite"
-    store = OutboxStore(path, max_bytes=1 << 30, max_readings=10**6)
-    encode = msgspec.json.Encoder().encode
-    store.append([encode(meter(i)) for i in range(BACKLOG)])
-    store.close()
-    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
-    admin_user, admin_password = stack.credentials("admin")
+    left_by_an_earlier_run(path, (meter(i) for i in range(BACKLOG)))
     stats = EdgeStats()
-    received: list[tuple[int, DataBatch]] = []
     outbox = SqliteOutbox(path, max_bytes=1 << 30, max_readings=10**6, stats=stats)
     async with (
-        aiomqtt.Client(
-            stack.mqtt_host,
-            stack.mqtt_port,
-            username=admin_user,
-            password=admin_password,
-            identifier=f"test-replay-bytes-{time.monotonic_ns()}",
-            protocol=aiomqtt.ProtocolVersion.V5,
-        ) as admin,
+        recording_data(stack, "replay-bytes", ROOT, lambda payload, batch: (len(payload), batch)) as received,
         outbox,
     ):
-        await admin.subscribe(f"{ROOT}/data", qos=1)
-
-        async def record() -> None:
-            async for message in admin.messages:
-                assert isinstance(message.payload, bytes)
-                received.append((len(message.payload), decode(message.payload, DataBatch)))
-
-        recorder = asyncio.create_task(record())
-        publisher = Publisher(
-            site=SITE,
-            gateway=GATEWAY,
+        publisher = gateway_publisher(
+            stack,
+            SITE,
+            GATEWAY,
+            outbox,
+            stats,
+            PublishConfig(max_batch=MAX_READINGS_PER_BATCH, max_delay_ms=100, replay_rate=0, drain_timeout_s=2),
             # A 4 MiB publish on a machine loaded by make test's other workers may be slow to be acknowledged; past
             # the publish timeout the publisher would resend it (at least once), and "each once" below is about
             # batching, not about that.
-            broker=BrokerConfig(
-                host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password, publish_timeout_s=60
-            ),
-            publish=PublishConfig(max_batch=MAX_READINGS_PER_BATCH, max_delay_ms=100, replay_rate=0, drain_timeout_s=2),
-            devices=[],
-            outbox=outbox,
-            events=EventQueue(stats),
-            stats=stats,
-            agent_version="test",
+            publish_timeout_s=60,
         )
-        try:
-            async with publisher:
-                for _ in range(600):  # the recorder's list: no event to wait on
-                    # And the publisher has its acknowledgements: leaving the block while the last batch's PUBACK is
-                    # on its way left it in the outbox, and the drain sent it again (the last batch twice, in CI).
-                    if sum(len(b.readings) for _, b in received) >= BACKLOG and stats.readings_sent >= BACKLOG:
-                        break
-                    await asyncio.sleep(0.1)
-        finally:
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
+        async with publisher:
+            for _ in range(600):  # the recorder's list: no event to wait on
+                # And the publisher has its acknowledgements: leaving the block while the last batch's PUBACK is
+                # on its way left it in the outbox, and the drain sent it again (the last batch twice, in CI).
+                if sum(len(b.readings) for _, b in received) >= BACKLOG and stats.readings_sent >= BACKLOG:
+                    break
+                await asyncio.sleep(0.1)
 
     sizes = [size for size, _ in received]
     assert all(size <= MAX_MESSAGE_BYTES for size in sizes), sizes

@@ -8,19 +8,15 @@ import contextlib
 import time
 from pathlib import Path
 
-import aiomqtt
-import msgspec
 import pytest
+from edge_support import gateway_publisher, left_by_an_earlier_run, recording_data
 
-from edge.config import BrokerConfig, PublishConfig
-from edge.events import EventQueue
+from edge.config import PublishConfig
 from edge.outbox_replay import burst
 from edge.outbox_sqlite import SqliteOutbox
-from edge.outbox_store import OutboxStore
-from edge.publisher import Publisher
 from edge.stats import EdgeStats
 from ioc.stack import StackEndpoints
-from wire.v1 import DataBatch, Reading, decode
+from wire.v1 import Reading
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,43 +26,20 @@ TS = 1_764_331_200_000
 BACKLOG, RATE, MAX_BATCH = 1500, 300.0, 50
 
 
-def left_by_an_earlier_run(path: Path) -> None:
-    store = OutboxStore(path, max_bytes=1 << 30, max_readings=10**6)
-    encode = msgspec.json.Encoder().encode
-    store.append(
-        [encode(Reading(device=f"b-{i % 5}", kind="k", ts=TS + i, metrics={"seq": i // 5})) for i in range(BACKLOG)]
-    )
-    store.close()
-
-
 @pytest.mark.timeout(90)
 async def test_the_backlog_is_replayed_in_order_under_the_rate_while_live_readings_flow(
     stack: StackEndpoints, tmp_path: Path
 ) -> None:
     path = tmp_path / "outbox.sqlite"
-    left_by_an_earlier_run(path)
-    user, password = stack.credentials(f"{SITE}.{GATEWAY}")
-    admin_user, admin_password = stack.credentials("admin")
+    left_by_an_earlier_run(
+        path, (Reading(device=f"b-{i % 5}", kind="k", ts=TS + i, metrics={"seq": i // 5}) for i in range(BACKLOG))
+    )
     stats = EdgeStats()
-    received: list[tuple[float, DataBatch]] = []
     outbox = SqliteOutbox(path, max_bytes=1 << 30, max_readings=10**6, stats=stats)
     async with (
-        aiomqtt.Client(
-            stack.mqtt_host,
-            stack.mqtt_port,
-            username=admin_user,
-            password=admin_password,
-            identifier=f"test-replay-{time.monotonic_ns()}",
-            protocol=aiomqtt.ProtocolVersion.V5,
-        ) as admin,
+        recording_data(stack, "replay", ROOT, lambda _, batch: (time.monotonic(), batch)) as received,
         outbox,
     ):
-        await admin.subscribe(f"{ROOT}/data", qos=1)
-
-        async def record() -> None:
-            async for message in admin.messages:
-                assert isinstance(message.payload, bytes)
-                received.append((time.monotonic(), decode(message.payload, DataBatch)))
 
         async def live() -> None:
             n = 0
@@ -75,18 +48,14 @@ async def test_the_backlog_is_replayed_in_order_under_the_rate_while_live_readin
                 n += 1
                 await asyncio.sleep(0.05)
 
-        recorder = asyncio.create_task(record())
         producer = asyncio.create_task(live())
-        publisher = Publisher(
-            site=SITE,
-            gateway=GATEWAY,
-            broker=BrokerConfig(host=stack.mqtt_host, port=stack.mqtt_port, username=user, password=password),
-            publish=PublishConfig(max_batch=MAX_BATCH, max_delay_ms=100, replay_rate=RATE, drain_timeout_s=2),
-            devices=[],
-            outbox=outbox,
-            events=EventQueue(stats),
-            stats=stats,
-            agent_version="test",
+        publisher = gateway_publisher(
+            stack,
+            SITE,
+            GATEWAY,
+            outbox,
+            stats,
+            PublishConfig(max_batch=MAX_BATCH, max_delay_ms=100, replay_rate=RATE, drain_timeout_s=2),
         )
         try:
             async with publisher:
@@ -96,10 +65,9 @@ async def test_the_backlog_is_replayed_in_order_under_the_rate_while_live_readin
                     await asyncio.sleep(0.1)
                 await asyncio.sleep(0.5)
         finally:
-            for task in (producer, recorder):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
 
     replayed = [(at, b) for at, b in received if b.replay]
     # The backlog: what the earlier run left, and the live readings put before the connect attempt began.
