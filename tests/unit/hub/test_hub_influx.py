@@ -14,12 +14,10 @@ import base64
 import gzip
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import AsyncIterator
 
 import pytest
+from influx_support import Answer, LocalInflux, Seen, local_influx
 
 from hub.config import InfluxSettings
 from hub.errors import StorageRejected, StorageUnavailable
@@ -28,59 +26,9 @@ from hub.storage.influx import InfluxQuery, InfluxWriter
 BODY = b"m,device=a x=1.0 1764331200000"
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-
-#: An answer: status, extra headers, body; None: never answer.
-Answer = tuple[int, dict[str, str], bytes] | None
-
-
-@dataclass
-class LocalInflux:
-    """An HTTP/1.1 server with keep-alive that records each request and answers it with ``answer(request)``."""
-
-    answer: Callable[[Seen], Answer] = lambda seen: (204, {}, b"")
-    requests: list[Seen] = field(default_factory=list)
-    connections: int = 0
-    url: str = ""
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                line, *lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = line.split(" ")
-                headers = {name.strip().lower(): value.strip() for name, value in (x.split(":", 1) for x in lines if x)}
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                url = urlsplit(target)
-                self.requests.append(Seen(method, url.path, parse_qs(url.query), headers, body))
-                answer = self.answer(self.requests[-1])
-                if answer is None:
-                    await reader.read()  # until the client gives up
-                    return
-                status, extra, content = answer
-                head_lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Content-Length: {len(content)}"]
-                head_lines += [f"{name}: {value}" for name, value in extra.items()]
-                writer.write(("\r\n".join(head_lines) + "\r\n\r\n").encode("latin-1") + content)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client closed the connection
-        finally:
-            writer.close()
-
-
 @pytest.fixture
 async def influx() -> AsyncIterator[LocalInflux]:
-    fake = LocalInflux()
-    listener = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
-    fake.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    async with listener:
+    async with local_influx() as fake:
         yield fake
 
 

@@ -12,12 +12,12 @@ import gzip
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hub_settings_support import hub_env_only
+from influx_support import Answer, LocalInflux, local_influx
 
 from hub.config import InfluxSettings, load_settings
 from hub.errors import ConfigError, StorageRejected, StorageUnavailable
@@ -27,7 +27,6 @@ TOKEN = "s3cr3t-token-for-tests"
 LINES = (
     b"air_quality,device=aq-01,site=site-a pm25=35.2 1764331200123\nwater_level,device=wl-01 level=1.5 1764331200124"
 )
-READ_TIMEOUT_S = 5.0
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -106,57 +105,18 @@ def test_v1_ignores_the_v2_settings() -> None:
 # ------------------------------------------------------------------------------------------------ the server
 
 
-@dataclass
-class Recorded:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class FakeInflux2:
-    """A minimal HTTP/1.1 server answering every request with the next configured answer (status, body)."""
-
-    answers: list[tuple[int, bytes]] = field(default_factory=list)
-    requests: list[Recorded] = field(default_factory=list)
-    url: str = ""
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
-            request_line, *header_lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = request_line.split(" ", 2)
-            headers = {}
-            for line in header_lines:
-                if line:
-                    name, value = line.split(":", 1)
-                    headers[name.strip().lower()] = value.strip()
-            body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), READ_TIMEOUT_S)
-            self.requests.append(Recorded(method, target, headers, body))
-            status, content = self.answers.pop(0) if self.answers else (204, b"")
-            reason = {204: "No Content", 400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}
-            response = [f"HTTP/1.1 {status} {reason.get(status, 'Status')}", "Connection: close"]
-            if content:
-                response += ["Content-Type: application/json; charset=utf-8", f"Content-Length: {len(content)}"]
-            elif status != 204:
-                response.append("Content-Length: 0")
-            if status == 503:
-                response.append("Retry-After: 30")
-            writer.write(("\r\n".join(response) + "\r\n\r\n").encode("latin-1") + content)
-            await writer.drain()
-        finally:
-            writer.close()
-            await writer.wait_closed()
+def answer(status: int, body: bytes) -> Answer:
+    """As InfluxDB 2 answers: a JSON body when there is one, ``Retry-After`` with a 503."""
+    headers = {"Content-Type": "application/json; charset=utf-8"} if body else {}
+    if status == 503:
+        headers["Retry-After"] = "30"
+    return status, headers, body
 
 
 @pytest.fixture
-async def influx2() -> AsyncIterator[FakeInflux2]:
-    fake = FakeInflux2()
-    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}"
-    async with server:
+async def influx2() -> AsyncIterator[LocalInflux]:
+    """Answers 204 unless the test queued answers; a connection per request."""
+    async with local_influx(keep_alive=False) as fake:
         yield fake
 
 
@@ -169,7 +129,7 @@ def v2_settings(url: str, **extra: object) -> InfluxSettings:
 # ------------------------------------------------------------------------------------------------ the writer
 
 
-async def test_v2_request_path_query_token_and_gzip_body(influx2: FakeInflux2) -> None:
+async def test_v2_request_path_query_token_and_gzip_body(influx2: LocalInflux) -> None:
     settings = v2_settings(influx2.url, username="ignored", password="ignored", database="ignored")
     async with InfluxWriter(settings) as writer:
         assert writer.target == "org 'city ops' bucket 'ioc'"
@@ -185,7 +145,7 @@ async def test_v2_request_path_query_token_and_gzip_body(influx2: FakeInflux2) -
     assert gzip.decompress(request.body) == LINES
 
 
-async def test_v2_without_gzip_sends_the_lines_as_they_are(influx2: FakeInflux2) -> None:
+async def test_v2_without_gzip_sends_the_lines_as_they_are(influx2: LocalInflux) -> None:
     async with InfluxWriter(v2_settings(influx2.url, gzip=False)) as writer:
         await writer.write(LINES)
     (request,) = influx2.requests
@@ -235,9 +195,9 @@ def influx_error(code: str, message: str) -> bytes:
     ],
 )
 async def test_v2_answers_are_translated(
-    influx2: FakeInflux2, status: int, body: bytes, error: type[Exception], text: str
+    influx2: LocalInflux, status: int, body: bytes, error: type[Exception], text: str
 ) -> None:
-    influx2.answers.append((status, body))
+    influx2.answers.append(answer(status, body))
     async with InfluxWriter(v2_settings(influx2.url)) as writer:
         with pytest.raises(error, match=text) as info:
             await writer.write(LINES)
@@ -248,10 +208,10 @@ async def test_v2_answers_are_translated(
 
 
 async def test_v2_refused_token_is_logged_once_until_it_is_accepted_again(
-    influx2: FakeInflux2, caplog: pytest.LogCaptureFixture
+    influx2: LocalInflux, caplog: pytest.LogCaptureFixture
 ) -> None:
-    unauthorized = (401, influx_error("unauthorized", "unauthorized access"))
-    influx2.answers += [unauthorized, unauthorized, (204, b""), unauthorized]
+    unauthorized = answer(401, influx_error("unauthorized", "unauthorized access"))
+    influx2.answers += [unauthorized, unauthorized, answer(204, b""), unauthorized]
     caplog.set_level(logging.WARNING, logger="hub.storage.influx")
     async with InfluxWriter(v2_settings(influx2.url)) as writer:
         for _ in range(2):
@@ -268,7 +228,7 @@ async def test_v2_refused_token_is_logged_once_until_it_is_accepted_again(
     assert all(TOKEN not in text for _, text in messages)
 
 
-async def test_v2_connection_refused_is_unavailable(influx2: FakeInflux2) -> None:
+async def test_v2_connection_refused_is_unavailable(influx2: LocalInflux) -> None:
     server = await asyncio.start_server(influx2.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     server.close()
@@ -281,14 +241,14 @@ async def test_v2_connection_refused_is_unavailable(influx2: FakeInflux2) -> Non
 # ------------------------------------------------------------------------------------------------ queries
 
 
-async def test_v2_query_goes_to_the_buckets_dbrp_mapping_with_the_token(influx2: FakeInflux2) -> None:
+async def test_v2_query_goes_to_the_buckets_dbrp_mapping_with_the_token(influx2: LocalInflux) -> None:
     # InfluxDB 2.x's 1.x compatibility API: GET /query with db = a database name mapped to the bucket (DBRP).
-    answer = {"results": [{"statement_id": 0}]}
-    influx2.answers.append((200, json.dumps(answer).encode()))
-    influx2.answers.append((401, json.dumps({"code": "unauthorized", "message": "unauthorized access"}).encode()))
+    result = {"results": [{"statement_id": 0}]}
+    influx2.answers.append(answer(200, json.dumps(result).encode()))
+    influx2.answers.append(answer(401, json.dumps({"code": "unauthorized", "message": "unauthorized access"}).encode()))
     settings = v2_settings(influx2.url, username="ignored", password="ignored", database="ignored")
     async with InfluxQuery(settings) as query:
-        assert await query.query("SELECT 1") == answer
+        assert await query.query("SELECT 1") == result
         with pytest.raises(
             StorageUnavailable, match=r"HTTP 401 to a query, it refused the token .*unauthorized access"
         ):

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from influx_support import Answer, Seen, local_influx
 
 import hub.ingest.pipeline
 from hub.config import InfluxSettings
@@ -44,57 +44,34 @@ class FakeInflux:
     requests: int = 0
     gate: asyncio.Event | None = None
 
-    async def handle(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    async def answer(self, request: Seen) -> Answer:
         """One ``POST``: its status and JSON body."""
         self.requests += 1
         if self.gate is not None:
             await self.gate.wait()
-        url = urlsplit(target)
-        assert url.path == "/write"
-        assert parse_qs(url.query) == {"db": ["ioc"], "precision": ["ms"]}
-        if headers.get("content-encoding") == "gzip":
+        assert request.path == "/write"
+        assert request.query == {"db": ["ioc"], "precision": ["ms"]}
+        body = request.body
+        if request.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         if self.unavailable > 0:
             self.unavailable -= 1
-            return 503, b'{"error":"engine busy"}'
+            return 503, {}, b'{"error":"engine busy"}'
         lines = body.decode().split("\n")
         bad = [line for line in lines if "reject_me" in line]
         good = [line for line in lines if "reject_me" not in line]
         self.lines.extend(good)  # InfluxDB 1.x writes the good lines of a partial write
         if bad:
             error = f"partial write: field type conflict: {bad[0][:20]} dropped={len(bad)}"
-            return 400, json.dumps({"error": error}).encode()
-        return 204, b""
+            return 400, {}, json.dumps({"error": error}).encode()
+        return 204, {}, b""
 
 
 @asynccontextmanager
 async def served(influx: FakeInflux) -> AsyncIterator[InfluxSettings]:
     """``influx`` behind an HTTP/1.1 server on loopback (keep-alive); yields the settings to reach it."""
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                line, *lines = head.decode("latin-1").split("\r\n")
-                headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines if x)}
-                body = await reader.readexactly(int(headers["content-length"]))
-                status, content = await influx.handle(line.split(" ")[1], headers, body)
-                writer.write(b"HTTP/1.1 %d -\r\nContent-Length: %d\r\n\r\n%s" % (status, len(content), content))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the writer closed the connection (or gave up on an answer)
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield InfluxSettings(url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
+    async with local_influx(influx.answer) as server:
+        yield InfluxSettings(url=server.url)
 
 
 @dataclass

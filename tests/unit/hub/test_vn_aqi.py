@@ -3,17 +3,15 @@ computed by hand from its formulas and Table 2. Each case says how the expected 
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
+from influx_support import LocalInflux, local_influx
 from pydantic import SecretStr
 
 from hub.config import AqiSettings, InfluxSettings
@@ -314,45 +312,11 @@ def test_a_site_takes_the_district_its_latest_readings_carry() -> None:
     assert site.hours == {0: {P.PM25: 20.0}}
 
 
-@dataclass
-class QueryServer:
-    """A stand-in for InfluxDB's ``/query`` on loopback: records each request's line and headers (lower-case names)
-    and answers every one with ``status`` and ``answer`` as JSON."""
-
-    status: int
-    answer: dict[str, Any]
-    url: str = ""
-    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            line, *lines = head.decode("latin-1").split("\r\n")
-            headers = {}
-            for text in lines:
-                if text:
-                    name, _, value = text.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-            self.requests.append((line, headers))
-            body = json.dumps(self.answer).encode()
-            writer.write(
-                f"HTTP/1.1 {self.status} Status\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
-                + body
-            )
-            await writer.drain()
-        finally:
-            writer.close()
-            await writer.wait_closed()
-
-
-@asynccontextmanager
-async def query_server(status: int, answer: dict[str, Any]) -> AsyncIterator[QueryServer]:
-    server = QueryServer(status, answer)
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    server.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    async with listener:
-        yield server
+def query_server(status: int, answer: dict[str, Any]) -> AbstractAsyncContextManager[LocalInflux]:
+    """A stand-in for InfluxDB's ``/query`` on loopback answering every request with ``status`` and ``answer`` as
+    JSON, a connection per request."""
+    body = json.dumps(answer).encode()
+    return local_influx(lambda _: (status, {"Content-Type": "application/json"}, body), keep_alive=False)
 
 
 async def test_contract_the_job_queries_influxdb_2_through_its_v1_compatible_api() -> None:
@@ -371,15 +335,14 @@ async def test_contract_the_job_queries_influxdb_2_through_its_v1_compatible_api
             n = await job.run_once(datetime.fromtimestamp(HOUR * 11 / 1000 + 60, UTC))
         finally:
             await job.aclose()
-    ((request_line, headers),) = influx2.requests
-    method, target, version = request_line.split(" ")
-    assert (method, version) == ("GET", "HTTP/1.1")
-    url = urlsplit(target)
+    (request,) = influx2.requests
+    assert (request.method, request.version) == ("GET", "HTTP/1.1")
+    url = urlsplit(request.target)
     params = parse_qs(url.query, strict_parsing=True)
     assert url.path == "/query"
     assert params["db"] == ["ioc"]
     assert params["epoch"] == ["ms"]
-    assert headers["authorization"] == "Token t0k"
+    assert request.headers["authorization"] == "Token t0k"
     (q,) = params["q"]
     assert q.startswith('SELECT mean("pm25") AS "pm25"')
     assert n == 2  # the current hour and today
