@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -38,14 +37,6 @@ CREATE TABLE api_tokens (
 )
 """
 OLD_SECRET = "s" * 43
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-    database.create_schema()
-    yield database
-    database.close()
 
 
 def test_a_database_made_before_expiry_opens_and_its_tokens_keep_working(tmp_path: Path) -> None:
