@@ -85,6 +85,18 @@ def fault_stack(state_dir: Path) -> Iterator[LocalStack]:
         stack.stop()
 
 
+def module_stack(name: str) -> object:
+    """The fixture ``faults_stack`` of a test module: :func:`fault_stack` once per module, in a temporary folder
+    named ``name``. A module takes it with ``faults_stack = module_stack("...")``."""
+
+    @pytest.fixture(scope="module")
+    def faults_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+        with fault_stack(tmp_path_factory.mktemp(name) / "stack") as stack:
+            yield stack
+
+    return faults_stack
+
+
 def endpoints(stack: LocalStack) -> StackEndpoints:
     assert stack.endpoints is not None, "the fault stack is not running"
     return stack.endpoints

@@ -12,7 +12,6 @@ import contextlib
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,12 @@ from faults_support import (
     agent_config,
     alerts,
     endpoints,
-    fault_stack,
     free_port,
     gateways_for,
     hub_env,
     hub_stats,
     ledger,
+    module_stack,
     new_database,
     stored_count,
     wait_stored,
@@ -49,10 +48,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICES, INTERVAL_S = 10, 0.2
 
 
-@pytest.fixture(scope="module")
-def faults_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with fault_stack(tmp_path_factory.mktemp("edge-faults") / "stack") as stack:
-        yield stack
+faults_stack = module_stack("edge-faults")
 
 
 def outbox_rows(path: Path) -> list[Reading]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,12 @@ from faults_support import (
     Fleet,
     agent_config,
     endpoints,
-    fault_stack,
     free_port,
     gateways_for,
     hub_env,
     hub_stats,
     ledger,
+    module_stack,
     new_database,
     stored_count,
     wait_stored,
@@ -36,10 +35,7 @@ DEVICES, INTERVAL_S = 10, 0.2
 HUNG_S = 20
 
 
-@pytest.fixture(scope="module")
-def faults_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with fault_stack(tmp_path_factory.mktemp("hub-faults") / "stack") as stack:
-        yield stack
+faults_stack = module_stack("hub-faults")
 
 
 @pytest.mark.timeout(240)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ from faults_support import (
     Ledger,
     agent_config,
     endpoints,
-    fault_stack,
     free_port,
     gateways_for,
     hub_env,
     hub_stats,
     ledger,
+    module_stack,
     new_database,
     stored_count,
     wait_for,
@@ -46,10 +45,7 @@ HUNG_S = 30
 DOWN_S = 10
 
 
-@pytest.fixture(scope="module")
-def faults_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with fault_stack(tmp_path_factory.mktemp("influx-faults") / "stack") as stack:
-        yield stack
+faults_stack = module_stack("influx-faults")
 
 
 def finish(fleet: Fleet, agents: list[str], gateways: list[str], db: str) -> tuple[Ledger, dict[str, Any]]:

@@ -12,7 +12,6 @@ counting devices inside the namespace.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,12 @@ from faults_support import (
     Fleet,
     agent_config,
     endpoints,
-    fault_stack,
     free_port,
     gateways_for,
     hub_env,
     hub_stats,
     ledger,
+    module_stack,
     new_database,
     stored_count,
     wait_stored,
@@ -39,10 +38,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICES, INTERVAL_S = 10, 0.2
 
 
-@pytest.fixture(scope="module")
-def faults_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with fault_stack(tmp_path_factory.mktemp("netns-faults") / "stack") as stack:
-        yield stack
+faults_stack = module_stack("netns-faults")
 
 
 #: The link cut inside the namespace (the issue asks for 10 minutes; a minute keeps the suite's time).

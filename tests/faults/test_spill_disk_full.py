@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,11 +31,11 @@ from faults_support import (
     SITE,
     Fleet,
     endpoints,
-    fault_stack,
     free_port,
     gateways_for,
     hub_env,
     hub_stats,
+    module_stack,
     new_database,
     small_tmpfs,
     wait_for,
@@ -57,10 +56,7 @@ DOWN_S = 40
 STUCK_S = 15
 
 
-@pytest.fixture(scope="module")
-def faults_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with fault_stack(tmp_path_factory.mktemp("spill-faults") / "stack") as stack:
-        yield stack
+faults_stack = module_stack("spill-faults")
 
 
 def per_device(url: str, db: str) -> dict[str, int]:
