@@ -14,16 +14,13 @@ stand in for a site's 5 minutes: a problem is raised after two bad checks and cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import secrets
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import httpx
 import pytest
 from camera_support import CAMERA_GATEWAY, CAMERA_SITE, camera_agent_config
@@ -34,33 +31,24 @@ from devices.sim.onvif import OnvifSimulator
 from devices.sim.rtsp import RtspSimulator
 from edge.config import EdgeConfig
 from hub.auth import create_token_in
-from hub.config import (
-    AqiSettings,
-    BatchSettings,
-    HttpSettings,
-    HubSettings,
-    InfluxSettings,
-    MetricsSettings,
-    MqttSettings,
-    RegistrySettings,
-)
 from hub.service import Hub
 from ioc.stack import StackEndpoints
 from wire.v1 import (
     MAX_SNAPSHOT_BYTES,
-    ContractError,
     Event,
     EventType,
     Snapshot,
     SnapshotTrigger,
-    decode_for,
-    parse_topic,
 )
 
-# The hub tests' support module (the agent run in-process), imported top-level as they import it.
+# The hub tests' and the edge tests' support modules (the agent run in-process, the hub's settings, the recorder of
+# the gateway's messages), imported top-level as they import them (their folders on the path).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "edge"))
 
-from ops_support import running_agent
+from edge_support import MessageLog
+from edge_support import recording as edge_recording
+from ops_support import ops_settings, running_agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -79,82 +67,21 @@ def agent_config(stack: StackEndpoints, sim: RtspSimulator, onvif: OnvifSimulato
     return camera_agent_config(stack, sim, onvif, interval_s=2.0, check_interval_s=CHECK_INTERVAL_S)
 
 
-def hub_settings(stack: StackEndpoints, database: str, tmp_path: Path) -> HubSettings:
-    return HubSettings(
-        mqtt=MqttSettings(
-            host=stack.mqtt_host,
-            port=stack.mqtt_port,
-            **stack.hub_accounts(),
-            client_id=f"hub-cameras-{secrets.token_hex(4)}",
-            session_expiry_s=0,
-        ),
-        influx=InfluxSettings(url=stack.influx_url, database=database, retry_initial_s=0.05, retry_max_s=0.2),
-        batch=BatchSettings(max_delay_ms=50, drain_timeout_s=5),
-        http=HttpSettings(port=0),
-        metrics=MetricsSettings(interval_s=0),
-        aqi=AqiSettings(enabled=False),
-        registry=RegistrySettings(url=f"sqlite:///{tmp_path / 'hub.db'}"),
-    )
-
-
-class Recorder:
+class Recorder(MessageLog):
     """Every message on the gateway's ``event`` and ``snapshot`` topics, decoded with the contract, as the admin."""
 
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.messages: list[tuple[str, Any]] = []
-        self._changed = asyncio.Event()
-
-    async def collect(self) -> None:
-        async for message in self.client.messages:
-            channel = parse_topic(str(message.topic)).channel
-            assert isinstance(message.payload, bytes)
-            try:
-                self.messages.append((channel.value, decode_for(channel, message.payload)))
-            except ContractError as exc:
-                self.messages.append(("invalid", f"{message.topic}: {exc}"))
-            self._changed.set()
-
     def events(self) -> list[Event]:
-        return [p for c, p in self.messages if c == "event" and p.device == "cam-1"]
+        return [m.payload for m in self.messages if m.channel == "event" and m.payload.device == "cam-1"]
 
     def snapshots(self) -> list[Snapshot]:
-        return [p for c, p in self.messages if c == "snapshot"]
+        return [m.payload for m in self.messages if m.channel == "snapshot"]
 
     def invalid(self) -> list[str]:
-        return [p for c, p in self.messages if c == "invalid"]
-
-    async def until(self, predicate: Callable[[], Any], within_s: float) -> Any:
-        async with asyncio.timeout(within_s):
-            while not (found := predicate()):
-                self._changed.clear()
-                await self._changed.wait()
-            return found
+        return [m.payload for m in self.messages if m.channel == "invalid"]
 
 
-@contextlib.asynccontextmanager
-async def recording(stack: StackEndpoints, channels: tuple[str, ...]) -> AsyncIterator[Recorder]:
-    user, password = stack.credentials("admin")
-    client = aiomqtt.Client(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        username=user,
-        password=password,
-        identifier=f"test-cameras-{time.monotonic_ns()}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        timeout=10,
-    )
-    async with client:
-        recorder = Recorder(client)
-        for channel in channels:
-            await client.subscribe(f"{ROOT}/{channel}", qos=1)
-        task = asyncio.create_task(recorder.collect())
-        try:
-            yield recorder
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def recording(stack: StackEndpoints, channels: tuple[str, ...]) -> AbstractAsyncContextManager[Recorder]:
+    return edge_recording(stack, "cameras", [f"{ROOT}/{channel}" for channel in channels], Recorder)
 
 
 async def until(predicate: Callable[[], Any], within_s: float) -> Any:
@@ -176,7 +103,7 @@ async def test_a_black_picture_is_a_degraded_camera_on_the_broker_and_the_hub(
         RtspSimulator(["cam-1"]) as sim,
         OnvifSimulator(password="pw") as onvif,
         recording(stack, ("event", "snapshot")) as recorder,
-        Hub(hub_settings(stack, influx_db, tmp_path)) as hub,
+        Hub(ops_settings(stack, influx_db, tmp_path)) as hub,
     ):
         assert await hub.intake.wait_subscribed(10), "the hub did not subscribe within 10 s"
         health = hub.operations.health

@@ -1,6 +1,7 @@
 """What the edge integration tests share: an admin client of the test broker, a recorder of the gateway's
-messages decoded with the contract (the hub's side of the wire, without a hub), and for the replay tests an outbox
-left by an earlier run, a publisher against the test broker and a recorder of its data batches."""
+messages decoded with the contract (the hub's side of the wire, without a hub; the camera tests' too), and for the
+replay tests an outbox left by an earlier run, a publisher against the test broker and a recorder of its data
+batches."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ioc.stack import StackEndpoints
 from wire.v1 import ContractError, DataBatch, Reading, State, decode, decode_for, parse_topic
 
 T = TypeVar("T")
+Log = TypeVar("Log", bound="MessageLog")
 
 WAIT_S = 20.0
 
@@ -81,6 +83,25 @@ class MessageLog:
                 self._changed.clear()
                 await self._changed.wait()
             return result
+
+
+@contextlib.asynccontextmanager
+async def recording(
+    stack: StackEndpoints, name: str, topics: Iterable[str], log: Callable[[aiomqtt.Client], Log]
+) -> AsyncIterator[Log]:
+    """An admin client named ``name`` subscribed to ``topics`` (QoS 1), whose messages ``log(client)`` (a
+    :class:`MessageLog`) collects until the block ends; yields the log."""
+    async with admin_client(stack, name) as client:
+        found = log(client)
+        for topic in topics:
+            await client.subscribe(topic, qos=1)
+        collector = asyncio.create_task(found.collect())
+        try:
+            yield found
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
 
 
 async def retained_state(stack: StackEndpoints, root: str) -> State:

@@ -14,13 +14,14 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from edge_support import WAIT_S, MessageLog, Received, admin_client, retained_state
+from edge_support import WAIT_S, MessageLog, Received, retained_state
+from edge_support import recording as edge_recording
 
 from devices.sim.modbus import ModbusSimulator
 from edge.config import BrokerConfig, EdgeConfig, PublishConfig
@@ -61,19 +62,8 @@ class Recorder(MessageLog):
         ]
 
 
-@contextlib.asynccontextmanager
-async def recording(stack: StackEndpoints) -> AsyncIterator[Recorder]:
-    async with admin_client(stack, "recorder") as client:
-        recorder = Recorder(client)
-        for channel in ("state", "data", "event"):
-            await client.subscribe(f"{ROOT}/{channel}", qos=1)
-        task = asyncio.create_task(recorder.collect())
-        try:
-            yield recorder
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def recording(stack: StackEndpoints) -> contextlib.AbstractAsyncContextManager[Recorder]:
+    return edge_recording(stack, "recorder", [f"{ROOT}/{channel}" for channel in ("state", "data", "event")], Recorder)
 
 
 def agent_config(host: str, port: int, stack: StackEndpoints, sim_port: int, **broker: Any) -> EdgeConfig:

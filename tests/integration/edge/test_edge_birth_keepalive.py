@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from edge_support import MessageLog, Received, admin_client, retained_state
+from edge_support import MessageLog, Received, recording, retained_state
 
 from devices.driver import now_ms
 from devices.sim.modbus import ModbusSimulator
@@ -73,11 +73,7 @@ class Hub(MessageLog):
 @contextlib.asynccontextmanager
 async def agent_and_hub(stack: StackEndpoints, path: Path) -> AsyncIterator[tuple[Hub, State]]:
     """The agent of ``path`` running, the hub recording; yields the hub and the agent's first birth."""
-    async with admin_client(stack, "hub") as client:
-        hub = Hub(client)
-        for channel in ("state", "data", "cmd/ack"):
-            await client.subscribe(f"{ROOT}/{channel}", qos=1)
-        collector = asyncio.create_task(hub.collect())
+    async with recording(stack, "hub", [f"{ROOT}/{channel}" for channel in ("state", "data", "cmd/ack")], Hub) as hub:
         await asyncio.sleep(0.2)  # the retained state of an earlier test arrives first, marked retained
         stop = asyncio.Event()
         agent = asyncio.create_task(run_agent(load_config(path), stop, config_path=path))
@@ -88,9 +84,6 @@ async def agent_and_hub(stack: StackEndpoints, path: Path) -> AsyncIterator[tupl
             stop.set()
             async with asyncio.timeout(30):
                 await agent
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
         assert [m.payload for m in hub.messages if m.channel == "invalid"] == []
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from edge_support import MessageLog, admin_client
+from edge_support import MessageLog, recording
 
 from devices.driver import REGISTRY, DriverConfig, DriverSpec, MetricValue, Reading, now_ms
 from devices.errors import DeviceConfigError, DeviceResponseError
@@ -138,11 +138,7 @@ class Hub(MessageLog):
 
 @contextlib.asynccontextmanager
 async def agent_and_hub(stack: StackEndpoints, path: Path) -> AsyncIterator[Hub]:
-    async with admin_client(stack, "cmd-hub") as client:
-        hub = Hub(client)
-        await client.subscribe(f"{ROOT}/cmd/ack", qos=1)
-        await client.subscribe(f"{ROOT}/data", qos=1)
-        collector = asyncio.create_task(hub.collect())
+    async with recording(stack, "cmd-hub", [f"{ROOT}/cmd/ack", f"{ROOT}/data"], Hub) as hub:
         stop = asyncio.Event()
         agent = asyncio.create_task(run_agent(load_config(path), stop, config_path=path))
         try:
@@ -153,9 +149,6 @@ async def agent_and_hub(stack: StackEndpoints, path: Path) -> AsyncIterator[Hub]
             stop.set()
             async with asyncio.timeout(30):
                 await agent
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
         assert hub.invalid == []
 
 

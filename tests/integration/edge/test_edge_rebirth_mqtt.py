@@ -4,13 +4,12 @@ publishes a fresh retained birth of the same session, then acks ``ok``; its data
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from edge_support import MessageLog, admin_client, retained_state
+from edge_support import MessageLog, recording, retained_state
 
 from devices.driver import now_ms
 from edge.agent import run_agent
@@ -39,10 +38,8 @@ async def test_the_agent_answers_rebirth_with_a_fresh_birth_then_an_ok_ack(
     }
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    async with admin_client(stack, "rebirth-hub") as client:
-        log = MessageLog(client)
-        await client.subscribe(f"{ROOT}/#", qos=1)
-        collector = asyncio.create_task(log.collect())
+    async with recording(stack, "rebirth-hub", [f"{ROOT}/#"], MessageLog) as log:
+        client = log.client
         stop = asyncio.Event()
         agent = asyncio.create_task(run_agent(load_config(path), stop, config_path=path))
         try:
@@ -77,6 +74,3 @@ async def test_the_agent_answers_rebirth_with_a_fresh_birth_then_an_ok_ack(
             stop.set()
             async with asyncio.timeout(30):
                 await agent
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector

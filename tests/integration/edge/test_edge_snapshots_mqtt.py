@@ -4,10 +4,9 @@ only the latest of each camera, and go once it connects, on the snapshot topic a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
-from edge_support import MessageLog, admin_client
+from edge_support import MessageLog, recording
 
 from devices.driver import Frame, now_ms
 from edge.config import BrokerConfig, PublishConfig, SnapshotConfig
@@ -59,24 +58,16 @@ async def test_the_latest_snapshot_of_each_camera_waits_for_the_connection(stack
         agent_version="test",
         snapshots=snapshots,
     )
-    async with admin_client(stack, "snapshots") as client:
-        log = MessageLog(client)
-        await client.subscribe(f"{ROOT}/#", qos=1)
-        collector = asyncio.create_task(log.collect())
-        try:
+    async with recording(stack, "snapshots", [f"{ROOT}/#"], MessageLog) as log:
 
-            def received() -> list[Snapshot]:
-                return [m.payload for m in log.messages if m.channel == Channel.SNAPSHOT.value]
+        def received() -> list[Snapshot]:
+            return [m.payload for m in log.messages if m.channel == Channel.SNAPSHOT.value]
 
-            async with publisher:
-                await log.until(lambda: len(received()) == 2)
-                await log.until(lambda: stats.snapshots_sent == 2)
-                await asyncio.sleep(1.0)  # nothing more comes
-            session = {m.payload.session for m in log.messages if m.channel == Channel.STATE.value and m.payload.online}
-        finally:
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
+        async with publisher:
+            await log.until(lambda: len(received()) == 2)
+            await log.until(lambda: stats.snapshots_sent == 2)
+            await asyncio.sleep(1.0)  # nothing more comes
+        session = {m.payload.session for m in log.messages if m.channel == Channel.STATE.value and m.payload.online}
     first, second = received()
     assert (first.device, first.ts, first.jpeg, first.trigger, first.problems) == (
         "cam-2",
