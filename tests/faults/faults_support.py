@@ -238,6 +238,15 @@ class Fleet:
         self.children.start("hub", ioc_argv("hub"), env)
         self.wait_hub_ready()
 
+    def start_counting(self, database: str, gateways: list[str], *, devices: int, interval_s: float) -> list[str]:
+        """The hub writing to ``database``, then per gateway an agent of ``devices`` counting devices sampled every
+        ``interval_s`` (:func:`agent_config`, the stack's broker); the agents' names."""
+        self.start_hub(hub_env(self.ep, database, self.folder, free_port()))
+        return [
+            self.start_agent(gw, agent_config(self.folder, self.ep, gw, devices=devices, interval_s=interval_s))
+            for gw in gateways
+        ]
+
     def wait_hub_ready(self, timeout_s: float = HUB_READY_S) -> None:
         """Until the hub's health call says ``ok`` (MQTT connected, InfluxDB reachable)."""
         last = "no answer"

@@ -14,11 +14,8 @@ from pathlib import Path
 import pytest
 from faults_support import (
     Fleet,
-    agent_config,
     endpoints,
-    free_port,
     gateways_for,
-    hub_env,
     hub_stats,
     ledger,
     module_stack,
@@ -45,11 +42,7 @@ def test_hub_hung_20s_then_killed_and_restarted_loses_nothing(faults_stack: Loca
     db = new_database(faults_stack)
     gateways = gateways_for(0)
     with Fleet(faults_stack, tmp_path) as fleet:
-        fleet.start_hub(hub_env(ep, db, tmp_path, free_port()))
-        agents = [
-            fleet.start_agent(gw, agent_config(tmp_path, ep, gw, devices=DEVICES, interval_s=INTERVAL_S))
-            for gw in gateways
-        ]
+        agents = fleet.start_counting(db, gateways, devices=DEVICES, interval_s=INTERVAL_S)
         fleet.supervise("hub")
         fleet.wait(lambda: stored_count(ep, db) > 200, 30, "readings reach InfluxDB before the fault")
 

@@ -22,11 +22,8 @@ import pytest
 from faults_support import (
     Fleet,
     Ledger,
-    agent_config,
     endpoints,
-    free_port,
     gateways_for,
-    hub_env,
     hub_stats,
     ledger,
     module_stack,
@@ -76,11 +73,7 @@ def test_influxdb_killed_and_restarted_loses_nothing(faults_stack: LocalStack, t
     db = new_database(faults_stack)
     gateways = gateways_for(0)
     with Fleet(faults_stack, tmp_path) as fleet:
-        fleet.start_hub(hub_env(ep, db, tmp_path, free_port()))
-        agents = [
-            fleet.start_agent(gw, agent_config(tmp_path, ep, gw, devices=DEVICES, interval_s=INTERVAL_S))
-            for gw in gateways
-        ]
+        agents = fleet.start_counting(db, gateways, devices=DEVICES, interval_s=INTERVAL_S)
         wait_for(lambda: stored_count(ep, db) > 200, 30, "readings reach InfluxDB before the fault")
 
         fleet.signal("influxd", signal.SIGKILL)
@@ -107,11 +100,7 @@ def test_influxdb_hung_30s_spills_and_loses_nothing(faults_stack: LocalStack, tm
     db = new_database(faults_stack)
     gateways = gateways_for(1)
     with Fleet(faults_stack, tmp_path) as fleet:
-        fleet.start_hub(hub_env(ep, db, tmp_path, free_port()))
-        agents = [
-            fleet.start_agent(gw, agent_config(tmp_path, ep, gw, devices=DEVICES, interval_s=INTERVAL_S))
-            for gw in gateways
-        ]
+        agents = fleet.start_counting(db, gateways, devices=DEVICES, interval_s=INTERVAL_S)
         wait_for(lambda: stored_count(ep, db) > 200, 30, "readings reach InfluxDB before the fault")
 
         fleet.signal("influxd", signal.SIGSTOP)
