@@ -47,12 +47,11 @@ def write(tmp_path: Path, doc: object) -> Path:
 # in tests/golden/edge_check/; here, what needs the command itself (the console entry point, ``run``).
 
 
-def test_ioc_edge_check_end_to_end(tmp_path: Path) -> None:
-    """Through the ``ioc`` console entry point, as an operator runs it."""
+def ioc_edge(command: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """``ioc edge <command> <path>`` in a child process, without the developer's own IOC_EDGE_ variables."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("IOC_EDGE_")}
-    good = write(tmp_path, VALID)
-    run = subprocess.run(
-        [sys.executable, "-m", "ioc.cli", "edge", "check", str(good)],
+    return subprocess.run(
+        [sys.executable, "-m", "ioc.cli", "edge", command, str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -60,41 +59,26 @@ def test_ioc_edge_check_end_to_end(tmp_path: Path) -> None:
         env=env,
         check=False,
     )
+
+
+def test_ioc_edge_check_end_to_end(tmp_path: Path) -> None:
+    """Through the ``ioc`` console entry point, as an operator runs it."""
+    good = write(tmp_path, VALID)
+    run = ioc_edge("check", good)
     assert run.returncode == 0, run.stderr
     assert "kind air_quality" in run.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**VALID, "gateway": "GW 1"}), encoding="utf-8")
-    run = subprocess.run(
-        [sys.executable, "-m", "ioc.cli", "edge", "check", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    run = ioc_edge("check", bad)
     assert run.returncode == 2
     assert f"{bad}: gateway: String should match pattern" in run.stderr
     assert run.stdout == ""
 
 
-def _ioc_edge_run(path: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("IOC_EDGE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ioc.cli", "edge", "run", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
-
-
 def test_ioc_edge_run_refuses_a_bad_device_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
     bad_device = {**VALID["devices"][0], "id": "weather-2", "options": {"host": "10.0.0.2", "port": "nope"}}
     path = write(tmp_path, {**VALID, "devices": [VALID["devices"][0], bad_device]})
-    run = _ioc_edge_run(path)
+    run = ioc_edge("run", path)
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert "ioc edge run: invalid config" in run.stderr
@@ -121,7 +105,7 @@ def test_ioc_edge_run_names_the_file_and_field_of_what_only_start_up_finds(
         for key, value in publish_or_broker.items()
     }
     path = write(tmp_path, {**VALID, **section})
-    run = _ioc_edge_run(path)
+    run = ioc_edge("run", path)
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert f"ioc edge run: invalid config\n{path}: {expected}" in run.stderr
