@@ -41,14 +41,13 @@ raises the broker's soft limit to its hard one (the ansible role sets ``LimitNOF
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import os
 import re
 import resource
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Iterable
@@ -56,12 +55,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
-from hub.mqtt.codec import MAX_PACKET_BYTES
+from common import mosquitto_dynsec
+from hub.mqtt.codec import (
+    CONNACK,
+    DISCONNECT_PACKET,
+    MAX_PACKET_BYTES,
+    REASONS,
+    ConnAck,
+    MqttProtocolError,
+    Packet,
+    PacketReader,
+    decode_connack,
+    encode_connect,
+    reason_text,
+)
 from ioc.stack.errors import StackError
 from ioc.stack.packages import binary, find_lib_file
 from ioc.stack.process import ChildProcess
@@ -195,55 +202,16 @@ def build_accounts(gateways: Iterable[tuple[str, str]]) -> dict[str, Account]:
     return accounts
 
 
-def dynsec_acls(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """ACL-file lines as the dynamic-security plugin's ACLs: ``write`` is publishClientSend; ``read`` is
-    publishClientReceive and subscribePattern, also as an MQTT 5 shared subscription (the plugin checks the
-    whole filter, ``$share/{group}/`` included)."""
-    acls: list[dict[str, Any]] = []
-    for line in lines:
-        _, access, topic_filter = line.split(" ", 2)
-        kinds = []
-        if access in ("write", "readwrite"):
-            kinds.append(("publishClientSend", topic_filter))
-        if access in ("read", "readwrite"):
-            kinds += [
-                ("publishClientReceive", topic_filter),
-                ("subscribePattern", topic_filter),
-                ("subscribePattern", f"$share/+/{topic_filter}"),
-            ]
-        acls += [{"acltype": kind, "topic": t, "priority": 0, "allow": True} for kind, t in kinds]
-    return acls
+#: ACL-file lines as the plugin's ACLs (what the ansible role deploys is compared with the local stack's by it).
+dynsec_acls = mosquitto_dynsec.dynsec_acls
 
 
 def dynsec_config(accounts: dict[str, Account], iterations: int = HASH_ITERATIONS) -> dict[str, Any]:
-    """The dynamic-security plugin's file: one client and one role per account; anything not granted refused."""
-    clients = []
-    roles = []
-    for account in accounts.values():
-        salt = secrets.token_bytes(12)
-        digest = hashlib.pbkdf2_hmac("sha512", account.password.encode(), salt, iterations)
-        client: dict[str, Any] = {
-            "username": account.username,
-            "password": base64.b64encode(digest).decode(),
-            "salt": base64.b64encode(salt).decode(),
-            "iterations": iterations,
-            "roles": [{"rolename": account.username}],
-        }
-        if account.client_id is not None:
-            client["clientid"] = account.client_id
-        clients.append(client)
-        roles.append({"rolename": account.username, "acls": dynsec_acls(account.acl)})
-    return {
-        "defaultACLAccess": {
-            "publishClientSend": False,
-            "publishClientReceive": False,
-            "subscribe": False,
-            "unsubscribe": True,
-        },
-        "clients": clients,
-        "groups": [],
-        "roles": roles,
-    }
+    """The dynamic-security plugin's file (``common/mosquitto_dynsec.py``, as the ansible role writes it), each
+    password hashed with a fresh random salt."""
+    return mosquitto_dynsec.dynsec_config(
+        accounts.values(), lambda _username, _password: secrets.token_bytes(mosquitto_dynsec.SALT_BYTES), iterations
+    )
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -326,54 +294,70 @@ def raise_open_files(pid: int) -> tuple[int, int] | None:
 
 
 class ConnectRefused(StackError):
-    """The broker answered CONNACK with a failure reason code."""
+    """The broker answered CONNACK with a failure reason code (MQTT 5 section 3.2.2.2): ``reason_code`` its value,
+    ``reason`` its name (``bad user name or password``, ``not authorized``...)."""
 
-    def __init__(self, reason: ReasonCode) -> None:
-        super().__init__(f"broker refused the connection: {reason} ({reason.value:#04x})")
-        self.reason = reason
+    def __init__(self, reason_code: int, reason_string: str = "") -> None:
+        detail = f": {reason_string}" if reason_string else ""
+        super().__init__(f"broker refused the connection: {reason_text(reason_code)}{detail}")
+        self.reason_code = reason_code
+        self.reason = REASONS.get(reason_code, f"reason code 0x{reason_code:02X}")
+
+
+#: The largest CONNACK the probe reads: Mosquitto's is a few bytes (its properties: limits it announces).
+_PROBE_MAX_PACKET: Final = 64 * 1024
 
 
 def probe(host: str, port: int, username: str, password: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """One MQTT 5 CONNECT as ``username``: returns on a successful CONNACK.
+    """One MQTT 5 CONNECT as ``username``: returns on a successful CONNACK, after a normal DISCONNECT.
 
-    Raises :class:`ConnectRefused` on a failure CONNACK, :class:`StackError` when nothing answers in ``timeout``.
+    ``timeout`` bounds the whole probe, the TCP connect and the wait for CONNACK together. Raises
+    :class:`ConnectRefused` on a failure CONNACK; :class:`StackError` when the connection fails, nothing answers
+    within ``timeout``, the broker closes the connection first or answers with anything but a CONNACK.
     """
-    result: list[ReasonCode] = []
-
-    def on_connect(
-        _client: mqtt.Client,
-        _userdata: object,
-        _flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        _properties: Properties | None,
-    ) -> None:
-        result.append(reason_code)
-
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"ioc-stack-probe-{secrets.token_hex(4)}", protocol=mqtt.MQTTv5
-    )
-    client.username_pw_set(username, password)
-    client.on_connect = on_connect
-    client.connect_timeout = timeout
+    where = f"{host}:{port}"
     deadline = time.monotonic() + timeout
+    connect = encode_connect(
+        f"ioc-stack-probe-{secrets.token_hex(4)}",
+        keepalive_s=10,
+        clean_start=True,
+        username=username,
+        password=password,
+    )
     try:
-        client.connect(host, port, keepalive=10)
-        while not result and time.monotonic() < deadline:
-            client.loop(timeout=0.05)
-        if not result:
-            raise StackError(f"no CONNACK from {host}:{port} within {timeout:.1f} s")
-        if result[0].is_failure:
-            raise ConnectRefused(result[0])
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.sendall(connect)
+            connack = _read_connack(sock, where, deadline)
+            if connack.reason_code >= 0x80:  # MQTT 5 section 2.4: 0x80 and above are failures
+                raise ConnectRefused(connack.reason_code, connack.reason_string)
+            sock.sendall(DISCONNECT_PACKET)
+    except TimeoutError as exc:
+        raise StackError(f"no CONNACK from {where} within {timeout:.1f} s") from exc
     except OSError as exc:
-        raise StackError(f"cannot connect to {host}:{port}: {exc}") from exc
-    finally:
-        if result and not result[0].is_failure:
-            client.disconnect()
-            client.loop(timeout=0.05)
-        # Close the socket whatever state paho is in (a ResourceWarning is an error in our tests).
-        sock = client.socket()
-        if sock is not None:
-            sock.close()
+        raise StackError(f"cannot connect to {where}: {exc}") from exc
+
+
+def _read_connack(sock: socket.socket, where: str, deadline: float) -> ConnAck:
+    """The CONNACK that must be the broker's first packet, read in as many pieces as it arrives in, each read
+    bounded by what is left until ``deadline`` (TimeoutError past it)."""
+    reader = PacketReader(_PROBE_MAX_PACKET)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        data = sock.recv(4096)
+        if not data:
+            raise StackError(f"{where} closed the connection before CONNACK")
+        try:
+            packets = reader.feed(data)
+            if packets and isinstance(packets[0], Packet) and packets[0].type == CONNACK:
+                return decode_connack(packets[0].body)
+        except MqttProtocolError as exc:
+            raise StackError(f"{where} did not answer CONNECT with a CONNACK: {exc}") from exc
+        if packets:
+            raise StackError(f"{where} did not answer CONNECT with a CONNACK: its first packet is {packets[0]!r:.80}")
 
 
 def wait_ready(proc: ChildProcess, host: str, port: int, *, username: str, password: str, timeout: float) -> None:

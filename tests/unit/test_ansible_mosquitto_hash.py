@@ -1,4 +1,5 @@
-"""The mosquitto role's ``mosquitto_passwd_hash`` filter: Mosquitto 2's ``$7$`` format, stable, salted per account.
+"""The mosquitto role's ``mosquitto_passwd_hash`` filter: Mosquitto 2's ``$7$`` format, stable, salted per account;
+its ``mosquitto_dynsec_config`` and the local stack's file, both built by ``common/mosquitto_dynsec.py``.
 
 That Mosquitto accepts these hashes is shown end to end in tests/integration/test_ansible_roles.py (the broker
 configured by the role lets each account in with its password and refuses a wrong one).
@@ -128,3 +129,74 @@ def test_the_dynsec_file_is_the_local_stacks_with_stable_hashes() -> None:
         salt = base64.b64decode(client["salt"])
         digest = hashlib.pbkdf2_hmac("sha512", account.password.encode(), salt, 1000)
         assert base64.b64decode(client["password"]) == digest
+
+
+# ------------------------------------------------------------------------------------------------ the shared module
+
+
+def test_the_filter_and_the_stack_build_the_file_with_one_module() -> None:
+    """The filter loads common/mosquitto_dynsec.py from its place in the checkout, the file the stack imports."""
+    from common import mosquitto_dynsec  # noqa: PLC0415 - this test only
+    from ioc.stack import mosquitto  # noqa: PLC0415 - this test only
+
+    assert Path(mosquitto_dynsec.__file__).resolve() == plugin.DYNSEC_MODULE
+    assert Path(plugin.dynsec.__file__).resolve() == plugin.DYNSEC_MODULE
+    assert mosquitto.dynsec_acls is mosquitto_dynsec.dynsec_acls
+
+
+@pytest.mark.parametrize(
+    ("line", "acls"),
+    [
+        ("topic write ioc/v1/s/g/data", [("publishClientSend", "ioc/v1/s/g/data")]),
+        (
+            "topic read ioc/v1/+/+/state",
+            [
+                ("publishClientReceive", "ioc/v1/+/+/state"),
+                ("subscribePattern", "ioc/v1/+/+/state"),
+                ("subscribePattern", "$share/+/ioc/v1/+/+/state"),
+            ],
+        ),
+        (
+            "topic readwrite #",
+            [
+                ("publishClientSend", "#"),
+                ("publishClientReceive", "#"),
+                ("subscribePattern", "#"),
+                ("subscribePattern", "$share/+/#"),
+            ],
+        ),
+        (
+            "topic read a topic with spaces",
+            [
+                ("publishClientReceive", "a topic with spaces"),
+                ("subscribePattern", "a topic with spaces"),
+                ("subscribePattern", "$share/+/a topic with spaces"),
+            ],
+        ),
+    ],
+    ids=["write", "read", "readwrite", "filter with spaces"],
+)
+def test_an_acl_line_becomes_the_plugins_acls(line: str, acls: list[tuple[str, str]]) -> None:
+    assert plugin.dynsec.dynsec_acls([line]) == [
+        {"acltype": kind, "topic": topic, "priority": 0, "allow": True} for kind, topic in acls
+    ]
+
+
+@pytest.mark.parametrize("line", ["topic rw x", "pattern read x", "topic read", "user admin"])
+def test_an_acl_line_the_plugin_cannot_take_is_refused(line: str) -> None:
+    with pytest.raises(ValueError, match=r"expected 'topic read\|write\|readwrite <filter>'"):
+        plugin.dynsec.dynsec_acls([line])
+
+
+def test_the_stacks_file_has_random_salts_and_checkable_hashes() -> None:
+    from ioc.stack.mosquitto import build_accounts, dynsec_config  # noqa: PLC0415 - this test only
+
+    accounts = build_accounts([("site-a", "gw-1")])
+    first, second = dynsec_config(accounts, 10), dynsec_config(accounts, 10)
+    assert first["roles"] == second["roles"]
+    for one, two, account in zip(first["clients"], second["clients"], accounts.values(), strict=True):
+        assert one["salt"] != two["salt"]  # a fresh random salt on every start
+        salt = base64.b64decode(one["salt"])
+        assert len(salt) == 12
+        assert base64.b64decode(one["password"]) == hashlib.pbkdf2_hmac("sha512", account.password.encode(), salt, 10)
+        assert one["iterations"] == 10

@@ -6,6 +6,7 @@ Parsed from the source (ast), so a forbidden import fails here even if it sits i
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 from typing import Final
@@ -29,6 +30,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "edge": {"hub", "ioc", "dashboards", "fastapi", "uvicorn", "httpx", "influxdb_client"},
     "hub": {"devices", "edge", "ioc", "pymodbus", "aiomqtt", "paho"},
     "dashboards": {"devices", "edge", "ioc", "paho", "aiomqtt", "pymodbus"},
+    # The composition root may import every layer, but no MQTT library of its own: the stack runner's readiness
+    # probe speaks MQTT with the hub's codec, so the hub's wheelhouse needs no paho-mqtt (the edge's aiomqtt
+    # brings it to the edge's).
+    "ioc": {"paho", "aiomqtt"},
 }
 
 
@@ -71,6 +76,26 @@ def test_common_imports_only_the_standard_library_and_yaml() -> None:
 @pytest.mark.parametrize("package", sorted(set(FORBIDDEN) - {"common"}))
 def test_every_layer_may_import_common(package: str) -> None:
     assert "common" not in FORBIDDEN[package]
+
+
+#: What the hub host runs, from the ``hub`` extra: ``ioc hub``, ``ioc stack`` and ``ioc dashboards`` (ioc/cli.py).
+HUB_RUNTIME: Final = ("hub.cli", "hub.service", "ioc.cli", "ioc.stack.cli", "dashboards.cli")
+
+
+def test_the_hub_runtime_loads_no_mqtt_library_but_its_own() -> None:
+    """What the hub's commands import, all the way down, holds no paho-mqtt nor aiomqtt, nor the edge's code:
+    the hub's lock (requirements/hub.txt) has neither library, and one MQTT stack serves the hub process."""
+    code = (
+        "import importlib, sys\n"
+        f"for name in {HUB_RUNTIME!r}: importlib.import_module(name)\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = set(done.stdout.split())
+    assert {"hub", "ioc", "dashboards", "wire", "common"} <= loaded  # the check sees the modules it imported
+    assert sorted(loaded & {"paho", "aiomqtt", "edge", "devices", "pymodbus"}) == []
 
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:

@@ -89,3 +89,15 @@ def test_every_pin_of_every_lock_carries_a_hash() -> None:
         blocks = re.split(r"^(?=[A-Za-z0-9][^\s]*==)", lock.read_text(), flags=re.MULTILINE)[1:]
         assert blocks, lock.name
         assert [b.split()[0] for b in blocks if "--hash=sha256:" not in b] == [], lock.name
+
+
+def test_the_hub_lock_has_no_paho_mqtt_and_the_edge_lock_has() -> None:
+    """The hub speaks MQTT with its own codec (hub/mqtt/), its stack runner's probe too; paho-mqtt comes with
+    aiomqtt, which only the edge installs."""
+    hub = check_lock.read_lock(LOCKS / "hub.txt")
+    edge = check_lock.read_lock(LOCKS / "edge.txt")
+    assert {"fastapi", "msgspec"} <= hub.keys()  # the hub's lock, read
+    assert sorted(hub.keys() & {"paho-mqtt", "aiomqtt"}) == []
+    assert {"paho-mqtt", "aiomqtt"} <= edge.keys()
+    hub_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["hub"]
+    assert [d for d in hub_extra if d.startswith(("paho", "aiomqtt"))] == []

@@ -1,7 +1,9 @@
 """``mosquitto_passwd_hash``: a Mosquitto 2 password-file hash computed on the controller, so the role can
 template the password file and stay idempotent; ``mosquitto_dynsec_config``: the dynamic-security plugin's file
 (accounts with the same hashes, each account's ACL as its role, gateways bound to their client ids), as
-``ioc/stack/mosquitto.py`` writes it for the local stack.
+``ioc/stack/mosquitto.py`` writes it for the local stack: both build it with ``common/mosquitto_dynsec.py``,
+which this plugin loads by its path in the same checkout (the controller's Python need not have the project
+installed; that module is standard library only for this reason).
 
 Mosquitto 2 stores ``$7$<iterations>$<base64 salt>$<base64 PBKDF2-HMAC-SHA512>`` (12-byte salt, 64-byte hash;
 ``mosquitto_passwd`` writes the same, see mosquitto's ``apps/mosquitto_passwd`` and ``src/password_mosq.c``).
@@ -15,16 +17,40 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib.util
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final, NamedTuple
 
 #: Mosquitto's own default is 101; each CONNECT pays for this once, so it stays moderate.
 DEFAULT_ITERATIONS: Final = 10_000
-SALT_BYTES: Final = 12
+#: The shared module, from this file's place in the checkout: ansible/roles/mosquitto/filter_plugins/.
+DYNSEC_MODULE: Final = Path(__file__).resolve().parents[4] / "common/mosquitto_dynsec.py"
 
 
-def mosquitto_passwd_hash(password: str, username: str, salt_key: str, iterations: int = DEFAULT_ITERATIONS) -> str:
-    """The ``$7$...`` hash of ``password`` for ``username``, as in a Mosquitto 2 password file."""
+def _load_dynsec() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ioc_common_mosquitto_dynsec", DYNSEC_MODULE)
+    if spec is None or spec.loader is None or not DYNSEC_MODULE.is_file():
+        raise ImportError(f"mosquitto filters: {DYNSEC_MODULE} not found (run ansible from the project's checkout)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+dynsec = _load_dynsec()
+SALT_BYTES: Final[int] = dynsec.SALT_BYTES
+
+
+class _Account(NamedTuple):
+    username: str
+    password: str
+    acl: Iterable[str]
+    client_id: str | None
+
+
+def _salt(password: str, username: str, salt_key: str, iterations: int) -> bytes:
+    """The account's stable salt, once its inputs are checked."""
     if not password:
         raise ValueError(f"mosquitto account {username!r}: empty password")
     if not salt_key:
@@ -34,32 +60,14 @@ def mosquitto_passwd_hash(password: str, username: str, salt_key: str, iteration
     if not 1 <= iterations <= 10_000_000:
         raise ValueError(f"mosquitto_passwd_hash: iterations {iterations} out of 1..10000000")
     message = f"{username}\0{password}".encode()
-    salt = hmac.new(salt_key.encode(), message, hashlib.sha256).digest()[:SALT_BYTES]
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return hmac.new(salt_key.encode(), message, hashlib.sha256).digest()[:SALT_BYTES]
+
+
+def mosquitto_passwd_hash(password: str, username: str, salt_key: str, iterations: int = DEFAULT_ITERATIONS) -> str:
+    """The ``$7$...`` hash of ``password`` for ``username``, as in a Mosquitto 2 password file."""
+    salt = _salt(password, username, salt_key, iterations)
+    digest: bytes = dynsec.password_digest(password, salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def dynsec_acls(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """ACL-file lines (``topic read|write|readwrite <filter>``) as the dynamic-security plugin's ACLs: ``write``
-    is publishClientSend; ``read`` is publishClientReceive and subscribePattern, also as an MQTT 5 shared
-    subscription (the plugin checks the whole filter, ``$share/{group}/`` included). As ioc/stack/mosquitto.py."""
-    acls: list[dict[str, Any]] = []
-    for line in lines:
-        words = line.split(" ", 2)
-        if len(words) != 3 or words[0] != "topic" or words[1] not in ("read", "write", "readwrite"):
-            raise ValueError(f"ACL line {line!r}: expected 'topic read|write|readwrite <filter>'")
-        _, access, topic_filter = words
-        kinds = []
-        if access in ("write", "readwrite"):
-            kinds.append(("publishClientSend", topic_filter))
-        if access in ("read", "readwrite"):
-            kinds += [
-                ("publishClientReceive", topic_filter),
-                ("subscribePattern", topic_filter),
-                ("subscribePattern", f"$share/+/{topic_filter}"),
-            ]
-        acls += [{"acltype": kind, "topic": t, "priority": 0, "allow": True} for kind, t in kinds]
-    return acls
 
 
 def mosquitto_dynsec_config(
@@ -67,33 +75,11 @@ def mosquitto_dynsec_config(
 ) -> dict[str, Any]:
     """The plugin's file: one client and one role per account (``username``, ``password``, ``acl`` lines and an
     optional ``client_id`` the account must connect with); what no role grants is refused."""
-    clients = []
-    roles = []
-    for account in accounts:
-        username, password = account["username"], account["password"]
-        _, _, _, salt, digest = mosquitto_passwd_hash(password, username, salt_key, iterations).split("$")
-        client: dict[str, Any] = {
-            "username": username,
-            "password": digest,
-            "salt": salt,
-            "iterations": iterations,
-            "roles": [{"rolename": username}],
-        }
-        if account.get("client_id"):
-            client["clientid"] = account["client_id"]
-        clients.append(client)
-        roles.append({"rolename": username, "acls": dynsec_acls(account.get("acl", []))})
-    return {
-        "defaultACLAccess": {
-            "publishClientSend": False,
-            "publishClientReceive": False,
-            "subscribe": False,
-            "unsubscribe": True,
-        },
-        "clients": clients,
-        "groups": [],
-        "roles": roles,
-    }
+    listed = [_Account(a["username"], a["password"], a.get("acl", []), a.get("client_id") or None) for a in accounts]
+    config: dict[str, Any] = dynsec.dynsec_config(
+        listed, lambda username, password: _salt(password, username, salt_key, iterations), iterations
+    )
+    return config
 
 
 class FilterModule:
