@@ -62,9 +62,11 @@ async def test_a_replay_larger_than_a_message_goes_as_several_each_within_the_li
         )
         async with publisher:
             for _ in range(600):  # the recorder's list: no event to wait on
-                # And the publisher has its acknowledgements: leaving the block while the last batch's PUBACK is
-                # on its way left it in the outbox, and the drain sent it again (the last batch twice, in CI).
-                if sum(len(b.readings) for _, b in received) >= BACKLOG and stats.readings_sent >= BACKLOG:
+                # And the publisher has its acknowledgements committed: leaving the block while the last batch's
+                # PUBACK, or the outbox's commit after it, is on its way left it in the outbox, and the drain sent
+                # it again (the last batch twice, in CI). readings_sent counts a batch once acknowledged, before
+                # its commit is done, so the outbox's own level is what tells.
+                if sum(len(b.readings) for _, b in received) >= BACKLOG and len(outbox) == 0:
                     break
                 await asyncio.sleep(0.1)
 
