@@ -141,9 +141,11 @@ class KeptAnswers:
         self._started = False
         self._site_of: dict[str, str] = {}
         """Registry device id -> its site (those with one)."""
-        self._devices_at: dict[str, set[str]] = {}
+        # Dictionaries of strings to None, not sets: the garbage collector leaves them alone (10,000 fewer objects
+        # for its full collections to visit in a city of 5,000 sites).
+        self._devices_at: dict[str, dict[str, None]] = {}
         """Site -> the ids of the registry's devices at it."""
-        self._gateways_at: dict[str, set[str]] = {}
+        self._gateways_at: dict[str, dict[str, None]] = {}
         """Site -> the keys of the health monitor's gateways at it."""
 
     @property
@@ -164,7 +166,7 @@ class KeptAnswers:
         if not (sites or devices or gateways or restated):
             return
         for site in sites:  # a site's ward shows its gateways to other tokens
-            gateways |= self._gateways_at.get(site, set())
+            gateways.update(self._gateways_at.get(site, ()))
         sites = set(sites)
         for device_id in devices:  # their site may have changed: both sites' counts
             device = registry.devices.get(device_id)
@@ -173,13 +175,13 @@ class KeptAnswers:
             if new == old:
                 continue
             if old is not None:
-                self._devices_at[old].discard(device_id)
+                del self._devices_at[old][device_id]
                 sites.add(old)
             if new is None:
                 del self._site_of[device_id]
             else:
                 self._site_of[device_id] = new
-                self._devices_at.setdefault(new, set()).add(device_id)
+                self._devices_at.setdefault(new, {})[device_id] = None
                 sites.add(new)
         for device_id in restated:  # a device whose state changed: its site's counts
             at = self._site_of.get(device_id)
@@ -212,7 +214,7 @@ class KeptAnswers:
             self.gateways.remove(key)
             return
         site = gw.site
-        self._gateways_at.setdefault(site, set()).add(key)
+        self._gateways_at.setdefault(site, {})[key] = None
         machine = gw.machine
         item = {
             "key": key,
