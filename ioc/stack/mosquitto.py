@@ -311,9 +311,11 @@ _PROBE_MAX_PACKET: Final = 64 * 1024
 def probe(host: str, port: int, username: str, password: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """One MQTT 5 CONNECT as ``username``: returns on a successful CONNACK, after a normal DISCONNECT.
 
-    ``timeout`` bounds the whole probe, the TCP connect and the wait for CONNACK together. Raises
-    :class:`ConnectRefused` on a failure CONNACK; :class:`StackError` when the connection fails, nothing answers
-    within ``timeout``, the broker closes the connection first or answers with anything but a CONNACK.
+    ``timeout`` bounds the whole probe, the TCP connect (to every address of ``host`` tried) and the wait for
+    CONNACK together; the name lookup is the system resolver's and not bounded by it. Raises
+    :class:`ConnectRefused` on a failure CONNACK; :class:`StackError` when no TCP connection is made (refused,
+    unreachable, or none within ``timeout``), no CONNACK arrives within ``timeout``, the broker closes the
+    connection first or answers with anything but a CONNACK.
     """
     where = f"{host}:{port}"
     deadline = time.monotonic() + timeout
@@ -325,7 +327,7 @@ def probe(host: str, port: int, username: str, password: str, timeout: float = P
         password=password,
     )
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with _connect_by(host, port, where, timeout, deadline) as sock:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             sock.sendall(connect)
             connack = _read_connack(sock, where, deadline)
@@ -336,6 +338,45 @@ def probe(host: str, port: int, username: str, password: str, timeout: float = P
         raise StackError(f"no CONNACK from {where} within {timeout:.1f} s") from exc
     except OSError as exc:
         raise StackError(f"cannot connect to {where}: {exc}") from exc
+
+
+def _connect_by(host: str, port: int, where: str, timeout: float, deadline: float) -> socket.socket:
+    """A TCP connection to the first of ``host``'s addresses that takes one, each tried with what is left until
+    ``deadline`` (``socket.create_connection`` would give each address the whole timeout, so a name with two
+    addresses that drop SYNs would take twice as long). :class:`StackError` when none connects: "no TCP
+    connection within" when time ran out, else each address's error (refused, unreachable)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    except OSError as exc:  # socket.gaierror: an unknown name
+        raise StackError(f"cannot connect to {where}: {exc}") from exc
+    errors: list[str] = []
+    timed_out = False
+    for family, kind, proto, _canonname, address in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:  # a family this host does not support
+            errors.append(str(exc))
+            continue
+        try:
+            sock.settimeout(left)
+            sock.connect(address)
+        except TimeoutError:
+            sock.close()
+            timed_out = True
+        except OSError as exc:
+            sock.close()
+            errors.append(str(exc))
+        else:
+            return sock
+    others = "; ".join(dict.fromkeys(errors))
+    if timed_out:
+        also = f" ({others})" if others else ""
+        raise StackError(f"cannot connect to {where}: no TCP connection within {timeout:.1f} s{also}")
+    raise StackError(f"cannot connect to {where}: {others or 'the name has no address'}")
 
 
 def _read_connack(sock: socket.socket, where: str, deadline: float) -> ConnAck:

@@ -1,6 +1,6 @@
 """The stack's readiness probe (``ioc.stack.mosquitto.probe``): one MQTT 5 CONNECT over a plain socket with the
 hub's codec, against the real Mosquitto of the session's stack and against local servers that misbehave on
-purpose (silent, slow, closing, not MQTT), each over a real socket."""
+purpose (silent, slow, closing, not MQTT, accepting no connection), each over a real socket."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -205,3 +205,54 @@ def test_nothing_listening_is_a_stack_error() -> None:
         port = taken.getsockname()[1]
     with pytest.raises(StackError, match=rf"cannot connect to 127\.0\.0\.1:{port}: .*refused"):
         probe("127.0.0.1", port, "u", "p", timeout=2.0)
+
+
+@contextmanager
+def full_backlog() -> Iterator[tuple[str, int]]:
+    """A loopback listener whose accept queue is full and never drained: ``listen(0)`` and connections it never
+    accepts. Linux then drops the SYN of a further connect (``tcp_abort_on_overflow`` 0, the default: no reset),
+    and the client waits as behind a firewall that drops packets. Filled until a connect really hangs."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener, ExitStack() as pending:
+        host, port = listener.getsockname()[:2]
+        for _ in range(16):
+            client = pending.enter_context(socket.socket())
+            client.settimeout(0.3)
+            try:
+                client.connect((host, port))
+            except TimeoutError:
+                break  # this one hung: the queue is full, so will the probe's connect
+        else:
+            raise AssertionError("16 connects to a listen(0) socket that accepts none were all taken at once")
+        yield host, port
+
+
+def test_no_tcp_connection_within_the_timeout_is_not_reported_as_no_connack() -> None:
+    with full_backlog() as (host, port):
+        started = time.monotonic()
+        with pytest.raises(
+            StackError, match=rf"^cannot connect to 127\.0\.0\.1:{port}: no TCP connection within 1\.0 s$"
+        ):
+            probe(host, port, "u", "p", timeout=1.0)
+        took = time.monotonic() - started
+    assert 0.95 <= took < 1.5
+
+
+def test_a_name_with_two_silent_addresses_is_given_up_at_one_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each address gets what is left of the timeout, not the whole of it."""
+    with full_backlog() as (host, port):
+        silent_address = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
+        looked_up: list[object] = []
+
+        def two_silent_addresses(name: object, *_args: object, **_kwargs: object) -> list[object]:
+            looked_up.append(name)
+            return [silent_address, silent_address]
+
+        monkeypatch.setattr(socket, "getaddrinfo", two_silent_addresses)
+        started = time.monotonic()
+        with pytest.raises(
+            StackError, match=rf"^cannot connect to broker\.test:{port}: no TCP connection within 1\.0 s$"
+        ):
+            probe("broker.test", port, "u", "p", timeout=1.0)
+        took = time.monotonic() - started
+    assert looked_up == ["broker.test"]
+    assert 0.95 <= took < 1.5
