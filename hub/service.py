@@ -210,7 +210,15 @@ class Hub:
         assert pipeline is not None
         assert pipeline.admission is not None
         assert operations is not None
-        snapshots = await stack.enter_async_context(running_snapshots(self.settings.snapshots, pipeline.admission))
+        registry = operations.registry
+
+        def registry_kind(device: str) -> str | None:
+            found = registry.devices.get(device)
+            return (found.kind or None) if found is not None else None
+
+        snapshots = await stack.enter_async_context(
+            running_snapshots(self.settings.snapshots, pipeline.admission, registry_kind)
+        )
         snapshots.store.subscribe(snapshot_events(operations))
         pipeline.snapshots = snapshots
         return snapshots

@@ -249,6 +249,11 @@ class Admission:
     def owner(self, device: str) -> tuple[str, str] | None:
         return self._owners.get(device)
 
+    def birth_seen(self, site: str, gateway: str) -> bool:
+        """Whether a birth of ``site``/``gateway`` was seen since the hub started."""
+        gate = self._gateways.get((site, gateway))
+        return gate is not None and gate.birth_seen
+
     def announced_kind(self, site: str, gateway: str, device: str) -> str | None:
         """The kind ``device`` has in ``site``/``gateway``'s current birth; None when that birth did not announce
         it, when no birth of that gateway was seen since the hub started, or for the gateway's own id."""

@@ -4,9 +4,14 @@ A site box can be captured, so a snapshot is hostile until checked. The contract
 (``wire.v1.MAX_SNAPSHOT_BYTES``), its ids and its time range; here, in this order:
 
 - the camera belongs to another gateway: ``foreign_device``;
-- the gateway's current birth did not announce it (or no birth was seen since the hub started):
-  ``unannounced_device`` (the hub asks that gateway for a new birth, as for data);
-- it was announced with a kind that is not a camera's (``snapshots.kinds``): ``not_a_camera``;
+- the gateway's current birth did not announce it: ``unannounced_device`` (the hub asks that gateway for a new
+  birth, as for data). Until the hub has seen a birth of the gateway since it started, a camera the registry
+  gives that gateway is judged by the kind the registry recorded (its last birth or the inventory), as data is
+  admitted for the devices the registry gives it: after a hub restart the broker delivers what the hub's session
+  queued while it was away before the retained births (they come with the subscription), and a city's
+  snapshots of that time would otherwise all be refused and raise security alerts;
+- it was announced (or, before a birth, recorded) with a kind that is not a camera's (``snapshots.kinds``):
+  ``not_a_camera``;
 - ``ts`` outside the window readings are held to (``admission.max_replay_age_s`` back,
   ``admission.max_clock_skew_s`` ahead): ``clock_skew``;
 - the bytes are not a JPEG whose frame header gives a sane picture size (hub/snapshots/jpeg.py): ``bad_image``;
@@ -68,8 +73,12 @@ class SnapshotIntake:
         store: SnapshotStore,
         rules: SnapshotRules | None = None,
         clock: Callable[[], float] = time.time,
+        registry_kind: Callable[[str], str | None] = lambda _device: None,
     ) -> None:
+        """``registry_kind``: the kind the registry recorded for a device (None: unknown), for gateways without a
+        birth since the hub started (the module docstring)."""
         self.admission = admission
+        self._registry_kind = registry_kind
         self.store = store
         self.rules = rules or SnapshotRules()
         self._clock = clock
@@ -99,13 +108,18 @@ class SnapshotIntake:
         owner = admission.owner(device)
         if owner is not None and owner != (site, gateway):
             raise _Refused(RefusalReason.FOREIGN_DEVICE, f"device {device!r} belongs to {owner[0]}/{owner[1]}")
-        kind = admission.announced_kind(site, gateway, device)
-        if kind is None:
-            raise _Refused(RefusalReason.UNANNOUNCED_DEVICE, f"device {device!r} is not in the gateway's current birth")
+        if admission.birth_seen(site, gateway):
+            kind, how = admission.announced_kind(site, gateway, device), "announced"
+            if kind is None:
+                detail = f"device {device!r} is not in the gateway's current birth"
+                raise _Refused(RefusalReason.UNANNOUNCED_DEVICE, detail)
+        else:
+            kind, how = (self._registry_kind(device) if owner == (site, gateway) else None), "recorded"
+            if kind is None:
+                detail = f"device {device!r} is not in the gateway's current birth (none seen yet) nor its registry's"
+                raise _Refused(RefusalReason.UNANNOUNCED_DEVICE, detail)
         if kind not in self.rules.kinds:
-            raise _Refused(
-                RefusalReason.NOT_A_CAMERA, f"device {device!r} was announced as {kind!r}, not a camera kind"
-            )
+            raise _Refused(RefusalReason.NOT_A_CAMERA, f"device {device!r} was {how} as {kind!r}, not a camera kind")
 
     def _check_time(self, ts: int, now: float) -> None:
         rules = self.admission.rules

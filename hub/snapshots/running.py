@@ -7,7 +7,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from common.tasks import cancel_and_wait
@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def running_snapshots(settings: SnapshotSettings, admission: Admission) -> AsyncIterator[SnapshotIntake]:
+async def running_snapshots(
+    settings: SnapshotSettings, admission: Admission, registry_kind: Callable[[str], str | None]
+) -> AsyncIterator[SnapshotIntake]:
     """The intake (with its store, ``.store``) and the retention task, until the block exits; then what is queued
-    is written (the store's exit) and a temporary folder (``snapshots.dir`` unset) removed."""
+    is written (the store's exit) and a temporary folder (``snapshots.dir`` unset) removed. ``registry_kind``:
+    the kind the registry recorded for a device (:class:`SnapshotIntake`)."""
     tmp: Path | None = None
     folder = settings.dir
     if folder is None:
@@ -45,7 +48,7 @@ async def running_snapshots(settings: SnapshotSettings, admission: Admission) ->
                     settings.min_side,
                     settings.max_side,
                 )
-                yield SnapshotIntake(admission, store, rules)
+                yield SnapshotIntake(admission, store, rules, registry_kind=registry_kind)
             finally:
                 await cancel_and_wait([retention])
     finally:

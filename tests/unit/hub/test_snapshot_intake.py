@@ -117,3 +117,42 @@ async def test_the_rate_is_a_bucket_per_camera_and_refusals_take_no_token(setup:
     clock.now += 0.2
     assert take("site-a", "gw-1", snapshot()) == []
     assert intake.admission.refusals_by_gateway()["site-a/gw-1"] == {"bad_image": 1, "snapshot_rate": 2}
+
+
+async def test_before_a_birth_a_camera_the_registry_gives_the_gateway_is_judged_by_its_recorded_kind(
+    tmp_path: Path,
+) -> None:
+    """After a hub restart the broker hands over what the hub's session queued (snapshots among it) before the
+    retained births: a camera the registry gives that gateway is taken by the kind it recorded, as its data is."""
+    clock = Clock(NOW_S)
+    admission = Admission(clock=clock)
+    admission.set_owners({"cam-1": ("site-a", "gw-1"), "aq-1": ("site-a", "gw-1"), "cam-9": ("site-b", "gw-2")})
+    recorded = {"cam-1": "camera", "aq-1": "air_quality", "cam-9": "camera", "cam-2": "camera"}
+    async with SnapshotStore(tmp_path) as store:
+        intake = SnapshotIntake(admission, store, clock=clock, registry_kind=recorded.get)
+        assert not admission.birth_seen("site-a", "gw-1")
+        assert intake.take("site-a", "gw-1", snapshot("cam-1")) == []
+        refused = [
+            intake.take("site-a", "gw-1", snapshot("aq-1")),  # the registry's own kind: not a camera
+            intake.take("site-a", "gw-1", snapshot("cam-9")),  # another gateway's camera
+            intake.take("site-a", "gw-1", snapshot("cam-2")),  # a camera the registry gives no one
+        ]
+        assert [(r.reason, r.detail) for [r] in refused] == [
+            (RefusalReason.NOT_A_CAMERA, "device 'aq-1' was recorded as 'air_quality', not a camera kind"),
+            (RefusalReason.FOREIGN_DEVICE, "device 'cam-9' belongs to site-b/gw-2"),
+            (
+                RefusalReason.UNANNOUNCED_DEVICE,
+                "device 'cam-2' is not in the gateway's current birth (none seen yet) nor its registry's",
+            ),
+        ]
+        # Once a birth is seen, it alone says what the gateway runs: a camera it leaves out is refused.
+        devices = [DeviceInfo("aq-1", "air_quality", "p", 60.0)]
+        admission.state("site-a", "gw-1", State(online=True, session=SESSION, devices=devices))
+        assert admission.birth_seen("site-a", "gw-1")
+        [refusal] = intake.take("site-a", "gw-1", snapshot("cam-1", ts_ms=int(NOW_S * 1000) + 1))
+        assert (refusal.reason, refusal.detail) == (
+            RefusalReason.UNANNOUNCED_DEVICE,
+            "device 'cam-1' is not in the gateway's current birth",
+        )
+        await store._queue.join()
+        assert [s.ts for s in store.history("cam-1", 10)[1]] == [int(NOW_S * 1000)]
