@@ -16,7 +16,10 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = ROOT / "ansible"
+#: What the mosquitto role's filter plugin loads from the checkout, next to ansible/ (its ``DYNSEC_MODULE``).
+DYNSEC_MODULE = "common/mosquitto_dynsec.py"
 BIN = Path(sys.executable).parent
 EXAMPLE_VAULT_PASSWORD = ANSIBLE_DIR / "inventories/example/vault-password.EXAMPLE"
 PLAYBOOKS = sorted(p.name for p in ANSIBLE_DIR.glob("*.yml"))
@@ -55,16 +58,26 @@ def test_playbook_passes_syntax_check(playbook: str, tmp_path: Path) -> None:
     assert f"playbook: {playbook}" in done.stdout
 
 
+def assert_every_plugin_loaded(output: str) -> None:
+    """Ansible skips a plugin that fails to load with only a warning; its filters are then missing."""
+    assert "Skipping plugin" not in output, output
+
+
 def test_ansible_lint_production_profile_passes(tmp_path: Path) -> None:
     done = lint(ANSIBLE_DIR, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Profile 'production' was required, and it passed" in done.stdout + done.stderr
+    assert_every_plugin_loaded(done.stdout + done.stderr)
 
 
 def test_ansible_lint_catches_a_violation(tmp_path: Path) -> None:
-    """The check above can fail: a copy of ansible/ with one sloppy task is refused, and the rule is named."""
+    """The check above can fail: a copy of ansible/ with one sloppy task is refused, and the rule is named. The
+    copy takes along the module the mosquitto filters load from the checkout (ansible/ is used where it is,
+    docs/deployment.md), at the same place relative to ansible/."""
     project = tmp_path / "ansible"
     shutil.copytree(ANSIBLE_DIR, project)
+    (tmp_path / DYNSEC_MODULE).parent.mkdir()
+    shutil.copy2(ROOT / DYNSEC_MODULE, tmp_path / DYNSEC_MODULE)
     tasks = project / "roles/edge_agent/tasks/main.yml"
     tasks.write_text(
         tasks.read_text(encoding="utf-8") + "\n- ansible.builtin.command: systemctl restart ioc-edge\n",
@@ -75,3 +88,4 @@ def test_ansible_lint_catches_a_violation(tmp_path: Path) -> None:
     output = done.stdout + done.stderr
     assert "name[missing]" in output, output
     assert "no-changed-when" in output, output
+    assert_every_plugin_loaded(output)
