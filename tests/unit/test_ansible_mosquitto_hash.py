@@ -7,18 +7,27 @@ configured by the role lets each account in with its password and refuses a wron
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import importlib.util
+import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[2] / "ansible/roles/mosquitto/filter_plugins/mosquitto_passwd.py"
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_IN_ROLE = "ansible/roles/mosquitto/filter_plugins/mosquitto_passwd.py"
+PLUGIN = ROOT / PLUGIN_IN_ROLE
+DYNSEC_MODULE = "common/mosquitto_dynsec.py"
+#: The controller's Python as ansible may run it: the system's, without this project's virtualenv.
+SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
 def load_plugin() -> ModuleType:
@@ -200,3 +209,136 @@ def test_the_stacks_file_has_random_salts_and_checkable_hashes() -> None:
         assert len(salt) == 12
         assert base64.b64decode(one["password"]) == hashlib.pbkdf2_hmac("sha512", account.password.encode(), salt, 10)
         assert one["iterations"] == 10
+
+
+# ------------------------------------------------------------------------------------------------ on the controller
+# The filter runs in ansible-playbook's Python, which need not have the project (or PyYAML) installed: the module
+# it loads stays standard library only, although tests/unit/test_layering.py lets the rest of common/ import yaml.
+
+
+def non_stdlib_imports(source: str) -> list[str]:
+    """Every import in ``source`` of something outside the standard library (``sys.stdlib_module_names``),
+    relative imports included, each as written."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] not in sys.stdlib_module_names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level or module.split(".")[0] not in sys.stdlib_module_names:
+                found.append("." * node.level + module)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from __future__ import annotations\nimport base64, hashlib\nfrom collections.abc import Callable", []),
+        ("import yaml", ["yaml"]),
+        ("from common import paths", ["common"]),
+        ("from . import paths", ["."]),
+        ("def f():\n    import ioc.stack.mosquitto", ["ioc.stack.mosquitto"]),
+    ],
+    ids=["stdlib", "yaml", "common", "relative", "in a function"],
+)
+def test_non_stdlib_imports_are_found(source: str, found: list[str]) -> None:
+    assert non_stdlib_imports(source) == found
+
+
+def test_the_shared_module_imports_the_standard_library_only() -> None:
+    assert non_stdlib_imports((ROOT / DYNSEC_MODULE).read_text(encoding="utf-8")) == []
+
+
+#: Loads the plugin by its path, as ansible does, and prints what its two filters give for the JSON on stdin.
+CALL_FILTERS = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("mosquitto_passwd_plugin", sys.argv[1])
+plugin = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plugin)
+filters = plugin.FilterModule().filters()
+given = json.load(sys.stdin)
+json.dump({
+    "hash": filters["mosquitto_passwd_hash"](*given["hash"]),
+    "config": filters["mosquitto_dynsec_config"](*given["config"]),
+    "modules": sorted({name.split(".")[0] for name in sys.modules}),
+    "flags": [sys.flags.isolated, sys.flags.no_site, sys.prefix == sys.base_prefix],
+}, sys.stdout)
+"""
+#: Small inputs for both filters: (password, username, salt key, iterations); (accounts, salt key, iterations).
+FILTER_INPUTS: dict[str, list[Any]] = {
+    "hash": ["s3cret", "site-a.gw-1", "salt-key", 1000],
+    "config": [
+        [
+            {"username": "hub", "password": "pw-hub", "acl": ["topic read ioc/v1/+/+/data"]},
+            {
+                "username": "site-a.gw-1",
+                "password": "pw-gw",
+                "acl": ["topic write ioc/v1/site-a/gw-1/data", "topic read ioc/v1/site-a/gw-1/cmd"],
+                "client_id": "ioc-edge-site-a.gw-1",
+            },
+        ],
+        "salt-key",
+        1000,
+    ],
+}
+
+
+def call_filters_on_the_controller(plugin_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Both filters in the system's Python, isolated (-I: no PYTHON* variables, no user site, not the current
+    folder) and without site-packages (-S), from ``cwd``; -B so it writes no bytecode into the checkout."""
+    return subprocess.run(
+        [str(SYSTEM_PYTHON), "-I", "-S", "-B", "-c", CALL_FILTERS, str(plugin_path)],
+        input=json.dumps(FILTER_INPUTS), cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+needs_system_python = pytest.mark.skipif(not SYSTEM_PYTHON.is_file(), reason=f"{SYSTEM_PYTHON} is not installed")
+
+
+@needs_system_python
+def test_the_filters_run_in_the_system_python_without_the_project(tmp_path: Path) -> None:
+    """What the filters give on a controller with nothing of the project installed is what they give here."""
+    from common import mosquitto_dynsec  # noqa: PLC0415 - this test only
+    from ioc.stack.mosquitto import Account, dynsec_config  # noqa: PLC0415 - this test only
+
+    done = call_filters_on_the_controller(PLUGIN, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    there = json.loads(done.stdout)
+    assert there["flags"] == [1, 1, True]  # isolated, no site-packages, not a virtualenv
+    loaded = set(there["modules"]) - {"__main__", "mosquitto_passwd_plugin", "ioc_common_mosquitto_dynsec"}
+    assert loaded <= sys.stdlib_module_names, loaded - sys.stdlib_module_names
+
+    assert there["hash"] == hash_fn(*FILTER_INPUTS["hash"])
+    _, salt, digest = parts(there["hash"])
+    assert digest == mosquitto_dynsec.password_digest("s3cret", salt, 1000)
+
+    accounts, _, iterations = FILTER_INPUTS["config"]
+    assert there["config"] == plugin.mosquitto_dynsec_config(*FILTER_INPUTS["config"])
+    local = dynsec_config(
+        {a["username"]: Account(a["username"], a["password"], tuple(a["acl"]), a.get("client_id")) for a in accounts},
+        iterations,
+    )
+    assert there["config"]["roles"] == local["roles"]
+    assert there["config"]["defaultACLAccess"] == local["defaultACLAccess"]
+    for client, account in zip(there["config"]["clients"], accounts, strict=True):
+        assert client["username"] == account["username"]
+        assert client.get("clientid") == account.get("client_id")
+        salt = base64.b64decode(client["salt"])
+        assert base64.b64decode(client["password"]) == mosquitto_dynsec.password_digest(
+            account["password"], salt, iterations
+        )
+
+
+@needs_system_python
+def test_a_shared_module_needing_more_than_the_standard_library_fails_there(tmp_path: Path) -> None:
+    """The check above can fail: a checkout whose shared module imports yaml (which the system Python has, in
+    its site-packages) cannot load the filters there."""
+    for relative in (PLUGIN_IN_ROLE, DYNSEC_MODULE):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / relative, tmp_path / relative)
+    shared = tmp_path / DYNSEC_MODULE
+    future = "from __future__ import annotations\n"
+    shared.write_text(shared.read_text(encoding="utf-8").replace(future, future + "import yaml\n", 1), encoding="utf-8")
+    done = call_filters_on_the_controller(tmp_path / PLUGIN_IN_ROLE, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "No module named 'yaml'" in done.stderr, done.stderr
