@@ -21,6 +21,7 @@ from typing import IO, Any, Final, Self
 
 import httpx
 
+from benchmarks.child import log_tail
 from benchmarks.errors import BenchmarkError
 from hub.ingest.admission import DEFAULT_KINDS
 from ioc.stack import StackEndpoints
@@ -150,12 +151,7 @@ class HubProcess:
         return data
 
     def log_tail(self, lines: int = 30) -> str:
-        if self._log is not None and not self._log.closed:
-            self._log.flush()
-        try:
-            return "\n".join(self._log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self._log, self._log_path, lines)
 
     def kill(self) -> None:
         """SIGKILL, as a crash: nothing is drained, acknowledged or flushed."""
@@ -164,10 +160,7 @@ class HubProcess:
             proc.kill()
             proc.wait(timeout=STOP_TIMEOUT_S)
             self.returncode = proc.returncode
-        self._http.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close()
 
     def stop(self) -> int | None:
         """SIGTERM (a graceful drain), SIGKILL after :data:`STOP_TIMEOUT_S`; return the exit status."""
@@ -182,8 +175,12 @@ class HubProcess:
                 proc.kill()
                 proc.wait(timeout=STOP_TIMEOUT_S)
             self.returncode = proc.returncode
+        self._close()
+        return self.returncode
+
+    def _close(self) -> None:
+        """The HTTP client and the log, once the process is gone."""
         self._http.close()
         if self._log is not None:
             self._log.close()
             self._log = None
-        return self.returncode

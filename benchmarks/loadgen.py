@@ -29,17 +29,16 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import secrets
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Self
+from typing import Any, Final, Self
 
+from benchmarks.child import JsonLinesChild
 from benchmarks.errors import BenchmarkError
 from hub.mqtt import codec
 from ioc.stack.mosquitto import gateway_client_id
@@ -564,103 +563,48 @@ class LoadProcess:
 
     def __init__(self, config: LoadConfig, log_path: Path, *, cwd: Path, ready_timeout_s: float = 30.0) -> None:
         self._config = config
-        self._log_path = log_path
-        self._cwd = cwd
         self._ready_timeout_s = ready_timeout_s
-        self._proc: subprocess.Popen[str] | None = None
-        self._log: IO[bytes] | None = None
-        self._events: queue.Queue[str | None] = queue.Queue()
+        self._child = JsonLinesChild(
+            "benchmarks.loadgen", "the load generator", log_path, cwd=cwd, stop_timeout_s=STOP_TIMEOUT_S
+        )
         #: The sessions of the gateways' births (the probe gateway's last), once ready.
         self.sessions: list[str] = []
         #: The whole "ready" answer (``last_connack``: CLOCK_MONOTONIC of the last gateway's CONNACK).
         self.ready_info: dict[str, Any] = {}
 
     def __enter__(self) -> Self:
-        self._log = self._log_path.open("wb")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.loadgen"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=self._cwd,
-            text=True,
-            encoding="utf-8",
-        )
-        threading.Thread(target=self._read, name="loadgen-stdout", daemon=True).start()
-        self._send(self._config.to_json())
-        self.ready_info = self._expect("ready", self._ready_timeout_s)
+        self._child.start(self._config.to_json())
+        try:
+            self.ready_info = self._child.expect("ready", self._ready_timeout_s)
+        except BaseException:
+            self._child.stop()
+            raise
         self.sessions = list(self.ready_info["sessions"])
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(OSError):
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        if self._log is not None:
-            self._log.close()
+        self._child.stop()
 
     @property
     def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def _read(self) -> None:
-        proc = self._proc
-        assert proc is not None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self._events.put(line)
-        self._events.put(None)
-
-    def _send(self, line: str) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            raise BenchmarkError("the load generator is not running")
-        proc.stdin.write(line + "\n")
-        proc.stdin.flush()
-
-    def _expect(self, event: str, timeout_s: float) -> dict[str, Any]:
-        try:
-            line = self._events.get(timeout=timeout_s)
-        except queue.Empty:
-            raise BenchmarkError(f"the load generator did not answer {event!r} within {timeout_s:.0f} s") from None
-        if line is None:
-            raise BenchmarkError(f"the load generator exited before {event!r}:\n{self.log_tail()}")
-        answer: dict[str, Any] = json.loads(line)
-        if answer.get("event") != event:
-            raise BenchmarkError(f"the load generator answered {answer} instead of {event!r}:\n{self.log_tail()}")
-        return answer
+        return self._child.pid
 
     def go(self) -> None:
-        self._send(json.dumps({"cmd": "go"}))
+        self._child.send({"cmd": "go"})
 
     def stop(self) -> None:
         """Stop publishing before ``duration_s`` is over (:meth:`wait_done` then has the counts)."""
-        self._send(json.dumps({"cmd": "stop"}))
+        self._child.send({"cmd": "stop"})
 
     def wait_done(self, timeout_s: float) -> LoadResult:
-        data = self._expect("done", timeout_s)
+        data = self._child.expect("done", timeout_s)
         data.pop("event")
         return LoadResult(**data)
 
     def log_tail(self, lines: int = 20) -> str:
-        if self._log is not None and not self._log.closed:
-            self._log.flush()
-        try:
-            return "\n".join(self._log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self._child.log_tail(lines)
 
 
 if __name__ == "__main__":

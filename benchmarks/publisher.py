@@ -18,19 +18,17 @@ Any failure is answered with ``{"event": "error", "error": "..."}`` and exit sta
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import queue
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Self
+from typing import Any, Final, Self
 
+from benchmarks.child import JsonLinesChild
 from benchmarks.errors import BenchmarkError
 from benchmarks.workload import Workload
 
@@ -80,36 +78,17 @@ class PublisherProcess:
     """Runs ``python -m benchmarks.publisher`` with ``config``; stderr goes to ``log_path``.
 
     ``with PublisherProcess(...) as pub:`` starts it; leaving the block stops it (it exits on stdin EOF; SIGKILL
-    after :data:`STOP_TIMEOUT_S`).
+    after :data:`STOP_TIMEOUT_S`). :meth:`send` a command, :meth:`expect` its answer.
     """
 
     def __init__(self, config: PublisherConfig, log_path: Path, *, cwd: Path) -> None:
         self._config = config
-        self._log_path = log_path
-        self._cwd = cwd
-        self._proc: subprocess.Popen[str] | None = None
-        self._log: IO[bytes] | None = None
-        self._events: queue.Queue[str | None] = queue.Queue()
-        self._reader: threading.Thread | None = None
+        self._child = JsonLinesChild(
+            "benchmarks.publisher", "the publisher", log_path, cwd=cwd, stop_timeout_s=STOP_TIMEOUT_S
+        )
 
     def __enter__(self) -> Self:
-        self._log = self._log_path.open("wb")
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.publisher"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._log,
-                cwd=self._cwd,
-                text=True,
-                encoding="utf-8",
-            )
-        except OSError as exc:
-            self._log.close()
-            raise BenchmarkError(f"cannot start the publisher: {exc}") from exc
-        self._reader = threading.Thread(target=self._read, name="publisher-stdout", daemon=True)
-        self._reader.start()
-        self.send_line(self._config.to_json())
+        self._child.start(self._config.to_json())
         return self
 
     def __exit__(
@@ -119,71 +98,23 @@ class PublisherProcess:
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
-            raise BenchmarkError("the publisher is not running")
-        return self._proc.pid
-
-    def _read(self) -> None:
-        proc = self._proc
-        assert proc is not None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self._events.put(line)
-        self._events.put(None)  # EOF: the child has exited or closed stdout
+        return self._child.pid
 
     def send_line(self, line: str) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            raise BenchmarkError("the publisher is not running")
-        try:
-            proc.stdin.write(line + "\n")
-            proc.stdin.flush()
-        except OSError as exc:
-            raise BenchmarkError(f"the publisher stopped reading commands: {exc}\n{self.log_tail()}") from exc
+        self._child.send_line(line)
 
     def send(self, command: dict[str, Any]) -> None:
-        self.send_line(json.dumps(command))
+        self._child.send(command)
 
     def expect(self, event: str, timeout_s: float) -> dict[str, Any]:
         """Wait up to ``timeout_s`` for the child's next answer and return it; it must be ``event``."""
-        try:
-            line = self._events.get(timeout=timeout_s)
-        except queue.Empty:
-            raise BenchmarkError(f"the publisher did not answer {event!r} within {timeout_s:.0f} s") from None
-        if line is None:
-            self._events.put(None)
-            raise BenchmarkError(f"the publisher exited before {event!r}:\n{self.log_tail()}")
-        answer: dict[str, Any] = json.loads(line)
-        if answer.get("event") != event:
-            raise BenchmarkError(f"the publisher answered {answer} instead of {event!r}:\n{self.log_tail()}")
-        return answer
+        return self._child.expect(event, timeout_s)
 
     def log_tail(self, lines: int = 20) -> str:
-        if self._log is not None and not self._log.closed:
-            self._log.flush()
-        try:
-            return "\n".join(self._log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self._child.log_tail(lines)
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            if self._reader is not None:
-                self._reader.join(timeout=STOP_TIMEOUT_S)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._child.stop()
 
 
 # ------------------------------------------------------------------------------------------------ child side
