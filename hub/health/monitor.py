@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hub.health.machine import FlapPolicy, Health, HealthMachine
+from hub.health.translog import TransitionLog
 from hub.registry.registry import Device, Registry
 from wire.v1 import DataBatch, Event, EventType, State
 
@@ -161,6 +162,7 @@ class HealthMonitor:
         self._registry = registry
         self._clock = clock
         self._wall = wall
+        self._translog = TransitionLog(log, clock)
         self.gateways: dict[str, _Gateway] = {}
         """By ``site/gateway``."""
         self._pairs: dict[tuple[str, str], _Gateway] = {}
@@ -470,6 +472,7 @@ class HealthMonitor:
         self._next_silence = self._tick_gateways(now)
         self._clear_problems(now)
         self._tick_devices(now)
+        self._translog.flush(now)
 
     def _tick_devices(self, now: float) -> None:
         """Flap ends and inactivity verdicts of the devices due."""
@@ -594,12 +597,12 @@ class HealthMonitor:
             self._emit_device(d, change.old, change.new, change.reason)
 
     def _emit_gateway(self, g: _Gateway, old: Health, new: Health, reason: str) -> None:
-        log.info("gateway %s/%s: %s -> %s (%s)", g.site, g.gateway, old.value, new.value, reason)
+        self._translog.record("gateway", g.key, old.value, new.value, reason)
         self.changed_gateways.add(g.key)
         self._emit(Transition("gateway", f"{g.site}/{g.gateway}", g.site, g.gateway, "", "", old, new, reason, 0))
 
     def _emit_device(self, d: _Device, old: Health, new: Health, reason: str) -> None:
-        log.info("device %s: %s -> %s (%s)", d.id, old.value, new.value, reason)
+        self._translog.record("device", d.id, old.value, new.value, reason)
         self.changed_devices.add(d.id)
         self._emit(Transition("device", d.id, d.site, d.gateway, d.id, d.kind, old, new, reason, 0))
 

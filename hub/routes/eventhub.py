@@ -45,6 +45,8 @@ class EventHub:
         return len(self._clients)
 
     def publish(self, kind: str, ward: str | None, data: dict[str, Any]) -> None:
+        if not self._clients:
+            return  # nobody listens: no frame to build (a birth storm is thousands of transitions a second)
         frame = f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
         for queue in list(self._clients):
             try:
@@ -56,6 +58,8 @@ class EventHub:
                     queue.put_nowait(None)  # tells the stream to end
 
     def transition(self, t: Transition) -> None:
+        if not self._clients:
+            return
         self.publish(
             t.entity,
             self._ward_of_site(t.site),
