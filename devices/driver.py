@@ -8,6 +8,7 @@ This package never imports MQTT, HTTP-server or InfluxDB code.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,15 @@ class Reading:
 
     ts_ms: int
     metrics: Mapping[str, MetricValue]
+
+
+class StateCode(enum.IntEnum):
+    """A state a driver reports twice: its code as ``<what>_state`` and its name as ``<what>_state_name``
+    (:attr:`label`). Subclassed with the members (a base without members, as :mod:`enum` allows)."""
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
 
 
 class DriverConfig(BaseModel):

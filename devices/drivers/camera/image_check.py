@@ -19,7 +19,6 @@ every problem as it was: no evidence is not good evidence. ``image_check_state``
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import tempfile
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from devices.driver import MetricValue, now_ms
+from devices.driver import MetricValue, StateCode, now_ms
 from devices.drivers.camera.config import CameraConfig
 from devices.drivers.camera.image_filters import (
     ANALYSIS_FPS,
@@ -76,16 +75,12 @@ def _slots() -> asyncio.Semaphore:
     return slots
 
 
-class ImageCheckState(enum.IntEnum):
+class ImageCheckState(StateCode):
     """``image_check_state`` (code) and ``image_check_state_name``."""
 
     OK = 0
     FAILED = 1
     UNAVAILABLE = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ here raises for a camera fault: the state is the result.
 from __future__ import annotations
 
 import asyncio
-import enum
 import os
 import ssl
 import time
@@ -28,7 +27,7 @@ from typing import Final
 
 import httpx
 
-from devices.driver import MetricValue
+from devices.driver import MetricValue, StateCode
 from devices.drivers.camera import soap
 from devices.drivers.camera.config import CameraConfig
 from devices.errors import DeviceResponseError, DeviceUnavailable
@@ -41,17 +40,13 @@ MAX_ERROR: Final = 300
 GUARD_MARGIN_S: Final = 0.25
 
 
-class OnvifState(enum.IntEnum):
+class OnvifState(StateCode):
     """ONVIF reachability, as ``onvif_state`` (code) and ``onvif_state_name``."""
 
     UP_WITH_AUTH = 0
     UP_WITHOUT_AUTH = 1
     REFUSING = 2
     UNREACHABLE = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import math
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from devices.driver import MetricValue
+from devices.driver import MetricValue, StateCode
 from devices.drivers.camera.config import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -42,16 +41,12 @@ REAP_TIMEOUT_S: Final = 5.0
 _USERINFO: Final = re.compile(r"(?i)\b(rtsps?://)[^/@\s]*@")
 
 
-class RtspState(enum.IntEnum):
+class RtspState(StateCode):
     """Stream state, as ``rtsp_state`` (code) and ``rtsp_state_name``."""
 
     UP = 0
     DOWN = 1
     UNAVAILABLE = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)
