@@ -34,6 +34,7 @@ import signal
 import sys
 from pathlib import Path
 
+from common.tasks import cancel_and_wait
 from devices.errors import DeviceConfigError
 from devices.profile import available_profiles
 from devices.sim.camera_pictures import Picture
@@ -231,9 +232,9 @@ async def _serve_camera(args: argparse.Namespace) -> int:
             await _serve_until_stopped(cameras, args.duration)
         finally:
             if commands is not None:
-                commands.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await commands
+                await cancel_and_wait([commands])
+                if commands.done() and not commands.cancelled():
+                    commands.result()  # a command reader that failed (not a bad line: those are logged) is an error
     log.info("camera simulator stopped")
     return 0
 

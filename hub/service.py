@@ -361,9 +361,6 @@ async def run_hub(settings: HubSettings, stop: asyncio.Event, *, on_ready: Calla
         try:
             await asyncio.wait({stopper, failure}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopper.cancel()
-            failure.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopper
+            await cancel_and_wait([stopper, failure])
         if failure.done() and not failure.cancelled():
             failure.result()

@@ -34,6 +34,7 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from common.tasks import cancel_and_wait
 from devices.driver import MetricValue
 from devices.drivers.modbus.codec import RegisterCodec, codec_for
 from devices.errors import DeviceConfigError
@@ -408,9 +409,7 @@ class ModbusSimulator:
         """Stop updating and close the listener and every client connection."""
         updater, self._updater = self._updater, None
         if updater is not None:
-            updater.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await updater
+            await cancel_and_wait([updater])
         server, self._server = self._server, None
         if server is not None:
             listener = cast(asyncio.Server | None, server.transport)
@@ -419,6 +418,8 @@ class ModbusSimulator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(listener.wait_closed(), SHUTDOWN_TIMEOUT_S)
         self._port = None
+        if updater is not None and updater.done() and not updater.cancelled():
+            updater.result()  # an update loop that crashed is a bug of the simulator: raised once it is closed
 
     async def _update_loop(self) -> None:
         while True:

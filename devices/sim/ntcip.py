@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import random
 import time
@@ -40,6 +39,7 @@ from pyasn1.codec.ber import decoder, encoder  # type: ignore[import-untyped]
 from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pysnmp.proto import api  # type: ignore[import-untyped]
 
+from common.tasks import cancel_and_wait
 from devices.drivers.ntcip import mib
 from devices.sim.ntcip_sign import GEN_ERR, NO_ERROR, TOO_BIG, Oid, SignState, Value
 
@@ -153,9 +153,7 @@ class NtcipSimulator:
         """Stop updating, drop delayed answers, close the socket."""
         updater, self._updater = self._updater, None
         if updater is not None:
-            updater.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await updater
+            await cancel_and_wait([updater])
         for handle in self._pending:
             handle.cancel()
         self._pending.clear()
@@ -163,6 +161,8 @@ class NtcipSimulator:
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
         self._port = None
+        if updater is not None and updater.done() and not updater.cancelled():
+            updater.result()  # an update loop that crashed is a bug of the simulator: raised once it is closed
 
     async def _update_loop(self) -> None:
         while True:

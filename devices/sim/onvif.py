@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 from xml.sax.saxutils import escape
 
+from common.tasks import cancel_and_wait
 from devices.drivers.camera import soap
 from devices.sim.rtsp import RtspSimulator, RtspUnavailable
 
@@ -190,10 +191,8 @@ class OnvifSimulator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         task, self._reboot_task = self._reboot_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None:
+            await cancel_and_wait([task])
         await self.stop()
 
     async def start(self) -> None:

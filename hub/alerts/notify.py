@@ -13,7 +13,6 @@ never hold its URL: an error text that quotes a URL (some of httpx's do) has it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import re
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from common.tasks import cancel_and_wait
 from hub.alerts.rules import SEVERITY_RANK, Webhook
 from hub.alerts.store import AlertStore
 
@@ -79,11 +79,7 @@ class Notifier:
             try:
                 await asyncio.gather(*workers)
             finally:
-                for w in workers:
-                    w.cancel()
-                for w in workers:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await w
+                await cancel_and_wait(workers)
 
     async def _worker(self, client: httpx.AsyncClient) -> None:
         while True:

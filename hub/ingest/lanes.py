@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from common.tasks import cancel_and_wait
 from hub.ingest.messages import Acker, InboundMessage, RetryPolicy
 from hub.ingest.overflow import OverflowFile, OverflowFileError, encode_record, lane_file_name, recover
 
@@ -205,13 +206,12 @@ class FairQueue:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         files = [f for lane in self._lanes.values() for f in lane.files]
         await asyncio.to_thread(self._save_and_close, files)
+        for task in self._tasks:
+            if task.done() and not task.cancelled():
+                task.result()  # a loop that crashed is an error of the hub; raised once the progress is saved
 
     @staticmethod
     def _save_and_close(files: list[OverflowFile]) -> None:

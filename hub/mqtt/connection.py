@@ -26,6 +26,7 @@ import time
 from types import TracebackType
 from typing import Final, Literal, Self
 
+from common.tasks import cancel_and_wait
 from hub.config import MqttSettings
 from hub.errors import StartupError
 from hub.mqtt.codec import (
@@ -245,9 +246,7 @@ class Client:
                 conn.write(DISCONNECT_PACKET)
             conn.transport.close()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), self._stop_timeout_s)
+            await cancel_and_wait([task], self._stop_timeout_s)
         if self._connected:
             self._log.info("%sdisconnected from the broker", self._label)
         self._down()
